@@ -1,1 +1,123 @@
-//! stub
+//! The agentmesh node: the daemon behind `agentmesh up`.
+//!
+//! It serves two HTTP APIs from two listeners:
+//!
+//! * the **peer API** ([`peer_api`]), what other agents call: our native routes under `/v1/` and
+//!   the Agent Mesh V1 routes under `/agent-mesh/` ([`compat::agent_mesh_v1`]);
+//! * the **control API** ([`control_api`]), what the owner and the CLI call: bound to
+//!   `127.0.0.1` on its own port, every request authenticated with a bearer token that the node
+//!   writes to `<home>/control.token` (mode 0600) at start.
+//!
+//! Everything sent goes through the durable outbox ([`outbox`]); everything received is verified
+//! and stored before it is acknowledged.
+
+pub mod compat;
+pub mod config;
+pub mod control_api;
+pub mod error;
+pub mod home;
+pub mod outbox;
+pub mod peer_api;
+mod net;
+mod run;
+
+use std::sync::{Arc, Mutex};
+
+use agentmesh_core::{AgentCard, Identity};
+use agentmesh_store::{ContactRequest, Message, Store};
+use serde::Serialize;
+use tokio::sync::{Notify, broadcast};
+
+pub use config::Config;
+pub use error::ApiError;
+pub use home::{Home, Profile, RuntimeInfo};
+pub use run::{UpOptions, run};
+
+/// Something that happened, streamed to `list-messages --follow` and other watchers.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A message arrived and was stored.
+    Message {
+        /// The stored message.
+        message: Message,
+    },
+    /// An outgoing entry changed state (`sent`, `delivered`, `read`, `failed`, `queued`).
+    Status {
+        /// Message id.
+        id: String,
+        /// Recipient.
+        peer_id: String,
+        /// Entry kind (`message`, `receipt`, `contact_request`, `contact_response`).
+        kind: String,
+        /// New status.
+        status: String,
+        /// When, ms.
+        at: i64,
+        /// Delivery error, for `queued`/`sent` retries and `failed`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A contact request arrived.
+    ContactRequest {
+        /// The stored request.
+        request: ContactRequest,
+    },
+    /// A peer answered one of our contact requests.
+    ContactResponse {
+        /// The request answered.
+        request_id: String,
+        /// Who answered.
+        peer_id: String,
+        /// Whether they approved.
+        accepted: bool,
+    },
+}
+
+/// Shared state of a running node.
+pub struct Node {
+    /// Our keys.
+    pub identity: Identity,
+    /// Our signed agent card.
+    pub card: AgentCard,
+    /// Settings.
+    pub config: Config,
+    /// Our advertised base URL.
+    pub endpoint: String,
+    /// The database (one connection; all access from blocking tasks).
+    pub store: Mutex<Store>,
+    /// Event fan-out (bounded; slow watchers miss events and are told so).
+    pub events: broadcast::Sender<Event>,
+    /// Wakes the outbox worker when something is queued.
+    pub outbox_wake: Notify,
+    /// Outbound HTTP client (timeouts set; proxies ignored).
+    pub http: reqwest::Client,
+}
+
+impl Node {
+    /// Runs `f` against the store on a blocking thread.
+    pub async fn db<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> agentmesh_store::Result<T> + Send + 'static,
+    {
+        let node = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let store = node.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&store)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
+    }
+
+    /// Publishes an event; nobody listening is fine.
+    pub fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Our agent id as text.
+    pub fn agent_id(&self) -> String {
+        self.identity.agent_id().to_string()
+    }
+}

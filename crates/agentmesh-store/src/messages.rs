@@ -336,44 +336,81 @@ impl Store {
             .optional()?)
     }
 
+    /// Records that envelope `id` from `peer_id` was accepted with `receipt`.
+    ///
+    /// Returns `None` when this is the first acceptance, or `Some(receipt)` with the receipt of
+    /// an earlier acceptance of the same `(peer_id, id)` (a replay), in which case nothing changes.
+    pub fn record_accepted(&self, peer_id: &str, id: &str, kind: &str, receipt: &str, at: i64) -> Result<Option<String>> {
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO accepted (peer_id, id, kind, receipt, accepted_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![peer_id, id, kind, receipt, at])?;
+        if inserted == 1 { Ok(None) } else { Ok(Some(self.accepted_receipt(peer_id, id)?.unwrap_or_default())) }
+    }
+
+    /// Stores a received message in the inbox.
+    pub fn insert_incoming(&self, m: &IncomingMessage) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO inbox (peer_id, id, protocol, encrypted, content_type, text, reply_to, thread, created_at, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                m.peer_id,
+                m.id,
+                m.protocol,
+                m.encrypted,
+                m.content_type,
+                m.text,
+                m.reply_to,
+                m.thread,
+                m.created_at,
+                m.received_at
+            ])?;
+        Ok(())
+    }
+
     /// Records accepted envelopes (and stores their messages) in one transaction.
     ///
     /// Returns, per entry, the receipt in force: the new one, or the one stored by an earlier
-    /// acceptance of the same `(peer_id, id)` (a concurrent replay), in which case nothing new is
-    /// stored.
+    /// acceptance of the same `(peer_id, id)`, in which case nothing new is stored.
     pub fn accept(&self, batch: &[Accepted]) -> Result<Vec<String>> {
         self.atomic(|s| {
-            let mut log = s.conn.prepare_cached(
-                "INSERT OR IGNORE INTO accepted (peer_id, id, kind, receipt, accepted_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let mut inbox = s.conn.prepare_cached(
-                "INSERT INTO inbox (peer_id, id, protocol, encrypted, content_type, text, reply_to, thread, created_at, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
             let mut out = Vec::with_capacity(batch.len());
             for a in batch {
-                if log.execute(params![a.peer_id, a.id, a.kind, a.receipt, a.at])? == 0 {
-                    out.push(s.accepted_receipt(&a.peer_id, &a.id)?.unwrap_or_default());
+                if let Some(earlier) = s.record_accepted(&a.peer_id, &a.id, &a.kind, &a.receipt, a.at)? {
+                    out.push(earlier);
                     continue;
                 }
                 if let Some(m) = &a.message {
-                    inbox.execute(params![
-                        m.peer_id,
-                        m.id,
-                        m.protocol,
-                        m.encrypted,
-                        m.content_type,
-                        m.text,
-                        m.reply_to,
-                        m.thread,
-                        m.created_at,
-                        m.received_at
-                    ])?;
+                    s.insert_incoming(m)?;
                 }
                 out.push(a.receipt.clone());
             }
             Ok(out)
         })
+    }
+
+    /// Postpones entries being delivered right now until `until` (ms), so the worker does not
+    /// pick them twice; a crash mid-delivery leaves them due again at `until`.
+    pub fn lease(&self, ids: &[String], until: i64) -> Result<()> {
+        self.atomic(|s| {
+            let mut stmt = s.conn.prepare_cached("UPDATE outbox SET next_attempt_at = ?2 WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute(params![id, until])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Makes every undelivered entry due now; called at start-up so a restart retries at once.
+    pub fn release_leases(&self, now: i64) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE outbox SET next_attempt_at = ?1 WHERE status IN ('queued', 'sent') AND next_attempt_at > ?1",
+            [now],
+        )?)
     }
 
     /// Lists messages per the filter: outgoing then incoming, each oldest first.

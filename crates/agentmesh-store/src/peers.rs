@@ -176,8 +176,12 @@ impl Store {
         })
     }
 
-    /// Runs `f` inside one immediate transaction; rolls back when it fails.
+    /// Runs `f` inside one immediate transaction; rolls back when it fails. Inside an enclosing
+    /// `atomic`, `f` simply joins that transaction.
     pub fn atomic<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
+        if !self.conn.is_autocommit() {
+            return f(self);
+        }
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         match f(self) {
             Ok(v) => {

@@ -1,0 +1,102 @@
+//! Node settings: safe local defaults, overridden by `<home>/config.toml`, then by environment
+//! variables (`AGENTMESH_LISTEN`, `AGENTMESH_ENDPOINT`), then by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Node configuration. Every field has a default; `config.toml` may set any subset.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the peer API binds. Default `127.0.0.1:8787`; bind a public address only on purpose.
+    pub listen: SocketAddr,
+    /// Public base URL advertised in the agent card; default `http://<listen>`.
+    pub endpoint: Option<String>,
+    /// How far an envelope's `sent_at` may be from our clock, seconds. Default 300.
+    pub freshness_window_secs: u64,
+    /// How long a queued message stays deliverable, seconds. Default 86,400 (one day).
+    pub message_ttl_secs: u64,
+    /// Delivery attempts before an outbox entry fails. Default 60.
+    pub max_attempts: u32,
+    /// First retry delay, milliseconds; doubles per attempt, with jitter. Default 500.
+    pub retry_base_ms: u64,
+    /// Longest retry delay, milliseconds. Default 300,000 (five minutes).
+    pub retry_max_ms: u64,
+    /// Timeout of each outbound HTTP request, milliseconds. Default 10,000.
+    pub outbound_timeout_ms: u64,
+    /// Largest body accepted on single-envelope peer routes, bytes. Default 262,144 (256 KiB).
+    pub max_message_bytes: usize,
+    /// Largest body accepted on contact-request routes, bytes. Default 16,384.
+    pub max_contact_request_bytes: usize,
+    /// Largest batch body, bytes. Default 4 MiB.
+    pub max_batch_bytes: usize,
+    /// Most envelopes in one batch request, sent or accepted. Default 128.
+    pub max_batch_envelopes: usize,
+    /// Largest message text accepted from the owner, bytes. Default 196,608 (192 KiB).
+    pub max_text_bytes: usize,
+    /// Largest response read from a peer, bytes. Default 4 MiB.
+    pub max_response_bytes: usize,
+    /// Peers delivered to concurrently by the outbox worker. Default 32.
+    pub delivery_concurrency: usize,
+    /// Concurrent batch requests in flight to one peer. Default 4.
+    pub per_peer_inflight: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            endpoint: None,
+            freshness_window_secs: 300,
+            message_ttl_secs: 86_400,
+            max_attempts: 60,
+            retry_base_ms: 500,
+            retry_max_ms: 300_000,
+            outbound_timeout_ms: 10_000,
+            max_message_bytes: 256 * 1024,
+            max_contact_request_bytes: 16 * 1024,
+            max_batch_bytes: 4 * 1024 * 1024,
+            max_batch_envelopes: 128,
+            max_text_bytes: 192 * 1024,
+            max_response_bytes: 4 * 1024 * 1024,
+            delivery_concurrency: 32,
+            per_peer_inflight: 4,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `config_path` if it exists, then the environment.
+    pub fn load(config_path: &Path) -> Result<Self> {
+        let mut config = if config_path.exists() {
+            let text = std::fs::read_to_string(config_path).with_context(|| format!("reading {}", config_path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?
+        } else {
+            Config::default()
+        };
+        if let Ok(listen) = std::env::var("AGENTMESH_LISTEN") {
+            config.listen = listen.parse().with_context(|| format!("AGENTMESH_LISTEN={listen:?} is not an address"))?;
+        }
+        if let Ok(endpoint) = std::env::var("AGENTMESH_ENDPOINT") {
+            config.endpoint = Some(endpoint);
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let c: Config = toml::from_str("listen = \"127.0.0.1:9000\"\nmax_attempts = 3\n").expect("parse");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.max_attempts, 3);
+        assert_eq!(c.freshness_window_secs, 300);
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,537 @@
+//! The control API: what the owner (the CLI, MCP, tests) calls. Bound to `127.0.0.1` only; every
+//! request needs `Authorization: Bearer <token>` with the token from `<home>/control.token`.
+//! Every trust change and every send goes through here.
+//!
+//! | route | purpose |
+//! |---|---|
+//! | `GET /control/status` | identity, addresses, counters |
+//! | `GET /control/card` | our signed agent card |
+//! | `POST /control/contacts` `{url, purpose?}` | fetch the card at `url`, send a contact request |
+//! | `GET /control/requests?direction=incoming\|outgoing` | contact requests |
+//! | `POST /control/requests/{id}/approve` | approve an incoming request (trust becomes mutual) |
+//! | `POST /control/requests/{id}/reject` `{reason?}` | reject it |
+//! | `GET /control/peers` | known peers |
+//! | `POST /control/peers/{id}/block`, `…/unblock`; `DELETE /control/peers/{id}` | trust changes |
+//! | `POST /control/messages` `{to, text, reply_to?, thread?}` | queue a message |
+//! | `GET /control/messages?direction=&unread=&peer=&limit=` | inbox and outbox |
+//! | `POST /control/messages/{id}/read` | show, mark read, send a read receipt |
+//! | `GET /control/events` | JSON lines of [`Event`]s as they happen |
+
+use std::sync::Arc;
+
+use agentmesh_core::envelope::{APPLICATION_JSON, ContactRequestBody, ContactResponseBody, Draft, ReceiptBody, TEXT_PLAIN};
+use agentmesh_core::time::now_ms;
+use agentmesh_core::{AgentCard, EnvelopeKind, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE};
+use agentmesh_store::{ContactRequest, Direction, MessageFilter, NewOutbound, Peer, RequestStatus, Store, Trust};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::compat::agent_mesh_v1 as v1;
+use crate::error::{ApiError, read_json_body};
+use crate::{Node, net};
+
+/// State of the control API: the node and the bearer token.
+#[derive(Clone)]
+pub struct ControlState {
+    node: Arc<Node>,
+    token: Arc<str>,
+    peer_url: Arc<str>,
+}
+
+/// Builds the control router; `token` is the bearer credential, `peer_url` our bound peer URL.
+pub fn router(node: Arc<Node>, token: String, peer_url: String) -> Router {
+    let state = ControlState { node, token: token.into(), peer_url: peer_url.into() };
+    Router::new()
+        .route("/control/status", get(status))
+        .route("/control/card", get(card))
+        .route("/control/contacts", post(request_contact))
+        .route("/control/requests", get(list_requests))
+        .route("/control/requests/{id}/approve", post(approve))
+        .route("/control/requests/{id}/reject", post(reject))
+        .route("/control/peers", get(list_peers))
+        .route("/control/peers/{id}", axum::routing::delete(remove_peer))
+        .route("/control/peers/{id}/block", post(block))
+        .route("/control/peers/{id}/unblock", post(unblock))
+        .route("/control/messages", post(send_message).get(list_messages))
+        .route("/control/messages/{id}/read", post(read_message))
+        .route("/control/events", get(events))
+        .fallback(|| async { ApiError::not_found("no such control route") })
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn authenticate(State(state): State<ControlState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(presented.as_bytes(), state.token.as_bytes()) {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong control token").into_response();
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+const CONTROL_BODY_LIMIT: usize = 1024 * 1024;
+
+async fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+    let bytes = read_json_body(headers, body, CONTROL_BODY_LIMIT).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("malformed", e.to_string()))
+}
+
+async fn status(State(st): State<ControlState>) -> Result<Json<Value>, ApiError> {
+    let node = &st.node;
+    let stats = node.db(|s| s.stats()).await?;
+    Ok(Json(json!({
+        "agent_id": node.agent_id(),
+        "name": node.card.name,
+        "fingerprint": node.identity.fingerprint(),
+        "listen": st.peer_url.as_ref(),
+        "endpoint": node.endpoint,
+        "protocols": node.card.protocols,
+        "capabilities": node.card.capabilities,
+        "peers": stats.peers,
+        "trusted_peers": stats.trusted_peers,
+        "pending_requests": stats.pending_requests,
+        "unread_messages": stats.unread_messages,
+        "outbox_depth": stats.outbox_depth,
+        "failed_deliveries": stats.failed_deliveries,
+        "version": env!("CARGO_PKG_VERSION"),
+    })))
+}
+
+async fn card(State(st): State<ControlState>) -> Json<AgentCard> {
+    Json(st.node.card.clone())
+}
+
+#[derive(Deserialize)]
+struct ContactArgs {
+    url: String,
+    #[serde(default)]
+    purpose: String,
+}
+
+fn new_request_id() -> String {
+    format!("req_{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+fn peer_json(p: &Peer) -> Value {
+    json!({"agent_id": p.agent_id, "name": p.name, "fingerprint": p.fingerprint, "protocol": p.protocol, "endpoint": p.endpoint, "trust": p.trust})
+}
+
+/// Fetches the peer's native card, falling back to the V1 discovery document.
+async fn fetch_peer(node: &Node, base: &str) -> Result<Peer, ApiError> {
+    let now = now_ms() as i64;
+    let native_error = match net::get(&node.http, &format!("{base}/v1/card"), 64 * 1024).await {
+        Ok((status, body)) if status.is_success() => match serde_json::from_slice::<AgentCard>(&body) {
+            Ok(card) => match card.verify() {
+                Ok(keys) => {
+                    return Ok(Peer {
+                        agent_id: card.agent_id.to_string(),
+                        name: card.name.clone(),
+                        protocol: PROTOCOL_NATIVE.into(),
+                        endpoint: base.to_owned(),
+                        ed25519: keys.ed25519.to_bytes(),
+                        x25519: Some(keys.x25519),
+                        fingerprint: card.fingerprint.to_string(),
+                        card: serde_json::to_string(&card).ok(),
+                        trust: Trust::Discovered,
+                        first_seen: now,
+                        last_seen: now,
+                    });
+                }
+                Err(e) => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "invalid_card", format!("{base} served a card that does not verify: {e}"))),
+            },
+            Err(_) => "no agentmesh card".to_owned(),
+        },
+        Ok((status, _)) => format!("{status} for /v1/card"),
+        Err(e) => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "peer_unreachable", format!("{base}: {e}"))),
+    };
+    match v1::fetch_discovery(node, base).await {
+        Ok((agent, key)) => Ok(Peer {
+            agent_id: agent.agent_id.clone(),
+            name: agent.display_name.clone(),
+            protocol: PROTOCOL_AGENT_MESH_V1.into(),
+            endpoint: base.to_owned(),
+            ed25519: key.to_bytes(),
+            x25519: None,
+            fingerprint: agent.fingerprint.clone(),
+            card: serde_json::to_string(&agent).ok(),
+            trust: Trust::Discovered,
+            first_seen: now,
+            last_seen: now,
+        }),
+        Err(v1_error) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "not_an_agent",
+            format!("{base} is not an agentmesh or Agent Mesh V1 agent ({native_error}; {v1_error})"),
+        )),
+    }
+}
+
+fn normalize_url(url: &str) -> Result<String, ApiError> {
+    let url = url.trim().trim_end_matches('/');
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && url.len() <= 512 && !url.contains(char::is_whitespace) => Ok(url.to_owned()),
+        _ => Err(ApiError::bad_request("invalid_url", "give the peer's base URL, e.g. http://127.0.0.1:8787")),
+    }
+}
+
+async fn request_contact(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+    let args: ContactArgs = json_body(&headers, body).await?;
+    if args.purpose.chars().count() > 1000 {
+        return Err(ApiError::bad_request("invalid_purpose", "purpose is limited to 1000 characters"));
+    }
+    let base = normalize_url(&args.url)?;
+    let node = Arc::clone(&st.node);
+    let peer = fetch_peer(&node, &base).await?;
+    if peer.agent_id == node.agent_id() {
+        return Err(ApiError::bad_request("self_contact", format!("{base} is this agent itself")));
+    }
+    let request_id = new_request_id();
+    let now = now_ms();
+    let payload = if peer.protocol == PROTOCOL_NATIVE {
+        let body = serde_json::to_vec(&ContactRequestBody { request_id: request_id.clone(), purpose: args.purpose.clone() })
+            .map_err(ApiError::internal)?;
+        let x25519 = peer.x25519.ok_or_else(|| ApiError::internal("native peer without X25519 key"))?;
+        let their_id = peer.agent_id.parse().map_err(ApiError::internal)?;
+        let mut draft = Draft::new(EnvelopeKind::ContactRequest, node.identity.agent_id(), their_id, now, node.config.message_ttl_secs * 1000, APPLICATION_JSON, body);
+        draft.card = Some(node.card.clone());
+        serde_json::to_string(&draft.seal(&x25519).map_err(|e| ApiError::bad_request("invalid_card", e.to_string()))?).map_err(ApiError::internal)?
+    } else {
+        v1::contact_request_payload(&node, &request_id, &args.purpose)
+    };
+    let outbound = NewOutbound {
+        id: if peer.protocol == PROTOCOL_NATIVE {
+            serde_json::from_str::<Value>(&payload).ok().and_then(|v| v["id"].as_str().map(str::to_owned)).unwrap_or_default()
+        } else {
+            request_id.clone()
+        },
+        kind: "contact_request".into(),
+        peer_id: peer.agent_id.clone(),
+        protocol: peer.protocol.clone(),
+        payload,
+        text: None,
+        content_type: APPLICATION_JSON.into(),
+        reply_to: None,
+        thread: None,
+        encrypted: peer.protocol == PROTOCOL_NATIVE,
+        created_at: now as i64,
+        expires_at: (now + node.config.message_ttl_secs * 1000) as i64,
+    };
+    let request = ContactRequest {
+        request_id: request_id.clone(),
+        direction: Direction::Outgoing,
+        peer_id: peer.agent_id.clone(),
+        peer_name: Some(peer.name.clone()),
+        fingerprint: Some(peer.fingerprint.clone()),
+        purpose: args.purpose,
+        status: RequestStatus::Pending,
+        reason: None,
+        protocol: peer.protocol.clone(),
+        created_at: now as i64,
+        decided_at: None,
+    };
+    let p = peer.clone();
+    let outcome = node
+        .db(move |s| {
+            s.atomic(|s| {
+                if !s.upsert_peer(&p)? {
+                    return Ok(Err(ApiError::conflict(
+                        "key_mismatch",
+                        format!("{} now presents a key other than the one pinned for it; nothing was sent", p.agent_id),
+                    )));
+                }
+                let current = s.peer(&p.agent_id)?.map(|x| x.trust).unwrap_or(Trust::Discovered);
+                match current {
+                    Trust::Blocked => return Ok(Err(ApiError::conflict("blocked", format!("{} is blocked; unblock it first", p.agent_id)))),
+                    Trust::Trusted => return Ok(Ok(Trust::Trusted)),
+                    _ => {}
+                }
+                s.set_trust(&p.agent_id, Trust::Pending)?;
+                s.insert_request(&request)?;
+                s.enqueue(&outbound)?;
+                Ok(Ok(Trust::Pending))
+            })
+        })
+        .await??;
+    if outcome == Trust::Trusted {
+        return Ok(Json(json!({"status": "already_trusted", "request_id": null, "peer": peer_json(&Peer { trust: Trust::Trusted, ..peer })})));
+    }
+    node.outbox_wake.notify_one();
+    Ok(Json(json!({"status": "pending", "request_id": request_id, "peer": peer_json(&Peer { trust: Trust::Pending, ..peer })})))
+}
+
+#[derive(Deserialize)]
+struct RequestQuery {
+    direction: Option<Direction>,
+}
+
+async fn list_requests(State(st): State<ControlState>, Query(q): Query<RequestQuery>) -> Result<Json<Value>, ApiError> {
+    let requests = st.node.db(move |s| s.requests(q.direction)).await?;
+    Ok(Json(json!({ "requests": requests })))
+}
+
+#[derive(Deserialize, Default)]
+struct RejectArgs {
+    reason: Option<String>,
+}
+
+async fn approve(State(st): State<ControlState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    decide(st.node, id, true, None).await
+}
+
+async fn reject(State(st): State<ControlState>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+    let has_body = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v != "0");
+    let args: RejectArgs = if has_body { json_body(&headers, body).await? } else { RejectArgs::default() };
+    if args.reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
+        return Err(ApiError::bad_request("invalid_reason", "reason is limited to 1000 characters"));
+    }
+    decide(st.node, id, false, args.reason).await
+}
+
+/// Approves or rejects an incoming request, and queues the signed answer to a native peer.
+async fn decide(node: Arc<Node>, request_id: String, accept: bool, reason: Option<String>) -> Result<Json<Value>, ApiError> {
+    let n = Arc::clone(&node);
+    let result = node
+        .db(move |s| {
+            s.atomic(|s| {
+                let Some(request) = s.request(&request_id)? else {
+                    return Ok(Err(ApiError::not_found(format!("no contact request {request_id}"))));
+                };
+                if request.direction != Direction::Incoming {
+                    return Ok(Err(ApiError::conflict("outgoing_request", "the peer answers outgoing requests, not us")));
+                }
+                if request.status != RequestStatus::Pending {
+                    return Ok(Err(ApiError::conflict("already_decided", format!("request is already {}", request.status.as_str()))));
+                }
+                let Some(peer) = s.peer(&request.peer_id)? else {
+                    return Ok(Err(ApiError::not_found(format!("peer {} was removed", request.peer_id))));
+                };
+                let now = now_ms();
+                let status = if accept { RequestStatus::Approved } else { RequestStatus::Rejected };
+                s.decide_request(&request_id, status, reason.as_deref(), now as i64)?;
+                if accept {
+                    s.set_trust(&peer.agent_id, Trust::Trusted)?;
+                } else if peer.trust == Trust::Pending {
+                    s.set_trust(&peer.agent_id, Trust::Discovered)?;
+                }
+                if peer.protocol == PROTOCOL_NATIVE {
+                    let body = ContactResponseBody { request_id: request_id.clone(), accepted: accept, reason: reason.clone() };
+                    let outbound = match native_outbound(&n, &peer, EnvelopeKind::ContactResponse, serde_json::to_vec(&body).unwrap_or_default(), APPLICATION_JSON, None, None) {
+                        Ok(o) => o,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    s.enqueue(&outbound)?;
+                }
+                Ok(Ok(s.request(&request_id)?))
+            })
+        })
+        .await??;
+    node.outbox_wake.notify_one();
+    Ok(Json(json!({ "request": result })))
+}
+
+/// Seals a native envelope to `peer` and wraps it as an outbox entry.
+fn native_outbound(
+    node: &Node,
+    peer: &Peer,
+    kind: EnvelopeKind,
+    plaintext: Vec<u8>,
+    content_type: &str,
+    text: Option<String>,
+    refs: Option<(Option<String>, Option<String>)>,
+) -> Result<NewOutbound, ApiError> {
+    let x25519 = peer.x25519.ok_or_else(|| ApiError::internal("native peer without X25519 key"))?;
+    let to = peer.agent_id.parse().map_err(ApiError::internal)?;
+    let now = now_ms();
+    let mut draft = Draft::new(kind, node.identity.agent_id(), to, now, node.config.message_ttl_secs * 1000, content_type, plaintext);
+    if matches!(kind, EnvelopeKind::ContactRequest | EnvelopeKind::ContactResponse) {
+        draft.card = Some(node.card.clone());
+    }
+    let (reply_to, thread) = refs.unwrap_or_default();
+    draft.reply_to = reply_to.clone();
+    draft.thread = thread.clone();
+    let expires_at = draft.expires_at as i64;
+    let sealed = draft.seal(&x25519).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(NewOutbound {
+        id: sealed.id.clone(),
+        kind: kind.as_str().into(),
+        peer_id: peer.agent_id.clone(),
+        protocol: PROTOCOL_NATIVE.into(),
+        payload: serde_json::to_string(&sealed).map_err(ApiError::internal)?,
+        text,
+        content_type: content_type.into(),
+        reply_to,
+        thread,
+        encrypted: true,
+        created_at: now as i64,
+        expires_at,
+    })
+}
+
+async fn list_peers(State(st): State<ControlState>) -> Result<Json<Value>, ApiError> {
+    let peers = st.node.db(|s| s.peers()).await?;
+    Ok(Json(json!({ "peers": peers })))
+}
+
+async fn set_trust(node: &Arc<Node>, id: String, trust: Trust) -> Result<Json<Value>, ApiError> {
+    let peer = node
+        .db(move |s| {
+            s.atomic(|s| {
+                if !s.set_trust(&id, trust)? {
+                    return Ok(None);
+                }
+                s.peer(&id)
+            })
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such peer"))?;
+    Ok(Json(json!({ "peer": peer })))
+}
+
+async fn block(State(st): State<ControlState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    set_trust(&st.node, id, Trust::Blocked).await
+}
+
+async fn unblock(State(st): State<ControlState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    // Unblocking does not restore trust: the peer must ask again (or be asked).
+    set_trust(&st.node, id, Trust::Discovered).await
+}
+
+async fn remove_peer(State(st): State<ControlState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let agent_id = id.clone();
+    if !st.node.db(move |s| s.remove_peer(&id)).await? {
+        return Err(ApiError::not_found("no such peer"));
+    }
+    Ok(Json(json!({ "removed": agent_id })))
+}
+
+#[derive(Deserialize)]
+struct SendArgs {
+    to: String,
+    text: String,
+    reply_to: Option<String>,
+    thread: Option<String>,
+}
+
+async fn send_message(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+    let args: SendArgs = json_body(&headers, body).await?;
+    let node = Arc::clone(&st.node);
+    if args.text.is_empty() {
+        return Err(ApiError::bad_request("empty_message", "the message text is empty"));
+    }
+    if args.text.len() > node.config.max_text_bytes {
+        return Err(ApiError::too_large(node.config.max_text_bytes));
+    }
+    let to = args.to.clone();
+    let peer = node.db(move |s| s.peer(&to)).await?.ok_or_else(|| {
+        ApiError::not_found(format!("no peer {}; run `agentmesh request-contact <URL>` first", args.to))
+    })?;
+    let outbound = if peer.protocol == PROTOCOL_NATIVE {
+        match peer.trust {
+            Trust::Trusted => {}
+            Trust::Blocked => return Err(ApiError::conflict("blocked", format!("{} is blocked", peer.agent_id))),
+            _ => {
+                return Err(ApiError::forbidden(
+                    "not_trusted",
+                    format!("{} is not a contact yet (trust: {}); wait for it to approve", peer.agent_id, peer.trust.as_str()),
+                ));
+            }
+        }
+        let text = args.text.clone();
+        let n = Arc::clone(&node);
+        let p = peer.clone();
+        let refs = Some((args.reply_to.clone(), args.thread.clone()));
+        tokio::task::spawn_blocking(move || native_outbound(&n, &p, EnvelopeKind::Message, text.clone().into_bytes(), TEXT_PLAIN, Some(text), refs))
+            .await
+            .map_err(ApiError::internal)??
+    } else {
+        if peer.trust == Trust::Blocked {
+            return Err(ApiError::conflict("blocked", format!("{} is blocked", peer.agent_id)));
+        }
+        let now = now_ms();
+        let id = v1::new_message_id();
+        NewOutbound {
+            payload: v1::message_payload(&node, &id, &peer.agent_id, &args.text),
+            id,
+            kind: "message".into(),
+            peer_id: peer.agent_id.clone(),
+            protocol: PROTOCOL_AGENT_MESH_V1.into(),
+            text: Some(args.text),
+            content_type: TEXT_PLAIN.into(),
+            reply_to: None,
+            thread: None,
+            encrypted: false,
+            created_at: now as i64,
+            expires_at: (now + node.config.message_ttl_secs * 1000) as i64,
+        }
+    };
+    let reply = json!({"message_id": outbound.id, "to": outbound.peer_id, "status": "queued", "encrypted": outbound.encrypted, "protocol": outbound.protocol});
+    node.db(move |s| s.enqueue(&outbound)).await?;
+    node.outbox_wake.notify_one();
+    Ok(Json(reply))
+}
+
+async fn list_messages(State(st): State<ControlState>, Query(filter): Query<MessageFilter>) -> Result<Json<Value>, ApiError> {
+    let messages = st.node.db(move |s| s.messages(&filter)).await?;
+    Ok(Json(json!({ "messages": messages })))
+}
+
+async fn read_message(State(st): State<ControlState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let node = Arc::clone(&st.node);
+    let n = Arc::clone(&node);
+    let message = node
+        .db(move |s: &Store| {
+            s.atomic(|s| {
+                let Some(message) = s.incoming(&id)?.into_iter().next() else {
+                    return Ok(Err(ApiError::not_found(format!("no incoming message {id}"))));
+                };
+                let now = now_ms() as i64;
+                if s.mark_incoming_read(&message.peer_id, &message.id, now)? && message.protocol == PROTOCOL_NATIVE
+                    && let Some(peer) = s.peer(&message.peer_id)?
+                    && peer.trust == Trust::Trusted
+                {
+                    let body = ReceiptBody { message_id: message.id.clone(), status: "read".into(), at: now as u64 };
+                    match native_outbound(&n, &peer, EnvelopeKind::Receipt, serde_json::to_vec(&body).unwrap_or_default(), APPLICATION_JSON, None, None) {
+                        Ok(outbound) => s.enqueue(&outbound)?,
+                        Err(e) => return Ok(Err(e)),
+                    }
+                }
+                Ok(Ok(s.incoming(&message.id)?.into_iter().find(|m| m.peer_id == message.peer_id)))
+            })
+        })
+        .await??;
+    node.outbox_wake.notify_one();
+    Ok(Json(json!({ "message": message })))
+}
+
+async fn events(State(st): State<ControlState>) -> Response {
+    let receiver = st.node.events.subscribe();
+    let stream = futures_util::stream::unfold(receiver, |mut rx| async move {
+        let line = match rx.recv().await {
+            Ok(event) => serde_json::to_string(&event).unwrap_or_default(),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => json!({"event": "lagged", "missed": missed}).to_string(),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), rx))
+    });
+    // A first line so watchers know the stream is live.
+    let hello = futures_util::stream::once(async { Ok(format!("{}\n", json!({"event": "subscribed"}))) });
+    let body = Body::from_stream(futures_util::StreamExt::chain(hello, stream));
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}

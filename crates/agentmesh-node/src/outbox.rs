@@ -1,0 +1,335 @@
+//! The delivery worker: takes due outbox entries, delivers them, records receipts and retries.
+//!
+//! Entries are written to the outbox before any network I/O. The worker leases what it sends (its
+//! `next_attempt_at` moves past the request timeout) so nothing is sent twice at once, groups
+//! entries per peer, posts native ones in batches to `/v1/batch` (contact requests one by one to
+//! `/v1/contact-request`) and V1 ones one by one. A signed receipt marks an entry `delivered`. A
+//! failure schedules a retry after `min(retry_base · 2^attempts, retry_max)`, half of it random
+//! jitter, until `max_attempts` or the entry's expiry, after which it is `failed`. On start-up
+//! every lease is released, so a restarted node resumes at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentmesh_core::time::now_ms;
+use agentmesh_core::{DeliveryReceipt, Envelope, PROTOCOL_AGENT_MESH_V1};
+use agentmesh_store::{OutboxItem, Peer, Trust};
+use ed25519_dalek::VerifyingKey;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::{Event, Node, compat, net};
+
+/// The result of one delivery attempt of one entry.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Acknowledged; the receipt JSON to store.
+    Delivered(String),
+    /// Try again later. `sent` when the peer may have received it (status `sent`), otherwise it
+    /// stays `queued`.
+    Retry {
+        /// Whether the request reached the peer.
+        sent: bool,
+        /// What went wrong.
+        error: String,
+    },
+    /// Give up now (the peer refused it for good, or it is invalid).
+    Failed(String),
+}
+
+/// Runs the worker until `shutdown`; in-flight deliveries are awaited (bounded by the request
+/// timeout).
+pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(node.config.delivery_concurrency.max(1)));
+    let inflight: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let lease_ms = node.config.outbound_timeout_ms as i64 + 5_000;
+    let batch_size = node.config.max_batch_envelopes.max(1);
+    loop {
+        let now = now_ms() as i64;
+        let due = node.db(move |s| s.due(now, 1024)).await.unwrap_or_default();
+
+        // Group per peer, respecting the per-peer in-flight cap.
+        let mut groups: Vec<(String, Vec<OutboxItem>)> = Vec::new();
+        {
+            let busy = inflight.lock().unwrap_or_else(|p| p.into_inner());
+            for item in due {
+                let running = busy.get(&item.peer_id).copied().unwrap_or(0);
+                let queued_chunks = groups.iter().filter(|(p, _)| *p == item.peer_id).count();
+                let last = groups.iter_mut().rev().find(|(p, _)| *p == item.peer_id);
+                match last {
+                    Some((_, items)) if items.len() < batch_size => items.push(item),
+                    _ if running + queued_chunks < node.config.per_peer_inflight => groups.push((item.peer_id.clone(), vec![item])),
+                    _ => {}
+                }
+            }
+        }
+        if !groups.is_empty() {
+            let ids: Vec<String> = groups.iter().flat_map(|(_, items)| items.iter().map(|i| i.id.clone())).collect();
+            if node.db(move |s| s.lease(&ids, now + lease_ms)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            for (peer_id, items) in groups {
+                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { break };
+                *inflight.lock().unwrap_or_else(|p| p.into_inner()).entry(peer_id.clone()).or_default() += 1;
+                let (node, inflight) = (Arc::clone(&node), Arc::clone(&inflight));
+                tracker.spawn(async move {
+                    deliver_group(&node, &peer_id, items).await;
+                    let mut busy = inflight.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(n) = busy.get_mut(&peer_id) {
+                        *n -= 1;
+                        if *n == 0 {
+                            busy.remove(&peer_id);
+                        }
+                    }
+                    drop(permit);
+                    node.outbox_wake.notify_one();
+                });
+            }
+        }
+
+        let next = node.db(|s| s.next_due()).await.ok().flatten();
+        let wait_ms = next.map(|t| (t - now_ms() as i64).clamp(0, 1_000)).unwrap_or(1_000) as u64;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = node.outbox_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(wait_ms.max(1))) => {}
+        }
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(Duration::from_millis(node.config.outbound_timeout_ms + 1_000), tracker.wait()).await;
+}
+
+async fn deliver_group(node: &Arc<Node>, peer_id: &str, items: Vec<OutboxItem>) {
+    let id = peer_id.to_owned();
+    let peer = node.db(move |s| s.peer(&id)).await.ok().flatten();
+    let now = now_ms() as i64;
+    let mut outcomes: Vec<(OutboxItem, Outcome)> = Vec::with_capacity(items.len());
+    let mut live = Vec::with_capacity(items.len());
+    for item in items {
+        if item.expires_at <= now {
+            outcomes.push((item, Outcome::Failed("expired before delivery".into())));
+        } else {
+            live.push(item);
+        }
+    }
+    match peer {
+        None => outcomes.extend(live.into_iter().map(|i| (i, Outcome::Failed("peer is unknown (removed?)".into())))),
+        Some(p) if p.trust == Trust::Blocked => {
+            outcomes.extend(live.into_iter().map(|i| (i, Outcome::Failed("peer is blocked".into()))));
+        }
+        Some(p) if p.protocol == PROTOCOL_AGENT_MESH_V1 => {
+            for item in live {
+                let outcome = compat::agent_mesh_v1::deliver(node, &p, &item).await;
+                outcomes.push((item, outcome));
+            }
+        }
+        Some(p) => {
+            let (requests, others): (Vec<_>, Vec<_>) = live.into_iter().partition(|i| i.kind == "contact_request");
+            for item in requests {
+                let outcome = deliver_single(node, &p, &item).await;
+                outcomes.push((item, outcome));
+            }
+            if !others.is_empty() {
+                outcomes.extend(deliver_batch(node, &p, others).await);
+            }
+        }
+    }
+    record(node, outcomes).await;
+}
+
+/// Signs each entry's envelope with a fresh `sent_at`; `None` for corrupt payloads.
+fn sign_all(node: &Node, items: &[OutboxItem]) -> Vec<Option<Envelope>> {
+    let now = now_ms();
+    items
+        .iter()
+        .map(|i| serde_json::from_str::<Envelope>(&i.payload).ok().map(|e| e.sign(&node.identity, now)))
+        .collect()
+}
+
+fn check_receipt(node: &Node, peer: &Peer, item: &OutboxItem, receipt: &Value) -> Outcome {
+    let Ok(receipt) = serde_json::from_value::<DeliveryReceipt>(receipt.clone()) else {
+        return Outcome::Retry { sent: true, error: "peer returned a malformed receipt".into() };
+    };
+    let Ok(key) = VerifyingKey::from_bytes(&peer.ed25519) else {
+        return Outcome::Failed("stored peer key is invalid".into());
+    };
+    let matches = receipt.message_id == item.id
+        && receipt.from.to_string() == peer.agent_id
+        && receipt.to == node.identity.agent_id()
+        && receipt.status == "delivered";
+    if !matches || receipt.verify(&key).is_err() {
+        return Outcome::Retry { sent: true, error: "peer returned a receipt that does not verify".into() };
+    }
+    Outcome::Delivered(serde_json::to_string(&receipt).unwrap_or_default())
+}
+
+/// Maps a refusal (status + JSON error body) to an outcome: overload and server errors are
+/// retried, any other refusal is final.
+fn refusal(status: u16, error: &Value) -> Outcome {
+    let code = error.get("code").and_then(Value::as_str).unwrap_or("unknown");
+    let message = error.get("message").and_then(Value::as_str).unwrap_or("");
+    let text = format!("peer refused ({status} {code}): {message}");
+    match status {
+        408 | 425 | 429 | 500..=599 => Outcome::Retry { sent: true, error: text },
+        _ => Outcome::Failed(text),
+    }
+}
+
+async fn deliver_single(node: &Arc<Node>, peer: &Peer, item: &OutboxItem) -> Outcome {
+    let Some(Some(envelope)) = sign_all(node, std::slice::from_ref(item)).pop() else {
+        return Outcome::Failed("corrupt outbox payload".into());
+    };
+    let route = match item.kind.as_str() {
+        "contact_request" => "contact-request",
+        "contact_response" => "contact-response",
+        "receipt" => "receipt",
+        _ => "message",
+    };
+    let url = format!("{}/v1/{route}", peer.endpoint.trim_end_matches('/'));
+    let body = serde_json::to_string(&envelope).unwrap_or_default();
+    match net::post_json(&node.http, &url, body, node.config.max_response_bytes).await {
+        Err(e) => Outcome::Retry { sent: !e.before_send, error: e.message },
+        Ok((status, bytes)) => {
+            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            if status.is_success() {
+                check_receipt(node, peer, item, value.get("receipt").unwrap_or(&Value::Null))
+            } else {
+                refusal(status.as_u16(), value.get("error").unwrap_or(&Value::Null))
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct BatchResponse {
+    results: Vec<BatchResult>,
+}
+
+#[derive(Deserialize)]
+struct BatchResult {
+    id: Option<String>,
+    ok: bool,
+    #[serde(default)]
+    status: u16,
+    #[serde(default)]
+    receipt: Value,
+    #[serde(default)]
+    error: Value,
+}
+
+async fn deliver_batch(node: &Arc<Node>, peer: &Peer, items: Vec<OutboxItem>) -> Vec<(OutboxItem, Outcome)> {
+    let node2 = Arc::clone(node);
+    let (items, signed) = tokio::task::spawn_blocking(move || {
+        let signed = sign_all(&node2, &items);
+        (items, signed)
+    })
+    .await
+    .unwrap_or_default();
+    let mut body = String::from("{\"envelopes\":[");
+    let mut sendable = Vec::new();
+    let mut out = Vec::new();
+    for (item, envelope) in items.into_iter().zip(signed) {
+        match envelope.and_then(|e| serde_json::to_string(&e).ok()) {
+            Some(json) => {
+                if !sendable.is_empty() {
+                    body.push(',');
+                }
+                body.push_str(&json);
+                sendable.push(item);
+            }
+            None => out.push((item, Outcome::Failed("corrupt outbox payload".into()))),
+        }
+    }
+    body.push_str("]}");
+    let url = format!("{}/v1/batch", peer.endpoint.trim_end_matches('/'));
+    match net::post_json(&node.http, &url, body, node.config.max_response_bytes).await {
+        Err(e) => out.extend(sendable.into_iter().map(|i| (i, Outcome::Retry { sent: !e.before_send, error: e.message.clone() }))),
+        Ok((status, bytes)) if !status.is_success() => {
+            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let outcome = refusal(status.as_u16(), value.get("error").unwrap_or(&Value::Null));
+            out.extend(sendable.into_iter().map(|i| (i, outcome.clone())));
+        }
+        Ok((_, bytes)) => {
+            let parsed: Option<BatchResponse> = serde_json::from_slice(&bytes).ok();
+            let mut by_id: HashMap<String, BatchResult> = parsed
+                .map(|p| p.results.into_iter().filter_map(|r| r.id.clone().map(|id| (id, r))).collect())
+                .unwrap_or_default();
+            for item in sendable {
+                let outcome = match by_id.remove(&item.id) {
+                    None => Outcome::Retry { sent: true, error: "peer's batch reply lacks this message".into() },
+                    Some(r) if r.ok => check_receipt(node, peer, &item, &r.receipt),
+                    Some(r) => refusal(r.status, &r.error),
+                };
+                out.push((item, outcome));
+            }
+        }
+    }
+    out
+}
+
+fn backoff_ms(node: &Node, attempts: i64) -> i64 {
+    let base = node.config.retry_base_ms.max(1);
+    let exp = base.saturating_mul(1u64 << attempts.clamp(0, 30)).min(node.config.retry_max_ms.max(base));
+    let half = exp / 2;
+    (half + rand::random_range(0..=half)) as i64
+}
+
+async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
+    let now = now_ms() as i64;
+    let mut delivered = Vec::new();
+    let mut attempts = Vec::new();
+    let mut events = Vec::new();
+    for (item, outcome) in outcomes {
+        let (status, error) = match outcome {
+            Outcome::Delivered(receipt) => {
+                delivered.push((item.id.clone(), receipt, now));
+                ("delivered".to_owned(), None)
+            }
+            Outcome::Retry { sent, error } => {
+                let tries = item.attempts + 1;
+                let next = now + backoff_ms(node, item.attempts);
+                if tries >= node.config.max_attempts as i64 || next >= item.expires_at {
+                    let why = format!("gave up after {tries} attempts: {error}");
+                    attempts.push((item.id.clone(), "failed", now, why.clone()));
+                    ("failed".to_owned(), Some(why))
+                } else {
+                    let status = if sent { "sent" } else { "queued" };
+                    attempts.push((item.id.clone(), status, next, error.clone()));
+                    (status.to_owned(), Some(error))
+                }
+            }
+            Outcome::Failed(error) => {
+                attempts.push((item.id.clone(), "failed", now, error.clone()));
+                ("failed".to_owned(), Some(error))
+            }
+        };
+        if status == "failed" {
+            tracing::warn!(id = %item.id, peer = %item.peer_id, kind = %item.kind, error = ?error, "delivery failed");
+        }
+        events.push(Event::Status { id: item.id, peer_id: item.peer_id, kind: item.kind, status, at: now, error });
+    }
+    let stored = node
+        .db(move |s| {
+            s.atomic(|s| {
+                s.mark_delivered(&delivered)?;
+                for (id, status, next, error) in &attempts {
+                    s.mark_attempt(id, status, *next, error)?;
+                }
+                Ok(())
+            })
+        })
+        .await;
+    if let Err(e) = stored {
+        tracing::error!(error = %e, "could not record delivery outcomes; they will be retried");
+        return;
+    }
+    for event in events {
+        node.emit(event);
+    }
+}

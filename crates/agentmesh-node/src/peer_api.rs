@@ -1,0 +1,520 @@
+//! The peer API: what other agents call.
+//!
+//! Native routes (bodies are [`Envelope`]s, JSON, `Content-Type: application/json`):
+//!
+//! | route | body | success |
+//! |---|---|---|
+//! | `GET /v1/card` | — | `200` our [`AgentCard`](agentmesh_core::AgentCard) |
+//! | `POST /v1/contact-request` | one `contact_request` envelope | `200 {"receipt":…}` |
+//! | `POST /v1/contact-response` | one `contact_response` envelope | `200 {"receipt":…}` |
+//! | `POST /v1/message` | one `message` envelope | `200 {"receipt":…}` |
+//! | `POST /v1/receipt` | one `receipt` (read receipt) envelope | `200 {"receipt":…}` |
+//! | `POST /v1/batch` | `{"envelopes":[…]}`, any kind but contact requests | `200 {"results":[…]}` |
+//!
+//! Each envelope is checked cheapest first — size, parse, shape, sender (known, trusted, not
+//! blocked; for contact requests a valid card), recipient, freshness of `sent_at`, expiry, replay
+//! (an id already accepted gets its original receipt again and stores nothing), signature,
+//! decryption — then stored in one transaction, and only then acknowledged with a signed
+//! [`DeliveryReceipt`]. Failures answer `{"error":{"code","message"}}` with the status of the
+//! README's error table; batch results carry the same per envelope.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agentmesh_core::envelope::{ContactRequestBody, ContactResponseBody, ReceiptBody};
+use agentmesh_core::time::now_ms;
+use agentmesh_core::{AgentCard, DeliveryReceipt, Envelope, EnvelopeKind, PROTOCOL_NATIVE};
+use agentmesh_store::{ContactRequest, Direction, IncomingMessage, Peer, RequestStatus, Store, Trust};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ed25519_dalek::VerifyingKey;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::{ApiError, read_json_body};
+use crate::{Event, Node, compat};
+
+/// Builds the peer API router (native and Agent Mesh V1 routes).
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/v1/card", get(card))
+        .route("/v1/contact-request", post(contact_request))
+        .route("/v1/contact-response", post(contact_response))
+        .route("/v1/message", post(message))
+        .route("/v1/receipt", post(receipt))
+        .route("/v1/batch", post(batch))
+        .merge(compat::agent_mesh_v1::router())
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::disable())
+        .with_state(node)
+}
+
+async fn card(State(node): State<Arc<Node>>) -> Json<AgentCard> {
+    Json(node.card.clone())
+}
+
+async fn contact_request(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Response {
+    let limit = node.config.max_contact_request_bytes;
+    single(node, headers, body, EnvelopeKind::ContactRequest, limit).await
+}
+
+async fn contact_response(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Response {
+    let limit = node.config.max_contact_request_bytes;
+    single(node, headers, body, EnvelopeKind::ContactResponse, limit).await
+}
+
+async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Response {
+    let limit = node.config.max_message_bytes;
+    single(node, headers, body, EnvelopeKind::Message, limit).await
+}
+
+async fn receipt(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Response {
+    let limit = node.config.max_message_bytes;
+    single(node, headers, body, EnvelopeKind::Receipt, limit).await
+}
+
+fn receipt_response(receipt_json: String) -> Response {
+    let body = format!("{{\"receipt\":{receipt_json}}}");
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn single(node: Arc<Node>, headers: HeaderMap, body: Body, kind: EnvelopeKind, limit: usize) -> Response {
+    let bytes = match read_json_body(&headers, body, limit).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let envelope: Envelope = match serde_json::from_slice(&bytes) {
+        Ok(e) => e,
+        Err(e) => return ApiError::bad_request("malformed", format!("not an envelope: {e}")).into_response(),
+    };
+    if envelope.kind != kind {
+        return ApiError::bad_request("wrong_route", format!("this route takes {kind} envelopes, not {}", envelope.kind))
+            .into_response();
+    }
+    match process(&node, vec![envelope]).await.pop() {
+        Some(Ok(receipt)) => receipt_response(receipt),
+        Some(Err(e)) => e.into_response(),
+        None => ApiError::internal("empty result").into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Batch<'a> {
+    #[serde(borrow)]
+    envelopes: Vec<&'a RawValue>,
+}
+
+async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Response {
+    let bytes = match read_json_body(&headers, body, node.config.max_batch_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let batch: Batch<'_> = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => return ApiError::bad_request("malformed", format!("expected {{\"envelopes\":[…]}}: {e}")).into_response(),
+    };
+    if batch.envelopes.len() > node.config.max_batch_envelopes {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("at most {} envelopes per batch", node.config.max_batch_envelopes),
+        )
+        .into_response();
+    }
+    // Parse each envelope on its own so one bad entry does not sink the others.
+    let mut slots: Vec<Result<usize, (Option<String>, ApiError)>> = Vec::with_capacity(batch.envelopes.len());
+    let mut envelopes = Vec::new();
+    for raw in &batch.envelopes {
+        match serde_json::from_str::<Envelope>(raw.get()) {
+            Ok(env) if env.kind == EnvelopeKind::ContactRequest => slots.push(Err((
+                Some(env.id),
+                ApiError::bad_request("wrong_route", "send contact requests to /v1/contact-request"),
+            ))),
+            Ok(env) => {
+                slots.push(Ok(envelopes.len()));
+                envelopes.push(env);
+            }
+            Err(e) => slots.push(Err((None, ApiError::bad_request("malformed", format!("not an envelope: {e}"))))),
+        }
+    }
+    let ids: Vec<String> = envelopes.iter().map(|e| e.id.clone()).collect();
+    let mut processed: Vec<Option<Result<String, ApiError>>> = process(&node, envelopes).await.into_iter().map(Some).collect();
+    let mut out = String::with_capacity(64 + processed.len() * 300);
+    out.push_str("{\"results\":[");
+    for (i, slot) in slots.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let (id, result) = match slot {
+            Ok(index) => (Some(ids[index].clone()), processed[index].take().unwrap_or_else(|| Err(ApiError::internal("lost result")))),
+            Err((id, e)) => (id, Err(e)),
+        };
+        let id_json = serde_json::to_string(&id).unwrap_or_else(|_| "null".into());
+        match result {
+            Ok(receipt) => out.push_str(&format!("{{\"id\":{id_json},\"ok\":true,\"receipt\":{receipt}}}")),
+            Err(e) => {
+                let entry = serde_json::json!({"id": id, "ok": false, "status": e.status.as_u16(), "error": e.body()["error"]});
+                out.push_str(&entry.to_string());
+            }
+        }
+    }
+    out.push_str("]}");
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], out).into_response()
+}
+
+/// What an accepted envelope changes, applied in the same transaction as its acceptance.
+enum Effect {
+    Message(IncomingMessage),
+    Read { message_id: String, at: i64 },
+    ContactRequest { peer: Box<Peer>, request: Box<ContactRequest> },
+    ContactResponse { peer: Box<Peer>, body: ContactResponseBody },
+}
+
+struct Verified {
+    index: usize,
+    peer_id: String,
+    id: String,
+    kind: EnvelopeKind,
+    receipt: String,
+    effect: Effect,
+}
+
+/// Runs the checks on each envelope and stores the accepted ones; one result per envelope, in
+/// order: the receipt JSON to answer with, or the error.
+pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<String, ApiError>> {
+    let n = envelopes.len();
+    let mut results: Vec<Option<Result<String, ApiError>>> = (0..n).map(|_| None).collect();
+
+    // Shape first: no lookups for garbage.
+    for (i, env) in envelopes.iter().enumerate() {
+        if let Err(e) = env.check_shape() {
+            results[i] = Some(Err(ApiError::bad_request("malformed", e.to_string())));
+        }
+    }
+
+    // One database visit for every sender and replay lookup.
+    let keys: Vec<(usize, String, String)> = envelopes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| results[*i].is_none())
+        .map(|(i, e)| (i, e.from.to_string(), e.id.clone()))
+        .collect();
+    let lookups = node
+        .db(move |s| {
+            let mut peers: HashMap<String, Option<Peer>> = HashMap::new();
+            let mut out = Vec::with_capacity(keys.len());
+            for (i, from, id) in keys {
+                if !peers.contains_key(&from) {
+                    peers.insert(from.clone(), s.peer(&from)?);
+                }
+                out.push((i, s.accepted_receipt(&from, &id)?));
+            }
+            Ok((peers, out))
+        })
+        .await;
+    let (peers, replays) = match lookups {
+        Ok(v) => v,
+        Err(e) => return (0..n).map(|_| Err(e.clone())).collect(),
+    };
+
+    let now = now_ms();
+    let window = node.config.freshness_window_secs.saturating_mul(1000);
+    let me = node.identity.agent_id();
+    let mut to_verify: Vec<(usize, VerifyingKey)> = Vec::new();
+    for (i, replay) in replays {
+        let env = &envelopes[i];
+        let peer = peers.get(&env.from.to_string()).and_then(Option::as_ref);
+        let checked = sender_key(env, peer).and_then(|key| {
+            if env.to != me {
+                return Err(ApiError::bad_request("wrong_recipient", format!("this node is {me}, not {}", env.to)));
+            }
+            if env.sent_at.abs_diff(now) > window {
+                return Err(ApiError::bad_request(
+                    "stale_timestamp",
+                    format!("sent_at is {} s from our clock; the window is ±{} s", env.sent_at.abs_diff(now) / 1000, window / 1000),
+                ));
+            }
+            if env.expires_at <= now {
+                return Err(ApiError::bad_request("expired", "the envelope's expires_at has passed"));
+            }
+            Ok(key)
+        });
+        match (checked, replay) {
+            (Err(e), _) => results[i] = Some(Err(e)),
+            (Ok(_), Some(receipt)) => results[i] = Some(Ok(receipt)),
+            (Ok(key), None) => to_verify.push((i, key)),
+        }
+    }
+
+    // Signatures, decryption and receipt signing: CPU work, off the async threads.
+    let node2 = Arc::clone(node);
+    let envelopes = Arc::new(envelopes);
+    let envs = Arc::clone(&envelopes);
+    let peers = Arc::new(peers);
+    let peers2 = Arc::clone(&peers);
+    let verified = tokio::task::spawn_blocking(move || {
+        to_verify
+            .into_iter()
+            .map(|(i, key)| {
+                let peer = peers2.get(&envs[i].from.to_string()).and_then(Option::as_ref);
+                let outcome = verify_and_open(&node2, &envs[i], &key, peer, now).map(|v| Verified { index: i, ..v });
+                (i, outcome)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+
+    let mut accepted = Vec::new();
+    for (i, outcome) in verified {
+        match outcome {
+            Ok(v) => accepted.push(v),
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+
+    if !accepted.is_empty() {
+        let stored = node.db(move |s| s.atomic(|s| apply(s, accepted, now as i64))).await;
+        match stored {
+            Ok((outcomes, events)) => {
+                for (i, outcome) in outcomes {
+                    results[i] = Some(outcome);
+                }
+                for event in events {
+                    node.emit(event);
+                }
+            }
+            Err(e) => {
+                for slot in results.iter_mut().filter(|r| r.is_none()) {
+                    *slot = Some(Err(e.clone()));
+                }
+            }
+        }
+    }
+    results.into_iter().map(|r| r.unwrap_or_else(|| Err(ApiError::internal("envelope left unprocessed")))).collect()
+}
+
+/// The key the envelope must be signed with, if its sender may send this kind at all.
+fn sender_key(env: &Envelope, peer: Option<&Peer>) -> Result<VerifyingKey, ApiError> {
+    let pinned = |p: &Peer| {
+        VerifyingKey::from_bytes(&p.ed25519).map_err(|_| ApiError::internal(format!("stored key of {} is invalid", p.agent_id)))
+    };
+    match env.kind {
+        EnvelopeKind::Message | EnvelopeKind::Receipt => match peer {
+            None => Err(ApiError::forbidden("unknown_sender", format!("{} is not a contact of this agent; send a contact request first", env.from))),
+            Some(p) if p.trust == Trust::Blocked => Err(ApiError::forbidden("blocked_sender", format!("{} is blocked", env.from))),
+            Some(p) if p.trust != Trust::Trusted => {
+                Err(ApiError::forbidden("untrusted_sender", format!("{} has not been approved as a contact", env.from)))
+            }
+            Some(p) if p.protocol != PROTOCOL_NATIVE => Err(ApiError::forbidden("untrusted_sender", "this peer speaks Agent Mesh V1")),
+            Some(p) => pinned(p),
+        },
+        EnvelopeKind::ContactRequest | EnvelopeKind::ContactResponse => {
+            let card = env.card.as_ref().ok_or_else(|| ApiError::bad_request("invalid_card", "the sender's card is missing"))?;
+            let keys = card.verify().map_err(|e| ApiError::bad_request("invalid_card", e.to_string()))?;
+            if card.agent_id != env.from {
+                return Err(ApiError::bad_request("invalid_card", "the attached card is not the sender's"));
+            }
+            match peer {
+                Some(p) if p.trust == Trust::Blocked => Err(ApiError::forbidden("blocked_sender", format!("{} is blocked", env.from))),
+                Some(p) if p.ed25519 != keys.ed25519.to_bytes() => Err(ApiError::forbidden(
+                    "key_mismatch",
+                    format!("{} presented a key other than the one pinned for it", env.from),
+                )),
+                None if env.kind == EnvelopeKind::ContactResponse => {
+                    Err(ApiError::forbidden("unknown_sender", "no contact request was sent to this agent"))
+                }
+                _ => Ok(keys.ed25519),
+            }
+        }
+    }
+}
+
+fn verify_and_open(node: &Node, env: &Envelope, key: &VerifyingKey, peer: Option<&Peer>, now: u64) -> Result<Verified, ApiError> {
+    env.verify(key).map_err(|e| ApiError::bad_signature(e.to_string()))?;
+    let plaintext = env
+        .open(&node.identity)
+        .map_err(|e| ApiError::bad_request("undecryptable", e.to_string()))?;
+    let from = env.from.to_string();
+    let at = now as i64;
+    let effect = match env.kind {
+        EnvelopeKind::Message => {
+            let text = if env.content_type.starts_with("text/") {
+                String::from_utf8(plaintext).map_err(|_| ApiError::bad_request("malformed_body", "a text/* body must be UTF-8"))?
+            } else {
+                agentmesh_core::b64::encode(plaintext)
+            };
+            Effect::Message(IncomingMessage {
+                peer_id: from.clone(),
+                id: env.id.clone(),
+                protocol: PROTOCOL_NATIVE.into(),
+                encrypted: true,
+                content_type: env.content_type.clone(),
+                text,
+                reply_to: env.reply_to.clone(),
+                thread: env.thread.clone(),
+                created_at: env.created_at as i64,
+                received_at: at,
+            })
+        }
+        EnvelopeKind::Receipt => {
+            let body: ReceiptBody = parse_body(&plaintext)?;
+            if body.status != "read" {
+                return Err(ApiError::bad_request("malformed_body", "receipt status must be \"read\""));
+            }
+            Effect::Read { message_id: body.message_id, at: body.at as i64 }
+        }
+        EnvelopeKind::ContactRequest => {
+            let body: ContactRequestBody = parse_body(&plaintext)?;
+            if !is_request_id(&body.request_id) {
+                return Err(ApiError::bad_request("malformed_body", "request_id must be req_ followed by 32 hex"));
+            }
+            if body.purpose.chars().count() > 1000 {
+                return Err(ApiError::bad_request("malformed_body", "purpose is limited to 1000 characters"));
+            }
+            let peer = peer_from_card(env.card.as_ref(), peer, at)?;
+            let request = ContactRequest {
+                request_id: body.request_id,
+                direction: Direction::Incoming,
+                peer_id: from.clone(),
+                peer_name: Some(peer.name.clone()),
+                fingerprint: Some(peer.fingerprint.clone()),
+                purpose: body.purpose,
+                status: RequestStatus::Pending,
+                reason: None,
+                protocol: PROTOCOL_NATIVE.into(),
+                created_at: at,
+                decided_at: None,
+            };
+            Effect::ContactRequest { peer: Box::new(peer), request: Box::new(request) }
+        }
+        EnvelopeKind::ContactResponse => {
+            let body: ContactResponseBody = parse_body(&plaintext)?;
+            let peer = peer_from_card(env.card.as_ref(), peer, at)?;
+            Effect::ContactResponse { peer: Box::new(peer), body }
+        }
+    };
+    let receipt = DeliveryReceipt::sign(&node.identity, &env.id, env.from, now);
+    let receipt = serde_json::to_string(&receipt).map_err(ApiError::internal)?;
+    Ok(Verified { index: 0, peer_id: from, id: env.id.clone(), kind: env.kind, receipt, effect })
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(plaintext: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(plaintext).map_err(|e| ApiError::bad_request("malformed_body", format!("decrypted body: {e}")))
+}
+
+/// `req_` followed by 32 lowercase hex characters.
+pub fn is_request_id(s: &str) -> bool {
+    s.strip_prefix("req_").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+fn peer_from_card(card: Option<&AgentCard>, known: Option<&Peer>, now: i64) -> Result<Peer, ApiError> {
+    let card = card.ok_or_else(|| ApiError::bad_request("invalid_card", "the sender's card is missing"))?;
+    let keys = card.verify().map_err(|e| ApiError::bad_request("invalid_card", e.to_string()))?;
+    let endpoint = card
+        .endpoints
+        .first()
+        .cloned()
+        .or_else(|| known.map(|p| p.endpoint.clone()))
+        .ok_or_else(|| ApiError::bad_request("invalid_card", "the card lists no endpoint"))?;
+    Ok(Peer {
+        agent_id: card.agent_id.to_string(),
+        name: card.name.clone(),
+        protocol: PROTOCOL_NATIVE.into(),
+        endpoint,
+        ed25519: keys.ed25519.to_bytes(),
+        x25519: Some(keys.x25519),
+        fingerprint: card.fingerprint.to_string(),
+        card: serde_json::to_string(card).ok(),
+        trust: known.map(|p| p.trust).unwrap_or(Trust::Pending),
+        first_seen: now,
+        last_seen: now,
+    })
+}
+
+type Applied = (Vec<(usize, Result<String, ApiError>)>, Vec<Event>);
+
+/// Stores accepted envelopes and their effects; runs inside one transaction.
+fn apply(s: &Store, accepted: Vec<Verified>, now: i64) -> agentmesh_store::Result<Applied> {
+    let mut outcomes = Vec::with_capacity(accepted.len());
+    let mut events = Vec::new();
+    let mut touched: Vec<String> = Vec::new();
+    for v in accepted {
+        let index = v.index;
+        // Contact responses are refused unless they answer a request we sent; check before
+        // recording anything.
+        if let Effect::ContactResponse { body, .. } = &v.effect {
+            let pending = s.pending_outgoing_to(&v.peer_id)?;
+            if !pending.contains(&body.request_id) {
+                outcomes.push((index, Err(ApiError::bad_request("unknown_request", "no pending contact request with that id"))));
+                continue;
+            }
+        }
+        if let Effect::ContactRequest { peer, request } = &v.effect {
+            if s.request(&request.request_id)?.is_some() && s.accepted_receipt(&v.peer_id, &v.id)?.is_none() {
+                outcomes.push((index, Err(ApiError::conflict("duplicate_request", "a contact request with this id exists"))));
+                continue;
+            }
+            if !s.upsert_peer(peer)? {
+                outcomes.push((index, Err(ApiError::forbidden("key_mismatch", "presented a key other than the one pinned"))));
+                continue;
+            }
+        }
+        if let Some(earlier) = s.record_accepted(&v.peer_id, &v.id, v.kind.as_str(), &v.receipt, now)? {
+            outcomes.push((index, Ok(earlier)));
+            continue;
+        }
+        match v.effect {
+            Effect::Message(m) => {
+                s.insert_incoming(&m)?;
+                let listed = s.incoming(&m.id)?.into_iter().find(|x| x.peer_id == m.peer_id);
+                if let Some(message) = listed {
+                    events.push(Event::Message { message });
+                }
+            }
+            Effect::Read { message_id, at } => {
+                if s.mark_outgoing_read(&v.peer_id, &message_id, at)? {
+                    events.push(Event::Status {
+                        id: message_id,
+                        peer_id: v.peer_id.clone(),
+                        kind: "message".into(),
+                        status: "read".into(),
+                        at,
+                        error: None,
+                    });
+                }
+            }
+            Effect::ContactRequest { peer, request } => {
+                if peer.trust == Trust::Discovered {
+                    s.set_trust(&peer.agent_id, Trust::Pending)?;
+                }
+                s.insert_request(&request)?;
+                if let Some(stored) = s.request(&request.request_id)? {
+                    events.push(Event::ContactRequest { request: stored });
+                }
+            }
+            Effect::ContactResponse { peer, body } => {
+                s.upsert_peer(&peer)?;
+                let status = if body.accepted { RequestStatus::Approved } else { RequestStatus::Rejected };
+                s.decide_request(&body.request_id, status, body.reason.as_deref(), now)?;
+                let trust = if body.accepted { Trust::Trusted } else { Trust::Discovered };
+                if peer.trust != Trust::Blocked {
+                    s.set_trust(&v.peer_id, trust)?;
+                }
+                events.push(Event::ContactResponse { request_id: body.request_id, peer_id: v.peer_id.clone(), accepted: body.accepted });
+            }
+        }
+        if !touched.contains(&v.peer_id) {
+            touched.push(v.peer_id.clone());
+        }
+        outcomes.push((index, Ok(v.receipt)));
+    }
+    for peer in touched {
+        s.touch_peer(&peer, now)?;
+    }
+    Ok((outcomes, events))
+}

@@ -1,0 +1,154 @@
+//! Starting and stopping a node.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentmesh_core::time::now_ms;
+use agentmesh_core::{AgentCard, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE};
+use agentmesh_store::Store;
+use anyhow::{Context, Result, bail};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::home::{Home, RuntimeInfo, write_private};
+use crate::{Config, Node, control_api, outbox, peer_api};
+
+/// Options of `agentmesh up` that override the config file.
+#[derive(Clone, Debug, Default)]
+pub struct UpOptions {
+    /// Peer API listen address.
+    pub listen: Option<SocketAddr>,
+    /// Advertised endpoint.
+    pub endpoint: Option<String>,
+}
+
+/// Runs a node for `home` until SIGINT/SIGTERM or `shutdown` is cancelled. `ready` is called
+/// once both listeners are bound and `node.json` is written.
+pub async fn run(home: Home, options: UpOptions, shutdown: CancellationToken, ready: impl FnOnce(&RuntimeInfo)) -> Result<()> {
+    let identity = home.load_identity()?;
+    let profile = home.load_profile()?;
+    let mut config = Config::load(&home.config_path())?;
+    if let Some(listen) = options.listen {
+        config.listen = listen;
+    }
+    if options.endpoint.is_some() {
+        config.endpoint = options.endpoint;
+    }
+
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.lock_path())
+        .with_context(|| format!("opening {}", home.lock_path().display()))?;
+    if lock.try_lock().is_err() {
+        bail!("another agentmesh node is already running for {}", home.root().display());
+    }
+
+    let db_path = home.db_path();
+    let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
+    let released = store.release_leases(now_ms() as i64)?;
+
+    let peer_listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let control_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.context("binding the control API")?;
+    let peer_addr = peer_listener.local_addr()?;
+    let control_addr = control_listener.local_addr()?;
+    let peer_url = format!("http://{peer_addr}");
+    let endpoint = profile.endpoint.clone().or(config.endpoint.clone()).unwrap_or_else(|| peer_url.clone());
+
+    let card = AgentCard::new(
+        &identity,
+        &profile.name,
+        vec![endpoint.clone()],
+        profile.capabilities.clone(),
+        vec![PROTOCOL_NATIVE.into(), PROTOCOL_AGENT_MESH_V1.into()],
+        profile.created_at,
+    );
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(config.outbound_timeout_ms))
+        .connect_timeout(Duration::from_millis(config.outbound_timeout_ms.min(3_000)))
+        .pool_max_idle_per_host(16)
+        .no_proxy()
+        .user_agent(concat!("agentmesh/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client")?;
+    let (events, _) = broadcast::channel(1024);
+    let node = Arc::new(Node {
+        identity,
+        card,
+        config,
+        endpoint,
+        store: Mutex::new(store),
+        events,
+        outbox_wake: Notify::new(),
+        http,
+    });
+
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    write_private(&home.token_path(), token.as_bytes())?;
+    let info = RuntimeInfo {
+        pid: std::process::id(),
+        agent_id: node.agent_id(),
+        peer_url: peer_url.clone(),
+        control_url: format!("http://{control_addr}"),
+    };
+    write_private(&home.runtime_path(), &serde_json::to_vec_pretty(&info)?)?;
+
+    tracing::info!(agent_id = %info.agent_id, peer = %peer_url, control = %info.control_url, resumed = released, "node started");
+
+    let servers_stop = CancellationToken::new();
+    let peer_app = peer_api::router(Arc::clone(&node));
+    let control_app = control_api::router(Arc::clone(&node), token, peer_url);
+    let stop = servers_stop.clone();
+    let peer_server = tokio::spawn(async move {
+        axum::serve(peer_listener, peer_app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    let stop = servers_stop.clone();
+    let control_server = tokio::spawn(async move {
+        axum::serve(control_listener, control_app).with_graceful_shutdown(async move { stop.cancelled().await }).await
+    });
+    let worker_stop = CancellationToken::new();
+    let worker = tokio::spawn(outbox::run(Arc::clone(&node), worker_stop.clone()));
+
+    ready(&info);
+
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = wait_for_signal() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    servers_stop.cancel();
+    worker_stop.cancel();
+    // In-flight requests finish; streaming watchers (events) are cut after the grace period.
+    let grace = Duration::from_secs(10);
+    let _ = tokio::time::timeout(grace, peer_server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), control_server).await;
+    let _ = tokio::time::timeout(grace, worker).await;
+    let _ = std::fs::remove_file(home.runtime_path());
+    let _ = std::fs::remove_file(home.token_path());
+    let node = Arc::clone(&node);
+    tokio::task::spawn_blocking(move || {
+        let store = node.store.lock().unwrap_or_else(|p| p.into_inner());
+        store.checkpoint()
+    })
+    .await??;
+    drop(lock);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
