@@ -1,0 +1,193 @@
+//! Command-line arguments (clap derive). Raw arguments only; commands resolve them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// agentmesh: identity, discovery, explicit trust and end-to-end encrypted messaging for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "agentmesh", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Home directory holding the identity, database and node files
+    /// [default: ~/.openclaw/agentmesh]
+    #[arg(long, global = true, env = "AGENTMESH_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Print exactly one JSON document on stdout (JSON lines for streams); errors as JSON on stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create this agent's identity: Ed25519 and X25519 keys, agent id, profile.
+    Init(InitArgs),
+    /// Run the node in the foreground (peer API + control API + delivery worker).
+    Up(UpArgs),
+    /// Print this agent's signed agent card.
+    Card,
+    /// Identity, listen address, peers, pending requests, unread messages, outbox.
+    Status,
+    /// Fetch and verify the agent at URL, then send it a signed contact request.
+    RequestContact(RequestContactArgs),
+    /// List contact requests.
+    ListRequests(ListRequestsArgs),
+    /// Approve an incoming contact request: both agents then trust each other.
+    ApproveRequest {
+        /// The request id (`req_…`).
+        request_id: String,
+    },
+    /// Reject an incoming contact request; the requester is told.
+    RejectRequest {
+        /// The request id (`req_…`).
+        request_id: String,
+        /// Reason sent to the requester.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// List known peers with trust state, endpoint, fingerprint and last seen.
+    Peers,
+    /// Block a peer: nothing from it is accepted, not even contact requests.
+    Block {
+        /// The peer's agent id.
+        agent_id: String,
+    },
+    /// Unblock a peer (it becomes merely discovered; trust must be re-established).
+    Unblock {
+        /// The peer's agent id.
+        agent_id: String,
+    },
+    /// Forget a peer: revokes trust, drops its pinned key, fails what is queued for it.
+    Remove {
+        /// The peer's agent id.
+        agent_id: String,
+    },
+    /// Send a message (signed, end-to-end encrypted, durable until delivered).
+    SendMessage(SendArgs),
+    /// List received and sent messages with their status.
+    ListMessages(ListMessagesArgs),
+    /// Show a received message, mark it read and send a signed read receipt.
+    Read {
+        /// The message id.
+        message_id: String,
+    },
+    /// Run a local demo: two agents find, trust and message each other, survive a crash.
+    Demo,
+    /// Measure throughput and latency of the real delivery path between two local nodes.
+    Bench(BenchArgs),
+}
+
+/// `init` arguments.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Display name of this agent.
+    #[arg(long)]
+    pub name: String,
+    /// Public base URL peers should use (default: the node's listen address).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// A capability tag to advertise (repeatable).
+    #[arg(long = "capability", value_name = "C")]
+    pub capabilities: Vec<String>,
+    /// Replace an existing identity (its keys are lost for good).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `up` arguments.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address for the peer API [default: 127.0.0.1:8787, or `listen` in config.toml].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Public base URL to advertise (overrides the profile and config).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+}
+
+/// `request-contact` arguments.
+#[derive(Debug, Args)]
+pub struct RequestContactArgs {
+    /// The agent's base URL, e.g. http://127.0.0.1:8787.
+    pub url: String,
+    /// Why you want contact; shown to the other agent's owner.
+    #[arg(long, default_value = "")]
+    pub purpose: String,
+}
+
+/// `list-requests` arguments.
+#[derive(Debug, Args)]
+pub struct ListRequestsArgs {
+    /// Only requests other agents sent us.
+    #[arg(long, conflicts_with = "outgoing")]
+    pub incoming: bool,
+    /// Only requests we sent.
+    #[arg(long)]
+    pub outgoing: bool,
+}
+
+/// `send-message` arguments.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Recipient agent id.
+    #[arg(long)]
+    pub to: String,
+    /// Message text; read from stdin when absent.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// Id of the message this answers.
+    #[arg(long, value_name = "MESSAGE_ID")]
+    pub reply_to: Option<String>,
+    /// Thread label.
+    #[arg(long)]
+    pub thread: Option<String>,
+}
+
+/// `list-messages` arguments.
+#[derive(Debug, Args)]
+pub struct ListMessagesArgs {
+    /// Only received messages.
+    #[arg(long, conflicts_with = "outgoing")]
+    pub incoming: bool,
+    /// Only sent messages.
+    #[arg(long)]
+    pub outgoing: bool,
+    /// Only unread received messages.
+    #[arg(long)]
+    pub unread: bool,
+    /// Only messages with this peer.
+    #[arg(long, value_name = "AGENT_ID")]
+    pub peer: Option<String>,
+    /// At most this many per direction (most recent).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Keep running and print new messages and status changes as they happen.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+/// `bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Messages to send.
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
+    /// Sends in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+}

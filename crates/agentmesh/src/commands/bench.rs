@@ -1,0 +1,152 @@
+//! `agentmesh bench`: two real nodes on loopback, N messages through the whole path
+//! (control API → outbox → HTTP → checks → decrypt → store → receipt → outbox marked delivered).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentmesh_client::local::{self, LocalNode};
+use agentmesh_client::RequestDirection;
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::json;
+
+use super::Ctx;
+use crate::cli::BenchArgs;
+use crate::output;
+
+pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
+    if args.messages == 0 || args.concurrency == 0 || args.size == 0 {
+        bail!("--messages, --concurrency and --size must be at least 1");
+    }
+    let dir = tempfile::Builder::new().prefix("agentmesh-bench-").tempdir()?;
+    let exe = std::env::current_exe()?;
+    let (a_home, b_home) = (dir.path().join("sender"), dir.path().join("receiver"));
+    local::init(&exe, &a_home, "sender", &[])?;
+    local::init(&exe, &b_home, "receiver", &[])?;
+    let mut sender = LocalNode::start(&exe, &a_home, "127.0.0.1:0", &[]).await?;
+    let mut receiver = LocalNode::start(&exe, &b_home, "127.0.0.1:0", &[]).await?;
+    let idle = (sender.memory_kib(), receiver.memory_kib());
+
+    // Trust, the real way.
+    let reply = sender.client.request_contact(&receiver.peer_url, "bench").await?;
+    let request_id = reply["request_id"].as_str().unwrap_or_default().to_owned();
+    local::wait_for(Duration::from_secs(20), || async {
+        let r = receiver.client.requests(Some(RequestDirection::Incoming)).await.ok()?;
+        r["requests"].as_array()?.iter().any(|x| x["request_id"] == request_id.as_str()).then_some(())
+    })
+    .await
+    .ok_or_else(|| anyhow!("the contact request never arrived"))?;
+    receiver.client.approve(&request_id).await?;
+    local::wait_for(Duration::from_secs(20), || async {
+        let p = sender.client.peers().await.ok()?;
+        p["peers"].as_array()?.iter().any(|x| x["trust"] == "trusted").then_some(())
+    })
+    .await
+    .ok_or_else(|| anyhow!("trust was never established"))?;
+
+    let body: String = "x".repeat(args.size);
+    // Warm-up: connections, caches, SQLite pages.
+    let warmup = (args.messages / 20).clamp(50, 1000);
+    let (_, _, _) = blast(&sender, &receiver.agent_id, &body, warmup, args.concurrency).await?;
+    let (elapsed, mut latencies, lost) = blast(&sender, &receiver.agent_id, &body, args.messages, args.concurrency).await?;
+    let peaks = (sender.memory_kib(), receiver.memory_kib());
+    let stored = receiver.client.status().await?["unread_messages"].as_u64().unwrap_or(0) as usize;
+    let (s_ok, r_ok) = (sender.stop().await, receiver.stop().await);
+
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(Duration::ZERO);
+    let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
+    let rate = args.messages as f64 / elapsed.as_secs_f64();
+    let mib = |k: Option<(u64, u64)>, peak: bool| k.map(|(hwm, rss)| ((if peak { hwm } else { rss }) as f64 / 1024.0 * 10.0).round() / 10.0);
+    let report = json!({
+        "messages": args.messages,
+        "concurrency": args.concurrency,
+        "size_bytes": args.size,
+        "elapsed_s": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        "messages_per_s": rate.round(),
+        "latency_ms": {"p50": ms(pct(0.50)), "p90": ms(pct(0.90)), "p99": ms(pct(0.99)), "max": ms(pct(1.0))},
+        "lost_receipts": lost,
+        "receiver_stored": stored,
+        "rss_mib": {
+            "sender_idle": mib(idle.0, false), "receiver_idle": mib(idle.1, false),
+            "sender_peak": mib(peaks.0, true), "receiver_peak": mib(peaks.1, true),
+        },
+        "clean_shutdown": s_ok && r_ok,
+    });
+    if stored != args.messages + warmup {
+        bail!("the receiver stored {stored} messages, expected {}", args.messages + warmup);
+    }
+    if ctx.json {
+        output::json_doc(&report);
+    } else {
+        output::line(&format!("{} messages of {} bytes, concurrency {}", args.messages, args.size, args.concurrency));
+        output::line(&format!("  throughput   {:.0} messages/s ({:.2} s)", rate, elapsed.as_secs_f64()));
+        output::line(&format!(
+            "  send→receipt p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+            report["latency_ms"]["p50"], report["latency_ms"]["p90"], report["latency_ms"]["p99"], report["latency_ms"]["max"]
+        ));
+        let r = &report["rss_mib"];
+        output::line(&format!("  RSS idle     sender {} MiB, receiver {} MiB", r["sender_idle"], r["receiver_idle"]));
+        output::line(&format!("  RSS peak     sender {} MiB, receiver {} MiB", r["sender_peak"], r["receiver_peak"]));
+        output::line(&format!("  stored by receiver: {stored} (incl. {warmup} warm-up); receipts missed by the event stream: {lost}"));
+    }
+    Ok(())
+}
+
+/// Sends `n` messages with `concurrency` in flight; returns the time from the first send to the
+/// last receipt, each message's send→receipt latency, and how many receipts were not observed.
+async fn blast(sender: &LocalNode, to: &str, body: &str, n: usize, concurrency: usize) -> Result<(Duration, Vec<Duration>, usize)> {
+    let mut events = sender.client.events().await?;
+    events.next().await; // the "subscribed" line: the stream is live
+    let delivered: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let watcher = {
+        let delivered = Arc::clone(&delivered);
+        tokio::spawn(async move {
+            let mut lagged = false;
+            while let Some(Ok(event)) = events.next().await {
+                if event["event"] == "status" && event["kind"] == "message" && event["status"] == "delivered" {
+                    let mut map = delivered.lock().unwrap_or_else(|p| p.into_inner());
+                    map.insert(event["id"].as_str().unwrap_or_default().to_owned(), Instant::now());
+                    if map.len() >= n {
+                        break;
+                    }
+                } else if event["event"] == "lagged" {
+                    lagged = true;
+                }
+            }
+            lagged
+        })
+    };
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.min(n) {
+        let (client, next, sent) = (sender.client.clone(), Arc::clone(&next), Arc::clone(&sent));
+        let (to, body) = (to.to_owned(), body.to_owned());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let t0 = Instant::now();
+                let reply = client.send(&to, &body, None, None).await?;
+                let id = reply["message_id"].as_str().unwrap_or_default().to_owned();
+                sent.lock().unwrap_or_else(|p| p.into_inner()).insert(id, t0);
+            }
+            Ok::<(), agentmesh_client::ClientError>(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("send task")??;
+    }
+    let lagged = tokio::time::timeout(Duration::from_secs(120), watcher).await.context("receipts did not arrive within 120 s")??;
+    let delivered = delivered.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let sent = sent.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let last = delivered.values().max().copied().unwrap_or_else(Instant::now);
+    let latencies: Vec<Duration> = sent.iter().filter_map(|(id, t0)| delivered.get(id).map(|t1| t1.saturating_duration_since(*t0))).collect();
+    let lost = n - latencies.len();
+    if lagged {
+        tracing::warn!("the event stream lagged; {lost} receipts were not timed");
+    }
+    Ok((last.saturating_duration_since(started), latencies, lost))
+}
+

@@ -1,0 +1,101 @@
+//! `agentmesh up`, `card`, `status`.
+
+use agentmesh_core::AgentCard;
+use agentmesh_node::{Config, UpOptions};
+use anyhow::Result;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::Ctx;
+use crate::cli::UpArgs;
+use crate::output;
+
+pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<()> {
+    let json_mode = ctx.json;
+    let options = UpOptions { listen: args.listen, endpoint: args.endpoint };
+    agentmesh_node::run(ctx.home.clone(), options, CancellationToken::new(), |info| {
+        if json_mode {
+            output::json(&json!({"event": "ready", "agent_id": info.agent_id, "peer_url": info.peer_url, "control_url": info.control_url, "pid": info.pid}));
+        } else {
+            output::line(&format!("agentmesh node {} listening on {} (Ctrl-C to stop)", info.agent_id, info.peer_url));
+        }
+    })
+    .await
+}
+
+pub async fn card(ctx: &Ctx) -> Result<()> {
+    let card = match ctx.home.runtime() {
+        Some(_) => match ctx.client()?.card().await {
+            Ok(card) => card,
+            Err(_) => local_card(ctx)?,
+        },
+        None => local_card(ctx)?,
+    };
+    output::json_doc(&card);
+    Ok(())
+}
+
+/// The card as the node would publish it, built offline from the identity and profile.
+fn local_card(ctx: &Ctx) -> Result<Value> {
+    let identity = ctx.home.load_identity()?;
+    let profile = ctx.home.load_profile()?;
+    let config = Config::load(&ctx.home.config_path())?;
+    let endpoint = profile.endpoint.clone().or(config.endpoint).unwrap_or_else(|| format!("http://{}", config.listen));
+    let card = AgentCard::new(
+        &identity,
+        &profile.name,
+        vec![endpoint],
+        profile.capabilities,
+        vec![agentmesh_core::PROTOCOL_NATIVE.into(), agentmesh_core::PROTOCOL_AGENT_MESH_V1.into()],
+        profile.created_at,
+    );
+    Ok(serde_json::to_value(card)?)
+}
+
+pub async fn status(ctx: &Ctx) -> Result<()> {
+    let live = match ctx.home.runtime() {
+        Some(_) => ctx.client()?.status().await.ok(),
+        None => None,
+    };
+    let status = match live {
+        Some(mut s) => {
+            s["running"] = json!(true);
+            s
+        }
+        None => {
+            // Offline: identity and the stored counters, and how to start the node.
+            let identity = ctx.home.load_identity()?;
+            let profile = ctx.home.load_profile()?;
+            let db = ctx.home.db_path();
+            let stats = tokio::task::spawn_blocking(move || agentmesh_store::Store::open(&db).and_then(|s| s.stats())).await??;
+            let mut s = json!({
+                "agent_id": identity.agent_id().to_string(),
+                "name": profile.name,
+                "fingerprint": identity.fingerprint(),
+                "running": false,
+                "listen": null,
+            });
+            if let (Value::Object(target), Value::Object(extra)) = (&mut s, serde_json::to_value(stats)?) {
+                target.extend(extra);
+            }
+            s
+        }
+    };
+    if ctx.json {
+        output::json_doc(&status);
+        return Ok(());
+    }
+    let f = |k: &str| status.get(k).map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())).unwrap_or_else(|| "-".into());
+    output::line(&format!("agent       {} ({})", f("name"), f("agent_id")));
+    output::line(&format!("fingerprint {}", f("fingerprint")));
+    if status["running"] == json!(true) {
+        output::line(&format!("node        running, listening on {}", f("listen")));
+    } else {
+        output::line(&format!("node        not running (start: agentmesh up --home {})", ctx.home.root().display()));
+    }
+    output::line(&format!("peers       {} ({} trusted)", f("peers"), f("trusted_peers")));
+    output::line(&format!("requests    {} pending", f("pending_requests")));
+    output::line(&format!("inbox       {} unread", f("unread_messages")));
+    output::line(&format!("outbox      {} waiting, {} failed", f("outbox_depth"), f("failed_deliveries")));
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! Output conventions: `--json` prints one JSON document (or JSON lines) on stdout and nothing
+//! else; failures print `{"error":{"code","message"}}` on stderr. A closed stdout (broken pipe)
+//! ends the program quietly.
+
+use std::io::Write;
+
+use serde_json::Value;
+
+/// Writes a line to stdout; exits quietly with status 0 if the reader went away.
+pub fn line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{text}").and_then(|_| out.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
+
+/// Prints a JSON value on one line.
+pub fn json(value: &Value) {
+    line(&value.to_string());
+}
+
+/// Prints a JSON value pretty-printed (for `--json` single documents).
+pub fn json_doc(value: &Value) {
+    line(&serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+}
+
+/// Formats milliseconds since the epoch as a short UTC time, `-` when absent.
+pub fn time(ms: &Value) -> String {
+    match ms.as_u64() {
+        Some(ms) => agentmesh_core::time::iso_seconds(ms).replace('T', " ").trim_end_matches('Z').to_owned(),
+        None => "-".into(),
+    }
+}
+
+/// A string field or `-`.
+pub fn field<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+/// Prints rows as an aligned table with a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let render = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = widths.get(i).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    line(&render(header.iter().map(|h| h.to_string()).collect()));
+    for row in rows {
+        line(&render(row.clone()));
+    }
+}
