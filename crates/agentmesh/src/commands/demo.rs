@@ -150,11 +150,11 @@ async fn walk(story: &mut Story, dir: &std::path::Path) -> Result<()> {
     story.step("bob -> alice: reply delivered with receipt", vec![format!("message {to_alice_id}: {}", text(&delivered["status"]))], delivered);
 
     let read = bob.client.read(&to_bob_id).await?;
-    let text = read["message"]["text"].as_str().unwrap_or_default().to_owned();
+    let body = read["message"]["text"].as_str().unwrap_or_default().to_owned();
     let marked = wait_status(&alice, &to_bob_id, &["read"]).await?;
     story.step(
         "bob read alice's message; a signed read receipt marked it read at alice",
-        vec![format!("bob read: \"{text}\""), format!("alice's outbox: {}", text(&marked["status"]))],
+        vec![format!("bob read: \"{body}\""), format!("alice's outbox: {}", text(&marked["status"]))],
         marked,
     );
 
@@ -172,7 +172,7 @@ async fn walk(story: &mut Story, dir: &std::path::Path) -> Result<()> {
     story.step(
         "alice sends while bob is down: the message waits in her durable outbox",
         vec![
-            format!("message {queued_id}: {} after {} attempt(s)", pending["status"], text(&pending["attempts"])),
+            format!("message {queued_id}: {} after {} attempt(s)", text(&pending["status"]), text(&pending["attempts"])),
             format!("last error: {}", pending["last_error"].as_str().unwrap_or("-")),
         ],
         pending,
@@ -189,7 +189,7 @@ async fn walk(story: &mut Story, dir: &std::path::Path) -> Result<()> {
     }
     story.step(
         "The queued message was delivered after the restart, exactly once",
-        vec![format!("message {queued_id}: {} after {} attempt(s)", delivered["status"], text(&delivered["attempts"])), format!("copies in bob's inbox: {copies}")],
+        vec![format!("message {queued_id}: {} after {} attempt(s)", text(&delivered["status"]), text(&delivered["attempts"])), format!("copies in bob's inbox: {copies}")],
         delivered,
     );
 
