@@ -1,0 +1,202 @@
+//! The whole flow through the CLI, with real nodes on loopback.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::Value;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_refuses_to_overwrite_and_keys_are_private() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("a");
+    let first = ok(&home, &["init", "--name", "alice", "--capability", "chat"]);
+    let id = first["agent_id"].as_str().expect("id");
+    assert_eq!(id.len(), 16);
+    assert_eq!(first["fingerprint"].as_str().expect("fp")[..23], format!("sha256:{id}"));
+    let err = fails(&home, &["init", "--name", "alice"]);
+    assert!(err["error"]["message"].as_str().expect("msg").contains("--force"));
+    for key in ["keys/ed25519.key", "keys/x25519.key"] {
+        let mode = std::fs::metadata(home.join(key)).expect("key file").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    let second = ok(&home, &["init", "--name", "alice", "--force"]);
+    assert_ne!(second["agent_id"], first["agent_id"]);
+    // `card` works offline and is self-signed.
+    let card: agentmesh_core::AgentCard = serde_json::from_value(ok(&home, &["card"])).expect("card");
+    assert_eq!(card.verify().expect("valid card").agent_id().to_string(), second["agent_id"].as_str().expect("id"));
+    // No key material in any output.
+    let secret = std::fs::read_to_string(home.join("keys/ed25519.key")).expect("key");
+    assert!(!serde_json::to_string(&card).expect("json").contains(secret.trim()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_needing_a_node_say_how_to_start_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("a");
+    ok(&home, &["init", "--name", "alice"]);
+    let err = fails(&home, &["peers"]);
+    assert_eq!(err["error"]["code"], "node_not_running");
+    assert!(err["error"]["message"].as_str().expect("msg").contains("agentmesh up --home"));
+    let status = ok(&home, &["status"]);
+    assert_eq!(status["running"], false);
+    assert_eq!(status["outbox_depth"], 0);
+    // Human mode: one line on stderr.
+    let out = std::process::Command::new(exe()).arg("--home").arg(&home).arg("peers").output().expect("run");
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_flow_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = node(dir.path(), "alice").await;
+    let bob = node(dir.path(), "bob").await;
+    let (ah, bh) = (alice.home.clone(), bob.home.clone());
+
+    let sent = ok(&ah, &["request-contact", &bob.peer_url, "--purpose", "plan a trip"]);
+    assert_eq!(sent["status"], "pending");
+    assert_eq!(sent["peer"]["agent_id"], bob.agent_id.as_str());
+    let request_id = sent["request_id"].as_str().expect("request id").to_owned();
+    let outgoing_requests = ok(&ah, &["list-requests", "--outgoing"]);
+    assert_eq!(outgoing_requests["requests"][0]["request_id"], request_id.as_str());
+
+    // Before approval, neither side may message the other.
+    let err = fails(&ah, &["send-message", "--to", &bob.agent_id, "--text", "too early"]);
+    assert_eq!(err["error"]["code"], "not_trusted");
+
+    let incoming = agentmesh_client::local::wait_for(WAIT, || async {
+        let v = ok(&bh, &["list-requests", "--incoming"]);
+        v["requests"].as_array().and_then(|a| a.first().cloned())
+    })
+    .await
+    .expect("incoming request");
+    assert_eq!(incoming["request_id"], request_id.as_str());
+    assert_eq!(incoming["purpose"], "plan a trip");
+    assert_eq!(incoming["status"], "pending");
+    let err = fails(&bh, &["send-message", "--to", &alice.agent_id, "--text", "too early"]);
+    assert_eq!(err["error"]["code"], "not_trusted");
+
+    let approved = ok(&bh, &["approve-request", &request_id]);
+    assert_eq!(approved["request"]["status"], "approved");
+    let again = fails(&bh, &["approve-request", &request_id]);
+    assert_eq!(again["error"]["code"], "already_decided");
+
+    // The acceptance reaches alice: trust is mutual.
+    agentmesh_client::local::wait_for(WAIT, || async {
+        let v = ok(&ah, &["peers"]);
+        v["peers"].as_array()?.iter().any(|p| p["agent_id"] == bob.agent_id.as_str() && p["trust"] == "trusted").then_some(())
+    })
+    .await
+    .expect("alice trusts bob");
+    let bob_peers = ok(&bh, &["peers"]);
+    assert_eq!(bob_peers["peers"][0]["trust"], "trusted");
+    assert_eq!(ok(&ah, &["list-requests", "--outgoing"])["requests"][0]["status"], "approved");
+
+    // Messages both ways; one from stdin.
+    let m1 = ok(&ah, &["send-message", "--to", &bob.agent_id, "--text", "hello bob", "--thread", "trip"]);
+    assert_eq!(m1["encrypted"], true);
+    let m1_id = m1["message_id"].as_str().expect("id").to_owned();
+    let out = cli_with_stdin(&bh, &["send-message", "--to", &alice.agent_id, "--reply-to", &m1_id], Some("hi alice, from stdin\n"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m2: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let m2_id = m2["message_id"].as_str().expect("id").to_owned();
+    wait_status(&alice, &m1_id, "delivered").await;
+    wait_status(&bob, &m2_id, "delivered").await;
+
+    let unread = ok(&bh, &["list-messages", "--incoming", "--unread"]);
+    let list = unread["messages"].as_array().expect("messages");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["text"], "hello bob");
+    assert_eq!(list[0]["thread"], "trip");
+    assert_eq!(list[0]["encrypted"], true);
+    let alice_inbox = ok(&ah, &["list-messages", "--incoming"]);
+    assert_eq!(alice_inbox["messages"][0]["text"], "hi alice, from stdin");
+    assert_eq!(alice_inbox["messages"][0]["reply_to"], m1_id.as_str());
+
+    // Reading sends a read receipt.
+    let read = ok(&bh, &["read", &m1_id]);
+    assert_eq!(read["message"]["status"], "read");
+    wait_status(&alice, &m1_id, "read").await;
+    assert_eq!(ok(&bh, &["list-messages", "--unread"])["messages"].as_array().map(Vec::len), Some(0));
+    assert_eq!(fails(&bh, &["read", "no-such-message"])["error"]["code"], "not_found");
+
+    let status = ok(&ah, &["status"]);
+    assert_eq!(status["running"], true);
+    assert_eq!(status["trusted_peers"], 1);
+    assert_eq!(status["outbox_depth"], 0);
+    assert_eq!(status["unread_messages"], 1);
+    assert_eq!(status["agent_id"], alice.agent_id.as_str());
+
+    // Block: bob's messages are refused with 403 at alice and fail at bob.
+    ok(&ah, &["block", &bob.agent_id]);
+    let m3 = ok(&bh, &["send-message", "--to", &alice.agent_id, "--text", "blocked?"]);
+    let failed = wait_status(&bob, m3["message_id"].as_str().expect("id"), "failed").await;
+    assert!(failed["last_error"].as_str().expect("error").contains("403 blocked_sender"), "{failed}");
+    assert_eq!(ok(&bh, &["status"])["failed_deliveries"], 1);
+
+    // Unblock does not restore trust; remove forgets the peer.
+    ok(&ah, &["unblock", &bob.agent_id]);
+    assert_eq!(ok(&ah, &["peers"])["peers"][0]["trust"], "discovered");
+    ok(&ah, &["remove", &bob.agent_id]);
+    assert_eq!(ok(&ah, &["peers"])["peers"].as_array().map(Vec::len), Some(0));
+    assert_eq!(fails(&ah, &["remove", &bob.agent_id])["error"]["code"], "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejection_creates_no_trust_and_tells_the_requester() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = node(dir.path(), "alice").await;
+    let bob = node(dir.path(), "bob").await;
+    let sent = ok(&alice.home, &["request-contact", &bob.peer_url]);
+    let id = sent["request_id"].as_str().expect("id").to_owned();
+    agentmesh_client::local::wait_for(WAIT, || async {
+        ok(&bob.home, &["list-requests", "--incoming"])["requests"].as_array()?.first().cloned()
+    })
+    .await
+    .expect("arrives");
+    let rejected = ok(&bob.home, &["reject-request", &id, "--reason", "not now"]);
+    assert_eq!(rejected["request"]["status"], "rejected");
+    let seen = agentmesh_client::local::wait_for(WAIT, || async {
+        let r = ok(&alice.home, &["list-requests", "--outgoing"]);
+        r["requests"].as_array()?.iter().find(|x| x["status"] == "rejected").cloned()
+    })
+    .await
+    .expect("alice learns of the rejection");
+    assert_eq!(seen["reason"], "not now");
+    for (home, other) in [(&alice.home, &bob.agent_id), (&bob.home, &alice.agent_id)] {
+        let peers = ok(home, &["peers"]);
+        assert_ne!(peers["peers"][0]["trust"], "trusted");
+        assert_eq!(fails(home, &["send-message", "--to", other, "--text", "x"])["error"]["code"], "not_trusted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_streams_new_messages_as_json_lines() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = node(dir.path(), "alice").await;
+    let bob = node(dir.path(), "bob").await;
+    trust(&alice, &bob).await;
+    let mut follow = std::process::Command::new(exe())
+        .arg("--home")
+        .arg(&bob.home)
+        .args(["--json", "list-messages", "--incoming", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("follow");
+    let stdout = follow.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        lines.next().and_then(Result::ok)
+    });
+    // Give the follower time to subscribe, then send.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    alice.client.send(&bob.agent_id, "streamed", None, None).await.expect("send");
+    let line = tokio::task::spawn_blocking(move || reader.join().expect("reader")).await.expect("join").expect("a line");
+    let _ = follow.kill();
+    let event: Value = serde_json::from_str(&line).expect("JSON line");
+    assert_eq!(event["event"], "message");
+    assert_eq!(event["message"]["text"], "streamed");
+}
