@@ -257,23 +257,28 @@ async fn request_contact(State(st): State<ControlState>, headers: HeaderMap, bod
                     )));
                 }
                 let current = s.peer(&p.agent_id)?.map(|x| x.trust).unwrap_or(Trust::Discovered);
+                let native = p.protocol == PROTOCOL_NATIVE;
                 match current {
                     Trust::Blocked => return Ok(Err(ApiError::conflict("blocked", format!("{} is blocked; unblock it first", p.agent_id)))),
-                    Trust::Trusted => return Ok(Ok(Trust::Trusted)),
-                    _ => {}
+                    // Native trust is mutual: nothing to ask. V1 trust is one-sided: our trusting
+                    // them does not make them trust us, so the request still goes out.
+                    Trust::Trusted if native => return Ok(Ok(None)),
+                    Trust::Trusted => {}
+                    _ => {
+                        s.set_trust(&p.agent_id, Trust::Pending)?;
+                    }
                 }
-                s.set_trust(&p.agent_id, Trust::Pending)?;
                 s.insert_request(&request)?;
                 s.enqueue(&outbound)?;
-                Ok(Ok(Trust::Pending))
+                Ok(Ok(Some(if current == Trust::Trusted { Trust::Trusted } else { Trust::Pending })))
             })
         })
         .await??;
-    if outcome == Trust::Trusted {
+    let Some(trust) = outcome else {
         return Ok(Json(json!({"status": "already_trusted", "request_id": null, "peer": peer_json(&Peer { trust: Trust::Trusted, ..peer })})));
-    }
+    };
     node.outbox_wake.notify_one();
-    Ok(Json(json!({"status": "pending", "request_id": request_id, "peer": peer_json(&Peer { trust: Trust::Pending, ..peer })})))
+    Ok(Json(json!({"status": "pending", "request_id": request_id, "peer": peer_json(&Peer { trust, ..peer })})))
 }
 
 #[derive(Deserialize)]

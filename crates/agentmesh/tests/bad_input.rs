@@ -1,0 +1,267 @@
+//! Hostile and malformed input against a real node: each case gets its status and JSON error
+//! code, and leaves every table's row count unchanged.
+
+mod support;
+
+use std::time::Duration;
+
+use agentmesh_client::RequestDirection;
+use agentmesh_client::local::LocalNode;
+use agentmesh_core::envelope::{APPLICATION_JSON, ContactRequestBody, Draft, TEXT_PLAIN};
+use agentmesh_core::time::now_ms;
+use agentmesh_core::{AgentCard, AgentId, DeliveryReceipt, Envelope, EnvelopeKind, Identity, PROTOCOL_NATIVE};
+use serde_json::{Value, json};
+use support::*;
+
+/// A fake peer driven by the test: its own keys, no node.
+struct Fake {
+    id: Identity,
+    card: AgentCard,
+}
+
+impl Fake {
+    fn new(name: &str) -> Self {
+        let id = Identity::generate();
+        // Port 9 (discard) on loopback: nothing listens, deliveries to us fail fast.
+        let card = AgentCard::new(&id, name, vec!["http://127.0.0.1:9".into()], vec![], vec![PROTOCOL_NATIVE.into()], now_ms());
+        Fake { id, card }
+    }
+
+    fn envelope(&self, kind: EnvelopeKind, to: AgentId, to_key: &[u8; 32], body: &[u8], content_type: &str) -> Envelope {
+        let mut draft = Draft::new(kind, self.id.agent_id(), to, now_ms(), 3_600_000, content_type, body.to_vec());
+        if matches!(kind, EnvelopeKind::ContactRequest | EnvelopeKind::ContactResponse) {
+            draft.card = Some(self.card.clone());
+        }
+        draft.seal(to_key).expect("seal").sign(&self.id, now_ms())
+    }
+}
+
+struct Target {
+    node: LocalNode,
+    card: AgentCard,
+    x25519: [u8; 32],
+    http: reqwest::Client,
+}
+
+impl Target {
+    async fn post(&self, route: &str, body: impl Into<reqwest::Body>, content_type: &str) -> (u16, Value, String) {
+        let r = self
+            .http
+            .post(format!("{}{route}", self.node.peer_url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
+    }
+
+    async fn send(&self, env: &Envelope) -> (u16, Value, String) {
+        let route = match env.kind {
+            EnvelopeKind::ContactRequest => "/v1/contact-request",
+            EnvelopeKind::ContactResponse => "/v1/contact-response",
+            EnvelopeKind::Receipt => "/v1/receipt",
+            EnvelopeKind::Message => "/v1/message",
+        };
+        self.post(route, serde_json::to_string(env).expect("json"), "application/json").await
+    }
+
+    fn message(&self, from: &Fake, text: &str) -> Envelope {
+        from.envelope(EnvelopeKind::Message, self.card.agent_id, &self.x25519, text.as_bytes(), TEXT_PLAIN)
+    }
+
+    /// Sends a bad request and checks status, error code and that nothing was stored.
+    async fn refused(&self, what: &str, expect_status: u16, expect_code: &str, result: (u16, Value, String), before: &[(&str, i64)]) {
+        let (status, body, text) = result;
+        assert_eq!(status, expect_status, "{what}: {text}");
+        assert_eq!(body["error"]["code"], expect_code, "{what}: {text}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: a message for people");
+        assert_eq!(counts(&self.node.home), before, "{what}: nothing may be stored");
+    }
+}
+
+async fn setup(dir: &std::path::Path) -> (Target, Fake) {
+    let node = node(dir, "target").await;
+    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("client");
+    let card: AgentCard = http.get(format!("{}/v1/card", node.peer_url)).send().await.expect("card").json().await.expect("json");
+    let keys = card.verify().expect("valid card");
+    let target = Target { node, x25519: keys.x25519, card, http };
+
+    // The fake peer asks for contact; the owner approves: the fake is now trusted.
+    let fake = Fake::new("mallory");
+    let body = serde_json::to_vec(&ContactRequestBody { request_id: format!("req_{}", "ab".repeat(16)), purpose: "hi".into() }).expect("json");
+    let request = fake.envelope(EnvelopeKind::ContactRequest, target.card.agent_id, &target.x25519, &body, APPLICATION_JSON);
+    let (status, _, text) = target.send(&request).await;
+    assert_eq!(status, 200, "{text}");
+    let pending = target.node.client.requests(Some(RequestDirection::Incoming)).await.expect("requests");
+    let id = pending["requests"][0]["request_id"].as_str().expect("request").to_owned();
+    target.node.client.approve(&id).await.expect("approve");
+    (target, fake)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_bad_input_is_refused_and_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, fake) = setup(dir.path()).await;
+    let node_key = t.card.verify().expect("keys").ed25519;
+
+    // A good message is stored, then acknowledged with a receipt signed by the node.
+    let before = counts(&t.node.home);
+    let good = t.message(&fake, "legit");
+    let (status, body, text) = t.send(&good).await;
+    assert_eq!(status, 200, "{text}");
+    let receipt: DeliveryReceipt = serde_json::from_value(body["receipt"].clone()).expect("receipt");
+    receipt.verify(&node_key).expect("receipt signed by the node");
+    assert_eq!((receipt.message_id.as_str(), receipt.to), (good.id.as_str(), fake.id.agent_id()));
+    let after_good = counts(&t.node.home);
+    assert_ne!(before, after_good);
+    let inbox = |c: &[(&str, i64)]| c.iter().find(|(t, _)| *t == "inbox").map(|(_, n)| *n);
+    assert_eq!(inbox(&after_good), inbox(&before).map(|n| n + 1));
+    let base = after_good;
+
+    // Replays: the same envelope, and the same id re-signed later, get the original receipt.
+    let (status, _, replay_text) = t.send(&good).await;
+    assert_eq!(status, 200);
+    assert_eq!(replay_text, text, "a replay gets the original receipt byte for byte");
+    let resigned = good.sign(&fake.id, now_ms() + 1);
+    let (status, _, resigned_text) = t.send(&resigned).await;
+    assert_eq!((status, resigned_text.as_str()), (200, text.as_str()));
+    assert_eq!(counts(&t.node.home), base, "replays store nothing");
+
+    // Tampered signature and tampered ciphertext: 401.
+    let mut tampered = t.message(&fake, "x");
+    let mut sig = tampered.sig.into_bytes();
+    sig[10] = if sig[10] == b'A' { b'B' } else { b'A' };
+    tampered.sig = String::from_utf8(sig).expect("ascii");
+    t.refused("tampered signature", 401, "bad_signature", t.send(&tampered).await, &base).await;
+    let mut altered = t.message(&fake, "x");
+    altered.body = agentmesh_core::b64::encode(b"something else entirely");
+    t.refused("altered body", 401, "bad_signature", t.send(&altered).await, &base).await;
+
+    // Unknown sender: 403.
+    let stranger = Fake::new("stranger");
+    t.refused("unknown sender", 403, "unknown_sender", t.send(&t.message(&stranger, "hi")).await, &base).await;
+
+    // Freshness: stale and future `sent_at`: 400.
+    let stale = t.message(&fake, "old").sign(&fake.id, now_ms() - 600_000);
+    t.refused("stale timestamp", 400, "stale_timestamp", t.send(&stale).await, &base).await;
+    let future = t.message(&fake, "new").sign(&fake.id, now_ms() + 600_000);
+    t.refused("future timestamp", 400, "stale_timestamp", t.send(&future).await, &base).await;
+
+    // Expired (fresh signature, expiry passed): 400.
+    let mut draft = Draft::new(EnvelopeKind::Message, fake.id.agent_id(), t.card.agent_id, now_ms() - 10_000, 5_000, TEXT_PLAIN, b"late".to_vec());
+    draft.expires_at = now_ms() - 1;
+    let expired = draft.seal(&t.x25519).expect("seal").sign(&fake.id, now_ms());
+    t.refused("expired", 400, "expired", t.send(&expired).await, &base).await;
+
+    // Wrong recipient: 400.
+    let elsewhere = Identity::generate();
+    let misaddressed = fake.envelope(EnvelopeKind::Message, elsewhere.agent_id(), &t.x25519, b"x", TEXT_PLAIN);
+    t.refused("wrong recipient", 400, "wrong_recipient", t.send(&misaddressed).await, &base).await;
+
+    // Sealed to another key: signature fine, decryption fails: 400.
+    let wrong_key = fake.envelope(EnvelopeKind::Message, t.card.agent_id, &elsewhere.public().x25519, b"x", TEXT_PLAIN);
+    t.refused("undecryptable", 400, "undecryptable", t.send(&wrong_key).await, &base).await;
+
+    // Oversize: 413, with and without Content-Length.
+    let big = t.message(&fake, &"z".repeat(300 * 1024));
+    t.refused("oversize", 413, "too_large", t.send(&big).await, &base).await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..40).map(|_| Ok(vec![b' '; 8 * 1024])).collect();
+    let streamed = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    t.refused("oversize, chunked", 413, "too_large", t.post("/v1/message", streamed, "application/json").await, &base).await;
+
+    // Malformed, truncated, not an envelope, wrong content type, wrong route.
+    t.refused("malformed JSON", 400, "malformed", t.post("/v1/message", "{not json", "application/json").await, &base).await;
+    let full = serde_json::to_string(&t.message(&fake, "cut")).expect("json");
+    t.refused("truncated", 400, "malformed", t.post("/v1/message", full[..full.len() / 2].to_owned(), "application/json").await, &base).await;
+    let mut extra = serde_json::to_value(t.message(&fake, "x")).expect("value");
+    extra["admin"] = json!(true);
+    t.refused("unknown member", 400, "malformed", t.post("/v1/message", extra.to_string(), "application/json").await, &base).await;
+    t.refused("wrong content type", 415, "unsupported_media_type", t.post("/v1/message", full.clone(), "text/plain").await, &base).await;
+    t.refused("no content type", 415, "unsupported_media_type", t.post("/v1/message", full.clone(), "").await, &base).await;
+    t.refused("wrong route", 400, "wrong_route", t.post("/v1/contact-request", full.clone(), "application/json").await, &base).await;
+
+    // A contact request whose card is forged (renamed after signing): 400.
+    let mut forger = Fake::new("forger");
+    forger.card.name = "totally-legit".into();
+    let body = serde_json::to_vec(&ContactRequestBody { request_id: format!("req_{}", "cd".repeat(16)), purpose: String::new() }).expect("json");
+    let forged = forger.envelope(EnvelopeKind::ContactRequest, t.card.agent_id, &t.x25519, &body, APPLICATION_JSON);
+    t.refused("forged card", 400, "invalid_card", t.send(&forged).await, &base).await;
+
+    // A contact response nobody asked for: 403 (unknown sender) / 400 (unknown request).
+    let body = serde_json::to_vec(&json!({"request_id": format!("req_{}", "ef".repeat(16)), "accepted": true})).expect("json");
+    let unsolicited = stranger.envelope(EnvelopeKind::ContactResponse, t.card.agent_id, &t.x25519, &body, APPLICATION_JSON);
+    t.refused("unsolicited response", 403, "unknown_sender", t.send(&unsolicited).await, &base).await;
+    let from_contact = fake.envelope(EnvelopeKind::ContactResponse, t.card.agent_id, &t.x25519, &body, APPLICATION_JSON);
+    t.refused("response to no request", 400, "unknown_request", t.send(&from_contact).await, &base).await;
+
+    // Unknown routes are JSON 404s.
+    let (status, body, _) = t.post("/v1/nope", "{}", "application/json").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+
+    // Blocked sender: 403, even for a fresh, valid message.
+    t.node.client.block(&fake.id.agent_id().to_string()).await.expect("block");
+    let base = counts(&t.node.home);
+    t.refused("blocked sender", 403, "blocked_sender", t.send(&t.message(&fake, "let me in")).await, &base).await;
+    let body = serde_json::to_vec(&ContactRequestBody { request_id: format!("req_{}", "12".repeat(16)), purpose: String::new() }).expect("json");
+    let again = fake.envelope(EnvelopeKind::ContactRequest, t.card.agent_id, &t.x25519, &body, APPLICATION_JSON);
+    t.refused("blocked contact request", 403, "blocked_sender", t.send(&again).await, &base).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_results_are_per_envelope() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, fake) = setup(dir.path()).await;
+    let good = t.message(&fake, "one");
+    let stale = t.message(&fake, "two").sign(&fake.id, now_ms() - 600_000);
+    let body = json!({"envelopes": [good, stale, {"v": 1}]}).to_string();
+    let (status, reply, text) = t.post("/v1/batch", body, "application/json").await;
+    assert_eq!(status, 200, "{text}");
+    let results = reply["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["ok"], true);
+    assert_eq!(results[0]["id"], good.id.as_str());
+    assert_eq!((results[1]["ok"].as_bool(), results[1]["status"].as_u64()), (Some(false), Some(400)));
+    assert_eq!(results[1]["error"]["code"], "stale_timestamp");
+    assert_eq!(results[2]["error"]["code"], "malformed");
+    let listed = t.node.client.messages(&Default::default()).await.expect("messages");
+    assert_eq!(listed["messages"].as_array().map(Vec::len), Some(1));
+
+    // Too many envelopes in one batch: 413, nothing stored.
+    let before = counts(&t.node.home);
+    let many: Vec<Envelope> = (0..129).map(|i| t.message(&fake, &format!("m{i}"))).collect();
+    let (status, reply, _) = t.post("/v1/batch", json!({"envelopes": many}).to_string(), "application/json").await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (413, Some("too_large")));
+    assert_eq!(counts(&t.node.home), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn control_api_requires_its_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = node(dir.path(), "a").await;
+    let info: Value = serde_json::from_slice(&std::fs::read(node.home.join("node.json")).expect("node.json")).expect("json");
+    let url = format!("{}/control/status", info["control_url"].as_str().expect("url"));
+    assert!(url.starts_with("http://127.0.0.1:"), "control API is loopback only: {url}");
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    for auth in [None, Some("Bearer wrong"), Some("Basic abc")] {
+        let mut req = http.get(&url);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.expect("send");
+        assert_eq!(r.status().as_u16(), 401, "{auth:?}");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    // The control routes are not on the peer port.
+    let r = http.get(format!("{}/control/status", node.peer_url)).send().await.expect("send");
+    assert_eq!(r.status().as_u16(), 404);
+    // Token and runtime files are private.
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["control.token", "node.json"] {
+        let mode = std::fs::metadata(node.home.join(f)).expect("file").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+}
