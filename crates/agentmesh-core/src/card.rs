@@ -156,7 +156,9 @@ impl AgentCard {
         let ed = b64::decode_array::<32>(&self.ed25519)
             .ok_or_else(|| CardError::Malformed("ed25519 is not 32 bytes of base64".into()))?;
         let ed25519 = VerifyingKey::from_bytes(&ed)
-            .map_err(|_| CardError::Malformed("ed25519 is not a valid public key".into()))?;
+            .ok()
+            .filter(|k| !k.is_weak())
+            .ok_or_else(|| CardError::Malformed("ed25519 is not a valid, full-order public key".into()))?;
         let x25519 = b64::decode_array::<32>(&self.x25519)
             .ok_or_else(|| CardError::Malformed("x25519 is not 32 bytes of base64".into()))?;
         let keys = PublicKeys { ed25519, x25519 };

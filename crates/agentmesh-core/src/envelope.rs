@@ -357,6 +357,34 @@ impl Envelope {
     }
 }
 
+/// Verifies many Ed25519 signatures at once: `(signed bytes, signature text, key)` each.
+///
+/// Two or more are checked with ed25519-dalek's batch verification (about twice as fast per
+/// signature); if the batch fails, each is checked alone with `verify_strict` to find the bad
+/// ones. Returns one verdict per entry, in order. Batch verification does not refuse small-order
+/// keys, so callers pin only keys that passed [`AgentCard::verify`](crate::AgentCard::verify),
+/// which refuses weak keys.
+pub fn verify_signatures(entries: &[(Vec<u8>, &str, VerifyingKey)]) -> Vec<Result<(), VerifyError>> {
+    let sigs: Vec<Option<Signature>> =
+        entries.iter().map(|(_, sig, _)| b64::decode_array::<64>(sig).map(|b| Signature::from_bytes(&b))).collect();
+    if entries.len() >= 2 && sigs.iter().all(Option::is_some) {
+        let messages: Vec<&[u8]> = entries.iter().map(|(m, _, _)| m.as_slice()).collect();
+        let signatures: Vec<Signature> = sigs.iter().flatten().copied().collect();
+        let keys: Vec<VerifyingKey> = entries.iter().map(|(_, _, k)| *k).collect();
+        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+            return vec![Ok(()); entries.len()];
+        }
+    }
+    entries
+        .iter()
+        .zip(sigs)
+        .map(|((message, _, key), sig)| {
+            let sig = sig.ok_or(VerifyError::BadSignature)?;
+            key.verify_strict(message, &sig).map_err(|_| VerifyError::BadSignature)
+        })
+        .collect()
+}
+
 fn is_ref(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_REF_BYTES && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
@@ -401,7 +429,8 @@ impl DeliveryReceipt {
         receipt
     }
 
-    fn signing_bytes(&self) -> Vec<u8> {
+    /// The bytes the signature covers.
+    pub fn signing_bytes(&self) -> Vec<u8> {
         let mut out = RECEIPT_DOMAIN.to_vec();
         lp(&mut out, self.v.to_string().as_bytes());
         lp(&mut out, self.message_id.as_bytes());
@@ -505,6 +534,19 @@ mod tests {
         let mut t = r.clone();
         t.message_id = "m2".into();
         assert_eq!(t.verify(&b.public().ed25519), Err(VerifyError::BadSignature));
+    }
+
+    #[test]
+    fn batch_verification_pinpoints_bad_signatures() {
+        let (a, b) = pair();
+        let envs: Vec<Envelope> = (0..5).map(|_| sealed(&a, &b).sign(&a, now_ms())).collect();
+        let key = a.public().ed25519;
+        let mut entries: Vec<(Vec<u8>, &str, VerifyingKey)> = envs.iter().map(|e| (e.signing_bytes(), e.sig.as_str(), key)).collect();
+        assert!(verify_signatures(&entries).iter().all(Result::is_ok));
+        entries[3].0.push(0);
+        let verdicts = verify_signatures(&entries);
+        assert_eq!(verdicts.iter().filter(|v| v.is_err()).count(), 1);
+        assert_eq!(verdicts[3], Err(VerifyError::BadSignature));
     }
 
     #[test]

@@ -458,13 +458,9 @@ async fn send_message(State(st): State<ControlState>, headers: HeaderMap, body: 
                 ));
             }
         }
-        let text = args.text.clone();
-        let n = Arc::clone(&node);
-        let p = peer.clone();
+        // Sealing costs ~0.1 ms of CPU: cheaper done here than handed to another thread.
         let refs = Some((args.reply_to.clone(), args.thread.clone()));
-        tokio::task::spawn_blocking(move || native_outbound(&n, &p, EnvelopeKind::Message, text.clone().into_bytes(), TEXT_PLAIN, Some(text), refs))
-            .await
-            .map_err(ApiError::internal)??
+        native_outbound(&node, &peer, EnvelopeKind::Message, args.text.clone().into_bytes(), TEXT_PLAIN, Some(args.text), refs)?
     } else {
         if peer.trust == Trust::Blocked {
             return Err(ApiError::conflict("blocked", format!("{} is blocked", peer.agent_id)));

@@ -14,6 +14,7 @@
 pub mod compat;
 pub mod config;
 pub mod control_api;
+pub mod db;
 pub mod error;
 pub mod home;
 pub mod outbox;
@@ -21,10 +22,12 @@ pub mod peer_api;
 mod net;
 mod run;
 
-use std::sync::{Arc, Mutex};
+
 
 use agentmesh_core::{AgentCard, Identity};
 use agentmesh_store::{ContactRequest, Message, Store};
+
+use crate::db::Db;
 use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
 
@@ -84,8 +87,8 @@ pub struct Node {
     pub config: Config,
     /// Our advertised base URL.
     pub endpoint: String,
-    /// The database (one connection; all access from blocking tasks).
-    pub store: Mutex<Store>,
+    /// The database thread (one connection, group commit).
+    pub db: Db,
     /// Event fan-out (bounded; slow watchers miss events and are told so).
     pub events: broadcast::Sender<Event>,
     /// Wakes the outbox worker when something is queued.
@@ -95,20 +98,13 @@ pub struct Node {
 }
 
 impl Node {
-    /// Runs `f` against the store on a blocking thread.
-    pub async fn db<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
+    /// Runs `f` atomically against the store on the database thread; resolves once committed.
+    pub async fn db<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> agentmesh_store::Result<T> + Send + 'static,
     {
-        let node = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let store = node.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&store)
-        })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::from)
+        self.db.run(f).await
     }
 
     /// Publishes an event; nobody listening is fine.

@@ -18,7 +18,7 @@ use agentmesh_store::{OutboxItem, Peer, Trust};
 use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -47,14 +47,18 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(node.config.delivery_concurrency.max(1)));
     let inflight: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let finished = Arc::new(Notify::new());
     let lease_ms = node.config.outbound_timeout_ms as i64 + 5_000;
     let batch_size = node.config.max_batch_envelopes.max(1);
+    // Enough rows to fill every free delivery slot with a full batch.
+    let fetch_limit = (batch_size * node.config.per_peer_inflight.max(1) * 2).min(4096) as u32;
     loop {
         let now = now_ms() as i64;
-        let due = node.db(move |s| s.due(now, 1024)).await.unwrap_or_default();
+        let due = node.db(move |s| s.due(now, fetch_limit)).await.unwrap_or_default();
 
         // Group per peer, respecting the per-peer in-flight cap.
         let mut groups: Vec<(String, Vec<OutboxItem>)> = Vec::new();
+        let mut held_back = false;
         {
             let busy = inflight.lock().unwrap_or_else(|p| p.into_inner());
             for item in due {
@@ -64,7 +68,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 match last {
                     Some((_, items)) if items.len() < batch_size => items.push(item),
                     _ if running + queued_chunks < node.config.per_peer_inflight => groups.push((item.peer_id.clone(), vec![item])),
-                    _ => {}
+                    _ => held_back = true,
                 }
             }
         }
@@ -77,7 +81,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
             for (peer_id, items) in groups {
                 let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { break };
                 *inflight.lock().unwrap_or_else(|p| p.into_inner()).entry(peer_id.clone()).or_default() += 1;
-                let (node, inflight) = (Arc::clone(&node), Arc::clone(&inflight));
+                let (node, inflight, finished) = (Arc::clone(&node), Arc::clone(&inflight), Arc::clone(&finished));
                 tracker.spawn(async move {
                     deliver_group(&node, &peer_id, items).await;
                     let mut busy = inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -88,17 +92,28 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                         }
                     }
                     drop(permit);
-                    node.outbox_wake.notify_one();
+                    finished.notify_one();
                 });
             }
         }
 
         let next = node.db(|s| s.next_due()).await.ok().flatten();
         let wait_ms = next.map(|t| (t - now_ms() as i64).clamp(0, 1_000)).unwrap_or(1_000) as u64;
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = node.outbox_wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(wait_ms.max(1))) => {}
+        if held_back {
+            // Everything due waits for a delivery slot: new entries cannot go out sooner, so
+            // wake on a completion rather than re-reading the outbox on every enqueue.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = finished.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(1_000)) => {}
+            }
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = node.outbox_wake.notified() => {}
+                _ = finished.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms.max(1))) => {}
+            }
         }
     }
     tracker.close();
@@ -152,21 +167,42 @@ fn sign_all(node: &Node, items: &[OutboxItem]) -> Vec<Option<Envelope>> {
         .collect()
 }
 
-fn check_receipt(node: &Node, peer: &Peer, item: &OutboxItem, receipt: &Value) -> Outcome {
+/// Checks a receipt's fields against the entry it answers; the signature is checked by
+/// [`verify_receipts`].
+fn parse_receipt(node: &Node, peer: &Peer, item: &OutboxItem, receipt: &Value) -> Result<DeliveryReceipt, Outcome> {
     let Ok(receipt) = serde_json::from_value::<DeliveryReceipt>(receipt.clone()) else {
-        return Outcome::Retry { sent: true, error: "peer returned a malformed receipt".into() };
-    };
-    let Ok(key) = VerifyingKey::from_bytes(&peer.ed25519) else {
-        return Outcome::Failed("stored peer key is invalid".into());
+        return Err(Outcome::Retry { sent: true, error: "peer returned a malformed receipt".into() });
     };
     let matches = receipt.message_id == item.id
         && receipt.from.to_string() == peer.agent_id
         && receipt.to == node.identity.agent_id()
         && receipt.status == "delivered";
-    if !matches || receipt.verify(&key).is_err() {
-        return Outcome::Retry { sent: true, error: "peer returned a receipt that does not verify".into() };
+    if !matches {
+        return Err(Outcome::Retry { sent: true, error: "peer returned a receipt for something else".into() });
     }
-    Outcome::Delivered(serde_json::to_string(&receipt).unwrap_or_default())
+    Ok(receipt)
+}
+
+/// Verifies receipts signed by `peer` (one batch) and turns each into an outcome.
+async fn verify_receipts(peer: &Peer, receipts: Vec<(OutboxItem, DeliveryReceipt)>) -> Vec<(OutboxItem, Outcome)> {
+    let Ok(key) = VerifyingKey::from_bytes(&peer.ed25519) else {
+        return receipts.into_iter().map(|(i, _)| (i, Outcome::Failed("stored peer key is invalid".into()))).collect();
+    };
+    tokio::task::spawn_blocking(move || {
+        let entries: Vec<(Vec<u8>, &str, VerifyingKey)> = receipts.iter().map(|(_, r)| (r.signing_bytes(), r.sig.as_str(), key)).collect();
+        let verdicts = agentmesh_core::envelope::verify_signatures(&entries);
+        let outcomes: Vec<Outcome> = receipts
+            .iter()
+            .zip(verdicts)
+            .map(|((_, receipt), verdict)| match verdict {
+                Ok(()) => Outcome::Delivered(serde_json::to_string(receipt).unwrap_or_default()),
+                Err(_) => Outcome::Retry { sent: true, error: "peer returned a receipt that does not verify".into() },
+            })
+            .collect();
+        receipts.into_iter().map(|(item, _)| item).zip(outcomes).collect()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Maps a refusal (status + JSON error body) to an outcome: overload and server errors are
@@ -198,7 +234,10 @@ async fn deliver_single(node: &Arc<Node>, peer: &Peer, item: &OutboxItem) -> Out
         Ok((status, bytes)) => {
             let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if status.is_success() {
-                check_receipt(node, peer, item, value.get("receipt").unwrap_or(&Value::Null))
+                match parse_receipt(node, peer, item, value.get("receipt").unwrap_or(&Value::Null)) {
+                    Ok(receipt) => verify_receipts(peer, vec![(item.clone(), receipt)]).await.pop().map(|(_, o)| o).unwrap_or(Outcome::Failed("lost".into())),
+                    Err(outcome) => outcome,
+                }
             } else {
                 refusal(status.as_u16(), value.get("error").unwrap_or(&Value::Null))
             }
@@ -260,14 +299,18 @@ async fn deliver_batch(node: &Arc<Node>, peer: &Peer, items: Vec<OutboxItem>) ->
             let mut by_id: HashMap<String, BatchResult> = parsed
                 .map(|p| p.results.into_iter().filter_map(|r| r.id.clone().map(|id| (id, r))).collect())
                 .unwrap_or_default();
+            let mut receipts = Vec::new();
             for item in sendable {
-                let outcome = match by_id.remove(&item.id) {
-                    None => Outcome::Retry { sent: true, error: "peer's batch reply lacks this message".into() },
-                    Some(r) if r.ok => check_receipt(node, peer, &item, &r.receipt),
-                    Some(r) => refusal(r.status, &r.error),
-                };
-                out.push((item, outcome));
+                match by_id.remove(&item.id) {
+                    None => out.push((item, Outcome::Retry { sent: true, error: "peer's batch reply lacks this message".into() })),
+                    Some(r) if r.ok => match parse_receipt(node, peer, &item, &r.receipt) {
+                        Ok(receipt) => receipts.push((item, receipt)),
+                        Err(outcome) => out.push((item, outcome)),
+                    },
+                    Some(r) => out.push((item, refusal(r.status, &r.error))),
+                }
             }
+            out.extend(verify_receipts(peer, receipts).await);
         }
     }
     out

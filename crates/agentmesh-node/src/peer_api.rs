@@ -224,11 +224,12 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
     let now = now_ms();
     let window = node.config.freshness_window_secs.saturating_mul(1000);
     let me = node.identity.agent_id();
+    let mut key_cache: HashMap<[u8; 32], VerifyingKey> = HashMap::new();
     let mut to_verify: Vec<(usize, VerifyingKey)> = Vec::new();
     for (i, replay) in replays {
         let env = &envelopes[i];
         let peer = peers.get(&env.from.to_string()).and_then(Option::as_ref);
-        let checked = sender_key(env, peer).and_then(|key| {
+        let checked = sender_key(env, peer, &mut key_cache).and_then(|key| {
             if env.to != me {
                 return Err(ApiError::bad_request("wrong_recipient", format!("this node is {me}, not {}", env.to)));
             }
@@ -250,19 +251,27 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
         }
     }
 
-    // Signatures, decryption and receipt signing: CPU work, off the async threads.
+    // Signatures (batched), decryption and receipt signing: CPU work, off the async threads.
     let node2 = Arc::clone(node);
     let envelopes = Arc::new(envelopes);
     let envs = Arc::clone(&envelopes);
     let peers = Arc::new(peers);
     let peers2 = Arc::clone(&peers);
     let verified = tokio::task::spawn_blocking(move || {
+        let entries: Vec<(Vec<u8>, &str, VerifyingKey)> =
+            to_verify.iter().map(|(i, key)| (envs[*i].signing_bytes(), envs[*i].sig.as_str(), *key)).collect();
+        let verdicts = agentmesh_core::envelope::verify_signatures(&entries);
         to_verify
-            .into_iter()
-            .map(|(i, key)| {
-                let peer = peers2.get(&envs[i].from.to_string()).and_then(Option::as_ref);
-                let outcome = verify_and_open(&node2, &envs[i], &key, peer, now).map(|v| Verified { index: i, ..v });
-                (i, outcome)
+            .iter()
+            .zip(verdicts)
+            .map(|((i, _), verdict)| {
+                let env = &envs[*i];
+                let peer = peers2.get(&env.from.to_string()).and_then(Option::as_ref);
+                let outcome = verdict
+                    .map_err(|e| ApiError::bad_signature(e.to_string()))
+                    .and_then(|()| open_and_build(&node2, env, peer, now))
+                    .map(|v| Verified { index: *i, ..v });
+                (*i, outcome)
             })
             .collect::<Vec<_>>()
     })
@@ -299,9 +308,16 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
 }
 
 /// The key the envelope must be signed with, if its sender may send this kind at all.
-fn sender_key(env: &Envelope, peer: Option<&Peer>) -> Result<VerifyingKey, ApiError> {
-    let pinned = |p: &Peer| {
-        VerifyingKey::from_bytes(&p.ed25519).map_err(|_| ApiError::internal(format!("stored key of {} is invalid", p.agent_id)))
+///
+/// Pinned keys are decompressed once per request through `cache`.
+fn sender_key(env: &Envelope, peer: Option<&Peer>, cache: &mut HashMap<[u8; 32], VerifyingKey>) -> Result<VerifyingKey, ApiError> {
+    let mut pinned = |p: &Peer| {
+        if let Some(key) = cache.get(&p.ed25519) {
+            return Ok(*key);
+        }
+        let key = VerifyingKey::from_bytes(&p.ed25519).map_err(|_| ApiError::internal(format!("stored key of {} is invalid", p.agent_id)))?;
+        cache.insert(p.ed25519, key);
+        Ok(key)
     };
     match env.kind {
         EnvelopeKind::Message | EnvelopeKind::Receipt => match peer {
@@ -334,8 +350,8 @@ fn sender_key(env: &Envelope, peer: Option<&Peer>) -> Result<VerifyingKey, ApiEr
     }
 }
 
-fn verify_and_open(node: &Node, env: &Envelope, key: &VerifyingKey, peer: Option<&Peer>, now: u64) -> Result<Verified, ApiError> {
-    env.verify(key).map_err(|e| ApiError::bad_signature(e.to_string()))?;
+/// Decrypts a verified envelope and prepares its effect and signed receipt.
+fn open_and_build(node: &Node, env: &Envelope, peer: Option<&Peer>, now: u64) -> Result<Verified, ApiError> {
     let plaintext = env
         .open(&node.identity)
         .map_err(|e| ApiError::bad_request("undecryptable", e.to_string()))?;
@@ -471,10 +487,7 @@ fn apply(s: &Store, accepted: Vec<Verified>, now: i64) -> agentmesh_store::Resul
         match v.effect {
             Effect::Message(m) => {
                 s.insert_incoming(&m)?;
-                let listed = s.incoming(&m.id)?.into_iter().find(|x| x.peer_id == m.peer_id);
-                if let Some(message) = listed {
-                    events.push(Event::Message { message });
-                }
+                events.push(Event::Message { message: (&m).into() });
             }
             Effect::Read { message_id, at } => {
                 if s.mark_outgoing_read(&v.peer_id, &message_id, at)? {

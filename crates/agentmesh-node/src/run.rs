@@ -1,18 +1,20 @@
 //! Starting and stopping a node.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentCard, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE};
 use agentmesh_store::Store;
 use anyhow::{Context, Result, bail};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::home::{Home, RuntimeInfo, write_private};
+use crate::db::Db;
 use crate::{Config, Node, control_api, outbox, peer_api};
 
 /// Options of `agentmesh up` that override the config file.
@@ -80,7 +82,7 @@ pub async fn run(home: Home, options: UpOptions, shutdown: CancellationToken, re
         card,
         config,
         endpoint,
-        store: Mutex::new(store),
+        db: Db::spawn(store).context("starting the database thread")?,
         events,
         outbox_wake: Notify::new(),
         http,
@@ -102,6 +104,14 @@ pub async fn run(home: Home, options: UpOptions, shutdown: CancellationToken, re
     let peer_app = peer_api::router(Arc::clone(&node));
     let control_app = control_api::router(Arc::clone(&node), token, peer_url);
     let stop = servers_stop.clone();
+    // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm meets delayed
+    // ACKs and a reply can stall for ~40 ms.
+    let peer_listener = peer_listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let control_listener = control_listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let peer_server = tokio::spawn(async move {
         axum::serve(peer_listener, peer_app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -130,12 +140,7 @@ pub async fn run(home: Home, options: UpOptions, shutdown: CancellationToken, re
     let _ = tokio::time::timeout(grace, worker).await;
     let _ = std::fs::remove_file(home.runtime_path());
     let _ = std::fs::remove_file(home.token_path());
-    let node = Arc::clone(&node);
-    tokio::task::spawn_blocking(move || {
-        let store = node.store.lock().unwrap_or_else(|p| p.into_inner());
-        store.checkpoint()
-    })
-    .await??;
+    node.db.close().await?;
     drop(lock);
     tracing::info!("stopped");
     Ok(())

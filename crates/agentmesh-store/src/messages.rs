@@ -187,6 +187,30 @@ pub struct Stats {
     pub failed_deliveries: i64,
 }
 
+impl From<&IncomingMessage> for Message {
+    /// The listing view of a message just stored (unread).
+    fn from(m: &IncomingMessage) -> Self {
+        Message {
+            direction: Direction::Incoming,
+            id: m.id.clone(),
+            peer_id: m.peer_id.clone(),
+            kind: "message".into(),
+            text: Some(m.text.clone()),
+            content_type: m.content_type.clone(),
+            status: "unread".into(),
+            encrypted: m.encrypted,
+            protocol: m.protocol.clone(),
+            reply_to: m.reply_to.clone(),
+            thread: m.thread.clone(),
+            created_at: m.created_at,
+            delivered_at: Some(m.received_at),
+            read_at: None,
+            attempts: None,
+            last_error: None,
+        }
+    }
+}
+
 fn outgoing_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
         direction: Direction::Outgoing,
@@ -238,11 +262,12 @@ const INCOMING_COLUMNS: &str =
 impl Store {
     /// Writes an entry to the outbox as `queued`, due now.
     pub fn enqueue(&self, m: &NewOutbound) -> Result<()> {
-        self.conn.execute(
+        self.conn.prepare_cached(
             "INSERT INTO outbox (id, kind, peer_id, protocol, payload, text, content_type, reply_to, thread, encrypted,
                                  status, attempts, next_attempt_at, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?11, ?12)",
-            params![
+        )?
+        .execute(params![
                 m.id,
                 m.kind,
                 m.peer_id,
@@ -255,8 +280,7 @@ impl Store {
                 m.encrypted,
                 m.created_at,
                 m.expires_at
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
@@ -286,7 +310,8 @@ impl Store {
     pub fn next_due(&self) -> Result<Option<i64>> {
         Ok(self
             .conn
-            .query_row("SELECT MIN(next_attempt_at) FROM outbox WHERE status IN ('queued', 'sent')", [], |r| r.get(0))
+            .prepare_cached("SELECT MIN(next_attempt_at) FROM outbox WHERE status IN ('queued', 'sent')")?
+            .query_row([], |r| r.get(0))
             .optional()?
             .flatten())
     }
@@ -308,11 +333,12 @@ impl Store {
     /// Records a failed attempt: new status (`queued`, `sent` or `failed`), next attempt time and
     /// error text.
     pub fn mark_attempt(&self, id: &str, status: &str, next_attempt_at: i64, error: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE outbox SET status = ?2, attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4
-             WHERE id = ?1 AND status IN ('queued', 'sent')",
-            params![id, status, next_attempt_at, error],
-        )?;
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET status = ?2, attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4
+                 WHERE id = ?1 AND status IN ('queued', 'sent')",
+            )?
+            .execute(params![id, status, next_attempt_at, error])?;
         Ok(())
     }
 

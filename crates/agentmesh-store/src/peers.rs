@@ -158,7 +158,9 @@ impl Store {
 
     /// Records that we heard from a peer at `at` (ms).
     pub fn touch_peer(&self, agent_id: &str, at: i64) -> Result<()> {
-        self.conn.execute("UPDATE peers SET last_seen = MAX(last_seen, ?2) WHERE agent_id = ?1", params![agent_id, at])?;
+        self.conn
+            .prepare_cached("UPDATE peers SET last_seen = MAX(last_seen, ?2) WHERE agent_id = ?1")?
+            .execute(params![agent_id, at])?;
         Ok(())
     }
 
@@ -176,23 +178,37 @@ impl Store {
         })
     }
 
-    /// Runs `f` inside one immediate transaction; rolls back when it fails. Inside an enclosing
-    /// `atomic`, `f` simply joins that transaction.
+    /// Runs `f` atomically: inside one immediate transaction, or, when a transaction is already
+    /// open (group commit), inside a savepoint of it. When `f` fails, its writes are rolled back
+    /// and nothing else is.
     pub fn atomic<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
-        if !self.conn.is_autocommit() {
-            return f(self);
-        }
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let nested = !self.conn.is_autocommit();
+        self.conn.execute_batch(if nested { "SAVEPOINT atomic" } else { "BEGIN IMMEDIATE" })?;
         match f(self) {
             Ok(v) => {
-                self.conn.execute_batch("COMMIT")?;
+                self.conn.execute_batch(if nested { "RELEASE atomic" } else { "COMMIT" })?;
                 Ok(v)
             }
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = self.conn.execute_batch(if nested { "ROLLBACK TO atomic; RELEASE atomic" } else { "ROLLBACK" });
                 Err(e)
             }
         }
+    }
+
+    /// Opens a transaction for a group of [`atomic`](Self::atomic) calls (group commit).
+    pub fn begin_group(&self) -> Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Commits the group; on failure everything in it is rolled back.
+    pub fn commit_group(&self) -> Result<()> {
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+        Ok(())
     }
 }
 
@@ -229,5 +245,22 @@ mod tests {
         assert_eq!(got.trust, Trust::Trusted, "refresh keeps trust");
         assert!(!s.upsert_peer(&peer("p", 9)).expect("mismatch"), "another key is refused");
         assert_eq!(s.peer("p").expect("get").expect("exists").ed25519, [1; 32]);
+    }
+
+    #[test]
+    fn a_failing_member_of_a_group_rolls_back_alone() {
+        let s = Store::open_in_memory().expect("db");
+        s.begin_group().expect("begin");
+        s.atomic(|s| s.upsert_peer(&peer("a", 1))).expect("a");
+        let failed: Result<()> = s.atomic(|s| {
+            s.upsert_peer(&peer("b", 2))?;
+            Err(StoreError::Corrupt("boom".into()))
+        });
+        assert!(failed.is_err());
+        s.atomic(|s| s.upsert_peer(&peer("c", 3))).expect("c");
+        s.commit_group().expect("commit");
+        let ids: Vec<String> = s.peers().expect("peers").into_iter().map(|p| p.agent_id).collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&"a".to_string()) && ids.contains(&"c".to_string()));
     }
 }

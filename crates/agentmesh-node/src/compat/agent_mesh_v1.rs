@@ -66,6 +66,7 @@ impl V1Agent {
             return Err(ApiError::bad_request("invalid_agent", "display_name, endpoint or public_key too long"));
         }
         let key = keys::ed25519_from_pem(&self.public_key)
+            .filter(|k| !k.is_weak())
             .ok_or_else(|| ApiError::bad_request("invalid_public_key", "public_key is not an Ed25519 SPKI PEM key"))?;
         if Fingerprint::of(self.public_key.as_bytes()).as_str() != self.fingerprint {
             return Err(ApiError::bad_request("fingerprint_mismatch", "fingerprint is not SHA-256 of public_key"));

@@ -49,7 +49,14 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     // Warm-up: connections, caches, SQLite pages.
     let warmup = (args.messages / 20).clamp(50, 1000);
     let (_, _, _) = blast(&sender, &receiver.agent_id, &body, warmup, args.concurrency).await?;
+    let cpu = |n: &LocalNode| n.pid().and_then(local::cpu_seconds).unwrap_or(0.0);
+    let cpu_before = (cpu(&sender), cpu(&receiver), local::cpu_seconds(std::process::id()).unwrap_or(0.0));
     let (elapsed, mut latencies, lost) = blast(&sender, &receiver.agent_id, &body, args.messages, args.concurrency).await?;
+    let cpu_used = (
+        cpu(&sender) - cpu_before.0,
+        cpu(&receiver) - cpu_before.1,
+        local::cpu_seconds(std::process::id()).unwrap_or(0.0) - cpu_before.2,
+    );
     let peaks = (sender.memory_kib(), receiver.memory_kib());
     let stored = receiver.client.status().await?["unread_messages"].as_u64().unwrap_or(0) as usize;
     let (s_ok, r_ok) = (sender.stop().await, receiver.stop().await);
@@ -72,6 +79,12 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
             "sender_idle": mib(idle.0, false), "receiver_idle": mib(idle.1, false),
             "sender_peak": mib(peaks.0, true), "receiver_peak": mib(peaks.1, true),
         },
+        "cpu_s": {"sender": round2(cpu_used.0), "receiver": round2(cpu_used.1), "load_generator": round2(cpu_used.2)},
+        "cpu_us_per_message": {
+            "sender": (cpu_used.0 * 1e6 / args.messages as f64).round(),
+            "receiver": (cpu_used.1 * 1e6 / args.messages as f64).round(),
+            "load_generator": (cpu_used.2 * 1e6 / args.messages as f64).round(),
+        },
         "clean_shutdown": s_ok && r_ok,
     });
     if stored != args.messages + warmup {
@@ -89,64 +102,106 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
         let r = &report["rss_mib"];
         output::line(&format!("  RSS idle     sender {} MiB, receiver {} MiB", r["sender_idle"], r["receiver_idle"]));
         output::line(&format!("  RSS peak     sender {} MiB, receiver {} MiB", r["sender_peak"], r["receiver_peak"]));
+        let c = &report["cpu_us_per_message"];
+        output::line(&format!("  CPU/message  sender {} µs, receiver {} µs, load generator {} µs", c["sender"], c["receiver"], c["load_generator"]));
         output::line(&format!("  stored by receiver: {stored} (incl. {warmup} warm-up); receipts missed by the event stream: {lost}"));
     }
     Ok(())
 }
 
-/// Sends `n` messages with `concurrency` in flight; returns the time from the first send to the
-/// last receipt, each message's send→receipt latency, and how many receipts were not observed.
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Where a message stands in the closed loop: its receipt arrived, or a sender waits for it.
+enum Slot {
+    Delivered(Instant),
+    Waiting(tokio::sync::oneshot::Sender<Instant>),
+}
+
+/// Sends `n` messages keeping `concurrency` of them outstanding until their receipt (a closed
+/// loop: a worker sends its next message only when the previous one is delivered). Returns the
+/// time from the first send to the last receipt, each message's send→receipt latency, and how
+/// many receipts were not observed.
 async fn blast(sender: &LocalNode, to: &str, body: &str, n: usize, concurrency: usize) -> Result<(Duration, Vec<Duration>, usize)> {
     let mut events = sender.client.events().await?;
     events.next().await; // the "subscribed" line: the stream is live
-    let delivered: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let slots: Arc<Mutex<HashMap<String, Slot>>> = Arc::default();
     let watcher = {
-        let delivered = Arc::clone(&delivered);
+        let slots = Arc::clone(&slots);
         tokio::spawn(async move {
-            let mut lagged = false;
+            let mut seen = 0usize;
             while let Some(Ok(event)) = events.next().await {
-                if event["event"] == "status" && event["kind"] == "message" && event["status"] == "delivered" {
-                    let mut map = delivered.lock().unwrap_or_else(|p| p.into_inner());
-                    map.insert(event["id"].as_str().unwrap_or_default().to_owned(), Instant::now());
-                    if map.len() >= n {
-                        break;
+                if event["event"] == "lagged" {
+                    return true;
+                }
+                if !(event["event"] == "status" && event["kind"] == "message" && event["status"] == "delivered") {
+                    continue;
+                }
+                let now = Instant::now();
+                let id = event["id"].as_str().unwrap_or_default().to_owned();
+                let mut map = slots.lock().unwrap_or_else(|p| p.into_inner());
+                match map.remove(&id) {
+                    Some(Slot::Waiting(tx)) => {
+                        let _ = tx.send(now);
                     }
-                } else if event["event"] == "lagged" {
-                    lagged = true;
+                    _ => {
+                        map.insert(id, Slot::Delivered(now));
+                    }
+                }
+                seen += 1;
+                if seen >= n {
+                    break;
                 }
             }
-            lagged
+            false
         })
     };
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let mut tasks = Vec::new();
     for _ in 0..concurrency.min(n) {
-        let (client, next, sent) = (sender.client.clone(), Arc::clone(&next), Arc::clone(&sent));
+        let (client, next, slots) = (sender.client.clone(), Arc::clone(&next), Arc::clone(&slots));
         let (to, body) = (to.to_owned(), body.to_owned());
         tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < n {
                 let t0 = Instant::now();
                 let reply = client.send(&to, &body, None, None).await?;
                 let id = reply["message_id"].as_str().unwrap_or_default().to_owned();
-                sent.lock().unwrap_or_else(|p| p.into_inner()).insert(id, t0);
+                let waiting = {
+                    let mut map = slots.lock().unwrap_or_else(|p| p.into_inner());
+                    match map.remove(&id) {
+                        Some(Slot::Delivered(t1)) => Err(t1),
+                        _ => {
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            map.insert(id, Slot::Waiting(tx));
+                            Ok(rx)
+                        }
+                    }
+                };
+                let t1 = match waiting {
+                    Err(t1) => t1,
+                    Ok(rx) => match tokio::time::timeout(Duration::from_secs(60), rx).await {
+                        Ok(Ok(t1)) => t1,
+                        _ => continue, // receipt not observed: counted as lost
+                    },
+                };
+                latencies.push((t1.saturating_duration_since(t0), t1));
             }
-            Ok::<(), agentmesh_client::ClientError>(())
+            Ok::<_, agentmesh_client::ClientError>(latencies)
         }));
     }
+    let mut all = Vec::with_capacity(n);
     for t in tasks {
-        t.await.context("send task")??;
+        all.extend(t.await.context("send task")??);
     }
-    let lagged = tokio::time::timeout(Duration::from_secs(120), watcher).await.context("receipts did not arrive within 120 s")??;
-    let delivered = delivered.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let sent = sent.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let last = delivered.values().max().copied().unwrap_or_else(Instant::now);
-    let latencies: Vec<Duration> = sent.iter().filter_map(|(id, t0)| delivered.get(id).map(|t1| t1.saturating_duration_since(*t0))).collect();
+    let lagged = if all.len() < n { watcher.await.unwrap_or(true) } else { watcher.abort(); false };
+    let last = all.iter().map(|(_, t1)| *t1).max().unwrap_or_else(Instant::now);
+    let latencies: Vec<Duration> = all.into_iter().map(|(d, _)| d).collect();
     let lost = n - latencies.len();
     if lagged {
         tracing::warn!("the event stream lagged; {lost} receipts were not timed");
     }
     Ok((last.saturating_duration_since(started), latencies, lost))
 }
-

@@ -1,0 +1,120 @@
+//! The database thread: one SQLite connection, owned by one thread, with group commit.
+//!
+//! Callers send closures over a bounded channel. The thread takes every closure waiting (up to
+//! [`MAX_GROUP`]), opens one transaction, runs each inside its own savepoint (a failing closure
+//! rolls back only its own writes), commits once, and only then hands each caller its result. So
+//! a caller that got `Ok` knows its writes are committed: the node acknowledges nothing before it
+//! is stored, and pays one commit per group instead of one per write.
+
+use std::thread::JoinHandle;
+
+use agentmesh_store::{Store, StoreError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ApiError;
+
+/// Most closures committed together.
+pub const MAX_GROUP: usize = 256;
+/// Closures waiting for the thread, at most (senders wait when it is full).
+pub const QUEUE: usize = 1024;
+
+type Reply = Box<dyn FnOnce(bool) + Send>;
+type Job = Box<dyn FnOnce(&Store) -> Reply + Send>;
+
+enum Request {
+    Run(Job),
+    Close(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// Handle to the database thread.
+pub struct Db {
+    tx: mpsc::Sender<Request>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Db {
+    /// Moves `store` onto its own thread.
+    pub fn spawn(store: Store) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let thread = std::thread::Builder::new().name("agentmesh-db".into()).spawn(move || serve(store, rx))?;
+        Ok(Db { tx, thread: std::sync::Mutex::new(Some(thread)) })
+    }
+
+    /// Runs `f` atomically on the database thread; resolves after its group has committed.
+    ///
+    /// Errors: `internal` when SQLite fails (the closure's writes are rolled back) or the thread
+    /// has stopped.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> agentmesh_store::Result<T> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel::<Result<T, ApiError>>();
+        let job: Job = Box::new(move |store: &Store| {
+            let result = store.atomic(f);
+            Box::new(move |committed: bool| {
+                let result = match result {
+                    Ok(_) if !committed => Err(ApiError::internal("the database could not commit")),
+                    Ok(v) => Ok(v),
+                    Err(e) => Err(ApiError::from(e)),
+                };
+                let _ = reply_tx.send(result);
+            })
+        });
+        self.tx.send(Request::Run(job)).await.map_err(|_| ApiError::internal("the database thread has stopped"))?;
+        reply_rx.await.map_err(|_| ApiError::internal("the database thread has stopped"))?
+    }
+
+    /// Finishes queued work, checkpoints the WAL and stops the thread.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Request::Close(tx)).await.is_ok() {
+            rx.await.unwrap_or(Ok(()))?;
+        }
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        Ok(())
+    }
+}
+
+fn serve(store: Store, mut rx: mpsc::Receiver<Request>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = Vec::new();
+        let mut close = None;
+        match first {
+            Request::Run(job) => jobs.push(job),
+            Request::Close(tx) => close = Some(tx),
+        }
+        while close.is_none() && jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(Request::Run(job)) => jobs.push(job),
+                Ok(Request::Close(tx)) => close = Some(tx),
+                Err(_) => break,
+            }
+        }
+        if !jobs.is_empty() {
+            let replies: Vec<Reply>;
+            let committed = match store.begin_group() {
+                Ok(()) => {
+                    replies = jobs.into_iter().map(|job| job(&store)).collect();
+                    store.commit_group().map_err(|e| tracing::error!(error = %e, "group commit failed")).is_ok()
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not open a transaction");
+                    // Run each alone: `atomic` opens its own transaction.
+                    replies = jobs.into_iter().map(|job| job(&store)).collect();
+                    true
+                }
+            };
+            for reply in replies {
+                reply(committed);
+            }
+        }
+        if let Some(tx) = close {
+            let _ = tx.send(store.checkpoint());
+            return;
+        }
+    }
+}
