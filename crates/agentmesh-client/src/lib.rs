@@ -100,7 +100,13 @@ impl Client {
         Ok(Client { http, base: base.trim_end_matches('/').to_owned(), token: token.to_owned() })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>, query: Option<&[(String, String)]>) -> Result<Value, ClientError> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        query: Option<&[(String, String)]>,
+    ) -> Result<Value, ClientError> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -154,7 +160,12 @@ impl Client {
     /// `GET /control/requests`: `{requests: [...]}`.
     pub async fn requests(&self, direction: Option<RequestDirection>) -> Result<Value, ClientError> {
         let query: Vec<(String, String)> = direction
-            .map(|d| vec![("direction".to_owned(), serde_json::to_value(d).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())])
+            .map(|d| {
+                vec![(
+                    "direction".to_owned(),
+                    serde_json::to_value(d).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                )]
+            })
             .unwrap_or_default();
         self.call(reqwest::Method::GET, "/control/requests", None, Some(&query)).await
     }
@@ -190,7 +201,13 @@ impl Client {
     }
 
     /// `POST /control/messages`: queue a message. Returns `{message_id, to, status, encrypted, protocol}`.
-    pub async fn send(&self, to: &str, text: &str, reply_to: Option<&str>, thread: Option<&str>) -> Result<Value, ClientError> {
+    pub async fn send(
+        &self,
+        to: &str,
+        text: &str,
+        reply_to: Option<&str>,
+        thread: Option<&str>,
+    ) -> Result<Value, ClientError> {
         self.post("/control/messages", json!({"to": to, "text": text, "reply_to": reply_to, "thread": thread})).await
     }
 
@@ -198,7 +215,10 @@ impl Client {
     pub async fn messages(&self, q: &MessageQuery) -> Result<Value, ClientError> {
         let mut query = Vec::new();
         if let Some(d) = q.direction {
-            query.push(("direction".to_owned(), if matches!(d, RequestDirection::Incoming) { "incoming" } else { "outgoing" }.to_owned()));
+            query.push((
+                "direction".to_owned(),
+                if matches!(d, RequestDirection::Incoming) { "incoming" } else { "outgoing" }.to_owned(),
+            ));
         }
         if q.unread {
             query.push(("unread".to_owned(), "true".to_owned()));
@@ -227,7 +247,11 @@ impl Client {
             .await
             .map_err(|e| ClientError::Unreachable { message: describe(&e) })?;
         if !response.status().is_success() {
-            return Err(ClientError::Api { status: response.status().as_u16(), code: "unauthorized".into(), message: "events refused".into() });
+            return Err(ClientError::Api {
+                status: response.status().as_u16(),
+                code: "unauthorized".into(),
+                message: "events refused".into(),
+            });
         }
         Ok(EventStream { response, buffer: Vec::new() })
     }
@@ -262,7 +286,9 @@ impl EventStream {
 /// Percent-encodes a path segment (ids are plain ASCII, but never trust input).
 fn segment(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
+        })
         .collect()
 }
 

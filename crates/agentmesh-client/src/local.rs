@@ -67,9 +67,15 @@ pub fn init(exe: &Path, home: &Path, name: &str, capabilities: &[&str]) -> Resul
     for c in capabilities {
         cmd.args(["--capability", c]);
     }
-    let out = cmd.stdin(Stdio::null()).output().map_err(|source| LocalError::Spawn { what: "agentmesh init".into(), source })?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| LocalError::Spawn { what: "agentmesh init".into(), source })?;
     if !out.status.success() {
-        return Err(LocalError::Command { what: "agentmesh init".into(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() });
+        return Err(LocalError::Command {
+            what: "agentmesh init".into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
     }
     Ok(())
 }
@@ -85,7 +91,12 @@ impl LocalNode {
             .open(&log)
             .map_err(|source| LocalError::Spawn { what: "node log".into(), source })?;
         let mut cmd = Command::new(exe);
-        cmd.arg("--home").arg(home).args(["up", "--listen", listen]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
+        cmd.arg("--home")
+            .arg(home)
+            .args(["up", "--listen", listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
         for (k, v) in env {
             cmd.env(k, v);
         }

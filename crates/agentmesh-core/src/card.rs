@@ -173,9 +173,7 @@ impl AgentCard {
             return Err(CardError::TooLarge("card"));
         }
         let sig = b64::decode_array::<64>(&self.sig).ok_or(CardError::BadSignature)?;
-        ed25519
-            .verify_strict(&bytes, &Signature::from_bytes(&sig))
-            .map_err(|_| CardError::BadSignature)?;
+        ed25519.verify_strict(&bytes, &Signature::from_bytes(&sig)).map_err(|_| CardError::BadSignature)?;
         Ok(keys)
     }
 }

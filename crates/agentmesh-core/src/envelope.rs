@@ -41,9 +41,9 @@ use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::b64;
 use crate::card::AgentCard;
 use crate::keys::{AgentId, Identity, Kem};
-use crate::b64;
 
 const ENVELOPE_DOMAIN: &[u8] = b"agentmesh/v1 envelope\n";
 const RECEIPT_DOMAIN: &[u8] = b"agentmesh/v1 receipt\n";
@@ -340,9 +340,7 @@ impl Envelope {
     /// Verifies the signature under the sender's Ed25519 key.
     pub fn verify(&self, sender: &VerifyingKey) -> Result<(), VerifyError> {
         let sig = b64::decode_array::<64>(&self.sig).ok_or(VerifyError::BadSignature)?;
-        sender
-            .verify_strict(&self.signing_bytes(), &Signature::from_bytes(&sig))
-            .map_err(|_| VerifyError::BadSignature)
+        sender.verify_strict(&self.signing_bytes(), &Signature::from_bytes(&sig)).map_err(|_| VerifyError::BadSignature)
     }
 
     /// Decrypts the body with the recipient's identity.
@@ -444,9 +442,7 @@ impl DeliveryReceipt {
     /// Verifies the receipt's signature under the recipient's key.
     pub fn verify(&self, signer: &VerifyingKey) -> Result<(), VerifyError> {
         let sig = b64::decode_array::<64>(&self.sig).ok_or(VerifyError::BadSignature)?;
-        signer
-            .verify_strict(&self.signing_bytes(), &Signature::from_bytes(&sig))
-            .map_err(|_| VerifyError::BadSignature)
+        signer.verify_strict(&self.signing_bytes(), &Signature::from_bytes(&sig)).map_err(|_| VerifyError::BadSignature)
     }
 }
 
@@ -541,7 +537,8 @@ mod tests {
         let (a, b) = pair();
         let envs: Vec<Envelope> = (0..5).map(|_| sealed(&a, &b).sign(&a, now_ms())).collect();
         let key = a.public().ed25519;
-        let mut entries: Vec<(Vec<u8>, &str, VerifyingKey)> = envs.iter().map(|e| (e.signing_bytes(), e.sig.as_str(), key)).collect();
+        let mut entries: Vec<(Vec<u8>, &str, VerifyingKey)> =
+            envs.iter().map(|e| (e.signing_bytes(), e.sig.as_str(), key)).collect();
         assert!(verify_signatures(&entries).iter().all(Result::is_ok));
         entries[3].0.push(0);
         let verdicts = verify_signatures(&entries);

@@ -226,10 +226,7 @@ pub fn ed25519_from_pem(pem: &str) -> Option<VerifyingKey> {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity")
-            .field("agent_id", &self.agent_id())
-            .field("secret_keys", &"SecretKey(..)")
-            .finish()
+        f.debug_struct("Identity").field("agent_id", &self.agent_id()).field("secret_keys", &"SecretKey(..)").finish()
     }
 }
 

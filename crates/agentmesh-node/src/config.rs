@@ -72,7 +72,8 @@ impl Config {
     /// Defaults, then `config_path` if it exists, then the environment.
     pub fn load(config_path: &Path) -> Result<Self> {
         let mut config = if config_path.exists() {
-            let text = std::fs::read_to_string(config_path).with_context(|| format!("reading {}", config_path.display()))?;
+            let text =
+                std::fs::read_to_string(config_path).with_context(|| format!("reading {}", config_path.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?
         } else {
             Config::default()

@@ -19,7 +19,9 @@
 
 use std::sync::Arc;
 
-use agentmesh_core::envelope::{APPLICATION_JSON, ContactRequestBody, ContactResponseBody, Draft, ReceiptBody, TEXT_PLAIN};
+use agentmesh_core::envelope::{
+    APPLICATION_JSON, ContactRequestBody, ContactResponseBody, Draft, ReceiptBody, TEXT_PLAIN,
+};
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentCard, EnvelopeKind, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE};
 use agentmesh_store::{ContactRequest, Direction, MessageFilter, NewOutbound, Peer, RequestStatus, Store, Trust};
@@ -76,7 +78,8 @@ async fn authenticate(State(state): State<ControlState>, request: Request, next:
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !constant_time_eq(presented.as_bytes(), state.token.as_bytes()) {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong control token").into_response();
+        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong control token")
+            .into_response();
     }
     next.run(request).await
 }
@@ -153,7 +156,13 @@ async fn fetch_peer(node: &Node, base: &str) -> Result<Peer, ApiError> {
                         last_seen: now,
                     });
                 }
-                Err(e) => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "invalid_card", format!("{base} served a card that does not verify: {e}"))),
+                Err(e) => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "invalid_card",
+                        format!("{base} served a card that does not verify: {e}"),
+                    ));
+                }
             },
             Err(_) => "no agentmesh card".to_owned(),
         },
@@ -191,7 +200,11 @@ fn normalize_url(url: &str) -> Result<String, ApiError> {
     }
 }
 
-async fn request_contact(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+async fn request_contact(
+    State(st): State<ControlState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let args: ContactArgs = json_body(&headers, body).await?;
     if args.purpose.chars().count() > 1000 {
         return Err(ApiError::bad_request("invalid_purpose", "purpose is limited to 1000 characters"));
@@ -205,19 +218,32 @@ async fn request_contact(State(st): State<ControlState>, headers: HeaderMap, bod
     let request_id = new_request_id();
     let now = now_ms();
     let payload = if peer.protocol == PROTOCOL_NATIVE {
-        let body = serde_json::to_vec(&ContactRequestBody { request_id: request_id.clone(), purpose: args.purpose.clone() })
-            .map_err(ApiError::internal)?;
+        let body =
+            serde_json::to_vec(&ContactRequestBody { request_id: request_id.clone(), purpose: args.purpose.clone() })
+                .map_err(ApiError::internal)?;
         let x25519 = peer.x25519.ok_or_else(|| ApiError::internal("native peer without X25519 key"))?;
         let their_id = peer.agent_id.parse().map_err(ApiError::internal)?;
-        let mut draft = Draft::new(EnvelopeKind::ContactRequest, node.identity.agent_id(), their_id, now, node.config.message_ttl_secs * 1000, APPLICATION_JSON, body);
+        let mut draft = Draft::new(
+            EnvelopeKind::ContactRequest,
+            node.identity.agent_id(),
+            their_id,
+            now,
+            node.config.message_ttl_secs * 1000,
+            APPLICATION_JSON,
+            body,
+        );
         draft.card = Some(node.card.clone());
-        serde_json::to_string(&draft.seal(&x25519).map_err(|e| ApiError::bad_request("invalid_card", e.to_string()))?).map_err(ApiError::internal)?
+        serde_json::to_string(&draft.seal(&x25519).map_err(|e| ApiError::bad_request("invalid_card", e.to_string()))?)
+            .map_err(ApiError::internal)?
     } else {
         v1::contact_request_payload(&node, &request_id, &args.purpose)
     };
     let outbound = NewOutbound {
         id: if peer.protocol == PROTOCOL_NATIVE {
-            serde_json::from_str::<Value>(&payload).ok().and_then(|v| v["id"].as_str().map(str::to_owned)).unwrap_or_default()
+            serde_json::from_str::<Value>(&payload)
+                .ok()
+                .and_then(|v| v["id"].as_str().map(str::to_owned))
+                .unwrap_or_default()
         } else {
             request_id.clone()
         },
@@ -259,7 +285,12 @@ async fn request_contact(State(st): State<ControlState>, headers: HeaderMap, bod
                 let current = s.peer(&p.agent_id)?.map(|x| x.trust).unwrap_or(Trust::Discovered);
                 let native = p.protocol == PROTOCOL_NATIVE;
                 match current {
-                    Trust::Blocked => return Ok(Err(ApiError::conflict("blocked", format!("{} is blocked; unblock it first", p.agent_id)))),
+                    Trust::Blocked => {
+                        return Ok(Err(ApiError::conflict(
+                            "blocked",
+                            format!("{} is blocked; unblock it first", p.agent_id),
+                        )));
+                    }
                     // Native trust is mutual: nothing to ask. V1 trust is one-sided: our trusting
                     // them does not make them trust us, so the request still goes out.
                     Trust::Trusted if native => return Ok(Ok(None)),
@@ -275,7 +306,9 @@ async fn request_contact(State(st): State<ControlState>, headers: HeaderMap, bod
         })
         .await??;
     let Some(trust) = outcome else {
-        return Ok(Json(json!({"status": "already_trusted", "request_id": null, "peer": peer_json(&Peer { trust: Trust::Trusted, ..peer })})));
+        return Ok(Json(
+            json!({"status": "already_trusted", "request_id": null, "peer": peer_json(&Peer { trust: Trust::Trusted, ..peer })}),
+        ));
     };
     node.outbox_wake.notify_one();
     Ok(Json(json!({"status": "pending", "request_id": request_id, "peer": peer_json(&Peer { trust, ..peer })})))
@@ -300,7 +333,12 @@ async fn approve(State(st): State<ControlState>, Path(id): Path<String>) -> Resu
     decide(st.node, id, true, None).await
 }
 
-async fn reject(State(st): State<ControlState>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+async fn reject(
+    State(st): State<ControlState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let has_body = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v != "0");
     let args: RejectArgs = if has_body { json_body(&headers, body).await? } else { RejectArgs::default() };
     if args.reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
@@ -310,7 +348,12 @@ async fn reject(State(st): State<ControlState>, Path(id): Path<String>, headers:
 }
 
 /// Approves or rejects an incoming request, and queues the signed answer to a native peer.
-async fn decide(node: Arc<Node>, request_id: String, accept: bool, reason: Option<String>) -> Result<Json<Value>, ApiError> {
+async fn decide(
+    node: Arc<Node>,
+    request_id: String,
+    accept: bool,
+    reason: Option<String>,
+) -> Result<Json<Value>, ApiError> {
     let n = Arc::clone(&node);
     let result = node
         .db(move |s| {
@@ -319,10 +362,16 @@ async fn decide(node: Arc<Node>, request_id: String, accept: bool, reason: Optio
                     return Ok(Err(ApiError::not_found(format!("no contact request {request_id}"))));
                 };
                 if request.direction != Direction::Incoming {
-                    return Ok(Err(ApiError::conflict("outgoing_request", "the peer answers outgoing requests, not us")));
+                    return Ok(Err(ApiError::conflict(
+                        "outgoing_request",
+                        "the peer answers outgoing requests, not us",
+                    )));
                 }
                 if request.status != RequestStatus::Pending {
-                    return Ok(Err(ApiError::conflict("already_decided", format!("request is already {}", request.status.as_str()))));
+                    return Ok(Err(ApiError::conflict(
+                        "already_decided",
+                        format!("request is already {}", request.status.as_str()),
+                    )));
                 }
                 let Some(peer) = s.peer(&request.peer_id)? else {
                     return Ok(Err(ApiError::not_found(format!("peer {} was removed", request.peer_id))));
@@ -336,8 +385,20 @@ async fn decide(node: Arc<Node>, request_id: String, accept: bool, reason: Optio
                     s.set_trust(&peer.agent_id, Trust::Discovered)?;
                 }
                 if peer.protocol == PROTOCOL_NATIVE {
-                    let body = ContactResponseBody { request_id: request_id.clone(), accepted: accept, reason: reason.clone() };
-                    let outbound = match native_outbound(&n, &peer, EnvelopeKind::ContactResponse, serde_json::to_vec(&body).unwrap_or_default(), APPLICATION_JSON, None, None) {
+                    let body = ContactResponseBody {
+                        request_id: request_id.clone(),
+                        accepted: accept,
+                        reason: reason.clone(),
+                    };
+                    let outbound = match native_outbound(
+                        &n,
+                        &peer,
+                        EnvelopeKind::ContactResponse,
+                        serde_json::to_vec(&body).unwrap_or_default(),
+                        APPLICATION_JSON,
+                        None,
+                        None,
+                    ) {
                         Ok(o) => o,
                         Err(e) => return Ok(Err(e)),
                     };
@@ -364,7 +425,15 @@ fn native_outbound(
     let x25519 = peer.x25519.ok_or_else(|| ApiError::internal("native peer without X25519 key"))?;
     let to = peer.agent_id.parse().map_err(ApiError::internal)?;
     let now = now_ms();
-    let mut draft = Draft::new(kind, node.identity.agent_id(), to, now, node.config.message_ttl_secs * 1000, content_type, plaintext);
+    let mut draft = Draft::new(
+        kind,
+        node.identity.agent_id(),
+        to,
+        now,
+        node.config.message_ttl_secs * 1000,
+        content_type,
+        plaintext,
+    );
     if matches!(kind, EnvelopeKind::ContactRequest | EnvelopeKind::ContactResponse) {
         draft.card = Some(node.card.clone());
     }
@@ -454,13 +523,25 @@ async fn send_message(State(st): State<ControlState>, headers: HeaderMap, body: 
             _ => {
                 return Err(ApiError::forbidden(
                     "not_trusted",
-                    format!("{} is not a contact yet (trust: {}); wait for it to approve", peer.agent_id, peer.trust.as_str()),
+                    format!(
+                        "{} is not a contact yet (trust: {}); wait for it to approve",
+                        peer.agent_id,
+                        peer.trust.as_str()
+                    ),
                 ));
             }
         }
         // Sealing costs ~0.1 ms of CPU: cheaper done here than handed to another thread.
         let refs = Some((args.reply_to.clone(), args.thread.clone()));
-        native_outbound(&node, &peer, EnvelopeKind::Message, args.text.clone().into_bytes(), TEXT_PLAIN, Some(args.text), refs)?
+        native_outbound(
+            &node,
+            &peer,
+            EnvelopeKind::Message,
+            args.text.clone().into_bytes(),
+            TEXT_PLAIN,
+            Some(args.text),
+            refs,
+        )?
     } else {
         if peer.trust == Trust::Blocked {
             return Err(ApiError::conflict("blocked", format!("{} is blocked", peer.agent_id)));
@@ -488,7 +569,10 @@ async fn send_message(State(st): State<ControlState>, headers: HeaderMap, body: 
     Ok(Json(reply))
 }
 
-async fn list_messages(State(st): State<ControlState>, Query(filter): Query<MessageFilter>) -> Result<Json<Value>, ApiError> {
+async fn list_messages(
+    State(st): State<ControlState>,
+    Query(filter): Query<MessageFilter>,
+) -> Result<Json<Value>, ApiError> {
     let messages = st.node.db(move |s| s.messages(&filter)).await?;
     Ok(Json(json!({ "messages": messages })))
 }
@@ -503,12 +587,21 @@ async fn read_message(State(st): State<ControlState>, Path(id): Path<String>) ->
                     return Ok(Err(ApiError::not_found(format!("no incoming message {id}"))));
                 };
                 let now = now_ms() as i64;
-                if s.mark_incoming_read(&message.peer_id, &message.id, now)? && message.protocol == PROTOCOL_NATIVE
+                if s.mark_incoming_read(&message.peer_id, &message.id, now)?
+                    && message.protocol == PROTOCOL_NATIVE
                     && let Some(peer) = s.peer(&message.peer_id)?
                     && peer.trust == Trust::Trusted
                 {
                     let body = ReceiptBody { message_id: message.id.clone(), status: "read".into(), at: now as u64 };
-                    match native_outbound(&n, &peer, EnvelopeKind::Receipt, serde_json::to_vec(&body).unwrap_or_default(), APPLICATION_JSON, None, None) {
+                    match native_outbound(
+                        &n,
+                        &peer,
+                        EnvelopeKind::Receipt,
+                        serde_json::to_vec(&body).unwrap_or_default(),
+                        APPLICATION_JSON,
+                        None,
+                        None,
+                    ) {
                         Ok(outbound) => s.enqueue(&outbound)?,
                         Err(e) => return Ok(Err(e)),
                     }
@@ -526,7 +619,9 @@ async fn events(State(st): State<ControlState>) -> Response {
     let stream = futures_util::stream::unfold(receiver, |mut rx| async move {
         let line = match rx.recv().await {
             Ok(event) => serde_json::to_string(&event).unwrap_or_default(),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => json!({"event": "lagged", "missed": missed}).to_string(),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                json!({"event": "lagged", "missed": missed}).to_string()
+            }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
         };
         Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), rx))

@@ -121,7 +121,10 @@ impl Home {
         let identity = Identity::generate();
         write_private(&self.ed25519_path(), b64::encode(*identity.ed25519_secret_bytes()).as_bytes())?;
         write_private(&self.x25519_path(), b64::encode(*identity.x25519_secret_bytes()).as_bytes())?;
-        let profile = Profile { created_at: if profile.created_at == 0 { now_ms() } else { profile.created_at }, ..profile.clone() };
+        let profile = Profile {
+            created_at: if profile.created_at == 0 { now_ms() } else { profile.created_at },
+            ..profile.clone()
+        };
         fs::write(self.profile_path(), serde_json::to_vec_pretty(&profile)?)
             .with_context(|| format!("writing {}", self.profile_path().display()))?;
         Ok(identity)
@@ -143,7 +146,8 @@ impl Home {
 
     /// Loads `profile.json`.
     pub fn load_profile(&self) -> Result<Profile> {
-        let bytes = fs::read(self.profile_path()).with_context(|| format!("reading {}", self.profile_path().display()))?;
+        let bytes =
+            fs::read(self.profile_path()).with_context(|| format!("reading {}", self.profile_path().display()))?;
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", self.profile_path().display()))
     }
 
@@ -185,7 +189,8 @@ fn read_secret(path: &Path) -> Result<[u8; 32]> {
             path.display()
         );
     }
-    let text = zeroize::Zeroizing::new(fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
+    let text =
+        zeroize::Zeroizing::new(fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
     b64::decode_array::<32>(text.trim()).with_context(|| format!("{} does not hold a 32-byte key", path.display()))
 }
 

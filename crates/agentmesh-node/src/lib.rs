@@ -17,12 +17,10 @@ pub mod control_api;
 pub mod db;
 pub mod error;
 pub mod home;
+mod net;
 pub mod outbox;
 pub mod peer_api;
-mod net;
 mod run;
-
-
 
 use agentmesh_core::{AgentCard, Identity};
 use agentmesh_store::{ContactRequest, Message, Store};

@@ -53,7 +53,12 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<(Sta
 }
 
 /// `POST url` with a JSON body; returns the status and body (at most `cap` bytes).
-pub async fn post_json(client: &reqwest::Client, url: &str, body: String, cap: usize) -> Result<(StatusCode, Bytes), TransportError> {
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+    cap: usize,
+) -> Result<(StatusCode, Bytes), TransportError> {
     let response = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")

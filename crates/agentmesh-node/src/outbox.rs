@@ -67,7 +67,9 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 let last = groups.iter_mut().rev().find(|(p, _)| *p == item.peer_id);
                 match last {
                     Some((_, items)) if items.len() < batch_size => items.push(item),
-                    _ if running + queued_chunks < node.config.per_peer_inflight => groups.push((item.peer_id.clone(), vec![item])),
+                    _ if running + queued_chunks < node.config.per_peer_inflight => {
+                        groups.push((item.peer_id.clone(), vec![item]))
+                    }
                     _ => held_back = true,
                 }
             }
@@ -189,7 +191,8 @@ async fn verify_receipts(peer: &Peer, receipts: Vec<(OutboxItem, DeliveryReceipt
         return receipts.into_iter().map(|(i, _)| (i, Outcome::Failed("stored peer key is invalid".into()))).collect();
     };
     tokio::task::spawn_blocking(move || {
-        let entries: Vec<(Vec<u8>, &str, VerifyingKey)> = receipts.iter().map(|(_, r)| (r.signing_bytes(), r.sig.as_str(), key)).collect();
+        let entries: Vec<(Vec<u8>, &str, VerifyingKey)> =
+            receipts.iter().map(|(_, r)| (r.signing_bytes(), r.sig.as_str(), key)).collect();
         let verdicts = agentmesh_core::envelope::verify_signatures(&entries);
         let outcomes: Vec<Outcome> = receipts
             .iter()
@@ -235,7 +238,11 @@ async fn deliver_single(node: &Arc<Node>, peer: &Peer, item: &OutboxItem) -> Out
             let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if status.is_success() {
                 match parse_receipt(node, peer, item, value.get("receipt").unwrap_or(&Value::Null)) {
-                    Ok(receipt) => verify_receipts(peer, vec![(item.clone(), receipt)]).await.pop().map(|(_, o)| o).unwrap_or(Outcome::Failed("lost".into())),
+                    Ok(receipt) => verify_receipts(peer, vec![(item.clone(), receipt)])
+                        .await
+                        .pop()
+                        .map(|(_, o)| o)
+                        .unwrap_or(Outcome::Failed("lost".into())),
                     Err(outcome) => outcome,
                 }
             } else {
@@ -288,7 +295,9 @@ async fn deliver_batch(node: &Arc<Node>, peer: &Peer, items: Vec<OutboxItem>) ->
     body.push_str("]}");
     let url = format!("{}/v1/batch", peer.endpoint.trim_end_matches('/'));
     match net::post_json(&node.http, &url, body, node.config.max_response_bytes).await {
-        Err(e) => out.extend(sendable.into_iter().map(|i| (i, Outcome::Retry { sent: !e.before_send, error: e.message.clone() }))),
+        Err(e) => out.extend(
+            sendable.into_iter().map(|i| (i, Outcome::Retry { sent: !e.before_send, error: e.message.clone() })),
+        ),
         Ok((status, bytes)) if !status.is_success() => {
             let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let outcome = refusal(status.as_u16(), value.get("error").unwrap_or(&Value::Null));
@@ -302,7 +311,10 @@ async fn deliver_batch(node: &Arc<Node>, peer: &Peer, items: Vec<OutboxItem>) ->
             let mut receipts = Vec::new();
             for item in sendable {
                 match by_id.remove(&item.id) {
-                    None => out.push((item, Outcome::Retry { sent: true, error: "peer's batch reply lacks this message".into() })),
+                    None => out.push((
+                        item,
+                        Outcome::Retry { sent: true, error: "peer's batch reply lacks this message".into() },
+                    )),
                     Some(r) if r.ok => match parse_receipt(node, peer, &item, &r.receipt) {
                         Ok(receipt) => receipts.push((item, receipt)),
                         Err(outcome) => out.push((item, outcome)),

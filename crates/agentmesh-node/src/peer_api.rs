@@ -92,8 +92,11 @@ async fn single(node: Arc<Node>, headers: HeaderMap, body: Body, kind: EnvelopeK
         Err(e) => return ApiError::bad_request("malformed", format!("not an envelope: {e}")).into_response(),
     };
     if envelope.kind != kind {
-        return ApiError::bad_request("wrong_route", format!("this route takes {kind} envelopes, not {}", envelope.kind))
-            .into_response();
+        return ApiError::bad_request(
+            "wrong_route",
+            format!("this route takes {kind} envelopes, not {}", envelope.kind),
+        )
+        .into_response();
     }
     match process(&node, vec![envelope]).await.pop() {
         Some(Ok(receipt)) => receipt_response(receipt),
@@ -115,7 +118,9 @@ async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) ->
     };
     let batch: Batch<'_> = match serde_json::from_slice(&bytes) {
         Ok(b) => b,
-        Err(e) => return ApiError::bad_request("malformed", format!("expected {{\"envelopes\":[…]}}: {e}")).into_response(),
+        Err(e) => {
+            return ApiError::bad_request("malformed", format!("expected {{\"envelopes\":[…]}}: {e}")).into_response();
+        }
     };
     if batch.envelopes.len() > node.config.max_batch_envelopes {
         return ApiError::new(
@@ -142,7 +147,8 @@ async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) ->
         }
     }
     let ids: Vec<String> = envelopes.iter().map(|e| e.id.clone()).collect();
-    let mut processed: Vec<Option<Result<String, ApiError>>> = process(&node, envelopes).await.into_iter().map(Some).collect();
+    let mut processed: Vec<Option<Result<String, ApiError>>> =
+        process(&node, envelopes).await.into_iter().map(Some).collect();
     let mut out = String::with_capacity(64 + processed.len() * 300);
     out.push_str("{\"results\":[");
     for (i, slot) in slots.into_iter().enumerate() {
@@ -150,14 +156,18 @@ async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) ->
             out.push(',');
         }
         let (id, result) = match slot {
-            Ok(index) => (Some(ids[index].clone()), processed[index].take().unwrap_or_else(|| Err(ApiError::internal("lost result")))),
+            Ok(index) => (
+                Some(ids[index].clone()),
+                processed[index].take().unwrap_or_else(|| Err(ApiError::internal("lost result"))),
+            ),
             Err((id, e)) => (id, Err(e)),
         };
         let id_json = serde_json::to_string(&id).unwrap_or_else(|_| "null".into());
         match result {
             Ok(receipt) => out.push_str(&format!("{{\"id\":{id_json},\"ok\":true,\"receipt\":{receipt}}}")),
             Err(e) => {
-                let entry = serde_json::json!({"id": id, "ok": false, "status": e.status.as_u16(), "error": e.body()["error"]});
+                let entry =
+                    serde_json::json!({"id": id, "ok": false, "status": e.status.as_u16(), "error": e.body()["error"]});
                 out.push_str(&entry.to_string());
             }
         }
@@ -236,7 +246,11 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
             if env.sent_at.abs_diff(now) > window {
                 return Err(ApiError::bad_request(
                     "stale_timestamp",
-                    format!("sent_at is {} s from our clock; the window is ±{} s", env.sent_at.abs_diff(now) / 1000, window / 1000),
+                    format!(
+                        "sent_at is {} s from our clock; the window is ±{} s",
+                        env.sent_at.abs_diff(now) / 1000,
+                        window / 1000
+                    ),
                 ));
             }
             if env.expires_at <= now {
@@ -310,33 +324,50 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
 /// The key the envelope must be signed with, if its sender may send this kind at all.
 ///
 /// Pinned keys are decompressed once per request through `cache`.
-fn sender_key(env: &Envelope, peer: Option<&Peer>, cache: &mut HashMap<[u8; 32], VerifyingKey>) -> Result<VerifyingKey, ApiError> {
+fn sender_key(
+    env: &Envelope,
+    peer: Option<&Peer>,
+    cache: &mut HashMap<[u8; 32], VerifyingKey>,
+) -> Result<VerifyingKey, ApiError> {
     let mut pinned = |p: &Peer| {
         if let Some(key) = cache.get(&p.ed25519) {
             return Ok(*key);
         }
-        let key = VerifyingKey::from_bytes(&p.ed25519).map_err(|_| ApiError::internal(format!("stored key of {} is invalid", p.agent_id)))?;
+        let key = VerifyingKey::from_bytes(&p.ed25519)
+            .map_err(|_| ApiError::internal(format!("stored key of {} is invalid", p.agent_id)))?;
         cache.insert(p.ed25519, key);
         Ok(key)
     };
     match env.kind {
         EnvelopeKind::Message | EnvelopeKind::Receipt => match peer {
-            None => Err(ApiError::forbidden("unknown_sender", format!("{} is not a contact of this agent; send a contact request first", env.from))),
-            Some(p) if p.trust == Trust::Blocked => Err(ApiError::forbidden("blocked_sender", format!("{} is blocked", env.from))),
+            None => Err(ApiError::forbidden(
+                "unknown_sender",
+                format!("{} is not a contact of this agent; send a contact request first", env.from),
+            )),
+            Some(p) if p.trust == Trust::Blocked => {
+                Err(ApiError::forbidden("blocked_sender", format!("{} is blocked", env.from)))
+            }
             Some(p) if p.trust != Trust::Trusted => {
                 Err(ApiError::forbidden("untrusted_sender", format!("{} has not been approved as a contact", env.from)))
             }
-            Some(p) if p.protocol != PROTOCOL_NATIVE => Err(ApiError::forbidden("untrusted_sender", "this peer speaks Agent Mesh V1")),
+            Some(p) if p.protocol != PROTOCOL_NATIVE => {
+                Err(ApiError::forbidden("untrusted_sender", "this peer speaks Agent Mesh V1"))
+            }
             Some(p) => pinned(p),
         },
         EnvelopeKind::ContactRequest | EnvelopeKind::ContactResponse => {
-            let card = env.card.as_ref().ok_or_else(|| ApiError::bad_request("invalid_card", "the sender's card is missing"))?;
+            let card = env
+                .card
+                .as_ref()
+                .ok_or_else(|| ApiError::bad_request("invalid_card", "the sender's card is missing"))?;
             let keys = card.verify().map_err(|e| ApiError::bad_request("invalid_card", e.to_string()))?;
             if card.agent_id != env.from {
                 return Err(ApiError::bad_request("invalid_card", "the attached card is not the sender's"));
             }
             match peer {
-                Some(p) if p.trust == Trust::Blocked => Err(ApiError::forbidden("blocked_sender", format!("{} is blocked", env.from))),
+                Some(p) if p.trust == Trust::Blocked => {
+                    Err(ApiError::forbidden("blocked_sender", format!("{} is blocked", env.from)))
+                }
                 Some(p) if p.ed25519 != keys.ed25519.to_bytes() => Err(ApiError::forbidden(
                     "key_mismatch",
                     format!("{} presented a key other than the one pinned for it", env.from),
@@ -352,15 +383,14 @@ fn sender_key(env: &Envelope, peer: Option<&Peer>, cache: &mut HashMap<[u8; 32],
 
 /// Decrypts a verified envelope and prepares its effect and signed receipt.
 fn open_and_build(node: &Node, env: &Envelope, peer: Option<&Peer>, now: u64) -> Result<Verified, ApiError> {
-    let plaintext = env
-        .open(&node.identity)
-        .map_err(|e| ApiError::bad_request("undecryptable", e.to_string()))?;
+    let plaintext = env.open(&node.identity).map_err(|e| ApiError::bad_request("undecryptable", e.to_string()))?;
     let from = env.from.to_string();
     let at = now as i64;
     let effect = match env.kind {
         EnvelopeKind::Message => {
             let text = if env.content_type.starts_with("text/") {
-                String::from_utf8(plaintext).map_err(|_| ApiError::bad_request("malformed_body", "a text/* body must be UTF-8"))?
+                String::from_utf8(plaintext)
+                    .map_err(|_| ApiError::bad_request("malformed_body", "a text/* body must be UTF-8"))?
             } else {
                 agentmesh_core::b64::encode(plaintext)
             };
@@ -420,12 +450,14 @@ fn open_and_build(node: &Node, env: &Envelope, peer: Option<&Peer>, now: u64) ->
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(plaintext: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(plaintext).map_err(|e| ApiError::bad_request("malformed_body", format!("decrypted body: {e}")))
+    serde_json::from_slice(plaintext)
+        .map_err(|e| ApiError::bad_request("malformed_body", format!("decrypted body: {e}")))
 }
 
 /// `req_` followed by 32 lowercase hex characters.
 pub fn is_request_id(s: &str) -> bool {
-    s.strip_prefix("req_").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    s.strip_prefix("req_")
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 fn peer_from_card(card: Option<&AgentCard>, known: Option<&Peer>, now: i64) -> Result<Peer, ApiError> {
@@ -466,17 +498,26 @@ fn apply(s: &Store, accepted: Vec<Verified>, now: i64) -> agentmesh_store::Resul
         if let Effect::ContactResponse { body, .. } = &v.effect {
             let pending = s.pending_outgoing_to(&v.peer_id)?;
             if !pending.contains(&body.request_id) {
-                outcomes.push((index, Err(ApiError::bad_request("unknown_request", "no pending contact request with that id"))));
+                outcomes.push((
+                    index,
+                    Err(ApiError::bad_request("unknown_request", "no pending contact request with that id")),
+                ));
                 continue;
             }
         }
         if let Effect::ContactRequest { peer, request } = &v.effect {
             if s.request(&request.request_id)?.is_some() && s.accepted_receipt(&v.peer_id, &v.id)?.is_none() {
-                outcomes.push((index, Err(ApiError::conflict("duplicate_request", "a contact request with this id exists"))));
+                outcomes.push((
+                    index,
+                    Err(ApiError::conflict("duplicate_request", "a contact request with this id exists")),
+                ));
                 continue;
             }
             if !s.upsert_peer(peer)? {
-                outcomes.push((index, Err(ApiError::forbidden("key_mismatch", "presented a key other than the one pinned"))));
+                outcomes.push((
+                    index,
+                    Err(ApiError::forbidden("key_mismatch", "presented a key other than the one pinned")),
+                ));
                 continue;
             }
         }
@@ -518,7 +559,11 @@ fn apply(s: &Store, accepted: Vec<Verified>, now: i64) -> agentmesh_store::Resul
                 if peer.trust != Trust::Blocked {
                     s.set_trust(&v.peer_id, trust)?;
                 }
-                events.push(Event::ContactResponse { request_id: body.request_id, peer_id: v.peer_id.clone(), accepted: body.accepted });
+                events.push(Event::ContactResponse {
+                    request_id: body.request_id,
+                    peer_id: v.peer_id.clone(),
+                    accepted: body.accepted,
+                });
             }
         }
         if !touched.contains(&v.peer_id) {

@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::home::{Home, RuntimeInfo, write_private};
 use crate::db::Db;
+use crate::home::{Home, RuntimeInfo, write_private};
 use crate::{Config, Node, control_api, outbox, peer_api};
 
 /// Options of `agentmesh up` that override the config file.
@@ -28,7 +28,12 @@ pub struct UpOptions {
 
 /// Runs a node for `home` until SIGINT/SIGTERM or `shutdown` is cancelled. `ready` is called
 /// once both listeners are bound and `node.json` is written.
-pub async fn run(home: Home, options: UpOptions, shutdown: CancellationToken, ready: impl FnOnce(&RuntimeInfo)) -> Result<()> {
+pub async fn run(
+    home: Home,
+    options: UpOptions,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(&RuntimeInfo),
+) -> Result<()> {
     let identity = home.load_identity()?;
     let profile = home.load_profile()?;
     let mut config = Config::load(&home.config_path())?;
@@ -54,7 +59,8 @@ pub async fn run(home: Home, options: UpOptions, shutdown: CancellationToken, re
     let released = store.release_leases(now_ms() as i64)?;
 
     let peer_listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let control_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.context("binding the control API")?;
+    let control_listener =
+        TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.context("binding the control API")?;
     let peer_addr = peer_listener.local_addr()?;
     let control_addr = control_listener.local_addr()?;
     let peer_url = format!("http://{peer_addr}");

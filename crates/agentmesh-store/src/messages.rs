@@ -366,7 +366,14 @@ impl Store {
     ///
     /// Returns `None` when this is the first acceptance, or `Some(receipt)` with the receipt of
     /// an earlier acceptance of the same `(peer_id, id)` (a replay), in which case nothing changes.
-    pub fn record_accepted(&self, peer_id: &str, id: &str, kind: &str, receipt: &str, at: i64) -> Result<Option<String>> {
+    pub fn record_accepted(
+        &self,
+        peer_id: &str,
+        id: &str,
+        kind: &str,
+        receipt: &str,
+        at: i64,
+    ) -> Result<Option<String>> {
         let inserted = self
             .conn
             .prepare_cached(

@@ -152,7 +152,8 @@ impl Store {
 
     /// Sets a peer's trust; `false` when there is no such peer.
     pub fn set_trust(&self, agent_id: &str, trust: Trust) -> Result<bool> {
-        let n = self.conn.execute("UPDATE peers SET trust = ?2 WHERE agent_id = ?1", params![agent_id, trust.as_str()])?;
+        let n =
+            self.conn.execute("UPDATE peers SET trust = ?2 WHERE agent_id = ?1", params![agent_id, trust.as_str()])?;
         Ok(n == 1)
     }
 

@@ -116,7 +116,9 @@ impl Store {
 
     /// The request with this id.
     pub fn request(&self, request_id: &str) -> Result<Option<ContactRequest>> {
-        let sql = format!("SELECT {COLUMNS} FROM contact_requests r LEFT JOIN peers p ON p.agent_id = r.peer_id WHERE r.request_id = ?1");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM contact_requests r LEFT JOIN peers p ON p.agent_id = r.peer_id WHERE r.request_id = ?1"
+        );
         self.conn.query_row(&sql, [request_id], from_row).optional()?.map(finish).transpose()
     }
 
@@ -132,7 +134,13 @@ impl Store {
     }
 
     /// Moves a pending request to `status`; `false` when it is not pending (or unknown).
-    pub fn decide_request(&self, request_id: &str, status: RequestStatus, reason: Option<&str>, at: i64) -> Result<bool> {
+    pub fn decide_request(
+        &self,
+        request_id: &str,
+        status: RequestStatus,
+        reason: Option<&str>,
+        at: i64,
+    ) -> Result<bool> {
         let n = self.conn.execute(
             "UPDATE contact_requests SET status = ?2, reason = ?3, decided_at = ?4 WHERE request_id = ?1 AND status = 'pending'",
             params![request_id, status.as_str(), reason, at],

@@ -16,7 +16,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_mode = cli.global.json;
     let default_filter = if matches!(cli.command, cli::Command::Up(_)) { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

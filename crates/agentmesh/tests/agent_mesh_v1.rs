@@ -4,6 +4,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use agentmesh_client::local::wait_for;
@@ -18,18 +19,45 @@ struct V1Peer {
     http: reqwest::Client,
 }
 
+/// A Python 3 that can `import cryptography`: the system one, or else a private venv under
+/// cargo's test tmpdir, created once (under a file lock: nextest runs tests as processes).
+fn python() -> PathBuf {
+    let has_cryptography = |py: &Path| {
+        Command::new(py).args(["-c", "import cryptography"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    };
+    let system = PathBuf::from("python3");
+    if std::env::var_os("AGENTMESH_TEST_PRIVATE_VENV").is_none() && has_cryptography(&system) {
+        return system;
+    }
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("v1-peer-venv");
+    let lock = std::fs::File::create(venv.with_extension("lock")).expect("venv lock file");
+    lock.lock().expect("venv lock");
+    let py = venv.join("bin").join("python3");
+    if !has_cryptography(&py) {
+        let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3 -m venv");
+        assert!(made.success(), "could not create a venv for the V1 test peer");
+        let installed = Command::new(&py)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "cryptography>=42"])
+            .status()
+            .expect("pip install cryptography");
+        assert!(installed.success(), "could not install `cryptography` for the V1 test peer");
+    }
+    py
+}
+
 impl V1Peer {
     fn start() -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/v1_peer.py");
-        let mut child = Command::new("python3")
+        let mut child = Command::new(python())
             .arg(script)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("python3 must be installed (with the `cryptography` package) to run the V1 tests");
+            .expect("python3 runs the V1 test peer");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
-        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("V1 peer failed to start (is `cryptography` installed?): {line:?}"));
+        let ready: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("V1 peer failed to start (is `cryptography` installed?): {line:?}"));
         let http = reqwest::Client::builder().no_proxy().build().expect("client");
         V1Peer {
             url: format!("http://127.0.0.1:{}", ready["port"]),
@@ -40,7 +68,15 @@ impl V1Peer {
     }
 
     async fn call(&self, path: &str, body: Value) -> Value {
-        self.http.post(format!("{}{path}", self.url)).json(&body).send().await.expect("v1 peer").json().await.expect("json")
+        self.http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("v1 peer")
+            .json()
+            .await
+            .expect("json")
     }
 
     async fn state(&self) -> Value {
@@ -62,7 +98,15 @@ async fn v1_peer_discovers_us_requests_contact_and_messages_with_acks() {
     let v1 = V1Peer::start();
 
     // Discovery document in V1 shape.
-    let disc: Value = v1.http.get(format!("{}/agent-mesh/discovery", us.peer_url)).send().await.expect("get").json().await.expect("json");
+    let disc: Value = v1
+        .http
+        .get(format!("{}/agent-mesh/discovery", us.peer_url))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(disc["ok"], true);
     assert_eq!(disc["protocol"], "openclaw-agent-mesh/v1");
     assert_eq!(disc["agent"]["agent_id"], us.agent_id.as_str());
@@ -72,15 +116,23 @@ async fn v1_peer_discovers_us_requests_contact_and_messages_with_acks() {
     // The V1 peer sends a contact request; we verify it and hold it for our owner.
     let sent = v1.call("/test/request-contact", json!({"url": us.peer_url, "purpose": "v1 says hi"})).await;
     assert_eq!(sent["status"], 200, "{sent}");
-    assert_eq!(sent["answer"], json!({"ok": true, "result": {"verified": true, "request_id": sent["request"]["request_id"]}}));
+    assert_eq!(
+        sent["answer"],
+        json!({"ok": true, "result": {"verified": true, "request_id": sent["request"]["request_id"]}})
+    );
     let request_id = sent["request"]["request_id"].as_str().expect("id").to_owned();
     let listed = ok(&us.home, &["list-requests", "--incoming"]);
     let r = &listed["requests"][0];
-    assert_eq!((r["request_id"].as_str(), r["protocol"].as_str(), r["purpose"].as_str()), (Some(request_id.as_str()), Some("openclaw-agent-mesh/v1"), Some("v1 says hi")));
+    assert_eq!(
+        (r["request_id"].as_str(), r["protocol"].as_str(), r["purpose"].as_str()),
+        (Some(request_id.as_str()), Some("openclaw-agent-mesh/v1"), Some("v1 says hi"))
+    );
 
     // Replaying the same signed request gets the same answer and stores nothing.
     let before = counts(&us.home);
-    let replay = v1.call("/test/post", json!({"url": us.peer_url, "path": "/agent-mesh/contact-request", "body": sent["request"]})).await;
+    let replay = v1
+        .call("/test/post", json!({"url": us.peer_url, "path": "/agent-mesh/contact-request", "body": sent["request"]}))
+        .await;
     assert_eq!(replay["answer"], sent["answer"]);
     assert_eq!(counts(&us.home), before);
 
@@ -97,23 +149,30 @@ async fn v1_peer_discovers_us_requests_contact_and_messages_with_acks() {
     assert_eq!(ack["message_id"], msg["message"]["message_id"]);
     let inbox = ok(&us.home, &["list-messages", "--incoming"]);
     let m = &inbox["messages"][0];
-    assert_eq!((m["text"].as_str(), m["encrypted"].as_bool(), m["protocol"].as_str()), (Some("hello from V1 ✓"), Some(false), Some("openclaw-agent-mesh/v1")));
+    assert_eq!(
+        (m["text"].as_str(), m["encrypted"].as_bool(), m["protocol"].as_str()),
+        (Some("hello from V1 ✓"), Some(false), Some("openclaw-agent-mesh/v1"))
+    );
 
     // A replayed V1 message gets the original ack and stores nothing; a forged one is refused.
     let before = counts(&us.home);
-    let replay = v1.call("/test/post", json!({"url": us.peer_url, "path": "/agent-mesh/message", "body": msg["message"]})).await;
+    let replay =
+        v1.call("/test/post", json!({"url": us.peer_url, "path": "/agent-mesh/message", "body": msg["message"]})).await;
     assert_eq!(replay["answer"], msg["answer"]);
     let mut forged = msg["message"].clone();
     forged["body"]["text"] = json!("tampered");
     forged["message_id"] = json!(format!("msg_{}", "0".repeat(32)));
-    let forged = v1.call("/test/post", json!({"url": us.peer_url, "path": "/agent-mesh/message", "body": forged})).await;
+    let forged =
+        v1.call("/test/post", json!({"url": us.peer_url, "path": "/agent-mesh/message", "body": forged})).await;
     assert_eq!((forged["status"].as_u64(), forged["answer"]["error"].as_str()), (Some(401), Some("bad_signature")));
     assert_eq!(counts(&us.home), before);
 
     // Our reply: V1 trust is one-sided, so we ask for contact and the V1 owner approves us.
     let ours = ok(&us.home, &["request-contact", &v1.url, "--purpose", "let me answer"]);
     assert_eq!(ours["peer"]["protocol"], "openclaw-agent-mesh/v1");
-    let pending = wait_for(WAIT, || async { v1.state().await["pending"].as_array()?.first().cloned() }).await.expect("our request reaches the V1 peer");
+    let pending = wait_for(WAIT, || async { v1.state().await["pending"].as_array()?.first().cloned() })
+        .await
+        .expect("our request reaches the V1 peer");
     assert_eq!(pending["from"]["agent_id"], us.agent_id.as_str());
     v1.call("/test/approve", json!({"request_id": pending["request_id"]})).await;
     let reply = ok(&us.home, &["send-message", "--to", &v1.agent_id, "--text", "hello V1, from agentmesh"]);
@@ -133,14 +192,22 @@ async fn we_contact_a_v1_peer_first_and_message_it() {
     let v1 = V1Peer::start();
 
     let sent = ok(&us.home, &["request-contact", &v1.url]);
-    assert_eq!((sent["status"].as_str(), sent["peer"]["agent_id"].as_str()), (Some("pending"), Some(v1.agent_id.as_str())));
-    let pending = wait_for(WAIT, || async { v1.state().await["pending"].as_array()?.first().cloned() }).await.expect("request arrives");
+    assert_eq!(
+        (sent["status"].as_str(), sent["peer"]["agent_id"].as_str()),
+        (Some("pending"), Some(v1.agent_id.as_str()))
+    );
+    let pending = wait_for(WAIT, || async { v1.state().await["pending"].as_array()?.first().cloned() })
+        .await
+        .expect("request arrives");
     assert_eq!(pending["request_id"], sent["request_id"]);
 
     // Until the V1 owner approves, V1 refuses our messages; we keep them queued and retry.
     let early = ok(&us.home, &["send-message", "--to", &v1.agent_id, "--text", "first"]);
     let early_id = early["message_id"].as_str().expect("id").to_owned();
-    let waiting = wait_for(WAIT, || async { outgoing(&us, &early_id).await.filter(|m| m["attempts"].as_i64() >= Some(1)) }).await.expect("attempted");
+    let waiting =
+        wait_for(WAIT, || async { outgoing(&us, &early_id).await.filter(|m| m["attempts"].as_i64() >= Some(1)) })
+            .await
+            .expect("attempted");
     assert_eq!(waiting["status"], "sent");
     assert!(waiting["last_error"].as_str().expect("error").contains("untrusted"), "{waiting}");
 
@@ -163,7 +230,9 @@ async fn v1_identity_checks() {
     let sent = v1.call("/test/request-contact", json!({"url": us.peer_url})).await;
     assert_eq!(sent["status"], 200);
     let base = counts(&us.home);
-    let post = |body: Value| v1.call("/test/post", json!({"url": us.peer_url, "path": "/agent-mesh/contact-request", "body": body}));
+    let post = |body: Value| {
+        v1.call("/test/post", json!({"url": us.peer_url, "path": "/agent-mesh/contact-request", "body": body}))
+    };
 
     // Same agent id, another key: refused as a key mismatch (the first key is pinned).
     let other = V1Peer::start();

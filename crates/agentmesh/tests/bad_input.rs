@@ -23,11 +23,25 @@ impl Fake {
     fn new(name: &str) -> Self {
         let id = Identity::generate();
         // Port 9 (discard) on loopback: nothing listens, deliveries to us fail fast.
-        let card = AgentCard::new(&id, name, vec!["http://127.0.0.1:9".into()], vec![], vec![PROTOCOL_NATIVE.into()], now_ms());
+        let card = AgentCard::new(
+            &id,
+            name,
+            vec!["http://127.0.0.1:9".into()],
+            vec![],
+            vec![PROTOCOL_NATIVE.into()],
+            now_ms(),
+        );
         Fake { id, card }
     }
 
-    fn envelope(&self, kind: EnvelopeKind, to: AgentId, to_key: &[u8; 32], body: &[u8], content_type: &str) -> Envelope {
+    fn envelope(
+        &self,
+        kind: EnvelopeKind,
+        to: AgentId,
+        to_key: &[u8; 32],
+        body: &[u8],
+        content_type: &str,
+    ) -> Envelope {
         let mut draft = Draft::new(kind, self.id.agent_id(), to, now_ms(), 3_600_000, content_type, body.to_vec());
         if matches!(kind, EnvelopeKind::ContactRequest | EnvelopeKind::ContactResponse) {
             draft.card = Some(self.card.clone());
@@ -73,7 +87,14 @@ impl Target {
     }
 
     /// Sends a bad request and checks status, error code and that nothing was stored.
-    async fn refused(&self, what: &str, expect_status: u16, expect_code: &str, result: (u16, Value, String), before: &[(&str, i64)]) {
+    async fn refused(
+        &self,
+        what: &str,
+        expect_status: u16,
+        expect_code: &str,
+        result: (u16, Value, String),
+        before: &[(&str, i64)],
+    ) {
         let (status, body, text) = result;
         assert_eq!(status, expect_status, "{what}: {text}");
         assert_eq!(body["error"]["code"], expect_code, "{what}: {text}");
@@ -85,14 +106,20 @@ impl Target {
 async fn setup(dir: &std::path::Path) -> (Target, Fake) {
     let node = node(dir, "target").await;
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("client");
-    let card: AgentCard = http.get(format!("{}/v1/card", node.peer_url)).send().await.expect("card").json().await.expect("json");
+    let card: AgentCard =
+        http.get(format!("{}/v1/card", node.peer_url)).send().await.expect("card").json().await.expect("json");
     let keys = card.verify().expect("valid card");
     let target = Target { node, x25519: keys.x25519, card, http };
 
     // The fake peer asks for contact; the owner approves: the fake is now trusted.
     let fake = Fake::new("mallory");
-    let body = serde_json::to_vec(&ContactRequestBody { request_id: format!("req_{}", "ab".repeat(16)), purpose: "hi".into() }).expect("json");
-    let request = fake.envelope(EnvelopeKind::ContactRequest, target.card.agent_id, &target.x25519, &body, APPLICATION_JSON);
+    let body = serde_json::to_vec(&ContactRequestBody {
+        request_id: format!("req_{}", "ab".repeat(16)),
+        purpose: "hi".into(),
+    })
+    .expect("json");
+    let request =
+        fake.envelope(EnvelopeKind::ContactRequest, target.card.agent_id, &target.x25519, &body, APPLICATION_JSON);
     let (status, _, text) = target.send(&request).await;
     assert_eq!(status, 200, "{text}");
     let pending = target.node.client.requests(Some(RequestDirection::Incoming)).await.expect("requests");
@@ -151,7 +178,15 @@ async fn every_bad_input_is_refused_and_stores_nothing() {
     t.refused("future timestamp", 400, "stale_timestamp", t.send(&future).await, &base).await;
 
     // Expired (fresh signature, expiry passed): 400.
-    let mut draft = Draft::new(EnvelopeKind::Message, fake.id.agent_id(), t.card.agent_id, now_ms() - 10_000, 5_000, TEXT_PLAIN, b"late".to_vec());
+    let mut draft = Draft::new(
+        EnvelopeKind::Message,
+        fake.id.agent_id(),
+        t.card.agent_id,
+        now_ms() - 10_000,
+        5_000,
+        TEXT_PLAIN,
+        b"late".to_vec(),
+    );
     draft.expires_at = now_ms() - 1;
     let expired = draft.seal(&t.x25519).expect("seal").sign(&fake.id, now_ms());
     t.refused("expired", 400, "expired", t.send(&expired).await, &base).await;
@@ -170,31 +205,69 @@ async fn every_bad_input_is_refused_and_stores_nothing() {
     t.refused("oversize", 413, "too_large", t.send(&big).await, &base).await;
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..40).map(|_| Ok(vec![b' '; 8 * 1024])).collect();
     let streamed = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    t.refused("oversize, chunked", 413, "too_large", t.post("/v1/message", streamed, "application/json").await, &base).await;
+    t.refused("oversize, chunked", 413, "too_large", t.post("/v1/message", streamed, "application/json").await, &base)
+        .await;
 
     // Malformed, truncated, not an envelope, wrong content type, wrong route.
-    t.refused("malformed JSON", 400, "malformed", t.post("/v1/message", "{not json", "application/json").await, &base).await;
+    t.refused("malformed JSON", 400, "malformed", t.post("/v1/message", "{not json", "application/json").await, &base)
+        .await;
     let full = serde_json::to_string(&t.message(&fake, "cut")).expect("json");
-    t.refused("truncated", 400, "malformed", t.post("/v1/message", full[..full.len() / 2].to_owned(), "application/json").await, &base).await;
+    t.refused(
+        "truncated",
+        400,
+        "malformed",
+        t.post("/v1/message", full[..full.len() / 2].to_owned(), "application/json").await,
+        &base,
+    )
+    .await;
     let mut extra = serde_json::to_value(t.message(&fake, "x")).expect("value");
     extra["admin"] = json!(true);
-    t.refused("unknown member", 400, "malformed", t.post("/v1/message", extra.to_string(), "application/json").await, &base).await;
-    t.refused("wrong content type", 415, "unsupported_media_type", t.post("/v1/message", full.clone(), "text/plain").await, &base).await;
-    t.refused("no content type", 415, "unsupported_media_type", t.post("/v1/message", full.clone(), "").await, &base).await;
-    t.refused("wrong route", 400, "wrong_route", t.post("/v1/contact-request", full.clone(), "application/json").await, &base).await;
+    t.refused(
+        "unknown member",
+        400,
+        "malformed",
+        t.post("/v1/message", extra.to_string(), "application/json").await,
+        &base,
+    )
+    .await;
+    t.refused(
+        "wrong content type",
+        415,
+        "unsupported_media_type",
+        t.post("/v1/message", full.clone(), "text/plain").await,
+        &base,
+    )
+    .await;
+    t.refused("no content type", 415, "unsupported_media_type", t.post("/v1/message", full.clone(), "").await, &base)
+        .await;
+    t.refused(
+        "wrong route",
+        400,
+        "wrong_route",
+        t.post("/v1/contact-request", full.clone(), "application/json").await,
+        &base,
+    )
+    .await;
 
     // A contact request whose card is forged (renamed after signing): 400.
     let mut forger = Fake::new("forger");
     forger.card.name = "totally-legit".into();
-    let body = serde_json::to_vec(&ContactRequestBody { request_id: format!("req_{}", "cd".repeat(16)), purpose: String::new() }).expect("json");
+    let body = serde_json::to_vec(&ContactRequestBody {
+        request_id: format!("req_{}", "cd".repeat(16)),
+        purpose: String::new(),
+    })
+    .expect("json");
     let forged = forger.envelope(EnvelopeKind::ContactRequest, t.card.agent_id, &t.x25519, &body, APPLICATION_JSON);
     t.refused("forged card", 400, "invalid_card", t.send(&forged).await, &base).await;
 
     // A contact response nobody asked for: 403 (unknown sender) / 400 (unknown request).
-    let body = serde_json::to_vec(&json!({"request_id": format!("req_{}", "ef".repeat(16)), "accepted": true})).expect("json");
-    let unsolicited = stranger.envelope(EnvelopeKind::ContactResponse, t.card.agent_id, &t.x25519, &body, APPLICATION_JSON);
+    let body =
+        serde_json::to_vec(&json!({"request_id": format!("req_{}", "ef".repeat(16)), "accepted": true})).expect("json");
+    let unsolicited =
+        stranger.envelope(EnvelopeKind::ContactResponse, t.card.agent_id, &t.x25519, &body, APPLICATION_JSON);
     t.refused("unsolicited response", 403, "unknown_sender", t.send(&unsolicited).await, &base).await;
-    let from_contact = fake.envelope(EnvelopeKind::ContactResponse, t.card.agent_id, &t.x25519, &body, APPLICATION_JSON);
+    let from_contact =
+        fake.envelope(EnvelopeKind::ContactResponse, t.card.agent_id, &t.x25519, &body, APPLICATION_JSON);
     t.refused("response to no request", 400, "unknown_request", t.send(&from_contact).await, &base).await;
 
     // Unknown routes are JSON 404s.
@@ -205,7 +278,11 @@ async fn every_bad_input_is_refused_and_stores_nothing() {
     t.node.client.block(&fake.id.agent_id().to_string()).await.expect("block");
     let base = counts(&t.node.home);
     t.refused("blocked sender", 403, "blocked_sender", t.send(&t.message(&fake, "let me in")).await, &base).await;
-    let body = serde_json::to_vec(&ContactRequestBody { request_id: format!("req_{}", "12".repeat(16)), purpose: String::new() }).expect("json");
+    let body = serde_json::to_vec(&ContactRequestBody {
+        request_id: format!("req_{}", "12".repeat(16)),
+        purpose: String::new(),
+    })
+    .expect("json");
     let again = fake.envelope(EnvelopeKind::ContactRequest, t.card.agent_id, &t.x25519, &body, APPLICATION_JSON);
     t.refused("blocked contact request", 403, "blocked_sender", t.send(&again).await, &base).await;
 }
@@ -241,7 +318,8 @@ async fn batch_results_are_per_envelope() {
 async fn control_api_requires_its_token() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = node(dir.path(), "a").await;
-    let info: Value = serde_json::from_slice(&std::fs::read(node.home.join("node.json")).expect("node.json")).expect("json");
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(node.home.join("node.json")).expect("node.json")).expect("json");
     let url = format!("{}/control/status", info["control_url"].as_str().expect("url"));
     assert!(url.starts_with("http://127.0.0.1:"), "control API is loopback only: {url}");
     let http = reqwest::Client::builder().no_proxy().build().expect("client");

@@ -86,7 +86,11 @@ async fn full_flow_through_the_cli() {
     // The acceptance reaches alice: trust is mutual.
     agentmesh_client::local::wait_for(WAIT, || async {
         let v = ok(&ah, &["peers"]);
-        v["peers"].as_array()?.iter().any(|p| p["agent_id"] == bob.agent_id.as_str() && p["trust"] == "trusted").then_some(())
+        v["peers"]
+            .as_array()?
+            .iter()
+            .any(|p| p["agent_id"] == bob.agent_id.as_str() && p["trust"] == "trusted")
+            .then_some(())
     })
     .await
     .expect("alice trusts bob");
@@ -98,7 +102,11 @@ async fn full_flow_through_the_cli() {
     let m1 = ok(&ah, &["send-message", "--to", &bob.agent_id, "--text", "hello bob", "--thread", "trip"]);
     assert_eq!(m1["encrypted"], true);
     let m1_id = m1["message_id"].as_str().expect("id").to_owned();
-    let out = cli_with_stdin(&bh, &["send-message", "--to", &alice.agent_id, "--reply-to", &m1_id], Some("hi alice, from stdin\n"));
+    let out = cli_with_stdin(
+        &bh,
+        &["send-message", "--to", &alice.agent_id, "--reply-to", &m1_id],
+        Some("hi alice, from stdin\n"),
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m2: Value = serde_json::from_slice(&out.stdout).expect("json");
     let m2_id = m2["message_id"].as_str().expect("id").to_owned();
@@ -194,8 +202,10 @@ async fn follow_streams_new_messages_as_json_lines() {
     // Give the follower time to subscribe, then send.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     alice.client.send(&bob.agent_id, "streamed", None, None).await.expect("send");
-    let line = tokio::task::spawn_blocking(move || reader.join().expect("reader")).await.expect("join").expect("a line");
+    let line =
+        tokio::task::spawn_blocking(move || reader.join().expect("reader")).await.expect("join").expect("a line");
     let _ = follow.kill();
+    let _ = follow.wait();
     let event: Value = serde_json::from_str(&line).expect("JSON line");
     assert_eq!(event["event"], "message");
     assert_eq!(event["message"]["text"], "streamed");

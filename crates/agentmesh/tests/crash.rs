@@ -61,7 +61,9 @@ async fn sender_killed_with_a_queued_outbox_delivers_after_restart() {
         let reply = alice.client.send(&bob.agent_id, &format!("queued {i}"), None, None).await.expect("send");
         ids.push(reply["message_id"].as_str().expect("id").to_owned());
     }
-    wait_for(WAIT, || async { outgoing(&alice, &ids[0]).await.filter(|m| m["attempts"].as_i64() >= Some(1)) }).await.expect("attempted");
+    wait_for(WAIT, || async { outgoing(&alice, &ids[0]).await.filter(|m| m["attempts"].as_i64() >= Some(1)) })
+        .await
+        .expect("attempted");
     alice.kill();
 
     bob.restart().await.expect("restart bob");

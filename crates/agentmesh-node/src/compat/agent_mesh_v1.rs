@@ -60,7 +60,10 @@ impl V1Agent {
             && self.agent_id.len() <= 128
             && self.agent_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !id_ok {
-            return Err(ApiError::bad_request("invalid_agent", "agent_id must be 1 to 128 characters of [A-Za-z0-9._-]"));
+            return Err(ApiError::bad_request(
+                "invalid_agent",
+                "agent_id must be 1 to 128 characters of [A-Za-z0-9._-]",
+            ));
         }
         if self.display_name.chars().count() > 64 || self.endpoint.len() > 512 || self.public_key.len() > 1024 {
             return Err(ApiError::bad_request("invalid_agent", "display_name, endpoint or public_key too long"));
@@ -133,7 +136,12 @@ async fn discovery(State(node): State<Arc<Node>>) -> Json<Value> {
     Json(json!({"ok": true, "protocol": PROTOCOL_AGENT_MESH_V1, "agent": our_agent(&node)}))
 }
 
-async fn parse_object(headers: &HeaderMap, body: Body, limit: usize, kind: &str) -> Result<Map<String, Value>, ApiError> {
+async fn parse_object(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    kind: &str,
+) -> Result<Map<String, Value>, ApiError> {
     let bytes = read_json_body(headers, body, limit).await?;
     let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(&bytes) else {
         return Err(ApiError::bad_request("invalid_json", "body is not a JSON object"));
@@ -152,7 +160,10 @@ fn fresh_timestamp(node: &Node, object: &Map<String, Value>) -> Result<u64, ApiE
         .ok_or_else(|| ApiError::bad_request("invalid_timestamp", "timestamp must be ISO-8601 UTC"))?;
     let window = node.config.freshness_window_secs * 1000;
     if ts.abs_diff(now_ms()) > window {
-        return Err(ApiError::bad_request("stale_timestamp", format!("timestamp is outside the ±{} s window", window / 1000)));
+        return Err(ApiError::bad_request(
+            "stale_timestamp",
+            format!("timestamp is outside the ±{} s window", window / 1000),
+        ));
     }
     Ok(ts)
 }
@@ -183,7 +194,11 @@ async fn contact_request(State(node): State<Arc<Node>>, headers: HeaderMap, body
     let purpose = match object.get("purpose") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(p)) if p.chars().count() <= 1000 => p.clone(),
-        Some(_) => return Err(ApiError::bad_request("invalid_purpose", "purpose must be a string of at most 1000 characters").into()),
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("invalid_purpose", "purpose must be a string of at most 1000 characters").into()
+            );
+        }
     };
     let agent_id = from.agent_id.clone();
     let (known, replay) = {
@@ -195,7 +210,11 @@ async fn contact_request(State(node): State<Arc<Node>>, headers: HeaderMap, body
             return Err(ApiError::forbidden("blocked_sender", format!("{agent_id} is blocked")).into());
         }
         if p.ed25519 != key.to_bytes() {
-            return Err(ApiError::forbidden("key_mismatch", format!("{agent_id} presented a key other than the one pinned")).into());
+            return Err(ApiError::forbidden(
+                "key_mismatch",
+                format!("{agent_id} presented a key other than the one pinned"),
+            )
+            .into());
         }
     }
     fresh_timestamp(&node, &object)?;
@@ -241,7 +260,9 @@ async fn contact_request(State(node): State<Arc<Node>>, headers: HeaderMap, body
                 if !s.upsert_peer(&peer)? {
                     return Ok(Err(ApiError::forbidden("key_mismatch", "presented a key other than the one pinned")));
                 }
-                if let Some(earlier) = s.record_accepted(&peer.agent_id, &request.request_id, "contact_request", &answer, now)? {
+                if let Some(earlier) =
+                    s.record_accepted(&peer.agent_id, &request.request_id, "contact_request", &answer, now)?
+                {
                     return Ok(Ok((earlier, None)));
                 }
                 if peer.trust == Trust::Discovered {
@@ -280,15 +301,27 @@ async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) 
         node.db(move |s| Ok((s.peer(&f)?, s.accepted_receipt(&f, &m)?))).await?
     };
     let peer = match peer {
-        None => return Err(ApiError::forbidden("unknown_sender", format!("{from} is not a contact; send a contact request first")).into()),
-        Some(p) if p.trust == Trust::Blocked => return Err(ApiError::forbidden("blocked_sender", format!("{from} is blocked")).into()),
+        None => {
+            return Err(ApiError::forbidden(
+                "unknown_sender",
+                format!("{from} is not a contact; send a contact request first"),
+            )
+            .into());
+        }
+        Some(p) if p.trust == Trust::Blocked => {
+            return Err(ApiError::forbidden("blocked_sender", format!("{from} is blocked")).into());
+        }
         Some(p) if p.trust != Trust::Trusted || p.protocol != PROTOCOL_AGENT_MESH_V1 => {
-            return Err(ApiError::forbidden("untrusted_sender", format!("{from} has not been approved as a contact")).into());
+            return Err(
+                ApiError::forbidden("untrusted_sender", format!("{from} has not been approved as a contact")).into()
+            );
         }
         Some(p) => p,
     };
     if to != node.agent_id() {
-        return Err(ApiError::bad_request("wrong_recipient", format!("this node is {}, not {to}", node.agent_id())).into());
+        return Err(
+            ApiError::bad_request("wrong_recipient", format!("this node is {}, not {to}", node.agent_id())).into()
+        );
     }
     let sent = fresh_timestamp(&node, &object)?;
     if let Some(stored) = replay {
@@ -298,7 +331,8 @@ async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) 
     verify(&object, &key)?;
 
     let now = now_ms() as i64;
-    let ack = json!({"type": "ack", "message_id": message_id, "status": "received", "timestamp": iso_seconds(now as u64)});
+    let ack =
+        json!({"type": "ack", "message_id": message_id, "status": "received", "timestamp": iso_seconds(now as u64)});
     let answer = ok_reply(json!({"verified": true, "message_id": message_id, "ack": ack}));
     let incoming = IncomingMessage {
         peer_id: from.clone(),
@@ -352,7 +386,8 @@ pub async fn fetch_discovery(node: &Node, base: &str) -> Result<(V1Agent, Verify
 
 /// The unsigned outbox payload of a V1 contact request from us.
 pub fn contact_request_payload(node: &Node, request_id: &str, purpose: &str) -> String {
-    json!({"type": "contact_request", "request_id": request_id, "from": our_agent(node), "purpose": purpose}).to_string()
+    json!({"type": "contact_request", "request_id": request_id, "from": our_agent(node), "purpose": purpose})
+        .to_string()
 }
 
 /// The unsigned outbox payload of a V1 direct message from us.
@@ -388,7 +423,9 @@ pub async fn deliver(node: &Node, peer: &Peer, item: &OutboxItem) -> Outcome {
             let ok = parsed.as_ref().and_then(|v| v.get("ok")).and_then(Value::as_bool) == Some(true);
             if status.is_success() && ok {
                 let result = parsed.and_then(|v| v.get("result").cloned()).unwrap_or(Value::Null);
-                Outcome::Delivered(json!({"protocol": PROTOCOL_AGENT_MESH_V1, "signed": false, "result": result}).to_string())
+                Outcome::Delivered(
+                    json!({"protocol": PROTOCOL_AGENT_MESH_V1, "signed": false, "result": result}).to_string(),
+                )
             } else {
                 let error = parsed
                     .as_ref()

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentmesh_client::local::{self, LocalNode};
 use agentmesh_client::RequestDirection;
+use agentmesh_client::local::{self, LocalNode};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 
@@ -51,7 +51,8 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     let (_, _, _) = blast(&sender, &receiver.agent_id, &body, warmup, args.concurrency).await?;
     let cpu = |n: &LocalNode| n.pid().and_then(local::cpu_seconds).unwrap_or(0.0);
     let cpu_before = (cpu(&sender), cpu(&receiver), local::cpu_seconds(std::process::id()).unwrap_or(0.0));
-    let (elapsed, mut latencies, lost) = blast(&sender, &receiver.agent_id, &body, args.messages, args.concurrency).await?;
+    let (elapsed, mut latencies, lost) =
+        blast(&sender, &receiver.agent_id, &body, args.messages, args.concurrency).await?;
     let cpu_used = (
         cpu(&sender) - cpu_before.0,
         cpu(&receiver) - cpu_before.1,
@@ -62,10 +63,17 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     let (s_ok, r_ok) = (sender.stop().await, receiver.stop().await);
 
     latencies.sort_unstable();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(Duration::ZERO);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(Duration::ZERO)
+    };
     let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
     let rate = args.messages as f64 / elapsed.as_secs_f64();
-    let mib = |k: Option<(u64, u64)>, peak: bool| k.map(|(hwm, rss)| ((if peak { hwm } else { rss }) as f64 / 1024.0 * 10.0).round() / 10.0);
+    let mib = |k: Option<(u64, u64)>, peak: bool| {
+        k.map(|(hwm, rss)| ((if peak { hwm } else { rss }) as f64 / 1024.0 * 10.0).round() / 10.0)
+    };
     let report = json!({
         "messages": args.messages,
         "concurrency": args.concurrency,
@@ -97,14 +105,22 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
         output::line(&format!("  throughput   {:.0} messages/s ({:.2} s)", rate, elapsed.as_secs_f64()));
         output::line(&format!(
             "  send→receipt p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-            report["latency_ms"]["p50"], report["latency_ms"]["p90"], report["latency_ms"]["p99"], report["latency_ms"]["max"]
+            report["latency_ms"]["p50"],
+            report["latency_ms"]["p90"],
+            report["latency_ms"]["p99"],
+            report["latency_ms"]["max"]
         ));
         let r = &report["rss_mib"];
         output::line(&format!("  RSS idle     sender {} MiB, receiver {} MiB", r["sender_idle"], r["receiver_idle"]));
         output::line(&format!("  RSS peak     sender {} MiB, receiver {} MiB", r["sender_peak"], r["receiver_peak"]));
         let c = &report["cpu_us_per_message"];
-        output::line(&format!("  CPU/message  sender {} µs, receiver {} µs, load generator {} µs", c["sender"], c["receiver"], c["load_generator"]));
-        output::line(&format!("  stored by receiver: {stored} (incl. {warmup} warm-up); receipts missed by the event stream: {lost}"));
+        output::line(&format!(
+            "  CPU/message  sender {} µs, receiver {} µs, load generator {} µs",
+            c["sender"], c["receiver"], c["load_generator"]
+        ));
+        output::line(&format!(
+            "  stored by receiver: {stored} (incl. {warmup} warm-up); receipts missed by the event stream: {lost}"
+        ));
     }
     Ok(())
 }
@@ -123,7 +139,13 @@ enum Slot {
 /// loop: a worker sends its next message only when the previous one is delivered). Returns the
 /// time from the first send to the last receipt, each message's send→receipt latency, and how
 /// many receipts were not observed.
-async fn blast(sender: &LocalNode, to: &str, body: &str, n: usize, concurrency: usize) -> Result<(Duration, Vec<Duration>, usize)> {
+async fn blast(
+    sender: &LocalNode,
+    to: &str,
+    body: &str,
+    n: usize,
+    concurrency: usize,
+) -> Result<(Duration, Vec<Duration>, usize)> {
     let mut events = sender.client.events().await?;
     events.next().await; // the "subscribed" line: the stream is live
     let slots: Arc<Mutex<HashMap<String, Slot>>> = Arc::default();
@@ -196,7 +218,12 @@ async fn blast(sender: &LocalNode, to: &str, body: &str, n: usize, concurrency: 
     for t in tasks {
         all.extend(t.await.context("send task")??);
     }
-    let lagged = if all.len() < n { watcher.await.unwrap_or(true) } else { watcher.abort(); false };
+    let lagged = if all.len() < n {
+        watcher.await.unwrap_or(true)
+    } else {
+        watcher.abort();
+        false
+    };
     let last = all.iter().map(|(_, t1)| *t1).max().unwrap_or_else(Instant::now);
     let latencies: Vec<Duration> = all.into_iter().map(|(d, _)| d).collect();
     let lost = n - latencies.len();

@@ -31,7 +31,9 @@ impl Story {
                 output::line(&format!("     {d}"));
             }
         }
-        self.steps.push(json!({"step": n, "title": title, "ok": true, "elapsed_ms": elapsed_ms, "details": details, "data": data}));
+        self.steps.push(
+            json!({"step": n, "title": title, "ok": true, "elapsed_ms": elapsed_ms, "details": details, "data": data}),
+        );
     }
 }
 
@@ -117,7 +119,10 @@ async fn walk(story: &mut Story, dir: &std::path::Path) -> Result<()> {
         vec![
             format!("purpose: {}", incoming["purpose"].as_str().unwrap_or_default()),
             format!("fingerprint: {}", incoming["fingerprint"].as_str().unwrap_or_default()),
-            format!("bob messaging alice now is refused: {}", refused.err().map(|e| e.to_string()).unwrap_or_else(|| "NOT refused".into())),
+            format!(
+                "bob messaging alice now is refused: {}",
+                refused.err().map(|e| e.to_string()).unwrap_or_else(|| "NOT refused".into())
+            ),
         ],
         incoming.clone(),
     );
@@ -125,7 +130,11 @@ async fn walk(story: &mut Story, dir: &std::path::Path) -> Result<()> {
     bob.client.approve(&request_id).await?;
     let alice_sees = local::wait_for(WAIT, || async {
         let peers = alice.client.peers().await.ok()?;
-        peers["peers"].as_array()?.iter().find(|p| p["agent_id"] == bob.agent_id.as_str() && p["trust"] == "trusted").cloned()
+        peers["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["agent_id"] == bob.agent_id.as_str() && p["trust"] == "trusted")
+            .cloned()
     })
     .await
     .ok_or_else(|| anyhow!("alice never learned that bob approved"))?;
@@ -144,10 +153,17 @@ async fn walk(story: &mut Story, dir: &std::path::Path) -> Result<()> {
         delivered,
     );
 
-    let to_alice = bob.client.send(&alice.agent_id, "Yes: I take search, you take planning.", Some(&to_bob_id), Some("plan")).await?;
+    let to_alice = bob
+        .client
+        .send(&alice.agent_id, "Yes: I take search, you take planning.", Some(&to_bob_id), Some("plan"))
+        .await?;
     let to_alice_id = to_alice["message_id"].as_str().unwrap_or_default().to_owned();
     let delivered = wait_status(&bob, &to_alice_id, &["delivered"]).await?;
-    story.step("bob -> alice: reply delivered with receipt", vec![format!("message {to_alice_id}: {}", text(&delivered["status"]))], delivered);
+    story.step(
+        "bob -> alice: reply delivered with receipt",
+        vec![format!("message {to_alice_id}: {}", text(&delivered["status"]))],
+        delivered,
+    );
 
     let read = bob.client.read(&to_bob_id).await?;
     let body = read["message"]["text"].as_str().unwrap_or_default().to_owned();
@@ -161,7 +177,8 @@ async fn walk(story: &mut Story, dir: &std::path::Path) -> Result<()> {
     bob.kill();
     story.step("Crash: bob's node was killed with SIGKILL", vec![], json!({}));
 
-    let queued = alice.client.send(&bob.agent_id, "Are you still there? This must not get lost.", None, Some("plan")).await?;
+    let queued =
+        alice.client.send(&bob.agent_id, "Are you still there? This must not get lost.", None, Some("plan")).await?;
     let queued_id = queued["message_id"].as_str().unwrap_or_default().to_owned();
     let pending = local::wait_for(WAIT, || async {
         let m = find_outgoing(&alice, &queued_id).await?;
@@ -172,24 +189,47 @@ async fn walk(story: &mut Story, dir: &std::path::Path) -> Result<()> {
     story.step(
         "alice sends while bob is down: the message waits in her durable outbox",
         vec![
-            format!("message {queued_id}: {} after {} attempt(s)", text(&pending["status"]), text(&pending["attempts"])),
+            format!(
+                "message {queued_id}: {} after {} attempt(s)",
+                text(&pending["status"]),
+                text(&pending["attempts"])
+            ),
             format!("last error: {}", pending["last_error"].as_str().unwrap_or("-")),
         ],
         pending,
     );
 
     bob.restart().await?;
-    story.step("bob restarted on the same address", vec![format!("bob at {}", bob.peer_url)], json!({"url": bob.peer_url}));
+    story.step(
+        "bob restarted on the same address",
+        vec![format!("bob at {}", bob.peer_url)],
+        json!({"url": bob.peer_url}),
+    );
 
     let delivered = wait_status(&alice, &queued_id, &["delivered"]).await?;
-    let inbox = bob.client.messages(&MessageQuery { direction: Some(RequestDirection::Incoming), peer: Some(alice.agent_id.clone()), ..Default::default() }).await?;
-    let copies = inbox["messages"].as_array().map(|a| a.iter().filter(|m| m["id"] == queued_id.as_str()).count()).unwrap_or(0);
+    let inbox = bob
+        .client
+        .messages(&MessageQuery {
+            direction: Some(RequestDirection::Incoming),
+            peer: Some(alice.agent_id.clone()),
+            ..Default::default()
+        })
+        .await?;
+    let copies =
+        inbox["messages"].as_array().map(|a| a.iter().filter(|m| m["id"] == queued_id.as_str()).count()).unwrap_or(0);
     if copies != 1 {
         bail!("bob holds {copies} copies of the queued message, expected exactly 1");
     }
     story.step(
         "The queued message was delivered after the restart, exactly once",
-        vec![format!("message {queued_id}: {} after {} attempt(s)", text(&delivered["status"]), text(&delivered["attempts"])), format!("copies in bob's inbox: {copies}")],
+        vec![
+            format!(
+                "message {queued_id}: {} after {} attempt(s)",
+                text(&delivered["status"]),
+                text(&delivered["attempts"])
+            ),
+            format!("copies in bob's inbox: {copies}"),
+        ],
         delivered,
     );
 

@@ -18,10 +18,17 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
     {
         bail!("--endpoint must be an http:// or https:// URL");
     }
-    if args.capabilities.len() > agentmesh_core::card::MAX_CAPABILITIES || args.capabilities.iter().any(|c| c.is_empty() || c.len() > 64) {
+    if args.capabilities.len() > agentmesh_core::card::MAX_CAPABILITIES
+        || args.capabilities.iter().any(|c| c.is_empty() || c.len() > 64)
+    {
         bail!("capabilities: at most {} tags of 1 to 64 bytes", agentmesh_core::card::MAX_CAPABILITIES);
     }
-    let profile = Profile { name: name.to_owned(), endpoint: args.endpoint.clone(), capabilities: args.capabilities.clone(), created_at: 0 };
+    let profile = Profile {
+        name: name.to_owned(),
+        endpoint: args.endpoint.clone(),
+        capabilities: args.capabilities.clone(),
+        created_at: 0,
+    };
     let identity = ctx.home.init(&profile, args.force)?;
     let home = ctx.home.root().display().to_string();
     if ctx.json {

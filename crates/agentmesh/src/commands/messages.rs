@@ -27,8 +27,16 @@ pub async fn send(ctx: &Ctx, args: SendArgs) -> Result<()> {
     if ctx.json {
         output::json_doc(&reply);
     } else {
-        let how = if reply["encrypted"] == json!(true) { "signed, end-to-end encrypted" } else { "signed, not encrypted (Agent Mesh V1)" };
-        output::line(&format!("Queued {} to {} ({how}).", output::field(&reply, "message_id"), output::field(&reply, "to")));
+        let how = if reply["encrypted"] == json!(true) {
+            "signed, end-to-end encrypted"
+        } else {
+            "signed, not encrypted (Agent Mesh V1)"
+        };
+        output::line(&format!(
+            "Queued {} to {} ({how}).",
+            output::field(&reply, "message_id"),
+            output::field(&reply, "to")
+        ));
     }
     Ok(())
 }
@@ -100,7 +108,13 @@ pub async fn list(ctx: &Ctx, args: ListMessagesArgs) -> Result<()> {
             output::line(&format!("(missed {} events; run list-messages to catch up)", event["missed"]));
         } else {
             let error = event["error"].as_str().map(|e| format!(" ({e})")).unwrap_or_default();
-            output::line(&format!("{}  -> {}  {}  {}{error}", output::time(&event["at"]), output::field(&event, "peer_id"), output::field(&event, "status"), output::field(&event, "id")));
+            output::line(&format!(
+                "{}  -> {}  {}  {}{error}",
+                output::time(&event["at"]),
+                output::field(&event, "peer_id"),
+                output::field(&event, "status"),
+                output::field(&event, "id")
+            ));
         }
     }
     Ok(())
@@ -117,7 +131,11 @@ pub async fn read(ctx: &Ctx, message_id: &str) -> Result<()> {
     output::line(&format!("From:    {}", output::field(m, "peer_id")));
     output::line(&format!("Id:      {}", output::field(m, "id")));
     output::line(&format!("Sent:    {} UTC", output::time(&m["created_at"])));
-    let security = if m["encrypted"] == json!(true) { "signed, end-to-end encrypted" } else { "signed, not encrypted (Agent Mesh V1)" };
+    let security = if m["encrypted"] == json!(true) {
+        "signed, end-to-end encrypted"
+    } else {
+        "signed, not encrypted (Agent Mesh V1)"
+    };
     output::line(&format!("Security: {security}"));
     if let Some(r) = m["reply_to"].as_str() {
         output::line(&format!("Reply to: {r}"));

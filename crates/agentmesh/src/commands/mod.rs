@@ -64,7 +64,9 @@ impl Ctx {
     /// Maps an unreachable node to [`NodeNotRunning`] (stale `node.json` after a crash).
     pub fn check<T>(&self, result: Result<T, ClientError>) -> Result<T> {
         match result {
-            Err(ClientError::Unreachable { .. }) => Err(NodeNotRunning { home: self.home.root().display().to_string() }.into()),
+            Err(ClientError::Unreachable { .. }) => {
+                Err(NodeNotRunning { home: self.home.root().display().to_string() }.into())
+            }
             other => Ok(other?),
         }
     }

@@ -67,7 +67,8 @@ pub async fn status(ctx: &Ctx) -> Result<()> {
             let identity = ctx.home.load_identity()?;
             let profile = ctx.home.load_profile()?;
             let db = ctx.home.db_path();
-            let stats = tokio::task::spawn_blocking(move || agentmesh_store::Store::open(&db).and_then(|s| s.stats())).await??;
+            let stats = tokio::task::spawn_blocking(move || agentmesh_store::Store::open(&db).and_then(|s| s.stats()))
+                .await??;
             let mut s = json!({
                 "agent_id": identity.agent_id().to_string(),
                 "name": profile.name,
@@ -85,7 +86,12 @@ pub async fn status(ctx: &Ctx) -> Result<()> {
         output::json_doc(&status);
         return Ok(());
     }
-    let f = |k: &str| status.get(k).map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())).unwrap_or_else(|| "-".into());
+    let f = |k: &str| {
+        status
+            .get(k)
+            .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+            .unwrap_or_else(|| "-".into())
+    };
     output::line(&format!("agent       {} ({})", f("name"), f("agent_id")));
     output::line(&format!("fingerprint {}", f("fingerprint")));
     if status["running"] == json!(true) {

@@ -23,7 +23,9 @@ pub fn cli(home: &Path, args: &[&str]) -> Output {
 pub fn cli_with_stdin(home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(exe());
     cmd.arg("--home").arg(home).arg("--json").args(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn agentmesh");
     if let Some(text) = stdin {
         use std::io::Write;
@@ -36,7 +38,9 @@ pub fn cli_with_stdin(home: &Path, args: &[&str], stdin: Option<&str>) -> Output
 pub fn ok(home: &Path, args: &[&str]) -> Value {
     let out = cli(home, args);
     assert!(out.status.success(), "agentmesh {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("agentmesh {args:?} printed non-JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("agentmesh {args:?} printed non-JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+    })
 }
 
 /// Runs a command that must fail; returns the JSON error from stderr.
@@ -44,7 +48,8 @@ pub fn fails(home: &Path, args: &[&str]) -> Value {
     let out = cli(home, args);
     assert!(!out.status.success(), "agentmesh {args:?} should fail");
     assert!(out.stdout.is_empty(), "a failing --json command prints nothing on stdout");
-    serde_json::from_slice(&out.stderr).unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)))
+    serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// Creates an identity and starts its node on a free loopback port.
@@ -67,7 +72,11 @@ pub async fn trust(a: &LocalNode, b: &LocalNode) {
     b.client.approve(&id).await.expect("approve");
     local::wait_for(WAIT, || async {
         let p = a.client.peers().await.ok()?;
-        p["peers"].as_array()?.iter().any(|x| x["agent_id"] == b.agent_id.as_str() && x["trust"] == "trusted").then_some(())
+        p["peers"]
+            .as_array()?
+            .iter()
+            .any(|x| x["agent_id"] == b.agent_id.as_str() && x["trust"] == "trusted")
+            .then_some(())
     })
     .await
     .expect("a trusts b");
@@ -80,7 +89,11 @@ pub fn counts(home: &Path) -> Vec<(&'static str, i64)> {
 
 /// An outgoing message's row as listed by the node.
 pub async fn outgoing(node: &LocalNode, id: &str) -> Option<Value> {
-    let q = agentmesh_client::MessageQuery { direction: Some(RequestDirection::Outgoing), limit: Some(10_000), ..Default::default() };
+    let q = agentmesh_client::MessageQuery {
+        direction: Some(RequestDirection::Outgoing),
+        limit: Some(10_000),
+        ..Default::default()
+    };
     let list = node.client.messages(&q).await.ok()?;
     list["messages"].as_array()?.iter().find(|m| m["id"] == id).cloned()
 }
