@@ -40,9 +40,7 @@ pub async fn run(
     if let Some(listen) = options.listen {
         config.listen = listen;
     }
-    if options.endpoint.is_some() {
-        config.endpoint = options.endpoint;
-    }
+    let options_endpoint = options.endpoint;
 
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -64,7 +62,12 @@ pub async fn run(
     let peer_addr = peer_listener.local_addr()?;
     let control_addr = control_listener.local_addr()?;
     let peer_url = format!("http://{peer_addr}");
-    let endpoint = profile.endpoint.clone().or(config.endpoint.clone()).unwrap_or_else(|| peer_url.clone());
+    // Flag, then environment, then the profile written by `init`, then config.toml.
+    let endpoint = options_endpoint
+        .or_else(|| std::env::var("AGENTMESH_ENDPOINT").ok())
+        .or(profile.endpoint.clone())
+        .or(config.endpoint.clone())
+        .unwrap_or_else(|| peer_url.clone());
 
     let card = AgentCard::new(
         &identity,

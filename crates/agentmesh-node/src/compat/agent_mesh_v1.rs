@@ -195,9 +195,11 @@ async fn contact_request(State(node): State<Arc<Node>>, headers: HeaderMap, body
         None | Some(Value::Null) => String::new(),
         Some(Value::String(p)) if p.chars().count() <= 1000 => p.clone(),
         Some(_) => {
-            return Err(
-                ApiError::bad_request("invalid_purpose", "purpose must be a string of at most 1000 characters").into()
-            );
+            return Err(ApiError::bad_request(
+                "invalid_purpose",
+                "purpose must be a string of at most 1000 characters",
+            )
+            .into());
         }
     };
     let agent_id = from.agent_id.clone();
