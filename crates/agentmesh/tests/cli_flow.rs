@@ -210,3 +210,25 @@ async fn follow_streams_new_messages_as_json_lines() {
     assert_eq!(event["event"], "message");
     assert_eq!(event["message"]["text"], "streamed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_endpoint_override_beats_the_profile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("a");
+    ok(&home, &["init", "--name", "alice", "--endpoint", "http://127.0.0.1:1"]);
+    let env = [("AGENTMESH_ENDPOINT", "http://127.0.0.1:2")];
+    let node = agentmesh_client::local::LocalNode::start(&exe(), &home, "127.0.0.1:0", &env).await.expect("start");
+    let card = node.client.card().await.expect("card");
+    assert_eq!(card["endpoints"][0], "http://127.0.0.1:2");
+    // The V1 discovery document advertises the same endpoint.
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    let disc: Value = http
+        .get(format!("{}/agent-mesh/discovery", node.peer_url))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(disc["agent"]["endpoint"], "http://127.0.0.1:2");
+}
