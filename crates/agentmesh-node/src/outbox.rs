@@ -52,54 +52,61 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let batch_size = node.config.max_batch_envelopes.max(1);
     // Enough rows to fill every free delivery slot with a full batch.
     let fetch_limit = (batch_size * node.config.per_peer_inflight.max(1) * 2).min(4096) as u32;
+    let per_peer = node.config.per_peer_inflight.max(1);
     loop {
         let now = now_ms() as i64;
-        let due = node.db(move |s| s.due(now, fetch_limit)).await.unwrap_or_default();
-
-        // Group per peer, respecting the per-peer in-flight cap.
-        let mut groups: Vec<(String, Vec<OutboxItem>)> = Vec::new();
-        let mut held_back = false;
-        {
-            let busy = inflight.lock().unwrap_or_else(|p| p.into_inner());
-            for item in due {
-                let running = busy.get(&item.peer_id).copied().unwrap_or(0);
-                let queued_chunks = groups.iter().filter(|(p, _)| *p == item.peer_id).count();
-                let last = groups.iter_mut().rev().find(|(p, _)| *p == item.peer_id);
-                match last {
-                    Some((_, items)) if items.len() < batch_size => items.push(item),
-                    _ if running + queued_chunks < node.config.per_peer_inflight => {
-                        groups.push((item.peer_id.clone(), vec![item]))
+        let busy: HashMap<String, usize> = inflight.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // One visit to the database: what is due, grouped per peer within the in-flight caps,
+        // leased, with each peer's record and the time the next entry falls due.
+        let taken = node
+            .db(move |s| {
+                let mut groups: Vec<(String, Vec<OutboxItem>)> = Vec::new();
+                let mut held_back = false;
+                for item in s.due(now, fetch_limit)? {
+                    let running = busy.get(&item.peer_id).copied().unwrap_or(0);
+                    let chunks = groups.iter().filter(|(p, _)| *p == item.peer_id).count();
+                    match groups.iter_mut().rev().find(|(p, _)| *p == item.peer_id) {
+                        Some((_, items)) if items.len() < batch_size => items.push(item),
+                        _ if running + chunks < per_peer => groups.push((item.peer_id.clone(), vec![item])),
+                        _ => held_back = true,
                     }
-                    _ => held_back = true,
                 }
-            }
-        }
-        if !groups.is_empty() {
-            let ids: Vec<String> = groups.iter().flat_map(|(_, items)| items.iter().map(|i| i.id.clone())).collect();
-            if node.db(move |s| s.lease(&ids, now + lease_ms)).await.is_err() {
+                let ids: Vec<String> =
+                    groups.iter().flat_map(|(_, items)| items.iter().map(|i| i.id.clone())).collect();
+                s.lease(&ids, now + lease_ms)?;
+                let mut with_peers = Vec::with_capacity(groups.len());
+                for (peer_id, items) in groups {
+                    let peer = s.peer(&peer_id)?;
+                    with_peers.push((peer_id, peer, items));
+                }
+                Ok((with_peers, held_back, s.next_due()?))
+            })
+            .await;
+        let (groups, held_back, next) = match taken {
+            Ok(t) => t,
+            Err(_) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            for (peer_id, items) in groups {
-                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { break };
-                *inflight.lock().unwrap_or_else(|p| p.into_inner()).entry(peer_id.clone()).or_default() += 1;
-                let (node, inflight, finished) = (Arc::clone(&node), Arc::clone(&inflight), Arc::clone(&finished));
-                tracker.spawn(async move {
-                    deliver_group(&node, &peer_id, items).await;
-                    let mut busy = inflight.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(n) = busy.get_mut(&peer_id) {
-                        *n -= 1;
-                        if *n == 0 {
-                            busy.remove(&peer_id);
-                        }
+        };
+        for (peer_id, peer, items) in groups {
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { break };
+            *inflight.lock().unwrap_or_else(|p| p.into_inner()).entry(peer_id.clone()).or_default() += 1;
+            let (node, inflight, finished) = (Arc::clone(&node), Arc::clone(&inflight), Arc::clone(&finished));
+            tracker.spawn(async move {
+                deliver_group(&node, peer, items).await;
+                let mut busy = inflight.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = busy.get_mut(&peer_id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        busy.remove(&peer_id);
                     }
-                    drop(permit);
-                    finished.notify_one();
-                });
-            }
+                }
+                drop(permit);
+                finished.notify_one();
+            });
         }
 
-        let next = node.db(|s| s.next_due()).await.ok().flatten();
         let wait_ms = next.map(|t| (t - now_ms() as i64).clamp(0, 1_000)).unwrap_or(1_000) as u64;
         if held_back {
             // Everything due waits for a delivery slot: new entries cannot go out sooner, so
@@ -122,9 +129,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let _ = tokio::time::timeout(Duration::from_millis(node.config.outbound_timeout_ms + 1_000), tracker.wait()).await;
 }
 
-async fn deliver_group(node: &Arc<Node>, peer_id: &str, items: Vec<OutboxItem>) {
-    let id = peer_id.to_owned();
-    let peer = node.db(move |s| s.peer(&id)).await.ok().flatten();
+async fn deliver_group(node: &Arc<Node>, peer: Option<Peer>, items: Vec<OutboxItem>) {
     let now = now_ms() as i64;
     let mut outcomes: Vec<(OutboxItem, Outcome)> = Vec::with_capacity(items.len());
     let mut live = Vec::with_capacity(items.len());
