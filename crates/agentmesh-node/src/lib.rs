@@ -75,6 +75,9 @@ pub enum Event {
     },
 }
 
+/// Batches up to this many envelopes are signed, verified and opened on the calling task.
+const INLINE_CRYPTO_ITEMS: usize = 4;
+
 /// Shared state of a running node.
 pub struct Node {
     /// Our keys.
@@ -103,6 +106,19 @@ impl Node {
         F: FnOnce(&Store) -> agentmesh_store::Result<T> + Send + 'static,
     {
         self.db.run(f).await
+    }
+
+    /// Runs CPU work (signatures, HPKE) for `items` envelopes: inline when there are few (a
+    /// thread hand-off costs more than ~0.3 ms of crypto), on the blocking pool otherwise.
+    pub async fn crypto<T, F>(&self, items: usize, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        if items <= INLINE_CRYPTO_ITEMS {
+            return Ok(f());
+        }
+        tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)
     }
 
     /// Publishes an event; nobody listening is fine.

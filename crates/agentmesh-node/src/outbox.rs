@@ -191,11 +191,15 @@ fn parse_receipt(node: &Node, peer: &Peer, item: &OutboxItem, receipt: &Value) -
 }
 
 /// Verifies receipts signed by `peer` (one batch) and turns each into an outcome.
-async fn verify_receipts(peer: &Peer, receipts: Vec<(OutboxItem, DeliveryReceipt)>) -> Vec<(OutboxItem, Outcome)> {
+async fn verify_receipts(
+    node: &Node,
+    peer: &Peer,
+    receipts: Vec<(OutboxItem, DeliveryReceipt)>,
+) -> Vec<(OutboxItem, Outcome)> {
     let Ok(key) = VerifyingKey::from_bytes(&peer.ed25519) else {
         return receipts.into_iter().map(|(i, _)| (i, Outcome::Failed("stored peer key is invalid".into()))).collect();
     };
-    tokio::task::spawn_blocking(move || {
+    node.crypto(receipts.len(), move || {
         let entries: Vec<(Vec<u8>, &str, VerifyingKey)> =
             receipts.iter().map(|(_, r)| (r.signing_bytes(), r.sig.as_str(), key)).collect();
         let verdicts = agentmesh_core::envelope::verify_signatures(&entries);
@@ -243,7 +247,7 @@ async fn deliver_single(node: &Arc<Node>, peer: &Peer, item: &OutboxItem) -> Out
             let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if status.is_success() {
                 match parse_receipt(node, peer, item, value.get("receipt").unwrap_or(&Value::Null)) {
-                    Ok(receipt) => verify_receipts(peer, vec![(item.clone(), receipt)])
+                    Ok(receipt) => verify_receipts(node, peer, vec![(item.clone(), receipt)])
                         .await
                         .pop()
                         .map(|(_, o)| o)
@@ -276,12 +280,13 @@ struct BatchResult {
 
 async fn deliver_batch(node: &Arc<Node>, peer: &Peer, items: Vec<OutboxItem>) -> Vec<(OutboxItem, Outcome)> {
     let node2 = Arc::clone(node);
-    let (items, signed) = tokio::task::spawn_blocking(move || {
-        let signed = sign_all(&node2, &items);
-        (items, signed)
-    })
-    .await
-    .unwrap_or_default();
+    let (items, signed) = node
+        .crypto(items.len(), move || {
+            let signed = sign_all(&node2, &items);
+            (items, signed)
+        })
+        .await
+        .unwrap_or_default();
     let mut body = String::from("{\"envelopes\":[");
     let mut sendable = Vec::new();
     let mut out = Vec::new();
@@ -327,7 +332,7 @@ async fn deliver_batch(node: &Arc<Node>, peer: &Peer, items: Vec<OutboxItem>) ->
                     Some(r) => out.push((item, refusal(r.status, &r.error))),
                 }
             }
-            out.extend(verify_receipts(peer, receipts).await);
+            out.extend(verify_receipts(node, peer, receipts).await);
         }
     }
     out

@@ -271,26 +271,28 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
     let envs = Arc::clone(&envelopes);
     let peers = Arc::new(peers);
     let peers2 = Arc::clone(&peers);
-    let verified = tokio::task::spawn_blocking(move || {
-        let entries: Vec<(Vec<u8>, &str, VerifyingKey)> =
-            to_verify.iter().map(|(i, key)| (envs[*i].signing_bytes(), envs[*i].sig.as_str(), *key)).collect();
-        let verdicts = agentmesh_core::envelope::verify_signatures(&entries);
-        to_verify
-            .iter()
-            .zip(verdicts)
-            .map(|((i, _), verdict)| {
-                let env = &envs[*i];
-                let peer = peers2.get(&env.from.to_string()).and_then(Option::as_ref);
-                let outcome = verdict
-                    .map_err(|e| ApiError::bad_signature(e.to_string()))
-                    .and_then(|()| open_and_build(&node2, env, peer, now))
-                    .map(|v| Verified { index: *i, ..v });
-                (*i, outcome)
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    let count = to_verify.len();
+    let verified = node
+        .crypto(count, move || {
+            let entries: Vec<(Vec<u8>, &str, VerifyingKey)> =
+                to_verify.iter().map(|(i, key)| (envs[*i].signing_bytes(), envs[*i].sig.as_str(), *key)).collect();
+            let verdicts = agentmesh_core::envelope::verify_signatures(&entries);
+            to_verify
+                .iter()
+                .zip(verdicts)
+                .map(|((i, _), verdict)| {
+                    let env = &envs[*i];
+                    let peer = peers2.get(&env.from.to_string()).and_then(Option::as_ref);
+                    let outcome = verdict
+                        .map_err(|e| ApiError::bad_signature(e.to_string()))
+                        .and_then(|()| open_and_build(&node2, env, peer, now))
+                        .map(|v| Verified { index: *i, ..v });
+                    (*i, outcome)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
 
     let mut accepted = Vec::new();
     for (i, outcome) in verified {
