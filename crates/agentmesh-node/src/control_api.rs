@@ -217,47 +217,13 @@ async fn request_contact(
     }
     let request_id = new_request_id();
     let now = now_ms();
-    let payload = if peer.protocol == PROTOCOL_NATIVE {
-        let body =
-            serde_json::to_vec(&ContactRequestBody { request_id: request_id.clone(), purpose: args.purpose.clone() })
-                .map_err(ApiError::internal)?;
-        let x25519 = peer.x25519.ok_or_else(|| ApiError::internal("native peer without X25519 key"))?;
-        let their_id = peer.agent_id.parse().map_err(ApiError::internal)?;
-        let mut draft = Draft::new(
-            EnvelopeKind::ContactRequest,
-            node.identity.agent_id(),
-            their_id,
-            now,
-            node.config.message_ttl_secs * 1000,
-            APPLICATION_JSON,
-            body,
-        );
-        draft.card = Some(node.card.clone());
-        serde_json::to_string(&draft.seal(&x25519).map_err(|e| ApiError::bad_request("invalid_card", e.to_string()))?)
-            .map_err(ApiError::internal)?
+    let outbound = if peer.protocol == PROTOCOL_NATIVE {
+        let body = ContactRequestBody { request_id: request_id.clone(), purpose: args.purpose.clone() };
+        let body = serde_json::to_vec(&body).map_err(ApiError::internal)?;
+        native_outbound(&node, &peer, EnvelopeKind::ContactRequest, body, APPLICATION_JSON, None, None)?
     } else {
-        v1::contact_request_payload(&node, &request_id, &args.purpose)
-    };
-    let outbound = NewOutbound {
-        id: if peer.protocol == PROTOCOL_NATIVE {
-            serde_json::from_str::<Value>(&payload)
-                .ok()
-                .and_then(|v| v["id"].as_str().map(str::to_owned))
-                .unwrap_or_default()
-        } else {
-            request_id.clone()
-        },
-        kind: "contact_request".into(),
-        peer_id: peer.agent_id.clone(),
-        protocol: peer.protocol.clone(),
-        payload,
-        text: None,
-        content_type: APPLICATION_JSON.into(),
-        reply_to: None,
-        thread: None,
-        encrypted: peer.protocol == PROTOCOL_NATIVE,
-        created_at: now as i64,
-        expires_at: (now + node.config.message_ttl_secs * 1000) as i64,
+        let payload = v1::contact_request_payload(&node, &request_id, &args.purpose);
+        v1_outbound(&node, &peer, request_id.clone(), "contact_request", payload, None)
     };
     let request = ContactRequest {
         request_id: request_id.clone(),
@@ -458,6 +424,25 @@ fn native_outbound(
     })
 }
 
+/// An outbox entry for an Agent Mesh V1 peer (signed at send time, never encrypted).
+fn v1_outbound(node: &Node, peer: &Peer, id: String, kind: &str, payload: String, text: Option<String>) -> NewOutbound {
+    let now = now_ms();
+    NewOutbound {
+        id,
+        kind: kind.into(),
+        peer_id: peer.agent_id.clone(),
+        protocol: PROTOCOL_AGENT_MESH_V1.into(),
+        payload,
+        text,
+        content_type: if kind == "message" { TEXT_PLAIN } else { APPLICATION_JSON }.into(),
+        reply_to: None,
+        thread: None,
+        encrypted: false,
+        created_at: now as i64,
+        expires_at: (now + node.config.message_ttl_secs * 1000) as i64,
+    }
+}
+
 async fn list_peers(State(st): State<ControlState>) -> Result<Json<Value>, ApiError> {
     let peers = st.node.db(|s| s.peers()).await?;
     Ok(Json(json!({ "peers": peers })))
@@ -546,22 +531,9 @@ async fn send_message(State(st): State<ControlState>, headers: HeaderMap, body: 
         if peer.trust == Trust::Blocked {
             return Err(ApiError::conflict("blocked", format!("{} is blocked", peer.agent_id)));
         }
-        let now = now_ms();
         let id = v1::new_message_id();
-        NewOutbound {
-            payload: v1::message_payload(&node, &id, &peer.agent_id, &args.text),
-            id,
-            kind: "message".into(),
-            peer_id: peer.agent_id.clone(),
-            protocol: PROTOCOL_AGENT_MESH_V1.into(),
-            text: Some(args.text),
-            content_type: TEXT_PLAIN.into(),
-            reply_to: None,
-            thread: None,
-            encrypted: false,
-            created_at: now as i64,
-            expires_at: (now + node.config.message_ttl_secs * 1000) as i64,
-        }
+        let payload = v1::message_payload(&node, &id, &peer.agent_id, &args.text);
+        v1_outbound(&node, &peer, id, "message", payload, Some(args.text))
     };
     let reply = json!({"message_id": outbound.id, "to": outbound.peer_id, "status": "queued", "encrypted": outbound.encrypted, "protocol": outbound.protocol});
     node.db(move |s| s.enqueue(&outbound)).await?;
