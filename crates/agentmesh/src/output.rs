@@ -24,6 +24,19 @@ pub fn json_doc(value: &Value) {
     line(&serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
 }
 
+/// Makes peer-supplied text safe for a terminal: control characters (escape sequences, carriage
+/// returns, …) become U+FFFD; newlines and tabs are kept only when `multiline`.
+pub fn clean(text: &str, multiline: bool) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' if multiline => c,
+            '\n' | '\t' => ' ',
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })
+        .collect()
+}
+
 /// Formats milliseconds since the epoch as a short UTC time, `-` when absent.
 pub fn time(ms: &Value) -> String {
     match ms.as_u64() {
@@ -32,9 +45,9 @@ pub fn time(ms: &Value) -> String {
     }
 }
 
-/// A string field or `-`.
-pub fn field<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("-")
+/// A string field or `-`, made safe for a terminal (see [`clean`]).
+pub fn field(v: &Value, key: &str) -> String {
+    clean(v.get(key).and_then(Value::as_str).unwrap_or("-"), false)
 }
 
 /// Prints rows as an aligned table with a header.

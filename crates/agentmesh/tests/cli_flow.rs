@@ -232,3 +232,25 @@ async fn regression_endpoint_override_beats_the_profile() {
         .expect("json");
     assert_eq!(disc["agent"]["endpoint"], "http://127.0.0.1:2");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_peer_text_cannot_drive_the_owners_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = node(dir.path(), "alice").await;
+    let bob = node(dir.path(), "bob").await;
+    trust(&alice, &bob).await;
+    let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2Jline one\rOVERWRITE\nline two";
+    let sent = alice.client.send(&bob.agent_id, hostile, None, None).await.expect("send");
+    let id = sent["message_id"].as_str().expect("id").to_owned();
+    wait_status(&alice, &id, "delivered").await;
+    for args in [vec!["read", id.as_str()], vec!["list-messages"]] {
+        let out = std::process::Command::new(exe()).arg("--home").arg(&bob.home).args(&args).output().expect("run");
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        assert!(!text.contains('\u{1b}') && !text.contains('\r') && !text.contains('\u{7}'), "{args:?}: {text:?}");
+        assert!(text.contains("line one"), "{text}");
+    }
+    // JSON output carries the exact text, escaped by JSON itself.
+    let listed = ok(&bob.home, &["list-messages", "--incoming"]);
+    assert_eq!(listed["messages"][0]["text"], hostile);
+}

@@ -49,13 +49,13 @@ pub async fn list(ctx: &Ctx, args: ListRequestsArgs) -> Result<()> {
         .iter()
         .map(|r| {
             vec![
-                output::field(r, "request_id").to_owned(),
-                output::field(r, "direction").to_owned(),
-                output::field(r, "status").to_owned(),
+                output::field(r, "request_id"),
+                output::field(r, "direction"),
+                output::field(r, "status"),
                 format!("{} ({})", output::field(r, "peer_name"), output::field(r, "peer_id")),
                 output::field(r, "fingerprint").chars().take(23).collect(),
                 output::time(&r["created_at"]),
-                output::field(r, "purpose").to_owned(),
+                output::field(r, "purpose"),
             ]
         })
         .collect();

@@ -48,9 +48,9 @@ fn message_row(m: &Value) -> Vec<String> {
     vec![
         output::time(&m["created_at"]),
         format!("{arrow} {}", output::field(m, "peer_id")),
-        output::field(m, "status").to_owned(),
+        output::field(m, "status"),
         lock.to_owned(),
-        output::field(m, "id").to_owned(),
+        output::field(m, "id"),
         text,
     ]
 }
@@ -138,9 +138,9 @@ pub async fn read(ctx: &Ctx, message_id: &str) -> Result<()> {
     };
     output::line(&format!("Security: {security}"));
     if let Some(r) = m["reply_to"].as_str() {
-        output::line(&format!("Reply to: {r}"));
+        output::line(&format!("Reply to: {}", output::clean(r, false)));
     }
     output::line("");
-    output::line(output::field(m, "text"));
+    output::line(&output::clean(m["text"].as_str().unwrap_or_default(), true));
     Ok(())
 }

@@ -27,11 +27,11 @@ pub async fn list(ctx: &Ctx) -> Result<()> {
         .iter()
         .map(|p| {
             vec![
-                output::field(p, "agent_id").to_owned(),
-                output::field(p, "name").to_owned(),
-                output::field(p, "trust").to_owned(),
-                output::field(p, "protocol").to_owned(),
-                output::field(p, "endpoint").to_owned(),
+                output::field(p, "agent_id"),
+                output::field(p, "name"),
+                output::field(p, "trust"),
+                output::field(p, "protocol"),
+                output::field(p, "endpoint"),
                 output::field(p, "fingerprint").chars().take(23).collect(),
                 output::time(&p["last_seen"]),
             ]
