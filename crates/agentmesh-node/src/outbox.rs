@@ -338,9 +338,10 @@ async fn deliver_batch(node: &Arc<Node>, peer: &Peer, items: Vec<OutboxItem>) ->
     out
 }
 
-fn backoff_ms(node: &Node, attempts: i64) -> i64 {
-    let base = node.config.retry_base_ms.max(1);
-    let exp = base.saturating_mul(1u64 << attempts.clamp(0, 30)).min(node.config.retry_max_ms.max(base));
+/// Delay before the next attempt, ms: `min(base · 2^attempts, max)`, the upper half random.
+fn backoff_ms(base_ms: u64, max_ms: u64, attempts: i64) -> i64 {
+    let base = base_ms.max(1);
+    let exp = base.saturating_mul(1u64 << attempts.clamp(0, 30)).min(max_ms.max(base));
     let half = exp / 2;
     (half + rand::random_range(0..=half)) as i64
 }
@@ -358,7 +359,7 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
             }
             Outcome::Retry { sent, error } => {
                 let tries = item.attempts + 1;
-                let next = now + backoff_ms(node, item.attempts);
+                let next = now + backoff_ms(node.config.retry_base_ms, node.config.retry_max_ms, item.attempts);
                 if tries >= node.config.max_attempts as i64 || next >= item.expires_at {
                     let why = format!("gave up after {tries} attempts: {error}");
                     attempts.push((item.id.clone(), "failed", now, why.clone()));
@@ -396,5 +397,36 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
     }
     for event in events {
         node.emit(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_bounds_with_jitter() {
+        for attempts in 0..40 {
+            let expected = (500u64 << attempts.min(30)).min(300_000) as i64;
+            for _ in 0..50 {
+                let d = backoff_ms(500, 300_000, attempts);
+                assert!(
+                    d >= expected / 2 && d <= expected,
+                    "attempt {attempts}: {d} not in [{}, {expected}]",
+                    expected / 2
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn overload_and_server_errors_retry_other_refusals_are_final() {
+        let error = serde_json::json!({"code": "x", "message": "y"});
+        for status in [408, 425, 429, 500, 502, 503] {
+            assert!(matches!(refusal(status, &error), Outcome::Retry { sent: true, .. }), "{status}");
+        }
+        for status in [400, 401, 403, 404, 413, 415] {
+            assert!(matches!(refusal(status, &error), Outcome::Failed(_)), "{status}");
+        }
     }
 }

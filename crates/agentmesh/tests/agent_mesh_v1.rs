@@ -175,13 +175,13 @@ async fn v1_peer_discovers_us_requests_contact_and_messages_with_acks() {
         .expect("our request reaches the V1 peer");
     assert_eq!(pending["from"]["agent_id"], us.agent_id.as_str());
     v1.call("/test/approve", json!({"request_id": pending["request_id"]})).await;
-    let reply = ok(&us.home, &["send-message", "--to", &v1.agent_id, "--text", "hello V1, from agentmesh"]);
+    let reply = ok(&us.home, &["send-message", "--to", &v1.agent_id, "--text", "hello V1 — from agentmesh 😀"]);
     assert_eq!(reply["encrypted"], false);
     let delivered = wait_status(&us, reply["message_id"].as_str().expect("id"), "delivered").await;
     assert_eq!(delivered["protocol"], "openclaw-agent-mesh/v1");
     let state = v1.state().await;
     let got = &state["inbox"][0];
-    assert_eq!((got["text"].as_str(), got["body"]["text"].as_str()), (None, Some("hello V1, from agentmesh")));
+    assert_eq!((got["text"].as_str(), got["body"]["text"].as_str()), (None, Some("hello V1 — from agentmesh 😀")));
     assert_eq!(got["from"], us.agent_id.as_str());
 }
 
