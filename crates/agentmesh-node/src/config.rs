@@ -39,6 +39,9 @@ pub struct Config {
     pub max_text_bytes: usize,
     /// Largest response read from a peer, bytes. Default 4 MiB.
     pub max_response_bytes: usize,
+    /// Most incoming contact requests waiting for the owner; more are refused with 429 until
+    /// some are approved or rejected. Default 1,000.
+    pub max_pending_requests: u32,
     /// Peers delivered to concurrently by the outbox worker. Default 32.
     pub delivery_concurrency: usize,
     /// Concurrent batch requests in flight to one peer. Default 4.
@@ -62,6 +65,7 @@ impl Default for Config {
             max_batch_envelopes: 128,
             max_text_bytes: 192 * 1024,
             max_response_bytes: 4 * 1024 * 1024,
+            max_pending_requests: 1_000,
             delivery_concurrency: 32,
             per_peer_inflight: 4,
         }

@@ -46,6 +46,14 @@ impl ApiError {
     pub fn too_large(limit: usize) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request body exceeds {limit} bytes"))
     }
+    /// 429 `too_many_pending_requests`: the owner has `limit` contact requests to answer first.
+    pub fn too_many_pending(limit: u32) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_pending_requests",
+            format!("this agent has {limit} contact requests waiting for its owner; try again later"),
+        )
+    }
     /// 500 `internal`; the cause is logged, not returned.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");

@@ -303,7 +303,8 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
     }
 
     if !accepted.is_empty() {
-        let stored = node.db(move |s| s.atomic(|s| apply(s, accepted, now as i64))).await;
+        let max_pending = node.config.max_pending_requests;
+        let stored = node.db(move |s| s.atomic(|s| apply(s, accepted, now as i64, max_pending))).await;
         match stored {
             Ok((outcomes, events)) => {
                 for (i, outcome) in outcomes {
@@ -489,7 +490,7 @@ fn peer_from_card(card: Option<&AgentCard>, known: Option<&Peer>, now: i64) -> R
 type Applied = (Vec<(usize, Result<String, ApiError>)>, Vec<Event>);
 
 /// Stores accepted envelopes and their effects; runs inside one transaction.
-fn apply(s: &Store, accepted: Vec<Verified>, now: i64) -> agentmesh_store::Result<Applied> {
+fn apply(s: &Store, accepted: Vec<Verified>, now: i64, max_pending: u32) -> agentmesh_store::Result<Applied> {
     let mut outcomes = Vec::with_capacity(accepted.len());
     let mut events = Vec::new();
     let mut touched: Vec<String> = Vec::new();
@@ -508,7 +509,12 @@ fn apply(s: &Store, accepted: Vec<Verified>, now: i64) -> agentmesh_store::Resul
             }
         }
         if let Effect::ContactRequest { peer, request } = &v.effect {
-            if s.request(&request.request_id)?.is_some() && s.accepted_receipt(&v.peer_id, &v.id)?.is_none() {
+            let replay = s.accepted_receipt(&v.peer_id, &v.id)?.is_some();
+            if !replay && s.pending_incoming()? >= i64::from(max_pending) {
+                outcomes.push((index, Err(ApiError::too_many_pending(max_pending))));
+                continue;
+            }
+            if s.request(&request.request_id)?.is_some() && !replay {
                 outcomes.push((
                     index,
                     Err(ApiError::conflict("duplicate_request", "a contact request with this id exists")),

@@ -148,6 +148,16 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Number of incoming requests waiting for the owner.
+    pub fn pending_incoming(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM contact_requests WHERE direction = 'incoming' AND status = 'pending'",
+            )?
+            .query_row([], |r| r.get(0))?)
+    }
+
     /// Pending outgoing request ids to `peer_id`.
     pub fn pending_outgoing_to(&self, peer_id: &str) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare_cached(

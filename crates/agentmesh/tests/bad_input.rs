@@ -343,3 +343,50 @@ async fn control_api_requires_its_token() {
         assert_eq!(mode, 0o600, "{f}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_contact_requests_are_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("target");
+    agentmesh_client::local::init(&exe(), &home, "target", &[]).expect("init");
+    std::fs::write(home.join("config.toml"), "max_pending_requests = 2\n").expect("config");
+    let node = LocalNode::start(&exe(), &home, "127.0.0.1:0", &[]).await.expect("start");
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    let card: AgentCard =
+        http.get(format!("{}/v1/card", node.peer_url)).send().await.expect("card").json().await.expect("json");
+    let x25519 = card.verify().expect("card").x25519;
+    let t = Target { node, card, x25519, http };
+    let ask = |fake: &Fake, n: u8| {
+        let body = ContactRequestBody { request_id: format!("req_{}", hex_byte(n).repeat(16)), purpose: String::new() };
+        fake.envelope(
+            EnvelopeKind::ContactRequest,
+            t.card.agent_id,
+            &t.x25519,
+            &serde_json::to_vec(&body).expect("json"),
+            APPLICATION_JSON,
+        )
+    };
+    for n in 0..2 {
+        let (status, _, text) = t.send(&ask(&Fake::new("asker"), n)).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    let base = counts(&t.node.home);
+    t.refused(
+        "third pending request",
+        429,
+        "too_many_pending_requests",
+        t.send(&ask(&Fake::new("asker"), 2)).await,
+        &base,
+    )
+    .await;
+    // Answering one frees a slot.
+    let pending = t.node.client.requests(Some(RequestDirection::Incoming)).await.expect("requests");
+    let id = pending["requests"][0]["request_id"].as_str().expect("id").to_owned();
+    t.node.client.reject(&id, None).await.expect("reject");
+    let (status, _, text) = t.send(&ask(&Fake::new("asker"), 3)).await;
+    assert_eq!(status, 200, "{text}");
+}
+
+fn hex_byte(n: u8) -> String {
+    format!("{n:02x}")
+}

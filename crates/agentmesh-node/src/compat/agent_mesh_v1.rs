@@ -253,11 +253,15 @@ async fn contact_request(State(node): State<Arc<Node>>, headers: HeaderMap, body
         decided_at: None,
     };
     let answer = ok_reply(json!({"verified": true, "request_id": request_id}));
+    let max_pending = node.config.max_pending_requests;
     let stored = node
         .db(move |s| {
             s.atomic(|s| {
                 if s.request(&request.request_id)?.is_some() {
                     return Ok(Err(ApiError::conflict("duplicate_request", "a contact request with this id exists")));
+                }
+                if s.pending_incoming()? >= i64::from(max_pending) {
+                    return Ok(Err(ApiError::too_many_pending(max_pending)));
                 }
                 if !s.upsert_peer(&peer)? {
                     return Ok(Err(ApiError::forbidden("key_mismatch", "presented a key other than the one pinned")));
