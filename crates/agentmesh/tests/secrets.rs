@@ -1,0 +1,63 @@
+//! Secrets stay secret: no private key, control token or decrypted body in the logs, even at
+//! `RUST_LOG=trace`, and none in any `--json` output.
+
+mod support;
+
+use agentmesh_client::local::{self, LocalNode};
+use support::*;
+
+fn secrets_of(home: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for file in ["keys/ed25519.key", "keys/x25519.key", "control.token"] {
+        let text = std::fs::read_to_string(home.join(file)).expect("secret file");
+        let text = text.trim().to_owned();
+        // Base64 as stored, and the raw bytes in hex (a Debug print of a key would show those).
+        if let Some(bytes) = agentmesh_core::b64::decode(&text) {
+            out.push(hex::encode(bytes));
+        }
+        out.push(text);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_logs_hold_no_keys_tokens_or_bodies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = [("RUST_LOG", "trace")];
+    let mut nodes = Vec::new();
+    for name in ["alice", "bob"] {
+        let home = dir.path().join(name);
+        local::init(&exe(), &home, name, &[]).expect("init");
+        nodes.push(LocalNode::start(&exe(), &home, "127.0.0.1:0", &trace).await.expect("start"));
+    }
+    let (alice, bob) = (&nodes[0], &nodes[1]);
+    trust(alice, bob).await;
+    let body = "the launch code is 0000-TOP-SECRET";
+    let sent = alice.client.send(&bob.agent_id, body, None, None).await.expect("send");
+    let id = sent["message_id"].as_str().expect("id").to_owned();
+    wait_status(alice, &id, "delivered").await;
+    bob.client.read(&id).await.expect("read");
+    wait_status(alice, &id, "read").await;
+
+    // Everything a --json command prints for the owner: no secret there either.
+    let mut printed = String::new();
+    for args in [&["status"][..], &["card"], &["peers"], &["list-requests"]] {
+        printed.push_str(&ok(&alice.home, args).to_string());
+    }
+
+    let mut secrets = secrets_of(&alice.home);
+    secrets.extend(secrets_of(&bob.home));
+    for node in &mut nodes {
+        assert!(node.stop().await);
+    }
+    for node in &nodes {
+        let log = std::fs::read_to_string(&node.log).expect("log");
+        assert!(log.lines().count() > 20, "trace logging is on: {} lines", log.lines().count());
+        for secret in &secrets {
+            assert!(!log.contains(secret.as_str()), "a secret appears in {}", node.log.display());
+            assert!(!printed.contains(secret.as_str()), "a secret appears in --json output");
+        }
+        assert!(!log.contains(body), "a decrypted body appears in {}", node.log.display());
+        assert!(!log.contains("TOP-SECRET"), "part of a decrypted body appears in {}", node.log.display());
+    }
+}
