@@ -42,6 +42,16 @@ pub struct Config {
     /// Most incoming contact requests waiting for the owner; more are refused with 429 until
     /// some are approved or rejected. Default 1,000.
     pub max_pending_requests: u32,
+    /// Time a client has to send a request's headers, seconds; a client that trickles bytes or
+    /// idles on a kept-alive connection is cut off. Default 10.
+    pub header_read_timeout_secs: u64,
+    /// Time a client has to send a request body, seconds (then 408). Default 10.
+    pub body_read_timeout_secs: u64,
+    /// Largest request head (request line and headers), bytes. Default 16,384.
+    pub max_header_bytes: usize,
+    /// Peer API connections open at once; further clients wait in the listen backlog.
+    /// Default 1,024.
+    pub max_connections: usize,
     /// Peers delivered to concurrently by the outbox worker. Default 32.
     pub delivery_concurrency: usize,
     /// Concurrent batch requests in flight to one peer. Default 4.
@@ -66,6 +76,10 @@ impl Default for Config {
             max_text_bytes: 192 * 1024,
             max_response_bytes: 4 * 1024 * 1024,
             max_pending_requests: 1_000,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 10,
+            max_header_bytes: 16 * 1024,
+            max_connections: 1_024,
             delivery_concurrency: 32,
             per_peer_inflight: 4,
         }

@@ -91,7 +91,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 const CONTROL_BODY_LIMIT: usize = 1024 * 1024;
 
 async fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
-    let bytes = read_json_body(headers, body, CONTROL_BODY_LIMIT).await?;
+    let bytes = read_json_body(headers, body, CONTROL_BODY_LIMIT, std::time::Duration::from_secs(30)).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("malformed", e.to_string()))
 }
 
@@ -536,6 +536,7 @@ async fn send_message(State(st): State<ControlState>, headers: HeaderMap, body: 
         v1_outbound(&node, &peer, id, "message", payload, Some(args.text))
     };
     let reply = json!({"message_id": outbound.id, "to": outbound.peer_id, "status": "queued", "encrypted": outbound.encrypted, "protocol": outbound.protocol});
+    tracing::debug!(id = %outbound.id, to = %outbound.peer_id, encrypted = outbound.encrypted, "queueing message");
     node.db(move |s| s.enqueue(&outbound)).await?;
     node.outbox_wake.notify_one();
     Ok(Json(reply))

@@ -88,14 +88,17 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Reads a request body up to `limit` bytes, requiring a JSON content type.
+/// Reads a request body up to `limit` bytes within `timeout`, requiring a JSON content type.
 ///
 /// Errors: 415 `unsupported_media_type` without `Content-Type: application/json`; 413
-/// `too_large` over the limit (checked on `Content-Length` first, then while reading).
+/// `too_large` over the limit (checked on `Content-Length` first, then while reading); 408
+/// `request_timeout` when the body does not arrive in time; 400 `malformed` when the connection
+/// breaks mid-body.
 pub async fn read_json_body(
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> Result<bytes::Bytes, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -113,7 +116,14 @@ pub async fn read_json_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request body did not arrive within {} s", timeout.as_secs()),
+        )
+    })?;
+    read.map_err(|e| {
         let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
         if too_large {

@@ -121,6 +121,11 @@ impl Node {
         tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)
     }
 
+    /// How long a client may take to send a request body.
+    pub fn body_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.config.body_read_timeout_secs.max(1))
+    }
+
     /// Publishes an event; nobody listening is fine.
     pub fn emit(&self, event: Event) {
         let _ = self.events.send(event);

@@ -380,6 +380,7 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
         }
         events.push(Event::Status { id: item.id, peer_id: item.peer_id, kind: item.kind, status, at: now, error });
     }
+    tracing::debug!(delivered = delivered.len(), retried_or_failed = attempts.len(), "recorded delivery outcomes");
     let stored = node
         .db(move |s| {
             s.atomic(|s| {

@@ -83,7 +83,7 @@ fn receipt_response(receipt_json: String) -> Response {
 }
 
 async fn single(node: Arc<Node>, headers: HeaderMap, body: Body, kind: EnvelopeKind, limit: usize) -> Response {
-    let bytes = match read_json_body(&headers, body, limit).await {
+    let bytes = match read_json_body(&headers, body, limit, node.body_timeout()).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -112,7 +112,7 @@ struct Batch<'a> {
 }
 
 async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Response {
-    let bytes = match read_json_body(&headers, body, node.config.max_batch_bytes).await {
+    let bytes = match read_json_body(&headers, body, node.config.max_batch_bytes, node.body_timeout()).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -321,7 +321,13 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
             }
         }
     }
-    results.into_iter().map(|r| r.unwrap_or_else(|| Err(ApiError::internal("envelope left unprocessed")))).collect()
+    let results: Vec<Result<String, ApiError>> = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(ApiError::internal("envelope left unprocessed"))))
+        .collect();
+    let refused = results.iter().filter(|r| r.is_err()).count();
+    tracing::debug!(received = n, refused, "processed envelopes");
+    results
 }
 
 /// The key the envelope must be signed with, if its sender may send this kind at all.

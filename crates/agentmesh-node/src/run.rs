@@ -81,6 +81,9 @@ pub async fn run(
         .timeout(Duration::from_millis(config.outbound_timeout_ms))
         .connect_timeout(Duration::from_millis(config.outbound_timeout_ms.min(3_000)))
         .pool_max_idle_per_host(16)
+        // Shorter than the header-read timeout servers (ours: 10 s) use to cut idle keep-alive
+        // connections, so we never reuse one that is being closed.
+        .pool_idle_timeout(Duration::from_secs(5))
         .no_proxy()
         .user_agent(concat!("agentmesh/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -112,20 +115,12 @@ pub async fn run(
     let servers_stop = CancellationToken::new();
     let peer_app = peer_api::router(Arc::clone(&node));
     let control_app = control_api::router(Arc::clone(&node), token, peer_url);
-    let stop = servers_stop.clone();
     // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm meets delayed
-    // ACKs and a reply can stall for ~40 ms.
-    let peer_listener = peer_listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    // ACKs and a reply can stall for ~40 ms (serve_peers sets it on each peer connection).
     let control_listener = control_listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let peer_server = tokio::spawn(async move {
-        axum::serve(peer_listener, peer_app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    });
+    let peer_server = tokio::spawn(serve_peers(peer_listener, peer_app, Arc::clone(&node), servers_stop.clone()));
     let stop = servers_stop.clone();
     let control_server = tokio::spawn(async move {
         axum::serve(control_listener, control_app).with_graceful_shutdown(async move { stop.cancelled().await }).await
@@ -144,7 +139,7 @@ pub async fn run(
     worker_stop.cancel();
     // In-flight requests finish; streaming watchers (events) are cut after the grace period.
     let grace = Duration::from_secs(10);
-    let _ = tokio::time::timeout(grace, peer_server).await;
+    let _ = tokio::time::timeout(grace + Duration::from_secs(1), peer_server).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), control_server).await;
     let _ = tokio::time::timeout(grace, worker).await;
     let _ = std::fs::remove_file(home.runtime_path());
@@ -153,6 +148,53 @@ pub async fn run(
     drop(lock);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves the peer API: at most `max_connections` connections at once (further clients wait in
+/// the listen backlog), request heads bounded in size and in time (a client that trickles bytes,
+/// or idles on a kept-alive connection, is cut off), `TCP_NODELAY`, and on shutdown the requests
+/// in flight finish (up to 10 s) before connections close.
+async fn serve_peers(listener: TcpListener, app: axum::Router, node: Arc<Node>, stop: CancellationToken) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let slots = Arc::new(tokio::sync::Semaphore::new(node.config.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(node.config.header_read_timeout_secs.max(1)))
+        .max_buf_size(node.config.max_header_bytes.max(8192));
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            permit = Arc::clone(&slots).acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, remote) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+            app.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
 }
 
 async fn wait_for_signal() {

@@ -390,3 +390,66 @@ async fn pending_contact_requests_are_bounded() {
 fn hex_byte(n: u8) -> String {
     format!("{n:02x}")
 }
+
+/// Reads from `stream` until EOF or error; returns what arrived and when it ended.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> (String, Option<Duration>) {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while started.elapsed() < limit {
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), Some(started.elapsed())),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), None)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("target");
+    agentmesh_client::local::init(&exe(), &home, "target", &[]).expect("init");
+    std::fs::write(home.join("config.toml"), "header_read_timeout_secs = 1\nbody_read_timeout_secs = 1\n")
+        .expect("config");
+    let node = LocalNode::start(&exe(), &home, "127.0.0.1:0", &[]).await.expect("start");
+    let addr = node.listen_addr();
+    let before = counts(&home);
+
+    // Headers dripped one line every 300 ms never complete: the connection is closed.
+    let mut drip = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    drip.write_all(b"POST /v1/message HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    let dripping = tokio::spawn(async move {
+        for i in 0..30 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if drip.write_all(format!("X-Drip-{i}: y\r\n").as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        drip
+    });
+    let mut drip = dripping.await.expect("drip task");
+    let (_, closed) = read_until_closed(&mut drip, Duration::from_secs(3)).await;
+    assert!(closed.is_some(), "a header trickle must be cut off");
+
+    // A body that stalls gets 408 with a JSON error, and nothing is stored.
+    let mut stall = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    stall
+        .write_all(b"POST /v1/message HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"v\":1")
+        .await
+        .expect("write");
+    let (reply, closed) = read_until_closed(&mut stall, Duration::from_secs(5)).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("\"code\":\"request_timeout\""), "{reply}");
+    assert!(closed.is_some());
+
+    // An idle kept-alive connection is closed too, and the node still serves others.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let (_, closed) = read_until_closed(&mut idle, Duration::from_secs(3)).await;
+    assert!(closed.is_some(), "an idle connection must be closed");
+    assert!(node.client.status().await.expect("status")["agent_id"].is_string(), "the node still serves");
+    assert_eq!(counts(&home), before);
+}

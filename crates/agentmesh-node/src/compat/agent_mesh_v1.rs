@@ -137,12 +137,13 @@ async fn discovery(State(node): State<Arc<Node>>) -> Json<Value> {
 }
 
 async fn parse_object(
+    node: &Node,
     headers: &HeaderMap,
     body: Body,
     limit: usize,
     kind: &str,
 ) -> Result<Map<String, Value>, ApiError> {
-    let bytes = read_json_body(headers, body, limit).await?;
+    let bytes = read_json_body(headers, body, limit, node.body_timeout()).await?;
     let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(&bytes) else {
         return Err(ApiError::bad_request("invalid_json", "body is not a JSON object"));
     };
@@ -177,7 +178,7 @@ fn reply(text: String) -> Response {
 }
 
 async fn contact_request(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Result<Response, V1Error> {
-    let object = parse_object(&headers, body, node.config.max_contact_request_bytes, "contact_request").await?;
+    let object = parse_object(&node, &headers, body, node.config.max_contact_request_bytes, "contact_request").await?;
     let request_id = object.get("request_id").and_then(Value::as_str).unwrap_or_default().to_owned();
     if !is_request_id(&request_id) {
         return Err(ApiError::bad_request("invalid_request_id", "request_id must be req_ followed by 32 hex").into());
@@ -287,7 +288,7 @@ async fn contact_request(State(node): State<Arc<Node>>, headers: HeaderMap, body
 }
 
 async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Result<Response, V1Error> {
-    let object = parse_object(&headers, body, node.config.max_message_bytes, "direct_message").await?;
+    let object = parse_object(&node, &headers, body, node.config.max_message_bytes, "direct_message").await?;
     let field = |name: &str| object.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
     let (message_id, from, to) = (field("message_id"), field("from"), field("to"));
     let id_ok = !message_id.is_empty()
