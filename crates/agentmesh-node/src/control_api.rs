@@ -342,6 +342,12 @@ async fn decide(
                 let Some(peer) = s.peer(&request.peer_id)? else {
                     return Ok(Err(ApiError::not_found(format!("peer {} was removed", request.peer_id))));
                 };
+                if accept && peer.trust == Trust::Blocked {
+                    return Ok(Err(ApiError::conflict(
+                        "blocked",
+                        format!("{} is blocked; unblock it before approving", peer.agent_id),
+                    )));
+                }
                 let now = now_ms();
                 let status = if accept { RequestStatus::Approved } else { RequestStatus::Rejected };
                 s.decide_request(&request_id, status, reason.as_deref(), now as i64)?;

@@ -254,3 +254,22 @@ async fn regression_peer_text_cannot_drive_the_owners_terminal() {
     let listed = ok(&bob.home, &["list-messages", "--incoming"]);
     assert_eq!(listed["messages"][0]["text"], hostile);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_approving_a_blocked_peer_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = node(dir.path(), "alice").await;
+    let bob = node(dir.path(), "bob").await;
+    let id = ok(&alice.home, &["request-contact", &bob.peer_url])["request_id"].as_str().expect("id").to_owned();
+    agentmesh_client::local::wait_for(WAIT, || async {
+        ok(&bob.home, &["list-requests", "--incoming"])["requests"].as_array()?.first().cloned()
+    })
+    .await
+    .expect("arrives");
+    ok(&bob.home, &["block", &alice.agent_id]);
+    assert_eq!(fails(&bob.home, &["approve-request", &id])["error"]["code"], "blocked");
+    assert_eq!(ok(&bob.home, &["peers"])["peers"][0]["trust"], "blocked");
+    // Rejecting stays possible, and unblocking then approving works.
+    ok(&bob.home, &["unblock", &alice.agent_id]);
+    assert_eq!(ok(&bob.home, &["approve-request", &id])["request"]["status"], "approved");
+}
