@@ -52,6 +52,15 @@ pub struct Config {
     /// Peer API connections open at once; further clients wait in the listen backlog.
     /// Default 1,024.
     pub max_connections: usize,
+    /// Contact requests accepted per hour from one agent id, and separately from one IP address,
+    /// counting every attempt. `0` disables. Default 10.
+    pub contact_requests_per_hour: u32,
+    /// Messages (and read receipts) accepted per minute from one trusted peer. `0` disables.
+    /// Default 600.
+    pub messages_per_minute: u32,
+    /// Requests per minute from one IP address to the other peer routes (card, discovery,
+    /// contact responses, unknown routes). `0` disables. Default 600.
+    pub other_requests_per_minute: u32,
     /// Peers delivered to concurrently by the outbox worker. Default 32.
     pub delivery_concurrency: usize,
     /// Concurrent batch requests in flight to one peer. Default 4.
@@ -80,6 +89,9 @@ impl Default for Config {
             body_read_timeout_secs: 10,
             max_header_bytes: 16 * 1024,
             max_connections: 1_024,
+            contact_requests_per_hour: 10,
+            messages_per_minute: 600,
+            other_requests_per_minute: 600,
             delivery_concurrency: 32,
             per_peer_inflight: 4,
         }

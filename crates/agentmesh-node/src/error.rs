@@ -15,12 +15,14 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable explanation; never contains secrets or internals.
     pub message: String,
+    /// For 429: whole seconds until a new request would be allowed (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// An error with any status.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after: None }
     }
     /// 400.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -60,9 +62,24 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the node's log")
     }
 
-    /// The JSON body.
+    /// 429 `rate_limited`, allowed again after `retry_after` whole seconds.
+    pub fn rate_limited(what: &str, retry_after: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many {what}; retry in {retry_after} s"),
+            )
+        }
+    }
+
+    /// The JSON body (`retry_after` included when set).
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"code": self.code, "message": self.message}})
+        match self.retry_after {
+            Some(secs) => json!({"error": {"code": self.code, "message": self.message, "retry_after": secs}}),
+            None => json!({"error": {"code": self.code, "message": self.message}}),
+        }
     }
 }
 
@@ -81,6 +98,9 @@ impl From<agentmesh_store::StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED && self.code == "unauthorized" {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -88,18 +108,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Most bytes read and discarded after a body goes over its limit, so that the client reads our
+/// 413 instead of a connection reset (a bounded "lingering" read).
+const DRAIN_MAX: usize = 1024 * 1024;
+
 /// Reads a request body up to `limit` bytes within `timeout`, requiring a JSON content type.
 ///
 /// Errors: 415 `unsupported_media_type` without `Content-Type: application/json`; 413
-/// `too_large` over the limit (checked on `Content-Length` first, then while reading); 408
-/// `request_timeout` when the body does not arrive in time; 400 `malformed` when the connection
-/// breaks mid-body.
+/// `too_large` over the limit (the rest of the body, up to 1 MiB, is read and dropped first so the
+/// client sees the answer); 408 `request_timeout` when the body does not arrive in time; 400
+/// `malformed` when the connection breaks mid-body.
 pub async fn read_json_body(
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt as _;
+
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -113,23 +139,44 @@ pub async fn read_json_body(
     }
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut body = body;
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut over = declared.is_some_and(|n| n > limit);
+    let mut drained = 0usize;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) if over => break,
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!("the request body did not arrive within {} s", timeout.as_secs()),
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(_))) if over => break,
+            Ok(Some(Err(_))) => {
+                return Err(ApiError::bad_request("malformed", "request body could not be read (truncated?)"));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if over {
+            drained += data.len();
+            if drained > DRAIN_MAX {
+                break;
+            }
+        } else if buf.len() + data.len() > limit {
+            over = true;
+            drained = buf.len() + data.len();
+            buf = Vec::new();
+        } else {
+            buf.extend_from_slice(&data);
+        }
+    }
+    if over {
         return Err(ApiError::too_large(limit));
     }
-    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!("the request body did not arrive within {} s", timeout.as_secs()),
-        )
-    })?;
-    read.map_err(|e| {
-        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit");
-        if too_large {
-            ApiError::too_large(limit)
-        } else {
-            ApiError::bad_request("malformed", "request body could not be read (truncated?)")
-        }
-    })
+    Ok(bytes::Bytes::from(buf))
 }

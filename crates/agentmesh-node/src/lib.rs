@@ -17,6 +17,7 @@ pub mod control_api;
 pub mod db;
 pub mod error;
 pub mod home;
+pub mod limits;
 mod net;
 pub mod outbox;
 pub mod peer_api;
@@ -96,6 +97,8 @@ pub struct Node {
     pub outbox_wake: Notify,
     /// Outbound HTTP client (timeouts set; proxies ignored).
     pub http: reqwest::Client,
+    /// Rate limits of the peer API.
+    pub limits: limits::RateLimits,
 }
 
 impl Node {

@@ -36,6 +36,8 @@ pub enum Outcome {
         sent: bool,
         /// What went wrong.
         error: String,
+        /// Not before this many seconds (a rate-limiting peer's `retry_after`); 0 for none.
+        after_secs: u64,
     },
     /// Give up now (the peer refused it for good, or it is invalid).
     Failed(String),
@@ -178,14 +180,18 @@ fn sign_all(node: &Node, items: &[OutboxItem]) -> Vec<Option<Envelope>> {
 /// [`verify_receipts`].
 fn parse_receipt(node: &Node, peer: &Peer, item: &OutboxItem, receipt: &Value) -> Result<DeliveryReceipt, Outcome> {
     let Ok(receipt) = serde_json::from_value::<DeliveryReceipt>(receipt.clone()) else {
-        return Err(Outcome::Retry { sent: true, error: "peer returned a malformed receipt".into() });
+        return Err(Outcome::Retry { sent: true, error: "peer returned a malformed receipt".into(), after_secs: 0 });
     };
     let matches = receipt.message_id == item.id
         && receipt.from.to_string() == peer.agent_id
         && receipt.to == node.identity.agent_id()
         && receipt.status == "delivered";
     if !matches {
-        return Err(Outcome::Retry { sent: true, error: "peer returned a receipt for something else".into() });
+        return Err(Outcome::Retry {
+            sent: true,
+            error: "peer returned a receipt for something else".into(),
+            after_secs: 0,
+        });
     }
     Ok(receipt)
 }
@@ -208,7 +214,11 @@ async fn verify_receipts(
             .zip(verdicts)
             .map(|((_, receipt), verdict)| match verdict {
                 Ok(()) => Outcome::Delivered(serde_json::to_string(receipt).unwrap_or_default()),
-                Err(_) => Outcome::Retry { sent: true, error: "peer returned a receipt that does not verify".into() },
+                Err(_) => Outcome::Retry {
+                    sent: true,
+                    error: "peer returned a receipt that does not verify".into(),
+                    after_secs: 0,
+                },
             })
             .collect();
         receipts.into_iter().map(|(item, _)| item).zip(outcomes).collect()
@@ -223,8 +233,11 @@ fn refusal(status: u16, error: &Value) -> Outcome {
     let code = error.get("code").and_then(Value::as_str).unwrap_or("unknown");
     let message = error.get("message").and_then(Value::as_str).unwrap_or("");
     let text = format!("peer refused ({status} {code}): {message}");
+    if let Some(secs) = error.get("retry_after").and_then(Value::as_u64) {
+        return Outcome::Retry { sent: true, error: text, after_secs: secs.min(86_400) };
+    }
     match status {
-        408 | 425 | 429 | 500..=599 => Outcome::Retry { sent: true, error: text },
+        408 | 425 | 429 | 500..=599 => Outcome::Retry { sent: true, error: text, after_secs: 0 },
         _ => Outcome::Failed(text),
     }
 }
@@ -242,7 +255,7 @@ async fn deliver_single(node: &Arc<Node>, peer: &Peer, item: &OutboxItem) -> Out
     let url = format!("{}/v1/{route}", peer.endpoint.trim_end_matches('/'));
     let body = serde_json::to_string(&envelope).unwrap_or_default();
     match net::post_json(&node.http, &url, body, node.config.max_response_bytes).await {
-        Err(e) => Outcome::Retry { sent: !e.before_send, error: e.message },
+        Err(e) => Outcome::Retry { sent: !e.before_send, error: e.message, after_secs: 0 },
         Ok((status, bytes)) => {
             let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if status.is_success() {
@@ -306,7 +319,9 @@ async fn deliver_batch(node: &Arc<Node>, peer: &Peer, items: Vec<OutboxItem>) ->
     let url = format!("{}/v1/batch", peer.endpoint.trim_end_matches('/'));
     match net::post_json(&node.http, &url, body, node.config.max_response_bytes).await {
         Err(e) => out.extend(
-            sendable.into_iter().map(|i| (i, Outcome::Retry { sent: !e.before_send, error: e.message.clone() })),
+            sendable
+                .into_iter()
+                .map(|i| (i, Outcome::Retry { sent: !e.before_send, error: e.message.clone(), after_secs: 0 })),
         ),
         Ok((status, bytes)) if !status.is_success() => {
             let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -323,7 +338,11 @@ async fn deliver_batch(node: &Arc<Node>, peer: &Peer, items: Vec<OutboxItem>) ->
                 match by_id.remove(&item.id) {
                     None => out.push((
                         item,
-                        Outcome::Retry { sent: true, error: "peer's batch reply lacks this message".into() },
+                        Outcome::Retry {
+                            sent: true,
+                            error: "peer's batch reply lacks this message".into(),
+                            after_secs: 0,
+                        },
                     )),
                     Some(r) if r.ok => match parse_receipt(node, peer, &item, &r.receipt) {
                         Ok(receipt) => receipts.push((item, receipt)),
@@ -357,9 +376,10 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
                 delivered.push((item.id.clone(), receipt, now));
                 ("delivered".to_owned(), None)
             }
-            Outcome::Retry { sent, error } => {
+            Outcome::Retry { sent, error, after_secs } => {
                 let tries = item.attempts + 1;
-                let next = now + backoff_ms(node.config.retry_base_ms, node.config.retry_max_ms, item.attempts);
+                let backoff = backoff_ms(node.config.retry_base_ms, node.config.retry_max_ms, item.attempts);
+                let next = now + backoff.max(after_secs as i64 * 1000);
                 if tries >= node.config.max_attempts as i64 || next >= item.expires_at {
                     let why = format!("gave up after {tries} attempts: {error}");
                     attempts.push((item.id.clone(), "failed", now, why.clone()));
@@ -423,6 +443,8 @@ mod tests {
     #[test]
     fn overload_and_server_errors_retry_other_refusals_are_final() {
         let error = serde_json::json!({"code": "x", "message": "y"});
+        let limited = serde_json::json!({"code": "rate_limited", "message": "y", "retry_after": 42});
+        assert!(matches!(refusal(429, &limited), Outcome::Retry { sent: true, after_secs: 42, .. }));
         for status in [408, 425, 429, 500, 502, 503] {
             assert!(matches!(refusal(status, &error), Outcome::Retry { sent: true, .. }), "{status}");
         }

@@ -19,6 +19,7 @@
 //! README's error table; batch results carry the same per envelope.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use agentmesh_core::envelope::{ContactRequestBody, ContactResponseBody, ReceiptBody};
@@ -26,7 +27,7 @@ use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentCard, DeliveryReceipt, Envelope, EnvelopeKind, PROTOCOL_NATIVE};
 use agentmesh_store::{ContactRequest, Direction, IncomingMessage, Peer, RequestStatus, Store, Trust};
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -48,23 +49,48 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/receipt", post(receipt))
         .route("/v1/batch", post(batch))
         .merge(compat::agent_mesh_v1::router())
-        .fallback(|| async { ApiError::not_found("no such route") })
+        .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         .with_state(node)
 }
 
-async fn card(State(node): State<Arc<Node>>) -> Json<AgentCard> {
-    Json(node.card.clone())
+async fn card(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+) -> Result<Json<AgentCard>, ApiError> {
+    node.limits.other_from_ip(remote.ip())?;
+    Ok(Json(node.card.clone()))
 }
 
-async fn contact_request(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Response {
+async fn contact_request(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // Every attempt counts, before any parsing: a flood costs us as little as possible.
+    if let Err(e) = node.limits.contact_from_ip(remote.ip()) {
+        return e.into_response();
+    }
     let limit = node.config.max_contact_request_bytes;
     single(node, headers, body, EnvelopeKind::ContactRequest, limit).await
 }
 
-async fn contact_response(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Response {
+async fn contact_response(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(e) = node.limits.other_from_ip(remote.ip()) {
+        return e.into_response();
+    }
     let limit = node.config.max_contact_request_bytes;
     single(node, headers, body, EnvelopeKind::ContactResponse, limit).await
+}
+
+async fn not_found(State(node): State<Arc<Node>>, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> ApiError {
+    node.limits.other_from_ip(remote.ip()).err().unwrap_or_else(|| ApiError::not_found("no such route"))
 }
 
 async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Response {
@@ -240,6 +266,11 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
         let env = &envelopes[i];
         let peer = peers.get(&env.from.to_string()).and_then(Option::as_ref);
         let checked = sender_key(env, peer, &mut key_cache).and_then(|key| {
+            match env.kind {
+                EnvelopeKind::Message | EnvelopeKind::Receipt => node.limits.message_from(&env.from.to_string())?,
+                EnvelopeKind::ContactRequest => node.limits.contact_from_agent(&env.from.to_string())?,
+                EnvelopeKind::ContactResponse => {}
+            }
             if env.to != me {
                 return Err(ApiError::bad_request("wrong_recipient", format!("this node is {me}, not {}", env.to)));
             }

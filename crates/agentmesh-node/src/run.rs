@@ -89,7 +89,9 @@ pub async fn run(
         .build()
         .context("building the HTTP client")?;
     let (events, _) = broadcast::channel(1024);
+    let limits = crate::limits::RateLimits::new(&config);
     let node = Arc::new(Node {
+        limits,
         identity,
         card,
         config,
@@ -127,6 +129,18 @@ pub async fn run(
     });
     let worker_stop = CancellationToken::new();
     let worker = tokio::spawn(outbox::run(Arc::clone(&node), worker_stop.clone()));
+    let pruner = {
+        let (node, stop) = (Arc::clone(&node), worker_stop.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = every.tick() => node.limits.prune(),
+                }
+            }
+        })
+    };
 
     ready(&info);
 
@@ -142,6 +156,7 @@ pub async fn run(
     let _ = tokio::time::timeout(grace + Duration::from_secs(1), peer_server).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), control_server).await;
     let _ = tokio::time::timeout(grace, worker).await;
+    let _ = pruner.await;
     let _ = std::fs::remove_file(home.runtime_path());
     let _ = std::fs::remove_file(home.token_path());
     node.db.close().await?;

@@ -66,7 +66,7 @@ impl Target {
             .body(body)
             .send()
             .await
-            .expect("post");
+            .unwrap_or_else(|e| panic!("POST {route} ({content_type}): {e:?}"));
         let status = r.status().as_u16();
         let text = r.text().await.expect("body");
         (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
@@ -452,4 +452,76 @@ async fn slow_clients_are_cut_off() {
     assert!(closed.is_some(), "an idle connection must be closed");
     assert!(node.client.status().await.expect("status")["agent_id"].is_string(), "the node still serves");
     assert_eq!(counts(&home), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn floods_get_429_with_an_accurate_retry_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("target");
+    agentmesh_client::local::init(&exe(), &home, "target", &[]).expect("init");
+    std::fs::write(home.join("config.toml"), "contact_requests_per_hour = 3\nmessages_per_minute = 60\n")
+        .expect("config");
+    let node = LocalNode::start(&exe(), &home, "127.0.0.1:0", &[]).await.expect("start");
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    let card: AgentCard =
+        http.get(format!("{}/v1/card", node.peer_url)).send().await.expect("card").json().await.expect("json");
+    let x25519 = card.verify().expect("card").x25519;
+    let t = Target { node, card, x25519, http };
+    let ask = |fake: &Fake, n: u8| {
+        let body = ContactRequestBody { request_id: format!("req_{}", hex_byte(n).repeat(16)), purpose: String::new() };
+        fake.envelope(
+            EnvelopeKind::ContactRequest,
+            t.card.agent_id,
+            &t.x25519,
+            &serde_json::to_vec(&body).expect("json"),
+            APPLICATION_JSON,
+        )
+    };
+
+    // Contact requests: 3 per hour from one address, then 429 for the real remaining time.
+    let fakes: Vec<Fake> = (0..3).map(|_| Fake::new("asker")).collect();
+    for (n, fake) in fakes.iter().enumerate() {
+        assert_eq!(t.send(&ask(fake, n as u8)).await.0, 200);
+    }
+    let before = counts(&t.node.home);
+    let response = t
+        .http
+        .post(format!("{}/v1/contact-request", t.node.peer_url))
+        .header("content-type", "application/json")
+        .body(serde_json::to_string(&ask(&Fake::new("one too many"), 9)).expect("json"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 429);
+    let header: u64 = response.headers()["retry-after"].to_str().expect("ascii").parse().expect("whole seconds");
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(body["error"]["retry_after"], header);
+    assert!((1_195..=1_200).contains(&header), "one request per 1200 s: {header}");
+    assert_eq!(counts(&t.node.home), before, "nothing stored");
+
+    // Messages: 60 per minute per trusted sender (one per second after the burst).
+    let pending = t.node.client.requests(Some(RequestDirection::Incoming)).await.expect("requests");
+    for r in pending["requests"].as_array().expect("array").iter().take(2) {
+        t.node.client.approve(r["request_id"].as_str().expect("id")).await.expect("approve");
+    }
+    let flooder =
+        fakes.iter().find(|f| f.id.agent_id().to_string() == pending["requests"][0]["peer_id"]).expect("flooder");
+    let other = fakes.iter().find(|f| f.id.agent_id().to_string() == pending["requests"][1]["peer_id"]).expect("other");
+    let burst: Vec<Envelope> = (0..60).map(|i| t.message(flooder, &format!("m{i}"))).collect();
+    let (status, reply, _) = t.post("/v1/batch", json!({"envelopes": burst}).to_string(), "application/json").await;
+    assert_eq!(status, 200);
+    assert!(reply["results"].as_array().expect("results").iter().all(|r| r["ok"] == true));
+    let before = counts(&t.node.home);
+    let (status, refused, _) = t.send(&t.message(flooder, "one too many")).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (429, Some("rate_limited")));
+    let wait = refused["error"]["retry_after"].as_u64().expect("retry_after");
+    assert_eq!(wait, 1, "one message per second");
+    assert_eq!(counts(&t.node.home), before);
+    // Another sender is not slowed by the flood.
+    assert_eq!(t.send(&t.message(other, "unaffected")).await.0, 200);
+    // Waiting exactly the announced time is enough.
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let (status, _, text) = t.send(&t.message(flooder, "after waiting")).await;
+    assert_eq!(status, 200, "{text}");
 }

@@ -14,13 +14,14 @@
 //! We are stricter than the reference implementation: a bad signature is 401, an untrusted sender
 //! 403, a stale timestamp (outside the freshness window) 400, and replays get the original reply.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use agentmesh_core::time::{iso_seconds, now_ms, parse_iso};
 use agentmesh_core::{AgentId, Fingerprint, PROTOCOL_AGENT_MESH_V1, b64, canonical, keys};
 use agentmesh_store::{ContactRequest, Direction, IncomingMessage, OutboxItem, Peer, RequestStatus, Trust};
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -120,7 +121,14 @@ impl From<ApiError> for V1Error {
 
 impl IntoResponse for V1Error {
     fn into_response(self) -> Response {
-        (self.0.status, Json(json!({"ok": false, "error": self.0.code, "message": self.0.message}))).into_response()
+        let mut body = json!({"ok": false, "error": self.0.code, "message": self.0.message});
+        let mut response = (self.0.status, Json(&body)).into_response();
+        if let Some(secs) = self.0.retry_after {
+            body["retry_after"] = json!(secs);
+            response =
+                (self.0.status, [(axum::http::header::RETRY_AFTER, secs.to_string())], Json(body)).into_response();
+        }
+        response
     }
 }
 
@@ -132,8 +140,12 @@ pub fn router() -> Router<Arc<Node>> {
         .route("/agent-mesh/message", post(message))
 }
 
-async fn discovery(State(node): State<Arc<Node>>) -> Json<Value> {
-    Json(json!({"ok": true, "protocol": PROTOCOL_AGENT_MESH_V1, "agent": our_agent(&node)}))
+async fn discovery(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+) -> Result<Json<Value>, V1Error> {
+    node.limits.other_from_ip(remote.ip())?;
+    Ok(Json(json!({"ok": true, "protocol": PROTOCOL_AGENT_MESH_V1, "agent": our_agent(&node)})))
 }
 
 async fn parse_object(
@@ -177,7 +189,13 @@ fn reply(text: String) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
-async fn contact_request(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Result<Response, V1Error> {
+async fn contact_request(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V1Error> {
+    node.limits.contact_from_ip(remote.ip())?;
     let object = parse_object(&node, &headers, body, node.config.max_contact_request_bytes, "contact_request").await?;
     let request_id = object.get("request_id").and_then(Value::as_str).unwrap_or_default().to_owned();
     if !is_request_id(&request_id) {
@@ -189,6 +207,7 @@ async fn contact_request(State(node): State<Arc<Node>>, headers: HeaderMap, body
         .and_then(|v| serde_json::from_value(v).ok())
         .ok_or_else(|| ApiError::bad_request("invalid_agent", "from must be a V1 identity card"))?;
     let key = from.validate()?;
+    node.limits.contact_from_agent(&from.agent_id)?;
     if from.agent_id == node.agent_id() {
         return Err(ApiError::bad_request("invalid_agent", "that is this agent's own id").into());
     }
@@ -325,6 +344,7 @@ async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) 
         }
         Some(p) => p,
     };
+    node.limits.message_from(&from)?;
     if to != node.agent_id() {
         return Err(
             ApiError::bad_request("wrong_recipient", format!("this node is {}, not {to}", node.agent_id())).into()
@@ -424,7 +444,7 @@ pub async fn deliver(node: &Node, peer: &Peer, item: &OutboxItem) -> Outcome {
     object.insert("signature".into(), Value::String(signature));
     let url = format!("{}/agent-mesh/{route}", peer.endpoint.trim_end_matches('/'));
     match net::post_json(&node.http, &url, Value::Object(object).to_string(), node.config.max_response_bytes).await {
-        Err(e) => Outcome::Retry { sent: !e.before_send, error: e.message },
+        Err(e) => Outcome::Retry { sent: !e.before_send, error: e.message, after_secs: 0 },
         Ok((status, body)) => {
             let parsed: Option<Value> = serde_json::from_slice(&body).ok();
             let ok = parsed.as_ref().and_then(|v| v.get("ok")).and_then(Value::as_bool) == Some(true);
@@ -441,7 +461,13 @@ pub async fn deliver(node: &Node, peer: &Peer, item: &OutboxItem) -> Outcome {
                     .unwrap_or_else(|| "no error given".into());
                 // A V1 peer refuses us until its owner approves our contact request, which may
                 // come later: keep retrying within the attempt and TTL bounds.
-                Outcome::Retry { sent: true, error: format!("peer answered {}: {error}", status.as_u16()) }
+                let after_secs =
+                    parsed.as_ref().and_then(|v| v.get("retry_after")).and_then(Value::as_u64).unwrap_or(0);
+                Outcome::Retry {
+                    sent: true,
+                    error: format!("peer answered {}: {error}", status.as_u16()),
+                    after_secs: after_secs.min(86_400),
+                }
             }
         }
     }

@@ -24,6 +24,8 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     let (a_home, b_home) = (dir.path().join("sender"), dir.path().join("receiver"));
     local::init(&exe, &a_home, "sender", &[])?;
     local::init(&exe, &b_home, "receiver", &[])?;
+    // The bench floods one peer on purpose: lift the per-sender message limit (600/min).
+    std::fs::write(b_home.join("config.toml"), "messages_per_minute = 0\n").context("writing the receiver's config")?;
     let mut sender = LocalNode::start(&exe, &a_home, "127.0.0.1:0", &[]).await?;
     let mut receiver = LocalNode::start(&exe, &b_home, "127.0.0.1:0", &[]).await?;
     let idle = (sender.memory_kib(), receiver.memory_kib());

@@ -1,0 +1,128 @@
+//! Rate limits on the peer API: token buckets (GCRA, the `governor` crate) keyed by sender agent
+//! id and by source IP. A refusal is 429 `rate_limited` with `Retry-After` giving the real whole
+//! seconds until the next request would be allowed (rounded up).
+//!
+//! | bucket | key | default |
+//! |---|---|---|
+//! | contact requests | sender agent id, and separately source IP | 10 per hour |
+//! | messages and read receipts | trusted sender agent id | 600 per minute |
+//! | every other peer route | source IP | 600 per minute |
+//!
+//! Message routes are never limited per IP: peers behind one NAT, and batching, would suffer.
+//! Idle keys are forgotten every minute, so the tables stay bounded by recent senders.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::{ApiError, Config};
+
+/// The node's rate limiters.
+pub struct RateLimits {
+    contact_by_id: Option<DefaultKeyedRateLimiter<String>>,
+    contact_by_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    messages_by_id: Option<DefaultKeyedRateLimiter<String>>,
+    other_by_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    clock: DefaultClock,
+}
+
+fn per(count: u32, period: Duration) -> Option<Quota> {
+    let burst = NonZeroU32::new(count)?;
+    Quota::with_period(period / count).map(|q| q.allow_burst(burst))
+}
+
+impl RateLimits {
+    /// Limiters per `config`; a rate of 0 disables that bucket.
+    pub fn new(config: &Config) -> Self {
+        let hour = Duration::from_secs(3600);
+        let minute = Duration::from_secs(60);
+        RateLimits {
+            contact_by_id: per(config.contact_requests_per_hour, hour).map(RateLimiter::keyed),
+            contact_by_ip: per(config.contact_requests_per_hour, hour).map(RateLimiter::keyed),
+            messages_by_id: per(config.messages_per_minute, minute).map(RateLimiter::keyed),
+            other_by_ip: per(config.other_requests_per_minute, minute).map(RateLimiter::keyed),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    fn check<K: Clone + std::hash::Hash + Eq>(
+        &self,
+        limiter: &Option<DefaultKeyedRateLimiter<K>>,
+        key: &K,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        let Some(limiter) = limiter else { return Ok(()) };
+        limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            // Whole seconds, rounded up: a client that waits this long is allowed.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            ApiError::rate_limited(what, secs.max(1))
+        })
+    }
+
+    /// A contact request attempt from `ip` (before it is parsed).
+    pub fn contact_from_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.check(&self.contact_by_ip, &ip, "contact requests from this address")
+    }
+
+    /// A contact request claiming to come from agent `id`.
+    pub fn contact_from_agent(&self, id: &str) -> Result<(), ApiError> {
+        self.check(&self.contact_by_id, &id.to_owned(), "contact requests from this agent")
+    }
+
+    /// A message or read receipt from trusted peer `id`.
+    pub fn message_from(&self, id: &str) -> Result<(), ApiError> {
+        self.check(&self.messages_by_id, &id.to_owned(), "messages from this agent")
+    }
+
+    /// Any other peer request from `ip`.
+    pub fn other_from_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.check(&self.other_by_ip, &ip, "requests from this address")
+    }
+
+    /// Forgets keys whose buckets are full again (called every minute).
+    pub fn prune(&self) {
+        for l in [&self.contact_by_id, &self.messages_by_id].into_iter().flatten() {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        for l in [&self.contact_by_ip, &self.other_by_ip].into_iter().flatten() {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_the_real_wait_rounded_up() {
+        let config = Config { contact_requests_per_hour: 10, ..Config::default() };
+        let limits = RateLimits::new(&config);
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        for _ in 0..10 {
+            limits.contact_from_ip(ip).expect("within the burst");
+        }
+        let refused = limits.contact_from_ip(ip).expect_err("over the limit");
+        assert_eq!((refused.status.as_u16(), refused.code), (429, "rate_limited"));
+        // One token per 360 s: the next is allowed in (just under) 360 s.
+        let secs = refused.retry_after.expect("retry after");
+        assert!((359..=360).contains(&secs), "{secs}");
+        // Other keys are unaffected.
+        limits.contact_from_ip(IpAddr::from([127, 0, 0, 2])).expect("another address");
+    }
+
+    #[test]
+    fn zero_disables() {
+        let config = Config { messages_per_minute: 0, ..Config::default() };
+        let limits = RateLimits::new(&config);
+        for _ in 0..10_000 {
+            limits.message_from("a").expect("unlimited");
+        }
+    }
+}
