@@ -82,6 +82,14 @@ impl Target {
         self.post(route, serde_json::to_string(env).expect("json"), "application/json").await
     }
 
+    /// A contact request from `fake` with request id `req_` + the byte `n` repeated.
+    fn contact_request(&self, fake: &Fake, n: u8) -> Envelope {
+        let body =
+            ContactRequestBody { request_id: format!("req_{}", format!("{n:02x}").repeat(16)), purpose: String::new() };
+        let body = serde_json::to_vec(&body).expect("json");
+        fake.envelope(EnvelopeKind::ContactRequest, self.card.agent_id, &self.x25519, &body, APPLICATION_JSON)
+    }
+
     fn message(&self, from: &Fake, text: &str) -> Envelope {
         from.envelope(EnvelopeKind::Message, self.card.agent_id, &self.x25519, text.as_bytes(), TEXT_PLAIN)
     }
@@ -101,6 +109,19 @@ impl Target {
         assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: a message for people");
         assert_eq!(counts(&self.node.home), before, "{what}: nothing may be stored");
     }
+}
+
+/// A node whose home has `config` as its config.toml.
+async fn configured(dir: &std::path::Path, config: &str) -> Target {
+    let home = dir.join("target");
+    agentmesh_client::local::init(&exe(), &home, "target", &[]).expect("init");
+    std::fs::write(home.join("config.toml"), config).expect("config");
+    let node = LocalNode::start(&exe(), &home, "127.0.0.1:0", &[]).await.expect("start");
+    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("client");
+    let card: AgentCard =
+        http.get(format!("{}/v1/card", node.peer_url)).send().await.expect("card").json().await.expect("json");
+    let x25519 = card.verify().expect("card").x25519;
+    Target { node, card, x25519, http }
 }
 
 async fn setup(dir: &std::path::Path) -> (Target, Fake) {
@@ -347,25 +368,8 @@ async fn control_api_requires_its_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pending_contact_requests_are_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("target");
-    agentmesh_client::local::init(&exe(), &home, "target", &[]).expect("init");
-    std::fs::write(home.join("config.toml"), "max_pending_requests = 2\n").expect("config");
-    let node = LocalNode::start(&exe(), &home, "127.0.0.1:0", &[]).await.expect("start");
-    let http = reqwest::Client::builder().no_proxy().build().expect("client");
-    let card: AgentCard =
-        http.get(format!("{}/v1/card", node.peer_url)).send().await.expect("card").json().await.expect("json");
-    let x25519 = card.verify().expect("card").x25519;
-    let t = Target { node, card, x25519, http };
-    let ask = |fake: &Fake, n: u8| {
-        let body = ContactRequestBody { request_id: format!("req_{}", hex_byte(n).repeat(16)), purpose: String::new() };
-        fake.envelope(
-            EnvelopeKind::ContactRequest,
-            t.card.agent_id,
-            &t.x25519,
-            &serde_json::to_vec(&body).expect("json"),
-            APPLICATION_JSON,
-        )
-    };
+    let t = configured(dir.path(), "max_pending_requests = 2\n").await;
+    let ask = |fake: &Fake, n: u8| t.contact_request(fake, n);
     for n in 0..2 {
         let (status, _, text) = t.send(&ask(&Fake::new("asker"), n)).await;
         assert_eq!(status, 200, "{text}");
@@ -385,10 +389,6 @@ async fn pending_contact_requests_are_bounded() {
     t.node.client.reject(&id, None).await.expect("reject");
     let (status, _, text) = t.send(&ask(&Fake::new("asker"), 3)).await;
     assert_eq!(status, 200, "{text}");
-}
-
-fn hex_byte(n: u8) -> String {
-    format!("{n:02x}")
 }
 
 /// Reads from `stream` until EOF or error; returns what arrived and when it ended.
@@ -411,11 +411,8 @@ async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) 
 async fn slow_clients_are_cut_off() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("target");
-    agentmesh_client::local::init(&exe(), &home, "target", &[]).expect("init");
-    std::fs::write(home.join("config.toml"), "header_read_timeout_secs = 1\nbody_read_timeout_secs = 1\n")
-        .expect("config");
-    let node = LocalNode::start(&exe(), &home, "127.0.0.1:0", &[]).await.expect("start");
+    let t = configured(dir.path(), "header_read_timeout_secs = 1\nbody_read_timeout_secs = 1\n").await;
+    let (node, home) = (&t.node, t.node.home.clone());
     let addr = node.listen_addr();
     let before = counts(&home);
 
@@ -457,26 +454,8 @@ async fn slow_clients_are_cut_off() {
 #[tokio::test(flavor = "multi_thread")]
 async fn floods_get_429_with_an_accurate_retry_after() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("target");
-    agentmesh_client::local::init(&exe(), &home, "target", &[]).expect("init");
-    std::fs::write(home.join("config.toml"), "contact_requests_per_hour = 3\nmessages_per_minute = 60\n")
-        .expect("config");
-    let node = LocalNode::start(&exe(), &home, "127.0.0.1:0", &[]).await.expect("start");
-    let http = reqwest::Client::builder().no_proxy().build().expect("client");
-    let card: AgentCard =
-        http.get(format!("{}/v1/card", node.peer_url)).send().await.expect("card").json().await.expect("json");
-    let x25519 = card.verify().expect("card").x25519;
-    let t = Target { node, card, x25519, http };
-    let ask = |fake: &Fake, n: u8| {
-        let body = ContactRequestBody { request_id: format!("req_{}", hex_byte(n).repeat(16)), purpose: String::new() };
-        fake.envelope(
-            EnvelopeKind::ContactRequest,
-            t.card.agent_id,
-            &t.x25519,
-            &serde_json::to_vec(&body).expect("json"),
-            APPLICATION_JSON,
-        )
-    };
+    let t = configured(dir.path(), "contact_requests_per_hour = 3\nmessages_per_minute = 60\n").await;
+    let ask = |fake: &Fake, n: u8| t.contact_request(fake, n);
 
     // Contact requests: 3 per hour from one address, then 429 for the real remaining time.
     let fakes: Vec<Fake> = (0..3).map(|_| Fake::new("asker")).collect();
