@@ -241,34 +241,32 @@ async fn request_contact(
     let p = peer.clone();
     let outcome = node
         .db(move |s| {
-            s.atomic(|s| {
-                if !s.upsert_peer(&p)? {
+            if !s.upsert_peer(&p)? {
+                return Ok(Err(ApiError::conflict(
+                    "key_mismatch",
+                    format!("{} now presents a key other than the one pinned for it; nothing was sent", p.agent_id),
+                )));
+            }
+            let current = s.peer(&p.agent_id)?.map(|x| x.trust).unwrap_or(Trust::Discovered);
+            let native = p.protocol == PROTOCOL_NATIVE;
+            match current {
+                Trust::Blocked => {
                     return Ok(Err(ApiError::conflict(
-                        "key_mismatch",
-                        format!("{} now presents a key other than the one pinned for it; nothing was sent", p.agent_id),
+                        "blocked",
+                        format!("{} is blocked; unblock it first", p.agent_id),
                     )));
                 }
-                let current = s.peer(&p.agent_id)?.map(|x| x.trust).unwrap_or(Trust::Discovered);
-                let native = p.protocol == PROTOCOL_NATIVE;
-                match current {
-                    Trust::Blocked => {
-                        return Ok(Err(ApiError::conflict(
-                            "blocked",
-                            format!("{} is blocked; unblock it first", p.agent_id),
-                        )));
-                    }
-                    // Native trust is mutual: nothing to ask. V1 trust is one-sided: our trusting
-                    // them does not make them trust us, so the request still goes out.
-                    Trust::Trusted if native => return Ok(Ok(None)),
-                    Trust::Trusted => {}
-                    _ => {
-                        s.set_trust(&p.agent_id, Trust::Pending)?;
-                    }
+                // Native trust is mutual: nothing to ask. V1 trust is one-sided: our trusting
+                // them does not make them trust us, so the request still goes out.
+                Trust::Trusted if native => return Ok(Ok(None)),
+                Trust::Trusted => {}
+                _ => {
+                    s.set_trust(&p.agent_id, Trust::Pending)?;
                 }
-                s.insert_request(&request)?;
-                s.enqueue(&outbound)?;
-                Ok(Ok(Some(if current == Trust::Trusted { Trust::Trusted } else { Trust::Pending })))
-            })
+            }
+            s.insert_request(&request)?;
+            s.enqueue(&outbound)?;
+            Ok(Ok(Some(if current == Trust::Trusted { Trust::Trusted } else { Trust::Pending })))
         })
         .await??;
     let Some(trust) = outcome else {
@@ -323,61 +321,53 @@ async fn decide(
     let n = Arc::clone(&node);
     let result = node
         .db(move |s| {
-            s.atomic(|s| {
-                let Some(request) = s.request(&request_id)? else {
-                    return Ok(Err(ApiError::not_found(format!("no contact request {request_id}"))));
+            let Some(request) = s.request(&request_id)? else {
+                return Ok(Err(ApiError::not_found(format!("no contact request {request_id}"))));
+            };
+            if request.direction != Direction::Incoming {
+                return Ok(Err(ApiError::conflict("outgoing_request", "the peer answers outgoing requests, not us")));
+            }
+            if request.status != RequestStatus::Pending {
+                return Ok(Err(ApiError::conflict(
+                    "already_decided",
+                    format!("request is already {}", request.status.as_str()),
+                )));
+            }
+            let Some(peer) = s.peer(&request.peer_id)? else {
+                return Ok(Err(ApiError::not_found(format!("peer {} was removed", request.peer_id))));
+            };
+            if accept && peer.trust == Trust::Blocked {
+                return Ok(Err(ApiError::conflict(
+                    "blocked",
+                    format!("{} is blocked; unblock it before approving", peer.agent_id),
+                )));
+            }
+            let now = now_ms();
+            let status = if accept { RequestStatus::Approved } else { RequestStatus::Rejected };
+            s.decide_request(&request_id, status, reason.as_deref(), now as i64)?;
+            if accept {
+                s.set_trust(&peer.agent_id, Trust::Trusted)?;
+            } else if peer.trust == Trust::Pending {
+                s.set_trust(&peer.agent_id, Trust::Discovered)?;
+            }
+            if peer.protocol == PROTOCOL_NATIVE {
+                let body =
+                    ContactResponseBody { request_id: request_id.clone(), accepted: accept, reason: reason.clone() };
+                let outbound = match native_outbound(
+                    &n,
+                    &peer,
+                    EnvelopeKind::ContactResponse,
+                    serde_json::to_vec(&body).unwrap_or_default(),
+                    APPLICATION_JSON,
+                    None,
+                    None,
+                ) {
+                    Ok(o) => o,
+                    Err(e) => return Ok(Err(e)),
                 };
-                if request.direction != Direction::Incoming {
-                    return Ok(Err(ApiError::conflict(
-                        "outgoing_request",
-                        "the peer answers outgoing requests, not us",
-                    )));
-                }
-                if request.status != RequestStatus::Pending {
-                    return Ok(Err(ApiError::conflict(
-                        "already_decided",
-                        format!("request is already {}", request.status.as_str()),
-                    )));
-                }
-                let Some(peer) = s.peer(&request.peer_id)? else {
-                    return Ok(Err(ApiError::not_found(format!("peer {} was removed", request.peer_id))));
-                };
-                if accept && peer.trust == Trust::Blocked {
-                    return Ok(Err(ApiError::conflict(
-                        "blocked",
-                        format!("{} is blocked; unblock it before approving", peer.agent_id),
-                    )));
-                }
-                let now = now_ms();
-                let status = if accept { RequestStatus::Approved } else { RequestStatus::Rejected };
-                s.decide_request(&request_id, status, reason.as_deref(), now as i64)?;
-                if accept {
-                    s.set_trust(&peer.agent_id, Trust::Trusted)?;
-                } else if peer.trust == Trust::Pending {
-                    s.set_trust(&peer.agent_id, Trust::Discovered)?;
-                }
-                if peer.protocol == PROTOCOL_NATIVE {
-                    let body = ContactResponseBody {
-                        request_id: request_id.clone(),
-                        accepted: accept,
-                        reason: reason.clone(),
-                    };
-                    let outbound = match native_outbound(
-                        &n,
-                        &peer,
-                        EnvelopeKind::ContactResponse,
-                        serde_json::to_vec(&body).unwrap_or_default(),
-                        APPLICATION_JSON,
-                        None,
-                        None,
-                    ) {
-                        Ok(o) => o,
-                        Err(e) => return Ok(Err(e)),
-                    };
-                    s.enqueue(&outbound)?;
-                }
-                Ok(Ok(s.request(&request_id)?))
-            })
+                s.enqueue(&outbound)?;
+            }
+            Ok(Ok(s.request(&request_id)?))
         })
         .await??;
     node.outbox_wake.notify_one();
@@ -457,12 +447,10 @@ async fn list_peers(State(st): State<ControlState>) -> Result<Json<Value>, ApiEr
 async fn set_trust(node: &Arc<Node>, id: String, trust: Trust) -> Result<Json<Value>, ApiError> {
     let peer = node
         .db(move |s| {
-            s.atomic(|s| {
-                if !s.set_trust(&id, trust)? {
-                    return Ok(None);
-                }
-                s.peer(&id)
-            })
+            if !s.set_trust(&id, trust)? {
+                return Ok(None);
+            }
+            s.peer(&id)
         })
         .await?
         .ok_or_else(|| ApiError::not_found("no such peer"))?;
@@ -561,32 +549,30 @@ async fn read_message(State(st): State<ControlState>, Path(id): Path<String>) ->
     let n = Arc::clone(&node);
     let message = node
         .db(move |s: &Store| {
-            s.atomic(|s| {
-                let Some(message) = s.incoming(&id)?.into_iter().next() else {
-                    return Ok(Err(ApiError::not_found(format!("no incoming message {id}"))));
-                };
-                let now = now_ms() as i64;
-                if s.mark_incoming_read(&message.peer_id, &message.id, now)?
-                    && message.protocol == PROTOCOL_NATIVE
-                    && let Some(peer) = s.peer(&message.peer_id)?
-                    && peer.trust == Trust::Trusted
-                {
-                    let body = ReceiptBody { message_id: message.id.clone(), status: "read".into(), at: now as u64 };
-                    match native_outbound(
-                        &n,
-                        &peer,
-                        EnvelopeKind::Receipt,
-                        serde_json::to_vec(&body).unwrap_or_default(),
-                        APPLICATION_JSON,
-                        None,
-                        None,
-                    ) {
-                        Ok(outbound) => s.enqueue(&outbound)?,
-                        Err(e) => return Ok(Err(e)),
-                    }
+            let Some(message) = s.incoming(&id)?.into_iter().next() else {
+                return Ok(Err(ApiError::not_found(format!("no incoming message {id}"))));
+            };
+            let now = now_ms() as i64;
+            if s.mark_incoming_read(&message.peer_id, &message.id, now)?
+                && message.protocol == PROTOCOL_NATIVE
+                && let Some(peer) = s.peer(&message.peer_id)?
+                && peer.trust == Trust::Trusted
+            {
+                let body = ReceiptBody { message_id: message.id.clone(), status: "read".into(), at: now as u64 };
+                match native_outbound(
+                    &n,
+                    &peer,
+                    EnvelopeKind::Receipt,
+                    serde_json::to_vec(&body).unwrap_or_default(),
+                    APPLICATION_JSON,
+                    None,
+                    None,
+                ) {
+                    Ok(outbound) => s.enqueue(&outbound)?,
+                    Err(e) => return Ok(Err(e)),
                 }
-                Ok(Ok(s.incoming(&message.id)?.into_iter().find(|m| m.peer_id == message.peer_id)))
-            })
+            }
+            Ok(Ok(s.incoming(&message.id)?.into_iter().find(|m| m.peer_id == message.peer_id)))
         })
         .await??;
     node.outbox_wake.notify_one();

@@ -403,13 +403,11 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
     tracing::debug!(delivered = delivered.len(), retried_or_failed = attempts.len(), "recorded delivery outcomes");
     let stored = node
         .db(move |s| {
-            s.atomic(|s| {
-                s.mark_delivered(&delivered)?;
-                for (id, status, next, error) in &attempts {
-                    s.mark_attempt(id, status, *next, error)?;
-                }
-                Ok(())
-            })
+            s.mark_delivered(&delivered)?;
+            for (id, status, next, error) in &attempts {
+                s.mark_attempt(id, status, *next, error)?;
+            }
+            Ok(())
         })
         .await;
     if let Err(e) = stored {

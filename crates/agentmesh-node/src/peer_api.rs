@@ -335,7 +335,7 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
 
     if !accepted.is_empty() {
         let max_pending = node.config.max_pending_requests;
-        let stored = node.db(move |s| s.atomic(|s| apply(s, accepted, now as i64, max_pending))).await;
+        let stored = node.db(move |s| apply(s, accepted, now as i64, max_pending)).await;
         match stored {
             Ok((outcomes, events)) => {
                 for (i, outcome) in outcomes {

@@ -276,27 +276,25 @@ async fn contact_request(
     let max_pending = node.config.max_pending_requests;
     let stored = node
         .db(move |s| {
-            s.atomic(|s| {
-                if s.request(&request.request_id)?.is_some() {
-                    return Ok(Err(ApiError::conflict("duplicate_request", "a contact request with this id exists")));
-                }
-                if s.pending_incoming()? >= i64::from(max_pending) {
-                    return Ok(Err(ApiError::too_many_pending(max_pending)));
-                }
-                if !s.upsert_peer(&peer)? {
-                    return Ok(Err(ApiError::forbidden("key_mismatch", "presented a key other than the one pinned")));
-                }
-                if let Some(earlier) =
-                    s.record_accepted(&peer.agent_id, &request.request_id, "contact_request", &answer, now)?
-                {
-                    return Ok(Ok((earlier, None)));
-                }
-                if peer.trust == Trust::Discovered {
-                    s.set_trust(&peer.agent_id, Trust::Pending)?;
-                }
-                s.insert_request(&request)?;
-                Ok(Ok((answer, s.request(&request.request_id)?)))
-            })
+            if s.request(&request.request_id)?.is_some() {
+                return Ok(Err(ApiError::conflict("duplicate_request", "a contact request with this id exists")));
+            }
+            if s.pending_incoming()? >= i64::from(max_pending) {
+                return Ok(Err(ApiError::too_many_pending(max_pending)));
+            }
+            if !s.upsert_peer(&peer)? {
+                return Ok(Err(ApiError::forbidden("key_mismatch", "presented a key other than the one pinned")));
+            }
+            if let Some(earlier) =
+                s.record_accepted(&peer.agent_id, &request.request_id, "contact_request", &answer, now)?
+            {
+                return Ok(Ok((earlier, None)));
+            }
+            if peer.trust == Trust::Discovered {
+                s.set_trust(&peer.agent_id, Trust::Pending)?;
+            }
+            s.insert_request(&request)?;
+            Ok(Ok((answer, s.request(&request.request_id)?)))
         })
         .await?;
     let (answer, event) = stored?;
@@ -375,14 +373,12 @@ async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) 
     };
     let (answer, stored) = node
         .db(move |s| {
-            s.atomic(|s| {
-                if let Some(earlier) = s.record_accepted(&incoming.peer_id, &incoming.id, "message", &answer, now)? {
-                    return Ok((earlier, None));
-                }
-                s.insert_incoming(&incoming)?;
-                s.touch_peer(&incoming.peer_id, now)?;
-                Ok((answer, s.incoming(&incoming.id)?.into_iter().find(|m| m.peer_id == incoming.peer_id)))
-            })
+            if let Some(earlier) = s.record_accepted(&incoming.peer_id, &incoming.id, "message", &answer, now)? {
+                return Ok((earlier, None));
+            }
+            s.insert_incoming(&incoming)?;
+            s.touch_peer(&incoming.peer_id, now)?;
+            Ok((answer, s.incoming(&incoming.id)?.into_iter().find(|m| m.peer_id == incoming.peer_id)))
         })
         .await?;
     if let Some(message) = stored {
