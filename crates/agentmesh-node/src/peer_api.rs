@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use agentmesh_core::envelope::{ContactRequestBody, ContactResponseBody, ReceiptBody};
 use agentmesh_core::time::now_ms;
-use agentmesh_core::{AgentCard, DeliveryReceipt, Envelope, EnvelopeKind, PROTOCOL_NATIVE};
+use agentmesh_core::{AgentCard, DeliveryReceipt, Envelope, EnvelopeKind, PROTOCOL_NATIVE, PublicKeys};
 use agentmesh_store::{ContactRequest, Direction, IncomingMessage, Peer, RequestStatus, Store, Trust};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
@@ -261,7 +261,7 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
     let window = node.config.freshness_window_secs.saturating_mul(1000);
     let me = node.identity.agent_id();
     let mut key_cache: HashMap<[u8; 32], VerifyingKey> = HashMap::new();
-    let mut to_verify: Vec<(usize, VerifyingKey)> = Vec::new();
+    let mut to_verify: Vec<(usize, VerifyingKey, Option<PublicKeys>)> = Vec::new();
     for (i, replay) in replays {
         let env = &envelopes[i];
         let peer = peers.get(&env.from.to_string()).and_then(Option::as_ref);
@@ -292,31 +292,28 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
         match (checked, replay) {
             (Err(e), _) => results[i] = Some(Err(e)),
             (Ok(_), Some(receipt)) => results[i] = Some(Ok(receipt)),
-            (Ok(key), None) => to_verify.push((i, key)),
+            (Ok((key, card_keys)), None) => to_verify.push((i, key, card_keys)),
         }
     }
 
     // Signatures (batched), decryption and receipt signing: CPU work, off the async threads.
     let node2 = Arc::clone(node);
-    let envelopes = Arc::new(envelopes);
-    let envs = Arc::clone(&envelopes);
-    let peers = Arc::new(peers);
-    let peers2 = Arc::clone(&peers);
+    let envs = envelopes;
     let count = to_verify.len();
     let verified = node
         .crypto(count, move || {
             let entries: Vec<(Vec<u8>, &str, VerifyingKey)> =
-                to_verify.iter().map(|(i, key)| (envs[*i].signing_bytes(), envs[*i].sig.as_str(), *key)).collect();
+                to_verify.iter().map(|(i, key, _)| (envs[*i].signing_bytes(), envs[*i].sig.as_str(), *key)).collect();
             let verdicts = agentmesh_core::envelope::verify_signatures(&entries);
             to_verify
                 .iter()
                 .zip(verdicts)
-                .map(|((i, _), verdict)| {
+                .map(|((i, _, card_keys), verdict)| {
                     let env = &envs[*i];
-                    let peer = peers2.get(&env.from.to_string()).and_then(Option::as_ref);
+                    let peer = peers.get(&env.from.to_string()).and_then(Option::as_ref);
                     let outcome = verdict
                         .map_err(|e| ApiError::bad_signature(e.to_string()))
-                        .and_then(|()| open_and_build(&node2, env, peer, now))
+                        .and_then(|()| open_and_build(&node2, env, card_keys.as_ref(), peer, now))
                         .map(|v| Verified { index: *i, ..v });
                     (*i, outcome)
                 })
@@ -368,8 +365,8 @@ fn sender_key(
     env: &Envelope,
     peer: Option<&Peer>,
     cache: &mut HashMap<[u8; 32], VerifyingKey>,
-) -> Result<VerifyingKey, ApiError> {
-    let mut pinned = |p: &Peer| {
+) -> Result<(VerifyingKey, Option<PublicKeys>), ApiError> {
+    let mut pinned = |p: &Peer| -> Result<VerifyingKey, ApiError> {
         if let Some(key) = cache.get(&p.ed25519) {
             return Ok(*key);
         }
@@ -393,7 +390,7 @@ fn sender_key(
             Some(p) if p.protocol != PROTOCOL_NATIVE => {
                 Err(ApiError::forbidden("untrusted_sender", "this peer speaks Agent Mesh V1"))
             }
-            Some(p) => pinned(p),
+            Some(p) => Ok((pinned(p)?, None)),
         },
         EnvelopeKind::ContactRequest | EnvelopeKind::ContactResponse => {
             let card = env
@@ -415,14 +412,23 @@ fn sender_key(
                 None if env.kind == EnvelopeKind::ContactResponse => {
                     Err(ApiError::forbidden("unknown_sender", "no contact request was sent to this agent"))
                 }
-                _ => Ok(keys.ed25519),
+                _ => Ok((keys.ed25519, Some(keys))),
             }
         }
     }
 }
 
 /// Decrypts a verified envelope and prepares its effect and signed receipt.
-fn open_and_build(node: &Node, env: &Envelope, peer: Option<&Peer>, now: u64) -> Result<Verified, ApiError> {
+///
+/// `card_keys` are the keys of the attached card, verified by [`sender_key`] (contact requests and
+/// responses only).
+fn open_and_build(
+    node: &Node,
+    env: &Envelope,
+    card_keys: Option<&PublicKeys>,
+    peer: Option<&Peer>,
+    now: u64,
+) -> Result<Verified, ApiError> {
     let plaintext = env.open(&node.identity).map_err(|e| ApiError::bad_request("undecryptable", e.to_string()))?;
     let from = env.from.to_string();
     let at = now as i64;
@@ -462,7 +468,7 @@ fn open_and_build(node: &Node, env: &Envelope, peer: Option<&Peer>, now: u64) ->
             if body.purpose.chars().count() > 1000 {
                 return Err(ApiError::bad_request("malformed_body", "purpose is limited to 1000 characters"));
             }
-            let peer = peer_from_card(env.card.as_ref(), peer, at)?;
+            let peer = peer_from_card(env.card.as_ref(), card_keys, peer, at)?;
             let request = ContactRequest {
                 request_id: body.request_id,
                 direction: Direction::Incoming,
@@ -480,7 +486,7 @@ fn open_and_build(node: &Node, env: &Envelope, peer: Option<&Peer>, now: u64) ->
         }
         EnvelopeKind::ContactResponse => {
             let body: ContactResponseBody = parse_body(&plaintext)?;
-            let peer = peer_from_card(env.card.as_ref(), peer, at)?;
+            let peer = peer_from_card(env.card.as_ref(), card_keys, peer, at)?;
             Effect::ContactResponse { peer: Box::new(peer), body }
         }
     };
@@ -500,9 +506,16 @@ pub fn is_request_id(s: &str) -> bool {
         .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
-fn peer_from_card(card: Option<&AgentCard>, known: Option<&Peer>, now: i64) -> Result<Peer, ApiError> {
-    let card = card.ok_or_else(|| ApiError::bad_request("invalid_card", "the sender's card is missing"))?;
-    let keys = card.verify().map_err(|e| ApiError::bad_request("invalid_card", e.to_string()))?;
+/// The peer record for a sender whose card [`sender_key`] already verified (`keys`).
+fn peer_from_card(
+    card: Option<&AgentCard>,
+    keys: Option<&PublicKeys>,
+    known: Option<&Peer>,
+    now: i64,
+) -> Result<Peer, ApiError> {
+    let (Some(card), Some(keys)) = (card, keys) else {
+        return Err(ApiError::bad_request("invalid_card", "the sender's card is missing"));
+    };
     let endpoint = card
         .endpoints
         .first()
