@@ -157,6 +157,31 @@ impl Client {
         self.post("/control/contacts", json!({"url": url, "purpose": purpose})).await
     }
 
+    /// `POST /control/contacts` with an expected agent id (TOFU `add-peer`): fetch the card at
+    /// `url`, refuse it unless it is `agent_id`'s, pin its key, send a contact request.
+    pub async fn add_peer(
+        &self,
+        agent_id: &str,
+        url: &str,
+        alias: Option<&str>,
+        purpose: &str,
+    ) -> Result<Value, ClientError> {
+        self.post("/control/contacts", json!({"url": url, "agent_id": agent_id, "alias": alias, "purpose": purpose}))
+            .await
+    }
+
+    /// `POST /control/peers/{id}/repin`: pin the key with `fingerprint` that the peer presented
+    /// in an open key mismatch. `{peer}`.
+    pub async fn repin(&self, agent_id: &str, fingerprint: &str) -> Result<Value, ClientError> {
+        self.post(&format!("/control/peers/{}/repin", segment(agent_id)), json!({"fingerprint": fingerprint})).await
+    }
+
+    /// `POST /control/rotate-key`: new keys, contacts told.
+    /// `{agent_id, old_fingerprint, fingerprint, key_rotations, previous_key_until, contacts_told}`.
+    pub async fn rotate_key(&self) -> Result<Value, ClientError> {
+        self.post("/control/rotate-key", json!({})).await
+    }
+
     /// `GET /control/requests`: `{requests: [...]}`.
     pub async fn requests(&self, direction: Option<RequestDirection>) -> Result<Value, ClientError> {
         let query: Vec<(String, String)> = direction

@@ -6,8 +6,13 @@
 //! {"v":1,"agent_id":"<16 hex>","name":"…","ed25519":"<b64, 32 bytes>","x25519":"<b64, 32 bytes>",
 //!  "fingerprint":"sha256:<64 hex>","endpoints":["http://127.0.0.1:8787"],"capabilities":["…"],
 //!  "protocols":["agentmesh/1","openclaw-agent-mesh/v1"],"created_at":<ms since epoch>,
-//!  "sig":"<b64 Ed25519 signature, 64 bytes>"}
+//!  "rotations":[…],"sig":"<b64 Ed25519 signature, 64 bytes>"}
 //! ```
+//!
+//! `ed25519`, `x25519` and `fingerprint` are the agent's *current* keys. `agent_id` is derived
+//! from the first (genesis) Ed25519 key; after a rotation, `rotations` holds the chain of
+//! [`RotationStatement`]s from the genesis key to the current one ([`crate::rotation`]). The member
+//! is left out while the chain is empty, so cards of never-rotated agents are unchanged.
 //!
 //! `sig` is Ed25519 (RFC 8032) by the card's own `ed25519` key over the bytes
 //! `"agentmesh/v1 card\n"` followed by the [canonical JSON](crate::canonical) of the card without
@@ -18,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::keys::{AgentId, Fingerprint, Identity, PublicKeys};
+use crate::rotation::{RotationError, RotationStatement};
 use crate::{b64, canonical};
 
 const CARD_DOMAIN: &[u8] = b"agentmesh/v1 card\n";
@@ -29,7 +35,7 @@ pub const MAX_CAPABILITIES: usize = 64;
 /// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 /// Largest serialized card, in bytes.
-pub const MAX_CARD_BYTES: usize = 8 * 1024;
+pub const MAX_CARD_BYTES: usize = 12 * 1024;
 
 /// A self-signed agent card. See the module docs for the wire shape.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,6 +62,9 @@ pub struct AgentCard {
     pub protocols: Vec<String>,
     /// When the identity was created, milliseconds since the Unix epoch.
     pub created_at: u64,
+    /// Rotation chain from the genesis key to `ed25519`, oldest first; absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotations: Vec<RotationStatement>,
     /// Members this version does not know; kept so the signature still verifies.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -73,9 +82,12 @@ pub enum CardError {
     /// A field is over its limit (name, endpoints, capabilities, total size).
     #[error("agent card too large: {0}")]
     TooLarge(&'static str),
-    /// `agent_id` is not the id derived from `ed25519`.
+    /// `agent_id` is not the id derived from `ed25519` (or, after rotations, from the genesis key).
     #[error("agent card's agent_id does not match its key")]
     IdMismatch,
+    /// The rotation chain is invalid (see [`RotationError`]).
+    #[error("agent card's rotation chain is invalid: {0}")]
+    Rotation(RotationError),
     /// `fingerprint` is not the fingerprint of `ed25519`.
     #[error("agent card's fingerprint does not match its key")]
     FingerprintMismatch,
@@ -106,6 +118,7 @@ impl AgentCard {
             capabilities,
             protocols,
             created_at,
+            rotations: identity.rotations().to_vec(),
             extra: Map::new(),
             sig: String::new(),
         };
@@ -131,8 +144,8 @@ impl AgentCard {
         canonical::to_string(&value).into_bytes()
     }
 
-    /// Checks limits, that id and fingerprint derive from the key, and the self-signature.
-    /// Returns the card's public keys.
+    /// Checks limits, that the id derives from the key (through the rotation chain, if any),
+    /// the fingerprint, and the self-signature. Returns the card's current public keys.
     pub fn verify(&self) -> Result<PublicKeys, CardError> {
         if self.v != 1 {
             return Err(CardError::Malformed(format!("unsupported card version {}", self.v)));
@@ -162,7 +175,7 @@ impl AgentCard {
         let x25519 = b64::decode_array::<32>(&self.x25519)
             .ok_or_else(|| CardError::Malformed("x25519 is not 32 bytes of base64".into()))?;
         let keys = PublicKeys { ed25519, x25519 };
-        if keys.agent_id() != self.agent_id {
+        if self.rotations.is_empty() && keys.agent_id() != self.agent_id {
             return Err(CardError::IdMismatch);
         }
         if keys.fingerprint() != self.fingerprint {
@@ -174,7 +187,20 @@ impl AgentCard {
         }
         let sig = b64::decode_array::<64>(&self.sig).ok_or(CardError::BadSignature)?;
         ed25519.verify_strict(&bytes, &Signature::from_bytes(&sig)).map_err(|_| CardError::BadSignature)?;
+        if !self.rotations.is_empty() {
+            crate::rotation::verify_chain(self.agent_id, &self.rotations, &ed25519, &x25519)
+                .map_err(CardError::Rotation)?;
+        }
         Ok(keys)
+    }
+
+    /// Every Ed25519 key the agent has held, genesis first, the current one last, as raw bytes.
+    /// Meaningful only for a card that [`verify`](Self::verify) accepted.
+    pub fn key_history(&self) -> Vec<[u8; 32]> {
+        let mut keys: Vec<[u8; 32]> =
+            self.rotations.iter().filter_map(|r| b64::decode_array::<32>(&r.old_ed25519)).collect();
+        keys.extend(b64::decode_array::<32>(&self.ed25519));
+        keys
     }
 }
 
@@ -230,5 +256,28 @@ mod tests {
         let back: AgentCard = serde_json::from_str(&serde_json::to_string(&card).expect("json")).expect("parse");
         assert!(back.verify().is_ok());
         assert_eq!(back.extra.get("future"), Some(&Value::String("x".into())));
+    }
+
+    #[test]
+    fn rotated_cards_keep_the_genesis_id() {
+        let genesis = Identity::generate();
+        let agent = genesis.agent_id();
+        let next = Identity::generate();
+        let statement = RotationStatement::sign(agent, 1, &genesis, &next, 5);
+        let rotated = Identity::generate().with_history(agent, vec![statement.clone()]);
+        assert!(rotated.is_err(), "a chain must end at the identity's own keys");
+        let next = next.with_history(agent, vec![statement]).expect("valid chain");
+        let card = AgentCard::new(&next, "a", vec![], vec![], vec![], 1);
+        assert_eq!(card.agent_id, agent);
+        assert_eq!(card.verify().map(|k| k.ed25519), Ok(next.public().ed25519));
+        assert_eq!(card.key_history(), vec![genesis.public().ed25519.to_bytes(), next.public().ed25519.to_bytes()]);
+
+        // Someone else's key cannot take the id by re-signing a card with a copied chain.
+        let mallory = Identity::generate();
+        let mut stolen = AgentCard::new(&mallory, "a", vec![], vec![], vec![], 1);
+        stolen.agent_id = agent;
+        stolen.rotations = card.rotations.clone();
+        stolen.sig = b64::encode(mallory.sign(&stolen.signing_bytes()));
+        assert!(matches!(stolen.verify(), Err(CardError::Rotation(RotationError::WrongHead))));
     }
 }

@@ -59,6 +59,10 @@ pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 /// Content type of the JSON bodies of receipts and contact requests/responses.
 pub const APPLICATION_JSON: &str = "application/json";
 
+/// Longest lifetime an envelope may claim (`expires_at - created_at`): 30 days, in ms. Bounds
+/// how long a receiver must remember accepted ids to detect replays.
+pub const MAX_LIFETIME_MS: u64 = 30 * 86_400_000;
+
 /// What an envelope carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,17 +75,26 @@ pub enum EnvelopeKind {
     ContactRequest,
     /// The answer to a contact request; body is [`ContactResponseBody`], `card` is required.
     ContactResponse,
+    /// The sender rotated its keys; body is `{}`, `card` is required and carries the rotation
+    /// chain ([`crate::rotation`]); signed with the new key.
+    KeyRotation,
 }
 
 impl EnvelopeKind {
-    /// The wire name (`message`, `receipt`, `contact_request`, `contact_response`).
+    /// The wire name (`message`, `receipt`, `contact_request`, `contact_response`, `key_rotation`).
     pub fn as_str(self) -> &'static str {
         match self {
             EnvelopeKind::Message => "message",
             EnvelopeKind::Receipt => "receipt",
             EnvelopeKind::ContactRequest => "contact_request",
             EnvelopeKind::ContactResponse => "contact_response",
+            EnvelopeKind::KeyRotation => "key_rotation",
         }
+    }
+
+    /// Whether envelopes of this kind carry the sender's card.
+    pub fn carries_card(self) -> bool {
+        matches!(self, EnvelopeKind::ContactRequest | EnvelopeKind::ContactResponse | EnvelopeKind::KeyRotation)
     }
 }
 
@@ -324,15 +337,17 @@ impl Envelope {
         if self.expires_at < self.created_at {
             return malformed("expires_at is before created_at");
         }
+        if self.expires_at - self.created_at > MAX_LIFETIME_MS {
+            return malformed("expires_at is more than 30 days after created_at");
+        }
         if b64::decode_array::<32>(&self.enc).is_none() {
             return malformed("enc must be base64 of 32 bytes");
         }
         if self.sig.len() != 88 {
             return malformed("sig must be base64 of 64 bytes");
         }
-        let needs_card = matches!(self.kind, EnvelopeKind::ContactRequest | EnvelopeKind::ContactResponse);
-        if needs_card && self.card.is_none() {
-            return malformed("contact requests and responses carry the sender's card");
+        if self.kind.carries_card() && self.card.is_none() {
+            return malformed("contact requests, contact responses and key rotations carry the sender's card");
         }
         Ok(())
     }

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::rotation::RotationStatement;
+
 /// The HPKE KEM used for bodies: DHKEM(X25519, HKDF-SHA256), RFC 9180 §7.1.
 pub type Kem = X25519HkdfSha256;
 
@@ -118,7 +120,7 @@ pub struct PublicKeys {
 }
 
 impl PublicKeys {
-    /// The agent id derived from the Ed25519 key.
+    /// The agent id derived from the Ed25519 key: the agent's id when this is its genesis key.
     pub fn agent_id(&self) -> AgentId {
         AgentId::from_key(&self.ed25519)
     }
@@ -134,6 +136,8 @@ pub struct Identity {
     signing: SigningKey,
     x25519_secret: Zeroizing<[u8; 32]>,
     public: PublicKeys,
+    agent_id: AgentId,
+    rotations: Vec<RotationStatement>,
 }
 
 /// Error loading an [`Identity`] from stored secret bytes.
@@ -167,7 +171,27 @@ impl Identity {
         let mut x_pub = [0u8; 32];
         x_pub.copy_from_slice(&pk.to_bytes());
         let public = PublicKeys { ed25519: signing.verifying_key(), x25519: x_pub };
-        Ok(Identity { signing, x25519_secret: Zeroizing::new(*x25519), public })
+        let agent_id = public.agent_id();
+        Ok(Identity { signing, x25519_secret: Zeroizing::new(*x25519), public, agent_id, rotations: Vec::new() })
+    }
+
+    /// These keys as the current keys of `agent_id`, which they were rotated into through
+    /// `rotations` (oldest first; see [`crate::rotation`]). The chain is checked.
+    pub fn with_history(
+        mut self,
+        agent_id: AgentId,
+        rotations: Vec<RotationStatement>,
+    ) -> Result<Self, crate::rotation::RotationError> {
+        crate::rotation::verify_chain(agent_id, &rotations, &self.public.ed25519, &self.public.x25519)?;
+        self.agent_id = agent_id;
+        self.rotations = rotations;
+        Ok(self)
+    }
+
+    /// The rotation statements that lead from the genesis key to these keys; empty before the
+    /// first rotation.
+    pub fn rotations(&self) -> &[RotationStatement] {
+        &self.rotations
     }
 
     /// The 32-byte Ed25519 secret seed, for writing to the 0600 key file only.
@@ -185,12 +209,12 @@ impl Identity {
         &self.public
     }
 
-    /// The agent id.
+    /// The agent id: derived from the genesis key, so it survives rotations.
     pub fn agent_id(&self) -> AgentId {
-        self.public.agent_id()
+        self.agent_id
     }
 
-    /// The fingerprint.
+    /// The fingerprint of the current Ed25519 key.
     pub fn fingerprint(&self) -> Fingerprint {
         self.public.fingerprint()
     }

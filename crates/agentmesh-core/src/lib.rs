@@ -5,6 +5,7 @@
 //! * [`keys`]: the Ed25519 signing key and X25519 (HPKE) encryption key of an agent,
 //!   [`AgentId`] and [`Fingerprint`].
 //! * [`card`]: the self-signed [`AgentCard`] an agent publishes.
+//! * [`rotation`]: the [`RotationStatement`] chain that keeps an agent id across key rotations.
 //! * [`envelope`]: the signed, end-to-end encrypted [`Envelope`] every native message travels in,
 //!   and the signed [`DeliveryReceipt`] that acknowledges it.
 //! * [`canonical`]: Python-compatible canonical JSON (`json.dumps(sort_keys=True,
@@ -28,11 +29,13 @@ pub mod canonical;
 pub mod card;
 pub mod envelope;
 pub mod keys;
+pub mod rotation;
 pub mod time;
 
 pub use card::{AgentCard, CardError};
 pub use envelope::{DeliveryReceipt, Envelope, EnvelopeKind, OpenError, VerifyError};
 pub use keys::{AgentId, Fingerprint, Identity, PublicKeys};
+pub use rotation::{RotationError, RotationStatement};
 
 /// The name of our native protocol as it appears in agent cards.
 pub const PROTOCOL_NATIVE: &str = "agentmesh/1";

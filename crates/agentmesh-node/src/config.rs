@@ -19,6 +19,10 @@ pub struct Config {
     pub freshness_window_secs: u64,
     /// How long a queued message stays deliverable, seconds. Default 86,400 (one day).
     pub message_ttl_secs: u64,
+    /// After a key rotation (ours or a contact's), how long the previous key is still honoured,
+    /// seconds: envelopes signed with it are accepted and bodies sealed to it are opened.
+    /// Default 86,400 (one day, the default message TTL).
+    pub rotation_grace_secs: u64,
     /// Delivery attempts before an outbox entry fails. Default 60.
     pub max_attempts: u32,
     /// First retry delay, milliseconds; doubles per attempt, with jitter. Default 500.
@@ -74,6 +78,7 @@ impl Default for Config {
             endpoint: None,
             freshness_window_secs: 300,
             message_ttl_secs: 86_400,
+            rotation_grace_secs: 86_400,
             max_attempts: 60,
             retry_base_ms: 500,
             retry_max_ms: 300_000,

@@ -6,12 +6,14 @@
 //! |---|---|
 //! | `GET /control/status` | identity, addresses, counters |
 //! | `GET /control/card` | our signed agent card |
-//! | `POST /control/contacts` `{url, purpose?}` | fetch the card at `url`, send a contact request |
+//! | `POST /control/contacts` `{url, purpose?, agent_id?, alias?}` | fetch the card at `url` (it must be `agent_id`'s when given), pin it, send a contact request |
 //! | `GET /control/requests?direction=incoming\|outgoing` | contact requests |
 //! | `POST /control/requests/{id}/approve` | approve an incoming request (trust becomes mutual) |
 //! | `POST /control/requests/{id}/reject` `{reason?}` | reject it |
 //! | `GET /control/peers` | known peers |
 //! | `POST /control/peers/{id}/block`, `…/unblock`; `DELETE /control/peers/{id}` | trust changes |
+//! | `POST /control/peers/{id}/repin` `{fingerprint}` | pin the key a peer presented in a key mismatch |
+//! | `POST /control/rotate-key` | new keys, rotation statement, contacts told |
 //! | `POST /control/messages` `{to, text, reply_to?, thread?}` | queue a message |
 //! | `GET /control/messages?direction=&unread=&peer=&limit=` | inbox and outbox |
 //! | `POST /control/messages/{id}/read` | show, mark read, send a read receipt |
@@ -24,7 +26,9 @@ use agentmesh_core::envelope::{
 };
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentCard, EnvelopeKind, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE};
-use agentmesh_store::{ContactRequest, Direction, MessageFilter, NewOutbound, Peer, RequestStatus, Store, Trust};
+use agentmesh_store::{
+    ContactRequest, Direction, KeyMismatch, MessageFilter, NewOutbound, Peer, RequestStatus, Store, Trust,
+};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -37,6 +41,7 @@ use serde_json::{Value, json};
 
 use crate::compat::agent_mesh_v1 as v1;
 use crate::error::{ApiError, read_json_body};
+use crate::home::Home;
 use crate::{Node, net};
 
 /// State of the control API: the node and the bearer token.
@@ -45,11 +50,20 @@ pub struct ControlState {
     node: Arc<Node>,
     token: Arc<str>,
     peer_url: Arc<str>,
+    home: Arc<Home>,
+    /// Serializes key rotations.
+    rotating: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Builds the control router; `token` is the bearer credential, `peer_url` our bound peer URL.
-pub fn router(node: Arc<Node>, token: String, peer_url: String) -> Router {
-    let state = ControlState { node, token: token.into(), peer_url: peer_url.into() };
+pub fn router(node: Arc<Node>, home: Home, token: String, peer_url: String) -> Router {
+    let state = ControlState {
+        node,
+        token: token.into(),
+        peer_url: peer_url.into(),
+        home: Arc::new(home),
+        rotating: Arc::default(),
+    };
     Router::new()
         .route("/control/status", get(status))
         .route("/control/card", get(card))
@@ -61,6 +75,8 @@ pub fn router(node: Arc<Node>, token: String, peer_url: String) -> Router {
         .route("/control/peers/{id}", axum::routing::delete(remove_peer))
         .route("/control/peers/{id}/block", post(block))
         .route("/control/peers/{id}/unblock", post(unblock))
+        .route("/control/peers/{id}/repin", post(repin))
+        .route("/control/rotate-key", post(rotate_key))
         .route("/control/messages", post(send_message).get(list_messages))
         .route("/control/messages/{id}/read", post(read_message))
         .route("/control/events", get(events))
@@ -97,15 +113,20 @@ async fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Bo
 
 async fn status(State(st): State<ControlState>) -> Result<Json<Value>, ApiError> {
     let node = &st.node;
-    let stats = node.db(|s| s.stats()).await?;
+    let (stats, mismatches) = node.db(|s| Ok((s.stats()?, s.key_mismatches(true)?))).await?;
+    let keys = node.keys();
+    let previous_until = keys.previous.as_ref().map(|(_, until)| *until).filter(|u| *u > now_ms());
     Ok(Json(json!({
         "agent_id": node.agent_id(),
-        "name": node.card.name,
-        "fingerprint": node.identity.fingerprint(),
+        "name": keys.card.name,
+        "fingerprint": keys.identity.fingerprint(),
+        "key_rotations": keys.identity.rotations().len(),
+        "previous_key_until": previous_until,
+        "key_mismatches": mismatches,
         "listen": st.peer_url.as_ref(),
         "endpoint": node.endpoint,
-        "protocols": node.card.protocols,
-        "capabilities": node.card.capabilities,
+        "protocols": keys.card.protocols,
+        "capabilities": keys.card.capabilities,
         "peers": stats.peers,
         "trusted_peers": stats.trusted_peers,
         "pending_requests": stats.pending_requests,
@@ -117,14 +138,19 @@ async fn status(State(st): State<ControlState>) -> Result<Json<Value>, ApiError>
 }
 
 async fn card(State(st): State<ControlState>) -> Json<AgentCard> {
-    Json(st.node.card.clone())
+    Json(st.node.keys().card.clone())
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ContactArgs {
     url: String,
     #[serde(default)]
     purpose: String,
+    /// The agent id the owner expects at `url` (`add-peer`): anything else is refused.
+    agent_id: Option<String>,
+    /// A name the owner gives the peer.
+    alias: Option<String>,
 }
 
 fn new_request_id() -> String {
@@ -135,14 +161,16 @@ fn peer_json(p: &Peer) -> Value {
     json!({"agent_id": p.agent_id, "name": p.name, "fingerprint": p.fingerprint, "protocol": p.protocol, "endpoint": p.endpoint, "trust": p.trust})
 }
 
-/// Fetches the peer's native card, falling back to the V1 discovery document.
-async fn fetch_peer(node: &Node, base: &str) -> Result<Peer, ApiError> {
+/// Fetches the peer's native card, falling back to the V1 discovery document. Returns the peer
+/// and every key it has held by its verified rotation chain (genesis first, current last).
+async fn fetch_peer(node: &Node, base: &str) -> Result<(Peer, Vec<[u8; 32]>), ApiError> {
     let now = now_ms() as i64;
     let native_error = match net::get(&node.http, &format!("{base}/v1/card"), 64 * 1024).await {
         Ok((status, body)) if status.is_success() => match serde_json::from_slice::<AgentCard>(&body) {
             Ok(card) => match card.verify() {
                 Ok(keys) => {
-                    return Ok(Peer {
+                    let history = card.key_history();
+                    return Ok((Peer {
                         agent_id: card.agent_id.to_string(),
                         name: card.name.clone(),
                         protocol: PROTOCOL_NATIVE.into(),
@@ -154,7 +182,10 @@ async fn fetch_peer(node: &Node, base: &str) -> Result<Peer, ApiError> {
                         trust: Trust::Discovered,
                         first_seen: now,
                         last_seen: now,
-                    });
+                        alias: None,
+                        prev_ed25519: None,
+                        prev_until: None,
+                    }, history));
                 }
                 Err(e) => {
                     return Err(ApiError::new(
@@ -170,7 +201,7 @@ async fn fetch_peer(node: &Node, base: &str) -> Result<Peer, ApiError> {
         Err(e) => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "peer_unreachable", format!("{base}: {e}"))),
     };
     match v1::fetch_discovery(node, base).await {
-        Ok((agent, key)) => Ok(Peer {
+        Ok((agent, key)) => Ok((Peer {
             agent_id: agent.agent_id.clone(),
             name: agent.display_name.clone(),
             protocol: PROTOCOL_AGENT_MESH_V1.into(),
@@ -182,7 +213,10 @@ async fn fetch_peer(node: &Node, base: &str) -> Result<Peer, ApiError> {
             trust: Trust::Discovered,
             first_seen: now,
             last_seen: now,
-        }),
+            alias: None,
+            prev_ed25519: None,
+            prev_until: None,
+        }, vec![key.to_bytes()])),
         Err(v1_error) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "not_an_agent",
@@ -209,12 +243,26 @@ async fn request_contact(
     if args.purpose.chars().count() > 1000 {
         return Err(ApiError::bad_request("invalid_purpose", "purpose is limited to 1000 characters"));
     }
+    if args.alias.as_ref().is_some_and(|a| a.trim().is_empty() || a.chars().count() > 64) {
+        return Err(ApiError::bad_request("invalid_alias", "an alias is 1 to 64 characters"));
+    }
     let base = normalize_url(&args.url)?;
     let node = Arc::clone(&st.node);
-    let peer = fetch_peer(&node, &base).await?;
+    let (mut peer, history) = fetch_peer(&node, &base).await?;
+    if let Some(expected) = &args.agent_id
+        && *expected != peer.agent_id
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "agent_id_mismatch",
+            format!("{base} serves agent {}, not {expected}; nothing was pinned or sent", peer.agent_id),
+        ));
+    }
     if peer.agent_id == node.agent_id() {
         return Err(ApiError::bad_request("self_contact", format!("{base} is this agent itself")));
     }
+    peer.alias = args.alias.map(|a| a.trim().to_owned());
+    let grace_ms = node.config.rotation_grace_secs.saturating_mul(1000) as i64;
     let request_id = new_request_id();
     let now = now_ms();
     let outbound = if peer.protocol == PROTOCOL_NATIVE {
@@ -239,14 +287,98 @@ async fn request_contact(
         decided_at: None,
     };
     let p = peer.clone();
-    let outcome = node
+    let (outcome, mismatch) = node
         .db(move |s| {
-            if !s.upsert_peer(&p)? {
-                return Ok(Err(ApiError::conflict(
-                    "key_mismatch",
-                    format!("{} now presents a key other than the one pinned for it; nothing was sent", p.agent_id),
-                )));
+            match pin_check(s, &p, &history, now as i64, grace_ms)? {
+                PinCheck::Mismatch(m) => {
+                    s.record_key_mismatch(&m)?;
+                    return Ok((Err(outbound_mismatch(&p.agent_id)), Some(m)));
+                }
+                PinCheck::Superseded => {
+                    return Ok((
+                        Err(ApiError::conflict(
+                            "superseded_key",
+                            format!("{} serves a card with a key it has rotated away from; nothing was sent", p.agent_id),
+                        )),
+                        None,
+                    ));
+                }
+                PinCheck::Ok => {}
             }
+            if !s.upsert_peer(&p)? {
+                return Ok((Err(outbound_mismatch(&p.agent_id)), None));
+            }
+            Ok((contact_outcome(s, &p, &request, &outbound)?, None))
+        })
+        .await?;
+    if let Some(mismatch) = mismatch {
+        tracing::warn!(peer = %mismatch.peer_id, presented = %mismatch.presented_fingerprint, "pinned agent serves another key");
+        node.emit(crate::Event::KeyMismatch { mismatch });
+    }
+    let Some(trust) = outcome? else {
+        return Ok(Json(
+            json!({"status": "already_trusted", "request_id": null, "peer": peer_json(&Peer { trust: Trust::Trusted, ..peer })}),
+        ));
+    };
+    node.outbox_wake.notify_one();
+    Ok(Json(json!({"status": "pending", "request_id": request_id, "peer": peer_json(&Peer { trust, ..peer })})))
+}
+
+fn outbound_mismatch(agent_id: &str) -> ApiError {
+    ApiError::conflict(
+        "key_mismatch",
+        format!(
+            "{agent_id} now presents a key other than the one pinned for it; nothing was sent. Check the new \
+             fingerprint with its owner (`agentmesh status` lists it), then run `agentmesh repin {agent_id} --fingerprint <sha256:…>`"
+        ),
+    )
+}
+
+enum PinCheck {
+    Ok,
+    Superseded,
+    Mismatch(KeyMismatch),
+}
+
+/// Compares a fetched peer with its pin: the same key, a key its verified rotation chain leads to
+/// (the pin moves, the old key kept for `grace_ms`), a key it rotated away from, or a mismatch.
+fn pin_check(s: &Store, fetched: &Peer, history: &[[u8; 32]], now: i64, grace_ms: i64) -> agentmesh_store::Result<PinCheck> {
+    let Some(pinned) = s.peer(&fetched.agent_id)? else { return Ok(PinCheck::Ok) };
+    if pinned.ed25519 == fetched.ed25519 {
+        return Ok(PinCheck::Ok);
+    }
+    if pinned.prev_ed25519 == Some(fetched.ed25519) {
+        return Ok(PinCheck::Superseded);
+    }
+    if pinned.protocol == PROTOCOL_NATIVE && history.contains(&pinned.ed25519) {
+        s.rotate_peer_key(fetched, now.saturating_add(grace_ms))?;
+        return Ok(PinCheck::Ok);
+    }
+    Ok(PinCheck::Mismatch(KeyMismatch {
+        peer_id: fetched.agent_id.clone(),
+        pinned_fingerprint: pinned.fingerprint,
+        presented_fingerprint: fetched.fingerprint.clone(),
+        presented_ed25519: fetched.ed25519,
+        presented_x25519: fetched.x25519,
+        presented_card: fetched.card.clone(),
+        direction: "outbound".into(),
+        count: 1,
+        first_at: now,
+        last_at: now,
+        resolved_at: None,
+    }))
+}
+
+/// Records an outgoing contact request (unless trust is already mutual) and queues it; returns
+/// the resulting trust, `None` when there was nothing to ask.
+fn contact_outcome(
+    s: &Store,
+    p: &Peer,
+    request: &ContactRequest,
+    outbound: &NewOutbound,
+) -> agentmesh_store::Result<Result<Option<Trust>, ApiError>> {
+    {
+        {
             let current = s.peer(&p.agent_id)?.map(|x| x.trust).unwrap_or(Trust::Discovered);
             let native = p.protocol == PROTOCOL_NATIVE;
             match current {
@@ -264,18 +396,11 @@ async fn request_contact(
                     s.set_trust(&p.agent_id, Trust::Pending)?;
                 }
             }
-            s.insert_request(&request)?;
-            s.enqueue(&outbound)?;
+            s.insert_request(request)?;
+            s.enqueue(outbound)?;
             Ok(Ok(Some(if current == Trust::Trusted { Trust::Trusted } else { Trust::Pending })))
-        })
-        .await??;
-    let Some(trust) = outcome else {
-        return Ok(Json(
-            json!({"status": "already_trusted", "request_id": null, "peer": peer_json(&Peer { trust: Trust::Trusted, ..peer })}),
-        ));
-    };
-    node.outbox_wake.notify_one();
-    Ok(Json(json!({"status": "pending", "request_id": request_id, "peer": peer_json(&Peer { trust, ..peer })})))
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -389,15 +514,15 @@ fn native_outbound(
     let now = now_ms();
     let mut draft = Draft::new(
         kind,
-        node.identity.agent_id(),
+        node.id(),
         to,
         now,
         node.config.message_ttl_secs * 1000,
         content_type,
         plaintext,
     );
-    if matches!(kind, EnvelopeKind::ContactRequest | EnvelopeKind::ContactResponse) {
-        draft.card = Some(node.card.clone());
+    if kind.carries_card() {
+        draft.card = Some(node.keys().card.clone());
     }
     let (reply_to, thread) = refs.unwrap_or_default();
     draft.reply_to = reply_to.clone();
@@ -464,6 +589,118 @@ async fn block(State(st): State<ControlState>, Path(id): Path<String>) -> Result
 async fn unblock(State(st): State<ControlState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     // Unblocking does not restore trust: the peer must ask again (or be asked).
     set_trust(&st.node, id, Trust::Discovered).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepinArgs {
+    fingerprint: String,
+}
+
+/// Pins the key a peer presented in an open key mismatch, once the owner has checked its
+/// fingerprint out of band. Only through here does a mismatched peer become reachable again.
+async fn repin(
+    State(st): State<ControlState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let args: RepinArgs = json_body(&headers, body).await?;
+    let agent_id = id.clone();
+    let fingerprint = args.fingerprint.clone();
+    let (peer, open) = st
+        .node
+        .db(move |s| {
+            let open: Vec<String> = s
+                .key_mismatches(true)?
+                .into_iter()
+                .filter(|m| m.peer_id == agent_id)
+                .map(|m| m.presented_fingerprint)
+                .collect();
+            Ok((s.repin(&agent_id, &fingerprint, now_ms() as i64)?, open))
+        })
+        .await?;
+    let Some(peer) = peer else {
+        return Err(if open.is_empty() {
+            ApiError::not_found(format!("{id} has no open key mismatch"))
+        } else {
+            ApiError::conflict(
+                "fingerprint_mismatch",
+                format!("{id} presented {}, not {}; nothing was changed", open.join(", "), args.fingerprint),
+            )
+        });
+    };
+    tracing::info!(peer = %peer.agent_id, fingerprint = %peer.fingerprint, "owner repinned peer key");
+    Ok(Json(json!({ "peer": peer })))
+}
+
+/// Rotates our keys (see [`crate::home::Home::rotate_keys`]), installs them, and queues a
+/// `key_rotation` envelope with the new card to every contact.
+async fn rotate_key(State(st): State<ControlState>) -> Result<Json<Value>, ApiError> {
+    let _one_at_a_time = st.rotating.lock().await;
+    let node = Arc::clone(&st.node);
+    let home = Arc::clone(&st.home);
+    let grace_ms = node.config.rotation_grace_secs.saturating_mul(1000);
+    let old_fingerprint = node.keys().identity.fingerprint();
+    let (state, profile) = tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((home.rotate_keys(grace_ms)?, home.load_profile()?)))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let card = crate::run::our_card(&state.identity, &profile, &node.endpoint);
+    let fingerprint = state.identity.fingerprint();
+    let rotations = state.identity.rotations().len();
+    let previous_until = state.previous.as_ref().map(|(_, until)| *until);
+    node.set_keys(crate::Keys { identity: state.identity, card, previous: state.previous });
+    tracing::info!(old = %old_fingerprint, new = %fingerprint, "rotated keys");
+    let told = announce_card(&node).await?;
+    Ok(Json(json!({
+        "agent_id": node.agent_id(),
+        "old_fingerprint": old_fingerprint,
+        "fingerprint": fingerprint,
+        "key_rotations": rotations,
+        "previous_key_until": previous_until,
+        "contacts_told": told,
+    })))
+}
+
+const ANNOUNCED_KEY: &str = "announced_fingerprint";
+
+/// Queues our current card in a `key_rotation` envelope to every native contact (trusted, or
+/// asked) unless it was already announced; returns how many were queued. Run at start (a
+/// rotation made while the node was down) and after each rotation.
+pub(crate) async fn announce_card(node: &Arc<Node>) -> Result<usize, ApiError> {
+    let keys = node.keys();
+    let fingerprint = keys.identity.fingerprint().to_string();
+    let rotated = !keys.identity.rotations().is_empty();
+    let n = Arc::clone(node);
+    let told = node
+        .db(move |s| {
+            let announced = s.meta(ANNOUNCED_KEY)?;
+            if announced.as_deref() == Some(fingerprint.as_str()) || (announced.is_none() && !rotated) {
+                s.set_meta(ANNOUNCED_KEY, &fingerprint)?;
+                return Ok(Ok(0));
+            }
+            let mut told = 0;
+            for peer in s.peers()? {
+                if peer.protocol != PROTOCOL_NATIVE || !matches!(peer.trust, Trust::Trusted | Trust::Pending) {
+                    continue;
+                }
+                match native_outbound(&n, &peer, EnvelopeKind::KeyRotation, b"{}".to_vec(), APPLICATION_JSON, None, None)
+                {
+                    Ok(outbound) => s.enqueue(&outbound)?,
+                    Err(e) => return Ok(Err(e)),
+                }
+                told += 1;
+            }
+            s.set_meta(ANNOUNCED_KEY, &fingerprint)?;
+            Ok(Ok(told))
+        })
+        .await??;
+    if told > 0 {
+        node.rotation_pending.store(true, std::sync::atomic::Ordering::SeqCst);
+        node.outbox_wake.notify_one();
+    }
+    Ok(told)
 }
 
 async fn remove_peer(State(st): State<ControlState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -4,6 +4,8 @@
 //! <home>/
 //!   keys/ed25519.key   Ed25519 secret seed, base64 of 32 bytes, mode 0600
 //!   keys/x25519.key    X25519 secret, base64 of 32 bytes, mode 0600
+//!   keys/rotation.json after `rotate-key`: the rotation chain and, for the grace period, the
+//!                      previous secret keys (mode 0600; see RotationState)
 //!   profile.json       name, endpoint override, capabilities, created_at (public)
 //!   config.toml        optional node settings (see Config)
 //!   agentmesh.db       SQLite store
@@ -17,7 +19,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use agentmesh_core::{Identity, b64, time::now_ms};
+use agentmesh_core::{AgentId, Identity, RotationStatement, b64, time::now_ms};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +81,9 @@ impl Home {
     fn x25519_path(&self) -> PathBuf {
         self.keys_dir().join("x25519.key")
     }
+    fn rotation_path(&self) -> PathBuf {
+        self.keys_dir().join("rotation.json")
+    }
     fn profile_path(&self) -> PathBuf {
         self.root.join("profile.json")
     }
@@ -132,6 +137,90 @@ impl Home {
 
     /// Loads the identity, refusing key files that group or others can read (like ssh).
     pub fn load_identity(&self) -> Result<Identity> {
+        Ok(self.load_keys()?.identity)
+    }
+
+    /// Loads the current keys with their rotation chain, and the previous keys while their grace
+    /// period lasts.
+    ///
+    /// A rotation interrupted between writing `rotation.json` and the new key files (a crash) is
+    /// rolled back: the chain is cut back to the key files, which still hold the old keys.
+    pub fn load_keys(&self) -> Result<KeyState> {
+        let identity = self.load_genesis_files()?;
+        let Some(mut state) = self.load_rotation()? else {
+            return Ok(KeyState { identity, previous: None });
+        };
+        let current = b64::encode(identity.public().ed25519.as_bytes());
+        if let Some(cut) = state.rotations.iter().position(|r| r.old_ed25519 == current) {
+            // Crash before the new key files landed: forget the unfinished rotation(s).
+            state.rotations.truncate(cut);
+            state.previous = None;
+            write_private(&self.rotation_path(), &serde_json::to_vec_pretty(&state)?)?;
+        }
+        let identity = identity
+            .with_history(state.agent_id, state.rotations.clone())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.rotation_path().display()))?;
+        let previous = match state.previous {
+            Some(p) if p.until > now_ms() => {
+                let ed = decode_secret(&p.ed25519, "previous ed25519")?;
+                let x = decode_secret(&p.x25519, "previous x25519")?;
+                let before = &state.rotations[..state.rotations.len().saturating_sub(1)];
+                let old = Identity::from_secret_bytes(&ed, &x)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .with_history(state.agent_id, before.to_vec())
+                    .map_err(|e| anyhow::anyhow!("{}: previous keys: {e}", self.rotation_path().display()))?;
+                Some((old, p.until))
+            }
+            _ => None,
+        };
+        Ok(KeyState { identity, previous })
+    }
+
+    /// Rotates to fresh keys: signs a rotation statement with the current and the new key,
+    /// writes `rotation.json` (chain + previous secrets kept for `grace_ms`), then the new key
+    /// files. The caller holds the node lock.
+    pub fn rotate_keys(&self, grace_ms: u64) -> Result<KeyState> {
+        let current = self.load_keys()?.identity;
+        let agent_id = current.agent_id();
+        let mut rotations = current.rotations().to_vec();
+        if rotations.len() >= agentmesh_core::rotation::MAX_ROTATIONS {
+            bail!(
+                "this identity has been rotated {} times, the most a card can carry",
+                agentmesh_core::rotation::MAX_ROTATIONS
+            );
+        }
+        let next = Identity::generate();
+        let now = now_ms();
+        rotations.push(RotationStatement::sign(agent_id, rotations.len() as u32 + 1, &current, &next, now));
+        let next = next.with_history(agent_id, rotations.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let until = now.saturating_add(grace_ms);
+        let state = RotationState {
+            agent_id,
+            rotations,
+            previous: Some(PreviousKeys {
+                ed25519: b64::encode(*current.ed25519_secret_bytes()),
+                x25519: b64::encode(*current.x25519_secret_bytes()),
+                until,
+            }),
+        };
+        let json = zeroize::Zeroizing::new(serde_json::to_vec_pretty(&state)?);
+        write_private(&self.rotation_path(), &json)?;
+        write_private(&self.ed25519_path(), b64::encode(*next.ed25519_secret_bytes()).as_bytes())?;
+        write_private(&self.x25519_path(), b64::encode(*next.x25519_secret_bytes()).as_bytes())?;
+        Ok(KeyState { identity: next, previous: Some((current, until)) })
+    }
+
+    fn load_rotation(&self) -> Result<Option<RotationState>> {
+        let path = self.rotation_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        check_private(&path)?;
+        let bytes = zeroize::Zeroizing::new(fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+        serde_json::from_slice(&bytes).map(Some).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    fn load_genesis_files(&self) -> Result<Identity> {
         if !self.ed25519_path().exists() {
             bail!(
                 "no identity in {}; create one with `agentmesh init --name NAME --home {}`",
@@ -179,7 +268,44 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-fn read_secret(path: &Path) -> Result<[u8; 32]> {
+/// The current keys of an agent and, during a rotation's grace period, the previous ones.
+pub struct KeyState {
+    /// Current keys, with the agent id and rotation chain.
+    pub identity: Identity,
+    /// The keys before the last rotation and until when (ms) they are still honoured: bodies
+    /// sealed to the old X25519 key are opened, and answered with receipts the peer can check.
+    pub previous: Option<(Identity, u64)>,
+}
+
+/// `keys/rotation.json`: `{"agent_id", "rotations":[statements], "previous":{"ed25519","x25519","until"}}`.
+#[derive(Serialize, Deserialize)]
+struct RotationState {
+    agent_id: AgentId,
+    rotations: Vec<RotationStatement>,
+    previous: Option<PreviousKeys>,
+}
+
+/// The secret keys before the last rotation, base64 of 32 bytes each; `until` in ms.
+#[derive(Serialize, Deserialize)]
+struct PreviousKeys {
+    ed25519: String,
+    x25519: String,
+    until: u64,
+}
+
+impl Drop for PreviousKeys {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.ed25519.zeroize();
+        self.x25519.zeroize();
+    }
+}
+
+fn decode_secret(text: &str, what: &str) -> Result<[u8; 32]> {
+    b64::decode_array::<32>(text.trim()).with_context(|| format!("the {what} key is not 32 bytes of base64"))
+}
+
+fn check_private(path: &Path) -> Result<()> {
     let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -189,6 +315,11 @@ fn read_secret(path: &Path) -> Result<[u8; 32]> {
             path.display()
         );
     }
+    Ok(())
+}
+
+fn read_secret(path: &Path) -> Result<[u8; 32]> {
+    check_private(path)?;
     let text =
         zeroize::Zeroizing::new(fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
     b64::decode_array::<32>(text.trim()).with_context(|| format!("{} does not hold a 32-byte key", path.display()))

@@ -16,6 +16,7 @@ pub mod config;
 pub mod control_api;
 pub mod db;
 pub mod error;
+pub mod fuzzing;
 pub mod home;
 pub mod limits;
 mod net;
@@ -65,6 +66,18 @@ pub enum Event {
         /// The stored request.
         request: ContactRequest,
     },
+    /// A pinned agent id presented another key and was refused; see `status` and `repin`.
+    KeyMismatch {
+        /// The record (peer, pinned and presented fingerprints, direction, count).
+        mismatch: agentmesh_store::KeyMismatch,
+    },
+    /// A contact rotated its keys; its pin moved along its verified rotation chain.
+    KeyRotated {
+        /// The contact.
+        peer_id: String,
+        /// Fingerprint of its new key.
+        fingerprint: String,
+    },
     /// A peer answered one of our contact requests.
     ContactResponse {
         /// The request answered.
@@ -79,12 +92,30 @@ pub enum Event {
 /// Batches up to this many envelopes are signed, verified and opened on the calling task.
 const INLINE_CRYPTO_ITEMS: usize = 4;
 
+/// Our keys and the card that publishes them; replaced as a whole by a key rotation.
+pub struct Keys {
+    /// Current keys, agent id and rotation chain.
+    pub identity: Identity,
+    /// Our signed agent card, carrying the rotation chain.
+    pub card: AgentCard,
+    /// The keys before the last rotation, honoured until the instant given (ms): bodies sealed to
+    /// them are opened, and answered with receipts signed by them.
+    pub previous: Option<(Identity, u64)>,
+}
+
+impl Keys {
+    /// The previous keys while their grace period lasts.
+    pub fn previous(&self, now_ms: u64) -> Option<&Identity> {
+        self.previous.as_ref().filter(|(_, until)| *until > now_ms).map(|(id, _)| id)
+    }
+}
+
 /// Shared state of a running node.
 pub struct Node {
-    /// Our keys.
-    pub identity: Identity,
-    /// Our signed agent card.
-    pub card: AgentCard,
+    /// Our keys and card (see [`Node::keys`]).
+    keys: std::sync::RwLock<std::sync::Arc<Keys>>,
+    /// Our agent id, fixed for the node's life (it survives rotations).
+    agent_id: agentmesh_core::AgentId,
     /// Settings.
     pub config: Config,
     /// Our advertised base URL.
@@ -99,6 +130,9 @@ pub struct Node {
     pub http: reqwest::Client,
     /// Rate limits of the peer API.
     pub limits: limits::RateLimits,
+    /// Set while `key_rotation` announcements may be queued: the outbox then sends them to each
+    /// contact before anything else (signed with the new key, which the contact learns from them).
+    pub rotation_pending: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -129,6 +163,21 @@ impl Node {
         std::time::Duration::from_secs(self.config.body_read_timeout_secs.max(1))
     }
 
+    /// Stores a key mismatch and tells watchers; the caller refuses the peer.
+    pub async fn record_key_mismatch(&self, mismatch: agentmesh_store::KeyMismatch) {
+        tracing::warn!(
+            peer = %mismatch.peer_id,
+            pinned = %mismatch.pinned_fingerprint,
+            presented = %mismatch.presented_fingerprint,
+            direction = %mismatch.direction,
+            "pinned agent presented another key; refused until `agentmesh repin`"
+        );
+        let m = mismatch.clone();
+        if self.db(move |s| s.record_key_mismatch(&m)).await.is_ok() {
+            self.emit(Event::KeyMismatch { mismatch });
+        }
+    }
+
     /// Publishes an event; nobody listening is fine.
     pub fn emit(&self, event: Event) {
         let _ = self.events.send(event);
@@ -136,6 +185,45 @@ impl Node {
 
     /// Our agent id as text.
     pub fn agent_id(&self) -> String {
-        self.identity.agent_id().to_string()
+        self.agent_id.to_string()
+    }
+
+    /// Our agent id.
+    pub fn id(&self) -> agentmesh_core::AgentId {
+        self.agent_id
+    }
+
+    /// The current keys and card; a snapshot that stays valid across a concurrent rotation.
+    pub fn keys(&self) -> std::sync::Arc<Keys> {
+        std::sync::Arc::clone(&self.keys.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Installs new keys and card after a rotation.
+    pub fn set_keys(&self, keys: Keys) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(keys);
+    }
+
+    /// Assembles a node from its parts (what `agentmesh up` does after loading the home).
+    pub fn new(
+        keys: Keys,
+        config: Config,
+        endpoint: String,
+        db: Db,
+        http: reqwest::Client,
+    ) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        let limits = limits::RateLimits::new(&config);
+        Node {
+            agent_id: keys.identity.agent_id(),
+            keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
+            config,
+            endpoint,
+            db,
+            events,
+            outbox_wake: Notify::new(),
+            http,
+            limits,
+            rotation_pending: std::sync::atomic::AtomicBool::new(true),
+        }
     }
 }

@@ -9,6 +9,7 @@
 //! every lease is released, so a restarted node resumes at once.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::{Event, Node, compat, net};
+
+const KEY_ROTATION: &str = "key_rotation";
 
 /// The result of one delivery attempt of one entry.
 #[derive(Debug, Clone)]
@@ -57,6 +60,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let per_peer = node.config.per_peer_inflight.max(1);
     loop {
         let now = now_ms() as i64;
+        let check_rotation = node.rotation_pending.load(Ordering::SeqCst);
         let busy: HashMap<String, usize> = inflight.lock().unwrap_or_else(|p| p.into_inner()).clone();
         // One visit to the database: what is due, grouped per peer within the in-flight caps,
         // leased, with each peer's record and the time the next entry falls due.
@@ -64,7 +68,18 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
             .db(move |s| {
                 let mut groups: Vec<(String, Vec<OutboxItem>)> = Vec::new();
                 let mut held_back = false;
+                // After a key rotation, a contact first gets the `key_rotation` envelope, alone:
+                // everything else is signed with the new key it announces.
+                let rotating = if check_rotation { s.peers_awaiting(KEY_ROTATION)? } else { Vec::new() };
                 for item in s.due(now, fetch_limit)? {
+                    if rotating.contains(&item.peer_id) {
+                        if item.kind == KEY_ROTATION && !busy.contains_key(&item.peer_id) {
+                            groups.push((item.peer_id.clone(), vec![item]));
+                        } else {
+                            held_back = true;
+                        }
+                        continue;
+                    }
                     let running = busy.get(&item.peer_id).copied().unwrap_or(0);
                     let chunks = groups.iter().filter(|(p, _)| *p == item.peer_id).count();
                     match groups.iter_mut().rev().find(|(p, _)| *p == item.peer_id) {
@@ -81,16 +96,19 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                     let peer = s.peer(&peer_id)?;
                     with_peers.push((peer_id, peer, items));
                 }
-                Ok((with_peers, held_back, s.next_due()?))
+                Ok((with_peers, held_back, s.next_due()?, check_rotation && rotating.is_empty()))
             })
             .await;
-        let (groups, held_back, next) = match taken {
+        let (groups, held_back, next, rotation_done) = match taken {
             Ok(t) => t,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
+        if rotation_done {
+            node.rotation_pending.store(false, Ordering::SeqCst);
+        }
         for (peer_id, peer, items) in groups {
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { break };
             *inflight.lock().unwrap_or_else(|p| p.into_inner()).entry(peer_id.clone()).or_default() += 1;
@@ -170,9 +188,10 @@ async fn deliver_group(node: &Arc<Node>, peer: Option<Peer>, items: Vec<OutboxIt
 /// Signs each entry's envelope with a fresh `sent_at`; `None` for corrupt payloads.
 fn sign_all(node: &Node, items: &[OutboxItem]) -> Vec<Option<Envelope>> {
     let now = now_ms();
+    let keys = node.keys();
     items
         .iter()
-        .map(|i| serde_json::from_str::<Envelope>(&i.payload).ok().map(|e| e.sign(&node.identity, now)))
+        .map(|i| serde_json::from_str::<Envelope>(&i.payload).ok().map(|e| e.sign(&keys.identity, now)))
         .collect()
 }
 
@@ -184,7 +203,7 @@ fn parse_receipt(node: &Node, peer: &Peer, item: &OutboxItem, receipt: &Value) -
     };
     let matches = receipt.message_id == item.id
         && receipt.from.to_string() == peer.agent_id
-        && receipt.to == node.identity.agent_id()
+        && receipt.to == node.id()
         && receipt.status == "delivered";
     if !matches {
         return Err(Outcome::Retry {
@@ -205,6 +224,9 @@ async fn verify_receipts(
     let Ok(key) = VerifyingKey::from_bytes(&peer.ed25519) else {
         return receipts.into_iter().map(|(i, _)| (i, Outcome::Failed("stored peer key is invalid".into()))).collect();
     };
+    // A peer that rotated signs with its new key; until it has heard our own rotation
+    // announcement it may still sign with the previous one, honoured during the grace period.
+    let previous = peer.previous_key(now_ms() as i64).and_then(|k| VerifyingKey::from_bytes(&k).ok());
     node.crypto(receipts.len(), move || {
         let entries: Vec<(Vec<u8>, &str, VerifyingKey)> =
             receipts.iter().map(|(_, r)| (r.signing_bytes(), r.sig.as_str(), key)).collect();
@@ -212,7 +234,12 @@ async fn verify_receipts(
         let outcomes: Vec<Outcome> = receipts
             .iter()
             .zip(verdicts)
-            .map(|((_, receipt), verdict)| match verdict {
+            .map(|((_, receipt), verdict)| match (verdict, previous) {
+                (Err(_), Some(old)) => receipt.verify(&old).map_err(|_| ()),
+                (verdict, _) => verdict.map_err(|_| ()),
+            })
+            .zip(receipts.iter())
+            .map(|(verdict, (_, receipt))| match verdict {
                 Ok(()) => Outcome::Delivered(serde_json::to_string(receipt).unwrap_or_default()),
                 Err(_) => Outcome::Retry {
                     sent: true,

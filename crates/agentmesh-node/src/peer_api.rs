@@ -9,6 +9,7 @@
 //! | `POST /v1/contact-response` | one `contact_response` envelope | `200 {"receipt":…}` |
 //! | `POST /v1/message` | one `message` envelope | `200 {"receipt":…}` |
 //! | `POST /v1/receipt` | one `receipt` (read receipt) envelope | `200 {"receipt":…}` |
+//! | `POST /v1/key-rotation` | one `key_rotation` envelope (new card with its rotation chain) | `200 {"receipt":…}` |
 //! | `POST /v1/batch` | `{"envelopes":[…]}`, any kind but contact requests | `200 {"results":[…]}` |
 //!
 //! Each envelope is checked cheapest first — size, parse, shape, sender (known, trusted, not
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use agentmesh_core::envelope::{ContactRequestBody, ContactResponseBody, ReceiptBody};
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentCard, DeliveryReceipt, Envelope, EnvelopeKind, PROTOCOL_NATIVE, PublicKeys};
-use agentmesh_store::{ContactRequest, Direction, IncomingMessage, Peer, RequestStatus, Store, Trust};
+use agentmesh_store::{ContactRequest, Direction, IncomingMessage, KeyMismatch, Peer, RequestStatus, Store, Trust};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -37,7 +38,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::{ApiError, read_json_body};
-use crate::{Event, Node, compat};
+use crate::{Event, Keys, Node, compat};
 
 /// Builds the peer API router (native and Agent Mesh V1 routes).
 pub fn router(node: Arc<Node>) -> Router {
@@ -47,6 +48,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/contact-response", post(contact_response))
         .route("/v1/message", post(message))
         .route("/v1/receipt", post(receipt))
+        .route("/v1/key-rotation", post(key_rotation))
         .route("/v1/batch", post(batch))
         .merge(compat::agent_mesh_v1::router())
         .fallback(not_found)
@@ -59,7 +61,7 @@ async fn card(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
 ) -> Result<Json<AgentCard>, ApiError> {
     node.limits.other_from_ip(remote.ip())?;
-    Ok(Json(node.card.clone()))
+    Ok(Json(node.keys().card.clone()))
 }
 
 async fn contact_request(
@@ -87,6 +89,19 @@ async fn contact_response(
     }
     let limit = node.config.max_contact_request_bytes;
     single(node, headers, body, EnvelopeKind::ContactResponse, limit).await
+}
+
+async fn key_rotation(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(e) = node.limits.other_from_ip(remote.ip()) {
+        return e.into_response();
+    }
+    let limit = node.config.max_contact_request_bytes;
+    single(node, headers, body, EnvelopeKind::KeyRotation, limit).await
 }
 
 async fn not_found(State(node): State<Arc<Node>>, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> ApiError {
@@ -203,17 +218,21 @@ async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) ->
 }
 
 /// What an accepted envelope changes, applied in the same transaction as its acceptance.
+///
+/// `rotated` marks a card whose verified rotation chain moves the sender's pinned key.
 enum Effect {
     Message(IncomingMessage),
     Read { message_id: String, at: i64 },
-    ContactRequest { peer: Box<Peer>, request: Box<ContactRequest> },
-    ContactResponse { peer: Box<Peer>, body: ContactResponseBody },
+    ContactRequest { peer: Box<Peer>, request: Box<ContactRequest>, rotated: Option<Peer> },
+    ContactResponse { peer: Box<Peer>, body: ContactResponseBody, rotated: bool },
+    KeyRotation { peer: Box<Peer>, rotated: bool },
 }
 
 struct Verified {
     index: usize,
     peer_id: String,
     id: String,
+    expires_at: i64,
     kind: EnvelopeKind,
     receipt: String,
     effect: Effect,
@@ -259,17 +278,17 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
 
     let now = now_ms();
     let window = node.config.freshness_window_secs.saturating_mul(1000);
-    let me = node.identity.agent_id();
+    let me = node.id();
     let mut key_cache: HashMap<[u8; 32], VerifyingKey> = HashMap::new();
-    let mut to_verify: Vec<(usize, VerifyingKey, Option<PublicKeys>)> = Vec::new();
+    let mut to_verify: Vec<(usize, Sender)> = Vec::new();
     for (i, replay) in replays {
         let env = &envelopes[i];
         let peer = peers.get(&env.from.to_string()).and_then(Option::as_ref);
-        let checked = sender_key(env, peer, &mut key_cache).and_then(|key| {
+        let checked = sender_key(env, peer, &mut key_cache, now as i64).and_then(|key| {
             match env.kind {
                 EnvelopeKind::Message | EnvelopeKind::Receipt => node.limits.message_from(&env.from.to_string())?,
                 EnvelopeKind::ContactRequest => node.limits.contact_from_agent(&env.from.to_string())?,
-                EnvelopeKind::ContactResponse => {}
+                EnvelopeKind::ContactResponse | EnvelopeKind::KeyRotation => {}
             }
             if env.to != me {
                 return Err(ApiError::bad_request("wrong_recipient", format!("this node is {me}, not {}", env.to)));
@@ -291,31 +310,40 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
         });
         match (checked, replay) {
             (Err(e), _) => results[i] = Some(Err(e)),
-            (Ok(_), Some(receipt)) => results[i] = Some(Ok(receipt)),
-            (Ok((key, card_keys)), None) => to_verify.push((i, key, card_keys)),
+            (Ok(sender), Some(receipt)) if sender.mismatch.is_none() => results[i] = Some(Ok(receipt)),
+            (Ok(sender), _) => to_verify.push((i, sender)),
         }
     }
 
     // Signatures (batched), decryption and receipt signing: CPU work, off the async threads.
-    let node2 = Arc::clone(node);
+    let keys = node.keys();
     let envs = envelopes;
     let count = to_verify.len();
     let verified = node
         .crypto(count, move || {
             let entries: Vec<(Vec<u8>, &str, VerifyingKey)> =
-                to_verify.iter().map(|(i, key, _)| (envs[*i].signing_bytes(), envs[*i].sig.as_str(), *key)).collect();
+                to_verify.iter().map(|(i, s)| (envs[*i].signing_bytes(), envs[*i].sig.as_str(), s.key)).collect();
             let verdicts = agentmesh_core::envelope::verify_signatures(&entries);
             to_verify
-                .iter()
+                .into_iter()
                 .zip(verdicts)
-                .map(|((i, _, card_keys), verdict)| {
-                    let env = &envs[*i];
+                .map(|((i, sender), verdict)| {
+                    let env = &envs[i];
+                    // In flight from before the sender's rotation: signed with its previous key.
+                    let verdict = match (verdict, sender.previous) {
+                        (Err(_), Some(old)) => env.verify(&old),
+                        (verdict, _) => verdict,
+                    };
+                    if let Err(e) = verdict {
+                        return (i, Err(ApiError::bad_signature(e.to_string())), None);
+                    }
+                    if let Some(mismatch) = sender.mismatch {
+                        // The sender proved it holds the presented key: worth the owner's eyes.
+                        return (i, Err(key_mismatch_error(&mismatch.peer_id)), Some(mismatch));
+                    }
                     let peer = peers.get(&env.from.to_string()).and_then(Option::as_ref);
-                    let outcome = verdict
-                        .map_err(|e| ApiError::bad_signature(e.to_string()))
-                        .and_then(|()| open_and_build(&node2, env, card_keys.as_ref(), peer, now))
-                        .map(|v| Verified { index: *i, ..v });
-                    (*i, outcome)
+                    let outcome = open_and_build(&keys, env, &sender, peer, now).map(|v| Verified { index: i, ..v });
+                    (i, outcome, None)
                 })
                 .collect::<Vec<_>>()
         })
@@ -323,16 +351,26 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
         .unwrap_or_default();
 
     let mut accepted = Vec::new();
-    for (i, outcome) in verified {
+    let mut mismatches = Vec::new();
+    for (i, outcome, mismatch) in verified {
         match outcome {
             Ok(v) => accepted.push(v),
             Err(e) => results[i] = Some(Err(e)),
         }
+        mismatches.extend(mismatch);
+    }
+    for mismatch in mismatches {
+        node.record_key_mismatch(mismatch).await;
     }
 
     if !accepted.is_empty() {
-        let max_pending = node.config.max_pending_requests;
-        let stored = node.db(move |s| apply(s, accepted, now as i64, max_pending)).await;
+        let settings = ApplySettings {
+            now: now as i64,
+            max_pending: node.config.max_pending_requests,
+            keep_for: window as i64,
+            grace_ms: node.config.rotation_grace_secs.saturating_mul(1000) as i64,
+        };
+        let stored = node.db(move |s| apply(s, accepted, &settings)).await;
         match stored {
             Ok((outcomes, events)) => {
                 for (i, outcome) in outcomes {
@@ -358,6 +396,31 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
     results
 }
 
+/// What the checks before the signature found out about an envelope's sender.
+struct Sender {
+    /// The key the envelope must be signed with.
+    key: VerifyingKey,
+    /// The sender's previous key, still accepted during its rotation grace period.
+    previous: Option<VerifyingKey>,
+    /// The keys of the attached card, verified (contact requests, responses, key rotations).
+    card_keys: Option<PublicKeys>,
+    /// The card's rotation chain moves the pinned key to `card_keys`.
+    rotates_pin: bool,
+    /// The sender is pinned to another key and its card does not lead there: refused once the
+    /// signature shows it holds the presented key, and recorded.
+    mismatch: Option<KeyMismatch>,
+}
+
+fn key_mismatch_error(agent_id: &str) -> ApiError {
+    ApiError::forbidden(
+        "key_mismatch",
+        format!(
+            "{agent_id} presented a key other than the one pinned for it; refused until the owner checks the new \
+             fingerprint and runs `agentmesh repin`"
+        ),
+    )
+}
+
 /// The key the envelope must be signed with, if its sender may send this kind at all.
 ///
 /// Pinned keys are decompressed once per request through `cache`.
@@ -365,14 +428,14 @@ fn sender_key(
     env: &Envelope,
     peer: Option<&Peer>,
     cache: &mut HashMap<[u8; 32], VerifyingKey>,
-) -> Result<(VerifyingKey, Option<PublicKeys>), ApiError> {
-    let mut pinned = |p: &Peer| -> Result<VerifyingKey, ApiError> {
-        if let Some(key) = cache.get(&p.ed25519) {
+    now: i64,
+) -> Result<Sender, ApiError> {
+    let mut decompress = |bytes: &[u8; 32]| -> Result<VerifyingKey, ApiError> {
+        if let Some(key) = cache.get(bytes) {
             return Ok(*key);
         }
-        let key = VerifyingKey::from_bytes(&p.ed25519)
-            .map_err(|_| ApiError::internal(format!("stored key of {} is invalid", p.agent_id)))?;
-        cache.insert(p.ed25519, key);
+        let key = VerifyingKey::from_bytes(bytes).map_err(|_| ApiError::internal("a stored peer key is invalid"))?;
+        cache.insert(*bytes, key);
         Ok(key)
     };
     match env.kind {
@@ -390,9 +453,15 @@ fn sender_key(
             Some(p) if p.protocol != PROTOCOL_NATIVE => {
                 Err(ApiError::forbidden("untrusted_sender", "this peer speaks Agent Mesh V1"))
             }
-            Some(p) => Ok((pinned(p)?, None)),
+            Some(p) => Ok(Sender {
+                key: decompress(&p.ed25519)?,
+                previous: p.previous_key(now).map(|k| decompress(&k)).transpose()?,
+                card_keys: None,
+                rotates_pin: false,
+                mismatch: None,
+            }),
         },
-        EnvelopeKind::ContactRequest | EnvelopeKind::ContactResponse => {
+        EnvelopeKind::ContactRequest | EnvelopeKind::ContactResponse | EnvelopeKind::KeyRotation => {
             let card = env
                 .card
                 .as_ref()
@@ -401,35 +470,71 @@ fn sender_key(
             if card.agent_id != env.from {
                 return Err(ApiError::bad_request("invalid_card", "the attached card is not the sender's"));
             }
+            let presented = keys.ed25519.to_bytes();
+            let mut sender =
+                Sender { key: keys.ed25519, previous: None, card_keys: None, rotates_pin: false, mismatch: None };
             match peer {
                 Some(p) if p.trust == Trust::Blocked => {
-                    Err(ApiError::forbidden("blocked_sender", format!("{} is blocked", env.from)))
+                    return Err(ApiError::forbidden("blocked_sender", format!("{} is blocked", env.from)));
                 }
-                Some(p) if p.ed25519 != keys.ed25519.to_bytes() => Err(ApiError::forbidden(
-                    "key_mismatch",
-                    format!("{} presented a key other than the one pinned for it", env.from),
-                )),
-                None if env.kind == EnvelopeKind::ContactResponse => {
-                    Err(ApiError::forbidden("unknown_sender", "no contact request was sent to this agent"))
+                None if env.kind != EnvelopeKind::ContactRequest => {
+                    return Err(ApiError::forbidden("unknown_sender", "this agent does not know the sender"));
                 }
-                _ => Ok((keys.ed25519, Some(keys))),
+                Some(p) if p.ed25519 != presented => {
+                    if p.prev_ed25519 == Some(presented) {
+                        return Err(ApiError::forbidden(
+                            "superseded_key",
+                            format!("{} rotated away from the key this card presents", env.from),
+                        ));
+                    }
+                    if card.key_history().contains(&p.ed25519) {
+                        sender.rotates_pin = true;
+                    } else {
+                        sender.mismatch = Some(KeyMismatch {
+                            peer_id: p.agent_id.clone(),
+                            pinned_fingerprint: p.fingerprint.clone(),
+                            presented_fingerprint: card.fingerprint.to_string(),
+                            presented_ed25519: presented,
+                            presented_x25519: Some(keys.x25519),
+                            presented_card: serde_json::to_string(card).ok(),
+                            direction: "inbound".into(),
+                            count: 1,
+                            first_at: now,
+                            last_at: now,
+                            resolved_at: None,
+                        });
+                    }
+                }
+                _ => {}
             }
+            sender.card_keys = Some(keys);
+            Ok(sender)
         }
     }
 }
 
 /// Decrypts a verified envelope and prepares its effect and signed receipt.
 ///
-/// `card_keys` are the keys of the attached card, verified by [`sender_key`] (contact requests and
-/// responses only).
+/// `sender.card_keys` are the keys of the attached card, verified by [`sender_key`] (contact
+/// requests, responses and key rotations only).
 fn open_and_build(
-    node: &Node,
+    keys: &Keys,
     env: &Envelope,
-    card_keys: Option<&PublicKeys>,
+    sender: &Sender,
     peer: Option<&Peer>,
     now: u64,
 ) -> Result<Verified, ApiError> {
-    let plaintext = env.open(&node.identity).map_err(|e| ApiError::bad_request("undecryptable", e.to_string()))?;
+    let card_keys = sender.card_keys.as_ref();
+    let rotates_pin = sender.rotates_pin;
+    // Bodies sealed to our previous X25519 key (sent before the peer learnt of our rotation) open
+    // during the grace period, and get a receipt signed with the key the peer still pins.
+    let (plaintext, ours) = match env.open(&keys.identity) {
+        Ok(p) => (p, &keys.identity),
+        Err(e) => match keys.previous(now).and_then(|old| env.open(old).ok().map(|p| (p, old))) {
+            Some(opened) => opened,
+            None => return Err(ApiError::bad_request("undecryptable", e.to_string())),
+        },
+    };
     let from = env.from.to_string();
     let at = now as i64;
     let effect = match env.kind {
@@ -469,6 +574,7 @@ fn open_and_build(
                 return Err(ApiError::bad_request("malformed_body", "purpose is limited to 1000 characters"));
             }
             let peer = peer_from_card(env.card.as_ref(), card_keys, peer, at)?;
+            let rotated = rotates_pin.then(|| peer.clone());
             let request = ContactRequest {
                 request_id: body.request_id,
                 direction: Direction::Incoming,
@@ -482,17 +588,30 @@ fn open_and_build(
                 created_at: at,
                 decided_at: None,
             };
-            Effect::ContactRequest { peer: Box::new(peer), request: Box::new(request) }
+            Effect::ContactRequest { peer: Box::new(peer), request: Box::new(request), rotated }
         }
         EnvelopeKind::ContactResponse => {
             let body: ContactResponseBody = parse_body(&plaintext)?;
             let peer = peer_from_card(env.card.as_ref(), card_keys, peer, at)?;
-            Effect::ContactResponse { peer: Box::new(peer), body }
+            Effect::ContactResponse { peer: Box::new(peer), body, rotated: rotates_pin }
+        }
+        EnvelopeKind::KeyRotation => {
+            let _: serde_json::Map<String, serde_json::Value> = parse_body(&plaintext)?;
+            let peer = peer_from_card(env.card.as_ref(), card_keys, peer, at)?;
+            Effect::KeyRotation { peer: Box::new(peer), rotated: rotates_pin }
         }
     };
-    let receipt = DeliveryReceipt::sign(&node.identity, &env.id, env.from, now);
+    let receipt = DeliveryReceipt::sign(ours, &env.id, env.from, now);
     let receipt = serde_json::to_string(&receipt).map_err(ApiError::internal)?;
-    Ok(Verified { index: 0, peer_id: from, id: env.id.clone(), kind: env.kind, receipt, effect })
+    Ok(Verified {
+        index: 0,
+        peer_id: from,
+        id: env.id.clone(),
+        expires_at: env.expires_at as i64,
+        kind: env.kind,
+        receipt,
+        effect,
+    })
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(plaintext: &[u8]) -> Result<T, ApiError> {
@@ -534,13 +653,35 @@ fn peer_from_card(
         trust: known.map(|p| p.trust).unwrap_or(Trust::Pending),
         first_seen: now,
         last_seen: now,
+        alias: None,
+        prev_ed25519: None,
+        prev_until: None,
     })
 }
 
 type Applied = (Vec<(usize, Result<String, ApiError>)>, Vec<Event>);
 
+struct ApplySettings {
+    now: i64,
+    max_pending: u32,
+    /// Replay records are kept this long (ms) past an envelope's expiry.
+    keep_for: i64,
+    /// A rotated peer's previous key is honoured this long (ms).
+    grace_ms: i64,
+}
+
+/// Moves a peer's pin along its verified rotation chain and reports it.
+fn rotate_pin(s: &Store, peer: &Peer, settings: &ApplySettings, events: &mut Vec<Event>) -> agentmesh_store::Result<()> {
+    if s.rotate_peer_key(peer, settings.now.saturating_add(settings.grace_ms))? {
+        tracing::info!(peer = %peer.agent_id, fingerprint = %peer.fingerprint, "contact rotated its keys; pin updated");
+        events.push(Event::KeyRotated { peer_id: peer.agent_id.clone(), fingerprint: peer.fingerprint.clone() });
+    }
+    Ok(())
+}
+
 /// Stores accepted envelopes and their effects; runs inside one transaction.
-fn apply(s: &Store, accepted: Vec<Verified>, now: i64, max_pending: u32) -> agentmesh_store::Result<Applied> {
+fn apply(s: &Store, accepted: Vec<Verified>, settings: &ApplySettings) -> agentmesh_store::Result<Applied> {
+    let (now, max_pending) = (settings.now, settings.max_pending);
     let mut outcomes = Vec::with_capacity(accepted.len());
     let mut events = Vec::new();
     let mut touched: Vec<String> = Vec::new();
@@ -558,7 +699,7 @@ fn apply(s: &Store, accepted: Vec<Verified>, now: i64, max_pending: u32) -> agen
                 continue;
             }
         }
-        if let Effect::ContactRequest { peer, request } = &v.effect {
+        if let Effect::ContactRequest { peer, request, rotated } = &v.effect {
             let replay = s.accepted_receipt(&v.peer_id, &v.id)?.is_some();
             if !replay && s.pending_incoming()? >= i64::from(max_pending) {
                 outcomes.push((index, Err(ApiError::too_many_pending(max_pending))));
@@ -571,15 +712,16 @@ fn apply(s: &Store, accepted: Vec<Verified>, now: i64, max_pending: u32) -> agen
                 ));
                 continue;
             }
+            if let Some(rotated) = rotated {
+                rotate_pin(s, rotated, settings, &mut events)?;
+            }
             if !s.upsert_peer(peer)? {
-                outcomes.push((
-                    index,
-                    Err(ApiError::forbidden("key_mismatch", "presented a key other than the one pinned")),
-                ));
+                outcomes.push((index, Err(key_mismatch_error(&v.peer_id))));
                 continue;
             }
         }
-        if let Some(earlier) = s.record_accepted(&v.peer_id, &v.id, v.kind.as_str(), &v.receipt, now)? {
+        let keep_until = v.expires_at.max(now).saturating_add(settings.keep_for);
+        if let Some(earlier) = s.record_accepted(&v.peer_id, &v.id, v.kind.as_str(), &v.receipt, now, keep_until)? {
             outcomes.push((index, Ok(earlier)));
             continue;
         }
@@ -600,7 +742,7 @@ fn apply(s: &Store, accepted: Vec<Verified>, now: i64, max_pending: u32) -> agen
                     });
                 }
             }
-            Effect::ContactRequest { peer, request } => {
+            Effect::ContactRequest { peer, request, .. } => {
                 if peer.trust == Trust::Discovered {
                     s.set_trust(&peer.agent_id, Trust::Pending)?;
                 }
@@ -609,7 +751,10 @@ fn apply(s: &Store, accepted: Vec<Verified>, now: i64, max_pending: u32) -> agen
                     events.push(Event::ContactRequest { request: stored });
                 }
             }
-            Effect::ContactResponse { peer, body } => {
+            Effect::ContactResponse { peer, body, rotated } => {
+                if rotated {
+                    rotate_pin(s, &peer, settings, &mut events)?;
+                }
                 s.upsert_peer(&peer)?;
                 let status = if body.accepted { RequestStatus::Approved } else { RequestStatus::Rejected };
                 s.decide_request(&body.request_id, status, body.reason.as_deref(), now)?;
@@ -622,6 +767,12 @@ fn apply(s: &Store, accepted: Vec<Verified>, now: i64, max_pending: u32) -> agen
                     peer_id: v.peer_id.clone(),
                     accepted: body.accepted,
                 });
+            }
+            Effect::KeyRotation { peer, rotated } => {
+                if rotated {
+                    rotate_pin(s, &peer, settings, &mut events)?;
+                }
+                s.upsert_peer(&peer)?;
             }
         }
         if !touched.contains(&v.peer_id) {

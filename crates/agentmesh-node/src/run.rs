@@ -10,12 +10,12 @@ use agentmesh_store::Store;
 use anyhow::{Context, Result, bail};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Db;
 use crate::home::{Home, RuntimeInfo, write_private};
-use crate::{Config, Node, control_api, outbox, peer_api};
+use crate::home::Profile;
+use crate::{Config, Keys, Node, control_api, outbox, peer_api};
 
 /// Options of `agentmesh up` that override the config file.
 #[derive(Clone, Debug, Default)]
@@ -34,7 +34,7 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: impl FnOnce(&RuntimeInfo),
 ) -> Result<()> {
-    let identity = home.load_identity()?;
+    let key_state = home.load_keys()?;
     let profile = home.load_profile()?;
     let mut config = Config::load(&home.config_path())?;
     if let Some(listen) = options.listen {
@@ -69,14 +69,7 @@ pub async fn run(
         .or(config.endpoint.clone())
         .unwrap_or_else(|| peer_url.clone());
 
-    let card = AgentCard::new(
-        &identity,
-        &profile.name,
-        vec![endpoint.clone()],
-        profile.capabilities.clone(),
-        vec![PROTOCOL_NATIVE.into(), PROTOCOL_AGENT_MESH_V1.into()],
-        profile.created_at,
-    );
+    let card = our_card(&key_state.identity, &profile, &endpoint);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(config.outbound_timeout_ms))
         .connect_timeout(Duration::from_millis(config.outbound_timeout_ms.min(3_000)))
@@ -88,19 +81,9 @@ pub async fn run(
         .user_agent(concat!("agentmesh/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("building the HTTP client")?;
-    let (events, _) = broadcast::channel(1024);
-    let limits = crate::limits::RateLimits::new(&config);
-    let node = Arc::new(Node {
-        limits,
-        identity,
-        card,
-        config,
-        endpoint,
-        db: Db::spawn(store).context("starting the database thread")?,
-        events,
-        outbox_wake: Notify::new(),
-        http,
-    });
+    let keys = Keys { identity: key_state.identity, card, previous: key_state.previous };
+    let db = Db::spawn(store).context("starting the database thread")?;
+    let node = Arc::new(Node::new(keys, config, endpoint, db, http));
 
     let token = hex::encode(rand::random::<[u8; 32]>());
     write_private(&home.token_path(), token.as_bytes())?;
@@ -116,7 +99,12 @@ pub async fn run(
 
     let servers_stop = CancellationToken::new();
     let peer_app = peer_api::router(Arc::clone(&node));
-    let control_app = control_api::router(Arc::clone(&node), token, peer_url);
+    let control_app = control_api::router(Arc::clone(&node), home.clone(), token, peer_url);
+    // A rotation made while the node was down: tell contacts now.
+    let told = control_api::announce_card(&node).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    if told > 0 {
+        tracing::info!(contacts = told, "announcing rotated keys");
+    }
     // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm meets delayed
     // ACKs and a reply can stall for ~40 ms (serve_peers sets it on each peer connection).
     let control_listener = control_listener.tap_io(|tcp| {
@@ -136,7 +124,14 @@ pub async fn run(
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = every.tick() => node.limits.prune(),
+                    _ = every.tick() => {
+                        node.limits.prune();
+                        // Replay records past their horizon; bounded per call.
+                        let pruned = node.db(|s| s.prune_accepted(now_ms() as i64, 10_000)).await.unwrap_or(0);
+                        if pruned > 0 {
+                            tracing::debug!(pruned, "pruned replay records");
+                        }
+                    }
                 }
             }
         })
@@ -222,4 +217,16 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// Our card for `identity` as `profile` and the advertised `endpoint` describe it.
+pub(crate) fn our_card(identity: &agentmesh_core::Identity, profile: &Profile, endpoint: &str) -> AgentCard {
+    AgentCard::new(
+        identity,
+        &profile.name,
+        vec![endpoint.to_owned()],
+        profile.capabilities.clone(),
+        vec![PROTOCOL_NATIVE.into(), PROTOCOL_AGENT_MESH_V1.into()],
+        profile.created_at,
+    )
 }

@@ -2,7 +2,8 @@
 //!
 //! Tables: `peers`, `contact_requests`, `outbox` (everything we send, written before any network
 //! I/O), `accepted` (every envelope we acknowledged and the receipt we gave, for replays) and
-//! `inbox` (messages received). All times are milliseconds since the Unix epoch.
+//! `inbox` (messages received), `key_mismatches` (pinned ids that presented another key) and
+//! `meta` (small node settings). All times are milliseconds since the Unix epoch.
 //!
 //! The store is synchronous; the node calls it from blocking tasks.
 
@@ -14,7 +15,7 @@ mod requests;
 use std::path::Path;
 
 pub use messages::{Accepted, Direction, IncomingMessage, Message, MessageFilter, NewOutbound, OutboxItem, Stats};
-pub use peers::{Peer, Trust};
+pub use peers::{KeyMismatch, MAX_KEY_MISMATCHES, Peer, Trust};
 pub use requests::{ContactRequest, RequestStatus};
 
 /// Errors from the store.
@@ -71,11 +72,26 @@ impl Store {
     /// Row counts of every table, for tests and diagnostics: `(table, rows)`.
     pub fn table_counts(&self) -> Result<Vec<(&'static str, i64)>> {
         let mut out = Vec::new();
-        for table in ["peers", "contact_requests", "outbox", "accepted", "inbox"] {
+        for table in ["peers", "contact_requests", "outbox", "accepted", "inbox", "key_mismatches"] {
             let n: i64 = self.conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
             out.push((table, n));
         }
         Ok(out)
+    }
+
+    /// A value from the `meta` table.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+
+    /// Sets a value in the `meta` table.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
+        Ok(())
     }
 
     /// Checkpoints the WAL into the main file; called on clean shutdown.

@@ -115,6 +115,8 @@ pub struct Accepted {
     pub receipt: String,
     /// When accepted, ms.
     pub at: i64,
+    /// Until when the acceptance is remembered for replay detection, ms.
+    pub keep_until: i64,
     /// The message to put in the inbox, for `message` envelopes.
     pub message: Option<IncomingMessage>,
 }
@@ -353,6 +355,27 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Peers with an undelivered outbox entry of `kind`.
+    pub fn peers_awaiting(&self, kind: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT peer_id FROM outbox WHERE status IN ('queued', 'sent') AND kind = ?1",
+        )?;
+        let rows = stmt.query_map([kind], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Forgets acceptances whose `keep_until` has passed (at most `limit` per call, so one call
+    /// never holds the database long); returns how many were dropped.
+    pub fn prune_accepted(&self, now: i64, limit: usize) -> Result<usize> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "DELETE FROM accepted WHERE (peer_id, id) IN
+                 (SELECT peer_id, id FROM accepted WHERE keep_until < ?1 LIMIT ?2)",
+            )?
+            .execute(params![now, limit as i64])?)
+    }
+
     /// The receipt we gave when we accepted envelope `id` from `peer_id`, if we did.
     pub fn accepted_receipt(&self, peer_id: &str, id: &str) -> Result<Option<String>> {
         Ok(self
@@ -366,6 +389,9 @@ impl Store {
     ///
     /// Returns `None` when this is the first acceptance, or `Some(receipt)` with the receipt of
     /// an earlier acceptance of the same `(peer_id, id)` (a replay), in which case nothing changes.
+    /// The record is kept until `keep_until` (ms; past the envelope's expiry plus the freshness
+    /// window, when a replay would be refused anyway), then [`prune_accepted`](Self::prune_accepted)
+    /// drops it.
     pub fn record_accepted(
         &self,
         peer_id: &str,
@@ -373,13 +399,15 @@ impl Store {
         kind: &str,
         receipt: &str,
         at: i64,
+        keep_until: i64,
     ) -> Result<Option<String>> {
         let inserted = self
             .conn
             .prepare_cached(
-                "INSERT OR IGNORE INTO accepted (peer_id, id, kind, receipt, accepted_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO accepted (peer_id, id, kind, receipt, accepted_at, keep_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![peer_id, id, kind, receipt, at])?;
+            .execute(params![peer_id, id, kind, receipt, at, keep_until])?;
         if inserted == 1 { Ok(None) } else { Ok(Some(self.accepted_receipt(peer_id, id)?.unwrap_or_default())) }
     }
 
@@ -413,7 +441,7 @@ impl Store {
         self.atomic(|s| {
             let mut out = Vec::with_capacity(batch.len());
             for a in batch {
-                if let Some(earlier) = s.record_accepted(&a.peer_id, &a.id, &a.kind, &a.receipt, a.at)? {
+                if let Some(earlier) = s.record_accepted(&a.peer_id, &a.id, &a.kind, &a.receipt, a.at, a.keep_until)? {
                     out.push(earlier);
                     continue;
                 }
@@ -578,6 +606,7 @@ mod tests {
             kind: "message".into(),
             receipt: receipt.into(),
             at: 2,
+            keep_until: 100,
             message: Some(msg.clone()),
         };
         assert_eq!(s.accept(&[a("r1")]).expect("first"), vec!["r1".to_string()]);
@@ -586,5 +615,12 @@ mod tests {
         assert_eq!(s.stats().expect("stats").unread_messages, 1);
         assert!(s.mark_incoming_read("p", "m1", 3).expect("read"));
         assert!(!s.mark_incoming_read("p", "m1", 4).expect("again"));
+
+        // Replay state is bounded: kept until keep_until, then pruned; the inbox stays.
+        assert_eq!(s.prune_accepted(100, 10).expect("prune"), 0);
+        assert_eq!(s.accepted_receipt("p", "m1").expect("get").as_deref(), Some("r1"));
+        assert_eq!(s.prune_accepted(101, 10).expect("prune"), 1);
+        assert_eq!(s.accepted_receipt("p", "m1").expect("get"), None);
+        assert_eq!(s.messages(&MessageFilter::default()).expect("list").len(), 1);
     }
 }

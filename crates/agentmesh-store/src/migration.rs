@@ -3,7 +3,8 @@
 
 use crate::{Result, StoreError};
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/001_init.sql"), include_str!("../migrations/002_security.sql")];
 
 pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

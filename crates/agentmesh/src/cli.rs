@@ -42,6 +42,20 @@ pub enum Command {
     Status,
     /// Fetch and verify the agent at URL, then send it a signed contact request.
     RequestContact(RequestContactArgs),
+    /// Pin an agent you know by id (TOFU): fetch its card from URL, check the id matches its key,
+    /// pin the key and send a contact request.
+    AddPeer(AddPeerArgs),
+    /// Accept the new key a pinned peer presented (see `status`), after checking its fingerprint
+    /// with the peer's owner.
+    Repin {
+        /// The peer's agent id.
+        agent_id: String,
+        /// The new fingerprint you checked (`sha256:…`, as `status` shows it).
+        #[arg(long)]
+        fingerprint: String,
+    },
+    /// Make new keys, signed over by the old ones; the agent id stays, contacts update their pins.
+    RotateKey,
     /// List contact requests.
     ListRequests(ListRequestsArgs),
     /// Approve an incoming contact request: both agents then trust each other.
@@ -122,6 +136,22 @@ pub struct UpArgs {
 pub struct RequestContactArgs {
     /// The agent's base URL, e.g. http://127.0.0.1:8787.
     pub url: String,
+    /// Why you want contact; shown to the other agent's owner.
+    #[arg(long, default_value = "")]
+    pub purpose: String,
+}
+
+/// `add-peer` arguments.
+#[derive(Debug, Args)]
+pub struct AddPeerArgs {
+    /// The agent id you expect (16 hex).
+    pub agent_id: String,
+    /// The agent's base URL, e.g. http://127.0.0.1:8787.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: String,
+    /// Your name for this peer.
+    #[arg(long)]
+    pub alias: Option<String>,
     /// Why you want contact; shown to the other agent's owner.
     #[arg(long, default_value = "")]
     pub purpose: String,

@@ -78,6 +78,7 @@ impl Target {
             EnvelopeKind::ContactResponse => "/v1/contact-response",
             EnvelopeKind::Receipt => "/v1/receipt",
             EnvelopeKind::Message => "/v1/message",
+            EnvelopeKind::KeyRotation => "/v1/key-rotation",
         };
         self.post(route, serde_json::to_string(env).expect("json"), "application/json").await
     }

@@ -86,10 +86,10 @@ impl V1Agent {
 
 /// Our identity as a V1 card.
 pub fn our_agent(node: &Node) -> V1Agent {
-    let pem = node.identity.ed25519_pem();
+    let pem = node.keys().identity.ed25519_pem();
     V1Agent {
         agent_id: node.agent_id(),
-        display_name: node.card.name.clone(),
+        display_name: node.keys().card.name.clone(),
         endpoint: node.endpoint.clone(),
         fingerprint: Fingerprint::of(pem.as_bytes()).to_string(),
         public_key: pem,
@@ -97,7 +97,7 @@ pub fn our_agent(node: &Node) -> V1Agent {
 }
 
 fn signature_of(node: &Node, object: &Map<String, Value>) -> String {
-    b64::encode(node.identity.sign(canonical::to_string_without(object, "signature").as_bytes()))
+    b64::encode(node.keys().identity.sign(canonical::to_string_without(object, "signature").as_bytes()))
 }
 
 fn verify(object: &Map<String, Value>, key: &VerifyingKey) -> Result<(), ApiError> {
@@ -163,6 +163,12 @@ async fn parse_object(
         return Err(ApiError::bad_request("invalid_type", format!("type must be {kind:?}")));
     }
     Ok(object)
+}
+
+/// Until when (ms) a V1 id accepted at `now` must be remembered: its timestamp was within the
+/// freshness window of `now`, so after two windows a replay is refused as stale anyway.
+fn replay_horizon(node: &Node, now: i64) -> i64 {
+    now.saturating_add(node.config.freshness_window_secs.saturating_mul(2000) as i64)
 }
 
 fn fresh_timestamp(node: &Node, object: &Map<String, Value>) -> Result<u64, ApiError> {
@@ -232,9 +238,25 @@ async fn contact_request(
             return Err(ApiError::forbidden("blocked_sender", format!("{agent_id} is blocked")).into());
         }
         if p.ed25519 != key.to_bytes() {
+            // Recorded only once the request proves it holds the presented key.
+            verify(&object, &key)?;
+            node.record_key_mismatch(agentmesh_store::KeyMismatch {
+                peer_id: agent_id.clone(),
+                pinned_fingerprint: p.fingerprint.clone(),
+                presented_fingerprint: from.fingerprint.clone(),
+                presented_ed25519: key.to_bytes(),
+                presented_x25519: None,
+                presented_card: serde_json::to_string(&from).ok(),
+                direction: "inbound".into(),
+                count: 1,
+                first_at: now_ms() as i64,
+                last_at: now_ms() as i64,
+                resolved_at: None,
+            })
+            .await;
             return Err(ApiError::forbidden(
                 "key_mismatch",
-                format!("{agent_id} presented a key other than the one pinned"),
+                format!("{agent_id} presented a key other than the one pinned; the owner must run `agentmesh repin`"),
             )
             .into());
         }
@@ -258,6 +280,9 @@ async fn contact_request(
         trust: known.as_ref().map(|p| p.trust).unwrap_or(Trust::Pending),
         first_seen: now,
         last_seen: now,
+        alias: None,
+        prev_ed25519: None,
+        prev_until: None,
     };
     let request = ContactRequest {
         request_id: request_id.clone(),
@@ -274,6 +299,7 @@ async fn contact_request(
     };
     let answer = ok_reply(json!({"verified": true, "request_id": request_id}));
     let max_pending = node.config.max_pending_requests;
+    let keep_until = replay_horizon(&node, now);
     let stored = node
         .db(move |s| {
             if s.request(&request.request_id)?.is_some() {
@@ -286,7 +312,7 @@ async fn contact_request(
                 return Ok(Err(ApiError::forbidden("key_mismatch", "presented a key other than the one pinned")));
             }
             if let Some(earlier) =
-                s.record_accepted(&peer.agent_id, &request.request_id, "contact_request", &answer, now)?
+                s.record_accepted(&peer.agent_id, &request.request_id, "contact_request", &answer, now, keep_until)?
             {
                 return Ok(Ok((earlier, None)));
             }
@@ -359,6 +385,7 @@ async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) 
     let ack =
         json!({"type": "ack", "message_id": message_id, "status": "received", "timestamp": iso_seconds(now as u64)});
     let answer = ok_reply(json!({"verified": true, "message_id": message_id, "ack": ack}));
+    let keep_until = replay_horizon(&node, now);
     let incoming = IncomingMessage {
         peer_id: from.clone(),
         id: message_id.clone(),
@@ -373,7 +400,9 @@ async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) 
     };
     let (answer, stored) = node
         .db(move |s| {
-            if let Some(earlier) = s.record_accepted(&incoming.peer_id, &incoming.id, "message", &answer, now)? {
+            if let Some(earlier) =
+                s.record_accepted(&incoming.peer_id, &incoming.id, "message", &answer, now, keep_until)?
+            {
                 return Ok((earlier, None));
             }
             s.insert_incoming(&incoming)?;

@@ -5,14 +5,25 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::Ctx;
-use crate::cli::{ListRequestsArgs, RequestContactArgs};
+use crate::cli::{AddPeerArgs, ListRequestsArgs, RequestContactArgs};
 use crate::output;
 
 pub async fn request(ctx: &Ctx, args: RequestContactArgs) -> Result<()> {
     let client = ctx.client()?;
     let reply = ctx.check(client.request_contact(&args.url, &args.purpose).await)?;
+    report(ctx, &reply)
+}
+
+pub async fn add_peer(ctx: &Ctx, args: AddPeerArgs) -> Result<()> {
+    let client = ctx.client()?;
+    let reply =
+        ctx.check(client.add_peer(&args.agent_id, &args.endpoint, args.alias.as_deref(), &args.purpose).await)?;
+    report(ctx, &reply)
+}
+
+fn report(ctx: &Ctx, reply: &Value) -> Result<()> {
     if ctx.json {
-        output::json_doc(&reply);
+        output::json_doc(reply);
         return Ok(());
     }
     let peer = &reply["peer"];

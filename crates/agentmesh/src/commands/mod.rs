@@ -4,6 +4,7 @@ mod bench;
 mod contacts;
 mod demo;
 mod init;
+mod keys;
 mod messages;
 mod node;
 mod peers;
@@ -82,6 +83,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Card => node::card(&ctx).await,
         Command::Status => node::status(&ctx).await,
         Command::RequestContact(args) => contacts::request(&ctx, args).await,
+        Command::AddPeer(args) => contacts::add_peer(&ctx, args).await,
+        Command::Repin { agent_id, fingerprint } => keys::repin(&ctx, &agent_id, &fingerprint).await,
+        Command::RotateKey => keys::rotate(&ctx).await,
         Command::ListRequests(args) => contacts::list(&ctx, args).await,
         Command::ApproveRequest { request_id } => contacts::decide(&ctx, &request_id, true, None).await,
         Command::RejectRequest { request_id, reason } => contacts::decide(&ctx, &request_id, false, reason).await,

@@ -67,12 +67,16 @@ pub async fn status(ctx: &Ctx) -> Result<()> {
             let identity = ctx.home.load_identity()?;
             let profile = ctx.home.load_profile()?;
             let db = ctx.home.db_path();
-            let stats = tokio::task::spawn_blocking(move || agentmesh_store::Store::open(&db).and_then(|s| s.stats()))
-                .await??;
+            let (stats, mismatches) = tokio::task::spawn_blocking(move || {
+                agentmesh_store::Store::open(&db).and_then(|s| Ok((s.stats()?, s.key_mismatches(true)?)))
+            })
+            .await??;
             let mut s = json!({
                 "agent_id": identity.agent_id().to_string(),
                 "name": profile.name,
                 "fingerprint": identity.fingerprint(),
+                "key_rotations": identity.rotations().len(),
+                "key_mismatches": mismatches,
                 "running": false,
                 "listen": null,
             });
@@ -103,5 +107,22 @@ pub async fn status(ctx: &Ctx) -> Result<()> {
     output::line(&format!("requests    {} pending", f("pending_requests")));
     output::line(&format!("inbox       {} unread", f("unread_messages")));
     output::line(&format!("outbox      {} waiting, {} failed", f("outbox_depth"), f("failed_deliveries")));
+    let mismatches = status["key_mismatches"].as_array().cloned().unwrap_or_default();
+    if !mismatches.is_empty() {
+        output::line("");
+        output::line(&format!("WARNING: {} pinned peer(s) presented another key and are refused:", mismatches.len()));
+        for m in &mismatches {
+            output::line(&format!(
+                "  {}  pinned {}  presented {}  ({}, {} time(s), last {})",
+                output::field(m, "peer_id"),
+                output::field(m, "pinned_fingerprint"),
+                output::field(m, "presented_fingerprint"),
+                output::field(m, "direction"),
+                output::field(m, "count"),
+                output::time(&m["last_at"]),
+            ));
+        }
+        output::line("Check the new fingerprint with the peer's owner, then: agentmesh repin <agent_id> --fingerprint <sha256:…>");
+    }
     Ok(())
 }
