@@ -143,7 +143,11 @@ pub fn verify_chain(
         return Err(RotationError::TooLong);
     }
     let Some(first) = chain.first() else {
-        return if AgentId::from_key(current) == agent_id { Ok(vec![*current]) } else { Err(RotationError::WrongGenesis) };
+        return if AgentId::from_key(current) == agent_id {
+            Ok(vec![*current])
+        } else {
+            Err(RotationError::WrongGenesis)
+        };
     };
     let genesis = key(&first.old_ed25519, first.seq, "old_ed25519")?;
     if AgentId::from_key(&genesis) != agent_id {

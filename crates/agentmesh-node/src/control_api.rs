@@ -170,22 +170,25 @@ async fn fetch_peer(node: &Node, base: &str) -> Result<(Peer, Vec<[u8; 32]>), Ap
             Ok(card) => match card.verify() {
                 Ok(keys) => {
                     let history = card.key_history();
-                    return Ok((Peer {
-                        agent_id: card.agent_id.to_string(),
-                        name: card.name.clone(),
-                        protocol: PROTOCOL_NATIVE.into(),
-                        endpoint: base.to_owned(),
-                        ed25519: keys.ed25519.to_bytes(),
-                        x25519: Some(keys.x25519),
-                        fingerprint: card.fingerprint.to_string(),
-                        card: serde_json::to_string(&card).ok(),
-                        trust: Trust::Discovered,
-                        first_seen: now,
-                        last_seen: now,
-                        alias: None,
-                        prev_ed25519: None,
-                        prev_until: None,
-                    }, history));
+                    return Ok((
+                        Peer {
+                            agent_id: card.agent_id.to_string(),
+                            name: card.name.clone(),
+                            protocol: PROTOCOL_NATIVE.into(),
+                            endpoint: base.to_owned(),
+                            ed25519: keys.ed25519.to_bytes(),
+                            x25519: Some(keys.x25519),
+                            fingerprint: card.fingerprint.to_string(),
+                            card: serde_json::to_string(&card).ok(),
+                            trust: Trust::Discovered,
+                            first_seen: now,
+                            last_seen: now,
+                            alias: None,
+                            prev_ed25519: None,
+                            prev_until: None,
+                        },
+                        history,
+                    ));
                 }
                 Err(e) => {
                     return Err(ApiError::new(
@@ -201,22 +204,25 @@ async fn fetch_peer(node: &Node, base: &str) -> Result<(Peer, Vec<[u8; 32]>), Ap
         Err(e) => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "peer_unreachable", format!("{base}: {e}"))),
     };
     match v1::fetch_discovery(node, base).await {
-        Ok((agent, key)) => Ok((Peer {
-            agent_id: agent.agent_id.clone(),
-            name: agent.display_name.clone(),
-            protocol: PROTOCOL_AGENT_MESH_V1.into(),
-            endpoint: base.to_owned(),
-            ed25519: key.to_bytes(),
-            x25519: None,
-            fingerprint: agent.fingerprint.clone(),
-            card: serde_json::to_string(&agent).ok(),
-            trust: Trust::Discovered,
-            first_seen: now,
-            last_seen: now,
-            alias: None,
-            prev_ed25519: None,
-            prev_until: None,
-        }, vec![key.to_bytes()])),
+        Ok((agent, key)) => Ok((
+            Peer {
+                agent_id: agent.agent_id.clone(),
+                name: agent.display_name.clone(),
+                protocol: PROTOCOL_AGENT_MESH_V1.into(),
+                endpoint: base.to_owned(),
+                ed25519: key.to_bytes(),
+                x25519: None,
+                fingerprint: agent.fingerprint.clone(),
+                card: serde_json::to_string(&agent).ok(),
+                trust: Trust::Discovered,
+                first_seen: now,
+                last_seen: now,
+                alias: None,
+                prev_ed25519: None,
+                prev_until: None,
+            },
+            vec![key.to_bytes()],
+        )),
         Err(v1_error) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "not_an_agent",
@@ -298,7 +304,10 @@ async fn request_contact(
                     return Ok((
                         Err(ApiError::conflict(
                             "superseded_key",
-                            format!("{} serves a card with a key it has rotated away from; nothing was sent", p.agent_id),
+                            format!(
+                                "{} serves a card with a key it has rotated away from; nothing was sent",
+                                p.agent_id
+                            ),
                         )),
                         None,
                     ));
@@ -342,7 +351,13 @@ enum PinCheck {
 
 /// Compares a fetched peer with its pin: the same key, a key its verified rotation chain leads to
 /// (the pin moves, the old key kept for `grace_ms`), a key it rotated away from, or a mismatch.
-fn pin_check(s: &Store, fetched: &Peer, history: &[[u8; 32]], now: i64, grace_ms: i64) -> agentmesh_store::Result<PinCheck> {
+fn pin_check(
+    s: &Store,
+    fetched: &Peer,
+    history: &[[u8; 32]],
+    now: i64,
+    grace_ms: i64,
+) -> agentmesh_store::Result<PinCheck> {
     let Some(pinned) = s.peer(&fetched.agent_id)? else { return Ok(PinCheck::Ok) };
     if pinned.ed25519 == fetched.ed25519 {
         return Ok(PinCheck::Ok);
@@ -512,15 +527,7 @@ fn native_outbound(
     let x25519 = peer.x25519.ok_or_else(|| ApiError::internal("native peer without X25519 key"))?;
     let to = peer.agent_id.parse().map_err(ApiError::internal)?;
     let now = now_ms();
-    let mut draft = Draft::new(
-        kind,
-        node.id(),
-        to,
-        now,
-        node.config.message_ttl_secs * 1000,
-        content_type,
-        plaintext,
-    );
+    let mut draft = Draft::new(kind, node.id(), to, now, node.config.message_ttl_secs * 1000, content_type, plaintext);
     if kind.carries_card() {
         draft.card = Some(node.keys().card.clone());
     }
@@ -642,10 +649,12 @@ async fn rotate_key(State(st): State<ControlState>) -> Result<Json<Value>, ApiEr
     let home = Arc::clone(&st.home);
     let grace_ms = node.config.rotation_grace_secs.saturating_mul(1000);
     let old_fingerprint = node.keys().identity.fingerprint();
-    let (state, profile) = tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((home.rotate_keys(grace_ms)?, home.load_profile()?)))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let (state, profile) = tokio::task::spawn_blocking(move || {
+        Ok::<_, anyhow::Error>((home.rotate_keys(grace_ms)?, home.load_profile()?))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     let card = crate::run::our_card(&state.identity, &profile, &node.endpoint);
     let fingerprint = state.identity.fingerprint();
     let rotations = state.identity.rotations().len();
@@ -685,8 +694,15 @@ pub(crate) async fn announce_card(node: &Arc<Node>) -> Result<usize, ApiError> {
                 if peer.protocol != PROTOCOL_NATIVE || !matches!(peer.trust, Trust::Trusted | Trust::Pending) {
                     continue;
                 }
-                match native_outbound(&n, &peer, EnvelopeKind::KeyRotation, b"{}".to_vec(), APPLICATION_JSON, None, None)
-                {
+                match native_outbound(
+                    &n,
+                    &peer,
+                    EnvelopeKind::KeyRotation,
+                    b"{}".to_vec(),
+                    APPLICATION_JSON,
+                    None,
+                    None,
+                ) {
                     Ok(outbound) => s.enqueue(&outbound)?,
                     Err(e) => return Ok(Err(e)),
                 }

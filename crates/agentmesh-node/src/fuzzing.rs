@@ -143,7 +143,8 @@ impl PeerApiHarness {
             };
             let db = Db::spawn(store).expect("database thread");
             let http = reqwest::Client::builder().no_proxy().build().expect("http client");
-            let node = Node::new(Keys { identity, card, previous: None }, config, "http://127.0.0.1:8".into(), db, http);
+            let node =
+                Node::new(Keys { identity, card, previous: None }, config, "http://127.0.0.1:8".into(), db, http);
             peer_api::router(Arc::new(node))
         });
         PeerApiHarness { runtime, router }
@@ -206,8 +207,7 @@ pub fn peer_api_seeds() -> Vec<Vec<u8>> {
     let at = 2_000_000_000_000u64; // 2033: seeds stay unexpired; the harness window is wide
     let ttl = 29 * 86_400_000;
     let seal = |from: &Identity, kind, content_type: &str, body: &[u8], card: Option<AgentCard>| {
-        let mut draft =
-            Draft::new(kind, from.agent_id(), node.agent_id(), at, ttl, content_type, body.to_vec());
+        let mut draft = Draft::new(kind, from.agent_id(), node.agent_id(), at, ttl, content_type, body.to_vec());
         draft.card = card;
         draft.seal(&node.public().x25519).expect("seal").sign(from, at)
     };

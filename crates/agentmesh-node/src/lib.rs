@@ -204,13 +204,7 @@ impl Node {
     }
 
     /// Assembles a node from its parts (what `agentmesh up` does after loading the home).
-    pub fn new(
-        keys: Keys,
-        config: Config,
-        endpoint: String,
-        db: Db,
-        http: reqwest::Client,
-    ) -> Self {
+    pub fn new(keys: Keys, config: Config, endpoint: String, db: Db, http: reqwest::Client) -> Self {
         let (events, _) = broadcast::channel(1024);
         let limits = limits::RateLimits::new(&config);
         Node {

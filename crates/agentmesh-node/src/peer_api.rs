@@ -334,12 +334,14 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
                         (Err(_), Some(old)) => env.verify(&old),
                         (verdict, _) => verdict,
                     };
+                    if let Some(mismatch) = sender.mismatch {
+                        // Refused either way; recorded for the owner only when the signature
+                        // proves the sender holds the presented key.
+                        let error = key_mismatch_error(&mismatch.peer_id);
+                        return (i, Err(error), verdict.is_ok().then_some(mismatch));
+                    }
                     if let Err(e) = verdict {
                         return (i, Err(ApiError::bad_signature(e.to_string())), None);
-                    }
-                    if let Some(mismatch) = sender.mismatch {
-                        // The sender proved it holds the presented key: worth the owner's eyes.
-                        return (i, Err(key_mismatch_error(&mismatch.peer_id)), Some(mismatch));
                     }
                     let peer = peers.get(&env.from.to_string()).and_then(Option::as_ref);
                     let outcome = open_and_build(&keys, env, &sender, peer, now).map(|v| Verified { index: i, ..v });
@@ -671,7 +673,12 @@ struct ApplySettings {
 }
 
 /// Moves a peer's pin along its verified rotation chain and reports it.
-fn rotate_pin(s: &Store, peer: &Peer, settings: &ApplySettings, events: &mut Vec<Event>) -> agentmesh_store::Result<()> {
+fn rotate_pin(
+    s: &Store,
+    peer: &Peer,
+    settings: &ApplySettings,
+    events: &mut Vec<Event>,
+) -> agentmesh_store::Result<()> {
     if s.rotate_peer_key(peer, settings.now.saturating_add(settings.grace_ms))? {
         tracing::info!(peer = %peer.agent_id, fingerprint = %peer.fingerprint, "contact rotated its keys; pin updated");
         events.push(Event::KeyRotated { peer_id: peer.agent_id.clone(), fingerprint: peer.fingerprint.clone() });

@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Db;
-use crate::home::{Home, RuntimeInfo, write_private};
 use crate::home::Profile;
+use crate::home::{Home, RuntimeInfo, write_private};
 use crate::{Config, Keys, Node, control_api, outbox, peer_api};
 
 /// Options of `agentmesh up` that override the config file.

@@ -357,9 +357,9 @@ impl Store {
 
     /// Peers with an undelivered outbox entry of `kind`.
     pub fn peers_awaiting(&self, kind: &str) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT DISTINCT peer_id FROM outbox WHERE status IN ('queued', 'sent') AND kind = ?1",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT peer_id FROM outbox WHERE status IN ('queued', 'sent') AND kind = ?1")?;
         let rows = stmt.query_map([kind], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

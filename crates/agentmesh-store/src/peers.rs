@@ -275,7 +275,10 @@ impl Store {
     /// checked it; resolves the peer's open mismatches. Returns the updated peer, or `None` when
     /// no open mismatch of that peer has that fingerprint.
     pub fn repin(&self, agent_id: &str, fingerprint: &str, now: i64) -> Result<Option<Peer>> {
-        let Some(m) = self.key_mismatches(true)?.into_iter().find(|m| m.peer_id == agent_id && m.presented_fingerprint == fingerprint)
+        let Some(m) = self
+            .key_mismatches(true)?
+            .into_iter()
+            .find(|m| m.peer_id == agent_id && m.presented_fingerprint == fingerprint)
         else {
             return Ok(None);
         };

@@ -9,7 +9,9 @@ use agentmesh_client::RequestDirection;
 use agentmesh_client::local::LocalNode;
 use agentmesh_core::envelope::{APPLICATION_JSON, ContactRequestBody, Draft, TEXT_PLAIN};
 use agentmesh_core::time::now_ms;
-use agentmesh_core::{AgentCard, AgentId, DeliveryReceipt, Envelope, EnvelopeKind, Identity, PROTOCOL_NATIVE};
+use agentmesh_core::{
+    AgentCard, AgentId, DeliveryReceipt, Envelope, EnvelopeKind, Identity, PROTOCOL_NATIVE, RotationStatement,
+};
 use serde_json::{Value, json};
 use support::*;
 
@@ -34,6 +36,24 @@ impl Fake {
         Fake { id, card }
     }
 
+    /// The same agent after rotating from `from` (whose chain it extends) to fresh keys.
+    fn rotated(from: &Fake) -> Self {
+        let next = Identity::generate();
+        let agent = from.id.agent_id();
+        let mut chain = from.id.rotations().to_vec();
+        chain.push(RotationStatement::sign(agent, chain.len() as u32 + 1, &from.id, &next, now_ms()));
+        let id = next.with_history(agent, chain).expect("valid chain");
+        let card = AgentCard::new(
+            &id,
+            &from.card.name,
+            from.card.endpoints.clone(),
+            vec![],
+            from.card.protocols.clone(),
+            from.card.created_at,
+        );
+        Fake { id, card }
+    }
+
     fn envelope(
         &self,
         kind: EnvelopeKind,
@@ -43,7 +63,7 @@ impl Fake {
         content_type: &str,
     ) -> Envelope {
         let mut draft = Draft::new(kind, self.id.agent_id(), to, now_ms(), 3_600_000, content_type, body.to_vec());
-        if matches!(kind, EnvelopeKind::ContactRequest | EnvelopeKind::ContactResponse) {
+        if kind.carries_card() {
             draft.card = Some(self.card.clone());
         }
         draft.seal(to_key).expect("seal").sign(&self.id, now_ms())
@@ -504,4 +524,51 @@ async fn floods_get_429_with_an_accurate_retry_after() {
     tokio::time::sleep(Duration::from_secs(wait)).await;
     let (status, _, text) = t.send(&t.message(flooder, "after waiting")).await;
     assert_eq!(status, 200, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotations_are_followed_and_forks_refused_over_the_wire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, genesis) = setup(dir.path()).await;
+    let empty = b"{}";
+
+    // A verified rotation moves the pin; nothing for the owner to do.
+    let first = Fake::rotated(&genesis);
+    let announce = first.envelope(EnvelopeKind::KeyRotation, t.card.agent_id, &t.x25519, empty, APPLICATION_JSON);
+    let (status, _, text) = t.send(&announce).await;
+    assert_eq!(status, 200, "{text}");
+    let peers = t.node.client.peers().await.expect("peers");
+    assert_eq!(peers["peers"][0]["fingerprint"], first.card.fingerprint.as_str());
+    assert_eq!(peers["peers"][0]["trust"], "trusted");
+
+    // In flight from before the rotation: signed with the previous key, still accepted (grace).
+    let (status, _, text) = t.send(&t.message(&genesis, "sent before rotating")).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, _, text) = t.send(&t.message(&first, "signed with the new key")).await;
+    assert_eq!(status, 200, "{text}");
+
+    let base = counts(&t.node.home);
+    // Presenting the old card again (a downgrade) is refused and not an alarm.
+    let old_card = t.contact_request(&genesis, 7);
+    t.refused("superseded key", 403, "superseded_key", t.send(&old_card).await, &base).await;
+
+    // A fork: a valid chain from the genesis key that skips the pinned key.
+    let fork = Fake::rotated(&genesis);
+    let forked = fork.envelope(EnvelopeKind::KeyRotation, t.card.agent_id, &t.x25519, empty, APPLICATION_JSON);
+    let (status, body, text) = t.send(&forked).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("key_mismatch")), "{text}");
+    // Only the mismatch record is written; it shows in status until the owner repins.
+    let after: Vec<(&str, i64)> =
+        base.iter().map(|(table, n)| (*table, if *table == "key_mismatches" { n + 1 } else { *n })).collect();
+    assert_eq!(counts(&t.node.home), after);
+    let status = t.node.client.status().await.expect("status");
+    assert_eq!(status["key_mismatches"][0]["presented_fingerprint"], fork.card.fingerprint.as_str());
+    assert_eq!(status["key_mismatches"][0]["pinned_fingerprint"], first.card.fingerprint.as_str());
+    // Again: counted on the same record, still refused.
+    let again = fork.envelope(EnvelopeKind::KeyRotation, t.card.agent_id, &t.x25519, empty, APPLICATION_JSON);
+    t.refused("key mismatch for a pinned id", 403, "key_mismatch", t.send(&again).await, &after).await;
+    let status = t.node.client.status().await.expect("status");
+    assert_eq!(status["key_mismatches"][0]["count"], 2);
+    // The fork's messages do not verify under the pinned key.
+    t.refused("message from the fork", 401, "bad_signature", t.send(&t.message(&fork, "hi")).await, &after).await;
 }

@@ -238,22 +238,23 @@ async fn contact_request(
             return Err(ApiError::forbidden("blocked_sender", format!("{agent_id} is blocked")).into());
         }
         if p.ed25519 != key.to_bytes() {
-            // Recorded only once the request proves it holds the presented key.
-            verify(&object, &key)?;
-            node.record_key_mismatch(agentmesh_store::KeyMismatch {
-                peer_id: agent_id.clone(),
-                pinned_fingerprint: p.fingerprint.clone(),
-                presented_fingerprint: from.fingerprint.clone(),
-                presented_ed25519: key.to_bytes(),
-                presented_x25519: None,
-                presented_card: serde_json::to_string(&from).ok(),
-                direction: "inbound".into(),
-                count: 1,
-                first_at: now_ms() as i64,
-                last_at: now_ms() as i64,
-                resolved_at: None,
-            })
-            .await;
+            // Refused either way; recorded only when the request proves it holds the presented key.
+            if verify(&object, &key).is_ok() {
+                node.record_key_mismatch(agentmesh_store::KeyMismatch {
+                    peer_id: agent_id.clone(),
+                    pinned_fingerprint: p.fingerprint.clone(),
+                    presented_fingerprint: from.fingerprint.clone(),
+                    presented_ed25519: key.to_bytes(),
+                    presented_x25519: None,
+                    presented_card: serde_json::to_string(&from).ok(),
+                    direction: "inbound".into(),
+                    count: 1,
+                    first_at: now_ms() as i64,
+                    last_at: now_ms() as i64,
+                    resolved_at: None,
+                })
+                .await;
+            }
             return Err(ApiError::forbidden(
                 "key_mismatch",
                 format!("{agent_id} presented a key other than the one pinned; the owner must run `agentmesh repin`"),

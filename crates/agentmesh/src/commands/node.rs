@@ -122,7 +122,9 @@ pub async fn status(ctx: &Ctx) -> Result<()> {
                 output::time(&m["last_at"]),
             ));
         }
-        output::line("Check the new fingerprint with the peer's owner, then: agentmesh repin <agent_id> --fingerprint <sha256:…>");
+        output::line(
+            "Check the new fingerprint with the peer's owner, then: agentmesh repin <agent_id> --fingerprint <sha256:…>",
+        );
     }
     Ok(())
 }
