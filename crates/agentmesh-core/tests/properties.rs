@@ -33,7 +33,8 @@ fn json() -> impl Strategy<Value = Value> {
 
 fn envelope(body: &[u8], thread: Option<String>) -> Envelope {
     let now = agentmesh_core::time::now_ms();
-    let mut draft = Draft::new(EnvelopeKind::Message, ALICE.agent_id(), BOB.agent_id(), now, 60_000, TEXT_PLAIN, body.to_vec());
+    let mut draft =
+        Draft::new(EnvelopeKind::Message, ALICE.agent_id(), BOB.agent_id(), now, 60_000, TEXT_PLAIN, body.to_vec());
     draft.thread = thread;
     draft.seal(&BOB.public().x25519).expect("seal").sign(&ALICE, now)
 }

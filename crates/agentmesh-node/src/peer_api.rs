@@ -13,10 +13,11 @@
 //! | `POST /v1/batch` | `{"envelopes":[…]}`, any kind but contact requests | `200 {"results":[…]}` |
 //!
 //! Each envelope is checked cheapest first — size, parse, shape, sender (known, trusted, not
-//! blocked; for contact requests a valid card), recipient, freshness of `sent_at`, expiry, replay
-//! (an id already accepted gets its original receipt again and stores nothing), signature,
-//! decryption — then stored in one transaction, and only then acknowledged with a signed
-//! [`DeliveryReceipt`]. Failures answer `{"error":{"code","message"}}` with the status of the
+//! blocked, key pinned; for contact requests a valid card), recipient, freshness of `sent_at`,
+//! expiry, replay (an id already accepted gets its original receipt again and stores nothing),
+//! signature, the sender's rate budget (charged only once the signature proves the sender, so
+//! forged envelopes cannot drain a real peer's budget), decryption — then stored in one
+//! transaction, and only then acknowledged with a signed [`DeliveryReceipt`]. Failures answer `{"error":{"code","message"}}` with the status of the
 //! README's error table; batch results carry the same per envelope.
 
 use std::collections::HashMap;
@@ -285,11 +286,6 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
         let env = &envelopes[i];
         let peer = peers.get(&env.from.to_string()).and_then(Option::as_ref);
         let checked = sender_key(env, peer, &mut key_cache, now as i64).and_then(|key| {
-            match env.kind {
-                EnvelopeKind::Message | EnvelopeKind::Receipt => node.limits.message_from(&env.from.to_string())?,
-                EnvelopeKind::ContactRequest => node.limits.contact_from_agent(&env.from.to_string())?,
-                EnvelopeKind::ContactResponse | EnvelopeKind::KeyRotation => {}
-            }
             if env.to != me {
                 return Err(ApiError::bad_request("wrong_recipient", format!("this node is {me}, not {}", env.to)));
             }
@@ -317,6 +313,7 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
 
     // Signatures (batched), decryption and receipt signing: CPU work, off the async threads.
     let keys = node.keys();
+    let node2 = Arc::clone(node);
     let envs = envelopes;
     let count = to_verify.len();
     let verified = node
@@ -342,6 +339,17 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
                     }
                     if let Err(e) = verdict {
                         return (i, Err(ApiError::bad_signature(e.to_string())), None);
+                    }
+                    // Per-sender budgets are charged only for envelopes that prove their sender:
+                    // forged ones cannot drain a real peer's budget.
+                    let from = env.from.to_string();
+                    let budget = match env.kind {
+                        EnvelopeKind::Message | EnvelopeKind::Receipt => node2.limits.message_from(&from),
+                        EnvelopeKind::ContactRequest => node2.limits.contact_from_agent(&from),
+                        EnvelopeKind::ContactResponse | EnvelopeKind::KeyRotation => Ok(()),
+                    };
+                    if let Err(e) = budget {
+                        return (i, Err(e), None);
                     }
                     let peer = peers.get(&env.from.to_string()).and_then(Option::as_ref);
                     let outcome = open_and_build(&keys, env, &sender, peer, now).map(|v| Verified { index: i, ..v });

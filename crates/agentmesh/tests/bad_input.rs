@@ -518,6 +518,18 @@ async fn floods_get_429_with_an_accurate_retry_after() {
     let wait = refused["error"]["retry_after"].as_u64().expect("retry_after");
     assert_eq!(wait, 1, "one message per second");
     assert_eq!(counts(&t.node.home), before);
+    // Forgeries in another sender's name cannot drain its budget: refused for their signature,
+    // never charged.
+    let forged: Vec<Envelope> = (0..100)
+        .map(|i| {
+            let mut env = t.message(other, &format!("forged {i}"));
+            env.sig = agentmesh_core::b64::encode([7u8; 64]);
+            env
+        })
+        .collect();
+    let (status, reply, _) = t.post("/v1/batch", json!({"envelopes": forged}).to_string(), "application/json").await;
+    assert_eq!(status, 200);
+    assert!(reply["results"].as_array().expect("results").iter().all(|r| r["status"] == 401), "{reply}");
     // Another sender is not slowed by the flood.
     assert_eq!(t.send(&t.message(other, "unaffected")).await.0, 200);
     // Waiting exactly the announced time is enough.

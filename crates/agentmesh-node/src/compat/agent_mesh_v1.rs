@@ -213,7 +213,6 @@ async fn contact_request(
         .and_then(|v| serde_json::from_value(v).ok())
         .ok_or_else(|| ApiError::bad_request("invalid_agent", "from must be a V1 identity card"))?;
     let key = from.validate()?;
-    node.limits.contact_from_agent(&from.agent_id)?;
     if from.agent_id == node.agent_id() {
         return Err(ApiError::bad_request("invalid_agent", "that is this agent's own id").into());
     }
@@ -267,6 +266,8 @@ async fn contact_request(
         return Ok(reply(stored));
     }
     verify(&object, &key)?;
+    // Charged once the signature proves the sender: forgeries cannot drain its budget.
+    node.limits.contact_from_agent(&from.agent_id)?;
 
     let now = now_ms() as i64;
     let peer = Peer {
@@ -369,7 +370,6 @@ async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) 
         }
         Some(p) => p,
     };
-    node.limits.message_from(&from)?;
     if to != node.agent_id() {
         return Err(
             ApiError::bad_request("wrong_recipient", format!("this node is {}, not {to}", node.agent_id())).into()
@@ -381,6 +381,7 @@ async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) 
     }
     let key = VerifyingKey::from_bytes(&peer.ed25519).map_err(ApiError::internal)?;
     verify(&object, &key)?;
+    node.limits.message_from(&from)?;
 
     let now = now_ms() as i64;
     let ack =
