@@ -10,10 +10,18 @@
 //!
 //! Message routes are never limited per IP: peers behind one NAT, and batching, would suffer.
 //! Idle keys are forgotten every minute, so the tables stay bounded by recent senders.
+//!
+//! Per-agent budgets are charged only after an envelope's signature proves its sender (forgeries
+//! in a peer's name cannot drain its budget). Once a proven sender is over its message budget,
+//! it is remembered as throttled until its next token ([`RateLimits::throttled`]): its further
+//! envelopes get their 429 before any database lookup or signature check, which keeps a flood
+//! cheap for us and away from other senders.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -27,6 +35,16 @@ pub struct RateLimits {
     messages_by_id: Option<DefaultKeyedRateLimiter<String>>,
     other_by_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     clock: DefaultClock,
+    /// Proven senders over their message budget, until when.
+    throttled: Mutex<HashMap<String, Instant>>,
+}
+
+/// Most senders remembered as throttled at once.
+const MAX_THROTTLED: usize = 10_000;
+
+fn retry_secs(wait: Duration) -> u64 {
+    // Whole seconds, rounded up: a client that waits this long is allowed.
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 fn per(count: u32, period: Duration) -> Option<Quota> {
@@ -45,6 +63,7 @@ impl RateLimits {
             messages_by_id: per(config.messages_per_minute, minute).map(RateLimiter::keyed),
             other_by_ip: per(config.other_requests_per_minute, minute).map(RateLimiter::keyed),
             clock: DefaultClock::default(),
+            throttled: Mutex::default(),
         }
     }
 
@@ -55,12 +74,26 @@ impl RateLimits {
         what: &str,
     ) -> Result<(), ApiError> {
         let Some(limiter) = limiter else { return Ok(()) };
-        limiter.check_key(key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
-            // Whole seconds, rounded up: a client that waits this long is allowed.
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            ApiError::rate_limited(what, secs.max(1))
-        })
+        limiter
+            .check_key(key)
+            .map_err(|not_until| ApiError::rate_limited(what, retry_secs(not_until.wait_time_from(self.clock.now()))))
+    }
+
+    fn throttle_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.throttled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refuses, before any lookup, an envelope claiming to come from a sender that proved itself
+    /// over its message budget and is still waiting for its next token.
+    pub fn throttled(&self, id: &str) -> Result<(), ApiError> {
+        let mut map = self.throttle_map();
+        let Some(until) = map.get(id).copied() else { return Ok(()) };
+        let now = Instant::now();
+        if until <= now {
+            map.remove(id);
+            return Ok(());
+        }
+        Err(ApiError::rate_limited("messages from this agent", retry_secs(until - now)))
     }
 
     /// A contact request attempt from `ip` (before it is parsed).
@@ -73,9 +106,17 @@ impl RateLimits {
         self.check(&self.contact_by_id, &id.to_owned(), "contact requests from this agent")
     }
 
-    /// A message or read receipt from trusted peer `id`.
+    /// A message or read receipt whose signature proved it comes from trusted peer `id`.
     pub fn message_from(&self, id: &str) -> Result<(), ApiError> {
-        self.check(&self.messages_by_id, &id.to_owned(), "messages from this agent")
+        let Some(limiter) = &self.messages_by_id else { return Ok(()) };
+        limiter.check_key(&id.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            let mut map = self.throttle_map();
+            if map.len() < MAX_THROTTLED {
+                map.insert(id.to_owned(), Instant::now() + wait);
+            }
+            ApiError::rate_limited("messages from this agent", retry_secs(wait))
+        })
     }
 
     /// Any other peer request from `ip`.
@@ -85,6 +126,8 @@ impl RateLimits {
 
     /// Forgets keys whose buckets are full again (called every minute).
     pub fn prune(&self) {
+        let now = Instant::now();
+        self.throttle_map().retain(|_, until| *until > now);
         for l in [&self.contact_by_id, &self.messages_by_id].into_iter().flatten() {
             l.retain_recent();
             l.shrink_to_fit();

@@ -245,10 +245,14 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Envelope>) -> Vec<Result<S
     let n = envelopes.len();
     let mut results: Vec<Option<Result<String, ApiError>>> = (0..n).map(|_| None).collect();
 
-    // Shape first: no lookups for garbage.
+    // Shape first: no lookups for garbage; then senders known to be over their budget.
     for (i, env) in envelopes.iter().enumerate() {
         if let Err(e) = env.check_shape() {
             results[i] = Some(Err(ApiError::bad_request("malformed", e.to_string())));
+        } else if matches!(env.kind, EnvelopeKind::Message | EnvelopeKind::Receipt)
+            && let Err(e) = node.limits.throttled(&env.from.to_string())
+        {
+            results[i] = Some(Err(e));
         }
     }
 

@@ -220,4 +220,11 @@ pub struct BenchArgs {
     /// Message body size in bytes.
     #[arg(long, default_value_t = 1024)]
     pub size: usize,
+    /// Instead: measure a well-behaved sender's latency alone and while another trusted sender
+    /// floods the receiver (ignoring Retry-After).
+    #[arg(long)]
+    pub flood: bool,
+    /// Connections the flooder keeps busy (with --flood).
+    #[arg(long, default_value_t = 64)]
+    pub flood_connections: usize,
 }

@@ -348,6 +348,7 @@ async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) 
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::bad_request("invalid_body", "body must be {\"text\": \"…\"}"))?
         .to_owned();
+    node.limits.throttled(&from)?;
     let (peer, replay) = {
         let (f, m) = (from.clone(), message_id.clone());
         node.db(move |s| Ok((s.peer(&f)?, s.accepted_receipt(&f, &m)?))).await?

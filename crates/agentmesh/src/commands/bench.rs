@@ -16,6 +16,9 @@ use crate::cli::BenchArgs;
 use crate::output;
 
 pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
+    if args.flood {
+        return super::flood::run(ctx, &args).await;
+    }
     if args.messages == 0 || args.concurrency == 0 || args.size == 0 {
         bail!("--messages, --concurrency and --size must be at least 1");
     }
@@ -141,7 +144,7 @@ enum Slot {
 /// loop: a worker sends its next message only when the previous one is delivered). Returns the
 /// time from the first send to the last receipt, each message's send→receipt latency, and how
 /// many receipts were not observed.
-async fn blast(
+pub(super) async fn blast(
     sender: &LocalNode,
     to: &str,
     body: &str,

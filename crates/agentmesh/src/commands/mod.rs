@@ -3,6 +3,7 @@
 mod bench;
 mod contacts;
 mod demo;
+mod flood;
 mod init;
 mod keys;
 mod messages;
