@@ -17,6 +17,15 @@ fn secrets_of(home: &std::path::Path) -> Vec<String> {
         }
         out.push(text);
     }
+    // After a rotation: the previous secret keys kept for the grace period.
+    if let Ok(text) = std::fs::read_to_string(home.join("keys/rotation.json")) {
+        let state: serde_json::Value = serde_json::from_str(&text).expect("rotation.json");
+        for key in ["ed25519", "x25519"] {
+            let b64 = state["previous"][key].as_str().expect("previous secret").to_owned();
+            out.push(hex::encode(agentmesh_core::b64::decode(&b64).expect("base64")));
+            out.push(b64);
+        }
+    }
     out
 }
 
@@ -39,13 +48,18 @@ async fn trace_logs_hold_no_keys_tokens_or_bodies() {
     bob.client.read(&id).await.expect("read");
     wait_status(alice, &id, "read").await;
 
+    // A key rotation in the middle of the flow: old and new secrets alike stay out of sight.
+    let mut secrets = secrets_of(&alice.home);
+    let mut printed = ok(&alice.home, &["rotate-key"]).to_string();
+    let after = alice.client.send(&bob.agent_id, body, None, None).await.expect("send");
+    wait_status(alice, after["message_id"].as_str().expect("id"), "delivered").await;
+
     // Everything a --json command prints for the owner: no secret there either.
-    let mut printed = String::new();
     for args in [&["status"][..], &["card"], &["peers"], &["list-requests"]] {
         printed.push_str(&ok(&alice.home, args).to_string());
     }
 
-    let mut secrets = secrets_of(&alice.home);
+    secrets.extend(secrets_of(&alice.home));
     secrets.extend(secrets_of(&bob.home));
     for node in &mut nodes {
         assert!(node.stop().await);

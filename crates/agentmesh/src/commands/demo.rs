@@ -233,6 +233,36 @@ async fn walk(story: &mut Story, dir: &std::path::Path) -> Result<()> {
         delivered,
     );
 
+    let rotated = alice.client.rotate_key().await?;
+    let new_fp = rotated["fingerprint"].clone();
+    let followed = local::wait_for(WAIT, || async {
+        let peers = bob.client.peers().await.ok()?;
+        peers["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["agent_id"] == alice.agent_id.as_str() && p["fingerprint"] == new_fp)
+            .cloned()
+    })
+    .await
+    .ok_or_else(|| anyhow!("bob never followed alice's key rotation"))?;
+    let after = alice.client.send(&bob.agent_id, "New keys, same me.", None, Some("plan")).await?;
+    let after_id = after["message_id"].as_str().unwrap_or_default().to_owned();
+    let delivered = wait_status(&alice, &after_id, &["delivered"]).await?;
+    story.step(
+        "alice rotated her keys; bob verified the signed chain, moved his pin, and still trusts her",
+        vec![
+            format!("agent id unchanged: {}", text(&rotated["agent_id"])),
+            format!("fingerprint {} -> {}", text(&rotated["old_fingerprint"]), text(&new_fp)),
+            format!(
+                "bob: {} / {}; message {after_id}: {}",
+                text(&followed["trust"]),
+                text(&followed["fingerprint"]),
+                text(&delivered["status"])
+            ),
+        ],
+        json!({"rotation": rotated, "bob_sees": followed, "message": delivered}),
+    );
+
     let mut alice = alice;
     let (a, b) = (alice.stop().await, bob.stop().await);
     if !(a && b) {
