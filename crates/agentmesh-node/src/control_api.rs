@@ -298,7 +298,7 @@ async fn request_contact(
             match pin_check(s, &p, &history, now as i64, grace_ms)? {
                 PinCheck::Mismatch(m) => {
                     s.record_key_mismatch(&m)?;
-                    return Ok((Err(outbound_mismatch(&p.agent_id)), Some(m)));
+                    return Ok((Err(outbound_mismatch(&p.agent_id)), Some(*m)));
                 }
                 PinCheck::Superseded => {
                     return Ok((
@@ -346,7 +346,7 @@ fn outbound_mismatch(agent_id: &str) -> ApiError {
 enum PinCheck {
     Ok,
     Superseded,
-    Mismatch(KeyMismatch),
+    Mismatch(Box<KeyMismatch>),
 }
 
 /// Compares a fetched peer with its pin: the same key, a key its verified rotation chain leads to
@@ -369,7 +369,7 @@ fn pin_check(
         s.rotate_peer_key(fetched, now.saturating_add(grace_ms))?;
         return Ok(PinCheck::Ok);
     }
-    Ok(PinCheck::Mismatch(KeyMismatch {
+    Ok(PinCheck::Mismatch(Box::new(KeyMismatch {
         peer_id: fetched.agent_id.clone(),
         pinned_fingerprint: pinned.fingerprint,
         presented_fingerprint: fetched.fingerprint.clone(),
@@ -381,7 +381,7 @@ fn pin_check(
         first_at: now,
         last_at: now,
         resolved_at: None,
-    }))
+    })))
 }
 
 /// Records an outgoing contact request (unless trust is already mutual) and queues it; returns

@@ -31,7 +31,7 @@ fn report(ctx: &Ctx, reply: &Value) -> Result<()> {
     if reply["status"] == "already_trusted" {
         output::line(&format!("{who} is already a trusted contact."));
     } else {
-        output::line(&format!("Contact request {} sent to {who}", output::field(&reply, "request_id")));
+        output::line(&format!("Contact request {} sent to {who}", output::field(reply, "request_id")));
         output::line(&format!("  fingerprint: {}", output::field(peer, "fingerprint")));
         output::line(&format!("  protocol:    {}", output::field(peer, "protocol")));
         output::line("Waiting for its owner to approve; see `agentmesh list-requests --outgoing`.");

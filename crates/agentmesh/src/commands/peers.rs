@@ -28,7 +28,10 @@ pub async fn list(ctx: &Ctx) -> Result<()> {
         .map(|p| {
             vec![
                 output::field(p, "agent_id"),
-                output::field(p, "name"),
+                match p["alias"].as_str() {
+                    Some(alias) => format!("{} ({})", output::clean(alias, false), output::field(p, "name")),
+                    None => output::field(p, "name"),
+                },
                 output::field(p, "trust"),
                 output::field(p, "protocol"),
                 output::field(p, "endpoint"),
