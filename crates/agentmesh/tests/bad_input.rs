@@ -584,3 +584,19 @@ async fn rotations_are_followed_and_forks_refused_over_the_wire() {
     // The fork's messages do not verify under the pinned key.
     t.refused("message from the fork", 401, "bad_signature", t.send(&t.message(&fork, "hi")).await, &after).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_state_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut t, fake) = setup(dir.path()).await;
+    let good = t.message(&fake, "once only");
+    let (status, _, first) = t.send(&good).await;
+    assert_eq!(status, 200, "{first}");
+    let base = counts(&t.node.home);
+
+    assert!(t.node.stop().await);
+    t.node.restart().await.expect("restart");
+    let (status, _, again) = t.send(&good).await;
+    assert_eq!((status, again.as_str()), (200, first.as_str()), "the original receipt, from disk");
+    assert_eq!(counts(&t.node.home), base, "nothing stored twice");
+}
