@@ -182,6 +182,12 @@ impl Client {
         self.post("/control/rotate-key", json!({})).await
     }
 
+    /// `POST /control/discovered`: record scan finds (`{protocol, endpoint, document}` each) as
+    /// discovered peers. `{recorded: [{agent_id, outcome}]}`.
+    pub async fn record_discovered(&self, found: Vec<Value>) -> Result<Value, ClientError> {
+        self.post("/control/discovered", json!({ "found": found })).await
+    }
+
     /// `GET /control/requests`: `{requests: [...]}`.
     pub async fn requests(&self, direction: Option<RequestDirection>) -> Result<Value, ClientError> {
         let query: Vec<(String, String)> = direction

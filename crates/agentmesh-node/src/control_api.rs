@@ -14,6 +14,7 @@
 //! | `POST /control/peers/{id}/block`, `…/unblock`; `DELETE /control/peers/{id}` | trust changes |
 //! | `POST /control/peers/{id}/repin` `{fingerprint}` | pin the key a peer presented in a key mismatch |
 //! | `POST /control/rotate-key` | new keys, rotation statement, contacts told |
+//! | `POST /control/discovered` `{found:[{protocol, endpoint, document}]}` | record scan finds as discovered (each re-verified) |
 //! | `POST /control/messages` `{to, text, reply_to?, thread?}` | queue a message |
 //! | `GET /control/messages?direction=&unread=&peer=&limit=` | inbox and outbox |
 //! | `POST /control/messages/{id}/read` | show, mark read, send a read receipt |
@@ -77,6 +78,7 @@ pub fn router(node: Arc<Node>, home: Home, token: String, peer_url: String) -> R
         .route("/control/peers/{id}/unblock", post(unblock))
         .route("/control/peers/{id}/repin", post(repin))
         .route("/control/rotate-key", post(rotate_key))
+        .route("/control/discovered", post(record_discovered))
         .route("/control/messages", post(send_message).get(list_messages))
         .route("/control/messages/{id}/read", post(read_message))
         .route("/control/events", get(events))
@@ -670,6 +672,62 @@ async fn rotate_key(State(st): State<ControlState>) -> Result<Json<Value>, ApiEr
         "previous_key_until": previous_until,
         "contacts_told": told,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscoveredArgs {
+    found: Vec<FoundArg>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FoundArg {
+    protocol: String,
+    endpoint: String,
+    document: Value,
+}
+
+/// Most finds recorded per call.
+const MAX_DISCOVERED: usize = 4096;
+
+/// Records agents a scan found, as `discovered` (never trusted); each card or V1 document is
+/// verified again here. Answers `{"recorded":[{"agent_id","outcome"}]}` in order.
+async fn record_discovered(
+    State(st): State<ControlState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let args: DiscoveredArgs = json_body(&headers, body).await?;
+    if args.found.len() > MAX_DISCOVERED {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("at most {MAX_DISCOVERED} finds per call"),
+        ));
+    }
+    let outcomes = st
+        .node
+        .db(move |s| {
+            let mut out = Vec::with_capacity(args.found.len());
+            for f in args.found {
+                let agent_id = f.document.get("agent_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                let found = crate::discovery::Found {
+                    agent_id: agent_id.clone(),
+                    name: String::new(),
+                    endpoint: f.endpoint,
+                    protocol: f.protocol,
+                    fingerprint: String::new(),
+                    signature_valid: false,
+                    problem: None,
+                    document: f.document,
+                };
+                out.push(json!({"agent_id": agent_id, "outcome": crate::discovery::record(s, &found)?}));
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(Json(json!({ "recorded": outcomes })))
 }
 
 const ANNOUNCED_KEY: &str = "announced_fingerprint";

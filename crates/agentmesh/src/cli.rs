@@ -56,6 +56,9 @@ pub enum Command {
     },
     /// Make new keys, signed over by the old ones; the agent id stays, contacts update their pins.
     RotateKey,
+    /// Probe HTTP endpoints for agents (native card, then Agent Mesh V1 discovery) and record
+    /// what answers as discovered (never trusted).
+    Scan(ScanArgs),
     /// List contact requests.
     ListRequests(ListRequestsArgs),
     /// Approve an incoming contact request: both agents then trust each other.
@@ -155,6 +158,25 @@ pub struct AddPeerArgs {
     /// Why you want contact; shown to the other agent's owner.
     #[arg(long, default_value = "")]
     pub purpose: String,
+}
+
+/// `scan` arguments.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Base URLs (`http://127.0.0.1:8787`) or URLs with a port range (`http://127.0.0.1:8700-8799`).
+    pub targets: Vec<String>,
+    /// Also probe every host of this CIDR block (e.g. 192.168.1.0/24) at `--port`.
+    #[arg(long, value_name = "CIDR")]
+    pub cidr: Option<String>,
+    /// Port probed on `--cidr` hosts.
+    #[arg(long, default_value_t = 8787)]
+    pub port: u16,
+    /// Probes in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Per-probe timeout, seconds.
+    #[arg(long, default_value_t = 1.5)]
+    pub timeout: f64,
 }
 
 /// `list-requests` arguments.

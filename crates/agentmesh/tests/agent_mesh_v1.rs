@@ -273,3 +273,17 @@ async fn v1_identity_checks() {
 
     assert_eq!(counts(&us.home), base, "nothing stored by refused requests");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scan_finds_a_v1_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let us = node(dir.path(), "ours").await;
+    let v1 = V1Peer::start();
+    let report = ok(&us.home, &["scan", &v1.url]);
+    let found = &report["found"][0];
+    assert_eq!(found["agent_id"], v1.agent_id.as_str(), "{report}");
+    assert_eq!(found["protocol"], "openclaw-agent-mesh/v1");
+    assert_eq!((found["signature_valid"].as_bool(), found["recorded"].as_str()), (Some(true), Some("new")));
+    let peers = us.client.peers().await.expect("peers");
+    assert_eq!(peers["peers"][0]["trust"], "discovered");
+}

@@ -1,0 +1,169 @@
+//! Finding agents: probing HTTP endpoints for an agent card, and recording what was found.
+//!
+//! A probe of a base URL asks for our native card (`GET /v1/card`) and, failing that, the Agent
+//! Mesh V1 discovery document (`GET /agent-mesh/discovery`, `../shared/PROTOCOLS.md` §1). Each
+//! request has its own timeout and a 64 KiB response cap. Found agents are recorded as
+//! `discovered`: discovery never implies trust, and a key already pinned for the id is never
+//! replaced by a probe.
+
+use std::time::Duration;
+
+use agentmesh_core::time::now_ms;
+use agentmesh_core::{AgentCard, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE};
+use agentmesh_store::{Peer, Store, Trust};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::compat::agent_mesh_v1::V1Agent;
+use crate::net;
+
+/// Largest card or discovery document read from a probed endpoint, bytes.
+pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+
+/// An agent found at an endpoint.
+#[derive(Clone, Debug, Serialize)]
+pub struct Found {
+    /// Its agent id as its card states it.
+    pub agent_id: String,
+    /// Display name.
+    pub name: String,
+    /// The base URL probed.
+    pub endpoint: String,
+    /// `agentmesh/1` or `openclaw-agent-mesh/v1`.
+    pub protocol: String,
+    /// Fingerprint as the card states it.
+    pub fingerprint: String,
+    /// Whether the card (or V1 document) verified: self-signature, id and fingerprint derived
+    /// from the key. Only verified finds are recorded.
+    pub signature_valid: bool,
+    /// Why it did not verify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// The card or V1 agent document as served.
+    #[serde(skip)]
+    pub document: Value,
+}
+
+/// Probes `base` (no trailing slash) for an agent, each request bounded by `timeout`.
+/// `Ok(None)`: something answered, but not an agent; `Err`: nothing answered.
+pub async fn probe(http: &reqwest::Client, base: &str, timeout: Duration) -> Result<Option<Found>, String> {
+    let get = |path: &str| {
+        let url = format!("{base}{path}");
+        async move {
+            match tokio::time::timeout(timeout, net::get(http, &url, MAX_DOCUMENT_BYTES)).await {
+                Ok(Ok((status, body))) if status.is_success() => Ok(Some(body)),
+                Ok(Ok(_)) => Ok(None),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            }
+        }
+    };
+    // The native card first; a connection failure there means nothing listens.
+    if let Some(body) = get("/v1/card").await?
+        && let Ok(card) = serde_json::from_slice::<AgentCard>(&body)
+    {
+        let verdict = card.verify();
+        return Ok(Some(Found {
+            agent_id: card.agent_id.to_string(),
+            name: card.name.clone(),
+            endpoint: base.to_owned(),
+            protocol: PROTOCOL_NATIVE.into(),
+            fingerprint: card.fingerprint.to_string(),
+            signature_valid: verdict.is_ok(),
+            problem: verdict.err().map(|e| e.to_string()),
+            document: serde_json::to_value(&card).unwrap_or(Value::Null),
+        }));
+    }
+    let Some(body) = get("/agent-mesh/discovery").await.ok().flatten() else { return Ok(None) };
+    let Ok(doc) = serde_json::from_slice::<Value>(&body) else { return Ok(None) };
+    if doc.get("protocol").and_then(Value::as_str) != Some(PROTOCOL_AGENT_MESH_V1) {
+        return Ok(None);
+    }
+    let Some(agent) = doc.get("agent").cloned().and_then(|a| serde_json::from_value::<V1Agent>(a).ok()) else {
+        return Ok(None);
+    };
+    let verdict = agent.validate();
+    Ok(Some(Found {
+        agent_id: agent.agent_id.clone(),
+        name: agent.display_name.clone(),
+        endpoint: base.to_owned(),
+        protocol: PROTOCOL_AGENT_MESH_V1.into(),
+        fingerprint: agent.fingerprint.clone(),
+        signature_valid: verdict.is_ok(),
+        problem: verdict.err().map(|e| e.message),
+        document: serde_json::to_value(&agent).unwrap_or(Value::Null),
+    }))
+}
+
+/// What recording a find did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recorded {
+    /// A new peer, stored as `discovered`.
+    New,
+    /// A known peer with the same key: only its last-seen time changes (trust, endpoint and
+    /// pin stay as the owner left them).
+    Refreshed,
+    /// Not stored: the document does not verify, or the id is pinned to another key.
+    Refused,
+}
+
+/// Verifies a find again (the caller may be another process) and stores it as discovered.
+pub fn record(store: &Store, found: &Found) -> agentmesh_store::Result<Recorded> {
+    let now = now_ms() as i64;
+    let peer = match found.protocol.as_str() {
+        PROTOCOL_NATIVE => {
+            let Ok(card) = serde_json::from_value::<AgentCard>(found.document.clone()) else {
+                return Ok(Recorded::Refused);
+            };
+            let Ok(keys) = card.verify() else { return Ok(Recorded::Refused) };
+            Peer {
+                agent_id: card.agent_id.to_string(),
+                name: card.name.clone(),
+                protocol: PROTOCOL_NATIVE.into(),
+                endpoint: found.endpoint.clone(),
+                ed25519: keys.ed25519.to_bytes(),
+                x25519: Some(keys.x25519),
+                fingerprint: card.fingerprint.to_string(),
+                card: serde_json::to_string(&card).ok(),
+                trust: Trust::Discovered,
+                first_seen: now,
+                last_seen: now,
+                alias: None,
+                prev_ed25519: None,
+                prev_until: None,
+            }
+        }
+        PROTOCOL_AGENT_MESH_V1 => {
+            let Ok(agent) = serde_json::from_value::<V1Agent>(found.document.clone()) else {
+                return Ok(Recorded::Refused);
+            };
+            let Ok(key) = agent.validate() else { return Ok(Recorded::Refused) };
+            Peer {
+                agent_id: agent.agent_id.clone(),
+                name: agent.display_name.clone(),
+                protocol: PROTOCOL_AGENT_MESH_V1.into(),
+                endpoint: found.endpoint.clone(),
+                ed25519: key.to_bytes(),
+                x25519: None,
+                fingerprint: agent.fingerprint.clone(),
+                card: serde_json::to_string(&agent).ok(),
+                trust: Trust::Discovered,
+                first_seen: now,
+                last_seen: now,
+                alias: None,
+                prev_ed25519: None,
+                prev_until: None,
+            }
+        }
+        _ => return Ok(Recorded::Refused),
+    };
+    match store.peer(&peer.agent_id)? {
+        Some(known) if known.ed25519 == peer.ed25519 => {
+            store.touch_peer(&peer.agent_id, now)?;
+            Ok(Recorded::Refreshed)
+        }
+        Some(_) => Ok(Recorded::Refused),
+        None => Ok(if store.upsert_peer(&peer)? { Recorded::New } else { Recorded::Refused }),
+    }
+}
