@@ -182,6 +182,23 @@ impl Client {
         self.post("/control/rotate-key", json!({})).await
     }
 
+    /// `GET /control/discover`: known agents from every source. `{agents: [...]}`.
+    pub async fn discover(
+        &self,
+        query: Option<&str>,
+        capabilities: &[String],
+        limit: usize,
+    ) -> Result<Value, ClientError> {
+        let mut params: Vec<(String, String)> = vec![("limit".into(), limit.to_string())];
+        if let Some(q) = query {
+            params.push(("query".into(), q.to_owned()));
+        }
+        if !capabilities.is_empty() {
+            params.push(("capability".into(), capabilities.join(",")));
+        }
+        self.call(reqwest::Method::GET, "/control/discover", None, Some(&params)).await
+    }
+
     /// `POST /control/discovered`: record scan finds (`{protocol, endpoint, document}` each) as
     /// discovered peers. `{recorded: [{agent_id, outcome}]}`.
     pub async fn record_discovered(&self, found: Vec<Value>) -> Result<Value, ClientError> {

@@ -5,6 +5,7 @@
 //! * [`keys`]: the Ed25519 signing key and X25519 (HPKE) encryption key of an agent,
 //!   [`AgentId`] and [`Fingerprint`].
 //! * [`card`]: the self-signed [`AgentCard`] an agent publishes.
+//! * [`record`]: the signed, expiring [`PeerRecord`] that bootstrap nodes and gossip pass on.
 //! * [`rotation`]: the [`RotationStatement`] chain that keeps an agent id across key rotations.
 //! * [`envelope`]: the signed, end-to-end encrypted [`Envelope`] every native message travels in,
 //!   and the signed [`DeliveryReceipt`] that acknowledges it.
@@ -29,12 +30,14 @@ pub mod canonical;
 pub mod card;
 pub mod envelope;
 pub mod keys;
+pub mod record;
 pub mod rotation;
 pub mod time;
 
 pub use card::{AgentCard, CardError};
 pub use envelope::{DeliveryReceipt, Envelope, EnvelopeKind, OpenError, VerifyError};
 pub use keys::{AgentId, Fingerprint, Identity, PublicKeys};
+pub use record::{PeerRecord, RecordError};
 pub use rotation::{RotationError, RotationStatement};
 
 /// The name of our native protocol as it appears in agent cards.

@@ -69,6 +69,19 @@ pub struct Config {
     pub delivery_concurrency: usize,
     /// Concurrent batch requests in flight to one peer. Default 4.
     pub per_peer_inflight: usize,
+    /// Bootstrap nodes (base URLs) to announce our signed peer record to and learn peers from.
+    /// Default none. `agentmesh up --bootstrap URL` adds more.
+    pub bootstrap: Vec<String>,
+    /// Serve as a bootstrap node: answer announcements with up to 1,000 records instead of 50.
+    pub bootstrap_mode: bool,
+    /// How often we announce ourselves again and refresh what we know, seconds. Default 600.
+    pub gossip_interval_secs: u64,
+    /// Validity of the peer records we sign, seconds. Default 1,800 (at most one day).
+    pub peer_record_ttl_secs: u64,
+    /// Newly learnt peers we announce ourselves to per round. Default 5.
+    pub gossip_fanout: usize,
+    /// Most agents kept in the directory; the least recently seen go first. Default 10,000.
+    pub max_directory_peers: usize,
 }
 
 impl Default for Config {
@@ -99,6 +112,12 @@ impl Default for Config {
             other_requests_per_minute: 600,
             delivery_concurrency: 32,
             per_peer_inflight: 4,
+            bootstrap: Vec::new(),
+            bootstrap_mode: false,
+            gossip_interval_secs: 600,
+            peer_record_ttl_secs: 1_800,
+            gossip_fanout: 5,
+            max_directory_peers: 10_000,
         }
     }
 }

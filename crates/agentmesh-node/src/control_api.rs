@@ -14,6 +14,7 @@
 //! | `POST /control/peers/{id}/block`, `…/unblock`; `DELETE /control/peers/{id}` | trust changes |
 //! | `POST /control/peers/{id}/repin` `{fingerprint}` | pin the key a peer presented in a key mismatch |
 //! | `POST /control/rotate-key` | new keys, rotation statement, contacts told |
+//! | `GET /control/discover?query=&capability=&limit=` | known agents from every source, with source and age |
 //! | `POST /control/discovered` `{found:[{protocol, endpoint, document}]}` | record scan finds as discovered (each re-verified) |
 //! | `POST /control/messages` `{to, text, reply_to?, thread?}` | queue a message |
 //! | `GET /control/messages?direction=&unread=&peer=&limit=` | inbox and outbox |
@@ -79,6 +80,7 @@ pub fn router(node: Arc<Node>, home: Home, token: String, peer_url: String) -> R
         .route("/control/peers/{id}/repin", post(repin))
         .route("/control/rotate-key", post(rotate_key))
         .route("/control/discovered", post(record_discovered))
+        .route("/control/discover", get(discover))
         .route("/control/messages", post(send_message).get(list_messages))
         .route("/control/messages/{id}/read", post(read_message))
         .route("/control/events", get(events))
@@ -728,6 +730,70 @@ async fn record_discovered(
         })
         .await?;
     Ok(Json(json!({ "recorded": outcomes })))
+}
+
+#[derive(Deserialize, Default)]
+struct DiscoverQuery {
+    query: Option<String>,
+    /// Comma-separated; every one is required.
+    capability: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Known agents from every source: the directory (bootstrap, gossip, LAN) and our peers table
+/// (scan, contacts), newest first, each with `source`, `trust` and `age_secs`.
+async fn discover(State(st): State<ControlState>, Query(q): Query<DiscoverQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let capabilities: Vec<String> = q
+        .capability
+        .as_deref()
+        .map(|c| c.split(',').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let query = q.query.filter(|t| !t.trim().is_empty());
+    let now = now_ms() as i64;
+    let agents = st
+        .node
+        .db(move |s| {
+            let mut out: Vec<Value> = Vec::new();
+            let needle = query.as_deref().map(str::to_lowercase);
+            for p in s.peers()? {
+                let caps: Vec<String> = p
+                    .card
+                    .as_deref()
+                    .and_then(|c| serde_json::from_str::<Value>(c).ok())
+                    .and_then(|c| serde_json::from_value(c["capabilities"].clone()).ok())
+                    .unwrap_or_default();
+                let text_ok = needle.as_deref().is_none_or(|n| {
+                    p.name.to_lowercase().contains(n)
+                        || p.agent_id.contains(n)
+                        || caps.iter().any(|c| c.to_lowercase().contains(n))
+                });
+                let caps_ok = capabilities.iter().all(|c| caps.iter().any(|h| h.eq_ignore_ascii_case(c)));
+                if text_ok && caps_ok {
+                    out.push(json!({
+                        "agent_id": p.agent_id, "name": p.name, "endpoint": p.endpoint, "protocol": p.protocol,
+                        "fingerprint": p.fingerprint, "capabilities": caps, "source": "peers", "trust": p.trust,
+                        "last_seen": p.last_seen, "age_secs": (now - p.last_seen).max(0) / 1000,
+                    }));
+                }
+            }
+            for e in s.directory(now, query.as_deref(), &capabilities, limit)? {
+                if out.iter().any(|o| o["agent_id"] == e.agent_id.as_str()) {
+                    continue;
+                }
+                out.push(json!({
+                    "agent_id": e.agent_id, "name": e.name, "endpoint": e.endpoint, "protocol": e.protocol,
+                    "fingerprint": e.fingerprint, "capabilities": e.capabilities, "source": e.source, "trust": null,
+                    "last_seen": e.last_seen, "age_secs": (now - e.last_seen).max(0) / 1000,
+                    "expires_at": e.expires_at,
+                }));
+            }
+            out.sort_by_key(|v| std::cmp::Reverse(v["last_seen"].as_i64().unwrap_or(0)));
+            out.truncate(limit);
+            Ok(out)
+        })
+        .await?;
+    Ok(Json(json!({ "agents": agents })))
 }
 
 const ANNOUNCED_KEY: &str = "announced_fingerprint";

@@ -18,6 +18,7 @@ pub mod db;
 pub mod discovery;
 pub mod error;
 pub mod fuzzing;
+pub mod gossip;
 pub mod home;
 pub mod limits;
 pub mod net;
@@ -134,6 +135,8 @@ pub struct Node {
     /// Set while `key_rotation` announcements may be queued: the outbox then sends them to each
     /// contact before anything else (signed with the new key, which the contact learns from them).
     pub rotation_pending: std::sync::atomic::AtomicBool,
+    /// Our signed peer record as last issued: `(issued_at ms, fingerprint, JSON)`.
+    pub(crate) own_record: std::sync::Mutex<Option<(u64, String, String)>>,
 }
 
 impl Node {
@@ -219,6 +222,7 @@ impl Node {
             http,
             limits,
             rotation_pending: std::sync::atomic::AtomicBool::new(true),
+            own_record: std::sync::Mutex::new(None),
         }
     }
 }

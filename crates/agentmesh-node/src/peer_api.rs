@@ -51,6 +51,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/receipt", post(receipt))
         .route("/v1/key-rotation", post(key_rotation))
         .route("/v1/batch", post(batch))
+        .merge(crate::gossip::router())
         .merge(compat::agent_mesh_v1::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())

@@ -24,6 +24,10 @@ pub struct UpOptions {
     pub listen: Option<SocketAddr>,
     /// Advertised endpoint.
     pub endpoint: Option<String>,
+    /// Bootstrap nodes, added to `bootstrap` in config.toml.
+    pub bootstrap: Vec<String>,
+    /// Serve as a bootstrap node (larger gossip answers).
+    pub bootstrap_mode: bool,
 }
 
 /// Runs a node for `home` until SIGINT/SIGTERM or `shutdown` is cancelled. `ready` is called
@@ -40,6 +44,16 @@ pub async fn run(
     if let Some(listen) = options.listen {
         config.listen = listen;
     }
+    for url in options.bootstrap {
+        let url = url.trim().trim_end_matches('/').to_owned();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("--bootstrap {url}: give a base URL like http://10.0.0.5:8787");
+        }
+        if !config.bootstrap.contains(&url) {
+            config.bootstrap.push(url);
+        }
+    }
+    config.bootstrap_mode |= options.bootstrap_mode;
     let options_endpoint = options.endpoint;
 
     let lock = std::fs::OpenOptions::new()
@@ -117,6 +131,8 @@ pub async fn run(
     });
     let worker_stop = CancellationToken::new();
     let worker = tokio::spawn(outbox::run(Arc::clone(&node), worker_stop.clone()));
+    let gossip =
+        tokio::spawn(crate::gossip::run(Arc::clone(&node), node.config.bootstrap.clone(), worker_stop.clone()));
     let pruner = {
         let (node, stop) = (Arc::clone(&node), worker_stop.clone());
         tokio::spawn(async move {
@@ -128,6 +144,7 @@ pub async fn run(
                         node.limits.prune();
                         // Replay records past their horizon; bounded per call.
                         let pruned = node.db(|s| s.prune_accepted(now_ms() as i64, 10_000)).await.unwrap_or(0);
+                        let _ = node.db(|s| s.prune_directory(now_ms() as i64)).await;
                         if pruned > 0 {
                             tracing::debug!(pruned, "pruned replay records");
                         }
@@ -152,6 +169,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(1), control_server).await;
     let _ = tokio::time::timeout(grace, worker).await;
     let _ = pruner.await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), gossip).await;
     let _ = std::fs::remove_file(home.runtime_path());
     let _ = std::fs::remove_file(home.token_path());
     node.db.close().await?;

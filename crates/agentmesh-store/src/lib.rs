@@ -7,6 +7,7 @@
 //!
 //! The store is synchronous; the node calls it from blocking tasks.
 
+mod directory;
 mod messages;
 mod migration;
 mod peers;
@@ -14,6 +15,7 @@ mod requests;
 
 use std::path::Path;
 
+pub use directory::DirectoryEntry;
 pub use messages::{Accepted, Direction, IncomingMessage, Message, MessageFilter, NewOutbound, OutboxItem, Stats};
 pub use peers::{KeyMismatch, MAX_KEY_MISMATCHES, Peer, Trust};
 pub use requests::{ContactRequest, RequestStatus};
@@ -72,7 +74,7 @@ impl Store {
     /// Row counts of every table, for tests and diagnostics: `(table, rows)`.
     pub fn table_counts(&self) -> Result<Vec<(&'static str, i64)>> {
         let mut out = Vec::new();
-        for table in ["peers", "contact_requests", "outbox", "accepted", "inbox", "key_mismatches"] {
+        for table in ["peers", "contact_requests", "outbox", "accepted", "inbox", "key_mismatches", "directory"] {
             let n: i64 = self.conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
             out.push((table, n));
         }

@@ -3,8 +3,11 @@
 
 use crate::{Result, StoreError};
 
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/001_init.sql"), include_str!("../migrations/002_security.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/001_init.sql"),
+    include_str!("../migrations/002_security.sql"),
+    include_str!("../migrations/003_directory.sql"),
+];
 
 pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -56,6 +56,8 @@ pub enum Command {
     },
     /// Make new keys, signed over by the old ones; the agent id stays, contacts update their pins.
     RotateKey,
+    /// List agents known from every source (bootstrap, gossip, scan, contacts) with source and age.
+    Discover(DiscoverArgs),
     /// Probe HTTP endpoints for agents (native card, then Agent Mesh V1 discovery) and record
     /// what answers as discovered (never trusted).
     Scan(ScanArgs),
@@ -132,6 +134,12 @@ pub struct UpArgs {
     /// Public base URL to advertise (overrides the profile and config).
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
+    /// A bootstrap node to announce ourselves to and learn peers from (repeatable).
+    #[arg(long, value_name = "URL")]
+    pub bootstrap: Vec<String>,
+    /// Serve as a bootstrap node for others (larger answers to announcements).
+    #[arg(long)]
+    pub bootstrap_mode: bool,
 }
 
 /// `request-contact` arguments.
@@ -158,6 +166,20 @@ pub struct AddPeerArgs {
     /// Why you want contact; shown to the other agent's owner.
     #[arg(long, default_value = "")]
     pub purpose: String,
+}
+
+/// `discover` arguments.
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// Only agents whose name, id or a capability contains this text.
+    #[arg(long)]
+    pub query: Option<String>,
+    /// Only agents with this capability (repeatable: all are required).
+    #[arg(long = "capability", value_name = "C")]
+    pub capabilities: Vec<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
 }
 
 /// `scan` arguments.

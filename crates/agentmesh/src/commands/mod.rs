@@ -89,6 +89,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Repin { agent_id, fingerprint } => keys::repin(&ctx, &agent_id, &fingerprint).await,
         Command::RotateKey => keys::rotate(&ctx).await,
         Command::Scan(args) => scan::run(&ctx, args).await,
+        Command::Discover(args) => scan::discover(&ctx, args).await,
         Command::ListRequests(args) => contacts::list(&ctx, args).await,
         Command::ApproveRequest { request_id } => contacts::decide(&ctx, &request_id, true, None).await,
         Command::RejectRequest { request_id, reason } => contacts::decide(&ctx, &request_id, false, reason).await,

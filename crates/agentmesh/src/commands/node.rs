@@ -12,7 +12,12 @@ use crate::output;
 
 pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<()> {
     let json_mode = ctx.json;
-    let options = UpOptions { listen: args.listen, endpoint: args.endpoint };
+    let options = UpOptions {
+        listen: args.listen,
+        endpoint: args.endpoint,
+        bootstrap: args.bootstrap,
+        bootstrap_mode: args.bootstrap_mode,
+    };
     agentmesh_node::run(ctx.home.clone(), options, CancellationToken::new(), |info| {
         if json_mode {
             output::json(&json!({"event": "ready", "agent_id": info.agent_id, "peer_url": info.peer_url, "control_url": info.control_url, "pid": info.pid}));

@@ -216,3 +216,37 @@ async fn record(ctx: &Ctx, finds: &[&Found]) -> Result<Vec<Recorded>> {
     })
     .await?
 }
+
+pub async fn discover(ctx: &Ctx, args: crate::cli::DiscoverArgs) -> Result<()> {
+    let client = ctx.client()?;
+    let reply = ctx.check(client.discover(args.query.as_deref(), &args.capabilities, args.limit).await)?;
+    if ctx.json {
+        output::json_doc(&reply);
+        return Ok(());
+    }
+    let agents = reply["agents"].as_array().cloned().unwrap_or_default();
+    if agents.is_empty() {
+        output::line("No agents known yet: try `agentmesh scan`, or `agentmesh up --bootstrap URL`.");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = agents
+        .iter()
+        .map(|a| {
+            let caps: Vec<String> = a["capabilities"]
+                .as_array()
+                .map(|c| c.iter().filter_map(Value::as_str).map(|c| output::clean(c, false)).collect())
+                .unwrap_or_default();
+            vec![
+                output::field(a, "agent_id"),
+                output::field(a, "name"),
+                output::field(a, "endpoint"),
+                caps.join(","),
+                output::field(a, "source"),
+                if a["trust"].is_null() { "-".into() } else { output::field(a, "trust") },
+                format!("{}s", output::field(a, "age_secs")),
+            ]
+        })
+        .collect();
+    output::table(&["AGENT ID", "NAME", "ENDPOINT", "CAPABILITIES", "SOURCE", "TRUST", "AGE"], &rows);
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! Bootstrap and gossip: how agents on different networks learn of each other.
+//!
+//! Every node answers two peer routes:
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `POST /v1/gossip/announce` | the caller's signed [`PeerRecord`] (≤ `max_contact_request_bytes`) | `{"peers":[records]}` |
+//! | `GET /v1/gossip/peers` | — | `{"peers":[records]}` |
+//!
+//! Answers hold the answering node's own fresh record, then up to 50 unexpired records (1,000
+//! with `bootstrap_mode`, and at most 2 MiB), most recently seen first, each passed on exactly as
+//! its agent signed it. A node with
+//! bootstraps (`agentmesh up --bootstrap URL`, or `bootstrap` in config.toml) announces a fresh
+//! record of itself to each of them every `gossip_interval_secs` (records live
+//! `peer_record_ttl_secs`), stores what they answer, and announces itself to up to
+//! `gossip_fanout` newly learnt peers, whose answers it stores too.
+//!
+//! Every record is verified before it is stored or passed on — card self-signature, id derived
+//! from the key (through any rotation chain), record signature, not expired — and may not move an
+//! id to a key that neither its stored entry nor a pinned peer's key leads to. The directory is
+//! bounded (`max_directory_peers`, least recently seen dropped first). Nothing learnt here is
+//! trusted: it only lets the owner find agents to send contact requests to.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentmesh_core::time::now_ms;
+use agentmesh_core::{PROTOCOL_NATIVE, PeerRecord};
+use agentmesh_store::{DirectoryEntry, Store};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ApiError, read_json_body};
+use crate::{Node, net};
+
+/// Records in an answer from an ordinary node.
+const REPLY_RECORDS: usize = 50;
+/// Records in an answer from a bootstrap node.
+const BOOTSTRAP_REPLY_RECORDS: usize = 1_000;
+/// Largest answer we build, bytes.
+const MAX_REPLY_BYTES: usize = 2 * 1024 * 1024;
+/// Most records taken from one answer.
+const MAX_INGEST: usize = 1_000;
+
+/// The gossip routes, merged into the peer API.
+pub fn router() -> Router<Arc<Node>> {
+    Router::new().route("/v1/gossip/announce", post(announce)).route("/v1/gossip/peers", get(peers))
+}
+
+async fn announce(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(e) = node.limits.other_from_ip(remote.ip()) {
+        return e.into_response();
+    }
+    let bytes = match read_json_body(&headers, body, node.config.max_contact_request_bytes, node.body_timeout()).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let record: PeerRecord = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => return ApiError::bad_request("malformed", format!("not a peer record: {e}")).into_response(),
+    };
+    let announcer = record.card.agent_id.to_string();
+    match ingest(&node, vec![record], "gossip").await {
+        Ok(mut results) => {
+            if let Some(Err(e)) = results.pop() {
+                return e.into_response();
+            }
+        }
+        Err(e) => return e.into_response(),
+    }
+    reply(&node, Some(announcer)).await
+}
+
+async fn peers(State(node): State<Arc<Node>>, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
+    if let Err(e) = node.limits.other_from_ip(remote.ip()) {
+        return e.into_response();
+    }
+    reply(&node, None).await
+}
+
+/// `{"peers":[…]}`: unexpired records, most recently seen first, without `exclude`'s.
+async fn reply(node: &Arc<Node>, exclude: Option<String>) -> Response {
+    let limit = if node.config.bootstrap_mode { BOOTSTRAP_REPLY_RECORDS } else { REPLY_RECORDS };
+    let entries = node.db(move |s| s.directory(now_ms() as i64, None, &[], limit + 1)).await;
+    let entries = match entries {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
+    };
+    // Our own record first: whoever asks learns the node it asked, too.
+    let mut out = String::from("{\"peers\":[");
+    out.push_str(&own_record(node));
+    let mut count = 1;
+    for e in entries.iter().filter(|e| Some(&e.agent_id) != exclude.as_ref()).take(limit) {
+        if out.len() + e.record.len() > MAX_REPLY_BYTES {
+            break;
+        }
+        if count > 0 {
+            out.push(',');
+        }
+        out.push_str(&e.record);
+        count += 1;
+    }
+    out.push_str("]}");
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], out).into_response()
+}
+
+/// Our signed record, re-signed only when half its validity has passed or our keys rotated, so
+/// receivers see (and skip re-verifying) the same record until then.
+pub fn own_record(node: &Node) -> String {
+    let keys = node.keys();
+    let fingerprint = keys.identity.fingerprint().to_string();
+    let ttl_ms =
+        node.config.peer_record_ttl_secs.max(1).saturating_mul(1000).min(agentmesh_core::record::MAX_RECORD_TTL_MS);
+    let now = now_ms();
+    let mut cached = node.own_record.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((issued, fp, json)) = cached.as_ref()
+        && *fp == fingerprint
+        && now < issued.saturating_add(ttl_ms / 2)
+    {
+        return json.clone();
+    }
+    let json =
+        serde_json::to_string(&PeerRecord::sign(&keys.identity, keys.card.clone(), now, ttl_ms)).unwrap_or_default();
+    *cached = Some((now, fingerprint, json.clone()));
+    json
+}
+
+/// Verifies records and stores the valid ones in the directory under `source`. One result per
+/// record: whether it was new, or why it was refused.
+pub async fn ingest(
+    node: &Arc<Node>,
+    records: Vec<PeerRecord>,
+    source: &str,
+) -> Result<Vec<Result<bool, ApiError>>, ApiError> {
+    let now = now_ms();
+    let skew = node.config.freshness_window_secs.saturating_mul(1000);
+    let me = node.id();
+    // A record identical to the one held was verified when it was stored: skip the signatures.
+    let texts: Vec<String> = records.iter().map(|r| serde_json::to_string(r).unwrap_or_default()).collect();
+    let ids: Vec<String> = records.iter().map(|r| r.card.agent_id.to_string()).collect();
+    let held: Vec<bool> = node
+        .db(move |s| {
+            ids.iter()
+                .zip(&texts)
+                .map(|(id, text)| Ok(s.directory_entry(id)?.is_some_and(|e| e.record == *text)))
+                .collect::<agentmesh_store::Result<Vec<bool>>>()
+        })
+        .await?;
+    let fresh: Vec<usize> = held.iter().enumerate().filter(|(_, h)| !**h).map(|(i, _)| i).collect();
+    let mut results: Vec<Result<bool, ApiError>> = held.iter().map(|_| Ok(false)).collect();
+    let records: Vec<PeerRecord> =
+        records.into_iter().enumerate().filter(|(i, _)| fresh.contains(i)).map(|(_, r)| r).collect();
+    // Card and record signatures: CPU work, off the async threads for more than a few.
+    let checked = node
+        .crypto(records.len(), move || {
+            records
+                .into_iter()
+                .map(|r| {
+                    if r.card.agent_id == me {
+                        return Err(ApiError::bad_request("self_record", "that is this agent's own record"));
+                    }
+                    let keys =
+                        r.verify(now, skew).map_err(|e| ApiError::bad_request("invalid_record", e.to_string()))?;
+                    let entry = DirectoryEntry {
+                        agent_id: r.card.agent_id.to_string(),
+                        name: r.card.name.clone(),
+                        endpoint: r.card.endpoints.first().cloned().unwrap_or_default(),
+                        protocol: PROTOCOL_NATIVE.into(),
+                        fingerprint: r.card.fingerprint.to_string(),
+                        ed25519: keys.ed25519.to_bytes(),
+                        capabilities: r.card.capabilities.clone(),
+                        record: serde_json::to_string(&r).map_err(ApiError::internal)?,
+                        source: String::new(),
+                        first_seen: now as i64,
+                        last_seen: now as i64,
+                        expires_at: r.expires_at as i64,
+                    };
+                    if !entry.endpoint.starts_with("http://") && !entry.endpoint.starts_with("https://") {
+                        return Err(ApiError::bad_request("invalid_record", "the card lists no http(s) endpoint"));
+                    }
+                    Ok((entry, r.card.key_history()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    let source = source.to_owned();
+    let cap = node.config.max_directory_peers.max(1);
+    let stored = node
+        .db(move |s| {
+            let mut out = Vec::with_capacity(checked.len());
+            for item in checked {
+                out.push(match item {
+                    Err(e) => Err(e),
+                    Ok((mut entry, history)) => {
+                        entry.source = source.clone();
+                        store_entry(s, entry, &history, cap)?
+                    }
+                });
+            }
+            Ok(out)
+        })
+        .await?;
+    for (i, result) in fresh.into_iter().zip(stored) {
+        results[i] = result;
+    }
+    Ok(results)
+}
+
+/// Stores a verified entry unless it would move the id to a key its history does not lead to
+/// from the key we already hold for it (directory entry or pinned peer).
+fn store_entry(
+    s: &Store,
+    entry: DirectoryEntry,
+    history: &[[u8; 32]],
+    cap: usize,
+) -> agentmesh_store::Result<Result<bool, ApiError>> {
+    let known = s.directory_entry(&entry.agent_id)?.map(|e| e.ed25519);
+    let pinned = s.peer(&entry.agent_id)?.map(|p| p.ed25519);
+    for key in known.iter().chain(pinned.iter()) {
+        if *key != entry.ed25519 && !history.contains(key) {
+            return Ok(Err(ApiError::forbidden(
+                "key_mismatch",
+                format!("{} is known with another key", entry.agent_id),
+            )));
+        }
+    }
+    // An older record than the one held (a replay) refreshes nothing.
+    if let Some(held) = s.directory_entry(&entry.agent_id)?
+        && held.ed25519 == entry.ed25519
+        && held.expires_at >= entry.expires_at
+    {
+        return Ok(Ok(false));
+    }
+    Ok(Ok(s.upsert_directory(&entry, cap)?))
+}
+
+#[derive(Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    peers: Vec<&'a RawValue>,
+}
+
+/// Announces `record` to `base` and ingests its answer; returns the ids newly learnt.
+async fn announce_to(node: &Arc<Node>, base: &str, record: &str, source: &str) -> Result<Vec<DirectoryEntry>, String> {
+    let url = format!("{}/v1/gossip/announce", base.trim_end_matches('/'));
+    let (status, body) = net::post_json(&node.http, &url, record.to_owned(), node.config.max_response_bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{url} answered {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)])));
+    }
+    let answer: Answer<'_> = serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))?;
+    let records: Vec<PeerRecord> =
+        answer.peers.iter().take(MAX_INGEST).filter_map(|r| serde_json::from_str(r.get()).ok()).collect();
+    let ids: Vec<String> = records.iter().map(|r| r.card.agent_id.to_string()).collect();
+    let results = ingest(node, records, source).await.map_err(|e| e.message.clone())?;
+    let new_ids: Vec<String> =
+        ids.into_iter().zip(results).filter_map(|(id, r)| matches!(r, Ok(true)).then_some(id)).collect();
+    let entries = node
+        .db(move |s| new_ids.iter().filter_map(|id| s.directory_entry(id).transpose()).collect::<Result<Vec<_>, _>>())
+        .await
+        .map_err(|e| e.message.clone())?;
+    Ok(entries)
+}
+
+/// Announces us to the bootstraps every `gossip_interval_secs`, and to up to `gossip_fanout`
+/// newly learnt peers each round, until `shutdown`.
+pub async fn run(node: Arc<Node>, bootstraps: Vec<String>, shutdown: CancellationToken) {
+    if bootstraps.is_empty() {
+        return;
+    }
+    let interval = Duration::from_secs(node.config.gossip_interval_secs.max(1));
+    let mut announced: HashSet<String> = HashSet::new();
+    loop {
+        let record = own_record(&node);
+        let mut learnt = Vec::new();
+        for base in &bootstraps {
+            match announce_to(&node, base, &record, "bootstrap").await {
+                Ok(new) => learnt.extend(new),
+                Err(e) => tracing::warn!(bootstrap = %base, error = %e, "bootstrap announce failed"),
+            }
+        }
+        let fresh: Vec<DirectoryEntry> =
+            learnt.into_iter().filter(|e| !announced.contains(&e.agent_id)).take(node.config.gossip_fanout).collect();
+        for entry in fresh {
+            announced.insert(entry.agent_id.clone());
+            if let Err(e) = announce_to(&node, &entry.endpoint, &record, "gossip").await {
+                tracing::debug!(peer = %entry.agent_id, error = %e, "gossip announce failed");
+            }
+        }
+        if announced.len() > 100_000 {
+            announced.clear();
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
