@@ -103,16 +103,12 @@ async fn reply(node: &Arc<Node>, exclude: Option<String>) -> Response {
     // Our own record first: whoever asks learns the node it asked, too.
     let mut out = String::from("{\"peers\":[");
     out.push_str(&own_record(node));
-    let mut count = 1;
     for e in entries.iter().filter(|e| Some(&e.agent_id) != exclude.as_ref()).take(limit) {
         if out.len() + e.record.len() > MAX_REPLY_BYTES {
             break;
         }
-        if count > 0 {
-            out.push(',');
-        }
+        out.push(',');
         out.push_str(&e.record);
-        count += 1;
     }
     out.push_str("]}");
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], out).into_response()
