@@ -271,4 +271,7 @@ pub struct BenchArgs {
     /// Connections the flooder keeps busy (with --flood).
     #[arg(long, default_value_t = 64)]
     pub flood_connections: usize,
+    /// Instead: start this many nodes (one bootstrap) and time until each knows every other.
+    #[arg(long, value_name = "NODES")]
+    pub gossip: Option<usize>,
 }

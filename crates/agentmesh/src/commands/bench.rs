@@ -19,6 +19,9 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     if args.flood {
         return super::flood::run(ctx, &args).await;
     }
+    if let Some(nodes) = args.gossip {
+        return super::bench_gossip::run(ctx, nodes).await;
+    }
     if args.messages == 0 || args.concurrency == 0 || args.size == 0 {
         bail!("--messages, --concurrency and --size must be at least 1");
     }

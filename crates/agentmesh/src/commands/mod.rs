@@ -1,6 +1,7 @@
 //! One module per command group; [`run`] dispatches.
 
 mod bench;
+mod bench_gossip;
 mod contacts;
 mod demo;
 mod flood;
