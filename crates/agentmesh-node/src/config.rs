@@ -82,6 +82,9 @@ pub struct Config {
     pub gossip_fanout: usize,
     /// Most agents kept in the directory; the least recently seen go first. Default 10,000.
     pub max_directory_peers: usize,
+    /// Advertise the node on the LAN with mDNS (`_agentmesh._tcp.local.`) when it listens on a
+    /// non-loopback address. Default true; `agentmesh up --no-mdns` turns it off.
+    pub mdns: bool,
 }
 
 impl Default for Config {
@@ -118,6 +121,7 @@ impl Default for Config {
             peer_record_ttl_secs: 1_800,
             gossip_fanout: 5,
             max_directory_peers: 10_000,
+            mdns: true,
         }
     }
 }

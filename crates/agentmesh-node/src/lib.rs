@@ -21,6 +21,7 @@ pub mod fuzzing;
 pub mod gossip;
 pub mod home;
 pub mod limits;
+pub mod mdns;
 pub mod net;
 pub mod outbox;
 pub mod peer_api;

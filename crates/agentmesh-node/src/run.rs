@@ -28,6 +28,8 @@ pub struct UpOptions {
     pub bootstrap: Vec<String>,
     /// Serve as a bootstrap node (larger gossip answers).
     pub bootstrap_mode: bool,
+    /// Do not advertise on the LAN with mDNS.
+    pub no_mdns: bool,
 }
 
 /// Runs a node for `home` until SIGINT/SIGTERM or `shutdown` is cancelled. `ready` is called
@@ -54,6 +56,9 @@ pub async fn run(
         }
     }
     config.bootstrap_mode |= options.bootstrap_mode;
+    if options.no_mdns {
+        config.mdns = false;
+    }
     let options_endpoint = options.endpoint;
 
     let lock = std::fs::OpenOptions::new()
@@ -131,6 +136,26 @@ pub async fn run(
     });
     let worker_stop = CancellationToken::new();
     let worker = tokio::spawn(outbox::run(Arc::clone(&node), worker_stop.clone()));
+    let advertiser = if node.config.mdns {
+        let keys = node.keys();
+        let (id, fp, protocols) =
+            (node.agent_id(), keys.identity.fingerprint().to_string(), keys.card.protocols.clone());
+        match tokio::task::spawn_blocking(move || crate::mdns::Advertiser::start(peer_addr, &id, &fp, &protocols))
+            .await?
+        {
+            Ok(a) => {
+                tracing::info!(service = crate::mdns::SERVICE_TYPE, "advertising on the LAN with mDNS");
+                Some(a)
+            }
+            Err(crate::mdns::MdnsError::LoopbackOnly(_)) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "mDNS advertisement failed; LAN peers will not find this node by mDNS");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let gossip =
         tokio::spawn(crate::gossip::run(Arc::clone(&node), node.config.bootstrap.clone(), worker_stop.clone()));
     let pruner = {
@@ -170,6 +195,9 @@ pub async fn run(
     let _ = tokio::time::timeout(grace, worker).await;
     let _ = pruner.await;
     let _ = tokio::time::timeout(Duration::from_secs(1), gossip).await;
+    if let Some(advertiser) = advertiser {
+        let _ = tokio::task::spawn_blocking(move || advertiser.stop()).await;
+    }
     let _ = std::fs::remove_file(home.runtime_path());
     let _ = std::fs::remove_file(home.token_path());
     node.db.close().await?;

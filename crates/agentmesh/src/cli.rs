@@ -140,6 +140,9 @@ pub struct UpArgs {
     /// Serve as a bootstrap node for others (larger answers to announcements).
     #[arg(long)]
     pub bootstrap_mode: bool,
+    /// Do not advertise on the LAN with mDNS (only done when listening on a non-loopback address).
+    #[arg(long)]
+    pub no_mdns: bool,
 }
 
 /// `request-contact` arguments.
@@ -171,6 +174,12 @@ pub struct AddPeerArgs {
 /// `discover` arguments.
 #[derive(Debug, Args)]
 pub struct DiscoverArgs {
+    /// Browse the LAN with mDNS instead, verify each agent's card over HTTP and record it.
+    #[arg(long)]
+    pub lan: bool,
+    /// How long to listen on the LAN, seconds (with --lan).
+    #[arg(long, default_value_t = 3.0)]
+    pub timeout: f64,
     /// Only agents whose name, id or a capability contains this text.
     #[arg(long)]
     pub query: Option<String>,

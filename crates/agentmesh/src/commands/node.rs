@@ -17,6 +17,7 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<()> {
         endpoint: args.endpoint,
         bootstrap: args.bootstrap,
         bootstrap_mode: args.bootstrap_mode,
+        no_mdns: args.no_mdns,
     };
     agentmesh_node::run(ctx.home.clone(), options, CancellationToken::new(), |info| {
         if json_mode {

@@ -128,7 +128,32 @@ pub async fn run(ctx: &Ctx, args: ScanArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    report(ctx, found, targets.len(), answered, started).await
+}
 
+/// Browses the LAN with mDNS, then fetches and verifies each card heard of, and reports and
+/// records them like a scan.
+async fn lan(ctx: &Ctx, args: &crate::cli::DiscoverArgs) -> Result<()> {
+    let started = Instant::now();
+    let listen = Duration::from_secs_f64(args.timeout.clamp(0.5, 60.0));
+    let heard = tokio::task::spawn_blocking(move || agentmesh_node::mdns::browse(listen)).await??;
+    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_millis(1500)).build()?;
+    let mut found = Vec::new();
+    let mut answered = 0;
+    for h in &heard {
+        if let Ok(Some(mut f)) = discovery::probe(&http, &h.base_url, Duration::from_millis(1500)).await {
+            answered += 1;
+            if h.agent_id.as_deref().is_some_and(|id| id != f.agent_id) {
+                f.signature_valid = false;
+                f.problem = Some("the mDNS record names another agent than the card".into());
+            }
+            found.push(f);
+        }
+    }
+    report(ctx, found, heard.len(), answered, started).await
+}
+
+async fn report(ctx: &Ctx, found: Vec<Found>, probed: usize, answered: usize, started: Instant) -> Result<()> {
     let valid: Vec<&Found> = found.iter().filter(|f| f.signature_valid).collect();
     let outcomes: Vec<(String, Recorded)> =
         valid.iter().map(|f| f.endpoint.clone()).zip(record(ctx, &valid).await?).collect();
@@ -142,7 +167,7 @@ pub async fn run(ctx: &Ctx, args: ScanArgs) -> Result<()> {
         })
         .collect();
     let report = json!({
-        "probed": targets.len(),
+        "probed": probed,
         "answered": answered,
         "found": rows,
         "elapsed_ms": started.elapsed().as_millis() as u64,
@@ -152,7 +177,7 @@ pub async fn run(ctx: &Ctx, args: ScanArgs) -> Result<()> {
         return Ok(());
     }
     if rows.is_empty() {
-        output::line(&format!("No agents found ({} endpoints probed, {answered} answered).", targets.len()));
+        output::line(&format!("No agents found ({probed} endpoints probed, {answered} answered)."));
         return Ok(());
     }
     let table: Vec<Vec<String>> = rows
@@ -178,7 +203,7 @@ pub async fn run(ctx: &Ctx, args: ScanArgs) -> Result<()> {
         "{} agent(s) at {} endpoints probed; found agents are untrusted until a contact request is approved \
          (agentmesh request-contact <endpoint>).",
         rows.len(),
-        targets.len()
+        probed
     ));
     Ok(())
 }
@@ -218,6 +243,9 @@ async fn record(ctx: &Ctx, finds: &[&Found]) -> Result<Vec<Recorded>> {
 }
 
 pub async fn discover(ctx: &Ctx, args: crate::cli::DiscoverArgs) -> Result<()> {
+    if args.lan {
+        return lan(ctx, &args).await;
+    }
     let client = ctx.client()?;
     let reply = ctx.check(client.discover(args.query.as_deref(), &args.capabilities, args.limit).await)?;
     if ctx.json {
