@@ -1,0 +1,265 @@
+//! The embedded backend: SQLite with an FTS5 index (`unicode61` tokenizer, prefix queries,
+//! bm25 ranking with name > capabilities > description), WAL, one writer connection and a small
+//! pool of readers.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+
+use crate::model::{AgentRecord, SearchQuery, Visibility, query_words};
+use crate::store::{RegistryStore, Result, Upsert};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS agents (
+    rowid         INTEGER PRIMARY KEY,
+    id            TEXT NOT NULL UNIQUE,
+    hostname      TEXT NOT NULL UNIQUE,
+    display_name  TEXT NOT NULL,
+    description   TEXT NOT NULL,
+    capabilities  TEXT NOT NULL,
+    p2p_endpoint  TEXT NOT NULL,
+    visibility    TEXT NOT NULL CHECK (visibility IN ('public', 'private')),
+    public_key    BLOB NOT NULL,
+    registered_at INTEGER NOT NULL,
+    last_seen     INTEGER NOT NULL,
+    last_request  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS agents_last_seen ON agents (last_seen);
+CREATE TABLE IF NOT EXISTS agent_capabilities (
+    agent      INTEGER NOT NULL REFERENCES agents (rowid) ON DELETE CASCADE,
+    capability TEXT NOT NULL,
+    PRIMARY KEY (capability, agent)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS agent_capabilities_agent ON agent_capabilities (agent);
+CREATE VIRTUAL TABLE IF NOT EXISTS agents_fts USING fts5 (
+    display_name, capabilities, description, content = 'agents', content_rowid = 'rowid',
+    tokenize = 'unicode61', prefix = '2 3'
+);
+CREATE TRIGGER IF NOT EXISTS agents_ai AFTER INSERT ON agents BEGIN
+    INSERT INTO agents_fts (rowid, display_name, capabilities, description)
+    VALUES (new.rowid, new.display_name, new.capabilities, new.description);
+END;
+CREATE TRIGGER IF NOT EXISTS agents_ad AFTER DELETE ON agents BEGIN
+    INSERT INTO agents_fts (agents_fts, rowid, display_name, capabilities, description)
+    VALUES ('delete', old.rowid, old.display_name, old.capabilities, old.description);
+END;
+CREATE TRIGGER IF NOT EXISTS agents_au AFTER UPDATE OF display_name, capabilities, description ON agents BEGIN
+    INSERT INTO agents_fts (agents_fts, rowid, display_name, capabilities, description)
+    VALUES ('delete', old.rowid, old.display_name, old.capabilities, old.description);
+    INSERT INTO agents_fts (rowid, display_name, capabilities, description)
+    VALUES (new.rowid, new.display_name, new.capabilities, new.description);
+END;
+";
+
+const COLUMNS: &str = "a.id, a.hostname, a.display_name, a.description, a.capabilities, a.p2p_endpoint, a.visibility, \
+                       a.public_key, a.registered_at, a.last_seen, a.last_request";
+
+/// Readers kept open for searches.
+const READERS: usize = 4;
+
+/// SQLite registry store.
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
+}
+
+fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+fn record(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
+    let caps: String = row.get(4)?;
+    let key: Vec<u8> = row.get(7)?;
+    let visibility: String = row.get(6)?;
+    Ok(AgentRecord {
+        id: row.get(0)?,
+        hostname: row.get(1)?,
+        display_name: row.get(2)?,
+        description: row.get(3)?,
+        capabilities: caps.split(' ').filter(|c| !c.is_empty()).map(|c| c.replace('\u{1f}', " ")).collect(),
+        p2p_endpoint: row.get(5)?,
+        visibility: Visibility::parse(&visibility),
+        public_key: key.try_into().map_err(|_| rusqlite::Error::IntegralValueOutOfRange(7, 0))?,
+        registered_at: row.get(8)?,
+        last_seen: row.get(9)?,
+        last_request: row.get(10)?,
+    })
+}
+
+/// Capabilities as stored in the `capabilities` column (space-separated; spaces inside a tag
+/// become U+001F so the tag stays one token list entry).
+fn caps_text(caps: &[String]) -> String {
+    caps.iter().map(|c| c.replace(' ', "\u{1f}")).collect::<Vec<_>>().join(" ")
+}
+
+/// An FTS5 query: every word as a quoted prefix term (no operators from user text get through).
+fn fts_query(words: &[String]) -> String {
+    words.iter().map(|w| format!("\"{}\"*", w.replace('"', ""))).collect::<Vec<_>>().join(" ")
+}
+
+impl SqliteStore {
+    /// Opens (creating) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let writer = open(path)?;
+        writer.execute_batch(SCHEMA)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(Mutex::new(open(path)?));
+        }
+        Ok(SqliteStore { writer: Mutex::new(writer), readers, next_reader: Default::default() })
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let i = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len();
+        let conn = self.readers[i].lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
+    }
+}
+
+fn insert(tx: &Connection, rec: &AgentRecord) -> Result<()> {
+    tx.execute(
+        "INSERT INTO agents (id, hostname, display_name, description, capabilities, p2p_endpoint, visibility, public_key,
+             registered_at, last_seen, last_request)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, display_name = excluded.display_name,
+             description = excluded.description, capabilities = excluded.capabilities,
+             p2p_endpoint = excluded.p2p_endpoint, visibility = excluded.visibility, public_key = excluded.public_key,
+             last_seen = excluded.last_seen, last_request = excluded.last_request",
+        params![
+            rec.id,
+            rec.hostname,
+            rec.display_name,
+            rec.description,
+            caps_text(&rec.capabilities),
+            rec.p2p_endpoint,
+            rec.visibility.as_str(),
+            &rec.public_key[..],
+            rec.registered_at,
+            rec.last_seen,
+            rec.last_request,
+        ],
+    )?;
+    let rowid: i64 = tx.query_row("SELECT rowid FROM agents WHERE id = ?1", [&rec.id], |r| r.get(0))?;
+    tx.execute("DELETE FROM agent_capabilities WHERE agent = ?1", [rowid])?;
+    let mut add = tx.prepare_cached("INSERT OR IGNORE INTO agent_capabilities (agent, capability) VALUES (?1, ?2)")?;
+    for c in &rec.capabilities {
+        add.execute(params![rowid, c])?;
+    }
+    Ok(())
+}
+
+impl RegistryStore for SqliteStore {
+    fn upsert(&self, rec: &AgentRecord) -> Result<Upsert> {
+        self.write(|tx| {
+            let holder: Option<String> =
+                tx.query_row("SELECT id FROM agents WHERE hostname = ?1", [&rec.hostname], |r| r.get(0)).optional()?;
+            if holder.as_ref().is_some_and(|h| *h != rec.id) {
+                return Ok(Upsert::HostnameTaken);
+            }
+            let existing: Option<(i64, i64)> = tx
+                .query_row("SELECT last_request, registered_at FROM agents WHERE id = ?1", [&rec.id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            if let Some((last, _)) = existing
+                && rec.last_request <= last
+            {
+                return Ok(Upsert::Stale);
+            }
+            insert(tx, rec)?;
+            Ok(Upsert::Stored(existing.is_none()))
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Option<AgentRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM agents a WHERE a.id = ?1");
+        self.read(|c| Ok(c.prepare_cached(&sql)?.query_row([id], record).optional()?))
+    }
+
+    fn by_hostname(&self, hostname: &str) -> Result<Option<AgentRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM agents a WHERE a.hostname = ?1");
+        self.read(|c| Ok(c.prepare_cached(&sql)?.query_row([hostname], record).optional()?))
+    }
+
+    fn heartbeat(&self, id: &str, request: i64, now: i64) -> Result<Option<bool>> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached("UPDATE agents SET last_seen = ?3, last_request = ?2 WHERE id = ?1 AND last_request < ?2")?
+                .execute(params![id, request, now])?;
+            if n == 1 {
+                return Ok(Some(true));
+            }
+            let exists = tx.query_row("SELECT 1 FROM agents WHERE id = ?1", [id], |_| Ok(())).optional()?.is_some();
+            Ok(exists.then_some(false))
+        })
+    }
+
+    fn delete(&self, id: &str) -> Result<bool> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM agents WHERE id = ?1", [id])? == 1))
+    }
+
+    fn search(&self, q: &SearchQuery, online_since: i64) -> Result<(Vec<AgentRecord>, u64)> {
+        let words = q.text.as_deref().map(query_words).unwrap_or_default();
+        let mut filters = vec!["a.visibility = 'public'".to_owned(), "a.last_seen >= ?".to_owned()];
+        let mut args: Vec<rusqlite::types::Value> = vec![online_since.into()];
+        if !q.capabilities.is_empty() {
+            let marks = vec!["?"; q.capabilities.len()].join(",");
+            filters.push(format!(
+                "a.rowid IN (SELECT agent FROM agent_capabilities WHERE capability IN ({marks})
+                 GROUP BY agent HAVING COUNT(*) = {})",
+                q.capabilities.len()
+            ));
+            args.extend(q.capabilities.iter().map(|c| rusqlite::types::Value::from(c.clone())));
+        }
+        let (from, order) = if words.is_empty() {
+            ("agents a".to_owned(), "a.last_seen DESC, a.rowid".to_owned())
+        } else {
+            filters.push("agents_fts MATCH ?".to_owned());
+            args.push(fts_query(&words).into());
+            (
+                "agents_fts JOIN agents a ON a.rowid = agents_fts.rowid".to_owned(),
+                "bm25(agents_fts, 10.0, 5.0, 1.0), a.rowid".to_owned(),
+            )
+        };
+        let filter = filters.join(" AND ");
+        let count_sql = format!("SELECT COUNT(*) FROM {from} WHERE {filter}");
+        let page_sql = format!("SELECT {COLUMNS} FROM {from} WHERE {filter} ORDER BY {order} LIMIT ? OFFSET ?");
+        self.read(|c| {
+            let total: i64 = c.prepare_cached(&count_sql)?.query_row(params_from_iter(args.iter()), |r| r.get(0))?;
+            let mut page_args = args.clone();
+            page_args.push((q.limit as i64).into());
+            page_args.push((q.offset as i64).into());
+            let mut stmt = c.prepare_cached(&page_sql)?;
+            let rows = stmt.query_map(params_from_iter(page_args.iter()), record)?;
+            let recs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((recs, total as u64))
+        })
+    }
+
+    fn bulk_insert(&self, recs: &[AgentRecord]) -> Result<()> {
+        for chunk in recs.chunks(5_000) {
+            self.write(|tx| {
+                for rec in chunk {
+                    insert(tx, rec)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+}
