@@ -85,6 +85,20 @@ pub struct Config {
     /// Advertise the node on the LAN with mDNS (`_agentmesh._tcp.local.`) when it listens on a
     /// non-loopback address. Default true; `agentmesh up --no-mdns` turns it off.
     pub mdns: bool,
+    /// A registry (base URL) to register with, heartbeat every `registry_heartbeat_secs`, and
+    /// deregister from on clean shutdown. `agentmesh up --registry URL` sets it.
+    pub registry: Option<String>,
+    /// Hostname to claim in the registry; default `<name>-<agent id>`.
+    pub registry_hostname: Option<String>,
+    /// Description published in the registry.
+    pub registry_description: String,
+    /// `public` (listed in search, the default) or `private`.
+    pub registry_visibility: String,
+    /// File holding the registry's `X-Registry-Key`, if it needs one (mode 0600).
+    pub registry_api_key_file: Option<std::path::PathBuf>,
+    /// Heartbeat interval, seconds. Default 60 (the registry marks an agent offline after three
+    /// missed ones).
+    pub registry_heartbeat_secs: u64,
 }
 
 impl Default for Config {
@@ -122,6 +136,12 @@ impl Default for Config {
             gossip_fanout: 5,
             max_directory_peers: 10_000,
             mdns: true,
+            registry: None,
+            registry_hostname: None,
+            registry_description: String::new(),
+            registry_visibility: "public".into(),
+            registry_api_key_file: None,
+            registry_heartbeat_secs: 60,
         }
     }
 }

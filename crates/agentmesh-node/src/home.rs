@@ -318,6 +318,17 @@ fn check_private(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Reads a secret text file (an API key), refusing one that group or others can read.
+pub fn read_private_text(path: &Path) -> Result<String> {
+    check_private(path)?;
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = text.trim().to_owned();
+    if text.is_empty() {
+        bail!("{} is empty", path.display());
+    }
+    Ok(text)
+}
+
 fn read_secret(path: &Path) -> Result<[u8; 32]> {
     check_private(path)?;
     let text =

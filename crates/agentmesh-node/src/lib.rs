@@ -25,6 +25,7 @@ pub mod mdns;
 pub mod net;
 pub mod outbox;
 pub mod peer_api;
+pub mod registration;
 mod run;
 
 use agentmesh_core::{AgentCard, Identity};

@@ -30,6 +30,8 @@ pub struct UpOptions {
     pub bootstrap_mode: bool,
     /// Do not advertise on the LAN with mDNS.
     pub no_mdns: bool,
+    /// Registry to stay listed in (overrides `registry` in config.toml).
+    pub registry: Option<String>,
 }
 
 /// Runs a node for `home` until SIGINT/SIGTERM or `shutdown` is cancelled. `ready` is called
@@ -59,6 +61,13 @@ pub async fn run(
     if options.no_mdns {
         config.mdns = false;
     }
+    if options.registry.is_some() {
+        config.registry = options.registry;
+    }
+    let registry_api_key = match &config.registry_api_key_file {
+        Some(path) => Some(crate::home::read_private_text(path)?),
+        None => None,
+    };
     let options_endpoint = options.endpoint;
 
     let lock = std::fs::OpenOptions::new()
@@ -136,6 +145,9 @@ pub async fn run(
     });
     let worker_stop = CancellationToken::new();
     let worker = tokio::spawn(outbox::run(Arc::clone(&node), worker_stop.clone()));
+    let registration = node.config.registry.clone().map(|url| {
+        tokio::spawn(crate::registration::run(Arc::clone(&node), url, registry_api_key.clone(), worker_stop.clone()))
+    });
     let advertiser = if node.config.mdns {
         let keys = node.keys();
         let (id, fp, protocols) =
@@ -195,6 +207,9 @@ pub async fn run(
     let _ = tokio::time::timeout(grace, worker).await;
     let _ = pruner.await;
     let _ = tokio::time::timeout(Duration::from_secs(1), gossip).await;
+    if let Some(registration) = registration {
+        let _ = tokio::time::timeout(Duration::from_secs(4), registration).await;
+    }
     if let Some(advertiser) = advertiser {
         let _ = tokio::task::spawn_blocking(move || advertiser.stop()).await;
     }

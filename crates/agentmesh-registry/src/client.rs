@@ -42,14 +42,25 @@ impl RegistryClient {
         let mut last = self.last_timestamp.load(std::sync::atomic::Ordering::SeqCst);
         loop {
             let next = now.max(last + 1);
-            match self.last_timestamp.compare_exchange(last, next, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst) {
+            match self.last_timestamp.compare_exchange(
+                last,
+                next,
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+            ) {
                 Ok(_) => return next,
                 Err(seen) => last = seen,
             }
         }
     }
 
-    async fn send(&self, identity: Option<&Identity>, method: reqwest::Method, path: &str, body: Vec<u8>) -> Result<Value, RegistryError> {
+    async fn send(
+        &self,
+        identity: Option<&Identity>,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Value, RegistryError> {
         let mut request = self.http.request(method.clone(), format!("{}{path}", self.base));
         if let Some(identity) = identity {
             let path_only = path.split('?').next().unwrap_or(path);
@@ -68,7 +79,10 @@ impl RegistryClient {
         let bytes = response.bytes().await.map_err(|e| RegistryError { status, detail: e.to_string() })?;
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !(200..300).contains(&status) {
-            let detail = value["detail"].as_str().map(str::to_owned).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            let detail = value["detail"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
             return Err(RegistryError { status, detail });
         }
         Ok(value)
@@ -91,13 +105,20 @@ impl RegistryClient {
     }
 
     /// Searches: `{"agents":[…],"total":N}`.
-    pub async fn search(&self, text: Option<&str>, capabilities: &[String], limit: usize, offset: usize) -> Result<Value, RegistryError> {
+    pub async fn search(
+        &self,
+        text: Option<&str>,
+        capabilities: &[String],
+        limit: usize,
+        offset: usize,
+    ) -> Result<Value, RegistryError> {
         let mut pairs: Vec<(&str, String)> = vec![("limit", limit.to_string()), ("offset", offset.to_string())];
         if let Some(t) = text {
             pairs.push(("q", t.to_owned()));
         }
         pairs.extend(capabilities.iter().map(|c| ("capabilities", c.clone())));
-        let query = serde_urlencoded::to_string(&pairs).map_err(|e| RegistryError { status: 0, detail: e.to_string() })?;
+        let query =
+            serde_urlencoded::to_string(&pairs).map_err(|e| RegistryError { status: 0, detail: e.to_string() })?;
         self.send(None, reqwest::Method::GET, &format!("/api/v1/agents/search?{query}"), Vec::new()).await
     }
 }

@@ -2,7 +2,7 @@
 //! SQLite always and against PostgreSQL when `DATABASE_URL` is set.
 
 use crate::model::{AgentRecord, SearchQuery, Visibility};
-use crate::store::{RegistryStore, Upsert};
+use crate::store::{Heartbeat, RegistryStore, Upsert};
 
 /// A record for tests: id and hostname from `n`.
 pub fn sample(n: u32, name: &str, description: &str, capabilities: &[&str], last_seen: i64) -> AgentRecord {
@@ -26,7 +26,12 @@ fn ids(recs: &[AgentRecord]) -> Vec<String> {
 }
 
 fn q(text: Option<&str>, caps: &[&str], limit: usize, offset: usize) -> SearchQuery {
-    SearchQuery { text: text.map(str::to_owned), capabilities: caps.iter().map(|c| (*c).to_owned()).collect(), limit, offset }
+    SearchQuery {
+        text: text.map(str::to_owned),
+        capabilities: caps.iter().map(|c| (*c).to_owned()).collect(),
+        limit,
+        offset,
+    }
 }
 
 /// Runs every check on an empty store; panics with the failing check.
@@ -50,10 +55,16 @@ pub fn run(store: &dyn RegistryStore) {
     assert_eq!(store.by_hostname("host-1").expect("by hostname").map(|r| r.id), Some(alice.id.clone()));
 
     // Heartbeats: only later request times count.
-    assert_eq!(store.heartbeat(&alice.id, renamed.last_request + 10, now + 5).expect("hb"), Some(true));
+    let key = alice.public_key;
+    assert_eq!(store.heartbeat(&alice.id, &key, renamed.last_request + 10, now + 5).expect("hb"), Heartbeat::Recorded);
     assert_eq!(store.get(&alice.id).expect("get").map(|r| r.last_seen), Some(now + 5));
-    assert_eq!(store.heartbeat(&alice.id, renamed.last_request + 10, now + 6).expect("hb replay"), Some(false));
-    assert_eq!(store.heartbeat("ffffffffffffffff", now, now).expect("hb unknown"), None);
+    assert_eq!(store.heartbeat(&alice.id, &key, renamed.last_request + 10, now + 6).expect("replay"), Heartbeat::Stale);
+    assert_eq!(
+        store.heartbeat(&alice.id, &[9; 32], renamed.last_request + 11, now + 6).expect("key"),
+        Heartbeat::WrongKey
+    );
+    assert_eq!(store.get(&alice.id).expect("get").map(|r| r.last_seen), Some(now + 5), "refused beats change nothing");
+    assert_eq!(store.heartbeat("ffffffffffffffff", &key, now, now).expect("hb unknown"), Heartbeat::Unknown);
 
     // Search: text ranking, prefixes, capabilities (all required), visibility, TTL, paging.
     let bob = sample(3, "Bob Search", "finds papers and datasets", &["search", "research"], now);
@@ -87,8 +98,9 @@ pub fn run(store: &dyn RegistryStore) {
     assert_eq!(total, 1);
 
     // Bulk insert and capability-only search at size.
-    let many: Vec<AgentRecord> =
-        (100..1100).map(|n| sample(n, &format!("agent {n}"), "bulk", if n % 10 == 0 { &["rare"] } else { &["common"] }, now)).collect();
+    let many: Vec<AgentRecord> = (100..1100)
+        .map(|n| sample(n, &format!("agent {n}"), "bulk", if n % 10 == 0 { &["rare"] } else { &["common"] }, now))
+        .collect();
     store.bulk_insert(&many).expect("bulk");
     let (found, total) = store.search(&q(None, &["rare"], 50, 0), online).expect("rare");
     assert_eq!((found.len(), total), (50, 100));

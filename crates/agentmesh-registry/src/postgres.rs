@@ -1,7 +1,8 @@
 //! The PostgreSQL backend, for deployments where several stateless registry processes share one
 //! database: a `tsvector` column (weights A name, B capabilities, C description; `simple`
 //! configuration, prefix queries, `ts_rank` ordering) with a GIN index, a GIN index on the
-//! capability array, and every operation one statement or one transaction, so concurrent
+//! capability array, heartbeats as heap-only updates (no indexed column changes, fill factor 70)
+//! on connections with `synchronous_commit = off`, and every operation one statement or one transaction, so concurrent
 //! registries stay consistent (hostname uniqueness and the replay guard are enforced by the
 //! database).
 
@@ -10,7 +11,7 @@ use r2d2_postgres::postgres::types::ToSql;
 use r2d2_postgres::postgres::{NoTls, Row};
 
 use crate::model::{AgentRecord, SearchQuery, Visibility, query_words};
-use crate::store::{RegistryStore, Result, StoreError, Upsert};
+use crate::store::{Heartbeat, RegistryStore, Result, StoreError, Upsert};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS agents (
@@ -30,10 +31,12 @@ CREATE TABLE IF NOT EXISTS agents (
         setweight(to_tsvector('simple', display_name), 'A') ||
         setweight(to_tsvector('simple', capabilities_txt), 'B') ||
         setweight(to_tsvector('simple', description), 'C')) STORED
-);
+) WITH (fillfactor = 70);
 CREATE INDEX IF NOT EXISTS agents_tsv ON agents USING GIN (tsv);
 CREATE INDEX IF NOT EXISTS agents_capabilities ON agents USING GIN (capabilities);
-CREATE INDEX IF NOT EXISTS agents_last_seen ON agents (last_seen);
+-- No index on last_seen or last_request: a heartbeat then updates no indexed column, so
+-- PostgreSQL keeps it a heap-only (HOT) update and leaves the GIN indexes alone.
+DROP INDEX IF EXISTS agents_last_seen;
 ";
 
 const COLUMNS: &str = "id, hostname, display_name, description, capabilities, p2p_endpoint, visibility, public_key, \
@@ -41,9 +44,23 @@ const COLUMNS: &str = "id, hostname, display_name, description, capabilities, p2
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
-/// PostgreSQL registry store.
+/// PostgreSQL registry store. Its methods block: call them off async threads.
 pub struct PostgresStore {
-    pool: Pool,
+    pool: Option<Pool>,
+    /// Connections for heartbeats, with `synchronous_commit = off`: a crash may forget the last
+    /// fraction of a second of heartbeats, which the agents' next ones restore.
+    heartbeats: Option<Pool>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // The synchronous client runs its own runtime and cannot be dropped on an async thread:
+        // hand the pool to a plain thread when we are on one.
+        let pools = (self.pool.take(), self.heartbeats.take());
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::spawn(move || drop(pools)).join();
+        }
+    }
 }
 
 fn record(row: &Row) -> Result<AgentRecord> {
@@ -81,20 +98,31 @@ impl PostgresStore {
     pub fn connect(url: &str, pool_size: u32) -> Result<Self> {
         let config: r2d2_postgres::postgres::Config =
             url.parse().map_err(|e: postgres::Error| StoreError::Corrupt(format!("database URL: {e}")))?;
+        let mut relaxed = config.clone();
+        relaxed.options("-c synchronous_commit=off");
         let manager = PostgresConnectionManager::new(config, NoTls);
         let pool = r2d2::Pool::builder().max_size(pool_size.max(1)).build(manager)?;
+        let heartbeats =
+            r2d2::Pool::builder().max_size(pool_size.max(1)).build(PostgresConnectionManager::new(relaxed, NoTls))?;
         let mut conn = pool.get()?;
         // Several registries may start at once: serialize schema creation.
         let mut tx = conn.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock(8111)", &[])?;
         tx.batch_execute(SCHEMA)?;
         tx.commit()?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool: Some(pool), heartbeats: Some(heartbeats) })
+    }
+
+    fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+        match &self.pool {
+            Some(pool) => Ok(pool.get()?),
+            None => Err(StoreError::Corrupt("the store is closed".into())),
+        }
     }
 
     /// Empties the table (tests and benchmarks).
     pub fn truncate(&self) -> Result<()> {
-        self.pool.get()?.batch_execute("TRUNCATE agents")?;
+        self.conn()?.batch_execute("TRUNCATE agents")?;
         Ok(())
     }
 }
@@ -113,7 +141,7 @@ fn upsert_sql() -> &'static str {
 
 impl RegistryStore for PostgresStore {
     fn upsert(&self, rec: &AgentRecord) -> Result<Upsert> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         let holder = tx.query_opt("SELECT id FROM agents WHERE hostname = $1", &[&rec.hostname])?;
         if holder.is_some_and(|r| r.get::<_, String>(0) != rec.id) {
@@ -152,28 +180,36 @@ impl RegistryStore for PostgresStore {
 
     fn get(&self, id: &str) -> Result<Option<AgentRecord>> {
         let sql = format!("SELECT {COLUMNS} FROM agents WHERE id = $1");
-        self.pool.get()?.query_opt(&sql, &[&id])?.map(|r| record(&r)).transpose()
+        self.conn()?.query_opt(&sql, &[&id])?.map(|r| record(&r)).transpose()
     }
 
     fn by_hostname(&self, hostname: &str) -> Result<Option<AgentRecord>> {
         let sql = format!("SELECT {COLUMNS} FROM agents WHERE hostname = $1");
-        self.pool.get()?.query_opt(&sql, &[&hostname])?.map(|r| record(&r)).transpose()
+        self.conn()?.query_opt(&sql, &[&hostname])?.map(|r| record(&r)).transpose()
     }
 
-    fn heartbeat(&self, id: &str, request: i64, now: i64) -> Result<Option<bool>> {
-        let mut conn = self.pool.get()?;
+    fn heartbeat(&self, id: &str, key: &[u8; 32], request: i64, now: i64) -> Result<Heartbeat> {
+        let mut conn = match &self.heartbeats {
+            Some(pool) => pool.get()?,
+            None => return Err(StoreError::Corrupt("the store is closed".into())),
+        };
+        let key = key.to_vec();
         let n = conn.execute(
-            "UPDATE agents SET last_seen = $3, last_request = $2 WHERE id = $1 AND last_request < $2",
-            &[&id, &request, &now],
+            "UPDATE agents SET last_seen = $3, last_request = $2 WHERE id = $1 AND last_request < $2 AND public_key = $4",
+            &[&id, &request, &now, &key],
         )?;
         if n == 1 {
-            return Ok(Some(true));
+            return Ok(Heartbeat::Recorded);
         }
-        Ok(conn.query_opt("SELECT 1 FROM agents WHERE id = $1", &[&id])?.map(|_| false))
+        Ok(match conn.query_opt("SELECT public_key FROM agents WHERE id = $1", &[&id])? {
+            None => Heartbeat::Unknown,
+            Some(row) if row.try_get::<_, Vec<u8>>(0)? != key => Heartbeat::WrongKey,
+            Some(_) => Heartbeat::Stale,
+        })
     }
 
     fn delete(&self, id: &str) -> Result<bool> {
-        Ok(self.pool.get()?.execute("DELETE FROM agents WHERE id = $1", &[&id])? == 1)
+        Ok(self.conn()?.execute("DELETE FROM agents WHERE id = $1", &[&id])? == 1)
     }
 
     fn search(&self, q: &SearchQuery, online_since: i64) -> Result<(Vec<AgentRecord>, u64)> {
@@ -195,19 +231,20 @@ impl RegistryStore for PostgresStore {
             format!("ts_rank(tsv, to_tsquery('simple', ${})) DESC, id", args.len())
         };
         let filter = filters.join(" AND ");
-        let mut conn = self.pool.get()?;
+        let mut conn = self.conn()?;
         let total: i64 = conn.query_one(&format!("SELECT COUNT(*) FROM agents WHERE {filter}"), &args)?.try_get(0)?;
         let n = args.len();
         args.push(&limit);
         args.push(&offset);
-        let sql = format!("SELECT {COLUMNS} FROM agents WHERE {filter} ORDER BY {order} LIMIT ${} OFFSET ${}", n + 1, n + 2);
+        let sql =
+            format!("SELECT {COLUMNS} FROM agents WHERE {filter} ORDER BY {order} LIMIT ${} OFFSET ${}", n + 1, n + 2);
         let rows = conn.query(&sql, &args)?;
         let recs = rows.iter().map(record).collect::<Result<Vec<_>>>()?;
         Ok((recs, total as u64))
     }
 
     fn bulk_insert(&self, recs: &[AgentRecord]) -> Result<()> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.conn()?;
         for chunk in recs.chunks(2_000) {
             let mut tx = conn.transaction()?;
             let stmt = tx.prepare(upsert_sql())?;
@@ -233,6 +270,8 @@ impl RegistryStore for PostgresStore {
             }
             tx.commit()?;
         }
+        // Fresh statistics for the planner after a large load.
+        conn.batch_execute("ANALYZE agents")?;
         Ok(())
     }
 }

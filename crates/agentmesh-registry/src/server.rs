@@ -42,7 +42,7 @@ use crate::model::{
     AgentRecord, HEADER_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_LIMIT, MAX_SEARCH_CAPABILITIES, Registration,
     SearchQuery, normalize_capabilities, signer_id, verify_request,
 };
-use crate::store::{RegistryStore, StoreError, Upsert};
+use crate::store::{Heartbeat, RegistryStore, StoreError, Upsert};
 
 /// Largest request body, bytes.
 pub const MAX_BODY: usize = 32 * 1024;
@@ -240,7 +240,12 @@ async fn body_of(request: Request) -> Result<(Method, String, Bytes), Detail> {
     Ok((method, path, bytes))
 }
 
-async fn write_record(reg: Registry, headers: HeaderMap, request: Request, path_id: Option<String>) -> Result<Response, Detail> {
+async fn write_record(
+    reg: Registry,
+    headers: HeaderMap,
+    request: Request,
+    path_id: Option<String>,
+) -> Result<Response, Detail> {
     let (method, path, body) = body_of(request).await?;
     let s = signed(&reg, &headers, &method, &path, &body)?;
     let registration: Registration = serde_json::from_slice(&body)
@@ -285,50 +290,71 @@ async fn write_record(reg: Registry, headers: HeaderMap, request: Request, path_
             let status = if new { StatusCode::CREATED } else { StatusCode::OK };
             Ok((status, Json(record.to_json(online_since))).into_response())
         }
-        Upsert::HostnameTaken => Err(Detail::new(
-            StatusCode::CONFLICT,
-            format!("hostname {} belongs to another agent", record.hostname),
-        )),
-        Upsert::Stale => Err(Detail::new(
-            StatusCode::CONFLICT,
-            "replayed or out-of-order request: X-Agent-Timestamp must increase",
-        )),
+        Upsert::HostnameTaken => {
+            Err(Detail::new(StatusCode::CONFLICT, format!("hostname {} belongs to another agent", record.hostname)))
+        }
+        Upsert::Stale => {
+            Err(Detail::new(StatusCode::CONFLICT, "replayed or out-of-order request: X-Agent-Timestamp must increase"))
+        }
     }
 }
 
 /// Loads `id` and checks the signer holds its key.
 async fn owned(reg: &Registry, id: &str, s: &Signed) -> Result<AgentRecord, Detail> {
     let lookup = id.to_owned();
-    let rec = reg.blocking(move |st| st.get(&lookup)).await?.ok_or_else(|| Detail::new(StatusCode::NOT_FOUND, format!("no agent {id}")))?;
+    let rec = reg
+        .blocking(move |st| st.get(&lookup))
+        .await?
+        .ok_or_else(|| Detail::new(StatusCode::NOT_FOUND, format!("no agent {id}")))?;
     if rec.public_key != s.key.to_bytes() {
         return Err(Detail::new(StatusCode::FORBIDDEN, "only the agent itself may change its record"));
     }
     Ok(rec)
 }
 
-async fn heartbeat(State(reg): State<Registry>, Path(id): Path<String>, headers: HeaderMap, request: Request) -> Response {
+async fn heartbeat(
+    State(reg): State<Registry>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
     let run = async {
         let (method, path, body) = body_of(request).await?;
         let s = signed(&reg, &headers, &method, &path, &body)?;
-        owned(&reg, &id, &s).await?;
         let now = now_ms() as i64;
-        let (hid, ts) = (id.clone(), s.timestamp as i64);
-        match reg.blocking(move |st| st.heartbeat(&hid, ts, now)).await? {
-            None => Err(Detail::new(StatusCode::NOT_FOUND, format!("no agent {id}"))),
-            Some(false) => Err(Detail::new(StatusCode::CONFLICT, "replayed or out-of-order request: X-Agent-Timestamp must increase")),
-            Some(true) => Ok(Json(json!({"id": id, "last_seen": iso_seconds(now as u64), "status": "online"})).into_response()),
+        let (hid, key, ts) = (id.clone(), s.key.to_bytes(), s.timestamp as i64);
+        match reg.blocking(move |st| st.heartbeat(&hid, &key, ts, now)).await? {
+            Heartbeat::Recorded => {
+                Ok(Json(json!({"id": id, "last_seen": iso_seconds(now as u64), "status": "online"})).into_response())
+            }
+            Heartbeat::Unknown => Err(Detail::new(StatusCode::NOT_FOUND, format!("no agent {id}"))),
+            Heartbeat::WrongKey => {
+                Err(Detail::new(StatusCode::FORBIDDEN, "only the agent itself may change its record"))
+            }
+            Heartbeat::Stale => Err(Detail::new(
+                StatusCode::CONFLICT,
+                "replayed or out-of-order request: X-Agent-Timestamp must increase",
+            )),
         }
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn deregister(State(reg): State<Registry>, Path(id): Path<String>, headers: HeaderMap, request: Request) -> Response {
+async fn deregister(
+    State(reg): State<Registry>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
     let run = async {
         let (method, path, body) = body_of(request).await?;
         let s = signed(&reg, &headers, &method, &path, &body)?;
         let rec = owned(&reg, &id, &s).await?;
         if s.timestamp as i64 <= rec.last_request {
-            return Err(Detail::new(StatusCode::CONFLICT, "replayed or out-of-order request: X-Agent-Timestamp must increase"));
+            return Err(Detail::new(
+                StatusCode::CONFLICT,
+                "replayed or out-of-order request: X-Agent-Timestamp must increase",
+            ));
         }
         let did = id.clone();
         reg.blocking(move |st| st.delete(&did)).await?;
@@ -346,8 +372,14 @@ async fn search(State(reg): State<Registry>, RawQuery(raw): RawQuery) -> Result<
         match k.as_str() {
             "q" => q.text = Some(v).filter(|t| !t.trim().is_empty()),
             "capabilities" | "capability" => caps.push(v),
-            "limit" => q.limit = v.parse().map_err(|_| Detail::new(StatusCode::UNPROCESSABLE_ENTITY, "limit must be a number"))?,
-            "offset" => q.offset = v.parse().map_err(|_| Detail::new(StatusCode::UNPROCESSABLE_ENTITY, "offset must be a number"))?,
+            "limit" => {
+                q.limit =
+                    v.parse().map_err(|_| Detail::new(StatusCode::UNPROCESSABLE_ENTITY, "limit must be a number"))?
+            }
+            "offset" => {
+                q.offset =
+                    v.parse().map_err(|_| Detail::new(StatusCode::UNPROCESSABLE_ENTITY, "offset must be a number"))?
+            }
             _ => {}
         }
     }

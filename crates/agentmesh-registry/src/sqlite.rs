@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::model::{AgentRecord, SearchQuery, Visibility, query_words};
-use crate::store::{RegistryStore, Result, Upsert};
+use crate::store::{Heartbeat, RegistryStore, Result, Upsert};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS agents (
@@ -36,6 +36,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS agents_fts USING fts5 (
     display_name, capabilities, description, content = 'agents', content_rowid = 'rowid',
     tokenize = 'unicode61', prefix = '2 3'
 );
+INSERT INTO agents_fts (agents_fts, rank) VALUES ('rank', 'bm25(10.0, 5.0, 1.0)');
 CREATE TRIGGER IF NOT EXISTS agents_ai AFTER INSERT ON agents BEGIN
     INSERT INTO agents_fts (rowid, display_name, capabilities, description)
     VALUES (new.rowid, new.display_name, new.capabilities, new.description);
@@ -196,16 +197,24 @@ impl RegistryStore for SqliteStore {
         self.read(|c| Ok(c.prepare_cached(&sql)?.query_row([hostname], record).optional()?))
     }
 
-    fn heartbeat(&self, id: &str, request: i64, now: i64) -> Result<Option<bool>> {
+    fn heartbeat(&self, id: &str, key: &[u8; 32], request: i64, now: i64) -> Result<Heartbeat> {
         self.write(|tx| {
             let n = tx
-                .prepare_cached("UPDATE agents SET last_seen = ?3, last_request = ?2 WHERE id = ?1 AND last_request < ?2")?
-                .execute(params![id, request, now])?;
+                .prepare_cached(
+                    "UPDATE agents SET last_seen = ?3, last_request = ?2
+                     WHERE id = ?1 AND last_request < ?2 AND public_key = ?4",
+                )?
+                .execute(params![id, request, now, &key[..]])?;
             if n == 1 {
-                return Ok(Some(true));
+                return Ok(Heartbeat::Recorded);
             }
-            let exists = tx.query_row("SELECT 1 FROM agents WHERE id = ?1", [id], |_| Ok(())).optional()?.is_some();
-            Ok(exists.then_some(false))
+            let stored: Option<Vec<u8>> =
+                tx.query_row("SELECT public_key FROM agents WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+            Ok(match stored {
+                None => Heartbeat::Unknown,
+                Some(k) if k != key[..] => Heartbeat::WrongKey,
+                Some(_) => Heartbeat::Stale,
+            })
         })
     }
 
@@ -217,25 +226,26 @@ impl RegistryStore for SqliteStore {
         let words = q.text.as_deref().map(query_words).unwrap_or_default();
         let mut filters = vec!["a.visibility = 'public'".to_owned(), "a.last_seen >= ?".to_owned()];
         let mut args: Vec<rusqlite::types::Value> = vec![online_since.into()];
-        if !q.capabilities.is_empty() {
-            let marks = vec!["?"; q.capabilities.len()].join(",");
-            filters.push(format!(
-                "a.rowid IN (SELECT agent FROM agent_capabilities WHERE capability IN ({marks})
-                 GROUP BY agent HAVING COUNT(*) = {})",
-                q.capabilities.len()
-            ));
-            args.extend(q.capabilities.iter().map(|c| rusqlite::types::Value::from(c.clone())));
-        }
-        let (from, order) = if words.is_empty() {
-            ("agents a".to_owned(), "a.last_seen DESC, a.rowid".to_owned())
-        } else {
+        // Capabilities: with text, each is an EXISTS on the capability index; without text, the
+        // first one drives the query through that index, in registration order (no sort).
+        let mut caps = q.capabilities.iter();
+        let (from, order) = if !words.is_empty() {
             filters.push("agents_fts MATCH ?".to_owned());
             args.push(fts_query(&words).into());
-            (
-                "agents_fts JOIN agents a ON a.rowid = agents_fts.rowid".to_owned(),
-                "bm25(agents_fts, 10.0, 5.0, 1.0), a.rowid".to_owned(),
-            )
+            ("agents_fts JOIN agents a ON a.rowid = agents_fts.rowid".to_owned(), "agents_fts.rank, a.rowid".to_owned())
+        } else if let Some(first) = caps.next() {
+            filters.push("c0.capability = ?".to_owned());
+            args.push(first.clone().into());
+            ("agent_capabilities c0 JOIN agents a ON a.rowid = c0.agent".to_owned(), "c0.agent".to_owned())
+        } else {
+            ("agents a".to_owned(), "a.last_seen DESC, a.rowid".to_owned())
         };
+        for c in caps {
+            filters.push(
+                "EXISTS (SELECT 1 FROM agent_capabilities c WHERE c.agent = a.rowid AND c.capability = ?)".to_owned(),
+            );
+            args.push(c.clone().into());
+        }
         let filter = filters.join(" AND ");
         let count_sql = format!("SELECT COUNT(*) FROM {from} WHERE {filter}");
         let page_sql = format!("SELECT {COLUMNS} FROM {from} WHERE {filter} ORDER BY {order} LIMIT ? OFFSET ?");

@@ -35,6 +35,19 @@ pub enum Upsert {
     Stale,
 }
 
+/// What a heartbeat did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// Recorded.
+    Recorded,
+    /// No such agent.
+    Unknown,
+    /// The agent's record has another key.
+    WrongKey,
+    /// The request time is not after the last accepted one.
+    Stale,
+}
+
 /// A registry backend. Every method is one atomic operation; backends must be safe to share
 /// between threads and, for PostgreSQL, between registry processes.
 pub trait RegistryStore: Send + Sync + 'static {
@@ -45,10 +58,9 @@ pub trait RegistryStore: Send + Sync + 'static {
     fn get(&self, id: &str) -> Result<Option<AgentRecord>>;
     /// The record holding this hostname.
     fn by_hostname(&self, hostname: &str) -> Result<Option<AgentRecord>>;
-    /// Sets `last_seen` to `now` and `last_request` to `request` if `request` is later than the
-    /// stored `last_request`; `Ok(None)` when there is no such agent, `Ok(Some(false))` for a
-    /// stale request.
-    fn heartbeat(&self, id: &str, request: i64, now: i64) -> Result<Option<bool>>;
+    /// Sets `last_seen` to `now` and `last_request` to `request` when the record's key is `key`
+    /// and `request` is later than the stored `last_request` (one statement in the common case).
+    fn heartbeat(&self, id: &str, key: &[u8; 32], request: i64, now: i64) -> Result<Heartbeat>;
     /// Deletes the record; whether it existed.
     fn delete(&self, id: &str) -> Result<bool>;
     /// Public agents seen since `online_since` matching `q`, ranked (text) or newest first, and

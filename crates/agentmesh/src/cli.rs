@@ -58,6 +58,11 @@ pub enum Command {
     RotateKey,
     /// List agents known from every source (bootstrap, gossip, scan, contacts) with source and age.
     Discover(DiscoverArgs),
+    /// Search a registry by text and capability; results feed `request-contact`.
+    Search(SearchArgs),
+    /// Run a registry server.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
     /// Probe HTTP endpoints for agents (native card, then Agent Mesh V1 discovery) and record
     /// what answers as discovered (never trusted).
     Scan(ScanArgs),
@@ -143,6 +148,9 @@ pub struct UpArgs {
     /// Do not advertise on the LAN with mDNS (only done when listening on a non-loopback address).
     #[arg(long)]
     pub no_mdns: bool,
+    /// Stay listed in this registry: register, heartbeat every 60 s, deregister on shutdown.
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
 }
 
 /// `request-contact` arguments.
@@ -169,6 +177,74 @@ pub struct AddPeerArgs {
     /// Why you want contact; shown to the other agent's owner.
     #[arg(long, default_value = "")]
     pub purpose: String,
+}
+
+/// `search` arguments.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Words to look for in names, descriptions and capabilities.
+    pub text: Option<String>,
+    /// Required capability (repeatable: all are required).
+    #[arg(long = "capability", value_name = "C")]
+    pub capabilities: Vec<String>,
+    /// At most this many results (1 to 50).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Results to skip.
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
+    /// The registry [default: `registry` in config.toml].
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+}
+
+/// `registry` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Serve the registry API in the foreground.
+    Serve(RegistryServeArgs),
+    /// Measure search latency and heartbeat ingest with many agents.
+    Bench(RegistryBenchArgs),
+}
+
+/// `registry serve` arguments.
+#[derive(Debug, Args)]
+pub struct RegistryServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    pub listen: SocketAddr,
+    /// `postgres://user@host/db`, or a SQLite file [default: <home>/registry.db].
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// File holding the API key clients must send in `X-Registry-Key` (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Heartbeat interval agents use, seconds (offline after three missed).
+    #[arg(long, default_value_t = 60)]
+    pub heartbeat_secs: u64,
+    /// Signed writes per agent per minute (0: no limit).
+    #[arg(long, default_value_t = 60)]
+    pub per_key_per_minute: u32,
+    /// Requests per source IP per minute (0: no limit).
+    #[arg(long, default_value_t = 1200)]
+    pub per_ip_per_minute: u32,
+}
+
+/// `registry bench` arguments.
+#[derive(Debug, Args)]
+pub struct RegistryBenchArgs {
+    /// Agents to load.
+    #[arg(long, default_value_t = 100_000)]
+    pub agents: usize,
+    /// `postgres://…` to measure PostgreSQL [default: a SQLite file in a temporary directory].
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// Searches per query kind.
+    #[arg(long, default_value_t = 2_000)]
+    pub searches: usize,
+    /// Heartbeats to send.
+    #[arg(long, default_value_t = 20_000)]
+    pub heartbeats: usize,
 }
 
 /// `discover` arguments.

@@ -10,6 +10,7 @@ mod keys;
 mod messages;
 mod node;
 mod peers;
+mod registry;
 mod scan;
 
 use std::path::PathBuf;
@@ -90,6 +91,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Repin { agent_id, fingerprint } => keys::repin(&ctx, &agent_id, &fingerprint).await,
         Command::RotateKey => keys::rotate(&ctx).await,
         Command::Scan(args) => scan::run(&ctx, args).await,
+        Command::Search(args) => registry::search(&ctx, args).await,
+        Command::Registry(crate::cli::RegistryCommand::Serve(args)) => registry::serve(&ctx, args).await,
+        Command::Registry(crate::cli::RegistryCommand::Bench(args)) => registry::bench(&ctx, args).await,
         Command::Discover(args) => scan::discover(&ctx, args).await,
         Command::ListRequests(args) => contacts::list(&ctx, args).await,
         Command::ApproveRequest { request_id } => contacts::decide(&ctx, &request_id, true, None).await,

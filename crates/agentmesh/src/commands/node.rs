@@ -18,6 +18,7 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<()> {
         bootstrap: args.bootstrap,
         bootstrap_mode: args.bootstrap_mode,
         no_mdns: args.no_mdns,
+        registry: args.registry,
     };
     agentmesh_node::run(ctx.home.clone(), options, CancellationToken::new(), |info| {
         if json_mode {
