@@ -224,7 +224,8 @@ impl RegistryStore for PostgresStore {
             filters.push(format!("capabilities @> ${}", args.len()));
         }
         let order = if tsq.is_empty() {
-            "last_seen DESC, id".to_owned()
+            // No relevance to rank by: id order, which the primary key gives without a sort.
+            "id".to_owned()
         } else {
             args.push(&tsq);
             filters.push(format!("tsv @@ to_tsquery('simple', ${})", args.len()));

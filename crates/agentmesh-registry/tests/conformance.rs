@@ -23,3 +23,21 @@ fn postgres_passes_the_conformance_suite() {
     conformance::run(&store);
     store.truncate().expect("truncate");
 }
+
+#[test]
+fn two_postgres_registries_share_one_database() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        eprintln!("SKIPPED postgres sharing: DATABASE_URL is not set (.ci/run sets it)");
+        return;
+    };
+    use agentmesh_registry::{RegistryStore, Upsert};
+    let (a, b) = (PostgresStore::connect(&url, 2).expect("a"), PostgresStore::connect(&url, 2).expect("b"));
+    a.truncate().expect("truncate");
+    let rec = conformance::sample(77, "Shared", "written through one registry", &["shared"], 5_000);
+    assert_eq!(a.upsert(&rec).expect("write via a"), Upsert::Stored(true));
+    assert_eq!(b.get(&rec.id).expect("read via b"), Some(rec.clone()));
+    let mut claim = conformance::sample(78, "Other", "", &[], 5_000);
+    claim.hostname = rec.hostname.clone();
+    assert_eq!(b.upsert(&claim).expect("claim via b"), Upsert::HostnameTaken, "uniqueness holds across processes");
+    a.truncate().expect("truncate");
+}
