@@ -90,8 +90,10 @@ pub struct PeerApiHarness {
 }
 
 /// Routes the fuzzer picks from with the first input byte.
-pub const ROUTES: [&str; 10] = [
+pub const ROUTES: [&str; 12] = [
     "/v1/card",
+    "/v1/gossip/announce",
+    "/v1/gossip/peers",
     "/v1/key-rotation",
     "/v1/contact-request",
     "/v1/contact-response",
@@ -160,7 +162,8 @@ impl PeerApiHarness {
             _ => "text/plain",
         };
         let body = data.get(2..).unwrap_or_default().to_vec();
-        let method = if route.ends_with("card") || route.ends_with("discovery") { "GET" } else { "POST" };
+        let get = route.ends_with("card") || route.ends_with("discovery") || route.ends_with("peers");
+        let method = if get { "GET" } else { "POST" };
         let mut request = Request::builder()
             .method(method)
             .uri(route)
