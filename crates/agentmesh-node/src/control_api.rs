@@ -174,25 +174,7 @@ async fn fetch_peer(node: &Node, base: &str) -> Result<(Peer, Vec<[u8; 32]>), Ap
             Ok(card) => match card.verify() {
                 Ok(keys) => {
                     let history = card.key_history();
-                    return Ok((
-                        Peer {
-                            agent_id: card.agent_id.to_string(),
-                            name: card.name.clone(),
-                            protocol: PROTOCOL_NATIVE.into(),
-                            endpoint: base.to_owned(),
-                            ed25519: keys.ed25519.to_bytes(),
-                            x25519: Some(keys.x25519),
-                            fingerprint: card.fingerprint.to_string(),
-                            card: serde_json::to_string(&card).ok(),
-                            trust: Trust::Discovered,
-                            first_seen: now,
-                            last_seen: now,
-                            alias: None,
-                            prev_ed25519: None,
-                            prev_until: None,
-                        },
-                        history,
-                    ));
+                    return Ok((crate::discovery::native_peer(&card, &keys, base, now), history));
                 }
                 Err(e) => {
                     return Err(ApiError::new(
@@ -208,25 +190,7 @@ async fn fetch_peer(node: &Node, base: &str) -> Result<(Peer, Vec<[u8; 32]>), Ap
         Err(e) => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "peer_unreachable", format!("{base}: {e}"))),
     };
     match v1::fetch_discovery(node, base).await {
-        Ok((agent, key)) => Ok((
-            Peer {
-                agent_id: agent.agent_id.clone(),
-                name: agent.display_name.clone(),
-                protocol: PROTOCOL_AGENT_MESH_V1.into(),
-                endpoint: base.to_owned(),
-                ed25519: key.to_bytes(),
-                x25519: None,
-                fingerprint: agent.fingerprint.clone(),
-                card: serde_json::to_string(&agent).ok(),
-                trust: Trust::Discovered,
-                first_seen: now,
-                last_seen: now,
-                alias: None,
-                prev_ed25519: None,
-                prev_until: None,
-            },
-            vec![key.to_bytes()],
-        )),
+        Ok((agent, key)) => Ok((crate::discovery::v1_peer(&agent, &key, base, now), vec![key.to_bytes()])),
         Err(v1_error) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "not_an_agent",

@@ -9,8 +9,9 @@
 use std::time::Duration;
 
 use agentmesh_core::time::now_ms;
-use agentmesh_core::{AgentCard, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE};
+use agentmesh_core::{AgentCard, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE, PublicKeys};
 use agentmesh_store::{Peer, Store, Trust};
+use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -95,6 +96,46 @@ pub async fn probe(http: &reqwest::Client, base: &str, timeout: Duration) -> Res
     }))
 }
 
+/// A `discovered` peer row for a native agent whose `card` verified to `keys`, reached at `endpoint`.
+pub fn native_peer(card: &AgentCard, keys: &PublicKeys, endpoint: &str, now: i64) -> Peer {
+    Peer {
+        agent_id: card.agent_id.to_string(),
+        name: card.name.clone(),
+        protocol: PROTOCOL_NATIVE.into(),
+        endpoint: endpoint.to_owned(),
+        ed25519: keys.ed25519.to_bytes(),
+        x25519: Some(keys.x25519),
+        fingerprint: card.fingerprint.to_string(),
+        card: serde_json::to_string(card).ok(),
+        trust: Trust::Discovered,
+        first_seen: now,
+        last_seen: now,
+        alias: None,
+        prev_ed25519: None,
+        prev_until: None,
+    }
+}
+
+/// A `discovered` peer row for an Agent Mesh V1 agent whose document validated to `key`.
+pub fn v1_peer(agent: &V1Agent, key: &VerifyingKey, endpoint: &str, now: i64) -> Peer {
+    Peer {
+        agent_id: agent.agent_id.clone(),
+        name: agent.display_name.clone(),
+        protocol: PROTOCOL_AGENT_MESH_V1.into(),
+        endpoint: endpoint.to_owned(),
+        ed25519: key.to_bytes(),
+        x25519: None,
+        fingerprint: agent.fingerprint.clone(),
+        card: serde_json::to_string(agent).ok(),
+        trust: Trust::Discovered,
+        first_seen: now,
+        last_seen: now,
+        alias: None,
+        prev_ed25519: None,
+        prev_until: None,
+    }
+}
+
 /// What recording a find did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -117,44 +158,14 @@ pub fn record(store: &Store, found: &Found) -> agentmesh_store::Result<Recorded>
                 return Ok(Recorded::Refused);
             };
             let Ok(keys) = card.verify() else { return Ok(Recorded::Refused) };
-            Peer {
-                agent_id: card.agent_id.to_string(),
-                name: card.name.clone(),
-                protocol: PROTOCOL_NATIVE.into(),
-                endpoint: found.endpoint.clone(),
-                ed25519: keys.ed25519.to_bytes(),
-                x25519: Some(keys.x25519),
-                fingerprint: card.fingerprint.to_string(),
-                card: serde_json::to_string(&card).ok(),
-                trust: Trust::Discovered,
-                first_seen: now,
-                last_seen: now,
-                alias: None,
-                prev_ed25519: None,
-                prev_until: None,
-            }
+            native_peer(&card, &keys, &found.endpoint, now)
         }
         PROTOCOL_AGENT_MESH_V1 => {
             let Ok(agent) = serde_json::from_value::<V1Agent>(found.document.clone()) else {
                 return Ok(Recorded::Refused);
             };
             let Ok(key) = agent.validate() else { return Ok(Recorded::Refused) };
-            Peer {
-                agent_id: agent.agent_id.clone(),
-                name: agent.display_name.clone(),
-                protocol: PROTOCOL_AGENT_MESH_V1.into(),
-                endpoint: found.endpoint.clone(),
-                ed25519: key.to_bytes(),
-                x25519: None,
-                fingerprint: agent.fingerprint.clone(),
-                card: serde_json::to_string(&agent).ok(),
-                trust: Trust::Discovered,
-                first_seen: now,
-                last_seen: now,
-                alias: None,
-                prev_ed25519: None,
-                prev_until: None,
-            }
+            v1_peer(&agent, &key, &found.endpoint, now)
         }
         _ => return Ok(Recorded::Refused),
     };

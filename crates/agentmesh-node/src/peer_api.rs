@@ -86,11 +86,7 @@ async fn contact_response(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(e) = node.limits.other_from_ip(remote.ip()) {
-        return e.into_response();
-    }
-    let limit = node.config.max_contact_request_bytes;
-    single(node, headers, body, EnvelopeKind::ContactResponse, limit).await
+    card_carrying(node, remote, headers, body, EnvelopeKind::ContactResponse).await
 }
 
 async fn key_rotation(
@@ -99,11 +95,23 @@ async fn key_rotation(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    card_carrying(node, remote, headers, body, EnvelopeKind::KeyRotation).await
+}
+
+/// Contact responses and key rotations: the per-IP budget of other routes, the contact-request
+/// body limit (they carry a card).
+async fn card_carrying(
+    node: Arc<Node>,
+    remote: SocketAddr,
+    headers: HeaderMap,
+    body: Body,
+    kind: EnvelopeKind,
+) -> Response {
     if let Err(e) = node.limits.other_from_ip(remote.ip()) {
         return e.into_response();
     }
     let limit = node.config.max_contact_request_bytes;
-    single(node, headers, body, EnvelopeKind::KeyRotation, limit).await
+    single(node, headers, body, kind, limit).await
 }
 
 async fn not_found(State(node): State<Arc<Node>>, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> ApiError {

@@ -127,6 +127,32 @@ impl PostgresStore {
     }
 }
 
+/// Runs the upsert statement (`stmt`, prepared from [`upsert_sql`], or the text itself) for `rec`.
+fn execute_upsert<T: postgres::ToStatement + ?Sized>(
+    client: &mut impl postgres::GenericClient,
+    stmt: &T,
+    rec: &AgentRecord,
+) -> std::result::Result<u64, postgres::Error> {
+    let key = rec.public_key.to_vec();
+    client.execute(
+        stmt,
+        &[
+            &rec.id,
+            &rec.hostname,
+            &rec.display_name,
+            &rec.description,
+            &rec.capabilities,
+            &rec.capabilities.join(" "),
+            &rec.p2p_endpoint,
+            &rec.visibility.as_str(),
+            &key,
+            &rec.registered_at,
+            &rec.last_seen,
+            &rec.last_request,
+        ],
+    )
+}
+
 fn upsert_sql() -> &'static str {
     "INSERT INTO agents (id, hostname, display_name, description, capabilities, capabilities_txt, p2p_endpoint,
          visibility, public_key, registered_at, last_seen, last_request)
@@ -148,24 +174,7 @@ impl RegistryStore for PostgresStore {
             return Ok(Upsert::HostnameTaken);
         }
         let existed = tx.query_opt("SELECT 1 FROM agents WHERE id = $1 FOR UPDATE", &[&rec.id])?.is_some();
-        let key = rec.public_key.to_vec();
-        let result = tx.execute(
-            upsert_sql(),
-            &[
-                &rec.id,
-                &rec.hostname,
-                &rec.display_name,
-                &rec.description,
-                &rec.capabilities,
-                &rec.capabilities.join(" "),
-                &rec.p2p_endpoint,
-                &rec.visibility.as_str(),
-                &key,
-                &rec.registered_at,
-                &rec.last_seen,
-                &rec.last_request,
-            ],
-        );
+        let result = execute_upsert(&mut tx, upsert_sql(), rec);
         match result {
             Ok(0) => Ok(Upsert::Stale),
             Ok(_) => {
@@ -250,24 +259,7 @@ impl RegistryStore for PostgresStore {
             let mut tx = conn.transaction()?;
             let stmt = tx.prepare(upsert_sql())?;
             for rec in chunk {
-                let key = rec.public_key.to_vec();
-                tx.execute(
-                    &stmt,
-                    &[
-                        &rec.id,
-                        &rec.hostname,
-                        &rec.display_name,
-                        &rec.description,
-                        &rec.capabilities,
-                        &rec.capabilities.join(" "),
-                        &rec.p2p_endpoint,
-                        &rec.visibility.as_str(),
-                        &key,
-                        &rec.registered_at,
-                        &rec.last_seen,
-                        &rec.last_request,
-                    ],
-                )?;
+                execute_upsert(&mut tx, &stmt, rec)?;
             }
             tx.commit()?;
         }

@@ -37,21 +37,7 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     let idle = (sender.memory_kib(), receiver.memory_kib());
 
     // Trust, the real way.
-    let reply = sender.client.request_contact(&receiver.peer_url, "bench").await?;
-    let request_id = reply["request_id"].as_str().unwrap_or_default().to_owned();
-    local::wait_for(Duration::from_secs(20), || async {
-        let r = receiver.client.requests(Some(RequestDirection::Incoming)).await.ok()?;
-        r["requests"].as_array()?.iter().any(|x| x["request_id"] == request_id.as_str()).then_some(())
-    })
-    .await
-    .ok_or_else(|| anyhow!("the contact request never arrived"))?;
-    receiver.client.approve(&request_id).await?;
-    local::wait_for(Duration::from_secs(20), || async {
-        let p = sender.client.peers().await.ok()?;
-        p["peers"].as_array()?.iter().any(|x| x["trust"] == "trusted").then_some(())
-    })
-    .await
-    .ok_or_else(|| anyhow!("trust was never established"))?;
+    trust(&sender, &receiver).await?;
 
     let body: String = "x".repeat(args.size);
     // Warm-up: connections, caches, SQLite pages.
@@ -130,6 +116,26 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
             "  stored by receiver: {stored} (incl. {warmup} warm-up); receipts missed by the event stream: {lost}"
         ));
     }
+    Ok(())
+}
+
+/// `sender` asks `receiver` for contact and `receiver` approves; returns once `sender` trusts it.
+pub(super) async fn trust(sender: &LocalNode, receiver: &LocalNode) -> Result<()> {
+    let reply = sender.client.request_contact(&receiver.peer_url, "bench").await?;
+    let request_id = reply["request_id"].as_str().unwrap_or_default().to_owned();
+    local::wait_for(Duration::from_secs(20), || async {
+        let r = receiver.client.requests(Some(RequestDirection::Incoming)).await.ok()?;
+        r["requests"].as_array()?.iter().any(|x| x["request_id"] == request_id.as_str()).then_some(())
+    })
+    .await
+    .ok_or_else(|| anyhow!("the contact request never arrived"))?;
+    receiver.client.approve(&request_id).await?;
+    local::wait_for(Duration::from_secs(20), || async {
+        let p = sender.client.peers().await.ok()?;
+        p["peers"].as_array()?.iter().any(|x| x["trust"] == "trusted").then_some(())
+    })
+    .await
+    .ok_or_else(|| anyhow!("trust was never established"))?;
     Ok(())
 }
 

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agentmesh_client::RequestDirection;
 use agentmesh_client::local::{self, LocalNode};
 use agentmesh_core::envelope::{APPLICATION_JSON, ContactRequestBody, Draft, TEXT_PLAIN};
 use agentmesh_core::time::now_ms;
@@ -37,7 +36,7 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
     std::fs::write(r_home.join("config.toml"), "messages_per_minute = 1000\n").context("writing config")?;
     let mut sender = LocalNode::start(&exe, &w_home, "127.0.0.1:0", &[]).await?;
     let mut receiver = LocalNode::start(&exe, &r_home, "127.0.0.1:0", &[]).await?;
-    trust(&sender, &receiver).await?;
+    super::bench::trust(&sender, &receiver).await?;
 
     let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(256).build()?;
     let card: AgentCard = http.get(format!("{}/v1/card", receiver.peer_url)).send().await?.json().await?;
@@ -180,23 +179,4 @@ fn output_progress(ctx: &Ctx, what: &str) {
     if !ctx.json {
         eprintln!("… {what}");
     }
-}
-
-async fn trust(sender: &LocalNode, receiver: &LocalNode) -> Result<()> {
-    let reply = sender.client.request_contact(&receiver.peer_url, "bench").await?;
-    let request_id = reply["request_id"].as_str().unwrap_or_default().to_owned();
-    local::wait_for(Duration::from_secs(20), || async {
-        let r = receiver.client.requests(Some(RequestDirection::Incoming)).await.ok()?;
-        r["requests"].as_array()?.iter().any(|x| x["request_id"] == request_id.as_str()).then_some(())
-    })
-    .await
-    .ok_or_else(|| anyhow!("the contact request never arrived"))?;
-    receiver.client.approve(&request_id).await?;
-    local::wait_for(Duration::from_secs(20), || async {
-        let p = sender.client.peers().await.ok()?;
-        p["peers"].as_array()?.iter().any(|x| x["trust"] == "trusted").then_some(())
-    })
-    .await
-    .ok_or_else(|| anyhow!("trust was never established"))?;
-    Ok(())
 }
