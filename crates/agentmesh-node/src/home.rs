@@ -108,6 +108,18 @@ impl Home {
         self.root.join("node.lock")
     }
 
+    /// Takes the node lock (`node.lock`): `Ok(None)` when a running node holds it. The lock is
+    /// held until the returned file is dropped.
+    pub fn try_lock(&self) -> Result<Option<fs::File>> {
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.lock_path())
+            .with_context(|| format!("opening {}", self.lock_path().display()))?;
+        Ok(lock.try_lock().is_ok().then_some(lock))
+    }
+
     /// Whether an identity exists here.
     pub fn has_identity(&self) -> bool {
         self.ed25519_path().exists() || self.profile_path().exists()

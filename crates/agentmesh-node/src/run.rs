@@ -70,15 +70,9 @@ pub async fn run(
     };
     let options_endpoint = options.endpoint;
 
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(home.lock_path())
-        .with_context(|| format!("opening {}", home.lock_path().display()))?;
-    if lock.try_lock().is_err() {
+    let Some(lock) = home.try_lock()? else {
         bail!("another agentmesh node is already running for {}", home.root().display());
-    }
+    };
 
     let db_path = home.db_path();
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;

@@ -96,6 +96,16 @@ pub struct Detail {
 }
 
 impl Detail {
+    /// 409: the request's timestamp does not follow the agent's last accepted one.
+    fn stale() -> Self {
+        Detail::new(StatusCode::CONFLICT, "replayed or out-of-order request: X-Agent-Timestamp must increase")
+    }
+
+    /// 403: signed by a key other than the record's.
+    fn not_owner() -> Self {
+        Detail::new(StatusCode::FORBIDDEN, "only the agent itself may change its record")
+    }
+
     fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         Detail { status, detail: detail.into(), retry_after: None }
     }
@@ -255,7 +265,7 @@ async fn write_record(
         signer_id(&s.key, registration.card.as_ref()).map_err(|e| Detail::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     let id = id.to_string();
     if path_id.as_ref().is_some_and(|p| *p != id) {
-        return Err(Detail::new(StatusCode::FORBIDDEN, "only the agent itself may change its record"));
+        return Err(Detail::not_owner());
     }
     let now = now_ms() as i64;
     let lookup = id.clone();
@@ -293,9 +303,7 @@ async fn write_record(
         Upsert::HostnameTaken => {
             Err(Detail::new(StatusCode::CONFLICT, format!("hostname {} belongs to another agent", record.hostname)))
         }
-        Upsert::Stale => {
-            Err(Detail::new(StatusCode::CONFLICT, "replayed or out-of-order request: X-Agent-Timestamp must increase"))
-        }
+        Upsert::Stale => Err(Detail::stale()),
     }
 }
 
@@ -307,7 +315,7 @@ async fn owned(reg: &Registry, id: &str, s: &Signed) -> Result<AgentRecord, Deta
         .await?
         .ok_or_else(|| Detail::new(StatusCode::NOT_FOUND, format!("no agent {id}")))?;
     if rec.public_key != s.key.to_bytes() {
-        return Err(Detail::new(StatusCode::FORBIDDEN, "only the agent itself may change its record"));
+        return Err(Detail::not_owner());
     }
     Ok(rec)
 }
@@ -328,13 +336,8 @@ async fn heartbeat(
                 Ok(Json(json!({"id": id, "last_seen": iso_seconds(now as u64), "status": "online"})).into_response())
             }
             Heartbeat::Unknown => Err(Detail::new(StatusCode::NOT_FOUND, format!("no agent {id}"))),
-            Heartbeat::WrongKey => {
-                Err(Detail::new(StatusCode::FORBIDDEN, "only the agent itself may change its record"))
-            }
-            Heartbeat::Stale => Err(Detail::new(
-                StatusCode::CONFLICT,
-                "replayed or out-of-order request: X-Agent-Timestamp must increase",
-            )),
+            Heartbeat::WrongKey => Err(Detail::not_owner()),
+            Heartbeat::Stale => Err(Detail::stale()),
         }
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
@@ -351,10 +354,7 @@ async fn deregister(
         let s = signed(&reg, &headers, &method, &path, &body)?;
         let rec = owned(&reg, &id, &s).await?;
         if s.timestamp as i64 <= rec.last_request {
-            return Err(Detail::new(
-                StatusCode::CONFLICT,
-                "replayed or out-of-order request: X-Agent-Timestamp must increase",
-            ));
+            return Err(Detail::stale());
         }
         let did = id.clone();
         reg.blocking(move |st| st.delete(&did)).await?;

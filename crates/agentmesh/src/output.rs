@@ -75,3 +75,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         line(&render(row.clone()));
     }
 }
+
+/// A JSON array of strings (capability tags) as `a,b,c`, control characters stripped.
+pub fn list(value: &Value) -> String {
+    value
+        .as_array()
+        .map(|items| items.iter().filter_map(Value::as_str).map(|s| clean(s, false)).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
+}

@@ -1,7 +1,7 @@
 //! `repin` and `rotate-key`.
 
 use agentmesh_node::Config;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -47,15 +47,9 @@ pub async fn rotate(ctx: &Ctx) -> Result<()> {
 
 fn offline(ctx: &Ctx) -> Result<Value> {
     let home = &ctx.home;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(home.lock_path())
-        .with_context(|| format!("opening {}", home.lock_path().display()))?;
-    if lock.try_lock().is_err() {
+    let Some(_lock) = home.try_lock()? else {
         bail!("the node for {} is running but not answering; try again", home.root().display());
-    }
+    };
     let config = Config::load(&home.config_path())?;
     let old = home.load_identity()?.fingerprint();
     let state = home.rotate_keys(config.rotation_grace_secs.saturating_mul(1000))?;

@@ -10,7 +10,7 @@ use agentmesh_registry::client::RegistryClient;
 use agentmesh_registry::conformance::sample;
 use agentmesh_registry::{Options, Registry, RegistryStore};
 use anyhow::{Context, Result, anyhow, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Ctx;
@@ -83,15 +83,11 @@ pub async fn search(ctx: &Ctx, args: SearchArgs) -> Result<()> {
     let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|a| {
-            let caps: Vec<String> = a["capabilities"]
-                .as_array()
-                .map(|c| c.iter().filter_map(Value::as_str).map(|c| output::clean(c, false)).collect())
-                .unwrap_or_default();
             vec![
                 output::field(a, "id"),
                 output::field(a, "display_name"),
                 output::field(a, "p2p_endpoint"),
-                caps.join(","),
+                output::list(&a["capabilities"]),
                 output::field(a, "status"),
             ]
         })

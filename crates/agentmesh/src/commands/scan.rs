@@ -260,15 +260,11 @@ pub async fn discover(ctx: &Ctx, args: crate::cli::DiscoverArgs) -> Result<()> {
     let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|a| {
-            let caps: Vec<String> = a["capabilities"]
-                .as_array()
-                .map(|c| c.iter().filter_map(Value::as_str).map(|c| output::clean(c, false)).collect())
-                .unwrap_or_default();
             vec![
                 output::field(a, "agent_id"),
                 output::field(a, "name"),
                 output::field(a, "endpoint"),
-                caps.join(","),
+                output::list(&a["capabilities"]),
                 output::field(a, "source"),
                 if a["trust"].is_null() { "-".into() } else { output::field(a, "trust") },
                 format!("{}s", output::field(a, "age_secs")),
