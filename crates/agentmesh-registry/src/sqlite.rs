@@ -8,50 +8,32 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::model::{AgentRecord, SearchQuery, Visibility, query_words};
-use crate::store::{Heartbeat, RegistryStore, Result, Upsert};
+use crate::store::{Heartbeat, RegistryStore, Result, StoreError, Upsert};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS agents (
-    rowid         INTEGER PRIMARY KEY,
-    id            TEXT NOT NULL UNIQUE,
-    hostname      TEXT NOT NULL UNIQUE,
-    display_name  TEXT NOT NULL,
-    description   TEXT NOT NULL,
-    capabilities  TEXT NOT NULL,
-    p2p_endpoint  TEXT NOT NULL,
-    visibility    TEXT NOT NULL CHECK (visibility IN ('public', 'private')),
-    public_key    BLOB NOT NULL,
-    registered_at INTEGER NOT NULL,
-    last_seen     INTEGER NOT NULL,
-    last_request  INTEGER NOT NULL
-) STRICT;
-CREATE INDEX IF NOT EXISTS agents_last_seen ON agents (last_seen);
-CREATE TABLE IF NOT EXISTS agent_capabilities (
-    agent      INTEGER NOT NULL REFERENCES agents (rowid) ON DELETE CASCADE,
-    capability TEXT NOT NULL,
-    PRIMARY KEY (capability, agent)
-) STRICT, WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS agent_capabilities_agent ON agent_capabilities (agent);
-CREATE VIRTUAL TABLE IF NOT EXISTS agents_fts USING fts5 (
-    display_name, capabilities, description, content = 'agents', content_rowid = 'rowid',
-    tokenize = 'unicode61', prefix = '2 3'
-);
-INSERT INTO agents_fts (agents_fts, rank) VALUES ('rank', 'bm25(10.0, 5.0, 1.0)');
-CREATE TRIGGER IF NOT EXISTS agents_ai AFTER INSERT ON agents BEGIN
-    INSERT INTO agents_fts (rowid, display_name, capabilities, description)
-    VALUES (new.rowid, new.display_name, new.capabilities, new.description);
-END;
-CREATE TRIGGER IF NOT EXISTS agents_ad AFTER DELETE ON agents BEGIN
-    INSERT INTO agents_fts (agents_fts, rowid, display_name, capabilities, description)
-    VALUES ('delete', old.rowid, old.display_name, old.capabilities, old.description);
-END;
-CREATE TRIGGER IF NOT EXISTS agents_au AFTER UPDATE OF display_name, capabilities, description ON agents BEGIN
-    INSERT INTO agents_fts (agents_fts, rowid, display_name, capabilities, description)
-    VALUES ('delete', old.rowid, old.display_name, old.capabilities, old.description);
-    INSERT INTO agents_fts (rowid, display_name, capabilities, description)
-    VALUES (new.rowid, new.display_name, new.capabilities, new.description);
-END;
-";
+/// The schema, one numbered migration per file, applied in order; the version applied last is
+/// kept in `PRAGMA user_version`. Append new files, never edit applied ones.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/001_init.sql")];
+
+/// Brings the database up to the latest schema: each missing migration in its own immediate
+/// transaction, the version read again inside it so two processes opening one file do not both
+/// apply a step. A database newer than this build is refused.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let supported = MIGRATIONS.len() as i64;
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current > supported {
+            return Err(StoreError::TooNew { found: current, supported });
+        }
+        let index = usize::try_from(current).map_err(|_| StoreError::Corrupt(format!("schema version {current}")))?;
+        let Some(sql) = MIGRATIONS.get(index) else {
+            return Ok(());
+        };
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", current + 1)?;
+        tx.commit()?;
+    }
+}
 
 const COLUMNS: &str = "a.id, a.hostname, a.display_name, a.description, a.capabilities, a.p2p_endpoint, a.visibility, \
                        a.public_key, a.registered_at, a.last_seen, a.last_request";
@@ -106,10 +88,11 @@ fn fts_query(words: &[String]) -> String {
 }
 
 impl SqliteStore {
-    /// Opens (creating) the database at `path`.
+    /// Opens (creating) the database at `path` and migrates it to the latest schema; a database
+    /// written by a newer registry is refused with [`StoreError::TooNew`].
     pub fn open(path: &Path) -> Result<Self> {
-        let writer = open(path)?;
-        writer.execute_batch(SCHEMA)?;
+        let mut writer = open(path)?;
+        migrate(&mut writer)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(Mutex::new(open(path)?));
@@ -271,5 +254,68 @@ impl RegistryStore for SqliteStore {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_version(path: &Path) -> i64 {
+        let conn = Connection::open(path).expect("raw open");
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("user_version")
+    }
+
+    #[test]
+    fn new_database_is_at_the_latest_version_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("registry.db");
+        drop(SqliteStore::open(&path).expect("open"));
+        assert_eq!(user_version(&path), MIGRATIONS.len() as i64);
+        drop(SqliteStore::open(&path).expect("reopen"));
+        assert_eq!(user_version(&path), MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn refuses_a_database_newer_than_this_build() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("registry.db");
+        drop(SqliteStore::open(&path).expect("open"));
+        let conn = Connection::open(&path).expect("raw open");
+        conn.pragma_update(None, "user_version", 99).expect("bump");
+        drop(conn);
+        let err = SqliteStore::open(&path).err().expect("a newer database is refused");
+        assert!(matches!(err, StoreError::TooNew { found: 99, supported } if supported == MIGRATIONS.len() as i64));
+        assert!(err.to_string().contains("newer"), "{err}");
+        assert_eq!(user_version(&path), 99, "a refused database is left alone");
+    }
+
+    /// A database made before versioning (schema run at every open, `user_version` 0) opens,
+    /// keeps its rows, and its full-text index and ranking still work after 001 runs again.
+    #[test]
+    fn unversioned_database_from_before_migrations_opens_and_keeps_working() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("registry.db");
+        let old = crate::conformance::sample(1, "Old Search", "registered before versioning", &["search"], 1_000);
+        {
+            let conn = open(&path).expect("raw open");
+            conn.execute_batch(MIGRATIONS[0]).expect("old schema");
+            conn.execute_batch(MIGRATIONS[0]).expect("old schema, run at a second open");
+            insert(&conn, &old).expect("old row");
+        }
+        assert_eq!(user_version(&path), 0);
+        let store = SqliteStore::open(&path).expect("open an unversioned database");
+        assert_eq!(user_version(&path), MIGRATIONS.len() as i64);
+        assert_eq!(store.get(&old.id).expect("get"), Some(old.clone()));
+        let newer = crate::conformance::sample(2, "Newer", "a search helper", &["search"], 1_000);
+        assert_eq!(store.upsert(&newer).expect("insert"), Upsert::Stored(true));
+        let q = SearchQuery { text: Some("search".into()), capabilities: vec![], limit: 10, offset: 0 };
+        let (found, total) = store.search(&q, 0).expect("search");
+        assert_eq!(total, 2);
+        assert_eq!(found[0].id, old.id, "the name match still ranks first");
+        let configs: i64 = store
+            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM agents_fts_config WHERE k = 'rank'", [], |r| r.get(0))?))
+            .expect("rank config");
+        assert_eq!(configs, 1, "re-running the rank option leaves one setting");
     }
 }

@@ -15,6 +15,14 @@ pub enum StoreError {
     /// No connection could be taken from the pool.
     #[error("connection pool: {0}")]
     Pool(#[from] r2d2::Error),
+    /// The database's schema was written by a newer registry; upgrade before opening it.
+    #[error("registry database schema version {found} is newer than this registry supports ({supported}); upgrade it")]
+    TooNew {
+        /// The version recorded in the database.
+        found: i64,
+        /// The highest version this build knows.
+        supported: i64,
+    },
     /// A stored value does not parse.
     #[error("corrupt row: {0}")]
     Corrupt(String),
