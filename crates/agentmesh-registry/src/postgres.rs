@@ -13,31 +13,41 @@ use r2d2_postgres::postgres::{NoTls, Row};
 use crate::model::{AgentRecord, SearchQuery, Visibility, query_words};
 use crate::store::{Heartbeat, RegistryStore, Result, StoreError, Upsert};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS agents (
-    id               TEXT PRIMARY KEY,
-    hostname         TEXT NOT NULL UNIQUE,
-    display_name     TEXT NOT NULL,
-    description      TEXT NOT NULL,
-    capabilities     TEXT[] NOT NULL,
-    capabilities_txt TEXT NOT NULL,
-    p2p_endpoint     TEXT NOT NULL,
-    visibility       TEXT NOT NULL CHECK (visibility IN ('public', 'private')),
-    public_key       BYTEA NOT NULL,
-    registered_at    BIGINT NOT NULL,
-    last_seen        BIGINT NOT NULL,
-    last_request     BIGINT NOT NULL,
-    tsv tsvector GENERATED ALWAYS AS (
-        setweight(to_tsvector('simple', display_name), 'A') ||
-        setweight(to_tsvector('simple', capabilities_txt), 'B') ||
-        setweight(to_tsvector('simple', description), 'C')) STORED
-) WITH (fillfactor = 70);
-CREATE INDEX IF NOT EXISTS agents_tsv ON agents USING GIN (tsv);
-CREATE INDEX IF NOT EXISTS agents_capabilities ON agents USING GIN (capabilities);
--- No index on last_seen or last_request: a heartbeat then updates no indexed column, so
--- PostgreSQL keeps it a heap-only (HOT) update and leaves the GIN indexes alone.
-DROP INDEX IF EXISTS agents_last_seen;
-";
+/// The schema, one numbered migration per file, applied in order; the version applied last is
+/// kept in the one-row table `registry_schema`. Append new files, never edit applied ones.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/001_init.sql")];
+
+/// The advisory lock every registry process takes while it migrates, so that several starting
+/// on one database at once apply each step once, one after the other.
+const MIGRATION_LOCK: i64 = 8111;
+
+/// Brings the database up to the latest schema: each missing migration in its own transaction,
+/// under [`MIGRATION_LOCK`], the version read again inside it. A database newer than this build
+/// is refused. Databases made before versioning have the tables but no `registry_schema` row:
+/// they start at version 0 and migration 001 (all `IF NOT EXISTS`) runs on them harmlessly.
+fn migrate(conn: &mut postgres::Client) -> Result<()> {
+    let supported = MIGRATIONS.len() as i64;
+    loop {
+        let mut tx = conn.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS registry_schema (version INTEGER NOT NULL);
+             CREATE UNIQUE INDEX IF NOT EXISTS registry_schema_one_row ON registry_schema ((true));
+             INSERT INTO registry_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM registry_schema);",
+        )?;
+        let current = i64::from(tx.query_one("SELECT version FROM registry_schema", &[])?.try_get::<_, i32>(0)?);
+        if current > supported {
+            return Err(StoreError::TooNew { found: current, supported });
+        }
+        let index = usize::try_from(current).map_err(|_| StoreError::Corrupt(format!("schema version {current}")))?;
+        let Some(sql) = MIGRATIONS.get(index) else {
+            return Ok(());
+        };
+        tx.batch_execute(sql)?;
+        tx.execute("UPDATE registry_schema SET version = $1", &[&(current as i32 + 1)])?;
+        tx.commit()?;
+    }
+}
 
 const COLUMNS: &str = "id, hostname, display_name, description, capabilities, p2p_endpoint, visibility, public_key, \
                        registered_at, last_seen, last_request";
@@ -93,7 +103,8 @@ fn ts_query(words: &[String]) -> String {
 }
 
 impl PostgresStore {
-    /// Connects (`postgres://user@host/db`), creates the schema if needed. `pool_size`
+    /// Connects (`postgres://user@host/db`) and migrates the database to the latest schema (a
+    /// database written by a newer registry is refused with [`StoreError::TooNew`]). `pool_size`
     /// connections at most.
     pub fn connect(url: &str, pool_size: u32) -> Result<Self> {
         let config: r2d2_postgres::postgres::Config =
@@ -104,12 +115,7 @@ impl PostgresStore {
         let pool = r2d2::Pool::builder().max_size(pool_size.max(1)).build(manager)?;
         let heartbeats =
             r2d2::Pool::builder().max_size(pool_size.max(1)).build(PostgresConnectionManager::new(relaxed, NoTls))?;
-        let mut conn = pool.get()?;
-        // Several registries may start at once: serialize schema creation.
-        let mut tx = conn.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock(8111)", &[])?;
-        tx.batch_execute(SCHEMA)?;
-        tx.commit()?;
+        migrate(&mut *pool.get()?)?;
         Ok(PostgresStore { pool: Some(pool), heartbeats: Some(heartbeats) })
     }
 

@@ -19,7 +19,7 @@ fn postgres_passes_the_conformance_suite_and_shares_one_database() {
         eprintln!("SKIPPED postgres conformance: DATABASE_URL is not set (.ci/run sets it)");
         return;
     };
-    use agentmesh_registry::{RegistryStore, Upsert};
+    use agentmesh_registry::{RegistryStore, SearchQuery, StoreError, Upsert};
     let store = PostgresStore::connect(&url, 4).expect("connect");
     store.truncate().expect("truncate");
     conformance::run(&store);
@@ -35,4 +35,57 @@ fn postgres_passes_the_conformance_suite_and_shares_one_database() {
     assert_eq!(other.upsert(&claim).expect("claim"), Upsert::HostnameTaken, "uniqueness holds across registries");
     drop(other);
     store.truncate().expect("truncate");
+
+    // Migrations: the version is recorded, reopening changes nothing, a newer database is refused.
+    drop(store);
+    let mut raw = postgres::Client::connect(&url, postgres::NoTls).expect("raw connection");
+    let version = |raw: &mut postgres::Client| -> i32 {
+        raw.query_one("SELECT version FROM registry_schema", &[]).expect("schema version").get(0)
+    };
+    let supported = version(&mut raw);
+    assert!(supported >= 1, "a migrated database records its version");
+    drop(PostgresStore::connect(&url, 1).expect("reopen"));
+    assert_eq!(version(&mut raw), supported, "reopening applies nothing");
+    raw.execute("UPDATE registry_schema SET version = 99", &[]).expect("bump");
+    let refused = PostgresStore::connect(&url, 1).err();
+    // Restore before asserting, so a failure leaves the shared database usable.
+    raw.execute("UPDATE registry_schema SET version = $1", &[&supported]).expect("restore");
+    match refused {
+        Some(StoreError::TooNew { found: 99, supported: s }) => assert_eq!(s, i64::from(supported)),
+        Some(other) => panic!("expected TooNew, got {other}"),
+        None => panic!("a database newer than this build opened"),
+    }
+    assert_eq!(version(&mut raw), supported, "a refused database is left alone");
+    drop(PostgresStore::connect(&url, 1).expect("opens again once restored"));
+
+    // A database made before versioning (tables, no `registry_schema`) opens and keeps its rows.
+    let store = PostgresStore::connect(&url, 1).expect("connect");
+    let old = conformance::sample(79, "Old Search", "registered before versioning", &["search"], 5_000);
+    assert_eq!(store.upsert(&old).expect("old row"), Upsert::Stored(true));
+    drop(store);
+    raw.batch_execute("DROP TABLE registry_schema").expect("forget the version");
+    let store = PostgresStore::connect(&url, 1).expect("open an unversioned database");
+    assert_eq!(version(&mut raw), supported);
+    assert_eq!(store.get(&old.id).expect("get"), Some(old.clone()));
+    let q = SearchQuery { text: Some("sea".into()), capabilities: vec!["search".into()], limit: 10, offset: 0 };
+    assert_eq!(store.search(&q, 0).expect("search").1, 1);
+    drop(store);
+
+    // Several registries starting at once on an empty database: each step applied once.
+    raw.batch_execute("DROP TABLE agents; DROP TABLE registry_schema").expect("empty the database");
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn({
+                let url = url.clone();
+                move || PostgresStore::connect(&url, 1)
+            })
+        })
+        .collect();
+    for start in starts {
+        drop(start.join().expect("thread").expect("concurrent start"));
+    }
+    assert_eq!(version(&mut raw), supported);
+    let rows: i64 = raw.query_one("SELECT COUNT(*) FROM registry_schema", &[]).expect("count").get(0);
+    assert_eq!(rows, 1, "one version row");
+    PostgresStore::connect(&url, 1).expect("connect").truncate().expect("truncate");
 }
