@@ -1,5 +1,5 @@
 //! The storage conformance suite against SQLite (always) and PostgreSQL (when `DATABASE_URL` is
-//! set; `.ci/run` starts one on loopback).
+//! set; `.ci/run` starts one on loopback, and under `CI=true` a missing one fails the run).
 
 use agentmesh_registry::conformance;
 use agentmesh_registry::postgres::PostgresStore;
@@ -15,9 +15,19 @@ fn sqlite_passes_the_conformance_suite() {
 /// One test for everything PostgreSQL: the tests share one database and must not interleave.
 #[test]
 fn postgres_passes_the_conformance_suite_and_shares_one_database() {
-    let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
-        eprintln!("SKIPPED postgres conformance: DATABASE_URL is not set (.ci/run sets it)");
-        return;
+    let ci = std::env::var("CI").ok();
+    let database_url = std::env::var("DATABASE_URL").ok();
+    let target = conformance::postgres_target(ci.as_deref(), database_url.as_deref());
+    let url = match target {
+        Ok(Some(url)) => url,
+        Ok(None) => {
+            eprintln!(
+                "\n*** SKIPPED: PostgreSQL conformance suite NOT RUN: DATABASE_URL is not set. \
+                 Start one with `eval \"$(.ci/postgres.sh start)\"` to run it. ***\n"
+            );
+            return;
+        }
+        Err(message) => panic!("{message}"),
     };
     use agentmesh_registry::{RegistryStore, SearchQuery, StoreError, Upsert};
     let store = PostgresStore::connect(&url, 4).expect("connect");
@@ -88,4 +98,21 @@ fn postgres_passes_the_conformance_suite_and_shares_one_database() {
     let rows: i64 = raw.query_one("SELECT COUNT(*) FROM registry_schema", &[]).expect("count").get(0);
     assert_eq!(rows, 1, "one version row");
     PostgresStore::connect(&url, 1).expect("connect").truncate().expect("truncate");
+}
+
+#[test]
+fn regression_postgres_conformance_fails_under_ci_without_a_database() {
+    let url = "postgres://agentmesh@127.0.0.1:54329/registry";
+    for ci in ["true", "1", "TRUE"] {
+        for missing in [None, Some(""), Some("  ")] {
+            let err = conformance::postgres_target(Some(ci), missing).expect_err("CI without a database must fail");
+            assert!(err.contains(".ci/postgres.sh start"), "the message says how to start one: {err}");
+        }
+    }
+    for ci in [None, Some(""), Some("false"), Some("0")] {
+        assert_eq!(conformance::postgres_target(ci, None), Ok(None), "outside CI the test may skip (CI={ci:?})");
+        assert_eq!(conformance::postgres_target(ci, Some("")), Ok(None));
+        assert_eq!(conformance::postgres_target(ci, Some(url)), Ok(Some(url.to_owned())));
+    }
+    assert_eq!(conformance::postgres_target(Some("true"), Some(url)), Ok(Some(url.to_owned())));
 }
