@@ -20,6 +20,8 @@ start)
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
     fi
     BIN="$(bin_dir)"
+    # A server left running by an earlier start: stop it before its data directory is removed.
+    [ -f "$DIR/data/postmaster.pid" ] && { as_pg "$BIN/pg_ctl" -D "$DIR/data" -m fast stop >&2 || true; }
     rm -rf "$DIR" && mkdir -p "$DIR"
     [ "$(id -u)" = 0 ] && chown postgres "$DIR"
     as_pg "$BIN/initdb" -D "$DIR/data" -A trust -U agentmesh >/dev/null
