@@ -89,10 +89,24 @@ pub struct MessageQuery {
     pub limit: Option<u32>,
 }
 
+/// A rustls configuration (ring provider) with no trusted roots: enough to build a client that
+/// only ever speaks plain HTTP.
+fn reqwest_tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth())
+}
+
 impl Client {
     /// A client for the control API at `base` (e.g. `http://127.0.0.1:40000`) with `token`.
     pub fn new(base: &str, token: &str) -> Result<Self, ClientError> {
+        // The control API is plain HTTP on loopback. reqwest is built with rustls and no crypto
+        // provider, so a bare builder would panic: give it a TLS setup that trusts nothing.
+        let tls = reqwest_tls_config().map_err(|e| ClientError::Unreachable { message: format!("TLS setup: {e}") })?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .no_proxy()
             .connect_timeout(Duration::from_secs(3))
             .build()

@@ -1,5 +1,6 @@
 //! Node settings: safe local defaults, overridden by `<home>/config.toml`, then by environment
-//! variables (`AGENTMESH_LISTEN`, `AGENTMESH_ENDPOINT`), then by command-line flags.
+//! variables (`AGENTMESH_LISTEN`, `AGENTMESH_ENDPOINT`, `AGENTMESH_CA_FILE`), then by
+//! command-line flags.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,6 +32,10 @@ pub struct Config {
     pub retry_max_ms: u64,
     /// Timeout of each outbound HTTP request, milliseconds. Default 10,000.
     pub outbound_timeout_ms: u64,
+    /// A PEM file of CA certificates trusted for `https://` peers, bootstrap nodes and
+    /// registries, besides the system's (e.g. a private CA). Default none; the environment
+    /// variable `AGENTMESH_CA_FILE` overrides it.
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// Largest body accepted on single-envelope peer routes, bytes. Default 262,144 (256 KiB).
     pub max_message_bytes: usize,
     /// Largest body accepted on contact-request routes, bytes. Default 16,384.
@@ -113,6 +118,7 @@ impl Default for Config {
             retry_base_ms: 500,
             retry_max_ms: 300_000,
             outbound_timeout_ms: 10_000,
+            tls_ca_file: None,
             max_message_bytes: 256 * 1024,
             max_contact_request_bytes: 16 * 1024,
             max_batch_bytes: 4 * 1024 * 1024,
@@ -161,6 +167,9 @@ impl Config {
         }
         if let Ok(endpoint) = std::env::var("AGENTMESH_ENDPOINT") {
             config.endpoint = Some(endpoint);
+        }
+        if let Some(ca_file) = std::env::var_os("AGENTMESH_CA_FILE") {
+            config.tls_ca_file = Some(ca_file.into());
         }
         Ok(config)
     }

@@ -144,7 +144,7 @@ impl PeerApiHarness {
                 ..Config::default()
             };
             let db = Db::spawn(store).expect("database thread");
-            let http = reqwest::Client::builder().no_proxy().build().expect("http client");
+            let http = crate::net::client(&crate::net::ClientOptions::default()).expect("http client");
             let node =
                 Node::new(Keys { identity, card, previous: None }, config, "http://127.0.0.1:8".into(), db, http);
             peer_api::router(Arc::new(node))

@@ -92,17 +92,16 @@ pub async fn run(
         .unwrap_or_else(|| peer_url.clone());
 
     let card = our_card(&key_state.identity, &profile, &endpoint);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(config.outbound_timeout_ms))
-        .connect_timeout(Duration::from_millis(config.outbound_timeout_ms.min(3_000)))
-        .pool_max_idle_per_host(16)
+    let http = crate::net::client(&crate::net::ClientOptions {
+        timeout_ms: Some(config.outbound_timeout_ms),
+        connect_timeout_ms: Some(config.outbound_timeout_ms.min(3_000)),
+        pool_max_idle_per_host: 16,
         // Shorter than the header-read timeout servers (ours: 10 s) use to cut idle keep-alive
         // connections, so we never reuse one that is being closed.
-        .pool_idle_timeout(Duration::from_secs(5))
-        .no_proxy()
-        .user_agent(concat!("agentmesh/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("building the HTTP client")?;
+        pool_idle_timeout_ms: Some(5_000),
+        extra_ca_file: config.tls_ca_file.clone(),
+        ..Default::default()
+    })?;
     let keys = Keys { identity: key_state.identity, card, previous: key_state.previous };
     let db = Db::spawn(store).context("starting the database thread")?;
     let node = Arc::new(Node::new(keys, config, endpoint, db, http));

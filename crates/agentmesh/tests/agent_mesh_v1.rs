@@ -66,7 +66,7 @@ impl V1Peer {
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
         let ready: Value = serde_json::from_str(&line)
             .unwrap_or_else(|_| panic!("V1 peer failed to start (is `cryptography` installed?): {line:?}"));
-        let http = reqwest::Client::builder().no_proxy().build().expect("client");
+        let http = agentmesh_node::net::client(&Default::default()).expect("client");
         V1Peer {
             url: format!("http://127.0.0.1:{}", ready["port"]),
             agent_id: ready["agent_id"].as_str().expect("id").to_owned(),

@@ -138,7 +138,11 @@ async fn configured(dir: &std::path::Path, config: &str) -> Target {
     agentmesh_client::local::init(&exe(), &home, "target", &[]).expect("init");
     std::fs::write(home.join("config.toml"), config).expect("config");
     let node = LocalNode::start(&exe(), &home, "127.0.0.1:0", &[]).await.expect("start");
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("client");
+    let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
+        timeout_ms: Some(10_000),
+        ..Default::default()
+    })
+    .expect("client");
     let card: AgentCard =
         http.get(format!("{}/v1/card", node.peer_url)).send().await.expect("card").json().await.expect("json");
     let x25519 = card.verify().expect("card").x25519;
@@ -147,7 +151,11 @@ async fn configured(dir: &std::path::Path, config: &str) -> Target {
 
 async fn setup(dir: &std::path::Path) -> (Target, Fake) {
     let node = node(dir, "target").await;
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("client");
+    let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
+        timeout_ms: Some(10_000),
+        ..Default::default()
+    })
+    .expect("client");
     let card: AgentCard =
         http.get(format!("{}/v1/card", node.peer_url)).send().await.expect("card").json().await.expect("json");
     let keys = card.verify().expect("valid card");
@@ -364,7 +372,7 @@ async fn control_api_requires_its_token() {
         serde_json::from_slice(&std::fs::read(node.home.join("node.json")).expect("node.json")).expect("json");
     let url = format!("{}/control/status", info["control_url"].as_str().expect("url"));
     assert!(url.starts_with("http://127.0.0.1:"), "control API is loopback only: {url}");
-    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    let http = agentmesh_node::net::client(&Default::default()).expect("client");
     for auth in [None, Some("Bearer wrong"), Some("Basic abc")] {
         let mut req = http.get(&url);
         if let Some(a) = auth {

@@ -221,7 +221,7 @@ async fn regression_endpoint_override_beats_the_profile() {
     let card = node.client.card().await.expect("card");
     assert_eq!(card["endpoints"][0], "http://127.0.0.1:2");
     // The V1 discovery document advertises the same endpoint.
-    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    let http = agentmesh_node::net::client(&Default::default()).expect("client");
     let disc: Value = http
         .get(format!("{}/agent-mesh/discovery", node.peer_url))
         .send()

@@ -48,7 +48,8 @@ fn registry(home: &Path, extra: &[&str]) -> RegistryProcess {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("client")
+    agentmesh_node::net::client(&agentmesh_node::net::ClientOptions { timeout_ms: Some(10_000), ..Default::default() })
+        .expect("client")
 }
 
 fn registration(hostname: &str, caps: &[&str]) -> Registration {

@@ -83,7 +83,10 @@ async fn walk(story: &mut Story, dir: &std::path::Path) -> Result<()> {
     );
 
     // Discovery by URL: anyone can fetch and check a card; it proves key ownership, not trust.
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build()?;
+    let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
+        timeout_ms: Some(5_000),
+        ..Default::default()
+    })?;
     let card: AgentCard = http.get(format!("{}/v1/card", bob.peer_url)).send().await?.json().await?;
     let keys = card.verify().map_err(|e| anyhow!("bob's card does not verify: {e}"))?;
     story.step(

@@ -38,7 +38,10 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
     let mut receiver = LocalNode::start(&exe, &r_home, "127.0.0.1:0", &[]).await?;
     super::bench::trust(&sender, &receiver).await?;
 
-    let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(256).build()?;
+    let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
+        pool_max_idle_per_host: 256,
+        ..Default::default()
+    })?;
     let card: AgentCard = http.get(format!("{}/v1/card", receiver.peer_url)).send().await?.json().await?;
     let keys = card.verify().map_err(|e| anyhow!("receiver card: {e}"))?;
     let flooder = Identity::generate();

@@ -1,7 +1,7 @@
 //! `agentmesh registry serve`, `agentmesh registry bench`, `agentmesh search`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use agentmesh_core::Identity;
 use agentmesh_core::time::now_ms;
@@ -65,7 +65,11 @@ fn registry_url(ctx: &Ctx, flag: Option<String>) -> Result<String> {
 
 pub async fn search(ctx: &Ctx, args: SearchArgs) -> Result<()> {
     let url = registry_url(ctx, args.registry)?;
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build()?;
+    let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
+        timeout_ms: Some(10_000),
+        extra_ca_file: Config::load(&ctx.home.config_path())?.tls_ca_file,
+        ..Default::default()
+    })?;
     let client = RegistryClient::new(http, &url, None);
     let reply = client
         .search(args.text.as_deref(), &args.capabilities, args.limit, args.offset)
@@ -181,7 +185,10 @@ pub async fn bench(ctx: &Ctx, args: RegistryBenchArgs) -> Result<()> {
     let url = format!("http://{}", listener.local_addr()?);
     let stop = CancellationToken::new();
     let server = tokio::spawn(agentmesh_registry::server::serve(listener, Registry::new(store, options), stop.clone()));
-    let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(128).build()?;
+    let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
+        pool_max_idle_per_host: 128,
+        ..Default::default()
+    })?;
     let client = RegistryClient::new(http, &url, None);
 
     let mut kinds = serde_json::Map::new();

@@ -86,13 +86,14 @@ pub async fn run(ctx: &Ctx, args: ScanArgs) -> Result<()> {
     let targets = expand(&args)?;
     let concurrency = args.concurrency.clamp(1, 1024);
     let timeout = Duration::from_secs_f64(args.timeout.clamp(0.05, 60.0));
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .pool_max_idle_per_host(0)
-        .user_agent(concat!("agentmesh-scan/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
+        connect_timeout_ms: Some(timeout.as_millis() as u64),
+        timeout_ms: Some(timeout.as_millis() as u64),
+        pool_max_idle_per_host: 0,
+        user_agent: concat!("agentmesh-scan/", env!("CARGO_PKG_VERSION")).to_owned(),
+        extra_ca_file: agentmesh_node::Config::load(&ctx.home.config_path())?.tls_ca_file,
+        ..Default::default()
+    })?;
     let bar = if ctx.json {
         indicatif::ProgressBar::hidden()
     } else {
@@ -137,7 +138,11 @@ async fn lan(ctx: &Ctx, args: &crate::cli::DiscoverArgs) -> Result<()> {
     let started = Instant::now();
     let listen = Duration::from_secs_f64(args.timeout.clamp(0.5, 60.0));
     let heard = tokio::task::spawn_blocking(move || agentmesh_node::mdns::browse(listen)).await??;
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_millis(1500)).build()?;
+    let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
+        timeout_ms: Some(1500),
+        extra_ca_file: agentmesh_node::Config::load(&ctx.home.config_path())?.tls_ca_file,
+        ..Default::default()
+    })?;
     let mut found = Vec::new();
     let mut answered = 0;
     for h in &heard {
