@@ -2,22 +2,27 @@
 //!
 //! The node writes its control URL to `<home>/node.json` and a bearer token to
 //! `<home>/control.token`; pass both to [`Client::new`]. Every method maps to one route of the
-//! control API (documented in `agentmesh_node::control_api`) and returns its JSON document.
+//! control API and returns its typed reply from [`agentmesh_api`]; a refusal is
+//! [`ClientError::Api`] with the node's error code.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), agentmesh_client::ClientError> {
 //! let client = agentmesh_client::Client::new("http://127.0.0.1:40000", "token")?;
 //! let status = client.status().await?;
-//! println!("{}", status["agent_id"]);
+//! println!("{} has {} trusted peers", status.agent_id, status.trusted_peers);
 //! # Ok(()) }
 //! ```
 
-pub mod local;
-
 use std::time::Duration;
 
+use agentmesh_api::control::{
+    AgentList, ClearedReply, ContactArgs, ContactReply, DiscoverQuery, DiscoveredArgs, DiscoveredReply, HealthReply,
+    MessageList, MessageReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs, RepinArgs, RequestList,
+    RequestReply, RequestsQuery, RotateReply, SendArgs, SendReply,
+};
+use agentmesh_api::{AgentCard, ErrorBody, ErrorCode, Event, Status};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
 
 /// Errors from the client.
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +34,13 @@ pub enum ClientError {
         /// Transport error text.
         message: String,
     },
-    /// The node answered with an error (`{"error":{"code","message"}}`).
+    /// The node refused (`{"error":{"code","message"}}`).
     #[error("{message}")]
     Api {
         /// HTTP status.
         status: u16,
-        /// Machine code, e.g. `not_trusted`.
+        /// Machine code, e.g. `not_trusted` (text: a newer node may send codes this build does
+        /// not know).
         code: String,
         /// Human explanation.
         message: String,
@@ -45,13 +51,18 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The machine code: the API's, or `node_unreachable` / `bad_response`.
+    /// The machine code: the node's, or `node_unreachable` / `bad_response`.
     pub fn code(&self) -> &str {
         match self {
-            ClientError::Unreachable { .. } => "node_unreachable",
+            ClientError::Unreachable { .. } => ErrorCode::NodeUnreachable.as_str(),
             ClientError::Api { code, .. } => code,
-            ClientError::Decode(_) => "bad_response",
+            ClientError::Decode(_) => ErrorCode::BadResponse.as_str(),
         }
+    }
+
+    /// The code as an [`ErrorCode`], when this build knows it.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.code().parse().ok()
     }
 }
 
@@ -63,34 +74,9 @@ pub struct Client {
     token: String,
 }
 
-/// Which contact requests to list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RequestDirection {
-    /// Requests other agents sent us.
-    Incoming,
-    /// Requests we sent.
-    Outgoing,
-}
-
-/// Filter for [`Client::messages`].
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct MessageQuery {
-    /// `incoming` or `outgoing`; both when `None`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub direction: Option<RequestDirection>,
-    /// Only unread incoming messages.
-    pub unread: bool,
-    /// Only messages with this peer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub peer: Option<String>,
-    /// At most this many per direction.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
-}
-
-/// A rustls configuration (ring provider) with no trusted roots: enough to build a client that
-/// only ever speaks plain HTTP.
+/// A rustls configuration with the ring provider that trusts no certificate: the control API is
+/// plain HTTP on loopback, but reqwest (built with rustls and no process-wide crypto provider)
+/// needs one to build a client at all.
 fn reqwest_tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
@@ -99,11 +85,19 @@ fn reqwest_tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
         .with_no_client_auth())
 }
 
+/// Percent-encodes a path segment: everything but ASCII letters, digits, `-` and `_` (so `.`
+/// and `..` can never be normalized away, and `/`, `?`, `#`, `%` stay inside the segment).
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
+        })
+        .collect()
+}
+
 impl Client {
     /// A client for the control API at `base` (e.g. `http://127.0.0.1:40000`) with `token`.
     pub fn new(base: &str, token: &str) -> Result<Self, ClientError> {
-        // The control API is plain HTTP on loopback. reqwest is built with rustls and no crypto
-        // provider, so a bare builder would panic: give it a TLS setup that trusts nothing.
         let tls = reqwest_tls_config().map_err(|e| ClientError::Unreachable { message: format!("TLS setup: {e}") })?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -114,192 +108,178 @@ impl Client {
         Ok(Client { http, base: base.trim_end_matches('/').to_owned(), token: token.to_owned() })
     }
 
-    async fn call(
+    async fn call<Q: Serialize, B: Serialize, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<Value>,
-        query: Option<&[(String, String)]>,
-    ) -> Result<Value, ClientError> {
+        query: Option<&Q>,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(60));
+            .timeout(Duration::from_secs(90));
         if let Some(q) = query {
             request = request.query(q);
         }
         if let Some(b) = body {
-            request = request.json(&b);
+            request = request.json(b);
         }
         let response = request.send().await.map_err(|e| ClientError::Unreachable { message: describe(&e) })?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|e| ClientError::Unreachable { message: describe(&e) })?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))?;
         if (200..300).contains(&status) {
-            return Ok(value);
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()));
         }
-        let error = &value["error"];
-        Err(ClientError::Api {
-            status,
-            code: error["code"].as_str().unwrap_or("unknown").to_owned(),
-            message: error["message"].as_str().unwrap_or("the node refused the request").to_owned(),
-        })
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(ClientError::Api { status, code: body.error.code, message: body.error.message }),
+            Err(_) => Err(ClientError::Decode(format!("status {status} without an error body"))),
+        }
     }
 
-    async fn get(&self, path: &str) -> Result<Value, ClientError> {
-        self.call(reqwest::Method::GET, path, None, None).await
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call::<(), (), T>(reqwest::Method::GET, path, None, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<Value, ClientError> {
-        self.call(reqwest::Method::POST, path, Some(body), None).await
+    async fn get_query<Q: Serialize, T: DeserializeOwned>(&self, path: &str, query: &Q) -> Result<T, ClientError> {
+        self.call::<Q, (), T>(reqwest::Method::GET, path, Some(query), None).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        self.call::<(), B, T>(reqwest::Method::POST, path, None, Some(body)).await
+    }
+
+    async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call::<(), (), T>(reqwest::Method::POST, path, None, None).await
     }
 
     /// `GET /control/status`: identity, addresses and counters.
-    pub async fn status(&self) -> Result<Value, ClientError> {
+    pub async fn status(&self) -> Result<Status, ClientError> {
         self.get("/control/status").await
     }
 
     /// `GET /control/card`: our signed agent card.
-    pub async fn card(&self) -> Result<Value, ClientError> {
+    pub async fn card(&self) -> Result<AgentCard, ClientError> {
         self.get("/control/card").await
     }
 
-    /// `POST /control/contacts`: fetch the agent at `url`, send it a contact request.
-    /// Returns `{status, request_id, peer}`.
-    pub async fn request_contact(&self, url: &str, purpose: &str) -> Result<Value, ClientError> {
-        self.post("/control/contacts", json!({"url": url, "purpose": purpose})).await
+    /// `POST /control/contacts`: ask an agent (base URL or known peer) for contact; waits for the
+    /// first delivery attempt (`args.wait_ms`).
+    pub async fn request_contact(&self, args: &ContactArgs) -> Result<ContactReply, ClientError> {
+        self.post("/control/contacts", args).await
     }
 
-    /// `POST /control/contacts` with an expected agent id (TOFU `add-peer`): fetch the card at
-    /// `url`, refuse it unless it is `agent_id`'s, pin its key, send a contact request.
-    pub async fn add_peer(
-        &self,
-        agent_id: &str,
-        url: &str,
-        alias: Option<&str>,
-        purpose: &str,
-    ) -> Result<Value, ClientError> {
-        self.post("/control/contacts", json!({"url": url, "agent_id": agent_id, "alias": alias, "purpose": purpose}))
-            .await
+    /// `GET /control/requests`.
+    pub async fn requests(&self, query: &RequestsQuery) -> Result<RequestList, ClientError> {
+        self.get_query("/control/requests", query).await
     }
 
-    /// `POST /control/peers/{id}/repin`: pin the key with `fingerprint` that the peer presented
-    /// in an open key mismatch. `{peer}`.
-    pub async fn repin(&self, agent_id: &str, fingerprint: &str) -> Result<Value, ClientError> {
-        self.post(&format!("/control/peers/{}/repin", segment(agent_id)), json!({"fingerprint": fingerprint})).await
+    /// `POST /control/requests/{id}/approve`: both agents then trust each other.
+    pub async fn approve(&self, request_id: &str) -> Result<RequestReply, ClientError> {
+        self.post_empty(&format!("/control/requests/{}/approve", segment(request_id))).await
+    }
+
+    /// `POST /control/requests/{id}/reject`; the requester is told (with `reason`).
+    pub async fn reject(&self, request_id: &str, reason: Option<&str>) -> Result<RequestReply, ClientError> {
+        let args = RejectArgs { reason: reason.map(str::to_owned) };
+        self.post(&format!("/control/requests/{}/reject", segment(request_id)), &args).await
+    }
+
+    /// `POST /control/requests/{id}/withdraw`: takes back one of our requests; the peer is told.
+    pub async fn withdraw(&self, request_id: &str) -> Result<RequestReply, ClientError> {
+        self.post_empty(&format!("/control/requests/{}/withdraw", segment(request_id))).await
+    }
+
+    /// `GET /control/peers` (removed ones too with `all`).
+    pub async fn peers(&self, all: bool) -> Result<PeerList, ClientError> {
+        self.get_query("/control/peers", &PeersQuery { all }).await
+    }
+
+    /// `GET /control/peers/{peer}`: one peer, by agent id, alias, name or unique prefix.
+    pub async fn peer(&self, peer: &str) -> Result<PeerReply, ClientError> {
+        self.get(&format!("/control/peers/{}", segment(peer))).await
+    }
+
+    /// `GET /control/peers/{peer}/health`: does it answer, with the pinned key?
+    pub async fn health(&self, peer: &str) -> Result<HealthReply, ClientError> {
+        self.get(&format!("/control/peers/{}/health", segment(peer))).await
+    }
+
+    /// `POST /control/peers/{peer}/block`.
+    pub async fn block(&self, peer: &str) -> Result<PeerReply, ClientError> {
+        self.post_empty(&format!("/control/peers/{}/block", segment(peer))).await
+    }
+
+    /// `POST /control/peers/{peer}/unblock`.
+    pub async fn unblock(&self, peer: &str) -> Result<PeerReply, ClientError> {
+        self.post_empty(&format!("/control/peers/{}/unblock", segment(peer))).await
+    }
+
+    /// `DELETE /control/peers/{peer}`.
+    pub async fn remove(&self, peer: &str) -> Result<PeerReply, ClientError> {
+        self.call::<(), (), PeerReply>(
+            reqwest::Method::DELETE,
+            &format!("/control/peers/{}", segment(peer)),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// `POST /control/peers/{peer}/repin`: pin the key with `fingerprint` that the peer presented
+    /// in an open key mismatch.
+    pub async fn repin(&self, peer: &str, fingerprint: &str) -> Result<PeerReply, ClientError> {
+        let args = RepinArgs { fingerprint: fingerprint.to_owned() };
+        self.post(&format!("/control/peers/{}/repin", segment(peer)), &args).await
     }
 
     /// `POST /control/rotate-key`: new keys, contacts told.
-    /// `{agent_id, old_fingerprint, fingerprint, key_rotations, previous_key_until, contacts_told}`.
-    pub async fn rotate_key(&self) -> Result<Value, ClientError> {
-        self.post("/control/rotate-key", json!({})).await
+    pub async fn rotate_key(&self) -> Result<RotateReply, ClientError> {
+        self.post_empty("/control/rotate-key").await
     }
 
-    /// `GET /control/discover`: known agents from every source. `{agents: [...]}`.
-    pub async fn discover(
-        &self,
-        query: Option<&str>,
-        capabilities: &[String],
-        limit: usize,
-    ) -> Result<Value, ClientError> {
-        let mut params: Vec<(String, String)> = vec![("limit".into(), limit.to_string())];
-        if let Some(q) = query {
-            params.push(("query".into(), q.to_owned()));
-        }
-        if !capabilities.is_empty() {
-            params.push(("capability".into(), capabilities.join(",")));
-        }
-        self.call(reqwest::Method::GET, "/control/discover", None, Some(&params)).await
+    /// `GET /control/discover`: known agents from every source.
+    pub async fn discover(&self, query: &DiscoverQuery) -> Result<AgentList, ClientError> {
+        self.get_query("/control/discover", query).await
     }
 
-    /// `POST /control/discovered`: record scan finds (`{protocol, endpoint, document}` each) as
-    /// discovered peers. `{recorded: [{agent_id, outcome}]}`.
-    pub async fn record_discovered(&self, found: Vec<Value>) -> Result<Value, ClientError> {
-        self.post("/control/discovered", json!({ "found": found })).await
+    /// `POST /control/discovered`: record scan finds as discovered peers.
+    pub async fn record_discovered(&self, args: &DiscoveredArgs) -> Result<DiscoveredReply, ClientError> {
+        self.post("/control/discovered", args).await
     }
 
-    /// `GET /control/requests`: `{requests: [...]}`.
-    pub async fn requests(&self, direction: Option<RequestDirection>) -> Result<Value, ClientError> {
-        let query: Vec<(String, String)> = direction
-            .map(|d| {
-                vec![(
-                    "direction".to_owned(),
-                    serde_json::to_value(d).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
-                )]
-            })
-            .unwrap_or_default();
-        self.call(reqwest::Method::GET, "/control/requests", None, Some(&query)).await
+    /// `POST /control/messages`: queue a message.
+    pub async fn send(&self, args: &SendArgs) -> Result<SendReply, ClientError> {
+        self.post("/control/messages", args).await
     }
 
-    /// `POST /control/requests/{id}/approve`: `{request}`.
-    pub async fn approve(&self, request_id: &str) -> Result<Value, ClientError> {
-        self.post(&format!("/control/requests/{}/approve", segment(request_id)), json!({})).await
+    /// [`send`](Self::send) with just a recipient and a text.
+    pub async fn send_text(&self, to: &str, text: &str) -> Result<SendReply, ClientError> {
+        self.send(&SendArgs { to: to.to_owned(), text: text.to_owned(), ..SendArgs::default() }).await
     }
 
-    /// `POST /control/requests/{id}/reject`: `{request}`.
-    pub async fn reject(&self, request_id: &str, reason: Option<&str>) -> Result<Value, ClientError> {
-        self.post(&format!("/control/requests/{}/reject", segment(request_id)), json!({"reason": reason})).await
+    /// `GET /control/messages`.
+    pub async fn messages(&self, query: &MessagesQuery) -> Result<MessageList, ClientError> {
+        self.get_query("/control/messages", query).await
     }
 
-    /// `GET /control/peers`: `{peers: [...]}`.
-    pub async fn peers(&self) -> Result<Value, ClientError> {
-        self.get("/control/peers").await
+    /// `POST /control/messages/{id}/read`: show, mark read, send a read receipt.
+    pub async fn read(&self, message_id: &str) -> Result<MessageReply, ClientError> {
+        self.post_empty(&format!("/control/messages/{}/read", segment(message_id))).await
     }
 
-    /// `POST /control/peers/{id}/block`: `{peer}`.
-    pub async fn block(&self, agent_id: &str) -> Result<Value, ClientError> {
-        self.post(&format!("/control/peers/{}/block", segment(agent_id)), json!({})).await
+    /// `POST /control/messages/{id}/retry`: a failed message is due again.
+    pub async fn retry(&self, message_id: &str) -> Result<MessageReply, ClientError> {
+        self.post_empty(&format!("/control/messages/{}/retry", segment(message_id))).await
     }
 
-    /// `POST /control/peers/{id}/unblock`: `{peer}`.
-    pub async fn unblock(&self, agent_id: &str) -> Result<Value, ClientError> {
-        self.post(&format!("/control/peers/{}/unblock", segment(agent_id)), json!({})).await
+    /// `POST /control/outbox/clear-failed`: deletes failed outbox entries.
+    pub async fn clear_failed(&self) -> Result<ClearedReply, ClientError> {
+        self.post_empty("/control/outbox/clear-failed").await
     }
 
-    /// `DELETE /control/peers/{id}`: `{removed}`.
-    pub async fn remove(&self, agent_id: &str) -> Result<Value, ClientError> {
-        self.call(reqwest::Method::DELETE, &format!("/control/peers/{}", segment(agent_id)), None, None).await
-    }
-
-    /// `POST /control/messages`: queue a message. Returns `{message_id, to, status, encrypted, protocol}`.
-    pub async fn send(
-        &self,
-        to: &str,
-        text: &str,
-        reply_to: Option<&str>,
-        thread: Option<&str>,
-    ) -> Result<Value, ClientError> {
-        self.post("/control/messages", json!({"to": to, "text": text, "reply_to": reply_to, "thread": thread})).await
-    }
-
-    /// `GET /control/messages`: `{messages: [...]}`.
-    pub async fn messages(&self, q: &MessageQuery) -> Result<Value, ClientError> {
-        let mut query = Vec::new();
-        if let Some(d) = q.direction {
-            query.push((
-                "direction".to_owned(),
-                if matches!(d, RequestDirection::Incoming) { "incoming" } else { "outgoing" }.to_owned(),
-            ));
-        }
-        if q.unread {
-            query.push(("unread".to_owned(), "true".to_owned()));
-        }
-        if let Some(p) = &q.peer {
-            query.push(("peer".to_owned(), p.clone()));
-        }
-        if let Some(l) = q.limit {
-            query.push(("limit".to_owned(), l.to_string()));
-        }
-        self.call(reqwest::Method::GET, "/control/messages", None, Some(&query)).await
-    }
-
-    /// `POST /control/messages/{id}/read`: `{message}`; sends a read receipt to the sender.
-    pub async fn read(&self, message_id: &str) -> Result<Value, ClientError> {
-        self.post(&format!("/control/messages/{}/read", segment(message_id)), json!({})).await
-    }
-
-    /// `GET /control/events`: a live stream of events, one JSON object each.
+    /// `GET /control/events`: a live stream of events.
     pub async fn events(&self) -> Result<EventStream, ClientError> {
         let response = self
             .http
@@ -308,16 +288,20 @@ impl Client {
             .send()
             .await
             .map_err(|e| ClientError::Unreachable { message: describe(&e) })?;
+        let status = response.status().as_u16();
         if !response.status().is_success() {
-            return Err(ClientError::Api {
-                status: response.status().as_u16(),
-                code: "unauthorized".into(),
-                message: "events refused".into(),
-            });
+            let bytes = response.bytes().await.unwrap_or_default();
+            let (code, message) = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| (b.error.code, b.error.message))
+                .unwrap_or_else(|_| ("bad_response".into(), format!("events refused with status {status}")));
+            return Err(ClientError::Api { status, code, message });
         }
         Ok(EventStream { response, buffer: Vec::new() })
     }
 }
+
+/// Most bytes of one event line kept while waiting for its end.
+const MAX_EVENT_LINE: usize = 16 * 1024 * 1024;
 
 /// A live stream of node events (JSON lines).
 pub struct EventStream {
@@ -326,8 +310,9 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    /// The next event; `None` when the node closed the stream.
-    pub async fn next(&mut self) -> Option<Result<Value, ClientError>> {
+    /// The next event; `None` when the node closed the stream, an error when the connection
+    /// broke (the node stopped) or a line did not parse.
+    pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
         loop {
             if let Some(pos) = self.buffer.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buffer.drain(..=pos).collect();
@@ -335,6 +320,9 @@ impl EventStream {
                     continue;
                 }
                 return Some(serde_json::from_slice(&line).map_err(|e| ClientError::Decode(e.to_string())));
+            }
+            if self.buffer.len() > MAX_EVENT_LINE {
+                return Some(Err(ClientError::Decode("an event line is too long".into())));
             }
             match self.response.chunk().await {
                 Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
@@ -345,15 +333,6 @@ impl EventStream {
     }
 }
 
-/// Percent-encodes a path segment (ids are plain ASCII, but never trust input).
-fn segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
-        })
-        .collect()
-}
-
 fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -362,4 +341,40 @@ fn describe(e: &reqwest::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_path_segments_are_percent_encoded_whole() {
+        for reserved in [".", "..", "/", "?", "#", "%", " ", "a/../b", "é", "[", "]", "@", ":", "+", "&", "=", ";"] {
+            let encoded = segment(reserved);
+            assert!(
+                encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_%".contains(&b)),
+                "{reserved:?} → {encoded}"
+            );
+            assert!(!encoded.contains('.') && !encoded.contains('/'), "{reserved:?} → {encoded}");
+            // Decoding gives back exactly the input.
+            let decoded: Vec<u8> = {
+                let bytes = encoded.as_bytes();
+                let mut out = Vec::new();
+                let mut i = 0;
+                while i < bytes.len() {
+                    if bytes[i] == b'%' {
+                        let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("hex");
+                        out.push(u8::from_str_radix(hex, 16).expect("hex digit"));
+                        i += 3;
+                    } else {
+                        out.push(bytes[i]);
+                        i += 1;
+                    }
+                }
+                out
+            };
+            assert_eq!(decoded, reserved.as_bytes());
+        }
+        assert_eq!(segment("req_0a-Z"), "req_0a-Z");
+    }
 }

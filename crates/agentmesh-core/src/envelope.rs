@@ -78,10 +78,24 @@ pub enum EnvelopeKind {
     /// The sender rotated its keys; body is `{}`, `card` is required and carries the rotation
     /// chain ([`crate::rotation`]); signed with the new key.
     KeyRotation,
+    /// The sender changed what the recipient may do (withdrew its request, blocked, unblocked or
+    /// removed the recipient); body is [`ContactUpdateBody`].
+    ContactUpdate,
 }
 
 impl EnvelopeKind {
-    /// The wire name (`message`, `receipt`, `contact_request`, `contact_response`, `key_rotation`).
+    /// Every kind.
+    pub const ALL: [EnvelopeKind; 6] = [
+        EnvelopeKind::Message,
+        EnvelopeKind::Receipt,
+        EnvelopeKind::ContactRequest,
+        EnvelopeKind::ContactResponse,
+        EnvelopeKind::KeyRotation,
+        EnvelopeKind::ContactUpdate,
+    ];
+
+    /// The wire name (`message`, `receipt`, `contact_request`, `contact_response`,
+    /// `key_rotation`, `contact_update`).
     pub fn as_str(self) -> &'static str {
         match self {
             EnvelopeKind::Message => "message",
@@ -89,7 +103,13 @@ impl EnvelopeKind {
             EnvelopeKind::ContactRequest => "contact_request",
             EnvelopeKind::ContactResponse => "contact_response",
             EnvelopeKind::KeyRotation => "key_rotation",
+            EnvelopeKind::ContactUpdate => "contact_update",
         }
+    }
+
+    /// The kind with wire name `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
     /// Whether envelopes of this kind carry the sender's card.
@@ -480,6 +500,50 @@ pub struct ContactRequestBody {
     /// Why the requester wants contact (at most 1,000 characters).
     #[serde(default)]
     pub purpose: String,
+}
+
+/// What a [`ContactUpdateBody`] tells the recipient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactChange {
+    /// The sender withdrew its pending contact request `request_id`.
+    Withdrawn,
+    /// The sender blocked the recipient: nothing more is accepted from it.
+    Blocked,
+    /// The sender unblocked the recipient: it may ask for contact again (trust is not restored).
+    Unblocked,
+    /// The sender removed the recipient: trust is revoked and its key forgotten.
+    Removed,
+}
+
+impl ContactChange {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContactChange::Withdrawn => "withdrawn",
+            ContactChange::Blocked => "blocked",
+            ContactChange::Unblocked => "unblocked",
+            ContactChange::Removed => "removed",
+        }
+    }
+}
+
+impl fmt::Display for ContactChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Body of a [`EnvelopeKind::ContactUpdate`] envelope (JSON): `{"change":"blocked"}`, or
+/// `{"change":"withdrawn","request_id":"req_…"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactUpdateBody {
+    /// What changed.
+    pub change: ContactChange,
+    /// The request concerned (`withdrawn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Body of a [`EnvelopeKind::ContactResponse`] envelope (JSON).

@@ -4,6 +4,7 @@
 //!
 //! * [`keys`]: the Ed25519 signing key and X25519 (HPKE) encryption key of an agent,
 //!   [`AgentId`] and [`Fingerprint`].
+//! * [`peer`]: [`PeerId`], the id of any peer (native or not), and the [`Protocol`]s we speak.
 //! * [`card`]: the self-signed [`AgentCard`] an agent publishes.
 //! * [`record`]: the signed, expiring [`PeerRecord`] that bootstrap nodes and gossip pass on.
 //! * [`rotation`]: the [`RotationStatement`] chain that keeps an agent id across key rotations.
@@ -30,6 +31,7 @@ pub mod canonical;
 pub mod card;
 pub mod envelope;
 pub mod keys;
+pub mod peer;
 pub mod record;
 pub mod rotation;
 pub mod time;
@@ -37,6 +39,7 @@ pub mod time;
 pub use card::{AgentCard, CardError};
 pub use envelope::{DeliveryReceipt, Envelope, EnvelopeKind, OpenError, VerifyError};
 pub use keys::{AgentId, Fingerprint, Identity, PublicKeys};
+pub use peer::{ParsePeerIdError, PeerId, Protocol};
 pub use record::{PeerRecord, RecordError};
 pub use rotation::{RotationError, RotationStatement};
 

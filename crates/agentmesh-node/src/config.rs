@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address the peer API binds. Default `127.0.0.1:8787`; bind a public address only on purpose.
-    pub listen: SocketAddr,
+    /// Address the peer API binds. Default: the address of the endpoint when that is a loopback
+    /// `http://` URL (so `init --endpoint http://127.0.0.1:18787` then `up` just works), else
+    /// `127.0.0.1:8787`; bind a public address only on purpose. See [`Config::listen_addr`].
+    pub listen: Option<SocketAddr>,
     /// Public base URL advertised in the agent card; default `http://<listen>`.
     pub endpoint: Option<String>,
     /// How far an envelope's `sent_at` may be from our clock, seconds. Default 300.
@@ -51,6 +53,10 @@ pub struct Config {
     /// Most incoming contact requests waiting for the owner; more are refused with 429 until
     /// some are approved or rejected. Default 1,000.
     pub max_pending_requests: u32,
+    /// An incoming contact request not answered within this many seconds expires: it is closed
+    /// as `expired` and the requester told (as a rejection). `0` keeps them until answered.
+    /// Default 604,800 (seven days).
+    pub contact_request_ttl_secs: u64,
     /// Time a client has to send a request's headers, seconds; a client that trickles bytes or
     /// idles on a kept-alive connection is cut off. Default 10.
     pub header_read_timeout_secs: u64,
@@ -109,7 +115,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            listen: None,
             endpoint: None,
             freshness_window_secs: 300,
             message_ttl_secs: 86_400,
@@ -126,6 +132,7 @@ impl Default for Config {
             max_text_bytes: 192 * 1024,
             max_response_bytes: 4 * 1024 * 1024,
             max_pending_requests: 1_000,
+            contact_request_ttl_secs: 7 * 86_400,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 10,
             max_header_bytes: 16 * 1024,
@@ -152,18 +159,38 @@ impl Default for Config {
     }
 }
 
+/// A setting that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// The peer API's address when nothing else decides it.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8787);
+
 impl Config {
+    /// The address the peer API binds: `listen` when set, else the address of `endpoint` when it
+    /// is an `http://` URL on a loopback IP (nothing else could serve it), else 127.0.0.1:8787.
+    pub fn listen_addr(&self, endpoint: Option<&str>) -> SocketAddr {
+        self.listen.or_else(|| endpoint.and_then(loopback_http_addr)).unwrap_or(DEFAULT_LISTEN)
+    }
+
     /// Defaults, then `config_path` if it exists, then the environment.
+    ///
+    /// Errors: the file cannot be read; [`ConfigError`] when it (or `AGENTMESH_LISTEN`) does not
+    /// parse.
     pub fn load(config_path: &Path) -> Result<Self> {
         let mut config = if config_path.exists() {
             let text =
                 std::fs::read_to_string(config_path).with_context(|| format!("reading {}", config_path.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?
+            toml::from_str(&text)
+                .map_err(|e| ConfigError(format!("{}: {}", config_path.display(), e.message().trim())))?
         } else {
             Config::default()
         };
         if let Ok(listen) = std::env::var("AGENTMESH_LISTEN") {
-            config.listen = listen.parse().with_context(|| format!("AGENTMESH_LISTEN={listen:?} is not an address"))?;
+            config.listen = Some(
+                listen.parse().map_err(|_| ConfigError(format!("AGENTMESH_LISTEN={listen:?} is not an address")))?,
+            );
         }
         if let Ok(endpoint) = std::env::var("AGENTMESH_ENDPOINT") {
             config.endpoint = Some(endpoint);
@@ -175,6 +202,23 @@ impl Config {
     }
 }
 
+/// The socket address of an `http://` URL whose host is a loopback IP (`localhost` too).
+pub(crate) fn loopback_http_addr(url: &str) -> Option<SocketAddr> {
+    let rest = url.trim().strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse::<u16>().ok()?),
+        _ => (authority, 80),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = if host.eq_ignore_ascii_case("localhost") {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        host.parse().ok()?
+    };
+    ip.is_loopback().then_some(SocketAddr::new(ip, port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,9 +226,26 @@ mod tests {
     #[test]
     fn toml_overrides_defaults_and_rejects_unknown_keys() {
         let c: Config = toml::from_str("listen = \"127.0.0.1:9000\"\nmax_attempts = 3\n").expect("parse");
-        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.listen.map(|l| l.port()), Some(9000));
         assert_eq!(c.max_attempts, 3);
         assert_eq!(c.freshness_window_secs, 300);
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::*;
+
+    #[test]
+    fn regression_init_endpoint_on_loopback_decides_where_up_listens() {
+        let c = Config::default();
+        assert_eq!(c.listen_addr(Some("http://127.0.0.1:18787")), "127.0.0.1:18787".parse().expect("addr"));
+        assert_eq!(c.listen_addr(Some("http://localhost:18788/")), "127.0.0.1:18788".parse().expect("addr"));
+        assert_eq!(c.listen_addr(Some("http://10.0.0.5:8787")), DEFAULT_LISTEN, "not ours to bind");
+        assert_eq!(c.listen_addr(Some("https://127.0.0.1:443")), DEFAULT_LISTEN, "TLS is a proxy's job");
+        assert_eq!(c.listen_addr(None), DEFAULT_LISTEN);
+        let explicit = Config { listen: Some("127.0.0.1:9000".parse().expect("addr")), ..Config::default() };
+        assert_eq!(explicit.listen_addr(Some("http://127.0.0.1:18787")).port(), 9000);
     }
 }

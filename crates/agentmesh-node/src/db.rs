@@ -11,12 +11,12 @@ use std::thread::JoinHandle;
 use agentmesh_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ApiError;
+use crate::error::Error;
 
 /// Most closures committed together.
-pub const MAX_GROUP: usize = 256;
+pub(crate) const MAX_GROUP: usize = 256;
 /// Closures waiting for the thread, at most (senders wait when it is full).
-pub const QUEUE: usize = 1024;
+pub(crate) const QUEUE: usize = 1024;
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
 type Job = Box<dyn FnOnce(&Store) -> Reply + Send>;
@@ -27,46 +27,45 @@ enum Request {
 }
 
 /// Handle to the database thread.
-pub struct Db {
+pub(crate) struct Db {
     tx: mpsc::Sender<Request>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Db {
     /// Moves `store` onto its own thread.
-    pub fn spawn(store: Store) -> std::io::Result<Self> {
+    pub(crate) fn spawn(store: Store) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let thread = std::thread::Builder::new().name("agentmesh-db".into()).spawn(move || serve(store, rx))?;
         Ok(Db { tx, thread: std::sync::Mutex::new(Some(thread)) })
     }
 
     /// Runs `f` atomically on the database thread; resolves after its group has committed.
+    /// When `f` fails, its writes are rolled back (and only its own).
     ///
-    /// Errors: `internal` when SQLite fails (the closure's writes are rolled back) or the thread
-    /// has stopped.
-    pub async fn run<T, F>(&self, f: F) -> Result<T, ApiError>
+    /// Errors: whatever `f` returns; `internal` when SQLite fails or the thread has stopped.
+    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&Store) -> agentmesh_store::Result<T> + Send + 'static,
+        F: FnOnce(&Store) -> Result<T, Error> + Send + 'static,
     {
-        let (reply_tx, reply_rx) = oneshot::channel::<Result<T, ApiError>>();
+        let (reply_tx, reply_rx) = oneshot::channel::<Result<T, Error>>();
         let job: Job = Box::new(move |store: &Store| {
             let result = store.atomic(f);
             Box::new(move |committed: bool| {
                 let result = match result {
-                    Ok(_) if !committed => Err(ApiError::internal("the database could not commit")),
-                    Ok(v) => Ok(v),
-                    Err(e) => Err(ApiError::from(e)),
+                    Ok(_) if !committed => Err(Error::internal("the database could not commit")),
+                    other => other,
                 };
                 let _ = reply_tx.send(result);
             })
         });
-        self.tx.send(Request::Run(job)).await.map_err(|_| ApiError::internal("the database thread has stopped"))?;
-        reply_rx.await.map_err(|_| ApiError::internal("the database thread has stopped"))?
+        self.tx.send(Request::Run(job)).await.map_err(|_| Error::internal("the database thread has stopped"))?;
+        reply_rx.await.map_err(|_| Error::internal("the database thread has stopped"))?
     }
 
     /// Finishes queued work, checkpoints the WAL and stops the thread.
-    pub async fn close(&self) -> Result<(), StoreError> {
+    pub(crate) async fn close(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Request::Close(tx)).await.is_ok() {
             rx.await.unwrap_or(Ok(()))?;

@@ -8,9 +8,11 @@
 
 use std::time::Duration;
 
+use agentmesh_api::TrustState;
+use agentmesh_api::control::Recorded;
 use agentmesh_core::time::now_ms;
-use agentmesh_core::{AgentCard, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE, PublicKeys};
-use agentmesh_store::{Peer, Store, Trust};
+use agentmesh_core::{AgentCard, AgentId, PROTOCOL_AGENT_MESH_V1, PeerId, Protocol, PublicKeys};
+use agentmesh_store::{Peer, Store};
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 use serde_json::Value;
@@ -30,8 +32,8 @@ pub struct Found {
     pub name: String,
     /// The base URL probed.
     pub endpoint: String,
-    /// `agentmesh/1` or `openclaw-agent-mesh/v1`.
-    pub protocol: String,
+    /// The protocol it speaks.
+    pub protocol: Protocol,
     /// Fingerprint as the card states it.
     pub fingerprint: String,
     /// Whether the card (or V1 document) verified: self-signature, id and fingerprint derived
@@ -68,7 +70,7 @@ pub async fn probe(http: &reqwest::Client, base: &str, timeout: Duration) -> Res
             agent_id: card.agent_id.to_string(),
             name: card.name.clone(),
             endpoint: base.to_owned(),
-            protocol: PROTOCOL_NATIVE.into(),
+            protocol: Protocol::Native,
             fingerprint: card.fingerprint.to_string(),
             signature_valid: verdict.is_ok(),
             problem: verdict.err().map(|e| e.to_string()),
@@ -88,87 +90,88 @@ pub async fn probe(http: &reqwest::Client, base: &str, timeout: Duration) -> Res
         agent_id: agent.agent_id.clone(),
         name: agent.display_name.clone(),
         endpoint: base.to_owned(),
-        protocol: PROTOCOL_AGENT_MESH_V1.into(),
+        protocol: Protocol::AgentMeshV1,
         fingerprint: agent.fingerprint.clone(),
         signature_valid: verdict.is_ok(),
-        problem: verdict.err().map(|e| e.message),
+        problem: verdict.err().map(|e| e.to_string()),
         document: serde_json::to_value(&agent).unwrap_or(Value::Null),
     }))
 }
 
-/// A `discovered` peer row for a native agent whose `card` verified to `keys`, reached at `endpoint`.
-pub fn native_peer(card: &AgentCard, keys: &PublicKeys, endpoint: &str, now: i64) -> Peer {
+fn peer_row(agent_id: PeerId, name: &str, protocol: Protocol, endpoint: &str, now: i64) -> Peer {
     Peer {
-        agent_id: card.agent_id.to_string(),
-        name: card.name.clone(),
-        protocol: PROTOCOL_NATIVE.into(),
+        agent_id,
+        name: name.to_owned(),
+        protocol,
         endpoint: endpoint.to_owned(),
+        ed25519: [0; 32],
+        x25519: None,
+        fingerprint: String::new(),
+        card: None,
+        capabilities: Vec::new(),
+        trust: TrustState::Discovered,
+        trust_reason: None,
+        trust_via: None,
+        trust_mutual: None,
+        first_seen: now,
+        last_seen: now,
+        alias: None,
+        prev_ed25519: None,
+        prev_until: None,
+    }
+}
+
+/// A `discovered` peer row for a native agent whose `card` verified to `keys`, reached at `endpoint`.
+pub(crate) fn native_peer(card: &AgentCard, keys: &PublicKeys, endpoint: &str, now: i64) -> Peer {
+    Peer {
         ed25519: keys.ed25519.to_bytes(),
         x25519: Some(keys.x25519),
         fingerprint: card.fingerprint.to_string(),
         card: serde_json::to_string(card).ok(),
-        trust: Trust::Discovered,
-        first_seen: now,
-        last_seen: now,
-        alias: None,
-        prev_ed25519: None,
-        prev_until: None,
+        capabilities: card.capabilities.clone(),
+        ..peer_row(PeerId::from(card.agent_id), &card.name, Protocol::Native, endpoint, now)
     }
 }
 
-/// A `discovered` peer row for an Agent Mesh V1 agent whose document validated to `key`.
-pub fn v1_peer(agent: &V1Agent, key: &VerifyingKey, endpoint: &str, now: i64) -> Peer {
+/// A `discovered` peer row for an Agent Mesh V1 agent whose document validated to `id` and `key`.
+pub(crate) fn v1_peer(agent: &V1Agent, id: PeerId, key: &VerifyingKey, endpoint: &str, now: i64) -> Peer {
     Peer {
-        agent_id: agent.agent_id.clone(),
-        name: agent.display_name.clone(),
-        protocol: PROTOCOL_AGENT_MESH_V1.into(),
-        endpoint: endpoint.to_owned(),
         ed25519: key.to_bytes(),
-        x25519: None,
         fingerprint: agent.fingerprint.clone(),
         card: serde_json::to_string(agent).ok(),
-        trust: Trust::Discovered,
-        first_seen: now,
-        last_seen: now,
-        alias: None,
-        prev_ed25519: None,
-        prev_until: None,
+        ..peer_row(id, &agent.display_name, Protocol::AgentMeshV1, endpoint, now)
     }
-}
-
-/// What recording a find did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Recorded {
-    /// A new peer, stored as `discovered`.
-    New,
-    /// A known peer with the same key: only its last-seen time changes (trust, endpoint and
-    /// pin stay as the owner left them).
-    Refreshed,
-    /// Not stored: the document does not verify, or the id is pinned to another key.
-    Refused,
 }
 
 /// Verifies a find again (the caller may be another process) and stores it as discovered.
-pub fn record(store: &Store, found: &Found) -> agentmesh_store::Result<Recorded> {
+/// `me` is our own id: a scan that reaches ourselves records nothing.
+pub fn record(
+    store: &Store,
+    protocol: Protocol,
+    endpoint: &str,
+    document: &Value,
+    me: AgentId,
+) -> agentmesh_store::Result<Recorded> {
     let now = now_ms() as i64;
-    let peer = match found.protocol.as_str() {
-        PROTOCOL_NATIVE => {
-            let Ok(card) = serde_json::from_value::<AgentCard>(found.document.clone()) else {
+    let peer = match protocol {
+        Protocol::AgentMeshV1 => {
+            let Ok(agent) = serde_json::from_value::<V1Agent>(document.clone()) else {
+                return Ok(Recorded::Refused);
+            };
+            let Ok((id, key)) = agent.validate() else { return Ok(Recorded::Refused) };
+            v1_peer(&agent, id, &key, endpoint, now)
+        }
+        _ => {
+            let Ok(card) = serde_json::from_value::<AgentCard>(document.clone()) else {
                 return Ok(Recorded::Refused);
             };
             let Ok(keys) = card.verify() else { return Ok(Recorded::Refused) };
-            native_peer(&card, &keys, &found.endpoint, now)
+            native_peer(&card, &keys, endpoint, now)
         }
-        PROTOCOL_AGENT_MESH_V1 => {
-            let Ok(agent) = serde_json::from_value::<V1Agent>(found.document.clone()) else {
-                return Ok(Recorded::Refused);
-            };
-            let Ok(key) = agent.validate() else { return Ok(Recorded::Refused) };
-            v1_peer(&agent, &key, &found.endpoint, now)
-        }
-        _ => return Ok(Recorded::Refused),
     };
+    if peer.agent_id == me {
+        return Ok(Recorded::Refused);
+    }
     match store.peer(&peer.agent_id)? {
         Some(known) if known.ed25519 == peer.ed25519 => {
             store.touch_peer(&peer.agent_id, now)?;

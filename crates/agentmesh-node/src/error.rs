@@ -1,85 +1,312 @@
-//! The one HTTP error type of both APIs: a status, a stable machine code and a human message,
-//! rendered as `{"error":{"code":"stale_timestamp","message":"…"}}`.
+//! Errors: the domain error every service returns ([`Error`]), and the one HTTP error
+//! ([`ApiError`]) built from it at the edge, rendered as
+//! `{"error":{"code":"stale_timestamp","message":"…"}}` with the status of the README's tables.
 
+use agentmesh_api::{ErrorBody, ErrorCode, ErrorDetail, MismatchDirection};
+use agentmesh_core::PeerId;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
-/// An API error. `code` values are listed in the README's error table.
-#[derive(Debug, Clone)]
+/// Why a service refused or failed. Each variant maps to one [`ErrorCode`] and one HTTP status
+/// ([`Error::code`], [`Error::status`]); the message is for a person and never holds secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Something sent is out of shape (400); `code` names what (`malformed`, `malformed_body`,
+    /// `invalid_card`, `wrong_route`, `invalid_url`, `empty_message`, the V1 `invalid_*` codes, …).
+    #[error("{message}")]
+    Invalid {
+        /// Which check failed.
+        code: ErrorCode,
+        /// What was wrong.
+        message: String,
+    },
+    /// A body, batch or text over its limit (413).
+    #[error("{what} exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// What was too large ("request body", "message text", …).
+        what: &'static str,
+        /// The limit, bytes.
+        limit: usize,
+    },
+    /// The body was not sent as JSON (415).
+    #[error("send the body as Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// The body did not arrive in time (408).
+    #[error("the request body did not arrive within {secs} s")]
+    RequestTimeout {
+        /// The allowance, seconds.
+        secs: u64,
+    },
+    /// The Ed25519 signature does not verify (401).
+    #[error("{0}")]
+    BadSignature(String),
+    /// `sent_at` is outside the freshness window (400); the answer carries our clock.
+    #[error("sent_at is {} s from our clock; the window is ±{window_secs} s", skew_ms.unsigned_abs() / 1000)]
+    StaleTimestamp {
+        /// Our clock minus theirs, ms.
+        skew_ms: i64,
+        /// The window, seconds.
+        window_secs: u64,
+        /// Our clock, ms.
+        now: u64,
+    },
+    /// The envelope's `expires_at` has passed (400).
+    #[error("the envelope's expires_at has passed")]
+    Expired,
+    /// Addressed to another agent (400).
+    #[error("this node is {me}, not {to}")]
+    WrongRecipient {
+        /// Us.
+        me: String,
+        /// Whom it named.
+        to: String,
+    },
+    /// The body does not decrypt with our key (400).
+    #[error("the body could not be decrypted with this agent's key")]
+    Undecryptable,
+    /// An answer or update about a request we never had (400).
+    #[error("no contact request {request_id} with this agent")]
+    UnknownRequest {
+        /// The request named.
+        request_id: String,
+    },
+    /// A contact request with this id exists (409).
+    #[error("a contact request with this id exists")]
+    DuplicateRequest,
+    /// The sender may not send this (403): `unknown_sender`, `untrusted_sender`, `blocked_sender`.
+    #[error("{message}")]
+    Refused {
+        /// Which refusal.
+        code: ErrorCode,
+        /// Why, for the sender.
+        message: String,
+    },
+    /// The peer presents a key other than the one pinned (403 inbound, 409 outbound).
+    #[error("{}", key_mismatch_message(peer, *direction))]
+    KeyMismatch {
+        /// The peer.
+        peer: PeerId,
+        /// Who presented it.
+        direction: MismatchDirection,
+    },
+    /// The peer presents a key it rotated away from (403 inbound, 409 outbound).
+    #[error("{peer} presents a key it has rotated away from")]
+    SupersededKey {
+        /// The peer.
+        peer: PeerId,
+        /// Who presented it.
+        direction: MismatchDirection,
+    },
+    /// Over a rate limit (429).
+    #[error("too many {what}; retry in {retry_after} s")]
+    RateLimited {
+        /// What was limited.
+        what: &'static str,
+        /// Whole seconds until a request is allowed.
+        retry_after: u64,
+    },
+    /// Our owner has too many contact requests to answer (429).
+    #[error("this agent has {limit} contact requests waiting for its owner; try again later")]
+    TooManyPending {
+        /// The cap.
+        limit: u32,
+    },
+    /// Missing or wrong control token (401).
+    #[error("missing or wrong control token")]
+    Unauthorized,
+    /// No such route, request, message or peer (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A peer reference that fits several peers (409).
+    #[error("{query:?} fits {}: give more of the agent id", candidates.join(", "))]
+    AmbiguousPeer {
+        /// What was given.
+        query: String,
+        /// `name (id)` of each.
+        candidates: Vec<String>,
+    },
+    /// The action does not fit where things stand (409): `not_trusted` (403), `blocked`,
+    /// `not_blocked`, `already_decided`, `outgoing_request`, `incoming_request`, `not_failed`,
+    /// `fingerprint_mismatch`, `invalid_alias`.
+    #[error("{message}")]
+    Conflict {
+        /// Which conflict.
+        code: ErrorCode,
+        /// What to do about it.
+        message: String,
+    },
+    /// A remote agent or registry failed us (502): `peer_unreachable`, `not_an_agent`,
+    /// `invalid_card`, `agent_id_mismatch`.
+    #[error("{message}")]
+    Upstream {
+        /// Which failure.
+        code: ErrorCode,
+        /// What happened.
+        message: String,
+    },
+    /// Storage or another internal failure (500); the cause is logged, not returned.
+    #[error("internal error; see the node's log")]
+    Internal,
+}
+
+fn key_mismatch_message(peer: &PeerId, direction: MismatchDirection) -> String {
+    match direction {
+        MismatchDirection::Inbound => format!(
+            "{peer} presented a key other than the one pinned for it; refused until the owner checks the new \
+             fingerprint and runs `agentmesh repin`"
+        ),
+        MismatchDirection::Outbound => format!(
+            "{peer} now presents a key other than the one pinned for it; nothing was sent. Check the new \
+             fingerprint with its owner (`agentmesh status` lists it), then run `agentmesh repin {peer} --fingerprint <sha256:…>`"
+        ),
+    }
+}
+
+impl Error {
+    /// A 400 with `code`.
+    pub fn invalid(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error::Invalid { code, message: message.into() }
+    }
+
+    /// A 400 `malformed`.
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Error::invalid(ErrorCode::Malformed, message)
+    }
+
+    /// A 409 (403 for `not_trusted`) with `code`.
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error::Conflict { code, message: message.into() }
+    }
+
+    /// A 403 refusal of the sender.
+    pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error::Refused { code, message: message.into() }
+    }
+
+    /// A 502 with `code`.
+    pub fn upstream(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error::Upstream { code, message: message.into() }
+    }
+
+    /// A 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::NotFound(message.into())
+    }
+
+    /// A 500; logs `cause`, which never reaches the caller.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Error::Internal
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Invalid { code, .. }
+            | Error::Refused { code, .. }
+            | Error::Conflict { code, .. }
+            | Error::Upstream { code, .. } => *code,
+            Error::TooLarge { .. } => ErrorCode::TooLarge,
+            Error::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Error::RequestTimeout { .. } => ErrorCode::RequestTimeout,
+            Error::BadSignature(_) => ErrorCode::BadSignature,
+            Error::StaleTimestamp { .. } => ErrorCode::StaleTimestamp,
+            Error::Expired => ErrorCode::Expired,
+            Error::WrongRecipient { .. } => ErrorCode::WrongRecipient,
+            Error::Undecryptable => ErrorCode::Undecryptable,
+            Error::UnknownRequest { .. } => ErrorCode::UnknownRequest,
+            Error::DuplicateRequest => ErrorCode::DuplicateRequest,
+            Error::KeyMismatch { .. } => ErrorCode::KeyMismatch,
+            Error::SupersededKey { .. } => ErrorCode::SupersededKey,
+            Error::RateLimited { .. } => ErrorCode::RateLimited,
+            Error::TooManyPending { .. } => ErrorCode::TooManyPendingRequests,
+            Error::Unauthorized => ErrorCode::Unauthorized,
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::AmbiguousPeer { .. } => ErrorCode::AmbiguousPeer,
+            Error::Internal => ErrorCode::Internal,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Invalid { .. }
+            | Error::StaleTimestamp { .. }
+            | Error::Expired
+            | Error::WrongRecipient { .. }
+            | Error::Undecryptable
+            | Error::UnknownRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::BadSignature(_) | Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Refused { .. } => StatusCode::FORBIDDEN,
+            Error::KeyMismatch { direction, .. } | Error::SupersededKey { direction, .. } => match direction {
+                MismatchDirection::Inbound => StatusCode::FORBIDDEN,
+                MismatchDirection::Outbound => StatusCode::CONFLICT,
+            },
+            Error::DuplicateRequest | Error::AmbiguousPeer { .. } => StatusCode::CONFLICT,
+            Error::Conflict { code: ErrorCode::NotTrusted, .. } => StatusCode::FORBIDDEN,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::RateLimited { .. } | Error::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<agentmesh_store::StoreError> for Error {
+    fn from(e: agentmesh_store::StoreError) -> Self {
+        Error::internal(e)
+    }
+}
+
+/// The HTTP form of an [`Error`]: status, code, message and, for 429, `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
-    /// Stable machine-readable code, e.g. `bad_signature`.
-    pub code: &'static str,
-    /// Human-readable explanation; never contains secrets or internals.
+    /// Stable code.
+    pub code: ErrorCode,
+    /// One line for a person.
     pub message: String,
-    /// For 429: whole seconds until a new request would be allowed (`Retry-After`).
+    /// 429: whole seconds until a request is allowed again.
     pub retry_after: Option<u64>,
+    /// `stale_timestamp`: our clock, ms.
+    pub now: Option<u64>,
 }
 
 impl ApiError {
-    /// An error with any status.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after: None }
-    }
-    /// 400.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-    /// 401 `bad_signature`.
-    pub fn bad_signature(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "bad_signature", message)
-    }
-    /// 403.
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, code, message)
-    }
-    /// 404 `not_found`.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-    /// 409.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
-    }
-    /// 413 `too_large`.
-    pub fn too_large(limit: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request body exceeds {limit} bytes"))
-    }
-    /// 429 `too_many_pending_requests`: the owner has `limit` contact requests to answer first.
-    pub fn too_many_pending(limit: u32) -> Self {
-        Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_pending_requests",
-            format!("this agent has {limit} contact requests waiting for its owner; try again later"),
-        )
-    }
-    /// 500 `internal`; the cause is logged, not returned.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the node's log")
+    /// The JSON body.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody { error: self.detail() }
     }
 
-    /// 429 `rate_limited`, allowed again after `retry_after` whole seconds.
-    pub fn rate_limited(what: &str, retry_after: u64) -> Self {
-        ApiError {
-            retry_after: Some(retry_after),
-            ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many {what}; retry in {retry_after} s"),
-            )
+    /// The inside of the body (also used per envelope in batch answers).
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code.as_str().to_owned(),
+            message: self.message.clone(),
+            retry_after: self.retry_after,
+            now: self.now,
         }
     }
+}
 
-    /// The JSON body (`retry_after` included when set).
-    pub fn body(&self) -> serde_json::Value {
-        match self.retry_after {
-            Some(secs) => json!({"error": {"code": self.code, "message": self.message, "retry_after": secs}}),
-            None => json!({"error": {"code": self.code, "message": self.message}}),
-        }
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let retry_after = match &e {
+            Error::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        let now = match &e {
+            Error::StaleTimestamp { now, .. } => Some(*now),
+            _ => None,
+        };
+        ApiError { status: e.status(), code: e.code(), message: e.to_string(), retry_after, now }
     }
 }
 
@@ -89,22 +316,22 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-impl From<agentmesh_store::StoreError> for ApiError {
-    fn from(e: agentmesh_store::StoreError) -> Self {
-        ApiError::internal(e)
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if self.status == StatusCode::UNAUTHORIZED && self.code == "unauthorized" {
+        if self.code == ErrorCode::Unauthorized {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
     }
 }
 
@@ -115,15 +342,16 @@ const DRAIN_MAX: usize = 1024 * 1024;
 /// Reads a request body up to `limit` bytes within `timeout`, requiring a JSON content type.
 ///
 /// Errors: 415 `unsupported_media_type` without `Content-Type: application/json`; 413
-/// `too_large` over the limit (the rest of the body, up to 1 MiB, is read and dropped first so the
-/// client sees the answer); 408 `request_timeout` when the body does not arrive in time; 400
-/// `malformed` when the connection breaks mid-body.
-pub async fn read_json_body(
+/// `too_large` over the limit (reported as `what`; the rest of the body, up to 1 MiB, is read and
+/// dropped first so the client sees the answer); 408 `request_timeout` when the body does not
+/// arrive in time; 400 `malformed` when the connection breaks mid-body.
+pub(crate) async fn read_json_body(
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
     limit: usize,
+    what: &'static str,
     timeout: std::time::Duration,
-) -> Result<bytes::Bytes, ApiError> {
+) -> Result<bytes::Bytes, Error> {
     use http_body_util::BodyExt as _;
 
     let is_json = headers
@@ -131,11 +359,7 @@ pub async fn read_json_body(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
     if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as Content-Type: application/json",
-        ));
+        return Err(Error::UnsupportedMediaType);
     }
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
@@ -147,18 +371,10 @@ pub async fn read_json_body(
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) if over => break,
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    format!("the request body did not arrive within {} s", timeout.as_secs()),
-                ));
-            }
+            Err(_) => return Err(Error::RequestTimeout { secs: timeout.as_secs() }),
             Ok(None) => break,
             Ok(Some(Err(_))) if over => break,
-            Ok(Some(Err(_))) => {
-                return Err(ApiError::bad_request("malformed", "request body could not be read (truncated?)"));
-            }
+            Ok(Some(Err(_))) => return Err(Error::malformed("request body could not be read (truncated?)")),
             Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else { continue };
@@ -176,7 +392,7 @@ pub async fn read_json_body(
         }
     }
     if over {
-        return Err(ApiError::too_large(limit));
+        return Err(Error::TooLarge { what, limit });
     }
     Ok(bytes::Bytes::from(buf))
 }

@@ -1,4 +1,5 @@
-//! Harnesses shared by the cargo-fuzz targets in `fuzz/` and the corpus regression tests.
+//! Harnesses shared by the cargo-fuzz targets in `fuzz/` and the corpus regression tests
+//! (feature `fuzzing`; not part of the node's API otherwise).
 //!
 //! Each `check_*` function takes arbitrary bytes, runs one parser or handler on them, and panics
 //! only when an invariant breaks (a crash, a 500, a non-JSON error, a round trip that changes the
@@ -8,9 +9,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use agentmesh_api::TrustState;
 use agentmesh_core::envelope::{APPLICATION_JSON, ContactRequestBody, Draft, TEXT_PLAIN};
-use agentmesh_core::{AgentCard, Envelope, EnvelopeKind, Identity, PROTOCOL_NATIVE, canonical};
-use agentmesh_store::{Peer, Store, Trust};
+use agentmesh_core::{AgentCard, Envelope, EnvelopeKind, Identity, PeerId, canonical};
+use agentmesh_store::Store;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -90,7 +92,7 @@ pub struct PeerApiHarness {
 }
 
 /// Routes the fuzzer picks from with the first input byte.
-pub const ROUTES: [&str; 12] = [
+pub const ROUTES: [&str; 13] = [
     "/v1/card",
     "/v1/gossip/announce",
     "/v1/gossip/peers",
@@ -103,6 +105,7 @@ pub const ROUTES: [&str; 12] = [
     "/agent-mesh/contact-request",
     "/agent-mesh/message",
     "/agent-mesh/discovery",
+    "/v1/contact-update",
 ];
 
 impl PeerApiHarness {
@@ -115,25 +118,9 @@ impl PeerApiHarness {
             let contact = contact_identity();
             let card = AgentCard::new(&contact, "contact", vec!["http://127.0.0.1:9".into()], vec![], vec![], 1);
             let keys = contact.public();
-            store
-                .upsert_peer(&Peer {
-                    agent_id: contact.agent_id().to_string(),
-                    name: "contact".into(),
-                    protocol: PROTOCOL_NATIVE.into(),
-                    endpoint: "http://127.0.0.1:9".into(),
-                    ed25519: keys.ed25519.to_bytes(),
-                    x25519: Some(keys.x25519),
-                    fingerprint: contact.fingerprint().to_string(),
-                    card: serde_json::to_string(&card).ok(),
-                    trust: Trust::Trusted,
-                    first_seen: 1,
-                    last_seen: 1,
-                    alias: None,
-                    prev_ed25519: None,
-                    prev_until: None,
-                })
-                .expect("contact stored");
-            store.set_trust(&contact.agent_id().to_string(), Trust::Trusted).expect("trusted");
+            let peer = crate::discovery::native_peer(&card, keys, "http://127.0.0.1:9", 1);
+            store.upsert_peer(&peer).expect("contact stored");
+            store.set_trust(&PeerId::from(contact.agent_id()), TrustState::Trusted, None).expect("trusted");
             let identity = node_identity();
             let card = AgentCard::new(&identity, "node", vec!["http://127.0.0.1:8".into()], vec![], vec![], 1);
             let config = Config {

@@ -26,8 +26,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentmesh_api::{ErrorCode, Source};
 use agentmesh_core::time::now_ms;
-use agentmesh_core::{PROTOCOL_NATIVE, PeerRecord};
+use agentmesh_core::{PeerId, PeerRecord, Protocol};
 use agentmesh_store::{DirectoryEntry, Store};
 use axum::Router;
 use axum::body::Body;
@@ -39,7 +40,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{ApiError, read_json_body};
+use crate::error::{Error, read_json_body};
 use crate::{Node, net};
 
 /// Records in an answer from an ordinary node.
@@ -52,7 +53,7 @@ const MAX_REPLY_BYTES: usize = 2 * 1024 * 1024;
 const MAX_INGEST: usize = 1_000;
 
 /// The gossip routes, merged into the peer API.
-pub fn router() -> Router<Arc<Node>> {
+pub(crate) fn router() -> Router<Arc<Node>> {
     Router::new().route("/v1/gossip/announce", post(announce)).route("/v1/gossip/peers", get(peers))
 }
 
@@ -62,19 +63,20 @@ async fn announce(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(e) = node.limits.other_from_ip(remote.ip()) {
+    if let Err(e) = node.limits().other_from_ip(remote.ip()) {
         return e.into_response();
     }
-    let bytes = match read_json_body(&headers, body, node.config.max_contact_request_bytes, node.body_timeout()).await {
+    let limit = node.config().max_contact_request_bytes;
+    let bytes = match read_json_body(&headers, body, limit, "request body", node.body_timeout()).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
     let record: PeerRecord = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
-        Err(e) => return ApiError::bad_request("malformed", format!("not a peer record: {e}")).into_response(),
+        Err(e) => return Error::malformed(format!("not a peer record: {e}")).into_response(),
     };
-    let announcer = record.card.agent_id.to_string();
-    match ingest(&node, vec![record], "gossip").await {
+    let announcer = PeerId::from(record.card.agent_id);
+    match ingest(&node, vec![record], Source::Gossip).await {
         Ok(mut results) => {
             if let Some(Err(e)) = results.pop() {
                 return e.into_response();
@@ -86,16 +88,16 @@ async fn announce(
 }
 
 async fn peers(State(node): State<Arc<Node>>, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
-    if let Err(e) = node.limits.other_from_ip(remote.ip()) {
+    if let Err(e) = node.limits().other_from_ip(remote.ip()) {
         return e.into_response();
     }
     reply(&node, None).await
 }
 
 /// `{"peers":[…]}`: unexpired records, most recently seen first, without `exclude`'s.
-async fn reply(node: &Arc<Node>, exclude: Option<String>) -> Response {
-    let limit = if node.config.bootstrap_mode { BOOTSTRAP_REPLY_RECORDS } else { REPLY_RECORDS };
-    let entries = node.db(move |s| s.directory(now_ms() as i64, None, &[], limit + 1)).await;
+async fn reply(node: &Arc<Node>, exclude: Option<PeerId>) -> Response {
+    let limit = if node.config().bootstrap_mode { BOOTSTRAP_REPLY_RECORDS } else { REPLY_RECORDS };
+    let entries = node.db(move |s| Ok(s.directory(now_ms() as i64, None, &[], limit + 1)?)).await;
     let entries = match entries {
         Ok(e) => e,
         Err(e) => return e.into_response(),
@@ -116,11 +118,11 @@ async fn reply(node: &Arc<Node>, exclude: Option<String>) -> Response {
 
 /// Our signed record, re-signed only when half its validity has passed or our keys rotated, so
 /// receivers see (and skip re-verifying) the same record until then.
-pub fn own_record(node: &Node) -> String {
+pub(crate) fn own_record(node: &Node) -> String {
     let keys = node.keys();
     let fingerprint = keys.identity.fingerprint().to_string();
     let ttl_ms =
-        node.config.peer_record_ttl_secs.max(1).saturating_mul(1000).min(agentmesh_core::record::MAX_RECORD_TTL_MS);
+        node.config().peer_record_ttl_secs.max(1).saturating_mul(1000).min(agentmesh_core::record::MAX_RECORD_TTL_MS);
     let now = now_ms();
     let mut cached = node.own_record.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((issued, fp, json)) = cached.as_ref()
@@ -137,27 +139,28 @@ pub fn own_record(node: &Node) -> String {
 
 /// Verifies records and stores the valid ones in the directory under `source`. One result per
 /// record: whether it was new, or why it was refused.
-pub async fn ingest(
+pub(crate) async fn ingest(
     node: &Arc<Node>,
     records: Vec<PeerRecord>,
-    source: &str,
-) -> Result<Vec<Result<bool, ApiError>>, ApiError> {
+    source: Source,
+) -> Result<Vec<Result<bool, Error>>, Error> {
     let now = now_ms();
-    let skew = node.config.freshness_window_secs.saturating_mul(1000);
+    let skew = node.config().freshness_window_secs.saturating_mul(1000);
     let me = node.id();
     // A record identical to the one held was verified when it was stored: skip the signatures.
     let texts: Vec<String> = records.iter().map(|r| serde_json::to_string(r).unwrap_or_default()).collect();
-    let ids: Vec<String> = records.iter().map(|r| r.card.agent_id.to_string()).collect();
+    let ids: Vec<PeerId> = records.iter().map(|r| PeerId::from(r.card.agent_id)).collect();
     let held: Vec<bool> = node
         .db(move |s| {
-            ids.iter()
-                .zip(&texts)
-                .map(|(id, text)| Ok(s.directory_entry(id)?.is_some_and(|e| e.record == *text)))
-                .collect::<agentmesh_store::Result<Vec<bool>>>()
+            let mut out = Vec::with_capacity(ids.len());
+            for (id, text) in ids.iter().zip(&texts) {
+                out.push(s.directory_entry(id)?.is_some_and(|e| e.record == *text));
+            }
+            Ok(out)
         })
         .await?;
     let fresh: Vec<usize> = held.iter().enumerate().filter(|(_, h)| !**h).map(|(i, _)| i).collect();
-    let mut results: Vec<Result<bool, ApiError>> = held.iter().map(|_| Ok(false)).collect();
+    let mut results: Vec<Result<bool, Error>> = held.iter().map(|_| Ok(false)).collect();
     let records: Vec<PeerRecord> =
         records.into_iter().enumerate().filter(|(i, _)| fresh.contains(i)).map(|(_, r)| r).collect();
     // Card and record signatures: CPU work, off the async threads for more than a few.
@@ -167,44 +170,40 @@ pub async fn ingest(
                 .into_iter()
                 .map(|r| {
                     if r.card.agent_id == me {
-                        return Err(ApiError::bad_request("self_record", "that is this agent's own record"));
+                        return Err(Error::invalid(ErrorCode::SelfRecord, "that is this agent's own record"));
                     }
                     let keys =
-                        r.verify(now, skew).map_err(|e| ApiError::bad_request("invalid_record", e.to_string()))?;
+                        r.verify(now, skew).map_err(|e| Error::invalid(ErrorCode::InvalidRecord, e.to_string()))?;
                     let entry = DirectoryEntry {
-                        agent_id: r.card.agent_id.to_string(),
+                        agent_id: PeerId::from(r.card.agent_id),
                         name: r.card.name.clone(),
                         endpoint: r.card.endpoints.first().cloned().unwrap_or_default(),
-                        protocol: PROTOCOL_NATIVE.into(),
+                        protocol: Protocol::Native,
                         fingerprint: r.card.fingerprint.to_string(),
                         ed25519: keys.ed25519.to_bytes(),
                         capabilities: r.card.capabilities.clone(),
-                        record: serde_json::to_string(&r).map_err(ApiError::internal)?,
-                        source: String::new(),
+                        record: serde_json::to_string(&r).map_err(Error::internal)?,
+                        source,
                         first_seen: now as i64,
                         last_seen: now as i64,
                         expires_at: r.expires_at as i64,
                     };
                     if !entry.endpoint.starts_with("http://") && !entry.endpoint.starts_with("https://") {
-                        return Err(ApiError::bad_request("invalid_record", "the card lists no http(s) endpoint"));
+                        return Err(Error::invalid(ErrorCode::InvalidRecord, "the card lists no http(s) endpoint"));
                     }
                     Ok((entry, r.card.key_history()))
                 })
                 .collect::<Vec<_>>()
         })
         .await?;
-    let source = source.to_owned();
-    let cap = node.config.max_directory_peers.max(1);
+    let cap = node.config().max_directory_peers.max(1);
     let stored = node
         .db(move |s| {
             let mut out = Vec::with_capacity(checked.len());
             for item in checked {
                 out.push(match item {
                     Err(e) => Err(e),
-                    Ok((mut entry, history)) => {
-                        entry.source = source.clone();
-                        store_entry(s, entry, &history, cap)?
-                    }
+                    Ok((entry, history)) => store_entry(s, entry, &history, cap)?,
                 });
             }
             Ok(out)
@@ -223,13 +222,13 @@ fn store_entry(
     entry: DirectoryEntry,
     history: &[[u8; 32]],
     cap: usize,
-) -> agentmesh_store::Result<Result<bool, ApiError>> {
+) -> Result<Result<bool, Error>, Error> {
     let known = s.directory_entry(&entry.agent_id)?.map(|e| e.ed25519);
     let pinned = s.peer(&entry.agent_id)?.map(|p| p.ed25519);
     for key in known.iter().chain(pinned.iter()) {
         if *key != entry.ed25519 && !history.contains(key) {
-            return Ok(Err(ApiError::forbidden(
-                "key_mismatch",
+            return Ok(Err(Error::refused(
+                ErrorCode::KeyMismatch,
                 format!("{} is known with another key", entry.agent_id),
             )));
         }
@@ -251,9 +250,14 @@ struct Answer<'a> {
 }
 
 /// Announces `record` to `base` and ingests its answer; returns the ids newly learnt.
-async fn announce_to(node: &Arc<Node>, base: &str, record: &str, source: &str) -> Result<Vec<DirectoryEntry>, String> {
+async fn announce_to(
+    node: &Arc<Node>,
+    base: &str,
+    record: &str,
+    source: Source,
+) -> Result<Vec<DirectoryEntry>, String> {
     let url = format!("{}/v1/gossip/announce", base.trim_end_matches('/'));
-    let (status, body) = net::post_json(&node.http, &url, record.to_owned(), node.config.max_response_bytes)
+    let (status, body) = net::post_json(node.http(), &url, record.to_owned(), node.config().max_response_bytes)
         .await
         .map_err(|e| e.to_string())?;
     if !status.is_success() {
@@ -262,39 +266,45 @@ async fn announce_to(node: &Arc<Node>, base: &str, record: &str, source: &str) -
     let answer: Answer<'_> = serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))?;
     let records: Vec<PeerRecord> =
         answer.peers.iter().take(MAX_INGEST).filter_map(|r| serde_json::from_str(r.get()).ok()).collect();
-    let ids: Vec<String> = records.iter().map(|r| r.card.agent_id.to_string()).collect();
-    let results = ingest(node, records, source).await.map_err(|e| e.message.clone())?;
-    let new_ids: Vec<String> =
+    let ids: Vec<PeerId> = records.iter().map(|r| PeerId::from(r.card.agent_id)).collect();
+    let results = ingest(node, records, source).await.map_err(|e| e.to_string())?;
+    let new_ids: Vec<PeerId> =
         ids.into_iter().zip(results).filter_map(|(id, r)| matches!(r, Ok(true)).then_some(id)).collect();
     let entries = node
-        .db(move |s| new_ids.iter().filter_map(|id| s.directory_entry(id).transpose()).collect::<Result<Vec<_>, _>>())
+        .db(move |s| {
+            let mut out = Vec::new();
+            for id in &new_ids {
+                out.extend(s.directory_entry(id)?);
+            }
+            Ok(out)
+        })
         .await
-        .map_err(|e| e.message.clone())?;
+        .map_err(|e| e.to_string())?;
     Ok(entries)
 }
 
 /// Announces us to the bootstraps every `gossip_interval_secs`, and to up to `gossip_fanout`
 /// newly learnt peers each round, until `shutdown`.
-pub async fn run(node: Arc<Node>, bootstraps: Vec<String>, shutdown: CancellationToken) {
+pub(crate) async fn run(node: Arc<Node>, bootstraps: Vec<String>, shutdown: CancellationToken) {
     if bootstraps.is_empty() {
         return;
     }
-    let interval = Duration::from_secs(node.config.gossip_interval_secs.max(1));
-    let mut announced: HashSet<String> = HashSet::new();
+    let interval = Duration::from_secs(node.config().gossip_interval_secs.max(1));
+    let mut announced: HashSet<PeerId> = HashSet::new();
     loop {
         let record = own_record(&node);
         let mut learnt = Vec::new();
         for base in &bootstraps {
-            match announce_to(&node, base, &record, "bootstrap").await {
+            match announce_to(&node, base, &record, Source::Bootstrap).await {
                 Ok(new) => learnt.extend(new),
                 Err(e) => tracing::warn!(bootstrap = %base, error = %e, "bootstrap announce failed"),
             }
         }
         let fresh: Vec<DirectoryEntry> =
-            learnt.into_iter().filter(|e| !announced.contains(&e.agent_id)).take(node.config.gossip_fanout).collect();
+            learnt.into_iter().filter(|e| !announced.contains(&e.agent_id)).take(node.config().gossip_fanout).collect();
         for entry in fresh {
             announced.insert(entry.agent_id.clone());
-            if let Err(e) = announce_to(&node, &entry.endpoint, &record, "gossip").await {
+            if let Err(e) = announce_to(&node, &entry.endpoint, &record, Source::Gossip).await {
                 tracing::debug!(peer = %entry.agent_id, error = %e, "gossip announce failed");
             }
         }

@@ -23,6 +23,39 @@ use agentmesh_core::{AgentId, Identity, RotationStatement, b64, time::now_ms};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+/// Why a home cannot be used as asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HomeError {
+    /// `init` without `--force` where an identity exists.
+    #[error("an identity already exists in {0}; pass --force to replace it (the old keys are lost)")]
+    IdentityExists(String),
+    /// No identity in the home.
+    #[error("no identity in {0}; create one with `agentmesh init --name NAME --home {0}`")]
+    NoIdentity(String),
+    /// A private file that group or others can read or write.
+    #[error("{path} has mode {mode:04o}, open to other users; fix it with `chmod {fix:o} {path}`")]
+    InsecureFile {
+        /// The file or directory.
+        path: String,
+        /// Its mode.
+        mode: u32,
+        /// The mode to set.
+        fix: u32,
+    },
+}
+
+impl HomeError {
+    /// The error code the CLI reports.
+    pub fn code(&self) -> agentmesh_api::ErrorCode {
+        match self {
+            HomeError::IdentityExists(_) => agentmesh_api::ErrorCode::IdentityExists,
+            HomeError::NoIdentity(_) => agentmesh_api::ErrorCode::NoIdentity,
+            HomeError::InsecureFile { .. } => agentmesh_api::ErrorCode::InsecureFile,
+        }
+    }
+}
+
 /// The default home: `$HOME/.openclaw/agentmesh`.
 pub fn default_home() -> PathBuf {
     let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
@@ -128,10 +161,7 @@ impl Home {
     /// Creates a new identity and profile. Refuses to replace an existing one unless `force`.
     pub fn init(&self, profile: &Profile, force: bool) -> Result<Identity> {
         if self.has_identity() && !force {
-            bail!(
-                "an identity already exists in {}; pass --force to replace it (the old keys are lost)",
-                self.root.display()
-            );
+            return Err(HomeError::IdentityExists(self.root.display().to_string()).into());
         }
         create_private_dir(&self.root)?;
         create_private_dir(&self.keys_dir())?;
@@ -234,11 +264,7 @@ impl Home {
 
     fn load_genesis_files(&self) -> Result<Identity> {
         if !self.ed25519_path().exists() {
-            bail!(
-                "no identity in {}; create one with `agentmesh init --name NAME --home {}`",
-                self.root.display(),
-                self.root.display()
-            );
+            return Err(HomeError::NoIdentity(self.root.display().to_string()).into());
         }
         let ed = read_secret(&self.ed25519_path())?;
         let x = read_secret(&self.x25519_path())?;
@@ -321,11 +347,7 @@ fn check_private(path: &Path) -> Result<()> {
     let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        bail!(
-            "private key file {} has mode {mode:04o}, readable by others; fix it with `chmod 600 {}`",
-            path.display(),
-            path.display()
-        );
+        return Err(HomeError::InsecureFile { path: path.display().to_string(), mode, fix: 0o600 }.into());
     }
     Ok(())
 }

@@ -2,220 +2,195 @@
 //!
 //! It serves two HTTP APIs from two listeners:
 //!
-//! * the **peer API** ([`peer_api`]), what other agents call: our native routes under `/v1/` and
-//!   the Agent Mesh V1 routes under `/agent-mesh/` ([`compat::agent_mesh_v1`]);
-//! * the **control API** ([`control_api`]), what the owner and the CLI call: bound to
+//! * the **peer API**, what other agents call: one adapter per wire protocol (our native
+//!   envelopes under `/v1/`, [`native`]; Agent Mesh V1 under `/agent-mesh/`,
+//!   [`compat::agent_mesh_v1`]), each parsing and verifying its own format into one
+//!   [`pipeline::Inbound`] value that a single path checks, stores and acknowledges;
+//! * the **control API**, what the owner and the CLI call ([`agentmesh_api::control`]): bound to
 //!   `127.0.0.1` on its own port, every request authenticated with a bearer token that the node
-//!   writes to `<home>/control.token` (mode 0600) at start.
+//!   writes to `<home>/control.token` (mode 0600) at start. Its handlers decode, call a service
+//!   (`service::*`) and encode.
 //!
-//! Everything sent goes through the durable outbox ([`outbox`]); everything received is verified
-//! and stored before it is acknowledged.
+//! Where trust with each peer stands is one state machine ([`trust`]); everything sent goes
+//! through the durable outbox and a [`transport::Transport`] per protocol; everything received is
+//! verified and stored before it is acknowledged.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use agentmesh_node::{Home, UpOptions, launch};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let shutdown = CancellationToken::new();
+//! let node = launch(Home::new("/tmp/alice"), UpOptions::default(), shutdown.clone()).await?;
+//! println!("peer API at {}", node.info().peer_url);
+//! shutdown.cancel();
+//! node.wait().await?;
+//! # Ok(()) }
+//! ```
 
 pub mod compat;
 pub mod config;
-pub mod control_api;
-pub mod db;
+mod control;
+mod db;
 pub mod discovery;
-pub mod error;
+mod error;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod gossip;
+mod gossip;
 pub mod home;
-pub mod limits;
+mod launch;
+mod limits;
 pub mod mdns;
+mod native;
 pub mod net;
-pub mod outbox;
-pub mod peer_api;
-pub mod registration;
-mod run;
+mod outbox;
+mod peer_api;
+mod pipeline;
+mod registration;
+mod service;
+mod transport;
+mod trust;
 
-use agentmesh_core::{AgentCard, Identity};
-use agentmesh_store::{ContactRequest, Message, Store};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
 
-use crate::db::Db;
-use serde::Serialize;
-use tokio::sync::{Notify, broadcast};
+use agentmesh_api::{ClockSkew, Event};
+use agentmesh_core::{AgentCard, AgentId, Identity, PeerId};
+use agentmesh_store::{NewOutbound, Store};
+use tokio::sync::{Notify, broadcast, oneshot};
 
 pub use config::Config;
-pub use error::ApiError;
+pub use error::{ApiError, Error};
 pub use home::{Home, Profile, RuntimeInfo};
-pub use run::{UpOptions, run};
+pub use launch::{LaunchError, Listeners, NodeHandle, UpOptions, launch, launch_with, run};
 
-/// Something that happened, streamed to `list-messages --follow` and other watchers.
-#[derive(Clone, Debug, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    /// A message arrived and was stored.
-    Message {
-        /// The stored message.
-        message: Message,
-    },
-    /// An outgoing entry changed state (`sent`, `delivered`, `read`, `failed`, `queued`).
-    Status {
-        /// Message id.
-        id: String,
-        /// Recipient.
-        peer_id: String,
-        /// Entry kind (`message`, `receipt`, `contact_request`, `contact_response`).
-        kind: String,
-        /// New status.
-        status: String,
-        /// When, ms.
-        at: i64,
-        /// Delivery error, for `queued`/`sent` retries and `failed`.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
-    },
-    /// A contact request arrived.
-    ContactRequest {
-        /// The stored request.
-        request: ContactRequest,
-    },
-    /// A pinned agent id presented another key and was refused; see `status` and `repin`.
-    KeyMismatch {
-        /// The record (peer, pinned and presented fingerprints, direction, count).
-        mismatch: agentmesh_store::KeyMismatch,
-    },
-    /// A contact rotated its keys; its pin moved along its verified rotation chain.
-    KeyRotated {
-        /// The contact.
-        peer_id: String,
-        /// Fingerprint of its new key.
-        fingerprint: String,
-    },
-    /// A peer answered one of our contact requests.
-    ContactResponse {
-        /// The request answered.
-        request_id: String,
-        /// Who answered.
-        peer_id: String,
-        /// Whether they approved.
-        accepted: bool,
-    },
-}
+use crate::db::Db;
+use crate::limits::RateLimits;
+use crate::transport::Transports;
 
 /// Batches up to this many envelopes are signed, verified and opened on the calling task.
 const INLINE_CRYPTO_ITEMS: usize = 4;
 
+/// Most contact-request deliveries waited on at once (`request-contact` waits for the first
+/// attempt's outcome).
+const MAX_DELIVERY_WAITERS: usize = 1024;
+
 /// Our keys and the card that publishes them; replaced as a whole by a key rotation.
-pub struct Keys {
+pub(crate) struct Keys {
     /// Current keys, agent id and rotation chain.
-    pub identity: Identity,
+    pub(crate) identity: Identity,
     /// Our signed agent card, carrying the rotation chain.
-    pub card: AgentCard,
+    pub(crate) card: AgentCard,
     /// The keys before the last rotation, honoured until the instant given (ms): bodies sealed to
     /// them are opened, and answered with receipts signed by them.
-    pub previous: Option<(Identity, u64)>,
+    pub(crate) previous: Option<(Identity, u64)>,
 }
 
 impl Keys {
     /// The previous keys while their grace period lasts.
-    pub fn previous(&self, now_ms: u64) -> Option<&Identity> {
+    pub(crate) fn previous(&self, now_ms: u64) -> Option<&Identity> {
         self.previous.as_ref().filter(|(_, until)| *until > now_ms).map(|(id, _)| id)
     }
 }
 
-/// Shared state of a running node.
-pub struct Node {
-    /// Our keys and card (see [`Node::keys`]).
-    keys: std::sync::RwLock<std::sync::Arc<Keys>>,
-    /// Our agent id, fixed for the node's life (it survives rotations).
-    agent_id: agentmesh_core::AgentId,
-    /// Settings.
-    pub config: Config,
-    /// Our advertised base URL.
-    pub endpoint: String,
-    /// The database thread (one connection, group commit).
-    pub db: Db,
-    /// Event fan-out (bounded; slow watchers miss events and are told so).
-    pub events: broadcast::Sender<Event>,
-    /// Wakes the outbox worker when something is queued.
-    pub outbox_wake: Notify,
-    /// Outbound HTTP client (timeouts set; proxies ignored).
-    pub http: reqwest::Client,
-    /// Rate limits of the peer API.
-    pub limits: limits::RateLimits,
+/// The first delivery outcome of an outbox entry, for a caller waiting on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FirstOutcome {
+    /// Acknowledged by the peer.
+    Delivered,
+    /// Not yet: will be retried. The peer's code when it refused, and the error.
+    Retrying { code: Option<String>, message: String },
+    /// Refused for good: the peer's code when it refused, and the error.
+    Failed { code: Option<String>, message: String },
+}
+
+/// Shared state of a running node. Its parts are private; the services reach them through
+/// methods that keep the invariants (an enqueue wakes the outbox, events leave only after their
+/// transaction commits).
+pub(crate) struct Node {
+    agent_id: AgentId,
+    keys: RwLock<Arc<Keys>>,
+    config: Config,
+    endpoint: String,
+    db: Db,
+    events: broadcast::Sender<Event>,
+    outbox_wake: Notify,
+    http: reqwest::Client,
+    limits: RateLimits,
+    transports: Transports,
     /// Set while `key_rotation` announcements may be queued: the outbox then sends them to each
     /// contact before anything else (signed with the new key, which the contact learns from them).
-    pub rotation_pending: std::sync::atomic::AtomicBool,
+    rotation_pending: AtomicBool,
     /// Our signed peer record as last issued: `(issued_at ms, fingerprint, JSON)`.
-    pub(crate) own_record: std::sync::Mutex<Option<(u64, String, String)>>,
+    own_record: Mutex<Option<(u64, String, String)>>,
+    /// Callers waiting for an outbox entry's first delivery outcome, by entry id.
+    waiters: Mutex<HashMap<String, oneshot::Sender<FirstOutcome>>>,
+    /// Peers whose nodes last reported our clock off (bounded by [`MAX_CLOCK_SKEWS`]).
+    clock_skews: Mutex<HashMap<PeerId, ClockSkew>>,
+    /// What the owner should fix, found at start (an endpoint peers may not reach, …).
+    warnings: Vec<String>,
+}
+
+/// Most clock-skew reports kept.
+const MAX_CLOCK_SKEWS: usize = 256;
+
+/// A transaction of the node: the store, plus what to do once it commits (wake the outbox for
+/// what was queued, publish the events).
+pub(crate) struct Tx<'a> {
+    store: &'a Store,
+    node: &'a Node,
+    queued: Cell<usize>,
+    events: RefCell<Vec<Event>>,
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        self.store
+    }
+}
+
+impl Tx<'_> {
+    /// The node.
+    pub(crate) fn node(&self) -> &Node {
+        self.node
+    }
+
+    /// Writes an entry to the outbox; the worker is woken once the transaction commits.
+    pub(crate) fn enqueue(&self, outbound: &NewOutbound) -> Result<(), Error> {
+        self.store.enqueue(outbound)?;
+        self.queued.set(self.queued.get() + 1);
+        Ok(())
+    }
+
+    /// Publishes `event` once the transaction commits.
+    pub(crate) fn emit(&self, event: Event) {
+        self.events.borrow_mut().push(event);
+    }
+
+    /// Runs `f` in a savepoint: when it fails, its writes, queued entries and events are
+    /// dropped and nothing else is.
+    pub(crate) fn atomic<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, Error>) -> Result<T, Error> {
+        let (queued, events) = (self.queued.get(), self.events.borrow().len());
+        let result = self.store.atomic(|_| f(self));
+        if result.is_err() {
+            self.queued.set(queued);
+            self.events.borrow_mut().truncate(events);
+        }
+        result
+    }
 }
 
 impl Node {
-    /// Runs `f` atomically against the store on the database thread; resolves once committed.
-    pub async fn db<T, F>(&self, f: F) -> Result<T, ApiError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> agentmesh_store::Result<T> + Send + 'static,
-    {
-        self.db.run(f).await
-    }
-
-    /// Runs CPU work (signatures, HPKE) for `items` envelopes: inline when there are few (a
-    /// thread hand-off costs more than ~0.3 ms of crypto), on the blocking pool otherwise.
-    pub async fn crypto<T, F>(&self, items: usize, f: F) -> Result<T, ApiError>
-    where
-        T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
-    {
-        if items <= INLINE_CRYPTO_ITEMS {
-            return Ok(f());
-        }
-        tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)
-    }
-
-    /// How long a client may take to send a request body.
-    pub fn body_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.config.body_read_timeout_secs.max(1))
-    }
-
-    /// Stores a key mismatch and tells watchers; the caller refuses the peer.
-    pub async fn record_key_mismatch(&self, mismatch: agentmesh_store::KeyMismatch) {
-        tracing::warn!(
-            peer = %mismatch.peer_id,
-            pinned = %mismatch.pinned_fingerprint,
-            presented = %mismatch.presented_fingerprint,
-            direction = %mismatch.direction,
-            "pinned agent presented another key; refused until `agentmesh repin`"
-        );
-        let m = mismatch.clone();
-        if self.db(move |s| s.record_key_mismatch(&m)).await.is_ok() {
-            self.emit(Event::KeyMismatch { mismatch });
-        }
-    }
-
-    /// Publishes an event; nobody listening is fine.
-    pub fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
-    }
-
-    /// Our agent id as text.
-    pub fn agent_id(&self) -> String {
-        self.agent_id.to_string()
-    }
-
-    /// Our agent id.
-    pub fn id(&self) -> agentmesh_core::AgentId {
-        self.agent_id
-    }
-
-    /// The current keys and card; a snapshot that stays valid across a concurrent rotation.
-    pub fn keys(&self) -> std::sync::Arc<Keys> {
-        std::sync::Arc::clone(&self.keys.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Installs new keys and card after a rotation.
-    pub fn set_keys(&self, keys: Keys) {
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(keys);
-    }
-
-    /// Assembles a node from its parts (what `agentmesh up` does after loading the home).
-    pub fn new(keys: Keys, config: Config, endpoint: String, db: Db, http: reqwest::Client) -> Self {
+    /// Assembles a node from its parts (what `launch` does after loading the home).
+    pub(crate) fn new(keys: Keys, config: Config, endpoint: String, db: Db, http: reqwest::Client) -> Self {
         let (events, _) = broadcast::channel(1024);
-        let limits = limits::RateLimits::new(&config);
+        let limits = RateLimits::new(&config);
         Node {
             agent_id: keys.identity.agent_id(),
-            keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
+            keys: RwLock::new(Arc::new(keys)),
             config,
             endpoint,
             db,
@@ -223,8 +198,185 @@ impl Node {
             outbox_wake: Notify::new(),
             http,
             limits,
-            rotation_pending: std::sync::atomic::AtomicBool::new(true),
-            own_record: std::sync::Mutex::new(None),
+            transports: Transports::new(),
+            rotation_pending: AtomicBool::new(true),
+            own_record: Mutex::new(None),
+            waiters: Mutex::new(HashMap::new()),
+            clock_skews: Mutex::new(HashMap::new()),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The node with start-up warnings for the owner (shown by `status`).
+    pub(crate) fn with_warnings(mut self, warnings: Vec<String>) -> Self {
+        self.warnings = warnings;
+        self
+    }
+
+    /// Start-up warnings for the owner.
+    pub(crate) fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Runs `f` atomically against the store on the database thread; resolves once committed.
+    pub(crate) async fn db<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, Error> + Send + 'static,
+    {
+        self.db.run(f).await
+    }
+
+    /// Runs `f` atomically in a [`Tx`]; once committed, wakes the outbox if `f` queued anything
+    /// and publishes the events it emitted. On error nothing of it is kept or published.
+    pub(crate) async fn transact<T, F>(self: &Arc<Self>, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T, Error> + Send + 'static,
+    {
+        let node = Arc::clone(self);
+        let (value, queued, events) = self
+            .db
+            .run(move |store| {
+                let tx = Tx { store, node: &node, queued: Cell::new(0), events: RefCell::new(Vec::new()) };
+                let value = f(&tx)?;
+                Ok((value, tx.queued.get(), tx.events.into_inner()))
+            })
+            .await?;
+        if queued > 0 {
+            self.outbox_wake.notify_one();
+        }
+        for event in events {
+            self.emit(event);
+        }
+        Ok(value)
+    }
+
+    /// Runs CPU work (signatures, HPKE) for `items` envelopes: inline when there are few (a
+    /// thread hand-off costs more than ~0.3 ms of crypto), on the blocking pool otherwise.
+    pub(crate) async fn crypto<T, F>(&self, items: usize, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        if items <= INLINE_CRYPTO_ITEMS {
+            return Ok(f());
+        }
+        tokio::task::spawn_blocking(f).await.map_err(Error::internal)
+    }
+
+    /// Settings.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The base URL our card advertises.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The outbound HTTP client (timeouts set; proxies ignored).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Rate limits of the peer API.
+    pub(crate) fn limits(&self) -> &RateLimits {
+        &self.limits
+    }
+
+    /// The transport of each protocol.
+    pub(crate) fn transports(&self) -> &Transports {
+        &self.transports
+    }
+
+    /// How long a client may take to send a request body.
+    pub(crate) fn body_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.config.body_read_timeout_secs.max(1))
+    }
+
+    /// Publishes an event; nobody listening is fine.
+    pub(crate) fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// A live feed of events (bounded: a slow watcher is told how many it missed).
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Wakes the outbox worker (for entries made due again outside a [`Tx`]).
+    pub(crate) fn wake_outbox(&self) {
+        self.outbox_wake.notify_one();
+    }
+
+    /// Our agent id.
+    pub(crate) fn id(&self) -> AgentId {
+        self.agent_id
+    }
+
+    /// Our agent id as a peer id.
+    pub(crate) fn peer_id(&self) -> PeerId {
+        PeerId::from(self.agent_id)
+    }
+
+    /// The current keys and card; a snapshot that stays valid across a concurrent rotation.
+    pub(crate) fn keys(&self) -> Arc<Keys> {
+        Arc::clone(&self.keys.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Installs new keys and card after a rotation.
+    pub(crate) fn set_keys(&self, keys: Keys) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+    }
+
+    /// Registers interest in the first delivery outcome of outbox entry `id`; `None` when too
+    /// many callers wait already.
+    pub(crate) fn watch_delivery(&self, id: &str) -> Option<oneshot::Receiver<FirstOutcome>> {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if waiters.len() >= MAX_DELIVERY_WAITERS {
+            waiters.retain(|_, tx| !tx.is_closed());
+            if waiters.len() >= MAX_DELIVERY_WAITERS {
+                return None;
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        waiters.insert(id.to_owned(), tx);
+        Some(rx)
+    }
+
+    /// Remembers that `skew.peer_id` finds our clock off, and tells watchers.
+    pub(crate) fn note_clock_skew(&self, skew: ClockSkew) {
+        let mut skews = self.clock_skews.lock().unwrap_or_else(|p| p.into_inner());
+        if skews.len() >= MAX_CLOCK_SKEWS && !skews.contains_key(&skew.peer_id) {
+            let oldest = skews.values().min_by_key(|s| s.at).map(|s| s.peer_id.clone());
+            if let Some(oldest) = oldest {
+                skews.remove(&oldest);
+            }
+        }
+        skews.insert(skew.peer_id.clone(), skew.clone());
+        drop(skews);
+        self.emit(Event::ClockSkew { skew });
+    }
+
+    /// Forgets a clock-skew report once the peer accepts our envelopes again.
+    pub(crate) fn clear_clock_skew(&self, peer: &PeerId) {
+        self.clock_skews.lock().unwrap_or_else(|p| p.into_inner()).remove(peer);
+    }
+
+    /// The peers that find our clock off, newest report first.
+    pub(crate) fn clock_skews(&self) -> Vec<ClockSkew> {
+        let mut out: Vec<ClockSkew> =
+            self.clock_skews.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        out.sort_by_key(|s| std::cmp::Reverse(s.at));
+        out
+    }
+
+    /// Tells whoever waits on entry `id` how its delivery went.
+    pub(crate) fn delivery_outcome(&self, id: &str, outcome: FirstOutcome) {
+        let waiter = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        if let Some(tx) = waiter {
+            let _ = tx.send(outcome);
         }
     }
 }

@@ -26,10 +26,11 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::{ApiError, Config};
+use crate::Config;
+use crate::error::Error;
 
 /// The node's rate limiters.
-pub struct RateLimits {
+pub(crate) struct RateLimits {
     contact_by_id: Option<DefaultKeyedRateLimiter<String>>,
     contact_by_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     messages_by_id: Option<DefaultKeyedRateLimiter<String>>,
@@ -54,7 +55,7 @@ fn per(count: u32, period: Duration) -> Option<Quota> {
 
 impl RateLimits {
     /// Limiters per `config`; a rate of 0 disables that bucket.
-    pub fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         let hour = Duration::from_secs(3600);
         let minute = Duration::from_secs(60);
         RateLimits {
@@ -71,12 +72,13 @@ impl RateLimits {
         &self,
         limiter: &Option<DefaultKeyedRateLimiter<K>>,
         key: &K,
-        what: &str,
-    ) -> Result<(), ApiError> {
+        what: &'static str,
+    ) -> Result<(), Error> {
         let Some(limiter) = limiter else { return Ok(()) };
-        limiter
-            .check_key(key)
-            .map_err(|not_until| ApiError::rate_limited(what, retry_secs(not_until.wait_time_from(self.clock.now()))))
+        limiter.check_key(key).map_err(|not_until| Error::RateLimited {
+            what,
+            retry_after: retry_secs(not_until.wait_time_from(self.clock.now())),
+        })
     }
 
     fn throttle_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
@@ -85,7 +87,7 @@ impl RateLimits {
 
     /// Refuses, before any lookup, an envelope claiming to come from a sender that proved itself
     /// over its message budget and is still waiting for its next token.
-    pub fn throttled(&self, id: &str) -> Result<(), ApiError> {
+    pub(crate) fn throttled(&self, id: &str) -> Result<(), Error> {
         let mut map = self.throttle_map();
         let Some(until) = map.get(id).copied() else { return Ok(()) };
         let now = Instant::now();
@@ -93,21 +95,21 @@ impl RateLimits {
             map.remove(id);
             return Ok(());
         }
-        Err(ApiError::rate_limited("messages from this agent", retry_secs(until - now)))
+        Err(Error::RateLimited { what: "messages from this agent", retry_after: retry_secs(until - now) })
     }
 
     /// A contact request attempt from `ip` (before it is parsed).
-    pub fn contact_from_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+    pub(crate) fn contact_from_ip(&self, ip: IpAddr) -> Result<(), Error> {
         self.check(&self.contact_by_ip, &ip, "contact requests from this address")
     }
 
     /// A contact request claiming to come from agent `id`.
-    pub fn contact_from_agent(&self, id: &str) -> Result<(), ApiError> {
+    pub(crate) fn contact_from_agent(&self, id: &str) -> Result<(), Error> {
         self.check(&self.contact_by_id, &id.to_owned(), "contact requests from this agent")
     }
 
     /// A message or read receipt whose signature proved it comes from trusted peer `id`.
-    pub fn message_from(&self, id: &str) -> Result<(), ApiError> {
+    pub(crate) fn message_from(&self, id: &str) -> Result<(), Error> {
         let Some(limiter) = &self.messages_by_id else { return Ok(()) };
         limiter.check_key(&id.to_owned()).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
@@ -115,17 +117,17 @@ impl RateLimits {
             if map.len() < MAX_THROTTLED {
                 map.insert(id.to_owned(), Instant::now() + wait);
             }
-            ApiError::rate_limited("messages from this agent", retry_secs(wait))
+            Error::RateLimited { what: "messages from this agent", retry_after: retry_secs(wait) }
         })
     }
 
     /// Any other peer request from `ip`.
-    pub fn other_from_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+    pub(crate) fn other_from_ip(&self, ip: IpAddr) -> Result<(), Error> {
         self.check(&self.other_by_ip, &ip, "requests from this address")
     }
 
     /// Forgets keys whose buckets are full again (called every minute).
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         let now = Instant::now();
         self.throttle_map().retain(|_, until| *until > now);
         for l in [&self.contact_by_id, &self.messages_by_id].into_iter().flatten() {
@@ -151,8 +153,8 @@ mod tests {
         for _ in 0..10 {
             limits.contact_from_ip(ip).expect("within the burst");
         }
-        let refused = limits.contact_from_ip(ip).expect_err("over the limit");
-        assert_eq!((refused.status.as_u16(), refused.code), (429, "rate_limited"));
+        let refused = crate::ApiError::from(limits.contact_from_ip(ip).expect_err("over the limit"));
+        assert_eq!((refused.status.as_u16(), refused.code.as_str()), (429, "rate_limited"));
         // One token per 360 s: the next is allowed in (just under) 360 s.
         let secs = refused.retry_after.expect("retry after");
         assert!((359..=360).contains(&secs), "{secs}");

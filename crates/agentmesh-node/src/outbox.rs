@@ -1,79 +1,64 @@
-//! The delivery worker: takes due outbox entries, delivers them, records receipts and retries.
+//! The delivery worker: takes due outbox entries, hands them to their peer's transport, records
+//! receipts and retries.
 //!
 //! Entries are written to the outbox before any network I/O. The worker leases what it sends (its
 //! `next_attempt_at` moves past the request timeout) so nothing is sent twice at once, groups
-//! entries per peer, posts native ones in batches to `/v1/batch` (contact requests one by one to
-//! `/v1/contact-request`) and V1 ones one by one. A signed receipt marks an entry `delivered`. A
-//! failure schedules a retry after `min(retry_base · 2^attempts, retry_max)`, half of it random
-//! jitter, until `max_attempts` or the entry's expiry, after which it is `failed`. On start-up
-//! every lease is released, so a restarted node resumes at once.
+//! entries per peer within the in-flight caps, and gives each group to the
+//! [`Transport`](crate::transport::Transport) of the peer's protocol. A signed receipt marks an
+//! entry `delivered`. A failure schedules a retry after `min(retry_base · 2^attempts, retry_max)`,
+//! half of it random jitter, until `max_attempts` or the entry's expiry, after which it is
+//! `failed`. A final refusal follows the trust state machine: a refused contact request closes as
+//! `refused` with the peer's code, an envelope refused because the peer does not count us as a
+//! contact moves our side too ([`crate::trust`]). A peer that finds our clock off is retried with
+//! a fresh timestamp, and the owner is told. On start-up every lease is released, so a restarted
+//! node resumes at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agentmesh_api::{ClockSkew, Event, MessageStatus, TrustState};
 use agentmesh_core::time::now_ms;
-use agentmesh_core::{DeliveryReceipt, Envelope, PROTOCOL_AGENT_MESH_V1};
-use agentmesh_store::{OutboxItem, Peer, Trust};
-use ed25519_dalek::VerifyingKey;
-use serde::Deserialize;
-use serde_json::Value;
+use agentmesh_core::{EnvelopeKind, PeerId};
+use agentmesh_store::{Attempt, OutboxItem, Peer};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::{Event, Node, compat, net};
-
-const KEY_ROTATION: &str = "key_rotation";
-
-/// The result of one delivery attempt of one entry.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    /// Acknowledged; the receipt JSON to store.
-    Delivered(String),
-    /// Try again later. `sent` when the peer may have received it (status `sent`), otherwise it
-    /// stays `queued`.
-    Retry {
-        /// Whether the request reached the peer.
-        sent: bool,
-        /// What went wrong.
-        error: String,
-        /// Not before this many seconds (a rate-limiting peer's `retry_after`); 0 for none.
-        after_secs: u64,
-    },
-    /// Give up now (the peer refused it for good, or it is invalid).
-    Failed(String),
-}
+use crate::service::contacts;
+use crate::transport::Outcome;
+use crate::{FirstOutcome, Node};
 
 /// Runs the worker until `shutdown`; in-flight deliveries are awaited (bounded by the request
 /// timeout).
-pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
+pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
+    let config = node.config();
     let tracker = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(node.config.delivery_concurrency.max(1)));
-    let inflight: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let slots = Arc::new(Semaphore::new(config.delivery_concurrency.max(1)));
+    let inflight: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
     let finished = Arc::new(Notify::new());
-    let lease_ms = node.config.outbound_timeout_ms as i64 + 5_000;
-    let batch_size = node.config.max_batch_envelopes.max(1);
+    let lease_ms = config.outbound_timeout_ms as i64 + 5_000;
+    let batch_size = config.max_batch_envelopes.max(1);
     // Enough rows to fill every free delivery slot with a full batch.
-    let fetch_limit = (batch_size * node.config.per_peer_inflight.max(1) * 2).min(4096) as u32;
-    let per_peer = node.config.per_peer_inflight.max(1);
+    let fetch_limit = (batch_size * config.per_peer_inflight.max(1) * 2).min(4096) as u32;
+    let per_peer = config.per_peer_inflight.max(1);
     loop {
         let now = now_ms() as i64;
         let check_rotation = node.rotation_pending.load(Ordering::SeqCst);
-        let busy: HashMap<String, usize> = inflight.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let busy: HashMap<PeerId, usize> = inflight.lock().unwrap_or_else(|p| p.into_inner()).clone();
         // One visit to the database: what is due, grouped per peer within the in-flight caps,
         // leased, with each peer's record and the time the next entry falls due.
         let taken = node
             .db(move |s| {
-                let mut groups: Vec<(String, Vec<OutboxItem>)> = Vec::new();
+                let mut groups: Vec<(PeerId, Vec<OutboxItem>)> = Vec::new();
                 let mut held_back = false;
                 // After a key rotation, a contact first gets the `key_rotation` envelope, alone:
                 // everything else is signed with the new key it announces.
-                let rotating = if check_rotation { s.peers_awaiting(KEY_ROTATION)? } else { Vec::new() };
+                let rotating = if check_rotation { s.peers_awaiting(EnvelopeKind::KeyRotation)? } else { Vec::new() };
                 for item in s.due(now, fetch_limit)? {
                     if rotating.contains(&item.peer_id) {
-                        if item.kind == KEY_ROTATION && !busy.contains_key(&item.peer_id) {
+                        if item.kind == EnvelopeKind::KeyRotation && !busy.contains_key(&item.peer_id) {
                             groups.push((item.peer_id.clone(), vec![item]));
                         } else {
                             held_back = true;
@@ -146,7 +131,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
         }
     }
     tracker.close();
-    let _ = tokio::time::timeout(Duration::from_millis(node.config.outbound_timeout_ms + 1_000), tracker.wait()).await;
+    let _ = tokio::time::timeout(Duration::from_millis(config.outbound_timeout_ms + 1_000), tracker.wait()).await;
 }
 
 async fn deliver_group(node: &Arc<Node>, peer: Option<Peer>, items: Vec<OutboxItem>) {
@@ -155,233 +140,28 @@ async fn deliver_group(node: &Arc<Node>, peer: Option<Peer>, items: Vec<OutboxIt
     let mut live = Vec::with_capacity(items.len());
     for item in items {
         if item.expires_at <= now {
-            outcomes.push((item, Outcome::Failed("expired before delivery".into())));
+            // Our own verdict, not the peer's: no code (a contact request ends `failed`).
+            let outcome = Outcome::failed("expired before delivery");
+            outcomes.push((item, outcome));
         } else {
             live.push(item);
         }
     }
     match peer {
-        None => outcomes.extend(live.into_iter().map(|i| (i, Outcome::Failed("peer is unknown (removed?)".into())))),
-        Some(p) if p.trust == Trust::Blocked => {
-            outcomes.extend(live.into_iter().map(|i| (i, Outcome::Failed("peer is blocked".into()))));
-        }
-        Some(p) if p.protocol == PROTOCOL_AGENT_MESH_V1 => {
-            for item in live {
-                let outcome = compat::agent_mesh_v1::deliver(node, &p, &item).await;
-                outcomes.push((item, outcome));
-            }
-        }
+        None => outcomes.extend(live.into_iter().map(|i| (i, Outcome::failed("the peer is unknown")))),
         Some(p) => {
-            let (requests, others): (Vec<_>, Vec<_>) = live.into_iter().partition(|i| i.kind == "contact_request");
-            for item in requests {
-                let outcome = deliver_single(node, &p, &item).await;
-                outcomes.push((item, outcome));
-            }
-            if !others.is_empty() {
-                outcomes.extend(deliver_batch(node, &p, others).await);
+            // A blocked or removed peer still hears of that (the news itself), nothing else.
+            let closed = matches!(p.trust, TrustState::Blocked | TrustState::Removed);
+            let (sendable, dropped): (Vec<_>, Vec<_>) =
+                live.into_iter().partition(|i| !closed || i.kind == EnvelopeKind::ContactUpdate);
+            let why = format!("the peer is {}", p.trust);
+            outcomes.extend(dropped.into_iter().map(|i| (i, Outcome::failed(why.clone()))));
+            if !sendable.is_empty() {
+                outcomes.extend(node.transports().get(p.protocol).deliver(node, &p, sendable).await);
             }
         }
     }
     record(node, outcomes).await;
-}
-
-/// Signs each entry's envelope with a fresh `sent_at`; `None` for corrupt payloads.
-fn sign_all(node: &Node, items: &[OutboxItem]) -> Vec<Option<Envelope>> {
-    let now = now_ms();
-    let keys = node.keys();
-    items
-        .iter()
-        .map(|i| serde_json::from_str::<Envelope>(&i.payload).ok().map(|e| e.sign(&keys.identity, now)))
-        .collect()
-}
-
-/// Checks a receipt's fields against the entry it answers; the signature is checked by
-/// [`verify_receipts`].
-fn parse_receipt(node: &Node, peer: &Peer, item: &OutboxItem, receipt: &Value) -> Result<DeliveryReceipt, Outcome> {
-    let Ok(receipt) = serde_json::from_value::<DeliveryReceipt>(receipt.clone()) else {
-        return Err(Outcome::Retry { sent: true, error: "peer returned a malformed receipt".into(), after_secs: 0 });
-    };
-    let matches = receipt.message_id == item.id
-        && receipt.from.to_string() == peer.agent_id
-        && receipt.to == node.id()
-        && receipt.status == "delivered";
-    if !matches {
-        return Err(Outcome::Retry {
-            sent: true,
-            error: "peer returned a receipt for something else".into(),
-            after_secs: 0,
-        });
-    }
-    Ok(receipt)
-}
-
-/// Verifies receipts signed by `peer` (one batch) and turns each into an outcome.
-async fn verify_receipts(
-    node: &Node,
-    peer: &Peer,
-    receipts: Vec<(OutboxItem, DeliveryReceipt)>,
-) -> Vec<(OutboxItem, Outcome)> {
-    let Ok(key) = VerifyingKey::from_bytes(&peer.ed25519) else {
-        return receipts.into_iter().map(|(i, _)| (i, Outcome::Failed("stored peer key is invalid".into()))).collect();
-    };
-    // A peer that rotated signs with its new key; until it has heard our own rotation
-    // announcement it may still sign with the previous one, honoured during the grace period.
-    let previous = peer.previous_key(now_ms() as i64).and_then(|k| VerifyingKey::from_bytes(&k).ok());
-    node.crypto(receipts.len(), move || {
-        let entries: Vec<(Vec<u8>, &str, VerifyingKey)> =
-            receipts.iter().map(|(_, r)| (r.signing_bytes(), r.sig.as_str(), key)).collect();
-        let verdicts = agentmesh_core::envelope::verify_signatures(&entries);
-        let outcomes: Vec<Outcome> = receipts
-            .iter()
-            .zip(verdicts)
-            .map(|((_, receipt), verdict)| match (verdict, previous) {
-                (Err(_), Some(old)) => receipt.verify(&old).map_err(|_| ()),
-                (verdict, _) => verdict.map_err(|_| ()),
-            })
-            .zip(receipts.iter())
-            .map(|(verdict, (_, receipt))| match verdict {
-                Ok(()) => Outcome::Delivered(serde_json::to_string(receipt).unwrap_or_default()),
-                Err(_) => Outcome::Retry {
-                    sent: true,
-                    error: "peer returned a receipt that does not verify".into(),
-                    after_secs: 0,
-                },
-            })
-            .collect();
-        receipts.into_iter().map(|(item, _)| item).zip(outcomes).collect()
-    })
-    .await
-    .unwrap_or_default()
-}
-
-/// Maps a refusal (status + JSON error body) to an outcome: overload and server errors are
-/// retried, any other refusal is final.
-fn refusal(status: u16, error: &Value) -> Outcome {
-    let code = error.get("code").and_then(Value::as_str).unwrap_or("unknown");
-    let message = error.get("message").and_then(Value::as_str).unwrap_or("");
-    let text = format!("peer refused ({status} {code}): {message}");
-    if let Some(secs) = error.get("retry_after").and_then(Value::as_u64) {
-        return Outcome::Retry { sent: true, error: text, after_secs: secs.min(86_400) };
-    }
-    match status {
-        408 | 425 | 429 | 500..=599 => Outcome::Retry { sent: true, error: text, after_secs: 0 },
-        _ => Outcome::Failed(text),
-    }
-}
-
-async fn deliver_single(node: &Arc<Node>, peer: &Peer, item: &OutboxItem) -> Outcome {
-    let Some(Some(envelope)) = sign_all(node, std::slice::from_ref(item)).pop() else {
-        return Outcome::Failed("corrupt outbox payload".into());
-    };
-    let route = match item.kind.as_str() {
-        "contact_request" => "contact-request",
-        "contact_response" => "contact-response",
-        "receipt" => "receipt",
-        _ => "message",
-    };
-    let url = format!("{}/v1/{route}", peer.endpoint.trim_end_matches('/'));
-    let body = serde_json::to_string(&envelope).unwrap_or_default();
-    match net::post_json(&node.http, &url, body, node.config.max_response_bytes).await {
-        Err(e) => Outcome::Retry { sent: !e.before_send, error: e.message, after_secs: 0 },
-        Ok((status, bytes)) => {
-            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            if status.is_success() {
-                match parse_receipt(node, peer, item, value.get("receipt").unwrap_or(&Value::Null)) {
-                    Ok(receipt) => verify_receipts(node, peer, vec![(item.clone(), receipt)])
-                        .await
-                        .pop()
-                        .map(|(_, o)| o)
-                        .unwrap_or(Outcome::Failed("lost".into())),
-                    Err(outcome) => outcome,
-                }
-            } else {
-                refusal(status.as_u16(), value.get("error").unwrap_or(&Value::Null))
-            }
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct BatchResponse {
-    results: Vec<BatchResult>,
-}
-
-#[derive(Deserialize)]
-struct BatchResult {
-    id: Option<String>,
-    ok: bool,
-    #[serde(default)]
-    status: u16,
-    #[serde(default)]
-    receipt: Value,
-    #[serde(default)]
-    error: Value,
-}
-
-async fn deliver_batch(node: &Arc<Node>, peer: &Peer, items: Vec<OutboxItem>) -> Vec<(OutboxItem, Outcome)> {
-    let node2 = Arc::clone(node);
-    let (items, signed) = node
-        .crypto(items.len(), move || {
-            let signed = sign_all(&node2, &items);
-            (items, signed)
-        })
-        .await
-        .unwrap_or_default();
-    let mut body = String::from("{\"envelopes\":[");
-    let mut sendable = Vec::new();
-    let mut out = Vec::new();
-    for (item, envelope) in items.into_iter().zip(signed) {
-        match envelope.and_then(|e| serde_json::to_string(&e).ok()) {
-            Some(json) => {
-                if !sendable.is_empty() {
-                    body.push(',');
-                }
-                body.push_str(&json);
-                sendable.push(item);
-            }
-            None => out.push((item, Outcome::Failed("corrupt outbox payload".into()))),
-        }
-    }
-    body.push_str("]}");
-    let url = format!("{}/v1/batch", peer.endpoint.trim_end_matches('/'));
-    match net::post_json(&node.http, &url, body, node.config.max_response_bytes).await {
-        Err(e) => out.extend(
-            sendable
-                .into_iter()
-                .map(|i| (i, Outcome::Retry { sent: !e.before_send, error: e.message.clone(), after_secs: 0 })),
-        ),
-        Ok((status, bytes)) if !status.is_success() => {
-            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let outcome = refusal(status.as_u16(), value.get("error").unwrap_or(&Value::Null));
-            out.extend(sendable.into_iter().map(|i| (i, outcome.clone())));
-        }
-        Ok((_, bytes)) => {
-            let parsed: Option<BatchResponse> = serde_json::from_slice(&bytes).ok();
-            let mut by_id: HashMap<String, BatchResult> = parsed
-                .map(|p| p.results.into_iter().filter_map(|r| r.id.clone().map(|id| (id, r))).collect())
-                .unwrap_or_default();
-            let mut receipts = Vec::new();
-            for item in sendable {
-                match by_id.remove(&item.id) {
-                    None => out.push((
-                        item,
-                        Outcome::Retry {
-                            sent: true,
-                            error: "peer's batch reply lacks this message".into(),
-                            after_secs: 0,
-                        },
-                    )),
-                    Some(r) if r.ok => match parse_receipt(node, peer, &item, &r.receipt) {
-                        Ok(receipt) => receipts.push((item, receipt)),
-                        Err(outcome) => out.push((item, outcome)),
-                    },
-                    Some(r) => out.push((item, refusal(r.status, &r.error))),
-                }
-            }
-            out.extend(verify_receipts(node, peer, receipts).await);
-        }
-    }
-    out
 }
 
 /// Delay before the next attempt, ms: `min(base · 2^attempts, max)`, the upper half random.
@@ -392,47 +172,94 @@ fn backoff_ms(base_ms: u64, max_ms: u64, attempts: i64) -> i64 {
     (half + rand::random_range(0..=half)) as i64
 }
 
+/// What recording one outcome did, for the events and waiters after the commit.
+struct Recorded {
+    item: OutboxItem,
+    status: MessageStatus,
+    error: Option<String>,
+    code: Option<String>,
+    first: FirstOutcome,
+}
+
 async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
     let now = now_ms() as i64;
+    let config = node.config();
     let mut delivered = Vec::new();
     let mut attempts = Vec::new();
-    let mut events = Vec::new();
+    let mut recorded = Vec::with_capacity(outcomes.len());
+    let mut skews = Vec::new();
     for (item, outcome) in outcomes {
-        let (status, error) = match outcome {
+        let (status, error, code, first) = match outcome {
             Outcome::Delivered(receipt) => {
                 delivered.push((item.id.clone(), receipt, now));
-                ("delivered".to_owned(), None)
+                (MessageStatus::Delivered, None, None, FirstOutcome::Delivered)
             }
-            Outcome::Retry { sent, error, after_secs } => {
+            Outcome::Retry { sent, error, after_secs, code, peer_now } => {
+                if let Some(peer_now) = peer_now {
+                    skews.push(ClockSkew { peer_id: item.peer_id.clone(), skew_ms: peer_now as i64 - now, at: now });
+                }
                 let tries = item.attempts + 1;
-                let backoff = backoff_ms(node.config.retry_base_ms, node.config.retry_max_ms, item.attempts);
+                let backoff = backoff_ms(config.retry_base_ms, config.retry_max_ms, item.attempts);
                 let next = now + backoff.max(after_secs as i64 * 1000);
-                if tries >= node.config.max_attempts as i64 || next >= item.expires_at {
+                if tries >= i64::from(config.max_attempts) || next >= item.expires_at {
                     let why = format!("gave up after {tries} attempts: {error}");
-                    attempts.push((item.id.clone(), "failed", now, why.clone()));
-                    ("failed".to_owned(), Some(why))
+                    let first = FirstOutcome::Failed { code: code.clone(), message: why.clone() };
+                    attempts.push(Attempt {
+                        id: item.id.clone(),
+                        status: MessageStatus::Failed,
+                        next_attempt_at: now,
+                        error: why.clone(),
+                        code: None,
+                    });
+                    (MessageStatus::Failed, Some(why), None, first)
                 } else {
-                    let status = if sent { "sent" } else { "queued" };
-                    attempts.push((item.id.clone(), status, next, error.clone()));
-                    (status.to_owned(), Some(error))
+                    let status = if sent { MessageStatus::Sent } else { MessageStatus::Queued };
+                    let first = FirstOutcome::Retrying { code: code.clone(), message: error.clone() };
+                    attempts.push(Attempt {
+                        id: item.id.clone(),
+                        status,
+                        next_attempt_at: next,
+                        error: error.clone(),
+                        code: code.clone(),
+                    });
+                    (status, Some(error), code, first)
                 }
             }
-            Outcome::Failed(error) => {
-                attempts.push((item.id.clone(), "failed", now, error.clone()));
-                ("failed".to_owned(), Some(error))
+            Outcome::Failed { error, code } => {
+                let first = FirstOutcome::Failed { code: code.clone(), message: error.clone() };
+                attempts.push(Attempt {
+                    id: item.id.clone(),
+                    status: MessageStatus::Failed,
+                    next_attempt_at: now,
+                    error: error.clone(),
+                    code: code.clone(),
+                });
+                (MessageStatus::Failed, Some(error), code, first)
             }
         };
-        if status == "failed" {
-            tracing::warn!(id = %item.id, peer = %item.peer_id, kind = %item.kind, error = ?error, "delivery failed");
+        if status == MessageStatus::Failed {
+            tracing::warn!(id = %item.id, peer = %item.peer_id, kind = %item.kind, error = error.as_deref().unwrap_or(""), "delivery failed");
         }
-        events.push(Event::Status { id: item.id, peer_id: item.peer_id, kind: item.kind, status, at: now, error });
+        recorded.push(Recorded { item, status, error, code, first });
     }
     tracing::debug!(delivered = delivered.len(), retried_or_failed = attempts.len(), "recorded delivery outcomes");
+    let failures: Vec<(PeerId, EnvelopeKind, String, Option<String>)> = recorded
+        .iter()
+        .filter(|r| r.status == MessageStatus::Failed)
+        .map(|r| (r.item.peer_id.clone(), r.item.kind, r.item.id.clone(), r.code.clone()))
+        .collect();
     let stored = node
-        .db(move |s| {
-            s.mark_delivered(&delivered)?;
-            for (id, status, next, error) in &attempts {
-                s.mark_attempt(id, status, *next, error)?;
+        .transact(move |tx| {
+            tx.mark_delivered(&delivered)?;
+            for attempt in &attempts {
+                tx.mark_attempt(attempt)?;
+            }
+            // Final refusals move the trust state machine (each on its own: one peer's trouble
+            // must not keep the others' outcomes from being stored).
+            for (peer, kind, id, code) in failures {
+                if let Err(e) = tx.atomic(|tx| contacts::delivery_failed(tx, &peer, kind, &id, code.as_deref())) {
+                    tracing::warn!(peer = %peer, error = %e, "could not follow a refused delivery");
+                }
             }
             Ok(())
         })
@@ -441,8 +268,24 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
         tracing::error!(error = %e, "could not record delivery outcomes; they will be retried");
         return;
     }
-    for event in events {
-        node.emit(event);
+    for skew in skews {
+        tracing::warn!(peer = %skew.peer_id, skew_ms = skew.skew_ms, "the peer reports our clock is off; retrying with fresh timestamps");
+        node.note_clock_skew(skew);
+    }
+    for r in recorded {
+        if r.status == MessageStatus::Delivered {
+            node.clear_clock_skew(&r.item.peer_id);
+        }
+        node.delivery_outcome(&r.item.id, r.first);
+        node.emit(Event::Status {
+            id: r.item.id,
+            peer_id: r.item.peer_id,
+            kind: r.item.kind,
+            status: r.status,
+            at: now,
+            error: r.error,
+            code: r.code,
+        });
     }
 }
 
@@ -462,19 +305,6 @@ mod tests {
                     expected / 2
                 );
             }
-        }
-    }
-
-    #[test]
-    fn overload_and_server_errors_retry_other_refusals_are_final() {
-        let error = serde_json::json!({"code": "x", "message": "y"});
-        let limited = serde_json::json!({"code": "rate_limited", "message": "y", "retry_after": 42});
-        assert!(matches!(refusal(429, &limited), Outcome::Retry { sent: true, after_secs: 42, .. }));
-        for status in [408, 425, 429, 500, 502, 503] {
-            assert!(matches!(refusal(status, &error), Outcome::Retry { sent: true, .. }), "{status}");
-        }
-        for status in [400, 401, 403, 404, 413, 415] {
-            assert!(matches!(refusal(status, &error), Outcome::Failed(_)), "{status}");
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Node;
 
 /// The hostname we claim by default: the name as a DNS label, then the agent id.
-pub fn default_hostname(name: &str, agent_id: &str) -> String {
+pub(crate) fn default_hostname(name: &str, agent_id: &str) -> String {
     let mut label: String = name
         .to_lowercase()
         .chars()
@@ -35,24 +35,24 @@ fn registration(node: &Node) -> Registration {
     let card = &keys.card;
     Registration {
         hostname: node
-            .config
+            .config()
             .registry_hostname
             .clone()
-            .unwrap_or_else(|| default_hostname(&card.name, &node.agent_id())),
+            .unwrap_or_else(|| default_hostname(&card.name, &node.id().to_string())),
         display_name: card.name.clone(),
         description: node.config.registry_description.clone(),
         capabilities: card.capabilities.clone(),
-        p2p_endpoint: node.endpoint.clone(),
-        visibility: Visibility::parse(&node.config.registry_visibility),
+        p2p_endpoint: node.endpoint().to_owned(),
+        visibility: Visibility::parse(&node.config().registry_visibility),
         card: Some(card.clone()),
     }
 }
 
 /// Runs until `shutdown`, then deregisters.
-pub async fn run(node: Arc<Node>, url: String, api_key: Option<String>, shutdown: CancellationToken) {
-    let client = RegistryClient::new(node.http.clone(), &url, api_key);
-    let interval = Duration::from_secs(node.config.registry_heartbeat_secs.max(1));
-    let id = node.agent_id();
+pub(crate) async fn run(node: Arc<Node>, url: String, api_key: Option<String>, shutdown: CancellationToken) {
+    let client = RegistryClient::new(node.http().clone(), &url, api_key);
+    let interval = Duration::from_secs(node.config().registry_heartbeat_secs.max(1));
+    let id = node.id().to_string();
     let mut registered_as: Option<String> = None; // fingerprint of the key last registered
     let mut failures = 0u32;
     let mut backoff = Duration::from_secs(1);

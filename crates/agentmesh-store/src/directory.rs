@@ -1,34 +1,34 @@
 //! The directory: agents learnt of through discovery (bootstrap, gossip, LAN), bounded, with the
 //! signed record each came with. Being in the directory implies no trust at all.
 
+use agentmesh_api::Source;
+use agentmesh_core::{PeerId, Protocol};
 use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
 
+use crate::peers::parsed;
 use crate::{Result, Store};
 
 /// A directory entry.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirectoryEntry {
     /// Agent id.
-    pub agent_id: String,
+    pub agent_id: PeerId,
     /// Display name.
     pub name: String,
     /// Base URL from its card.
     pub endpoint: String,
-    /// `agentmesh/1` or `openclaw-agent-mesh/v1`.
-    pub protocol: String,
+    /// The protocol it speaks.
+    pub protocol: Protocol,
     /// Fingerprint of its current key.
     pub fingerprint: String,
     /// Its Ed25519 key (32 bytes); a newer record must carry the same key or a rotation from it.
-    #[serde(skip)]
     pub ed25519: [u8; 32],
     /// Capability tags from its card.
     pub capabilities: Vec<String>,
     /// The verified record (JSON) as received, passed on unchanged.
-    #[serde(skip)]
     pub record: String,
-    /// Where we learnt of it: `bootstrap`, `gossip`, `lan`, …
-    pub source: String,
+    /// Where we learnt of it.
+    pub source: Source,
     /// First learnt, ms.
     pub first_seen: i64,
     /// Last refreshed, ms.
@@ -43,15 +43,15 @@ fn entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<DirectoryEntry> {
     let caps: String = row.get(6)?;
     let key: Vec<u8> = row.get(5)?;
     Ok(DirectoryEntry {
-        agent_id: row.get(0)?,
+        agent_id: parsed(row, 0)?,
         name: row.get(1)?,
         endpoint: row.get(2)?,
-        protocol: row.get(3)?,
+        protocol: parsed(row, 3)?,
         fingerprint: row.get(4)?,
         ed25519: key.try_into().map_err(|_| rusqlite::Error::IntegralValueOutOfRange(5, 0))?,
         capabilities: serde_json::from_str(&caps).unwrap_or_default(),
         record: row.get(7)?,
-        source: row.get(8)?,
+        source: parsed(row, 8)?,
         first_seen: row.get(9)?,
         last_seen: row.get(10)?,
         expires_at: row.get(11)?,
@@ -60,9 +60,9 @@ fn entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<DirectoryEntry> {
 
 impl Store {
     /// The entry for `agent_id`.
-    pub fn directory_entry(&self, agent_id: &str) -> Result<Option<DirectoryEntry>> {
+    pub fn directory_entry(&self, agent_id: &PeerId) -> Result<Option<DirectoryEntry>> {
         let sql = format!("SELECT {COLUMNS} FROM directory WHERE agent_id = ?1");
-        Ok(self.conn.prepare_cached(&sql)?.query_row([agent_id], entry).optional()?)
+        Ok(self.conn.prepare_cached(&sql)?.query_row([agent_id.as_str()], entry).optional()?)
     }
 
     /// Stores or refreshes an entry (the caller verified its record and key continuity), then
@@ -80,15 +80,15 @@ impl Store {
                      expires_at = MAX(directory.expires_at, excluded.expires_at)",
             )?
             .execute(params![
-                e.agent_id,
+                e.agent_id.as_str(),
                 e.name,
                 e.endpoint,
-                e.protocol,
+                e.protocol.as_str(),
                 e.fingerprint,
                 &e.ed25519[..],
                 serde_json::to_string(&e.capabilities).unwrap_or_else(|_| "[]".into()),
                 e.record,
-                e.source,
+                e.source.as_str(),
                 e.last_seen,
                 e.expires_at,
             ])?;
@@ -120,7 +120,7 @@ impl Store {
             let e = e?;
             let text_ok = query.as_deref().is_none_or(|q| {
                 e.name.to_lowercase().contains(q)
-                    || e.agent_id.contains(q)
+                    || e.agent_id.as_str().to_lowercase().contains(q)
                     || e.capabilities.iter().any(|c| c.to_lowercase().contains(q))
             });
             let caps_ok = capabilities.iter().all(|c| e.capabilities.iter().any(|have| have.eq_ignore_ascii_case(c)));

@@ -5,7 +5,8 @@
 //! `inbox` (messages received), `key_mismatches` (pinned ids that presented another key) and
 //! `meta` (small node settings). All times are milliseconds since the Unix epoch.
 //!
-//! The store is synchronous; the node calls it from blocking tasks.
+//! The store is synchronous; the node calls it from its database thread. States, directions and
+//! kinds are the enums of `agentmesh-api` and `agentmesh-core`, stored by name.
 
 mod directory;
 mod messages;
@@ -16,9 +17,9 @@ mod requests;
 use std::path::Path;
 
 pub use directory::DirectoryEntry;
-pub use messages::{Accepted, Direction, IncomingMessage, Message, MessageFilter, NewOutbound, OutboxItem, Stats};
-pub use peers::{KeyMismatch, MAX_KEY_MISMATCHES, Peer, Trust};
-pub use requests::{ContactRequest, RequestStatus};
+pub use messages::{Attempt, IncomingMessage, MessageFilter, NewOutbound, OutboxItem, OutboxState, Stats};
+pub use peers::{KeyMismatch, MAX_KEY_MISMATCHES, Peer};
+pub use requests::{Closing, NewRequest};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/001_init.sql"),
     include_str!("../migrations/002_security.sql"),
     include_str!("../migrations/003_directory.sql"),
+    include_str!("../migrations/004_trust.sql"),
 ];
 
 pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {
@@ -45,5 +46,40 @@ mod tests {
         let path = dir.path().join("db.sqlite");
         drop(crate::Store::open(&path).expect("open"));
         drop(crate::Store::open(&path).expect("reopen"));
+    }
+
+    #[test]
+    fn version_3_trust_states_become_the_state_machine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.sqlite");
+        let conn = rusqlite::Connection::open(&path).expect("raw");
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).expect("old schema");
+        }
+        conn.pragma_update(None, "user_version", 3).expect("version");
+        let card = r#"{"capabilities":["search"]}"#;
+        for (id, trust) in [("in", "pending"), ("out", "pending"), ("t", "trusted"), ("b", "blocked")] {
+            conn.execute(
+                "INSERT INTO peers (agent_id, name, protocol, endpoint, ed25519, fingerprint, card, trust, first_seen, last_seen)
+                 VALUES (?1, 'n', 'agentmesh/1', 'http://x', zeroblob(32), 'f', ?2, ?3, 1, 1)",
+                rusqlite::params![id, card, trust],
+            )
+            .expect("peer");
+        }
+        conn.execute(
+            "INSERT INTO contact_requests (request_id, direction, peer_id, purpose, status, protocol, created_at)
+             VALUES ('req_1', 'incoming', 'in', '', 'pending', 'agentmesh/1', 1)",
+            [],
+        )
+        .expect("request");
+        drop(conn);
+        let store = crate::Store::open(&path).expect("migrate");
+        let trust = |id: &str| store.peer_by_text(id).expect("get").expect("exists").trust.as_str();
+        assert_eq!(
+            [trust("in"), trust("out"), trust("t"), trust("b")],
+            ["requested_in", "requested_out", "trusted", "blocked"]
+        );
+        assert_eq!(store.peer_by_text("IN").expect("get").expect("case").capabilities, vec!["search".to_string()]);
+        assert!(store.request("req_1").expect("get").is_some());
     }
 }

@@ -1,81 +1,50 @@
-//! Known peers and their trust state.
+//! Known peers: pinned keys, cards, and where trust with each stands.
 
+use agentmesh_api::{MismatchDirection, Side, TrustReason, TrustState};
+use agentmesh_core::{PeerId, Protocol};
 use rusqlite::{OptionalExtension, Row, params};
-use serde::Serialize;
 
 use crate::{Result, Store, StoreError};
 
-/// Trust state of a peer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trust {
-    /// Seen (card fetched or a contact request sent); not trusted.
-    Discovered,
-    /// A contact request is waiting for an answer, in either direction.
-    Pending,
-    /// Contacts: their messages are accepted.
-    Trusted,
-    /// Refused: nothing from them is accepted, not even contact requests.
-    Blocked,
-}
-
-impl Trust {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trust::Discovered => "discovered",
-            Trust::Pending => "pending",
-            Trust::Trusted => "trusted",
-            Trust::Blocked => "blocked",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "discovered" => Trust::Discovered,
-            "pending" => Trust::Pending,
-            "trusted" => Trust::Trusted,
-            "blocked" => Trust::Blocked,
-            other => return Err(StoreError::Corrupt(format!("trust {other:?}"))),
-        })
-    }
-}
-
 /// A peer row.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
-    /// Agent id (16 hex for native agents; any V1 id for Agent Mesh V1 peers).
-    pub agent_id: String,
-    /// Display name.
+    /// Agent id (compared without case).
+    pub agent_id: PeerId,
+    /// Display name from its card.
     pub name: String,
-    /// `agentmesh/1` or `openclaw-agent-mesh/v1`.
-    pub protocol: String,
+    /// The protocol we speak with it.
+    pub protocol: Protocol,
     /// Base URL of the peer's node.
     pub endpoint: String,
-    /// Ed25519 public key (pinned on first sight).
-    #[serde(skip)]
+    /// Ed25519 public key (pinned on first sight, moved only along a verified rotation chain or
+    /// by the owner's `repin`).
     pub ed25519: [u8; 32],
     /// X25519 HPKE key; `None` for V1 peers, which do not encrypt.
-    #[serde(skip)]
     pub x25519: Option<[u8; 32]>,
     /// `sha256:` fingerprint as the peer's protocol defines it.
     pub fingerprint: String,
-    /// The last verified card (JSON), if any.
-    #[serde(skip)]
+    /// The last verified card or V1 identity document (JSON), if any.
     pub card: Option<String>,
-    /// Trust state.
-    pub trust: Trust,
+    /// Capability tags from its card.
+    pub capabilities: Vec<String>,
+    /// Where contact stands.
+    pub trust: TrustState,
+    /// Why, when declined or closed.
+    pub trust_reason: Option<TrustReason>,
+    /// While trusted: the peer's request whose approval made us contacts.
+    pub trust_via: Option<String>,
+    /// While trusted through `trust_via`: our own request approved with it.
+    pub trust_mutual: Option<String>,
     /// First seen, ms.
     pub first_seen: i64,
     /// Last heard from or fetched, ms.
     pub last_seen: i64,
-    /// A name the owner gave this peer (`add-peer --alias`).
+    /// A name the owner gave this peer.
     pub alias: Option<String>,
     /// The key the peer rotated away from, accepted on envelopes until `prev_until`.
-    #[serde(skip)]
     pub prev_ed25519: Option<[u8; 32]>,
     /// End of the rotation grace period, ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub prev_until: Option<i64>,
 }
 
@@ -84,28 +53,43 @@ impl Peer {
     pub fn previous_key(&self, now: i64) -> Option<[u8; 32]> {
         self.prev_ed25519.filter(|_| self.prev_until.is_some_and(|until| until > now))
     }
+
+    /// The view the control API shows.
+    pub fn view(&self) -> agentmesh_api::Peer {
+        agentmesh_api::Peer {
+            agent_id: self.agent_id.clone(),
+            name: self.name.clone(),
+            alias: self.alias.clone(),
+            protocol: self.protocol,
+            endpoint: self.endpoint.clone(),
+            fingerprint: self.fingerprint.clone(),
+            capabilities: self.capabilities.clone(),
+            trust: self.trust,
+            trust_reason: self.trust_reason.clone(),
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            previous_key_until: self.prev_until,
+        }
+    }
 }
 
 /// A pinned agent id that presented another key (see `key_mismatches` in the schema).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyMismatch {
     /// The peer.
-    pub peer_id: String,
+    pub peer_id: PeerId,
     /// Fingerprint of the key we pinned.
     pub pinned_fingerprint: String,
     /// Fingerprint of the key it presented.
     pub presented_fingerprint: String,
     /// The presented Ed25519 key.
-    #[serde(skip)]
     pub presented_ed25519: [u8; 32],
     /// The presented X25519 key (native peers).
-    #[serde(skip)]
     pub presented_x25519: Option<[u8; 32]>,
     /// The presented card or discovery document, JSON.
-    #[serde(skip)]
     pub presented_card: Option<String>,
-    /// `inbound` (it called us) or `outbound` (we fetched its card).
-    pub direction: String,
+    /// How it was seen.
+    pub direction: MismatchDirection,
     /// How many times it was seen.
     pub count: i64,
     /// First seen, ms.
@@ -116,76 +100,126 @@ pub struct KeyMismatch {
     pub resolved_at: Option<i64>,
 }
 
+impl KeyMismatch {
+    /// The view the control API shows.
+    pub fn view(&self) -> agentmesh_api::KeyMismatch {
+        agentmesh_api::KeyMismatch {
+            peer_id: self.peer_id.clone(),
+            pinned_fingerprint: self.pinned_fingerprint.clone(),
+            presented_fingerprint: self.presented_fingerprint.clone(),
+            direction: self.direction,
+            count: self.count,
+            first_at: self.first_at,
+            last_at: self.last_at,
+            resolved_at: self.resolved_at,
+        }
+    }
+}
+
 /// Most key-mismatch records kept; the oldest are dropped first.
 pub const MAX_KEY_MISMATCHES: i64 = 1000;
 
-fn blob32(row: &Row<'_>, idx: usize) -> rusqlite::Result<[u8; 32]> {
+pub(crate) fn blob32(row: &Row<'_>, idx: usize) -> rusqlite::Result<[u8; 32]> {
     let v: Vec<u8> = row.get(idx)?;
     v.try_into().map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, 0))
 }
 
-const PEER_COLUMNS: &str = "agent_id, name, protocol, endpoint, ed25519, x25519, fingerprint, card, trust, first_seen, \
-     last_seen, alias, prev_ed25519, prev_until";
-
-fn peer_from_row(row: &Row<'_>) -> rusqlite::Result<(Peer, String)> {
-    let x: Option<Vec<u8>> = row.get(5)?;
-    let trust: String = row.get(8)?;
-    Ok((
-        Peer {
-            agent_id: row.get(0)?,
-            name: row.get(1)?,
-            protocol: row.get(2)?,
-            endpoint: row.get(3)?,
-            ed25519: blob32(row, 4)?,
-            x25519: x.and_then(|v| v.try_into().ok()),
-            fingerprint: row.get(6)?,
-            card: row.get(7)?,
-            trust: Trust::Discovered,
-            first_seen: row.get(9)?,
-            last_seen: row.get(10)?,
-            alias: row.get(11)?,
-            prev_ed25519: row.get::<_, Option<Vec<u8>>>(12)?.and_then(|v| v.try_into().ok()),
-            prev_until: row.get(13)?,
-        },
-        trust,
-    ))
+/// Parses a text column into a typed value, reporting a corrupt row otherwise.
+pub(crate) fn parsed<T: std::str::FromStr>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.get(idx)?;
+    text.parse().map_err(|e: T::Err| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, format!("{e}").into())
+    })
 }
 
-fn finish((mut peer, trust): (Peer, String)) -> Result<Peer> {
-    peer.trust = Trust::parse(&trust)?;
-    Ok(peer)
+/// Like [`parsed`], for a nullable column.
+pub(crate) fn parsed_opt<T: std::str::FromStr>(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: Option<String> = row.get(idx)?;
+    text.map(|t| {
+        t.parse().map_err(|e: T::Err| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, format!("{e}").into())
+        })
+    })
+    .transpose()
+}
+
+const PEER_COLUMNS: &str = "agent_id, name, protocol, endpoint, ed25519, x25519, fingerprint, card, trust, first_seen, \
+     last_seen, alias, prev_ed25519, prev_until, capabilities, trust_by, trust_code, trust_via, trust_mutual";
+
+fn peer_from_row(row: &Row<'_>) -> rusqlite::Result<Peer> {
+    let x: Option<Vec<u8>> = row.get(5)?;
+    let capabilities: String = row.get(14)?;
+    let by: Option<Side> = parsed_opt(row, 15)?;
+    let code: Option<String> = row.get(16)?;
+    Ok(Peer {
+        agent_id: parsed(row, 0)?,
+        name: row.get(1)?,
+        protocol: parsed(row, 2)?,
+        endpoint: row.get(3)?,
+        ed25519: blob32(row, 4)?,
+        x25519: x.and_then(|v| v.try_into().ok()),
+        fingerprint: row.get(6)?,
+        card: row.get(7)?,
+        trust: parsed(row, 8)?,
+        trust_reason: by.zip(code).map(|(by, code)| TrustReason { by, code }),
+        trust_via: row.get(17)?,
+        trust_mutual: row.get(18)?,
+        first_seen: row.get(9)?,
+        last_seen: row.get(10)?,
+        alias: row.get(11)?,
+        prev_ed25519: row.get::<_, Option<Vec<u8>>>(12)?.and_then(|v| v.try_into().ok()),
+        prev_until: row.get(13)?,
+        capabilities: serde_json::from_str(&capabilities).unwrap_or_default(),
+    })
 }
 
 impl Store {
-    /// Inserts a peer, or refreshes the name, endpoint, card and last-seen time of a known one.
+    /// Inserts a peer, or refreshes the name, protocol, endpoint, card, capabilities and
+    /// last-seen time of a known one.
     ///
     /// The Ed25519 key is pinned on first sight (TOFU): when a peer with this id is stored with a
-    /// different key, nothing changes and `Ok(false)` is returned. Trust of an existing peer is
-    /// left as it is; use [`Store::set_trust`].
+    /// different key, nothing changes and `Ok(false)` is returned — unless the stored peer was
+    /// `removed`, whose pin was dropped: then the new key is pinned. Trust and alias of an existing
+    /// peer are left as they are (use [`Store::set_trust`] and [`Store::set_alias`]).
     pub fn upsert_peer(&self, peer: &Peer) -> Result<bool> {
-        let changed = self.conn.execute(
-            "INSERT INTO peers (agent_id, name, protocol, endpoint, ed25519, x25519, fingerprint, card, trust, first_seen, last_seen, alias)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)
+        let capabilities = serde_json::to_string(&peer.capabilities).unwrap_or_else(|_| "[]".into());
+        let changed = self.conn.prepare_cached(
+            "INSERT INTO peers (agent_id, name, protocol, endpoint, ed25519, x25519, fingerprint, card, capabilities,
+                                trust, trust_by, trust_code, first_seen, last_seen, alias)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)
              ON CONFLICT (agent_id) DO UPDATE SET
                  name = excluded.name, protocol = excluded.protocol, endpoint = excluded.endpoint,
-                 x25519 = COALESCE(excluded.x25519, peers.x25519), fingerprint = excluded.fingerprint,
-                 card = COALESCE(excluded.card, peers.card), last_seen = excluded.last_seen,
-                 alias = COALESCE(excluded.alias, peers.alias)
-             WHERE peers.ed25519 = excluded.ed25519",
-            params![
-                peer.agent_id,
-                peer.name,
-                peer.protocol,
-                peer.endpoint,
-                &peer.ed25519[..],
-                peer.x25519.as_ref().map(|k| &k[..]),
-                peer.fingerprint,
-                peer.card,
-                peer.trust.as_str(),
-                peer.last_seen,
-                peer.alias,
-            ],
-        )?;
+                 ed25519 = excluded.ed25519,
+                 x25519 = CASE WHEN peers.ed25519 = excluded.ed25519 THEN COALESCE(excluded.x25519, peers.x25519)
+                               ELSE excluded.x25519 END,
+                 prev_ed25519 = CASE WHEN peers.ed25519 = excluded.ed25519 THEN peers.prev_ed25519 END,
+                 prev_until = CASE WHEN peers.ed25519 = excluded.ed25519 THEN peers.prev_until END,
+                 fingerprint = excluded.fingerprint, card = COALESCE(excluded.card, peers.card),
+                 capabilities = excluded.capabilities, last_seen = MAX(peers.last_seen, excluded.last_seen)
+             WHERE peers.ed25519 = excluded.ed25519 OR peers.trust = 'removed'",
+        )?
+        .execute(params![
+            peer.agent_id.as_str(),
+            peer.name,
+            peer.protocol.as_str(),
+            peer.endpoint,
+            &peer.ed25519[..],
+            peer.x25519.as_ref().map(|k| &k[..]),
+            peer.fingerprint,
+            peer.card,
+            capabilities,
+            peer.trust.as_str(),
+            peer.trust_reason.as_ref().map(|r| r.by.as_str()),
+            peer.trust_reason.as_ref().map(|r| r.code.as_str()),
+            peer.last_seen,
+            peer.alias,
+        ])?;
         Ok(changed == 1)
     }
 
@@ -198,7 +232,7 @@ impl Store {
                  last_seen = MAX(last_seen, ?9)
              WHERE agent_id = ?1 AND ed25519 != ?3",
             params![
-                rotated.agent_id,
+                rotated.agent_id.as_str(),
                 prev_until,
                 &rotated.ed25519[..],
                 rotated.x25519.as_ref().map(|k| &k[..]),
@@ -212,9 +246,11 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Sets the owner's alias for a peer; `false` when there is no such peer.
-    pub fn set_alias(&self, agent_id: &str, alias: Option<&str>) -> Result<bool> {
-        Ok(self.conn.execute("UPDATE peers SET alias = ?2 WHERE agent_id = ?1", params![agent_id, alias])? == 1)
+    /// Sets the owner's alias for a peer; `false` when there is no such peer. Aliases are unique
+    /// (without case): the caller checks first.
+    pub fn set_alias(&self, agent_id: &PeerId, alias: Option<&str>) -> Result<bool> {
+        Ok(self.conn.execute("UPDATE peers SET alias = ?2 WHERE agent_id = ?1", params![agent_id.as_str(), alias])?
+            == 1)
     }
 
     /// Records that pinned peer `m.peer_id` presented another key (counted once per presented
@@ -228,13 +264,13 @@ impl Store {
                  count = count + 1, last_at = excluded.last_at, pinned_fingerprint = excluded.pinned_fingerprint,
                  direction = excluded.direction, resolved_at = NULL",
             params![
-                m.peer_id,
+                m.peer_id.as_str(),
                 m.presented_fingerprint,
                 m.pinned_fingerprint,
                 &m.presented_ed25519[..],
                 m.presented_x25519.as_ref().map(|k| &k[..]),
                 m.presented_card,
-                m.direction,
+                m.direction.as_str(),
                 m.last_at,
             ],
         )?;
@@ -255,13 +291,13 @@ impl Store {
         )?;
         let rows = stmt.query_map([open_only as i64], |row| {
             Ok(KeyMismatch {
-                peer_id: row.get(0)?,
+                peer_id: parsed(row, 0)?,
                 pinned_fingerprint: row.get(1)?,
                 presented_fingerprint: row.get(2)?,
                 presented_ed25519: blob32(row, 3)?,
                 presented_x25519: row.get::<_, Option<Vec<u8>>>(4)?.and_then(|v| v.try_into().ok()),
                 presented_card: row.get(5)?,
-                direction: row.get(6)?,
+                direction: parsed(row, 6)?,
                 count: row.get(7)?,
                 first_at: row.get(8)?,
                 last_at: row.get(9)?,
@@ -274,12 +310,10 @@ impl Store {
     /// Pins the key a peer presented in an open key mismatch with `fingerprint`, after the owner
     /// checked it; resolves the peer's open mismatches. Returns the updated peer, or `None` when
     /// no open mismatch of that peer has that fingerprint.
-    pub fn repin(&self, agent_id: &str, fingerprint: &str, now: i64) -> Result<Option<Peer>> {
-        let Some(m) = self
-            .key_mismatches(true)?
-            .into_iter()
-            .find(|m| m.peer_id == agent_id && m.presented_fingerprint == fingerprint)
-        else {
+    pub fn repin(&self, agent_id: &PeerId, fingerprint: &str, now: i64) -> Result<Option<Peer>> {
+        let Some(m) = self.key_mismatches(true)?.into_iter().find(|m| {
+            m.peer_id.as_str().eq_ignore_ascii_case(agent_id.as_str()) && m.presented_fingerprint == fingerprint
+        }) else {
             return Ok(None);
         };
         self.conn.execute(
@@ -287,7 +321,7 @@ impl Store {
                  prev_ed25519 = NULL, prev_until = NULL
              WHERE agent_id = ?1",
             params![
-                agent_id,
+                m.peer_id.as_str(),
                 &m.presented_ed25519[..],
                 m.presented_x25519.as_ref().map(|k| &k[..]),
                 m.presented_fingerprint,
@@ -296,63 +330,110 @@ impl Store {
         )?;
         self.conn.execute(
             "UPDATE key_mismatches SET resolved_at = ?2 WHERE peer_id = ?1 AND resolved_at IS NULL",
-            params![agent_id, now],
+            params![m.peer_id.as_str(), now],
         )?;
-        self.peer(agent_id)
+        self.peer(&m.peer_id)
     }
 
-    /// The peer with this id.
-    pub fn peer(&self, agent_id: &str) -> Result<Option<Peer>> {
+    /// The peer with this id (compared without case).
+    pub fn peer(&self, agent_id: &PeerId) -> Result<Option<Peer>> {
+        self.peer_by_text(agent_id.as_str())
+    }
+
+    /// The peer with this id given as text (compared without case).
+    pub fn peer_by_text(&self, agent_id: &str) -> Result<Option<Peer>> {
         let sql = format!("SELECT {PEER_COLUMNS} FROM peers WHERE agent_id = ?1");
-        self.conn.query_row(&sql, [agent_id], peer_from_row).optional()?.map(finish).transpose()
+        Ok(self.conn.prepare_cached(&sql)?.query_row([agent_id], peer_from_row).optional()?)
     }
 
-    /// Every peer, most recently seen first.
-    pub fn peers(&self) -> Result<Vec<Peer>> {
-        let sql = format!("SELECT {PEER_COLUMNS} FROM peers ORDER BY last_seen DESC, agent_id");
+    /// Peers, most recently seen first; removed ones only when `include_removed`.
+    pub fn peers(&self, include_removed: bool) -> Result<Vec<Peer>> {
+        let sql = format!(
+            "SELECT {PEER_COLUMNS} FROM peers WHERE ?1 OR trust != 'removed' ORDER BY last_seen DESC, agent_id"
+        );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map([], peer_from_row)?;
-        rows.map(|r| finish(r?)).collect()
+        let rows = stmt.query_map([include_removed], peer_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Sets a peer's trust; `false` when there is no such peer.
-    pub fn set_trust(&self, agent_id: &str, trust: Trust) -> Result<bool> {
-        let n =
-            self.conn.execute("UPDATE peers SET trust = ?2 WHERE agent_id = ?1", params![agent_id, trust.as_str()])?;
+    /// Peers whose id, alias or name equals `text` (without case), or, when none does, starts
+    /// with it; removed peers only when nothing else fits. At most 16.
+    pub fn find_peers(&self, text: &str) -> Result<Vec<Peer>> {
+        let exact = format!(
+            "SELECT {PEER_COLUMNS} FROM peers
+             WHERE agent_id = ?1 COLLATE NOCASE OR alias = ?1 COLLATE NOCASE OR name = ?1 COLLATE NOCASE
+             ORDER BY trust = 'removed', agent_id = ?1 COLLATE NOCASE DESC, alias = ?1 COLLATE NOCASE DESC LIMIT 16"
+        );
+        let found: Vec<Peer> =
+            self.conn.prepare_cached(&exact)?.query_map([text], peer_from_row)?.collect::<rusqlite::Result<_>>()?;
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        let escaped: String =
+            text.chars().flat_map(|c| if matches!(c, '%' | '_' | '\\') { vec!['\\', c] } else { vec![c] }).collect();
+        let prefix = format!(
+            "SELECT {PEER_COLUMNS} FROM peers
+             WHERE agent_id LIKE ?1 ESCAPE '\\' OR alias LIKE ?1 ESCAPE '\\' OR name LIKE ?1 ESCAPE '\\'
+             ORDER BY trust = 'removed', last_seen DESC LIMIT 16"
+        );
+        let pattern = format!("{escaped}%");
+        Ok(self.conn.prepare_cached(&prefix)?.query_map([pattern], peer_from_row)?.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Sets where trust with a peer stands, and why; `false` when there is no such peer.
+    pub fn set_trust(&self, agent_id: &PeerId, trust: TrustState, reason: Option<&TrustReason>) -> Result<bool> {
+        self.set_relation(agent_id, trust, reason, None, None)
+    }
+
+    /// Sets where trust with a peer stands, why, and (while trusted) the requests it rests on;
+    /// `false` when there is no such peer.
+    pub fn set_relation(
+        &self,
+        agent_id: &PeerId,
+        trust: TrustState,
+        reason: Option<&TrustReason>,
+        via: Option<&str>,
+        mutual: Option<&str>,
+    ) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE peers SET trust = ?2, trust_by = ?3, trust_code = ?4, trust_via = ?5, trust_mutual = ?6
+                 WHERE agent_id = ?1",
+            )?
+            .execute(params![
+                agent_id.as_str(),
+                trust.as_str(),
+                reason.map(|r| r.by.as_str()),
+                reason.map(|r| r.code.as_str()),
+                via,
+                mutual
+            ])?;
         Ok(n == 1)
     }
 
     /// Records that we heard from a peer at `at` (ms).
-    pub fn touch_peer(&self, agent_id: &str, at: i64) -> Result<()> {
+    pub fn touch_peer(&self, agent_id: &PeerId, at: i64) -> Result<()> {
         self.conn
             .prepare_cached("UPDATE peers SET last_seen = MAX(last_seen, ?2) WHERE agent_id = ?1")?
-            .execute(params![agent_id, at])?;
+            .execute(params![agent_id.as_str(), at])?;
         Ok(())
-    }
-
-    /// Forgets a peer (trust revoked, pin dropped) and fails what is still queued for it.
-    /// `false` when there was no such peer.
-    pub fn remove_peer(&self, agent_id: &str) -> Result<bool> {
-        self.atomic(|s| {
-            let n = s.conn.execute("DELETE FROM peers WHERE agent_id = ?1", [agent_id])?;
-            s.conn.execute(
-                "UPDATE outbox SET status = 'failed', last_error = 'peer removed'
-                 WHERE peer_id = ?1 AND status IN ('queued', 'sent')",
-                [agent_id],
-            )?;
-            Ok(n == 1)
-        })
     }
 
     /// Runs `f` atomically: inside one immediate transaction, or, when a transaction is already
     /// open (group commit), inside a savepoint of it. When `f` fails, its writes are rolled back
-    /// and nothing else is.
-    pub fn atomic<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
+    /// and nothing else is. `f` may fail with any error a store error converts into.
+    pub fn atomic<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Store) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         let nested = !self.conn.is_autocommit();
-        self.conn.execute_batch(if nested { "SAVEPOINT atomic" } else { "BEGIN IMMEDIATE" })?;
+        self.conn
+            .execute_batch(if nested { "SAVEPOINT atomic" } else { "BEGIN IMMEDIATE" })
+            .map_err(StoreError::from)?;
         match f(self) {
             Ok(v) => {
-                self.conn.execute_batch(if nested { "RELEASE atomic" } else { "COMMIT" })?;
+                self.conn.execute_batch(if nested { "RELEASE atomic" } else { "COMMIT" }).map_err(StoreError::from)?;
                 Ok(v)
             }
             Err(e) => {
@@ -384,15 +465,19 @@ mod tests {
 
     pub(crate) fn peer(id: &str, key: u8) -> Peer {
         Peer {
-            agent_id: id.into(),
+            agent_id: PeerId::parse(id).expect("id"),
             name: "bob".into(),
-            protocol: "agentmesh/1".into(),
+            protocol: Protocol::Native,
             endpoint: "http://127.0.0.1:1".into(),
             ed25519: [key; 32],
             x25519: Some([2; 32]),
             fingerprint: "sha256:00".into(),
             card: None,
-            trust: Trust::Discovered,
+            capabilities: vec![],
+            trust: TrustState::Discovered,
+            trust_reason: None,
+            trust_via: None,
+            trust_mutual: None,
             first_seen: 1,
             last_seen: 1,
             alias: None,
@@ -405,30 +490,36 @@ mod tests {
     fn key_is_pinned_on_first_sight() {
         let s = Store::open_in_memory().expect("db");
         assert!(s.upsert_peer(&peer("p", 1)).expect("insert"));
-        assert!(s.set_trust("p", Trust::Trusted).expect("trust"));
+        let p = PeerId::parse("p").expect("id");
+        assert!(s.set_trust(&p, TrustState::Trusted, None).expect("trust"));
         let mut again = peer("p", 1);
         again.endpoint = "http://127.0.0.1:2".into();
         assert!(s.upsert_peer(&again).expect("refresh"));
-        let got = s.peer("p").expect("get").expect("exists");
+        let got = s.peer(&p).expect("get").expect("exists");
         assert_eq!(got.endpoint, "http://127.0.0.1:2");
-        assert_eq!(got.trust, Trust::Trusted, "refresh keeps trust");
+        assert_eq!(got.trust, TrustState::Trusted, "refresh keeps trust");
         assert!(!s.upsert_peer(&peer("p", 9)).expect("mismatch"), "another key is refused");
-        assert_eq!(s.peer("p").expect("get").expect("exists").ed25519, [1; 32]);
+        assert_eq!(s.peer(&p).expect("get").expect("exists").ed25519, [1; 32]);
+        assert!(!s.upsert_peer(&peer("P", 9)).expect("mismatch"), "ids compare without case");
+        // A removed peer's pin is dropped: the next card pins afresh.
+        s.set_trust(&p, TrustState::Removed, None).expect("remove");
+        assert!(s.upsert_peer(&peer("p", 9)).expect("re-pin"));
+        assert_eq!(s.peer(&p).expect("get").expect("exists").ed25519, [9; 32]);
     }
 
     #[test]
     fn a_failing_member_of_a_group_rolls_back_alone() {
         let s = Store::open_in_memory().expect("db");
         s.begin_group().expect("begin");
-        s.atomic(|s| s.upsert_peer(&peer("a", 1))).expect("a");
+        s.atomic::<_, StoreError>(|s| s.upsert_peer(&peer("a", 1))).expect("a");
         let failed: Result<()> = s.atomic(|s| {
             s.upsert_peer(&peer("b", 2))?;
             Err(StoreError::Corrupt("boom".into()))
         });
         assert!(failed.is_err());
-        s.atomic(|s| s.upsert_peer(&peer("c", 3))).expect("c");
+        s.atomic::<_, StoreError>(|s| s.upsert_peer(&peer("c", 3))).expect("c");
         s.commit_group().expect("commit");
-        let ids: Vec<String> = s.peers().expect("peers").into_iter().map(|p| p.agent_id).collect();
+        let ids: Vec<String> = s.peers(true).expect("peers").into_iter().map(|p| p.agent_id.to_string()).collect();
         assert_eq!(ids.len(), 2);
         assert!(ids.contains(&"a".to_string()) && ids.contains(&"c".to_string()));
     }

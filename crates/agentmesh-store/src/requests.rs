@@ -1,116 +1,80 @@
 //! Contact requests, incoming and outgoing.
 
+use agentmesh_api::{ContactRequest, Direction, RequestStatus};
+use agentmesh_core::{PeerId, Protocol};
 use rusqlite::{OptionalExtension, Row, params};
-use serde::Serialize;
 
-use crate::messages::Direction;
-use crate::{Result, Store, StoreError};
+use crate::peers::{parsed, parsed_opt};
+use crate::{Result, Store};
 
-/// State of a contact request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RequestStatus {
-    /// Waiting for the other side (outgoing) or for our owner (incoming).
-    Pending,
-    /// Approved: both sides trust each other.
-    Approved,
-    /// Rejected: no trust.
-    Rejected,
-}
-
-impl RequestStatus {
-    /// Stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestStatus::Pending => "pending",
-            RequestStatus::Approved => "approved",
-            RequestStatus::Rejected => "rejected",
-        }
-    }
-}
-
-/// A contact request row.
-#[derive(Clone, Debug, Serialize)]
-pub struct ContactRequest {
+/// A request to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRequest {
     /// `req_` + 32 hex.
     pub request_id: String,
-    /// Incoming (they asked us) or outgoing (we asked them).
+    /// Incoming or outgoing.
     pub direction: Direction,
     /// The other agent.
-    pub peer_id: String,
-    /// The other agent's display name (from the peers table).
-    pub peer_name: Option<String>,
-    /// The other agent's fingerprint (from the peers table).
-    pub fingerprint: Option<String>,
+    pub peer_id: PeerId,
     /// What the requester said it wants.
     pub purpose: String,
-    /// Current state.
-    pub status: RequestStatus,
-    /// Reason given with a rejection.
-    pub reason: Option<String>,
-    /// Protocol the request came over.
-    pub protocol: String,
+    /// The protocol it travels over.
+    pub protocol: Protocol,
     /// Created, ms.
     pub created_at: i64,
-    /// Approved or rejected, ms.
-    pub decided_at: Option<i64>,
 }
 
-const COLUMNS: &str = "r.request_id, r.direction, r.peer_id, p.name, p.fingerprint, r.purpose, r.status, r.reason, r.protocol, r.created_at, r.decided_at";
-
-fn from_row(row: &Row<'_>) -> rusqlite::Result<(ContactRequest, String, String)> {
-    Ok((
-        ContactRequest {
-            request_id: row.get(0)?,
-            direction: Direction::Incoming,
-            peer_id: row.get(2)?,
-            peer_name: row.get(3)?,
-            fingerprint: row.get(4)?,
-            purpose: row.get(5)?,
-            status: RequestStatus::Pending,
-            reason: row.get(7)?,
-            protocol: row.get(8)?,
-            created_at: row.get(9)?,
-            decided_at: row.get(10)?,
-        },
-        row.get(1)?,
-        row.get(6)?,
-    ))
+/// How a request closed: its new status, the owner's text and a machine code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Closing<'a> {
+    /// The new status (anything but `pending`).
+    pub status: RequestStatus,
+    /// The deciding owner's text.
+    pub reason: Option<&'a str>,
+    /// A machine code (a peer's refusal code, `blocked`, `removed`, …).
+    pub code: Option<&'a str>,
+    /// When, ms.
+    pub at: i64,
 }
 
-fn finish((mut r, direction, status): (ContactRequest, String, String)) -> Result<ContactRequest> {
-    r.direction = match direction.as_str() {
-        "incoming" => Direction::Incoming,
-        "outgoing" => Direction::Outgoing,
-        other => return Err(StoreError::Corrupt(format!("direction {other:?}"))),
-    };
-    r.status = match status.as_str() {
-        "pending" => RequestStatus::Pending,
-        "approved" => RequestStatus::Approved,
-        "rejected" => RequestStatus::Rejected,
-        other => return Err(StoreError::Corrupt(format!("request status {other:?}"))),
-    };
-    Ok(r)
+const COLUMNS: &str = "r.request_id, r.direction, r.peer_id, p.name, p.fingerprint, r.protocol, r.purpose, r.status, \
+     r.reason, r.reason_code, r.created_at, r.decided_at, \
+     (SELECT o.agent_id FROM peers o WHERE r.direction = 'incoming' AND o.trust = 'trusted' \
+        AND o.agent_id != r.peer_id AND o.name = p.name COLLATE NOCASE LIMIT 1)";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<ContactRequest> {
+    Ok(ContactRequest {
+        request_id: row.get(0)?,
+        direction: parsed(row, 1)?,
+        peer_id: parsed(row, 2)?,
+        peer_name: row.get(3)?,
+        fingerprint: row.get(4)?,
+        protocol: parsed(row, 5)?,
+        purpose: row.get(6)?,
+        status: parsed(row, 7)?,
+        reason: row.get(8)?,
+        reason_code: row.get(9)?,
+        created_at: row.get(10)?,
+        decided_at: row.get(11)?,
+        name_collides_with: parsed_opt(row, 12)?,
+    })
 }
 
 impl Store {
-    /// Records a new request; `false` if one with this id exists already.
-    pub fn insert_request(&self, r: &ContactRequest) -> Result<bool> {
-        let n = self.conn.execute(
-            "INSERT OR IGNORE INTO contact_requests (request_id, direction, peer_id, purpose, status, reason, protocol, created_at, decided_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                r.request_id,
-                r.direction.as_str(),
-                r.peer_id,
-                r.purpose,
-                r.status.as_str(),
-                r.reason,
-                r.protocol,
-                r.created_at,
-                r.decided_at
-            ],
-        )?;
+    /// Records a new pending request; `false` if one with this id exists already.
+    pub fn insert_request(&self, r: &NewRequest) -> Result<bool> {
+        let n = self.conn.prepare_cached(
+            "INSERT OR IGNORE INTO contact_requests (request_id, direction, peer_id, purpose, status, protocol, created_at)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)",
+        )?
+        .execute(params![
+            r.request_id,
+            r.direction.as_str(),
+            r.peer_id.as_str(),
+            r.purpose,
+            r.protocol.as_str(),
+            r.created_at,
+        ])?;
         Ok(n == 1)
     }
 
@@ -119,33 +83,88 @@ impl Store {
         let sql = format!(
             "SELECT {COLUMNS} FROM contact_requests r LEFT JOIN peers p ON p.agent_id = r.peer_id WHERE r.request_id = ?1"
         );
-        self.conn.query_row(&sql, [request_id], from_row).optional()?.map(finish).transpose()
+        Ok(self.conn.prepare_cached(&sql)?.query_row([request_id], from_row).optional()?)
     }
 
-    /// Requests, newest first, optionally of one direction.
-    pub fn requests(&self, direction: Option<Direction>) -> Result<Vec<ContactRequest>> {
+    /// Requests, newest first, optionally of one direction and one status; at most `limit`.
+    pub fn requests(
+        &self,
+        direction: Option<Direction>,
+        status: Option<RequestStatus>,
+        limit: u32,
+    ) -> Result<Vec<ContactRequest>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM contact_requests r LEFT JOIN peers p ON p.agent_id = r.peer_id
-             WHERE ?1 IS NULL OR r.direction = ?1 ORDER BY r.created_at DESC, r.request_id"
+             WHERE (?1 IS NULL OR r.direction = ?1) AND (?2 IS NULL OR r.status = ?2)
+             ORDER BY r.created_at DESC, r.request_id LIMIT ?3"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map([direction.map(|d| d.as_str())], from_row)?;
-        rows.map(|r| finish(r?)).collect()
+        let rows =
+            stmt.query_map(params![direction.map(|d| d.as_str()), status.map(|s| s.as_str()), limit], from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Moves a pending request to `status`; `false` when it is not pending (or unknown).
-    pub fn decide_request(
-        &self,
-        request_id: &str,
-        status: RequestStatus,
-        reason: Option<&str>,
-        at: i64,
-    ) -> Result<bool> {
-        let n = self.conn.execute(
-            "UPDATE contact_requests SET status = ?2, reason = ?3, decided_at = ?4 WHERE request_id = ?1 AND status = 'pending'",
-            params![request_id, status.as_str(), reason, at],
-        )?;
+    /// The open (pending) request with `peer_id` in `direction`, newest first if there are
+    /// several (older databases).
+    pub fn open_request(&self, peer_id: &PeerId, direction: Direction) -> Result<Option<ContactRequest>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM contact_requests r LEFT JOIN peers p ON p.agent_id = r.peer_id
+             WHERE r.peer_id = ?1 AND r.direction = ?2 AND r.status = 'pending' ORDER BY r.created_at DESC LIMIT 1"
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![peer_id.as_str(), direction.as_str()], from_row)
+            .optional()?)
+    }
+
+    /// Closes a pending request; `false` when it is not pending (or unknown).
+    pub fn close_request(&self, request_id: &str, closing: &Closing<'_>) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE contact_requests SET status = ?2, reason = ?3, reason_code = ?4, decided_at = ?5
+             WHERE request_id = ?1 AND status = 'pending'",
+            )?
+            .execute(params![request_id, closing.status.as_str(), closing.reason, closing.code, closing.at])?;
         Ok(n == 1)
+    }
+
+    /// Closes every pending request with `peer_id` in `direction` (both when `None`); returns the
+    /// ids closed.
+    pub fn close_open_requests(
+        &self,
+        peer_id: &PeerId,
+        direction: Option<Direction>,
+        closing: &Closing<'_>,
+    ) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE contact_requests SET status = ?3, reason = ?4, reason_code = ?5, decided_at = ?6
+             WHERE peer_id = ?1 AND (?2 IS NULL OR direction = ?2) AND status = 'pending' RETURNING request_id",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                peer_id.as_str(),
+                direction.map(|d| d.as_str()),
+                closing.status.as_str(),
+                closing.reason,
+                closing.code,
+                closing.at
+            ],
+            |r| r.get(0),
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Incoming requests still pending that were created before `before` (ms): `(request id,
+    /// peer)`, oldest first, at most `limit`.
+    pub fn stale_incoming(&self, before: i64, limit: u32) -> Result<Vec<(String, PeerId)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT request_id, peer_id FROM contact_requests
+             WHERE direction = 'incoming' AND status = 'pending' AND created_at < ?1 ORDER BY created_at LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![before, limit], |r| Ok((r.get(0)?, parsed(r, 1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Number of incoming requests waiting for the owner.
@@ -157,13 +176,42 @@ impl Store {
             )?
             .query_row([], |r| r.get(0))?)
     }
+}
 
-    /// Pending outgoing request ids to `peer_id`.
-    pub fn pending_outgoing_to(&self, peer_id: &str) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT request_id FROM contact_requests WHERE peer_id = ?1 AND direction = 'outgoing' AND status = 'pending'",
-        )?;
-        let rows = stmt.query_map([peer_id], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(id: &str, peer: &str, direction: Direction) -> NewRequest {
+        NewRequest {
+            request_id: id.into(),
+            direction,
+            peer_id: PeerId::parse(peer).expect("peer"),
+            purpose: "p".into(),
+            protocol: Protocol::Native,
+            created_at: 1,
+        }
+    }
+
+    #[test]
+    fn open_requests_close_once() {
+        let s = Store::open_in_memory().expect("db");
+        assert!(s.insert_request(&new("req_1", "bob", Direction::Incoming)).expect("insert"));
+        assert!(!s.insert_request(&new("req_1", "bob", Direction::Incoming)).expect("again"));
+        let bob = PeerId::parse("bob").expect("id");
+        assert_eq!(
+            s.open_request(&bob, Direction::Incoming).expect("open").map(|r| r.request_id),
+            Some("req_1".into())
+        );
+        assert_eq!(s.open_request(&bob, Direction::Outgoing).expect("open"), None);
+        let closing = Closing { status: RequestStatus::Withdrawn, reason: None, code: Some("blocked"), at: 5 };
+        assert_eq!(s.close_open_requests(&bob, None, &closing).expect("close"), vec!["req_1".to_string()]);
+        assert!(!s.close_request("req_1", &closing).expect("closed already"));
+        let r = s.request("req_1").expect("get").expect("exists");
+        assert_eq!(
+            (r.status, r.reason_code.as_deref(), r.decided_at),
+            (RequestStatus::Withdrawn, Some("blocked"), Some(5))
+        );
+        assert_eq!(s.pending_incoming().expect("count"), 0);
     }
 }

@@ -40,7 +40,8 @@ pub enum Command {
     Card,
     /// Identity, listen address, peers, pending requests, unread messages, outbox.
     Status,
-    /// Fetch and verify the agent at URL, then send it a signed contact request.
+    /// Ask an agent for contact: fetch and verify the card at a URL (or use a known peer's), then
+    /// send a signed contact request and report how its delivery went.
     RequestContact(RequestContactArgs),
     /// Pin an agent you know by id (TOFU): fetch its card from URL, check the id matches its key,
     /// pin the key and send a contact request.
@@ -48,8 +49,8 @@ pub enum Command {
     /// Accept the new key a pinned peer presented (see `status`), after checking its fingerprint
     /// with the peer's owner.
     Repin {
-        /// The peer's agent id.
-        agent_id: String,
+        /// The peer: agent id, alias, name or unique prefix.
+        peer: String,
         /// The new fingerprint you checked (`sha256:…`, as `status` shows it).
         #[arg(long)]
         fingerprint: String,
@@ -81,22 +82,33 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Withdraw one of our pending contact requests; the peer is told.
+    WithdrawRequest {
+        /// The request id (`req_…`).
+        request_id: String,
+    },
     /// List known peers with trust state, endpoint, fingerprint and last seen.
-    Peers,
-    /// Block a peer: nothing from it is accepted, not even contact requests.
+    Peers(PeersArgs),
+    /// Check that a peer answers at its endpoint with the key pinned for it.
+    Check {
+        /// The peer: agent id, alias, name or unique prefix.
+        peer: String,
+    },
+    /// Block a peer: nothing from it is accepted, not even contact requests; it is told.
     Block {
-        /// The peer's agent id.
-        agent_id: String,
+        /// The peer: agent id, alias, name or unique prefix.
+        peer: String,
     },
-    /// Unblock a peer (it becomes merely discovered; trust must be re-established).
+    /// Unblock a peer (it becomes merely discovered and is told it may ask again; trust is not
+    /// restored).
     Unblock {
-        /// The peer's agent id.
-        agent_id: String,
+        /// The peer: agent id, alias, name or unique prefix.
+        peer: String,
     },
-    /// Forget a peer: revokes trust, drops its pinned key, fails what is queued for it.
+    /// Forget a peer: revokes trust, drops its pinned key, fails what is queued for it; it is told.
     Remove {
-        /// The peer's agent id.
-        agent_id: String,
+        /// The peer: agent id, alias, name or unique prefix.
+        peer: String,
     },
     /// Send a message (signed, end-to-end encrypted, durable until delivered).
     SendMessage(SendArgs),
@@ -107,6 +119,13 @@ pub enum Command {
         /// The message id.
         message_id: String,
     },
+    /// Send a failed message again (fresh attempts and time to live).
+    Retry {
+        /// The message id.
+        message_id: String,
+    },
+    /// Delete every failed outbox entry.
+    ClearFailed,
     /// Run a local demo: two agents find, trust and message each other, survive a crash.
     Demo,
     /// Measure throughput and latency of the real delivery path between two local nodes.
@@ -156,11 +175,26 @@ pub struct UpArgs {
 /// `request-contact` arguments.
 #[derive(Debug, Args)]
 pub struct RequestContactArgs {
-    /// The agent's base URL, e.g. http://127.0.0.1:8787.
-    pub url: String,
+    /// The agent's base URL (e.g. http://127.0.0.1:8787), or a known peer (agent id, alias,
+    /// name or unique prefix).
+    pub target: String,
     /// Why you want contact; shown to the other agent's owner.
     #[arg(long, default_value = "")]
     pub purpose: String,
+    /// Your name for this peer.
+    #[arg(long)]
+    pub alias: Option<String>,
+    /// Seconds to wait for the first delivery attempt (0: do not wait).
+    #[arg(long, default_value_t = 15.0)]
+    pub wait: f64,
+}
+
+/// `peers` arguments.
+#[derive(Debug, Args)]
+pub struct PeersArgs {
+    /// Also list removed peers.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// `add-peer` arguments.
@@ -295,12 +329,15 @@ pub struct ListRequestsArgs {
     /// Only requests we sent.
     #[arg(long)]
     pub outgoing: bool,
+    /// Only open (pending) requests.
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// `send-message` arguments.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Recipient agent id.
+    /// Recipient: agent id, alias, name or unique prefix.
     #[arg(long)]
     pub to: String,
     /// Message text; read from stdin when absent.
@@ -326,13 +363,17 @@ pub struct ListMessagesArgs {
     /// Only unread received messages.
     #[arg(long)]
     pub unread: bool,
-    /// Only messages with this peer.
-    #[arg(long, value_name = "AGENT_ID")]
+    /// Only sent messages that failed (`retry` or `clear-failed` them).
+    #[arg(long, conflicts_with_all = ["incoming", "unread"])]
+    pub failed: bool,
+    /// Only messages with this peer (agent id, alias, name or unique prefix).
+    #[arg(long, value_name = "PEER")]
     pub peer: Option<String>,
     /// At most this many per direction (most recent).
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
-    /// Keep running and print new messages and status changes as they happen.
+    /// Keep running and print new messages and status changes as they happen (reconnects when
+    /// the node restarts).
     #[arg(long)]
     pub follow: bool,
 }

@@ -1,10 +1,10 @@
 //! Output conventions: `--json` prints one JSON document (or JSON lines) on stdout and nothing
 //! else; failures print `{"error":{"code","message"}}` on stderr. A closed stdout (broken pipe)
-//! ends the program quietly.
+//! ends the program quietly. Peer-supplied text is made safe for a terminal before it is shown.
 
 use std::io::Write;
 
-use serde_json::Value;
+use serde::Serialize;
 
 /// Writes a line to stdout; exits quietly with status 0 if the reader went away.
 pub fn line(text: &str) {
@@ -14,14 +14,14 @@ pub fn line(text: &str) {
     }
 }
 
-/// Prints a JSON value on one line.
-pub fn json(value: &Value) {
-    line(&value.to_string());
+/// Prints a value as JSON on one line (JSON lines for streams).
+pub fn json<T: Serialize + ?Sized>(value: &T) {
+    line(&serde_json::to_string(value).unwrap_or_default());
 }
 
-/// Prints a JSON value pretty-printed (for `--json` single documents).
-pub fn json_doc(value: &Value) {
-    line(&serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+/// Prints a value as one pretty-printed JSON document (`--json` replies).
+pub fn json_doc<T: Serialize + ?Sized>(value: &T) {
+    line(&serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 /// Makes peer-supplied text safe for a terminal: control characters (escape sequences, carriage
@@ -37,17 +37,34 @@ pub fn clean(text: &str, multiline: bool) -> String {
         .collect()
 }
 
-/// Formats milliseconds since the epoch as a short UTC time, `-` when absent.
-pub fn time(ms: &Value) -> String {
-    match ms.as_u64() {
-        Some(ms) => agentmesh_core::time::iso_seconds(ms).replace('T', " ").trim_end_matches('Z').to_owned(),
-        None => "-".into(),
+/// A one-line, terminal-safe rendering of an optional text, `-` when absent.
+pub fn text(value: Option<&str>) -> String {
+    clean(value.unwrap_or("-"), false)
+}
+
+/// Milliseconds since the epoch as a short UTC time.
+pub fn time(ms: i64) -> String {
+    agentmesh_core::time::iso_seconds(ms.max(0) as u64).replace('T', " ").trim_end_matches('Z').to_owned()
+}
+
+/// A duration in seconds, short: `42s`, `7m`, `3h`, `2d`.
+pub fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7_200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
     }
 }
 
-/// A string field or `-`, made safe for a terminal (see [`clean`]).
-pub fn field(v: &Value, key: &str) -> String {
-    clean(v.get(key).and_then(Value::as_str).unwrap_or("-"), false)
+/// Capability tags as `a,b,c`, control characters stripped.
+pub fn list(items: &[String]) -> String {
+    items.iter().map(|s| clean(s, false)).collect::<Vec<_>>().join(",")
+}
+
+/// The first 23 characters of a fingerprint (`sha256:` + 16 hex).
+pub fn short_fingerprint(fingerprint: &str) -> String {
+    clean(fingerprint, false).chars().take(23).collect()
 }
 
 /// Prints rows as an aligned table with a header.
@@ -76,10 +93,16 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// A JSON array of strings (capability tags) as `a,b,c`, control characters stripped.
-pub fn list(value: &Value) -> String {
-    value
-        .as_array()
-        .map(|items| items.iter().filter_map(Value::as_str).map(|s| clean(s, false)).collect::<Vec<_>>().join(","))
-        .unwrap_or_default()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_number_fields_are_shown_as_numbers() {
+        assert_eq!(age(7), "7s");
+        assert_eq!(age(600), "10m");
+        assert_eq!(age(7_200), "2h");
+        assert_eq!(age(3 * 86_400), "3d");
+        assert_eq!(time(1_774_173_600_000), "2026-03-22 10:00:00");
+    }
 }

@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentmesh_client::RequestDirection;
-use agentmesh_client::local::{self, LocalNode};
+use agentmesh_api::control::{ContactArgs, RequestsQuery, SendArgs};
+use agentmesh_api::{Direction, Event, MessageStatus, TrustState};
+use agentmesh_core::EnvelopeKind;
+use agentmesh_testkit::local::{self, LocalNode};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 
@@ -53,7 +55,7 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
         local::cpu_seconds(std::process::id()).unwrap_or(0.0) - cpu_before.2,
     );
     let peaks = (sender.memory_kib(), receiver.memory_kib());
-    let stored = receiver.client.status().await?["unread_messages"].as_u64().unwrap_or(0) as usize;
+    let stored = receiver.client.status().await?.unread_messages as usize;
     let (s_ok, r_ok) = (sender.stop().await, receiver.stop().await);
 
     latencies.sort_unstable();
@@ -121,18 +123,20 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
 
 /// `sender` asks `receiver` for contact and `receiver` approves; returns once `sender` trusts it.
 pub(super) async fn trust(sender: &LocalNode, receiver: &LocalNode) -> Result<()> {
-    let reply = sender.client.request_contact(&receiver.peer_url, "bench").await?;
-    let request_id = reply["request_id"].as_str().unwrap_or_default().to_owned();
+    let ask = ContactArgs { to: receiver.peer_url.clone(), purpose: "bench".into(), ..ContactArgs::default() };
+    let reply = sender.client.request_contact(&ask).await?;
+    let request_id = reply.request.map(|r| r.request_id).unwrap_or_default();
     local::wait_for(Duration::from_secs(20), || async {
-        let r = receiver.client.requests(Some(RequestDirection::Incoming)).await.ok()?;
-        r["requests"].as_array()?.iter().any(|x| x["request_id"] == request_id.as_str()).then_some(())
+        let q = RequestsQuery { direction: Some(Direction::Incoming), ..RequestsQuery::default() };
+        let r = receiver.client.requests(&q).await.ok()?;
+        r.requests.iter().any(|x| x.request_id == request_id).then_some(())
     })
     .await
     .ok_or_else(|| anyhow!("the contact request never arrived"))?;
     receiver.client.approve(&request_id).await?;
     local::wait_for(Duration::from_secs(20), || async {
-        let p = sender.client.peers().await.ok()?;
-        p["peers"].as_array()?.iter().any(|x| x["trust"] == "trusted").then_some(())
+        let p = sender.client.peers(false).await.ok()?;
+        p.peers.iter().any(|x| x.trust == TrustState::Trusted).then_some(())
     })
     .await
     .ok_or_else(|| anyhow!("trust was never established"))?;
@@ -168,14 +172,12 @@ pub(super) async fn blast(
         tokio::spawn(async move {
             let mut seen = 0usize;
             while let Some(Ok(event)) = events.next().await {
-                if event["event"] == "lagged" {
-                    return true;
-                }
-                if !(event["event"] == "status" && event["kind"] == "message" && event["status"] == "delivered") {
-                    continue;
-                }
+                let id = match event {
+                    Event::Lagged { .. } => return true,
+                    Event::Status { id, kind: EnvelopeKind::Message, status: MessageStatus::Delivered, .. } => id,
+                    _ => continue,
+                };
                 let now = Instant::now();
-                let id = event["id"].as_str().unwrap_or_default().to_owned();
                 let mut map = slots.lock().unwrap_or_else(|p| p.into_inner());
                 match map.remove(&id) {
                     Some(Slot::Waiting(tx)) => {
@@ -203,8 +205,8 @@ pub(super) async fn blast(
             let mut latencies = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < n {
                 let t0 = Instant::now();
-                let reply = client.send(&to, &body, None, None).await?;
-                let id = reply["message_id"].as_str().unwrap_or_default().to_owned();
+                let args = SendArgs { to: to.clone(), text: body.clone(), ..SendArgs::default() };
+                let id = client.send(&args).await?.message_id;
                 let waiting = {
                     let mut map = slots.lock().unwrap_or_else(|p| p.into_inner());
                     match map.remove(&id) {

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use agentmesh_client::local::{self, LocalNode};
+use agentmesh_api::control::DiscoverQuery;
+use agentmesh_testkit::local::{self, LocalNode};
 use anyhow::{Result, bail};
 use serde_json::json;
 
@@ -36,8 +37,9 @@ pub async fn run(ctx: &Ctx, nodes: usize) -> Result<()> {
     let ids: Vec<String> = running.iter().map(|n| n.agent_id.clone()).collect();
     let converged = local::wait_for(Duration::from_secs(120), || async {
         for node in &running {
-            let reply = node.client.discover(None, &[], 10_000).await.ok()?;
-            let known: Vec<&str> = reply["agents"].as_array()?.iter().filter_map(|a| a["agent_id"].as_str()).collect();
+            let query = DiscoverQuery { limit: Some(10_000), ..DiscoverQuery::default() };
+            let reply = node.client.discover(&query).await.ok()?;
+            let known: Vec<&str> = reply.agents.iter().map(|a| a.agent_id.as_str()).collect();
             if ids.iter().any(|id| *id != node.agent_id && !known.contains(&id.as_str())) {
                 return None;
             }

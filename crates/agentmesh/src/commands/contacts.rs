@@ -1,96 +1,154 @@
-//! `request-contact`, `list-requests`, `approve-request`, `reject-request`.
+//! `request-contact`, `add-peer`, `list-requests`, `approve-request`, `reject-request`,
+//! `withdraw-request`.
 
-use agentmesh_client::RequestDirection;
+use agentmesh_api::control::{ContactArgs, ContactOutcome, ContactReply, RequestsQuery};
+use agentmesh_api::{ContactRequest, Direction, ErrorCode, RequestStatus};
 use anyhow::Result;
-use serde_json::Value;
 
-use super::Ctx;
+use super::{Ctx, fail};
 use crate::cli::{AddPeerArgs, ListRequestsArgs, RequestContactArgs};
 use crate::output;
 
 pub async fn request(ctx: &Ctx, args: RequestContactArgs) -> Result<()> {
     let client = ctx.client()?;
-    let reply = ctx.check(client.request_contact(&args.url, &args.purpose).await)?;
+    let contact = ContactArgs {
+        to: args.target,
+        purpose: args.purpose,
+        agent_id: None,
+        alias: args.alias,
+        wait_ms: Some((args.wait.clamp(0.0, 60.0) * 1000.0) as u64),
+    };
+    let reply = ctx.check(client.request_contact(&contact).await)?;
     report(ctx, &reply)
 }
 
 pub async fn add_peer(ctx: &Ctx, args: AddPeerArgs) -> Result<()> {
     let client = ctx.client()?;
-    let reply =
-        ctx.check(client.add_peer(&args.agent_id, &args.endpoint, args.alias.as_deref(), &args.purpose).await)?;
+    let contact = ContactArgs {
+        to: args.endpoint,
+        purpose: args.purpose,
+        agent_id: Some(args.agent_id),
+        alias: args.alias,
+        wait_ms: None,
+    };
+    let reply = ctx.check(client.request_contact(&contact).await)?;
     report(ctx, &reply)
 }
 
-fn report(ctx: &Ctx, reply: &Value) -> Result<()> {
+/// Shows how a contact request went; a refusal is an error (non-zero exit) carrying the peer's
+/// reason code.
+fn report(ctx: &Ctx, reply: &ContactReply) -> Result<()> {
+    let peer = &reply.peer;
+    let who = format!("{} ({})", output::clean(&peer.display_name(), false), peer.agent_id);
+    let request_id = reply.request.as_ref().map(|r| r.request_id.clone()).unwrap_or_default();
+    if reply.outcome == ContactOutcome::Refused {
+        let (code, message) = reply.refusal.as_ref().map(|r| (r.code.clone(), r.message.clone())).unwrap_or_default();
+        return Err(fail(
+            ErrorCode::ContactRefused,
+            format!("{who} refused the contact request {request_id}: {code} ({})", output::clean(&message, false)),
+        ));
+    }
     if ctx.json {
         output::json_doc(reply);
         return Ok(());
     }
-    let peer = &reply["peer"];
-    let who = format!("{} ({})", output::field(peer, "name"), output::field(peer, "agent_id"));
-    if reply["status"] == "already_trusted" {
-        output::line(&format!("{who} is already a trusted contact."));
-    } else {
-        output::line(&format!("Contact request {} sent to {who}", output::field(reply, "request_id")));
-        output::line(&format!("  fingerprint: {}", output::field(peer, "fingerprint")));
-        output::line(&format!("  protocol:    {}", output::field(peer, "protocol")));
-        output::line("Waiting for its owner to approve; see `agentmesh list-requests --outgoing`.");
+    match reply.outcome {
+        ContactOutcome::Trusted => match &reply.request {
+            Some(r) => output::line(&format!(
+                "{who} had asked you for contact ({}): approved, you are contacts now.",
+                r.request_id
+            )),
+            None => output::line(&format!("{who} is already a trusted contact.")),
+        },
+        ContactOutcome::Delivered => {
+            output::line(&format!("Contact request {request_id} delivered to {who}."));
+            output::line(&format!("  fingerprint: {}", output::clean(&peer.fingerprint, false)));
+            output::line(&format!("  protocol:    {}", peer.protocol));
+            output::line(
+                "Its owner decides; `agentmesh list-requests --outgoing` and `agentmesh peers` show the answer.",
+            );
+        }
+        ContactOutcome::Queued => {
+            let why =
+                reply.refusal.as_ref().map(|r| format!(" ({})", output::clean(&r.message, false))).unwrap_or_default();
+            output::line(&format!("Contact request {request_id} to {who} is not delivered yet{why}."));
+            output::line("The node keeps trying; `agentmesh list-requests --outgoing` shows where it stands.");
+        }
+        _ => output::json_doc(reply),
     }
     Ok(())
+}
+
+fn request_row(r: &ContactRequest) -> Vec<String> {
+    let mut peer = format!("{} ({})", output::text(r.peer_name.as_deref()), r.peer_id);
+    if let Some(other) = &r.name_collides_with {
+        peer.push_str(&format!(" [same name as contact {other}!]"));
+    }
+    let status = match (&r.reason_code, r.status) {
+        (Some(code), status) if status != RequestStatus::Pending => {
+            format!("{status} ({})", output::clean(code, false))
+        }
+        (_, status) => status.to_string(),
+    };
+    vec![
+        r.request_id.clone(),
+        r.direction.to_string(),
+        status,
+        peer,
+        output::short_fingerprint(r.fingerprint.as_deref().unwrap_or("-")),
+        output::time(r.created_at),
+        output::clean(if r.reason.is_some() { r.reason.as_deref().unwrap_or("") } else { &r.purpose }, false),
+    ]
 }
 
 pub async fn list(ctx: &Ctx, args: ListRequestsArgs) -> Result<()> {
     let direction = match (args.incoming, args.outgoing) {
-        (true, _) => Some(RequestDirection::Incoming),
-        (_, true) => Some(RequestDirection::Outgoing),
+        (true, _) => Some(Direction::Incoming),
+        (_, true) => Some(Direction::Outgoing),
         _ => None,
     };
+    let status = args.open.then_some(RequestStatus::Pending);
     let client = ctx.client()?;
-    let reply = ctx.check(client.requests(direction).await)?;
+    let reply = ctx.check(client.requests(&RequestsQuery { direction, status }).await)?;
     if ctx.json {
         output::json_doc(&reply);
         return Ok(());
     }
-    let requests = reply["requests"].as_array().cloned().unwrap_or_default();
-    if requests.is_empty() {
+    if reply.requests.is_empty() {
         output::line("No contact requests.");
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = requests
-        .iter()
-        .map(|r| {
-            vec![
-                output::field(r, "request_id"),
-                output::field(r, "direction"),
-                output::field(r, "status"),
-                format!("{} ({})", output::field(r, "peer_name"), output::field(r, "peer_id")),
-                output::field(r, "fingerprint").chars().take(23).collect(),
-                output::time(&r["created_at"]),
-                output::field(r, "purpose"),
-            ]
-        })
-        .collect();
-    output::table(&["REQUEST", "DIRECTION", "STATUS", "PEER", "FINGERPRINT", "CREATED (UTC)", "PURPOSE"], &rows);
+    let rows: Vec<Vec<String>> = reply.requests.iter().map(request_row).collect();
+    output::table(
+        &["REQUEST", "DIRECTION", "STATUS", "PEER", "FINGERPRINT", "CREATED (UTC)", "PURPOSE / REASON"],
+        &rows,
+    );
     Ok(())
 }
 
-pub async fn decide(ctx: &Ctx, request_id: &str, approve: bool, reason: Option<String>) -> Result<()> {
+/// What to do with a request.
+pub enum Decision {
+    Approve,
+    Reject(Option<String>),
+    Withdraw,
+}
+
+pub async fn decide(ctx: &Ctx, request_id: &str, decision: Decision) -> Result<()> {
     let client = ctx.client()?;
-    let reply = if approve {
-        ctx.check(client.approve(request_id).await)?
-    } else {
-        ctx.check(client.reject(request_id, reason.as_deref()).await)?
+    let reply = match &decision {
+        Decision::Approve => ctx.check(client.approve(request_id).await)?,
+        Decision::Reject(reason) => ctx.check(client.reject(request_id, reason.as_deref()).await)?,
+        Decision::Withdraw => ctx.check(client.withdraw(request_id).await)?,
     };
     if ctx.json {
         output::json_doc(&reply);
         return Ok(());
     }
-    let r: &Value = &reply["request"];
-    let who = format!("{} ({})", output::field(r, "peer_name"), output::field(r, "peer_id"));
-    if approve {
-        output::line(&format!("Approved {request_id}: {who} is now a trusted contact."));
-    } else {
-        output::line(&format!("Rejected {request_id} from {who}."));
+    let who = format!("{} ({})", output::clean(&reply.peer.display_name(), false), reply.peer.agent_id);
+    match decision {
+        Decision::Approve => output::line(&format!("Approved {request_id}: {who} is now a trusted contact.")),
+        Decision::Reject(_) => output::line(&format!("Rejected {request_id} from {who}; it is told.")),
+        Decision::Withdraw => output::line(&format!("Withdrew {request_id} to {who}; it is told.")),
     }
     Ok(())
 }

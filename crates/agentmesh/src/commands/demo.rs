@@ -1,11 +1,13 @@
 //! `agentmesh demo`: two real nodes in temporary homes find, trust and message each other, then
-//! the receiver is killed with SIGKILL while a message is queued, restarted, and receives it.
+//! the receiver is killed with SIGKILL while a message is queued, restarted, and receives it;
+//! one rotates its keys, then a block is told to the other side.
 
 use std::time::{Duration, Instant};
 
-use agentmesh_client::local::{self, LocalNode};
-use agentmesh_client::{MessageQuery, RequestDirection};
+use agentmesh_api::control::{ContactArgs, MessagesQuery, RequestsQuery, SendArgs};
+use agentmesh_api::{Direction, Message, MessageStatus, RequestStatus, TrustState};
 use agentmesh_core::AgentCard;
+use agentmesh_testkit::local::{self, LocalNode};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
@@ -99,107 +101,107 @@ async fn walk(story: &mut Story, dir: &std::path::Path) -> Result<()> {
         json!({"card": card}),
     );
 
-    let reply = alice.client.request_contact(&bob.peer_url, "demo: let's plan together").await?;
-    let request_id = reply["request_id"].as_str().unwrap_or_default().to_owned();
+    let contact =
+        ContactArgs { to: bob.peer_url.clone(), purpose: "demo: let's plan together".into(), ..ContactArgs::default() };
+    let reply = alice.client.request_contact(&contact).await?;
+    let request_id = reply.request.as_ref().map(|r| r.request_id.clone()).unwrap_or_default();
     story.step(
         "alice asked bob for contact (signed, encrypted contact request through her outbox)",
-        vec![format!("request {request_id}")],
-        reply.clone(),
+        vec![format!("request {request_id}: {:?}", reply.outcome)],
+        json!(reply),
     );
 
     let incoming = local::wait_for(WAIT, || async {
-        let r = bob.client.requests(Some(RequestDirection::Incoming)).await.ok()?;
-        r["requests"].as_array()?.iter().find(|x| x["request_id"] == request_id.as_str()).cloned()
+        let q = RequestsQuery { direction: Some(Direction::Incoming), ..RequestsQuery::default() };
+        let r = bob.client.requests(&q).await.ok()?;
+        r.requests.into_iter().find(|x| x.request_id == request_id)
     })
     .await
     .ok_or_else(|| anyhow!("bob never saw alice's contact request"))?;
-    if incoming["status"] != "pending" || incoming["peer_id"] != alice.agent_id.as_str() {
-        bail!("unexpected request at bob: {incoming}");
+    if incoming.status != RequestStatus::Pending || incoming.peer_id.as_str() != alice.agent_id {
+        bail!("unexpected request at bob: {incoming:?}");
     }
-    let refused = bob.client.send(&alice.agent_id, "hello?", None, None).await;
+    let refused = bob.client.send_text(&alice.agent_id, "hello?").await;
     story.step(
         "bob sees a pending request from alice; nothing is trusted yet",
         vec![
-            format!("purpose: {}", incoming["purpose"].as_str().unwrap_or_default()),
-            format!("fingerprint: {}", incoming["fingerprint"].as_str().unwrap_or_default()),
+            format!("purpose: {}", incoming.purpose),
+            format!("fingerprint: {}", incoming.fingerprint.as_deref().unwrap_or("-")),
             format!(
                 "bob messaging alice now is refused: {}",
                 refused.err().map(|e| e.to_string()).unwrap_or_else(|| "NOT refused".into())
             ),
         ],
-        incoming.clone(),
+        json!(incoming),
     );
 
     bob.client.approve(&request_id).await?;
     let alice_sees = local::wait_for(WAIT, || async {
-        let peers = alice.client.peers().await.ok()?;
-        peers["peers"]
-            .as_array()?
-            .iter()
-            .find(|p| p["agent_id"] == bob.agent_id.as_str() && p["trust"] == "trusted")
-            .cloned()
+        let peers = alice.client.peers(false).await.ok()?;
+        peers.peers.into_iter().find(|p| p.agent_id.as_str() == bob.agent_id && p.trust == TrustState::Trusted)
     })
     .await
     .ok_or_else(|| anyhow!("alice never learned that bob approved"))?;
     story.step(
         "bob approved; his node sent a signed acceptance and alice's node now trusts bob too",
-        vec![format!("alice's view of bob: {}", text(&alice_sees["trust"]))],
-        alice_sees,
+        vec![format!("alice's view of bob: {}", alice_sees.trust)],
+        json!(alice_sees),
     );
 
-    let to_bob = alice.client.send(&bob.agent_id, "Hi bob! Shall we split the research?", None, Some("plan")).await?;
-    let to_bob_id = to_bob["message_id"].as_str().unwrap_or_default().to_owned();
-    let delivered = wait_status(&alice, &to_bob_id, &["delivered"]).await?;
+    let send = |to: &str, text: &str, reply_to: Option<String>| SendArgs {
+        to: to.to_owned(),
+        text: text.to_owned(),
+        reply_to,
+        thread: Some("plan".into()),
+    };
+    let to_bob = alice.client.send(&send(&bob.agent_id, "Hi bob! Shall we split the research?", None)).await?;
+    let to_bob_id = to_bob.message_id;
+    let delivered = wait_status(&alice, &to_bob_id, &[MessageStatus::Delivered]).await?;
     story.step(
         "alice -> bob: signed, HPKE-encrypted, stored by bob before a signed delivery receipt came back",
-        vec![format!("message {to_bob_id}: {}", text(&delivered["status"]))],
-        delivered,
+        vec![format!("message {to_bob_id}: {}", delivered.status)],
+        json!(delivered),
     );
 
     let to_alice = bob
         .client
-        .send(&alice.agent_id, "Yes: I take search, you take planning.", Some(&to_bob_id), Some("plan"))
+        .send(&send(&alice.agent_id, "Yes: I take search, you take planning.", Some(to_bob_id.clone())))
         .await?;
-    let to_alice_id = to_alice["message_id"].as_str().unwrap_or_default().to_owned();
-    let delivered = wait_status(&bob, &to_alice_id, &["delivered"]).await?;
+    let to_alice_id = to_alice.message_id;
+    let delivered = wait_status(&bob, &to_alice_id, &[MessageStatus::Delivered]).await?;
     story.step(
         "bob -> alice: reply delivered with receipt",
-        vec![format!("message {to_alice_id}: {}", text(&delivered["status"]))],
-        delivered,
+        vec![format!("message {to_alice_id}: {}", delivered.status)],
+        json!(delivered),
     );
 
     let read = bob.client.read(&to_bob_id).await?;
-    let body = read["message"]["text"].as_str().unwrap_or_default().to_owned();
-    let marked = wait_status(&alice, &to_bob_id, &["read"]).await?;
+    let body = read.message.text.unwrap_or_default();
+    let marked = wait_status(&alice, &to_bob_id, &[MessageStatus::Read]).await?;
     story.step(
         "bob read alice's message; a signed read receipt marked it read at alice",
-        vec![format!("bob read: \"{body}\""), format!("alice's outbox: {}", text(&marked["status"]))],
-        marked,
+        vec![format!("bob read: \"{body}\""), format!("alice's outbox: {}", marked.status)],
+        json!(marked),
     );
 
     bob.kill();
     story.step("Crash: bob's node was killed with SIGKILL", vec![], json!({}));
 
-    let queued =
-        alice.client.send(&bob.agent_id, "Are you still there? This must not get lost.", None, Some("plan")).await?;
-    let queued_id = queued["message_id"].as_str().unwrap_or_default().to_owned();
+    let queued = alice.client.send(&send(&bob.agent_id, "Are you still there? This must not get lost.", None)).await?;
+    let queued_id = queued.message_id;
     let pending = local::wait_for(WAIT, || async {
         let m = find_outgoing(&alice, &queued_id).await?;
-        (m["attempts"].as_i64().unwrap_or(0) >= 1).then_some(m)
+        (m.attempts.unwrap_or(0) >= 1).then_some(m)
     })
     .await
     .ok_or_else(|| anyhow!("alice's outbox never tried to deliver"))?;
     story.step(
         "alice sends while bob is down: the message waits in her durable outbox",
         vec![
-            format!(
-                "message {queued_id}: {} after {} attempt(s)",
-                text(&pending["status"]),
-                text(&pending["attempts"])
-            ),
-            format!("last error: {}", pending["last_error"].as_str().unwrap_or("-")),
+            format!("message {queued_id}: {} after {} attempt(s)", pending.status, pending.attempts.unwrap_or(0)),
+            format!("last error: {}", pending.last_error.as_deref().unwrap_or("-")),
         ],
-        pending,
+        json!(pending),
     );
 
     bob.restart().await?;
@@ -209,61 +211,72 @@ async fn walk(story: &mut Story, dir: &std::path::Path) -> Result<()> {
         json!({"url": bob.peer_url}),
     );
 
-    let delivered = wait_status(&alice, &queued_id, &["delivered"]).await?;
+    let delivered = wait_status(&alice, &queued_id, &[MessageStatus::Delivered]).await?;
     let inbox = bob
         .client
-        .messages(&MessageQuery {
-            direction: Some(RequestDirection::Incoming),
+        .messages(&MessagesQuery {
+            direction: Some(Direction::Incoming),
             peer: Some(alice.agent_id.clone()),
-            ..Default::default()
+            ..MessagesQuery::default()
         })
         .await?;
-    let copies =
-        inbox["messages"].as_array().map(|a| a.iter().filter(|m| m["id"] == queued_id.as_str()).count()).unwrap_or(0);
+    let copies = inbox.messages.iter().filter(|m| m.id == queued_id).count();
     if copies != 1 {
         bail!("bob holds {copies} copies of the queued message, expected exactly 1");
     }
     story.step(
         "The queued message was delivered after the restart, exactly once",
         vec![
-            format!(
-                "message {queued_id}: {} after {} attempt(s)",
-                text(&delivered["status"]),
-                text(&delivered["attempts"])
-            ),
+            format!("message {queued_id}: {} after {} attempt(s)", delivered.status, delivered.attempts.unwrap_or(0)),
             format!("copies in bob's inbox: {copies}"),
         ],
-        delivered,
+        json!(delivered),
     );
 
     let rotated = alice.client.rotate_key().await?;
-    let new_fp = rotated["fingerprint"].clone();
+    let new_fp = rotated.fingerprint.clone();
     let followed = local::wait_for(WAIT, || async {
-        let peers = bob.client.peers().await.ok()?;
-        peers["peers"]
-            .as_array()?
-            .iter()
-            .find(|p| p["agent_id"] == alice.agent_id.as_str() && p["fingerprint"] == new_fp)
-            .cloned()
+        let peers = bob.client.peers(false).await.ok()?;
+        peers.peers.into_iter().find(|p| p.agent_id.as_str() == alice.agent_id && p.fingerprint == new_fp)
     })
     .await
     .ok_or_else(|| anyhow!("bob never followed alice's key rotation"))?;
-    let after = alice.client.send(&bob.agent_id, "New keys, same me.", None, Some("plan")).await?;
-    let after_id = after["message_id"].as_str().unwrap_or_default().to_owned();
-    let delivered = wait_status(&alice, &after_id, &["delivered"]).await?;
+    let after = alice.client.send(&send(&bob.agent_id, "New keys, same me.", None)).await?;
+    let after_id = after.message_id;
+    let delivered = wait_status(&alice, &after_id, &[MessageStatus::Delivered]).await?;
     story.step(
         "alice rotated her keys; bob verified the signed chain, moved his pin, and still trusts her",
         vec![
-            format!("agent id unchanged: {}", text(&rotated["agent_id"])),
-            format!("fingerprint {} -> {}", text(&rotated["old_fingerprint"]), text(&new_fp)),
-            format!(
-                "bob: {} / {}; message {after_id}: {}",
-                text(&followed["trust"]),
-                text(&followed["fingerprint"]),
-                text(&delivered["status"])
-            ),
+            format!("agent id unchanged: {}", rotated.agent_id),
+            format!("fingerprint {} -> {}", rotated.old_fingerprint, new_fp),
+            format!("bob: {} / {}; message {after_id}: {}", followed.trust, followed.fingerprint, delivered.status),
         ],
         json!({"rotation": rotated, "bob_sees": followed, "message": delivered}),
+    );
+
+    // Trust changes are told to the other side: bob blocks alice, and her node knows at once.
+    let blocked = bob.client.block(&alice.agent_id).await?;
+    let alice_view = local::wait_for(WAIT, || async {
+        let peers = alice.client.peers(false).await.ok()?;
+        peers.peers.into_iter().find(|p| p.agent_id.as_str() == bob.agent_id && p.trust == TrustState::Rejected)
+    })
+    .await
+    .ok_or_else(|| anyhow!("alice never learned that bob blocked her"))?;
+    bob.client.unblock(&alice.agent_id).await?;
+    let asked =
+        alice.client.request_contact(&ContactArgs { to: bob.agent_id.clone(), ..ContactArgs::default() }).await?;
+    story.step(
+        "bob blocked alice: her node was told (signed contact_update) and shows it; after unblocking, she asks again",
+        vec![
+            format!("bob told alice: {}", blocked.told),
+            format!(
+                "alice's view of bob: {} ({})",
+                alice_view.trust,
+                alice_view.trust_reason.as_ref().map(|r| r.to_string()).unwrap_or_default()
+            ),
+            format!("alice asks again: {:?}", asked.outcome),
+        ],
+        json!({"blocked": blocked, "alice_sees": alice_view, "asked_again": asked}),
     );
 
     let mut alice = alice;
@@ -275,28 +288,23 @@ async fn walk(story: &mut Story, dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-async fn find_outgoing(node: &LocalNode, id: &str) -> Option<Value> {
-    let q = MessageQuery { direction: Some(RequestDirection::Outgoing), ..Default::default() };
+async fn find_outgoing(node: &LocalNode, id: &str) -> Option<Message> {
+    let q = MessagesQuery { direction: Some(Direction::Outgoing), ..MessagesQuery::default() };
     let list = node.client.messages(&q).await.ok()?;
-    list["messages"].as_array()?.iter().find(|m| m["id"] == id).cloned()
+    list.messages.into_iter().find(|m| m.id == id)
 }
 
-async fn wait_status(node: &LocalNode, id: &str, wanted: &[&str]) -> Result<Value> {
+async fn wait_status(node: &LocalNode, id: &str, wanted: &[MessageStatus]) -> Result<Message> {
     let found = local::wait_for(WAIT, || async {
         let m = find_outgoing(node, id).await?;
-        wanted.iter().any(|w| m["status"] == *w).then_some(m)
+        wanted.contains(&m.status).then_some(m)
     })
     .await;
     match found {
         Some(m) => Ok(m),
         None => {
-            let last = find_outgoing(node, id).await.unwrap_or(Value::Null);
-            Err(anyhow!("message {id} did not reach {wanted:?}; last seen: {last}"))
+            let last = find_outgoing(node, id).await;
+            Err(anyhow!("message {id} did not reach {wanted:?}; last seen: {last:?}"))
         }
     }
-}
-
-/// A JSON value as plain text (strings without quotes).
-fn text(v: &Value) -> String {
-    v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())
 }

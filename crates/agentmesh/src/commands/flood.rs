@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agentmesh_client::local::{self, LocalNode};
 use agentmesh_core::envelope::{APPLICATION_JSON, ContactRequestBody, Draft, TEXT_PLAIN};
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentCard, Envelope, EnvelopeKind, Identity, PROTOCOL_NATIVE};
+use agentmesh_testkit::local::{self, LocalNode};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 

@@ -1,25 +1,26 @@
 //! `repin` and `rotate-key`.
 
+use agentmesh_api::ErrorCode;
+use agentmesh_api::control::RotateReply;
 use agentmesh_node::Config;
-use anyhow::{Result, bail};
-use serde_json::{Value, json};
+use anyhow::Result;
 
-use super::Ctx;
+use super::{Ctx, fail};
 use crate::output;
 
-pub async fn repin(ctx: &Ctx, agent_id: &str, fingerprint: &str) -> Result<()> {
+pub async fn repin(ctx: &Ctx, peer: &str, fingerprint: &str) -> Result<()> {
     let client = ctx.client()?;
-    let reply = ctx.check(client.repin(agent_id, fingerprint).await)?;
+    let reply = ctx.check(client.repin(peer, fingerprint).await)?;
     if ctx.json {
         output::json_doc(&reply);
         return Ok(());
     }
-    let peer = &reply["peer"];
+    let p = &reply.peer;
     output::line(&format!(
         "Pinned {} ({}) to {}. It is no longer refused.",
-        output::field(peer, "name"),
-        output::field(peer, "agent_id"),
-        output::field(peer, "fingerprint")
+        output::clean(&p.display_name(), false),
+        p.agent_id,
+        output::clean(&p.fingerprint, false)
     ));
     Ok(())
 }
@@ -27,38 +28,43 @@ pub async fn repin(ctx: &Ctx, agent_id: &str, fingerprint: &str) -> Result<()> {
 /// Rotates through the running node (which tells contacts at once), or on the key files when
 /// the node is down (contacts are told when it next starts).
 pub async fn rotate(ctx: &Ctx) -> Result<()> {
-    let reply = match ctx.home.runtime() {
-        Some(_) if ctx.client()?.status().await.is_ok() => ctx.check(ctx.client()?.rotate_key().await)?,
-        _ => offline(ctx)?,
+    let (reply, online) = if ctx.node_running().await {
+        (ctx.check(ctx.client()?.rotate_key().await)?, true)
+    } else {
+        (offline(ctx)?, false)
     };
     if ctx.json {
         output::json_doc(&reply);
         return Ok(());
     }
-    output::line(&format!("Rotated the keys of {}.", output::field(&reply, "agent_id")));
-    output::line(&format!("  old fingerprint: {}", output::field(&reply, "old_fingerprint")));
-    output::line(&format!("  new fingerprint: {}", output::field(&reply, "fingerprint")));
-    match reply.get("contacts_told").and_then(Value::as_u64) {
-        Some(n) => output::line(&format!("  {n} contact(s) are being sent the signed rotation.")),
-        None => output::line("  Contacts are sent the signed rotation when the node next starts."),
+    output::line(&format!("Rotated the keys of {}.", reply.agent_id));
+    output::line(&format!("  old fingerprint: {}", reply.old_fingerprint));
+    output::line(&format!("  new fingerprint: {}", reply.fingerprint));
+    if online {
+        output::line(&format!("  {} contact(s) are being sent the signed rotation.", reply.contacts_told));
+    } else {
+        output::line("  Contacts are sent the signed rotation when the node next starts.");
     }
     Ok(())
 }
 
-fn offline(ctx: &Ctx) -> Result<Value> {
+fn offline(ctx: &Ctx) -> Result<RotateReply> {
     let home = &ctx.home;
     let Some(_lock) = home.try_lock()? else {
-        bail!("the node for {} is running but not answering; try again", home.root().display());
+        return Err(fail(
+            ErrorCode::NodeRunning,
+            format!("the node for {} is running but not answering; try again", home.root().display()),
+        ));
     };
     let config = Config::load(&home.config_path())?;
-    let old = home.load_identity()?.fingerprint();
+    let old = home.load_identity()?.fingerprint().to_string();
     let state = home.rotate_keys(config.rotation_grace_secs.saturating_mul(1000))?;
-    Ok(json!({
-        "agent_id": state.identity.agent_id().to_string(),
-        "old_fingerprint": old,
-        "fingerprint": state.identity.fingerprint(),
-        "key_rotations": state.identity.rotations().len(),
-        "previous_key_until": state.previous.as_ref().map(|(_, until)| *until),
-        "contacts_told": null,
-    }))
+    Ok(RotateReply {
+        agent_id: state.identity.agent_id(),
+        old_fingerprint: old,
+        fingerprint: state.identity.fingerprint().to_string(),
+        key_rotations: state.identity.rotations().len(),
+        previous_key_until: state.previous.as_ref().map(|(_, until)| *until as i64),
+        contacts_told: 0,
+    })
 }

@@ -1,123 +1,211 @@
-//! `send-message`, `list-messages`, `read`.
+//! `send-message`, `list-messages`, `read`, `retry`, `clear-failed`.
 
+use std::collections::{HashSet, VecDeque};
 use std::io::Read;
+use std::time::Duration;
 
-use agentmesh_client::{MessageQuery, RequestDirection};
-use anyhow::{Context, Result, bail};
-use serde_json::{Value, json};
+use agentmesh_api::control::{MessagesQuery, SendArgs as SendBody};
+use agentmesh_api::{Direction, ErrorCode, Event, Message, PeerId};
+use anyhow::{Context, Result};
 
-use super::Ctx;
+use super::{Ctx, NodeNotRunning, fail};
 use crate::cli::{ListMessagesArgs, SendArgs};
 use crate::output;
+
+/// Most bytes read from stdin for one message: far over any node's text limit, so the node's
+/// refusal (with its limit) is what the owner sees, while memory stays bounded.
+const MAX_STDIN_BYTES: u64 = 16 * 1024 * 1024 + 1;
 
 pub async fn send(ctx: &Ctx, args: SendArgs) -> Result<()> {
     let text = match args.text {
         Some(t) => t,
         None => {
             let mut t = String::new();
-            std::io::stdin().take(1 << 20).read_to_string(&mut t).context("reading the message from stdin")?;
+            std::io::stdin().take(MAX_STDIN_BYTES).read_to_string(&mut t).context("reading the message from stdin")?;
             t.trim_end_matches('\n').to_owned()
         }
     };
     if text.is_empty() {
-        bail!("the message is empty; pass --text or pipe it on stdin");
+        return Err(fail(ErrorCode::EmptyMessage, "the message is empty; pass --text or pipe it on stdin"));
     }
     let client = ctx.client()?;
-    let reply = ctx.check(client.send(&args.to, &text, args.reply_to.as_deref(), args.thread.as_deref()).await)?;
+    let body = SendBody { to: args.to, text, reply_to: args.reply_to, thread: args.thread };
+    let reply = ctx.check(client.send(&body).await)?;
     if ctx.json {
         output::json_doc(&reply);
     } else {
-        let how = if reply["encrypted"] == json!(true) {
-            "signed, end-to-end encrypted"
-        } else {
-            "signed, not encrypted (Agent Mesh V1)"
-        };
-        output::line(&format!(
-            "Queued {} to {} ({how}).",
-            output::field(&reply, "message_id"),
-            output::field(&reply, "to")
-        ));
+        let how =
+            if reply.encrypted { "signed, end-to-end encrypted" } else { "signed, not encrypted (Agent Mesh V1)" };
+        output::line(&format!("Queued {} to {} ({how}).", reply.message_id, reply.to));
     }
     Ok(())
 }
 
-fn message_row(m: &Value) -> Vec<String> {
-    let arrow = if m["direction"] == "incoming" { "<-" } else { "->" };
-    let lock = if m["encrypted"] == json!(true) { "e2e" } else { "plain" };
-    let text: String = output::field(m, "text").chars().take(60).collect::<String>().replace('\n', " ");
-    vec![
-        output::time(&m["created_at"]),
-        format!("{arrow} {}", output::field(m, "peer_id")),
-        output::field(m, "status"),
-        lock.to_owned(),
-        output::field(m, "id"),
-        text,
-    ]
+fn message_row(m: &Message) -> Vec<String> {
+    let arrow = if m.direction == Direction::Incoming { "<-" } else { "->" };
+    let lock = if m.encrypted { "e2e" } else { "plain" };
+    let text: String = output::text(m.text.as_deref()).chars().take(60).collect();
+    let status = match (&m.last_error, m.status) {
+        (Some(e), agentmesh_api::MessageStatus::Failed) => {
+            format!("failed: {}", output::clean(e, false).chars().take(60).collect::<String>())
+        }
+        (_, status) => status.to_string(),
+    };
+    vec![output::time(m.created_at), format!("{arrow} {}", m.peer_id), status, lock.to_owned(), m.id.clone(), text]
 }
 
 const HEADER: [&str; 6] = ["TIME (UTC)", "PEER", "STATUS", "ENC", "ID", "TEXT"];
 
-pub async fn list(ctx: &Ctx, args: ListMessagesArgs) -> Result<()> {
-    let direction = match (args.incoming, args.outgoing) {
-        (true, _) => Some(RequestDirection::Incoming),
-        (_, true) => Some(RequestDirection::Outgoing),
+fn query(args: &ListMessagesArgs) -> MessagesQuery {
+    let direction = match (args.incoming, args.outgoing || args.failed) {
+        (true, _) => Some(Direction::Incoming),
+        (_, true) => Some(Direction::Outgoing),
         _ => None,
     };
-    let query = MessageQuery { direction, unread: args.unread, peer: args.peer.clone(), limit: Some(args.limit) };
-    let client = ctx.client()?;
-    // Subscribe before listing so nothing falls between the two.
-    let mut events = if args.follow { Some(ctx.check(client.events().await)?) } else { None };
-    let reply = ctx.check(client.messages(&query).await)?;
-    let messages = reply["messages"].as_array().cloned().unwrap_or_default();
-    match (&mut events, ctx.json) {
-        (None, true) => output::json_doc(&reply),
-        (None, false) if messages.is_empty() => output::line("No messages."),
-        (None, false) => output::table(&HEADER, &messages.iter().map(message_row).collect::<Vec<_>>()),
-        (Some(_), true) => messages.iter().for_each(|m| output::json(&json!({"event": "message", "message": m}))),
-        (Some(_), false) => {
-            for m in &messages {
-                output::line(&message_row(m).join("  "));
-            }
-        }
+    MessagesQuery {
+        direction,
+        unread: args.unread,
+        failed: args.failed,
+        peer: args.peer.clone(),
+        limit: Some(args.limit),
     }
-    let Some(events) = events.as_mut() else { return Ok(()) };
-    while let Some(event) = events.next().await {
-        let event = event?;
-        let wanted = match event["event"].as_str() {
-            Some("message") => {
-                let m = &event["message"];
-                direction != Some(RequestDirection::Outgoing) && args.peer.as_deref().is_none_or(|p| m["peer_id"] == p)
-            }
-            Some("status") => {
-                !args.unread
-                    && direction != Some(RequestDirection::Incoming)
-                    && event["kind"] == "message"
-                    && args.peer.as_deref().is_none_or(|p| event["peer_id"] == p)
-            }
-            Some("lagged") => true,
-            _ => false,
-        };
-        if !wanted {
-            continue;
-        }
+}
+
+pub async fn list(ctx: &Ctx, args: ListMessagesArgs) -> Result<()> {
+    let q = query(&args);
+    if !args.follow {
+        let client = ctx.client()?;
+        let reply = ctx.check(client.messages(&q).await)?;
         if ctx.json {
-            output::json(&event);
-        } else if event["event"] == "message" {
-            output::line(&message_row(&event["message"]).join("  "));
-        } else if event["event"] == "lagged" {
-            output::line(&format!("(missed {} events; run list-messages to catch up)", event["missed"]));
+            output::json_doc(&reply);
+        } else if reply.messages.is_empty() {
+            output::line("No messages.");
         } else {
-            let error = event["error"].as_str().map(|e| format!(" ({e})")).unwrap_or_default();
-            output::line(&format!(
-                "{}  -> {}  {}  {}{error}",
-                output::time(&event["at"]),
-                output::field(&event, "peer_id"),
-                output::field(&event, "status"),
-                output::field(&event, "id")
-            ));
+            output::table(&HEADER, &reply.messages.iter().map(message_row).collect::<Vec<_>>());
         }
+        return Ok(());
     }
-    Ok(())
+    follow(ctx, &args, &q).await
+}
+
+/// What `--follow` printed already (bounded), so a catch-up after a reconnect repeats nothing.
+struct Seen {
+    set: HashSet<(Direction, String)>,
+    order: VecDeque<(Direction, String)>,
+}
+
+impl Seen {
+    const MAX: usize = 100_000;
+
+    fn insert(&mut self, m: &Message) -> bool {
+        let key = (m.direction, m.id.clone());
+        if !self.set.insert(key.clone()) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > Self::MAX
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+}
+
+/// Streams new messages and status changes; when the node stops, waits for it to come back and
+/// picks up where it left (messages that arrived meanwhile are listed first).
+async fn follow(ctx: &Ctx, args: &ListMessagesArgs, q: &MessagesQuery) -> Result<()> {
+    let mut seen = Seen { set: HashSet::new(), order: VecDeque::new() };
+    let mut connected_once = false;
+    loop {
+        let client = match ctx.client() {
+            Ok(c) => c,
+            Err(e) if !connected_once => return Err(e),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        // Subscribe before listing so nothing falls between the two.
+        let session = async {
+            let events = client.events().await?;
+            let list = client.messages(q).await?;
+            let peer: Option<PeerId> = match &args.peer {
+                Some(p) => Some(client.peer(p).await?.peer.agent_id),
+                None => None,
+            };
+            Ok::<_, agentmesh_client::ClientError>((events, list, peer))
+        };
+        let (mut events, list, peer) = match session.await {
+            Ok(s) => s,
+            Err(e @ agentmesh_client::ClientError::Api { .. }) => return Err(e.into()),
+            Err(_) if !connected_once => {
+                return Err(NodeNotRunning::for_home(ctx).into());
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if connected_once && !ctx.json {
+            eprintln!("(reconnected to the node)");
+        }
+        connected_once = true;
+        for m in &list.messages {
+            if seen.insert(m) {
+                print_message(ctx, m);
+            }
+        }
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { break };
+            match &event {
+                Event::Message { message } => {
+                    let wanted =
+                        q.direction != Some(Direction::Outgoing) && peer.as_ref().is_none_or(|p| *p == message.peer_id);
+                    if wanted && seen.insert(message) {
+                        print_message(ctx, message);
+                    }
+                }
+                Event::Status { kind, peer_id, id, status, at, error, .. } => {
+                    let wanted = !q.unread
+                        && q.direction != Some(Direction::Incoming)
+                        && *kind == agentmesh_core::EnvelopeKind::Message
+                        && peer.as_ref().is_none_or(|p| p == peer_id)
+                        && (!q.failed || *status == agentmesh_api::MessageStatus::Failed);
+                    if !wanted {
+                        continue;
+                    }
+                    if ctx.json {
+                        output::json(&event);
+                    } else {
+                        let error =
+                            error.as_deref().map(|e| format!(" ({})", output::clean(e, false))).unwrap_or_default();
+                        output::line(&format!("{}  -> {peer_id}  {status}  {id}{error}", output::time(*at)));
+                    }
+                }
+                Event::Lagged { missed } => {
+                    if ctx.json {
+                        output::json(&event);
+                    } else {
+                        output::line(&format!("(missed {missed} events; run list-messages to catch up)"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !ctx.json {
+            eprintln!("(the node stopped; waiting for it to come back)");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn print_message(ctx: &Ctx, m: &Message) {
+    if ctx.json {
+        output::json(&Event::Message { message: m.clone() });
+    } else {
+        output::line(&message_row(m).join("  "));
+    }
 }
 
 pub async fn read(ctx: &Ctx, message_id: &str) -> Result<()> {
@@ -127,20 +215,42 @@ pub async fn read(ctx: &Ctx, message_id: &str) -> Result<()> {
         output::json_doc(&reply);
         return Ok(());
     }
-    let m = &reply["message"];
-    output::line(&format!("From:    {}", output::field(m, "peer_id")));
-    output::line(&format!("Id:      {}", output::field(m, "id")));
-    output::line(&format!("Sent:    {} UTC", output::time(&m["created_at"])));
-    let security = if m["encrypted"] == json!(true) {
-        "signed, end-to-end encrypted"
-    } else {
-        "signed, not encrypted (Agent Mesh V1)"
-    };
+    let m = &reply.message;
+    output::line(&format!("From:    {}", m.peer_id));
+    output::line(&format!("Id:      {}", m.id));
+    output::line(&format!("Sent:    {} UTC", output::time(m.created_at)));
+    let security = if m.encrypted { "signed, end-to-end encrypted" } else { "signed, not encrypted (Agent Mesh V1)" };
     output::line(&format!("Security: {security}"));
-    if let Some(r) = m["reply_to"].as_str() {
+    if let Some(r) = &m.reply_to {
         output::line(&format!("Reply to: {}", output::clean(r, false)));
     }
     output::line("");
-    output::line(&output::clean(m["text"].as_str().unwrap_or_default(), true));
+    output::line(&output::clean(m.text.as_deref().unwrap_or_default(), true));
+    Ok(())
+}
+
+pub async fn retry(ctx: &Ctx, message_id: &str) -> Result<()> {
+    let client = ctx.client()?;
+    let reply = ctx.check(client.retry(message_id).await)?;
+    if ctx.json {
+        output::json_doc(&reply);
+    } else {
+        output::line(&format!("{} to {} is queued again.", reply.message.id, reply.message.peer_id));
+    }
+    Ok(())
+}
+
+pub async fn clear_failed(ctx: &Ctx) -> Result<()> {
+    let client = ctx.client()?;
+    let reply = ctx.check(client.clear_failed().await)?;
+    if ctx.json {
+        output::json_doc(&reply);
+    } else {
+        output::line(&format!(
+            "Deleted {} failed outbox entr{}.",
+            reply.cleared,
+            if reply.cleared == 1 { "y" } else { "ies" }
+        ));
+    }
     Ok(())
 }

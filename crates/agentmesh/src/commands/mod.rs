@@ -15,9 +15,11 @@ mod scan;
 
 use std::path::PathBuf;
 
+use agentmesh_api::ErrorCode;
 use agentmesh_client::{Client, ClientError};
 use agentmesh_node::Home;
 use anyhow::Result;
+use serde_json::json;
 
 use crate::cli::{Cli, Command};
 
@@ -36,24 +38,79 @@ pub struct NodeNotRunning {
     home: String,
 }
 
+impl NodeNotRunning {
+    /// For `ctx`'s home.
+    pub fn for_home(ctx: &Ctx) -> Self {
+        NodeNotRunning { home: ctx.home.root().display().to_string() }
+    }
+}
+
+/// A failure a command found itself, with its code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Fail {
+    /// The code.
+    pub code: ErrorCode,
+    /// One line for a person.
+    pub message: String,
+}
+
+/// A [`Fail`] as an error.
+pub fn fail(code: ErrorCode, message: impl Into<String>) -> anyhow::Error {
+    Fail { code, message: message.into() }.into()
+}
+
 /// An error as shown to the user: a machine code and a one-line message.
 pub struct CliError {
     /// Machine code, e.g. `node_not_running`, `not_trusted`.
-    pub code: String,
+    pub code: ErrorCode,
     /// One line for a person.
     pub message: String,
 }
 
 impl CliError {
-    /// Classifies an error from a command.
+    /// Classifies an error from a command: the code of the first typed error in its chain.
     pub fn from_anyhow(error: &anyhow::Error) -> Self {
-        if let Some(e) = error.downcast_ref::<NodeNotRunning>() {
-            return CliError { code: "node_not_running".into(), message: e.to_string() };
+        let message = format!("{error:#}");
+        for cause in error.chain() {
+            let code = if cause.is::<NodeNotRunning>() {
+                Some(ErrorCode::NodeNotRunning)
+            } else if let Some(e) = cause.downcast_ref::<Fail>() {
+                Some(e.code)
+            } else if let Some(e) = cause.downcast_ref::<ClientError>() {
+                // A code this build does not know is shown in the message.
+                Some(e.error_code().unwrap_or(ErrorCode::BadResponse))
+            } else if let Some(e) = cause.downcast_ref::<agentmesh_node::LaunchError>() {
+                Some(e.code())
+            } else if let Some(e) = cause.downcast_ref::<agentmesh_node::home::HomeError>() {
+                Some(e.code())
+            } else if let Some(e) = cause.downcast_ref::<agentmesh_registry::client::RegistryError>() {
+                Some(match e.status {
+                    401 | 403 => ErrorCode::RegistryUnauthorized,
+                    0 => ErrorCode::PeerUnreachable,
+                    _ => ErrorCode::RegistryError,
+                })
+            } else if cause.is::<agentmesh_node::config::ConfigError>() {
+                Some(ErrorCode::InvalidConfig)
+            } else if cause.is::<std::io::Error>() {
+                Some(ErrorCode::Io)
+            } else {
+                None
+            };
+            if let Some(code) = code {
+                return CliError { code, message };
+            }
         }
-        if let Some(e) = error.downcast_ref::<ClientError>() {
-            return CliError { code: e.code().into(), message: format!("{error:#}") };
+        CliError { code: ErrorCode::Internal, message }
+    }
+
+    /// Prints it on stderr: `{"error":{"code","message"}}` with `--json`, one line otherwise.
+    pub fn print(&self, json_mode: bool) {
+        if json_mode {
+            eprintln!("{}", json!({"error": {"code": self.code.as_str(), "message": self.message}}));
+        } else {
+            eprintln!("agentmesh: {}", self.message);
         }
-        CliError { code: "error".into(), message: format!("{error:#}") }
     }
 }
 
@@ -75,6 +132,14 @@ impl Ctx {
             other => Ok(other?),
         }
     }
+
+    /// Whether a node answers for this home.
+    pub async fn node_running(&self) -> bool {
+        match self.client() {
+            Ok(client) => client.status().await.is_ok(),
+            Err(_) => false,
+        }
+    }
 }
 
 /// Runs the parsed command line.
@@ -88,7 +153,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Status => node::status(&ctx).await,
         Command::RequestContact(args) => contacts::request(&ctx, args).await,
         Command::AddPeer(args) => contacts::add_peer(&ctx, args).await,
-        Command::Repin { agent_id, fingerprint } => keys::repin(&ctx, &agent_id, &fingerprint).await,
+        Command::Repin { peer, fingerprint } => keys::repin(&ctx, &peer, &fingerprint).await,
         Command::RotateKey => keys::rotate(&ctx).await,
         Command::Scan(args) => scan::run(&ctx, args).await,
         Command::Search(args) => registry::search(&ctx, args).await,
@@ -96,15 +161,25 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Registry(crate::cli::RegistryCommand::Bench(args)) => registry::bench(&ctx, args).await,
         Command::Discover(args) => scan::discover(&ctx, args).await,
         Command::ListRequests(args) => contacts::list(&ctx, args).await,
-        Command::ApproveRequest { request_id } => contacts::decide(&ctx, &request_id, true, None).await,
-        Command::RejectRequest { request_id, reason } => contacts::decide(&ctx, &request_id, false, reason).await,
-        Command::Peers => peers::list(&ctx).await,
-        Command::Block { agent_id } => peers::change(&ctx, &agent_id, peers::Change::Block).await,
-        Command::Unblock { agent_id } => peers::change(&ctx, &agent_id, peers::Change::Unblock).await,
-        Command::Remove { agent_id } => peers::change(&ctx, &agent_id, peers::Change::Remove).await,
+        Command::ApproveRequest { request_id } => {
+            contacts::decide(&ctx, &request_id, contacts::Decision::Approve).await
+        }
+        Command::RejectRequest { request_id, reason } => {
+            contacts::decide(&ctx, &request_id, contacts::Decision::Reject(reason)).await
+        }
+        Command::WithdrawRequest { request_id } => {
+            contacts::decide(&ctx, &request_id, contacts::Decision::Withdraw).await
+        }
+        Command::Peers(args) => peers::list(&ctx, args).await,
+        Command::Check { peer } => peers::check(&ctx, &peer).await,
+        Command::Block { peer } => peers::change(&ctx, &peer, peers::Change::Block).await,
+        Command::Unblock { peer } => peers::change(&ctx, &peer, peers::Change::Unblock).await,
+        Command::Remove { peer } => peers::change(&ctx, &peer, peers::Change::Remove).await,
         Command::SendMessage(args) => messages::send(&ctx, args).await,
         Command::ListMessages(args) => messages::list(&ctx, args).await,
         Command::Read { message_id } => messages::read(&ctx, &message_id).await,
+        Command::Retry { message_id } => messages::retry(&ctx, &message_id).await,
+        Command::ClearFailed => messages::clear_failed(&ctx).await,
         Command::Demo => demo::run(&ctx).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
     }

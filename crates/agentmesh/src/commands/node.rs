@@ -1,9 +1,10 @@
 //! `agentmesh up`, `card`, `status`.
 
+use agentmesh_api::Status;
 use agentmesh_core::AgentCard;
 use agentmesh_node::{Config, UpOptions};
 use anyhow::Result;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Ctx;
@@ -31,102 +32,134 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<()> {
 }
 
 pub async fn card(ctx: &Ctx) -> Result<()> {
-    let card = match ctx.home.runtime() {
-        Some(_) => match ctx.client()?.card().await {
+    let card = match ctx.client() {
+        Ok(client) => match client.card().await {
             Ok(card) => card,
             Err(_) => local_card(ctx)?,
         },
-        None => local_card(ctx)?,
+        Err(_) => local_card(ctx)?,
     };
     output::json_doc(&card);
     Ok(())
 }
 
 /// The card as the node would publish it, built offline from the identity and profile.
-fn local_card(ctx: &Ctx) -> Result<Value> {
+fn local_card(ctx: &Ctx) -> Result<AgentCard> {
     let identity = ctx.home.load_identity()?;
     let profile = ctx.home.load_profile()?;
     let config = Config::load(&ctx.home.config_path())?;
-    let endpoint = profile.endpoint.clone().or(config.endpoint).unwrap_or_else(|| format!("http://{}", config.listen));
-    let card = AgentCard::new(
+    let endpoint = profile
+        .endpoint
+        .clone()
+        .or(config.endpoint.clone())
+        .unwrap_or_else(|| format!("http://{}", config.listen_addr(profile.endpoint.as_deref())));
+    Ok(AgentCard::new(
         &identity,
         &profile.name,
         vec![endpoint],
         profile.capabilities,
         vec![agentmesh_core::PROTOCOL_NATIVE.into(), agentmesh_core::PROTOCOL_AGENT_MESH_V1.into()],
         profile.created_at,
-    );
-    Ok(serde_json::to_value(card)?)
+    ))
+}
+
+/// Identity and the stored counters, when no node runs.
+async fn offline_status(ctx: &Ctx) -> Result<Status> {
+    let identity = ctx.home.load_identity()?;
+    let profile = ctx.home.load_profile()?;
+    let db = ctx.home.db_path();
+    let (stats, mismatches) = tokio::task::spawn_blocking(move || {
+        agentmesh_store::Store::open(&db).and_then(|s| Ok((s.stats()?, s.key_mismatches(true)?)))
+    })
+    .await??;
+    Ok(Status {
+        agent_id: identity.agent_id(),
+        name: profile.name,
+        fingerprint: identity.fingerprint().to_string(),
+        key_rotations: identity.rotations().len(),
+        previous_key_until: None,
+        key_mismatches: mismatches.iter().map(|m| m.view()).collect(),
+        clock_skews: Vec::new(),
+        running: false,
+        listen: None,
+        endpoint: profile.endpoint,
+        protocols: Vec::new(),
+        capabilities: profile.capabilities,
+        peers: stats.peers,
+        trusted_peers: stats.trusted_peers,
+        pending_requests: stats.pending_requests,
+        outgoing_requests: stats.outgoing_requests,
+        unread_messages: stats.unread_messages,
+        outbox_depth: stats.outbox_depth,
+        failed_deliveries: stats.failed_deliveries,
+        warnings: Vec::new(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
 }
 
 pub async fn status(ctx: &Ctx) -> Result<()> {
-    let live = match ctx.home.runtime() {
-        Some(_) => ctx.client()?.status().await.ok(),
-        None => None,
+    let live = match ctx.client() {
+        Ok(client) => client.status().await.ok(),
+        Err(_) => None,
     };
     let status = match live {
-        Some(mut s) => {
-            s["running"] = json!(true);
-            s
-        }
-        None => {
-            // Offline: identity and the stored counters, and how to start the node.
-            let identity = ctx.home.load_identity()?;
-            let profile = ctx.home.load_profile()?;
-            let db = ctx.home.db_path();
-            let (stats, mismatches) = tokio::task::spawn_blocking(move || {
-                agentmesh_store::Store::open(&db).and_then(|s| Ok((s.stats()?, s.key_mismatches(true)?)))
-            })
-            .await??;
-            let mut s = json!({
-                "agent_id": identity.agent_id().to_string(),
-                "name": profile.name,
-                "fingerprint": identity.fingerprint(),
-                "key_rotations": identity.rotations().len(),
-                "key_mismatches": mismatches,
-                "running": false,
-                "listen": null,
-            });
-            if let (Value::Object(target), Value::Object(extra)) = (&mut s, serde_json::to_value(stats)?) {
-                target.extend(extra);
-            }
-            s
-        }
+        Some(s) => s,
+        None => offline_status(ctx).await?,
     };
     if ctx.json {
         output::json_doc(&status);
         return Ok(());
     }
-    let f = |k: &str| {
-        status
-            .get(k)
-            .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
-            .unwrap_or_else(|| "-".into())
-    };
-    output::line(&format!("agent       {} ({})", f("name"), f("agent_id")));
-    output::line(&format!("fingerprint {}", f("fingerprint")));
-    if status["running"] == json!(true) {
-        output::line(&format!("node        running, listening on {}", f("listen")));
+    output::line(&format!("agent       {} ({})", output::clean(&status.name, false), status.agent_id));
+    output::line(&format!("fingerprint {}", status.fingerprint));
+    if status.running {
+        output::line(&format!(
+            "node        running, listening on {}, advertising {}",
+            output::text(status.listen.as_deref()),
+            output::text(status.endpoint.as_deref())
+        ));
     } else {
         output::line(&format!("node        not running (start: agentmesh up --home {})", ctx.home.root().display()));
     }
-    output::line(&format!("peers       {} ({} trusted)", f("peers"), f("trusted_peers")));
-    output::line(&format!("requests    {} pending", f("pending_requests")));
-    output::line(&format!("inbox       {} unread", f("unread_messages")));
-    output::line(&format!("outbox      {} waiting, {} failed", f("outbox_depth"), f("failed_deliveries")));
-    let mismatches = status["key_mismatches"].as_array().cloned().unwrap_or_default();
-    if !mismatches.is_empty() {
+    output::line(&format!("peers       {} ({} trusted)", status.peers, status.trusted_peers));
+    output::line(&format!(
+        "requests    {} waiting for you, {} waiting for peers",
+        status.pending_requests, status.outgoing_requests
+    ));
+    output::line(&format!("inbox       {} unread", status.unread_messages));
+    output::line(&format!("outbox      {} waiting, {} failed", status.outbox_depth, status.failed_deliveries));
+    if status.failed_deliveries > 0 {
+        output::line(
+            "            (`agentmesh list-messages --failed`, then `agentmesh retry <id>` or `agentmesh clear-failed`)",
+        );
+    }
+    for warning in &status.warnings {
+        output::line(&format!("WARNING: {warning}"));
+    }
+    for skew in &status.clock_skews {
+        output::line(&format!(
+            "WARNING: {} reports our clock is {:.0} s {}; messages to it are retried meanwhile. Fix this host's clock (NTP).",
+            skew.peer_id,
+            skew.skew_ms.unsigned_abs() as f64 / 1000.0,
+            if skew.skew_ms > 0 { "behind" } else { "ahead" }
+        ));
+    }
+    if !status.key_mismatches.is_empty() {
         output::line("");
-        output::line(&format!("WARNING: {} pinned peer(s) presented another key and are refused:", mismatches.len()));
-        for m in &mismatches {
+        output::line(&format!(
+            "WARNING: {} pinned peer(s) presented another key and are refused:",
+            status.key_mismatches.len()
+        ));
+        for m in &status.key_mismatches {
             output::line(&format!(
-                "  {}  pinned {}  presented {}  ({}, {} time(s), last {})",
-                output::field(m, "peer_id"),
-                output::field(m, "pinned_fingerprint"),
-                output::field(m, "presented_fingerprint"),
-                output::field(m, "direction"),
-                output::field(m, "count"),
-                output::time(&m["last_at"]),
+                "  {}  pinned {}  presented {}  ({}, {} time{}, last {})",
+                m.peer_id,
+                output::clean(&m.pinned_fingerprint, false),
+                output::clean(&m.presented_fingerprint, false),
+                m.direction,
+                m.count,
+                if m.count == 1 { "" } else { "s" },
+                output::time(m.last_at),
             ));
         }
         output::line(

@@ -1,8 +1,10 @@
-//! `peers`, `block`, `unblock`, `remove`.
+//! `peers`, `check`, `block`, `unblock`, `remove`.
 
+use agentmesh_api::{Peer, TrustState};
 use anyhow::Result;
 
 use super::Ctx;
+use crate::cli::PeersArgs;
 use crate::output;
 
 pub enum Change {
@@ -11,32 +13,39 @@ pub enum Change {
     Remove,
 }
 
-pub async fn list(ctx: &Ctx) -> Result<()> {
+/// `trusted`, or `rejected (by peer: blocked)`.
+pub fn trust(p: &Peer) -> String {
+    match (&p.trust, &p.trust_reason) {
+        (TrustState::Rejected | TrustState::Blocked | TrustState::Removed, Some(r)) => {
+            format!("{} ({})", p.trust, output::clean(&r.to_string(), false))
+        }
+        (state, _) => state.to_string(),
+    }
+}
+
+pub async fn list(ctx: &Ctx, args: PeersArgs) -> Result<()> {
     let client = ctx.client()?;
-    let reply = ctx.check(client.peers().await)?;
+    let reply = ctx.check(client.peers(args.all).await)?;
     if ctx.json {
         output::json_doc(&reply);
         return Ok(());
     }
-    let peers = reply["peers"].as_array().cloned().unwrap_or_default();
-    if peers.is_empty() {
+    if reply.peers.is_empty() {
         output::line("No peers yet; add one with `agentmesh request-contact <URL>`.");
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = peers
+    let rows: Vec<Vec<String>> = reply
+        .peers
         .iter()
         .map(|p| {
             vec![
-                output::field(p, "agent_id"),
-                match p["alias"].as_str() {
-                    Some(alias) => format!("{} ({})", output::clean(alias, false), output::field(p, "name")),
-                    None => output::field(p, "name"),
-                },
-                output::field(p, "trust"),
-                output::field(p, "protocol"),
-                output::field(p, "endpoint"),
-                output::field(p, "fingerprint").chars().take(23).collect(),
-                output::time(&p["last_seen"]),
+                p.agent_id.to_string(),
+                output::clean(&p.display_name(), false),
+                trust(p),
+                p.protocol.to_string(),
+                output::clean(&p.endpoint, false),
+                output::short_fingerprint(&p.fingerprint),
+                output::time(p.last_seen),
             ]
         })
         .collect();
@@ -44,17 +53,46 @@ pub async fn list(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-pub async fn change(ctx: &Ctx, agent_id: &str, change: Change) -> Result<()> {
+pub async fn check(ctx: &Ctx, peer: &str) -> Result<()> {
+    let client = ctx.client()?;
+    let reply = ctx.check(client.health(peer).await)?;
+    if ctx.json {
+        output::json_doc(&reply);
+        return Ok(());
+    }
+    let who = format!("{} ({})", output::clean(&reply.peer.display_name(), false), reply.peer.agent_id);
+    match (reply.reachable, reply.rtt_ms) {
+        (true, Some(ms)) => {
+            output::line(&format!("{who} answers at {} with the pinned key ({ms} ms).", reply.peer.endpoint))
+        }
+        _ => output::line(&format!(
+            "{who} does not answer at {} as pinned: {}",
+            output::clean(&reply.peer.endpoint, false),
+            output::text(reply.error.as_deref())
+        )),
+    }
+    Ok(())
+}
+
+pub async fn change(ctx: &Ctx, peer: &str, change: Change) -> Result<()> {
     let client = ctx.client()?;
     let (reply, done) = match change {
-        Change::Block => (ctx.check(client.block(agent_id).await)?, "blocked"),
-        Change::Unblock => (ctx.check(client.unblock(agent_id).await)?, "unblocked (trust must be re-established)"),
-        Change::Remove => (ctx.check(client.remove(agent_id).await)?, "removed"),
+        Change::Block => (ctx.check(client.block(peer).await)?, "blocked"),
+        Change::Unblock => (ctx.check(client.unblock(peer).await)?, "unblocked"),
+        Change::Remove => (ctx.check(client.remove(peer).await)?, "removed"),
     };
     if ctx.json {
         output::json_doc(&reply);
-    } else {
-        output::line(&format!("{agent_id} {done}."));
+        return Ok(());
+    }
+    let told = if reply.told { "; it is told" } else { "" };
+    output::line(&format!(
+        "{} ({}) {done}{told}.",
+        output::clean(&reply.peer.display_name(), false),
+        reply.peer.agent_id
+    ));
+    if let Some(hint) = &reply.hint {
+        output::line(&format!("  {hint}"));
     }
     Ok(())
 }

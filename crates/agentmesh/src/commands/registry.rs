@@ -63,6 +63,27 @@ fn registry_url(ctx: &Ctx, flag: Option<String>) -> Result<String> {
     config.registry.ok_or_else(|| anyhow!("no registry: pass --registry URL or set `registry` in config.toml"))
 }
 
+/// A registry record (`../shared/PROTOCOLS.md` §4) in the names `discover` uses.
+fn known_agent(record: &serde_json::Value, now: i64) -> Option<agentmesh_api::KnownAgent> {
+    let text = |k: &str| record.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+    let last_seen = agentmesh_core::time::parse_iso(&text("last_seen")).map(|t| t as i64).unwrap_or(now);
+    Some(agentmesh_api::KnownAgent {
+        agent_id: agentmesh_api::PeerId::parse(&text("id")).ok()?,
+        name: text("display_name"),
+        endpoint: text("p2p_endpoint"),
+        protocol: agentmesh_api::Protocol::Native,
+        fingerprint: text("fingerprint"),
+        capabilities: serde_json::from_value(record.get("capabilities").cloned().unwrap_or_default())
+            .unwrap_or_default(),
+        description: Some(text("description")).filter(|d| !d.is_empty()),
+        source: agentmesh_api::Source::Registry,
+        trust: None,
+        last_seen,
+        age_secs: ((now - last_seen).max(0) / 1000) as u64,
+        expires_at: None,
+    })
+}
+
 pub async fn search(ctx: &Ctx, args: SearchArgs) -> Result<()> {
     let url = registry_url(ctx, args.registry)?;
     let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
@@ -70,37 +91,42 @@ pub async fn search(ctx: &Ctx, args: SearchArgs) -> Result<()> {
         extra_ca_file: Config::load(&ctx.home.config_path())?.tls_ca_file,
         ..Default::default()
     })?;
-    let client = RegistryClient::new(http, &url, None);
+    let config = Config::load(&ctx.home.config_path())?;
+    let api_key = config.registry_api_key_file.as_deref().map(agentmesh_node::home::read_private_text).transpose()?;
+    let client = RegistryClient::new(http, &url, api_key);
     let reply = client
         .search(args.text.as_deref(), &args.capabilities, args.limit, args.offset)
         .await
-        .map_err(|e| anyhow!("{url}: {e}"))?;
+        .with_context(|| format!("searching {url}"))?;
+    let now = now_ms() as i64;
+    let mut agents: Vec<agentmesh_api::KnownAgent> = reply
+        .get("agents")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| a.iter().filter_map(|r| known_agent(r, now)).collect())
+        .unwrap_or_default();
+    // Where contact stands with each, when our node runs.
+    if ctx.node_running().await
+        && let Ok(peers) = ctx.client()?.peers(false).await
+    {
+        for agent in &mut agents {
+            agent.trust = peers.peers.iter().find(|p| p.agent_id == agent.agent_id).map(|p| p.trust);
+        }
+    }
+    let list =
+        agentmesh_api::control::AgentList { agents, total: reply.get("total").and_then(serde_json::Value::as_u64) };
     if ctx.json {
-        output::json_doc(&reply);
+        output::json_doc(&list);
         return Ok(());
     }
-    let agents = reply["agents"].as_array().cloned().unwrap_or_default();
-    if agents.is_empty() {
+    if list.agents.is_empty() {
         output::line("No agents match.");
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = agents
-        .iter()
-        .map(|a| {
-            vec![
-                output::field(a, "id"),
-                output::field(a, "display_name"),
-                output::field(a, "p2p_endpoint"),
-                output::list(&a["capabilities"]),
-                output::field(a, "status"),
-            ]
-        })
-        .collect();
-    output::table(&["AGENT ID", "NAME", "ENDPOINT", "CAPABILITIES", "STATUS"], &rows);
+    super::scan::print_agents(&list.agents);
     output::line(&format!(
         "{} of {} shown. Ask one for contact: agentmesh request-contact <ENDPOINT>",
-        agents.len(),
-        reply["total"]
+        list.agents.len(),
+        list.total.unwrap_or(list.agents.len() as u64)
     ));
     Ok(())
 }

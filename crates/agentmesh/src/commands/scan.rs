@@ -4,7 +4,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentmesh_node::discovery::{self, Found, Recorded};
+use agentmesh_api::control::{DiscoverQuery, DiscoveredArgs, FoundDocument, Recorded};
+use agentmesh_node::discovery::{self, Found};
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use reqwest::Url;
@@ -162,44 +163,45 @@ async fn report(ctx: &Ctx, found: Vec<Found>, probed: usize, answered: usize, st
     let valid: Vec<&Found> = found.iter().filter(|f| f.signature_valid).collect();
     let outcomes: Vec<(String, Recorded)> =
         valid.iter().map(|f| f.endpoint.clone()).zip(record(ctx, &valid).await?).collect();
-    let rows: Vec<Value> = found
-        .iter()
-        .map(|f| {
-            let outcome = outcomes.iter().find(|(endpoint, _)| *endpoint == f.endpoint).map(|(_, o)| json!(o));
-            let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
-            v["recorded"] = outcome.unwrap_or(json!("refused"));
-            v
-        })
-        .collect();
-    let report = json!({
-        "probed": probed,
-        "answered": answered,
-        "found": rows,
-        "elapsed_ms": started.elapsed().as_millis() as u64,
-    });
+    let recorded = |f: &Found| {
+        outcomes.iter().find(|(endpoint, _)| *endpoint == f.endpoint).map(|(_, o)| *o).unwrap_or(Recorded::Refused)
+    };
     if ctx.json {
-        output::json_doc(&report);
+        let rows: Vec<Value> = found
+            .iter()
+            .map(|f| {
+                let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
+                v["recorded"] = json!(recorded(f));
+                v
+            })
+            .collect();
+        output::json_doc(&json!({
+            "probed": probed,
+            "answered": answered,
+            "found": rows,
+            "elapsed_ms": started.elapsed().as_millis() as u64,
+        }));
         return Ok(());
     }
-    if rows.is_empty() {
+    if found.is_empty() {
         output::line(&format!("No agents found ({probed} endpoints probed, {answered} answered)."));
         return Ok(());
     }
-    let table: Vec<Vec<String>> = rows
+    let table: Vec<Vec<String>> = found
         .iter()
-        .map(|r| {
+        .map(|f| {
             vec![
-                output::field(r, "agent_id"),
-                output::field(r, "name"),
-                output::field(r, "endpoint"),
-                output::field(r, "protocol"),
-                output::field(r, "fingerprint").chars().take(23).collect(),
-                if r["signature_valid"] == true {
+                output::clean(&f.agent_id, false),
+                output::clean(&f.name, false),
+                output::clean(&f.endpoint, false),
+                f.protocol.to_string(),
+                output::short_fingerprint(&f.fingerprint),
+                if f.signature_valid {
                     "valid".into()
                 } else {
-                    format!("INVALID: {}", output::field(r, "problem"))
+                    format!("INVALID: {}", output::text(f.problem.as_deref()))
                 },
-                output::field(r, "recorded"),
+                json!(recorded(f)).as_str().unwrap_or("-").to_owned(),
             ]
         })
         .collect();
@@ -207,7 +209,7 @@ async fn report(ctx: &Ctx, found: Vec<Found>, probed: usize, answered: usize, st
     output::line(&format!(
         "{} agent(s) at {} endpoints probed; found agents are untrusted until a contact request is approved \
          (agentmesh request-contact <endpoint>).",
-        rows.len(),
+        found.len(),
         probed
     ));
     Ok(())
@@ -219,30 +221,31 @@ async fn record(ctx: &Ctx, finds: &[&Found]) -> Result<Vec<Recorded>> {
     if finds.is_empty() {
         return Ok(Vec::new());
     }
-    if ctx.home.runtime().is_some()
-        && let Ok(client) = ctx.client()
-        && client.status().await.is_ok()
-    {
-        let body: Vec<Value> = finds
-            .iter()
-            .map(|f| json!({"protocol": f.protocol, "endpoint": f.endpoint, "document": f.document}))
-            .collect();
-        let reply = ctx.check(client.record_discovered(body).await)?;
-        let recorded = reply["recorded"].as_array().cloned().unwrap_or_default();
-        return Ok(recorded
-            .iter()
-            .map(|r| serde_json::from_value::<Recorded>(r["outcome"].clone()).unwrap_or(Recorded::Refused))
-            .collect());
+    if ctx.node_running().await {
+        let client = ctx.client()?;
+        let args = DiscoveredArgs {
+            found: finds
+                .iter()
+                .map(|f| FoundDocument {
+                    protocol: f.protocol,
+                    endpoint: f.endpoint.clone(),
+                    document: f.document.clone(),
+                })
+                .collect(),
+        };
+        let reply = ctx.check(client.record_discovered(&args).await)?;
+        return Ok(reply.recorded.into_iter().map(|r| r.outcome).collect());
     }
     if !ctx.home.has_identity() {
         // No home to record into: report only.
         return Ok(Vec::new());
     }
+    let me = ctx.home.load_identity()?.agent_id();
     let db = ctx.home.db_path();
     let finds: Vec<Found> = finds.iter().map(|f| (*f).clone()).collect();
     tokio::task::spawn_blocking(move || {
         let store = agentmesh_store::Store::open(&db)?;
-        finds.iter().map(|f| Ok(discovery::record(&store, f)?)).collect()
+        finds.iter().map(|f| Ok(discovery::record(&store, f.protocol, &f.endpoint, &f.document, me)?)).collect()
     })
     .await?
 }
@@ -252,30 +255,39 @@ pub async fn discover(ctx: &Ctx, args: crate::cli::DiscoverArgs) -> Result<()> {
         return lan(ctx, &args).await;
     }
     let client = ctx.client()?;
-    let reply = ctx.check(client.discover(args.query.as_deref(), &args.capabilities, args.limit).await)?;
+    let query = DiscoverQuery {
+        query: args.query.clone(),
+        capability: (!args.capabilities.is_empty()).then(|| args.capabilities.join(",")),
+        limit: Some(args.limit),
+    };
+    let reply = ctx.check(client.discover(&query).await)?;
     if ctx.json {
         output::json_doc(&reply);
         return Ok(());
     }
-    let agents = reply["agents"].as_array().cloned().unwrap_or_default();
-    if agents.is_empty() {
+    if reply.agents.is_empty() {
         output::line("No agents known yet: try `agentmesh scan`, or `agentmesh up --bootstrap URL`.");
         return Ok(());
     }
+    print_agents(&reply.agents);
+    Ok(())
+}
+
+/// The table `discover` and `search` print.
+pub fn print_agents(agents: &[agentmesh_api::KnownAgent]) {
     let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|a| {
             vec![
-                output::field(a, "agent_id"),
-                output::field(a, "name"),
-                output::field(a, "endpoint"),
-                output::list(&a["capabilities"]),
-                output::field(a, "source"),
-                if a["trust"].is_null() { "-".into() } else { output::field(a, "trust") },
-                format!("{}s", output::field(a, "age_secs")),
+                a.agent_id.to_string(),
+                output::clean(&a.name, false),
+                output::clean(&a.endpoint, false),
+                output::list(&a.capabilities),
+                a.source.to_string(),
+                a.trust.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+                output::age(a.age_secs),
             ]
         })
         .collect();
     output::table(&["AGENT ID", "NAME", "ENDPOINT", "CAPABILITIES", "SOURCE", "TRUST", "AGE"], &rows);
-    Ok(())
 }

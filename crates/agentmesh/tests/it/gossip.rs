@@ -1,19 +1,16 @@
 //! Bootstrap + gossip between real nodes on loopback.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use agentmesh_client::local::{self, LocalNode};
-use serde_json::Value;
-use support::*;
+use agentmesh_api::Source;
+use agentmesh_api::control::DiscoverQuery;
+
+use crate::support::*;
 
 async fn known(node: &LocalNode) -> Vec<String> {
-    let reply = node.client.discover(None, &[], 10_000).await.expect("discover");
-    reply["agents"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x["agent_id"].as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
+    let q = DiscoverQuery { limit: Some(10_000), ..DiscoverQuery::default() };
+    let reply = node.client.discover(&q).await.expect("discover");
+    reply.agents.into_iter().map(|a| a.agent_id.to_string()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +39,7 @@ async fn thirty_nodes_with_one_bootstrap_all_learn_each_other() {
     }
     let started = Instant::now();
     let ids: Vec<String> = nodes.iter().map(|n| n.agent_id.clone()).collect();
-    let converged = local::wait_for(Duration::from_secs(60), || async {
+    let converged = wait_for(Duration::from_secs(60), || async {
         for node in &nodes {
             let k = known(node).await;
             if ids.iter().any(|id| *id != node.agent_id && !k.contains(id)) {
@@ -57,11 +54,11 @@ async fn thirty_nodes_with_one_bootstrap_all_learn_each_other() {
     eprintln!("gossip: {NODES} nodes converged {} ms after the last one started", elapsed.as_millis());
 
     // What was learnt is searchable, labelled by source, and not trusted.
-    let reply = nodes[1].client.discover(None, &["even".to_owned()], 100).await.expect("discover");
-    let agents = reply["agents"].as_array().expect("agents");
-    assert_eq!(agents.len(), (2..NODES).step_by(2).count(), "{reply}");
-    assert!(agents.iter().all(|a| a["trust"] == Value::Null && a["source"] != "peers"));
-    assert!(nodes[1].client.peers().await.expect("peers")["peers"].as_array().is_some_and(Vec::is_empty));
+    let q = DiscoverQuery { capability: Some("even".into()), limit: Some(100), ..DiscoverQuery::default() };
+    let reply = nodes[1].client.discover(&q).await.expect("discover");
+    assert_eq!(reply.agents.len(), (2..NODES).step_by(2).count(), "{reply:?}");
+    assert!(reply.agents.iter().all(|a| a.trust.is_none() && a.source != Source::Peers));
+    assert!(nodes[1].client.peers(false).await.expect("peers").peers.is_empty());
     let cli = ok(&nodes[2].home, &["discover", "--query", "agent1", "--capability", "odd"]);
     assert!(cli["agents"].as_array().is_some_and(|a| a.iter().any(|x| x["name"] == "agent1")), "{cli}");
 }

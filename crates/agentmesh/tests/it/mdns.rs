@@ -2,14 +2,12 @@
 //! Needs root and iproute2 (`ip`); elsewhere it is skipped with a message. CI runs it as root.
 //! No packet leaves the two namespaces.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// Two namespaces `<tag>a`/`<tag>b` with `10.231.<n>.1` and `.2` on a veth pair; removed on drop.
 struct Lan {
@@ -80,8 +78,8 @@ fn a_node_is_found_on_the_lan_by_mdns() {
     let Some(mut lan) = Lan::create() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
-    agentmesh_client::local::init(&exe(), &home_a, "lan-alice", &["lan"]).expect("init");
-    agentmesh_client::local::init(&exe(), &home_b, "lan-bob", &[]).expect("init");
+    local::init(&exe(), &home_a, "lan-alice", &["lan"]).expect("init");
+    local::init(&exe(), &home_b, "lan-bob", &[]).expect("init");
 
     let listen = format!("10.231.{}.1:8787", lan.subnet);
     let log = std::fs::File::create(dir.path().join("a.log")).expect("log");
@@ -112,9 +110,9 @@ fn a_node_is_found_on_the_lan_by_mdns() {
     assert_eq!(alice["endpoint"], format!("http://{listen}"));
     assert_eq!(alice["signature_valid"], true);
     assert_eq!(alice["recorded"], "new");
-    let peers = agentmesh_store::Store::open(&home_b.join("agentmesh.db")).expect("db").peers().expect("peers");
+    let peers = agentmesh_store::Store::open(&home_b.join("agentmesh.db")).expect("db").peers(false).expect("peers");
     assert_eq!(peers.len(), 1);
-    assert_eq!(peers[0].trust, agentmesh_store::Trust::Discovered);
+    assert_eq!(peers[0].trust, agentmesh_api::TrustState::Discovered);
 
     // --no-mdns: not advertised.
     if let Some(mut child) = lan.node.take() {

@@ -1,18 +1,12 @@
 //! SIGKILL at the worst moments: nothing acknowledged or queued is lost, nothing is stored twice.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use agentmesh_client::local::wait_for;
-use agentmesh_client::{MessageQuery, RequestDirection};
-use support::*;
+use crate::support::*;
 
-async fn inbox_ids(node: &agentmesh_client::local::LocalNode) -> Vec<String> {
-    let q = MessageQuery { direction: Some(RequestDirection::Incoming), limit: Some(10_000), ..Default::default() };
-    let list = node.client.messages(&q).await.expect("messages");
-    list["messages"].as_array().expect("array").iter().map(|m| m["id"].as_str().expect("id").to_owned()).collect()
+async fn inbox_ids(node: &LocalNode) -> Vec<String> {
+    inbox(node).await.into_iter().map(|m| m.id).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -25,8 +19,8 @@ async fn receiver_killed_mid_stream_gets_each_message_exactly_once() {
     const N: usize = 300;
     let mut ids = Vec::with_capacity(N);
     for i in 0..N {
-        let reply = alice.client.send(&bob.agent_id, &format!("message {i}"), None, None).await.expect("send");
-        ids.push(reply["message_id"].as_str().expect("id").to_owned());
+        let reply = alice.client.send_text(&bob.agent_id, &format!("message {i}")).await.expect("send");
+        ids.push(reply.message_id);
         if i == N / 3 {
             // Kill bob while deliveries are in flight.
             bob.kill();
@@ -36,7 +30,7 @@ async fn receiver_killed_mid_stream_gets_each_message_exactly_once() {
     bob.restart().await.expect("restart bob");
 
     for id in &ids {
-        wait_status(&alice, id, "delivered").await;
+        wait_status(&alice, id, agentmesh_api::MessageStatus::Delivered).await;
     }
     let received = inbox_ids(&bob).await;
     assert_eq!(received.len(), N, "every message stored exactly once");
@@ -44,7 +38,7 @@ async fn receiver_killed_mid_stream_gets_each_message_exactly_once() {
     assert_eq!(unique.len(), N);
     assert_eq!(unique, ids.iter().collect::<HashSet<_>>());
     let status = alice.client.status().await.expect("status");
-    assert_eq!((status["outbox_depth"].as_i64(), status["failed_deliveries"].as_i64()), (Some(0), Some(0)));
+    assert_eq!((status.outbox_depth, status.failed_deliveries), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -58,10 +52,10 @@ async fn sender_killed_with_a_queued_outbox_delivers_after_restart() {
     bob.kill();
     let mut ids = Vec::new();
     for i in 0..25 {
-        let reply = alice.client.send(&bob.agent_id, &format!("queued {i}"), None, None).await.expect("send");
-        ids.push(reply["message_id"].as_str().expect("id").to_owned());
+        let reply = alice.client.send_text(&bob.agent_id, &format!("queued {i}")).await.expect("send");
+        ids.push(reply.message_id);
     }
-    wait_for(WAIT, || async { outgoing(&alice, &ids[0]).await.filter(|m| m["attempts"].as_i64() >= Some(1)) })
+    wait_for(WAIT, || async { outgoing(&alice, &ids[0]).await.filter(|m| m.attempts >= Some(1)) })
         .await
         .expect("attempted");
     alice.kill();
@@ -69,9 +63,9 @@ async fn sender_killed_with_a_queued_outbox_delivers_after_restart() {
     bob.restart().await.expect("restart bob");
     alice.restart().await.expect("restart alice");
     let status = alice.client.status().await.expect("status");
-    assert!(status["outbox_depth"].as_i64() > Some(0) || ids.is_empty(), "the outbox survived the crash: {status}");
+    assert!(status.outbox_depth > 0 || ids.is_empty(), "the outbox survived the crash: {status:?}");
     for id in &ids {
-        wait_status(&alice, id, "delivered").await;
+        wait_status(&alice, id, agentmesh_api::MessageStatus::Delivered).await;
     }
     let received = inbox_ids(&bob).await;
     assert_eq!(received.len(), ids.len());
@@ -84,9 +78,8 @@ async fn acknowledged_messages_survive_a_receiver_crash() {
     let alice = node(dir.path(), "alice").await;
     let mut bob = node(dir.path(), "bob").await;
     trust(&alice, &bob).await;
-    let reply = alice.client.send(&bob.agent_id, "keep me", None, None).await.expect("send");
-    let id = reply["message_id"].as_str().expect("id").to_owned();
-    wait_status(&alice, &id, "delivered").await;
+    let id = send(&alice, &bob.agent_id, "keep me").await;
+    wait_status(&alice, &id, agentmesh_api::MessageStatus::Delivered).await;
     // The receipt came back, so bob stored it before answering: a SIGKILL now loses nothing.
     bob.kill();
     bob.restart().await.expect("restart");
@@ -101,6 +94,7 @@ async fn graceful_shutdown_on_sigterm_and_one_node_per_home() {
     let out = cli(&alice.home, &["up", "--listen", "127.0.0.1:0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node_running"));
     assert!(alice.stop().await, "clean exit on SIGTERM");
     assert!(!alice.home.join("node.json").exists(), "runtime files removed");
     assert!(!alice.home.join("control.token").exists());

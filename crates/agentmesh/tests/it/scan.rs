@@ -1,12 +1,9 @@
 //! `agentmesh scan` against real nodes and hand-made HTTP servers, all on 127.0.0.1.
 
-mod support;
-
 use std::net::TcpListener as StdListener;
 
-use agentmesh_client::local::LocalNode;
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A port `p` such that `p..p+5` are all free on 127.0.0.1 right now.
@@ -52,10 +49,10 @@ async fn scan_finds_verifies_and_records_agents_in_a_port_range() {
     let mut agents = Vec::new();
     for (name, port) in [("alice", p + 1), ("bob", p + 3)] {
         let home = dir.path().join(name);
-        agentmesh_client::local::init(&exe(), &home, name, &["search"]).expect("init");
+        local::init(&exe(), &home, name, &["search"]).expect("init");
         agents.push(LocalNode::start(&exe(), &home, &format!("127.0.0.1:{port}"), &[]).await.expect("start"));
     }
-    let mut forged: Value = agents[0].client.card().await.expect("card");
+    let mut forged: Value = serde_json::to_value(agents[0].client.card().await.expect("card")).expect("json");
     forged["name"] = "mallory".into();
     serve(p + 4, "200 OK", forged.to_string()).await;
 
@@ -75,14 +72,14 @@ async fn scan_finds_verifies_and_records_agents_in_a_port_range() {
         assert_eq!(f["protocol"], "agentmesh/1");
         assert_eq!(f["signature_valid"], true);
         assert_eq!(f["recorded"], "new");
-        assert_eq!(f["fingerprint"], agent.client.status().await.expect("status")["fingerprint"]);
+        assert_eq!(f["fingerprint"], agent.client.status().await.expect("status").fingerprint.as_str());
     }
     let bad = by_endpoint(p + 4);
     assert_eq!((bad["signature_valid"].as_bool(), bad["recorded"].as_str()), (Some(false), Some("refused")));
     assert!(bad["problem"].as_str().is_some_and(|m| m.contains("signature")), "{bad}");
 
     // Recorded as discovered: known, untrusted.
-    let peers = scanner.client.peers().await.expect("peers");
+    let peers = serde_json::to_value(scanner.client.peers(false).await.expect("peers")).expect("json");
     let peers = peers["peers"].as_array().expect("peers");
     assert_eq!(peers.len(), 2);
     assert!(peers.iter().all(|x| x["trust"] == "discovered"));

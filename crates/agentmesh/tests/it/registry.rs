@@ -1,20 +1,17 @@
 //! The registry server as a real process on 127.0.0.1, with real nodes registering in it.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use agentmesh_client::local::{self, LocalNode};
+use crate::support::*;
 use agentmesh_core::Identity;
 use agentmesh_core::time::now_ms;
 use agentmesh_registry::Registration;
 use agentmesh_registry::client::RegistryClient;
 use agentmesh_registry::model::sign_request;
 use serde_json::{Value, json};
-use support::*;
 
 /// A registry process; killed on drop.
 struct RegistryProcess {
@@ -103,9 +100,15 @@ async fn nodes_register_heartbeat_are_searchable_and_deregister() {
     // Text and capability search, from the CLI too; results feed request-contact.
     assert_eq!(ids(&search(&reg.url, Some("alice"), &[]).await), vec![alice_id.clone()]);
     assert_eq!(ids(&search(&reg.url, None, &["travel", "research"]).await), vec![bob_id.clone()]);
+    // The CLI lists registry results under the names `discover` uses.
     let cli = ok(&nodes[0].home, &["search", "--capability", "travel", "--registry", &reg.url]);
-    let endpoint = cli["agents"][0]["p2p_endpoint"].as_str().expect("endpoint").to_owned();
+    let endpoint = cli["agents"][0]["endpoint"].as_str().expect("endpoint").to_owned();
     assert_eq!(endpoint, nodes[1].peer_url);
+    assert_eq!(
+        (cli["agents"][0]["agent_id"].as_str(), cli["agents"][0]["source"].as_str()),
+        (Some(bob_id.as_str()), Some("registry"))
+    );
+    assert_eq!(cli["total"], 1);
     let asked = ok(&nodes[0].home, &["request-contact", &endpoint]);
     assert_eq!(asked["peer"]["agent_id"], bob_id.as_str());
 
@@ -213,6 +216,14 @@ async fn api_key_and_rate_limits() {
     assert_eq!(denied.status().as_u16(), 401);
     let keyed = RegistryClient::new(http(), &reg.url, Some("s3cret-registry-key".into()));
     keyed.search(None, &[], 5, 0).await.expect("with the key");
+    // The CLI says what is wrong (regression: the error had no code of its own), and uses the
+    // key file of config.toml.
+    let home = dir.path().join("searcher");
+    ok(&home, &["init", "--name", "searcher"]);
+    assert_eq!(fails_with(&home, &["search", "--registry", &reg.url]), "registry_unauthorized");
+    let key_path = key_file.to_str().expect("path");
+    std::fs::write(home.join("config.toml"), format!("registry_api_key_file = \"{key_path}\"\n")).expect("config");
+    ok(&home, &["search", "--registry", &reg.url]);
 
     // 60 per minute per IP: the burst, then 429 with the real wait, which is enough.
     let mut refused = None;

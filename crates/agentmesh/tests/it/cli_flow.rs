@@ -1,11 +1,11 @@
 //! The whole flow through the CLI, with real nodes on loopback.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 
+use agentmesh_api::{MessageStatus, TrustState};
 use serde_json::Value;
-use support::*;
+
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn init_refuses_to_overwrite_and_keys_are_private() {
@@ -16,6 +16,7 @@ async fn init_refuses_to_overwrite_and_keys_are_private() {
     assert_eq!(id.len(), 16);
     assert_eq!(first["fingerprint"].as_str().expect("fp")[..23], format!("sha256:{id}"));
     let err = fails(&home, &["init", "--name", "alice"]);
+    assert_eq!(err["error"]["code"], "identity_exists");
     assert!(err["error"]["message"].as_str().expect("msg").contains("--force"));
     for key in ["keys/ed25519.key", "keys/x25519.key"] {
         let mode = std::fs::metadata(home.join(key)).expect("key file").permissions().mode() & 0o777;
@@ -56,17 +57,19 @@ async fn full_flow_through_the_cli() {
     let (ah, bh) = (alice.home.clone(), bob.home.clone());
 
     let sent = ok(&ah, &["request-contact", &bob.peer_url, "--purpose", "plan a trip"]);
-    assert_eq!(sent["status"], "pending");
+    assert_eq!(sent["outcome"], "delivered");
     assert_eq!(sent["peer"]["agent_id"], bob.agent_id.as_str());
-    let request_id = sent["request_id"].as_str().expect("request id").to_owned();
+    assert_eq!(sent["peer"]["trust"], "requested_out");
+    let request_id = sent["request"]["request_id"].as_str().expect("request id").to_owned();
     let outgoing_requests = ok(&ah, &["list-requests", "--outgoing"]);
     assert_eq!(outgoing_requests["requests"][0]["request_id"], request_id.as_str());
 
-    // Before approval, neither side may message the other.
+    // Before approval, neither side may message the other; each is told why.
     let err = fails(&ah, &["send-message", "--to", &bob.agent_id, "--text", "too early"]);
     assert_eq!(err["error"]["code"], "not_trusted");
+    assert!(err["error"]["message"].as_str().expect("msg").contains("has not answered"), "{err}");
 
-    let incoming = agentmesh_client::local::wait_for(WAIT, || async {
+    let incoming = wait_for(WAIT, || async {
         let v = ok(&bh, &["list-requests", "--incoming"]);
         v["requests"].as_array().and_then(|a| a.first().cloned())
     })
@@ -84,23 +87,15 @@ async fn full_flow_through_the_cli() {
     assert_eq!(again["error"]["code"], "already_decided");
 
     // The acceptance reaches alice: trust is mutual.
-    agentmesh_client::local::wait_for(WAIT, || async {
-        let v = ok(&ah, &["peers"]);
-        v["peers"]
-            .as_array()?
-            .iter()
-            .any(|p| p["agent_id"] == bob.agent_id.as_str() && p["trust"] == "trusted")
-            .then_some(())
-    })
-    .await
-    .expect("alice trusts bob");
+    wait_trust(&alice, &bob.agent_id, TrustState::Trusted).await;
     let bob_peers = ok(&bh, &["peers"]);
     assert_eq!(bob_peers["peers"][0]["trust"], "trusted");
     assert_eq!(ok(&ah, &["list-requests", "--outgoing"])["requests"][0]["status"], "approved");
 
-    // Messages both ways; one from stdin.
-    let m1 = ok(&ah, &["send-message", "--to", &bob.agent_id, "--text", "hello bob", "--thread", "trip"]);
+    // Messages both ways; one from stdin; peers addressed by name.
+    let m1 = ok(&ah, &["send-message", "--to", "bob", "--text", "hello bob", "--thread", "trip"]);
     assert_eq!(m1["encrypted"], true);
+    assert_eq!(m1["to"], bob.agent_id.as_str());
     let m1_id = m1["message_id"].as_str().expect("id").to_owned();
     let out = cli_with_stdin(
         &bh,
@@ -110,8 +105,8 @@ async fn full_flow_through_the_cli() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m2: Value = serde_json::from_slice(&out.stdout).expect("json");
     let m2_id = m2["message_id"].as_str().expect("id").to_owned();
-    wait_status(&alice, &m1_id, "delivered").await;
-    wait_status(&bob, &m2_id, "delivered").await;
+    wait_status(&alice, &m1_id, MessageStatus::Delivered).await;
+    wait_status(&bob, &m2_id, MessageStatus::Delivered).await;
 
     let unread = ok(&bh, &["list-messages", "--incoming", "--unread"]);
     let list = unread["messages"].as_array().expect("messages");
@@ -126,7 +121,7 @@ async fn full_flow_through_the_cli() {
     // Reading sends a read receipt.
     let read = ok(&bh, &["read", &m1_id]);
     assert_eq!(read["message"]["status"], "read");
-    wait_status(&alice, &m1_id, "read").await;
+    wait_status(&alice, &m1_id, MessageStatus::Read).await;
     assert_eq!(ok(&bh, &["list-messages", "--unread"])["messages"].as_array().map(Vec::len), Some(0));
     assert_eq!(fails(&bh, &["read", "no-such-message"])["error"]["code"], "not_found");
 
@@ -137,19 +132,23 @@ async fn full_flow_through_the_cli() {
     assert_eq!(status["unread_messages"], 1);
     assert_eq!(status["agent_id"], alice.agent_id.as_str());
 
-    // Block: bob's messages are refused with 403 at alice and fail at bob.
-    ok(&ah, &["block", &bob.agent_id]);
-    let m3 = ok(&bh, &["send-message", "--to", &alice.agent_id, "--text", "blocked?"]);
-    let failed = wait_status(&bob, m3["message_id"].as_str().expect("id"), "failed").await;
-    assert!(failed["last_error"].as_str().expect("error").contains("403 blocked_sender"), "{failed}");
-    assert_eq!(ok(&bh, &["status"])["failed_deliveries"], 1);
+    // Block: bob is told at once, so his node refuses to send rather than failing later.
+    let blocked = ok(&ah, &["block", &bob.agent_id]);
+    assert_eq!(blocked["told"], true);
+    let seen = wait_trust(&bob, &alice.agent_id, TrustState::Rejected).await;
+    assert_eq!(seen.trust_reason.map(|r| r.code), Some("blocked".into()));
+    let err = fails(&bh, &["send-message", "--to", &alice.agent_id, "--text", "blocked?"]);
+    assert_eq!(err["error"]["code"], "not_trusted");
+    assert!(err["error"]["message"].as_str().expect("msg").contains("blocked"), "{err}");
 
-    // Unblock does not restore trust; remove forgets the peer.
-    ok(&ah, &["unblock", &bob.agent_id]);
-    assert_eq!(ok(&ah, &["peers"])["peers"][0]["trust"], "discovered");
+    // Unblock does not restore trust; remove forgets the peer (listed only with --all).
+    let unblocked = ok(&ah, &["unblock", &bob.agent_id]);
+    assert_eq!(unblocked["peer"]["trust"], "discovered");
+    assert!(unblocked["hint"].as_str().expect("hint").contains("request-contact"));
     ok(&ah, &["remove", &bob.agent_id]);
     assert_eq!(ok(&ah, &["peers"])["peers"].as_array().map(Vec::len), Some(0));
-    assert_eq!(fails(&ah, &["remove", &bob.agent_id])["error"]["code"], "not_found");
+    assert_eq!(ok(&ah, &["peers", "--all"])["peers"][0]["trust"], "removed");
+    assert_eq!(fails(&ah, &["block", "no-such-peer"])["error"]["code"], "not_found");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -158,15 +157,11 @@ async fn rejection_creates_no_trust_and_tells_the_requester() {
     let alice = node(dir.path(), "alice").await;
     let bob = node(dir.path(), "bob").await;
     let sent = ok(&alice.home, &["request-contact", &bob.peer_url]);
-    let id = sent["request_id"].as_str().expect("id").to_owned();
-    agentmesh_client::local::wait_for(WAIT, || async {
-        ok(&bob.home, &["list-requests", "--incoming"])["requests"].as_array()?.first().cloned()
-    })
-    .await
-    .expect("arrives");
+    let id = sent["request"]["request_id"].as_str().expect("id").to_owned();
+    incoming(&bob, &id).await;
     let rejected = ok(&bob.home, &["reject-request", &id, "--reason", "not now"]);
     assert_eq!(rejected["request"]["status"], "rejected");
-    let seen = agentmesh_client::local::wait_for(WAIT, || async {
+    let seen = wait_for(WAIT, || async {
         let r = ok(&alice.home, &["list-requests", "--outgoing"]);
         r["requests"].as_array()?.iter().find(|x| x["status"] == "rejected").cloned()
     })
@@ -175,7 +170,7 @@ async fn rejection_creates_no_trust_and_tells_the_requester() {
     assert_eq!(seen["reason"], "not now");
     for (home, other) in [(&alice.home, &bob.agent_id), (&bob.home, &alice.agent_id)] {
         let peers = ok(home, &["peers"]);
-        assert_ne!(peers["peers"][0]["trust"], "trusted");
+        assert_eq!(peers["peers"][0]["trust"], "rejected");
         assert_eq!(fails(home, &["send-message", "--to", other, "--text", "x"])["error"]["code"], "not_trusted");
     }
 }
@@ -199,9 +194,9 @@ async fn follow_streams_new_messages_as_json_lines() {
         let mut lines = BufReader::new(stdout).lines();
         lines.next().and_then(Result::ok)
     });
-    // Give the follower time to subscribe, then send.
+    // Wait until the follower has subscribed (the node counts watchers in no other way), then send.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    alice.client.send(&bob.agent_id, "streamed", None, None).await.expect("send");
+    send(&alice, &bob.agent_id, "streamed").await;
     let line =
         tokio::task::spawn_blocking(move || reader.join().expect("reader")).await.expect("join").expect("a line");
     let _ = follow.kill();
@@ -217,9 +212,9 @@ async fn regression_endpoint_override_beats_the_profile() {
     let home = dir.path().join("a");
     ok(&home, &["init", "--name", "alice", "--endpoint", "http://127.0.0.1:1"]);
     let env = [("AGENTMESH_ENDPOINT", "http://127.0.0.1:2")];
-    let node = agentmesh_client::local::LocalNode::start(&exe(), &home, "127.0.0.1:0", &env).await.expect("start");
+    let node = LocalNode::start(&exe(), &home, "127.0.0.1:0", &env).await.expect("start");
     let card = node.client.card().await.expect("card");
-    assert_eq!(card["endpoints"][0], "http://127.0.0.1:2");
+    assert_eq!(card.endpoints[0], "http://127.0.0.1:2");
     // The V1 discovery document advertises the same endpoint.
     let http = agentmesh_node::net::client(&Default::default()).expect("client");
     let disc: Value = http
@@ -240,9 +235,8 @@ async fn regression_peer_text_cannot_drive_the_owners_terminal() {
     let bob = node(dir.path(), "bob").await;
     trust(&alice, &bob).await;
     let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2Jline one\rOVERWRITE\nline two";
-    let sent = alice.client.send(&bob.agent_id, hostile, None, None).await.expect("send");
-    let id = sent["message_id"].as_str().expect("id").to_owned();
-    wait_status(&alice, &id, "delivered").await;
+    let id = send(&alice, &bob.agent_id, hostile).await;
+    wait_status(&alice, &id, MessageStatus::Delivered).await;
     for args in [vec!["read", id.as_str()], vec!["list-messages"]] {
         let out = std::process::Command::new(exe()).arg("--home").arg(&bob.home).args(&args).output().expect("run");
         assert!(out.status.success());
@@ -256,20 +250,29 @@ async fn regression_peer_text_cannot_drive_the_owners_terminal() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn regression_approving_a_blocked_peer_is_refused() {
+async fn regression_blocking_closes_pending_requests_and_unblocking_lets_it_ask_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let alice = node(dir.path(), "alice").await;
     let bob = node(dir.path(), "bob").await;
-    let id = ok(&alice.home, &["request-contact", &bob.peer_url])["request_id"].as_str().expect("id").to_owned();
-    agentmesh_client::local::wait_for(WAIT, || async {
-        ok(&bob.home, &["list-requests", "--incoming"])["requests"].as_array()?.first().cloned()
-    })
-    .await
-    .expect("arrives");
+    let sent = ok(&alice.home, &["request-contact", &bob.peer_url]);
+    let id = sent["request"]["request_id"].as_str().expect("id").to_owned();
+    incoming(&bob, &id).await;
     ok(&bob.home, &["block", &alice.agent_id]);
-    assert_eq!(fails(&bob.home, &["approve-request", &id])["error"]["code"], "blocked");
+    // The request is closed, not left pending, and cannot be approved.
+    let listed = ok(&bob.home, &["list-requests", "--incoming", "--open"]);
+    assert_eq!(listed["requests"].as_array().map(Vec::len), Some(0));
+    assert_eq!(fails(&bob.home, &["approve-request", &id])["error"]["code"], "already_decided");
     assert_eq!(ok(&bob.home, &["peers"])["peers"][0]["trust"], "blocked");
-    // Rejecting stays possible, and unblocking then approving works.
+    // alice's side shows the refusal with its reason; asking a blocker is refused at once.
+    wait_for(WAIT, || async { request(&alice, &id).await.filter(|r| r.status.as_str() == "refused") })
+        .await
+        .expect("refused");
+    // Unblocking tells alice she may ask again; the new request can be approved.
     ok(&bob.home, &["unblock", &alice.agent_id]);
-    assert_eq!(ok(&bob.home, &["approve-request", &id])["request"]["status"], "approved");
+    wait_trust(&alice, &bob.agent_id, TrustState::Discovered).await;
+    let again = ok(&alice.home, &["request-contact", &bob.agent_id]);
+    let id2 = again["request"]["request_id"].as_str().expect("id").to_owned();
+    incoming(&bob, &id2).await;
+    assert_eq!(ok(&bob.home, &["approve-request", &id2])["request"]["status"], "approved");
+    wait_trust(&alice, &bob.agent_id, TrustState::Trusted).await;
 }

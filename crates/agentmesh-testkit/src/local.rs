@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::{Client, ClientError};
+use agentmesh_client::{Client, ClientError};
+use agentmesh_node::RuntimeInfo;
 
 /// Errors starting or driving a local node.
 #[derive(Debug, thiserror::Error)]
@@ -107,12 +106,12 @@ impl LocalNode {
         let token_path = home.join("control.token");
         let mut node = None;
         while started.elapsed() < Duration::from_secs(20) {
-            let info = std::fs::read(&runtime).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+            let info = std::fs::read(&runtime).ok().and_then(|b| serde_json::from_slice::<RuntimeInfo>(&b).ok());
             let token = std::fs::read_to_string(&token_path).ok();
             if let (Some(info), Some(token)) = (info, token)
-                && info["pid"].as_u64() == Some(pid as u64)
+                && info.pid == pid
             {
-                let client = Client::new(info["control_url"].as_str().unwrap_or_default(), token.trim())?;
+                let client = Client::new(&info.control_url, token.trim())?;
                 if client.status().await.is_ok() {
                     node = Some((info, client));
                     break;
@@ -134,8 +133,8 @@ impl LocalNode {
         };
         Ok(LocalNode {
             home: home.to_owned(),
-            agent_id: info["agent_id"].as_str().unwrap_or_default().to_owned(),
-            peer_url: info["peer_url"].as_str().unwrap_or_default().to_owned(),
+            agent_id: info.agent_id,
+            peer_url: info.peer_url,
             client,
             log,
             child: Some(child),

@@ -2,7 +2,7 @@
 //! `fuzz/regressions/<target>/`) through the same harnesses the cargo-fuzz targets run, on
 //! stable Rust, so a fixed crash stays fixed.
 //!
-//! `AGENTMESH_WRITE_SEEDS=1 cargo test -p agentmesh-node --test fuzz_corpus` regenerates the
+//! `AGENTMESH_WRITE_SEEDS=1 cargo test -p agentmesh-testkit --test fuzz_corpus` regenerates the
 //! generated part of the seed corpus.
 
 use std::path::{Path, PathBuf};

@@ -1,19 +1,17 @@
 //! Hostile and malformed input against a real node: each case gets its status and JSON error
 //! code, and leaves every table's row count unchanged.
 
-mod support;
-
 use std::time::Duration;
 
-use agentmesh_client::RequestDirection;
-use agentmesh_client::local::LocalNode;
+use crate::support::*;
+use agentmesh_api::control::RequestsQuery;
+use agentmesh_api::{Direction, TrustState};
 use agentmesh_core::envelope::{APPLICATION_JSON, ContactRequestBody, Draft, TEXT_PLAIN};
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{
     AgentCard, AgentId, DeliveryReceipt, Envelope, EnvelopeKind, Identity, PROTOCOL_NATIVE, RotationStatement,
 };
 use serde_json::{Value, json};
-use support::*;
 
 /// A fake peer driven by the test: its own keys, no node.
 struct Fake {
@@ -99,6 +97,7 @@ impl Target {
             EnvelopeKind::Receipt => "/v1/receipt",
             EnvelopeKind::Message => "/v1/message",
             EnvelopeKind::KeyRotation => "/v1/key-rotation",
+            EnvelopeKind::ContactUpdate => "/v1/contact-update",
         };
         self.post(route, serde_json::to_string(env).expect("json"), "application/json").await
     }
@@ -132,10 +131,16 @@ impl Target {
     }
 }
 
+/// The incoming requests of `node`, newest first.
+async fn incoming_requests(node: &LocalNode) -> Vec<agentmesh_api::ContactRequest> {
+    let q = RequestsQuery { direction: Some(Direction::Incoming), ..RequestsQuery::default() };
+    node.client.requests(&q).await.expect("requests").requests
+}
+
 /// A node whose home has `config` as its config.toml.
 async fn configured(dir: &std::path::Path, config: &str) -> Target {
     let home = dir.join("target");
-    agentmesh_client::local::init(&exe(), &home, "target", &[]).expect("init");
+    local::init(&exe(), &home, "target", &[]).expect("init");
     std::fs::write(home.join("config.toml"), config).expect("config");
     let node = LocalNode::start(&exe(), &home, "127.0.0.1:0", &[]).await.expect("start");
     let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
@@ -172,8 +177,7 @@ async fn setup(dir: &std::path::Path) -> (Target, Fake) {
         fake.envelope(EnvelopeKind::ContactRequest, target.card.agent_id, &target.x25519, &body, APPLICATION_JSON);
     let (status, _, text) = target.send(&request).await;
     assert_eq!(status, 200, "{text}");
-    let pending = target.node.client.requests(Some(RequestDirection::Incoming)).await.expect("requests");
-    let id = pending["requests"][0]["request_id"].as_str().expect("request").to_owned();
+    let id = incoming_requests(&target.node).await[0].request_id.clone();
     target.node.client.approve(&id).await.expect("approve");
     (target, fake)
 }
@@ -206,6 +210,19 @@ async fn every_bad_input_is_refused_and_stores_nothing() {
     let (status, _, resigned_text) = t.send(&resigned).await;
     assert_eq!((status, resigned_text.as_str()), (200, text.as_str()));
     assert_eq!(counts(&t.node.home), base, "replays store nothing");
+
+    // Regression: a forged copy of an accepted id (zeroed signature, swapped body, a later
+    // sent_at without a new signature) is refused for its signature; it never learns whether
+    // the id was accepted.
+    let mut zeroed = good.clone();
+    zeroed.sig = agentmesh_core::b64::encode([0u8; 64]);
+    t.refused("replayed id, zeroed signature", 401, "bad_signature", t.send(&zeroed).await, &base).await;
+    let mut swapped = good.clone();
+    swapped.body = t.message(&fake, "swapped").body;
+    t.refused("replayed id, swapped body", 401, "bad_signature", t.send(&swapped).await, &base).await;
+    let mut later = good.clone();
+    later.sent_at += 1;
+    t.refused("replayed id, sent_at + 1", 401, "bad_signature", t.send(&later).await, &base).await;
 
     // Tampered signature and tampered ciphertext: 401.
     let mut tampered = t.message(&fake, "x");
@@ -320,12 +337,22 @@ async fn every_bad_input_is_refused_and_stores_nothing() {
         fake.envelope(EnvelopeKind::ContactResponse, t.card.agent_id, &t.x25519, &body, APPLICATION_JSON);
     t.refused("response to no request", 400, "unknown_request", t.send(&from_contact).await, &base).await;
 
+    // A contact update: from a stranger 403; malformed body 400.
+    let update = serde_json::to_vec(&json!({"change": "blocked"})).expect("json");
+    let from_stranger =
+        stranger.envelope(EnvelopeKind::ContactUpdate, t.card.agent_id, &t.x25519, &update, APPLICATION_JSON);
+    t.refused("update from a stranger", 403, "unknown_sender", t.send(&from_stranger).await, &base).await;
+    let bogus = serde_json::to_vec(&json!({"change": "promoted"})).expect("json");
+    let bogus = fake.envelope(EnvelopeKind::ContactUpdate, t.card.agent_id, &t.x25519, &bogus, APPLICATION_JSON);
+    t.refused("update with an unknown change", 400, "malformed_body", t.send(&bogus).await, &base).await;
+
     // Unknown routes are JSON 404s.
     let (status, body, _) = t.post("/v1/nope", "{}", "application/json").await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
 
     // Blocked sender: 403, even for a fresh, valid message.
     t.node.client.block(&fake.id.agent_id().to_string()).await.expect("block");
+    // The block is told to the peer (queued to its unreachable endpoint); take the count after.
     let base = counts(&t.node.home);
     t.refused("blocked sender", 403, "blocked_sender", t.send(&t.message(&fake, "let me in")).await, &base).await;
     let body = serde_json::to_vec(&ContactRequestBody {
@@ -354,7 +381,7 @@ async fn batch_results_are_per_envelope() {
     assert_eq!(results[1]["error"]["code"], "stale_timestamp");
     assert_eq!(results[2]["error"]["code"], "malformed");
     let listed = t.node.client.messages(&Default::default()).await.expect("messages");
-    assert_eq!(listed["messages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed.messages.len(), 1);
 
     // Too many envelopes in one batch: 413, nothing stored.
     let before = counts(&t.node.home);
@@ -413,8 +440,7 @@ async fn pending_contact_requests_are_bounded() {
     )
     .await;
     // Answering one frees a slot.
-    let pending = t.node.client.requests(Some(RequestDirection::Incoming)).await.expect("requests");
-    let id = pending["requests"][0]["request_id"].as_str().expect("id").to_owned();
+    let id = incoming_requests(&t.node).await[0].request_id.clone();
     t.node.client.reject(&id, None).await.expect("reject");
     let (status, _, text) = t.send(&ask(&Fake::new("asker"), 3)).await;
     assert_eq!(status, 200, "{text}");
@@ -476,7 +502,7 @@ async fn slow_clients_are_cut_off() {
     let mut idle = tokio::net::TcpStream::connect(&addr).await.expect("connect");
     let (_, closed) = read_until_closed(&mut idle, Duration::from_secs(3)).await;
     assert!(closed.is_some(), "an idle connection must be closed");
-    assert!(node.client.status().await.expect("status")["agent_id"].is_string(), "the node still serves");
+    assert!(node.client.status().await.is_ok(), "the node still serves");
     assert_eq!(counts(&home), before);
 }
 
@@ -509,13 +535,12 @@ async fn floods_get_429_with_an_accurate_retry_after() {
     assert_eq!(counts(&t.node.home), before, "nothing stored");
 
     // Messages: 60 per minute per trusted sender (one per second after the burst).
-    let pending = t.node.client.requests(Some(RequestDirection::Incoming)).await.expect("requests");
-    for r in pending["requests"].as_array().expect("array").iter().take(2) {
-        t.node.client.approve(r["request_id"].as_str().expect("id")).await.expect("approve");
+    let pending = incoming_requests(&t.node).await;
+    for r in pending.iter().take(2) {
+        t.node.client.approve(&r.request_id).await.expect("approve");
     }
-    let flooder =
-        fakes.iter().find(|f| f.id.agent_id().to_string() == pending["requests"][0]["peer_id"]).expect("flooder");
-    let other = fakes.iter().find(|f| f.id.agent_id().to_string() == pending["requests"][1]["peer_id"]).expect("other");
+    let flooder = fakes.iter().find(|f| pending[0].peer_id == f.id.agent_id()).expect("flooder");
+    let other = fakes.iter().find(|f| pending[1].peer_id == f.id.agent_id()).expect("other");
     let burst: Vec<Envelope> = (0..60).map(|i| t.message(flooder, &format!("m{i}"))).collect();
     let (status, reply, _) = t.post("/v1/batch", json!({"envelopes": burst}).to_string(), "application/json").await;
     assert_eq!(status, 200);
@@ -557,9 +582,9 @@ async fn rotations_are_followed_and_forks_refused_over_the_wire() {
     let announce = first.envelope(EnvelopeKind::KeyRotation, t.card.agent_id, &t.x25519, empty, APPLICATION_JSON);
     let (status, _, text) = t.send(&announce).await;
     assert_eq!(status, 200, "{text}");
-    let peers = t.node.client.peers().await.expect("peers");
-    assert_eq!(peers["peers"][0]["fingerprint"], first.card.fingerprint.as_str());
-    assert_eq!(peers["peers"][0]["trust"], "trusted");
+    let peers = t.node.client.peers(false).await.expect("peers");
+    assert_eq!(peers.peers[0].fingerprint, first.card.fingerprint.as_str());
+    assert_eq!(peers.peers[0].trust, TrustState::Trusted);
 
     // In flight from before the rotation: signed with the previous key, still accepted (grace).
     let (status, _, text) = t.send(&t.message(&genesis, "sent before rotating")).await;
@@ -582,13 +607,13 @@ async fn rotations_are_followed_and_forks_refused_over_the_wire() {
         base.iter().map(|(table, n)| (*table, if *table == "key_mismatches" { n + 1 } else { *n })).collect();
     assert_eq!(counts(&t.node.home), after);
     let status = t.node.client.status().await.expect("status");
-    assert_eq!(status["key_mismatches"][0]["presented_fingerprint"], fork.card.fingerprint.as_str());
-    assert_eq!(status["key_mismatches"][0]["pinned_fingerprint"], first.card.fingerprint.as_str());
+    assert_eq!(status.key_mismatches[0].presented_fingerprint, fork.card.fingerprint.as_str());
+    assert_eq!(status.key_mismatches[0].pinned_fingerprint, first.card.fingerprint.as_str());
     // Again: counted on the same record, still refused.
     let again = fork.envelope(EnvelopeKind::KeyRotation, t.card.agent_id, &t.x25519, empty, APPLICATION_JSON);
     t.refused("key mismatch for a pinned id", 403, "key_mismatch", t.send(&again).await, &after).await;
     let status = t.node.client.status().await.expect("status");
-    assert_eq!(status["key_mismatches"][0]["count"], 2);
+    assert_eq!(status.key_mismatches[0].count, 2);
     // The fork's messages do not verify under the pinned key.
     t.refused("message from the fork", 401, "bad_signature", t.send(&t.message(&fork, "hi")).await, &after).await;
 }

@@ -1,16 +1,12 @@
 //! Agent Mesh V1 compatibility in both directions, against an independent V1 peer written in
-//! Python from the documented wire format (`tests/support/v1_peer.py`, needs `cryptography`).
-
-mod support;
+//! Python from the documented wire format (`tests/it/v1_peer.py`, needs `cryptography`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use agentmesh_client::local::wait_for;
-use agentmesh_client::{MessageQuery, RequestDirection};
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 struct V1Peer {
     child: Child,
@@ -55,7 +51,7 @@ fn python() -> PathBuf {
 
 impl V1Peer {
     fn start() -> Self {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/v1_peer.py");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/v1_peer.py");
         let mut child = Command::new(python())
             .arg(script)
             .stdout(Stdio::piped())
@@ -185,8 +181,9 @@ async fn v1_peer_discovers_us_requests_contact_and_messages_with_acks() {
     v1.call("/test/approve", json!({"request_id": pending["request_id"]})).await;
     let reply = ok(&us.home, &["send-message", "--to", &v1.agent_id, "--text", "hello V1 — from agentmesh 😀"]);
     assert_eq!(reply["encrypted"], false);
-    let delivered = wait_status(&us, reply["message_id"].as_str().expect("id"), "delivered").await;
-    assert_eq!(delivered["protocol"], "openclaw-agent-mesh/v1");
+    let delivered =
+        wait_status(&us, reply["message_id"].as_str().expect("id"), agentmesh_api::MessageStatus::Delivered).await;
+    assert_eq!(delivered.protocol, agentmesh_api::Protocol::AgentMeshV1);
     let state = v1.state().await;
     let got = &state["inbox"][0];
     assert_eq!((got["text"].as_str(), got["body"]["text"].as_str()), (None, Some("hello V1 — from agentmesh 😀")));
@@ -201,33 +198,31 @@ async fn we_contact_a_v1_peer_first_and_message_it() {
 
     let sent = ok(&us.home, &["request-contact", &v1.url]);
     assert_eq!(
-        (sent["status"].as_str(), sent["peer"]["agent_id"].as_str()),
-        (Some("pending"), Some(v1.agent_id.as_str()))
+        (sent["outcome"].as_str(), sent["peer"]["agent_id"].as_str()),
+        (Some("delivered"), Some(v1.agent_id.as_str()))
     );
     let pending = wait_for(WAIT, || async { v1.state().await["pending"].as_array()?.first().cloned() })
         .await
         .expect("request arrives");
-    assert_eq!(pending["request_id"], sent["request_id"]);
+    assert_eq!(pending["request_id"], sent["request"]["request_id"]);
 
     // Until the V1 owner approves, V1 refuses our messages; we keep them queued and retry.
     let early = ok(&us.home, &["send-message", "--to", &v1.agent_id, "--text", "first"]);
     let early_id = early["message_id"].as_str().expect("id").to_owned();
-    let waiting =
-        wait_for(WAIT, || async { outgoing(&us, &early_id).await.filter(|m| m["attempts"].as_i64() >= Some(1)) })
-            .await
-            .expect("attempted");
-    assert_eq!(waiting["status"], "sent");
-    assert!(waiting["last_error"].as_str().expect("error").contains("untrusted"), "{waiting}");
+    let waiting = wait_for(WAIT, || async { outgoing(&us, &early_id).await.filter(|m| m.attempts >= Some(1)) })
+        .await
+        .expect("attempted");
+    assert_eq!(waiting.status, agentmesh_api::MessageStatus::Sent);
+    assert!(waiting.last_error.as_deref().expect("error").contains("untrusted"), "{waiting:?}");
 
     v1.call("/test/approve", json!({"request_id": pending["request_id"]})).await;
-    wait_status(&us, &early_id, "delivered").await;
+    wait_status(&us, &early_id, agentmesh_api::MessageStatus::Delivered).await;
     assert_eq!(v1.state().await["inbox"][0]["body"]["text"], "first");
 
     // The V1 peer can message us only after our owner trusts it (V1 is one-sided): it cannot yet.
     let refused = v1.call("/test/send", json!({"url": us.peer_url, "to": us.agent_id, "text": "hi"})).await;
     assert_eq!(refused["status"], 403);
-    let q = MessageQuery { direction: Some(RequestDirection::Incoming), ..Default::default() };
-    assert_eq!(us.client.messages(&q).await.expect("list")["messages"].as_array().map(Vec::len), Some(0));
+    assert!(inbox(&us).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -284,6 +279,6 @@ async fn scan_finds_a_v1_agent() {
     assert_eq!(found["agent_id"], v1.agent_id.as_str(), "{report}");
     assert_eq!(found["protocol"], "openclaw-agent-mesh/v1");
     assert_eq!((found["signature_valid"].as_bool(), found["recorded"].as_str()), (Some(true), Some("new")));
-    let peers = us.client.peers().await.expect("peers");
-    assert_eq!(peers["peers"][0]["trust"], "discovered");
+    let peers = us.client.peers(false).await.expect("peers");
+    assert_eq!(peers.peers[0].trust, agentmesh_api::TrustState::Discovered);
 }

@@ -1,10 +1,7 @@
 //! Secrets stay secret: no private key, control token or decrypted body in the logs, even at
 //! `RUST_LOG=trace`, and none in any `--json` output.
 
-mod support;
-
-use agentmesh_client::local::{self, LocalNode};
-use support::*;
+use crate::support::*;
 
 fn secrets_of(home: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -42,17 +39,16 @@ async fn trace_logs_hold_no_keys_tokens_or_bodies() {
     let (alice, bob) = (&nodes[0], &nodes[1]);
     trust(alice, bob).await;
     let body = "the launch code is 0000-TOP-SECRET";
-    let sent = alice.client.send(&bob.agent_id, body, None, None).await.expect("send");
-    let id = sent["message_id"].as_str().expect("id").to_owned();
-    wait_status(alice, &id, "delivered").await;
+    let id = send(alice, &bob.agent_id, body).await;
+    wait_status(alice, &id, agentmesh_api::MessageStatus::Delivered).await;
     bob.client.read(&id).await.expect("read");
-    wait_status(alice, &id, "read").await;
+    wait_status(alice, &id, agentmesh_api::MessageStatus::Read).await;
 
     // A key rotation in the middle of the flow: old and new secrets alike stay out of sight.
     let mut secrets = secrets_of(&alice.home);
     let mut printed = ok(&alice.home, &["rotate-key"]).to_string();
-    let after = alice.client.send(&bob.agent_id, body, None, None).await.expect("send");
-    wait_status(alice, after["message_id"].as_str().expect("id"), "delivered").await;
+    let after = send(alice, &bob.agent_id, body).await;
+    wait_status(alice, &after, agentmesh_api::MessageStatus::Delivered).await;
 
     // Everything a --json command prints for the owner: no secret there either.
     for args in [&["status"][..], &["card"], &["peers"], &["list-requests"]] {

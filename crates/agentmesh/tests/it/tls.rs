@@ -1,17 +1,13 @@
 //! Outbound HTTPS: a node that trusts a private CA reaches a peer behind a TLS-terminating
 //! proxy (contact request, approval, message, receipt); a node that does not is refused.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentmesh_client::RequestDirection;
-use agentmesh_client::local::{self, LocalNode};
+use crate::support::*;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use support::*;
 use tokio::net::{TcpListener, TcpStream};
 
 /// A throwaway CA (PEM) and a server configuration whose certificate it signed, valid for
@@ -94,34 +90,20 @@ async fn contact_and_message_over_https_through_a_private_ca() {
         .expect("start alice");
 
     let sent = ok(&alice.home, &["request-contact", &https_url, "--purpose", "over tls"]);
-    assert_eq!(sent["status"], "pending");
+    assert_eq!(sent["outcome"], "delivered");
     assert_eq!(sent["peer"]["agent_id"], bob.agent_id.as_str());
     assert_eq!(sent["peer"]["endpoint"], https_url.as_str());
-    let request_id = sent["request_id"].as_str().expect("request id").to_owned();
-    local::wait_for(WAIT, || async {
-        let r = bob.client.requests(Some(RequestDirection::Incoming)).await.ok()?;
-        r["requests"].as_array()?.iter().any(|x| x["request_id"] == request_id.as_str()).then_some(())
-    })
-    .await
-    .expect("the request reaches bob");
-    let incoming = bob.client.requests(Some(RequestDirection::Incoming)).await.expect("requests");
-    assert_eq!(incoming["requests"].as_array().expect("requests").len(), 1, "only alice's request: {incoming}");
+    let request_id = sent["request"]["request_id"].as_str().expect("request id").to_owned();
+    incoming(&bob, &request_id).await;
+    let all = bob.client.requests(&Default::default()).await.expect("requests");
+    assert_eq!(all.requests.len(), 1, "only alice's request: {all:?}");
     bob.client.approve(&request_id).await.expect("approve");
-    local::wait_for(WAIT, || async {
-        let p = alice.client.peers().await.ok()?;
-        p["peers"]
-            .as_array()?
-            .iter()
-            .any(|x| x["agent_id"] == bob.agent_id.as_str() && x["trust"] == "trusted")
-            .then_some(())
-    })
-    .await
-    .expect("alice trusts bob");
+    wait_trust(&alice, &bob.agent_id, agentmesh_api::TrustState::Trusted).await;
 
     // Bob's only advertised endpoint is the https:// one, so the message goes through the proxy.
     let m = ok(&alice.home, &["send-message", "--to", &bob.agent_id, "--text", "hello over https"]);
     let id = m["message_id"].as_str().expect("message id").to_owned();
-    wait_status(&alice, &id, "delivered").await;
+    wait_status(&alice, &id, agentmesh_api::MessageStatus::Delivered).await;
     let unread = ok(&bob.home, &["list-messages", "--incoming", "--unread"]);
     assert_eq!(unread["messages"][0]["text"], "hello over https");
 }

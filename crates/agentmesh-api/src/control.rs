@@ -1,0 +1,345 @@
+//! Request and reply bodies of the control API, route by route.
+//!
+//! | route | request | reply |
+//! |---|---|---|
+//! | `GET /control/status` | — | [`Status`](crate::Status) |
+//! | `GET /control/card` | — | [`AgentCard`](agentmesh_core::AgentCard) |
+//! | `POST /control/contacts` | [`ContactArgs`] | [`ContactReply`] |
+//! | `GET /control/requests` | [`RequestsQuery`] | [`RequestList`] |
+//! | `POST /control/requests/{id}/approve` | — | [`RequestReply`] |
+//! | `POST /control/requests/{id}/reject` | [`RejectArgs`] | [`RequestReply`] |
+//! | `POST /control/requests/{id}/withdraw` | — | [`RequestReply`] |
+//! | `GET /control/peers` | [`PeersQuery`] | [`PeerList`] |
+//! | `GET /control/peers/{peer}` | — | [`PeerReply`] |
+//! | `POST /control/peers/{peer}/block`, `…/unblock`; `DELETE /control/peers/{peer}` | — | [`PeerReply`] |
+//! | `POST /control/peers/{peer}/repin` | [`RepinArgs`] | [`PeerReply`] |
+//! | `GET /control/peers/{peer}/health` | — | [`HealthReply`] |
+//! | `POST /control/rotate-key` | — | [`RotateReply`] |
+//! | `GET /control/discover` | [`DiscoverQuery`] | [`AgentList`] |
+//! | `POST /control/discovered` | [`DiscoveredArgs`] | [`DiscoveredReply`] |
+//! | `POST /control/messages` | [`SendArgs`] | [`SendReply`] |
+//! | `GET /control/messages` | [`MessagesQuery`] | [`MessageList`] |
+//! | `POST /control/messages/{id}/read` | — | [`MessageReply`] |
+//! | `POST /control/messages/{id}/retry` | — | [`MessageReply`] |
+//! | `POST /control/outbox/clear-failed` | — | [`ClearedReply`] |
+//! | `GET /control/events` | — | JSON lines of [`Event`](crate::Event) |
+//!
+//! `{peer}` is an agent id, an alias, a display name, or a prefix of one of these that fits one
+//! peer only. Refusals are [`ErrorBody`](crate::ErrorBody)s.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{ContactRequest, Direction, KnownAgent, Message, MessageStatus, Peer, RequestStatus};
+use agentmesh_core::{AgentId, PeerId, Protocol};
+
+/// `POST /control/contacts`: ask an agent for contact.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactArgs {
+    /// The agent's base URL (its card is fetched and verified), or a known peer (id, alias, name
+    /// or unique prefix; its stored card is used).
+    pub to: String,
+    /// Why we want contact (at most 1,000 characters); shown to its owner.
+    #[serde(default)]
+    pub purpose: String,
+    /// The agent id expected at `to` (`add-peer`): another agent there is refused, nothing pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// A name for the peer (1 to 64 characters, not another peer's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// How long to wait for the first delivery attempt, ms (default 15,000; 0: do not wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// How a contact request went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactOutcome {
+    /// Delivered: the peer's owner decides (V1 peers never answer; their approval shows when
+    /// our messages go through).
+    Delivered,
+    /// Not delivered yet (the peer is unreachable or slow); the outbox keeps trying.
+    Queued,
+    /// The peer's node refused it: see `refusal`.
+    Refused,
+    /// The two agents are contacts: already, or now (the peer had asked us, so asking back
+    /// approved its request).
+    Trusted,
+}
+
+/// A peer node's refusal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// Its error code (`blocked_sender`, `too_many_pending_requests`, …).
+    pub code: String,
+    /// Its message.
+    pub message: String,
+}
+
+/// Reply of `POST /control/contacts`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactReply {
+    /// How it went.
+    pub outcome: ContactOutcome,
+    /// The request (none when the two were contacts already).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<ContactRequest>,
+    /// The peer as stored now.
+    pub peer: Peer,
+    /// Why the peer refused, for `refused`; the last delivery error, for `queued`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+}
+
+/// `GET /control/requests` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestsQuery {
+    /// Only one direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Only requests in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RequestStatus>,
+}
+
+/// Reply of `GET /control/requests`: newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestList {
+    /// The requests.
+    pub requests: Vec<ContactRequest>,
+}
+
+/// `POST /control/requests/{id}/reject` body (optional).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectArgs {
+    /// Told to the requester (at most 1,000 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Reply of the routes that answer or withdraw a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestReply {
+    /// The request as stored now.
+    pub request: ContactRequest,
+    /// The peer as stored now.
+    pub peer: Peer,
+}
+
+/// `GET /control/peers` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeersQuery {
+    /// Also removed peers.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// Reply of `GET /control/peers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerList {
+    /// The peers.
+    pub peers: Vec<Peer>,
+}
+
+/// Reply of the routes about one peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReply {
+    /// The peer as stored now.
+    pub peer: Peer,
+    /// Whether the peer is being told of the change (a signed `contact_update`).
+    #[serde(default)]
+    pub told: bool,
+    /// What the owner can do next, when something is left to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// `POST /control/peers/{peer}/repin` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepinArgs {
+    /// The fingerprint the owner checked with the peer's owner (`sha256:…`).
+    pub fingerprint: String,
+}
+
+/// Reply of `POST /control/rotate-key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateReply {
+    /// Our agent id (unchanged).
+    pub agent_id: AgentId,
+    /// Fingerprint of the key rotated away from.
+    pub old_fingerprint: String,
+    /// Fingerprint of the new key.
+    pub fingerprint: String,
+    /// Rotations so far.
+    pub key_rotations: usize,
+    /// The old key is honoured until then, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key_until: Option<i64>,
+    /// Contacts sent the new card.
+    pub contacts_told: usize,
+}
+
+/// `GET /control/discover` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoverQuery {
+    /// Text to find in names, ids and capabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Required capabilities, comma-separated (all must match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    /// At most this many (default 100, at most 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// Reply of `GET /control/discover` (and of `agentmesh search`): newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentList {
+    /// The agents.
+    pub agents: Vec<KnownAgent>,
+    /// Registry searches: how many matched in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+}
+
+/// One agent a scan found: the document it served, verified again by the node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FoundDocument {
+    /// Its protocol.
+    pub protocol: Protocol,
+    /// The base URL it answered at.
+    pub endpoint: String,
+    /// The agent card or V1 agent document as served.
+    pub document: Value,
+}
+
+/// `POST /control/discovered` body (at most 4,096 finds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveredArgs {
+    /// What was found.
+    pub found: Vec<FoundDocument>,
+}
+
+/// What recording a find did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recorded {
+    /// A new peer, stored as `discovered`.
+    New,
+    /// A known peer with the same key: only its last-seen time changed.
+    Refreshed,
+    /// Not stored: the document does not verify, the id is pinned to another key, or it is us.
+    Refused,
+}
+
+/// One find's outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedFind {
+    /// The id the document claims (empty when it has none).
+    pub agent_id: String,
+    /// What happened.
+    pub outcome: Recorded,
+}
+
+/// Reply of `POST /control/discovered`, in the order given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveredReply {
+    /// One per find.
+    pub recorded: Vec<RecordedFind>,
+}
+
+/// `POST /control/messages` body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendArgs {
+    /// The recipient: agent id, alias, name or unique prefix.
+    pub to: String,
+    /// The text (1 byte to `max_text_bytes`).
+    pub text: String,
+    /// Id of the message this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// Thread label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+}
+
+/// Reply of `POST /control/messages`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendReply {
+    /// The new message's id.
+    pub message_id: String,
+    /// The recipient.
+    pub to: PeerId,
+    /// `queued`.
+    pub status: MessageStatus,
+    /// Whether it travels end-to-end encrypted.
+    pub encrypted: bool,
+    /// Protocol used.
+    pub protocol: Protocol,
+}
+
+/// `GET /control/messages` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagesQuery {
+    /// Only one direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Only unread incoming messages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unread: bool,
+    /// Only failed outgoing messages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
+    /// Only messages with this peer (agent id, alias, name or unique prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// At most this many per direction, most recent (default 100, at most 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Reply of `GET /control/messages`: outgoing then incoming, each oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageList {
+    /// The messages.
+    pub messages: Vec<Message>,
+}
+
+/// Reply of the routes about one message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageReply {
+    /// The message as stored now.
+    pub message: Message,
+}
+
+/// Reply of `POST /control/outbox/clear-failed`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClearedReply {
+    /// Failed entries deleted.
+    pub cleared: u64,
+}
+
+/// Reply of `GET /control/peers/{peer}/health`: whether the peer answers at its endpoint with
+/// the key we pinned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReply {
+    /// The peer.
+    pub peer: Peer,
+    /// Whether it answered with the pinned key.
+    pub reachable: bool,
+    /// Round trip of the check, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<u64>,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -1,0 +1,543 @@
+//! The things the control API talks about: peers and where trust with them stands, contact
+//! requests, messages, key mismatches, agents found by discovery, the node's status, and events.
+//!
+//! Times are integer milliseconds since the Unix epoch in every field named `*_at`, `*_seen` or
+//! `*_until`; durations say their unit in their name (`age_secs`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use agentmesh_core::envelope::EnvelopeKind;
+use agentmesh_core::{AgentId, PeerId, Protocol};
+use serde::{Deserialize, Serialize};
+
+/// Implements `as_str`, `Display`, `FromStr` and snake_case serde for a fieldless enum.
+macro_rules! named {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$doc:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The name as stored and sent.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownName { what: stringify!($name), name: other.to_owned() }),
+                }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// A name that is not one of an enum's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    /// The enum.
+    pub what: &'static str,
+    /// The name given.
+    pub name: String,
+}
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} is not a {}", self.name, self.what)
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+named! {
+    /// Where contact with a peer stands, as this node sees it. The transitions between these
+    /// states, and what each tells the other side, are in `agentmesh_node::trust`.
+    pub enum TrustState {
+        /// Known (card fetched, scanned, or heard of); no relation. May ask or be asked.
+        Discovered = "discovered",
+        /// We asked for contact; the peer's owner has not answered yet.
+        RequestedOut = "requested_out",
+        /// The peer asked for contact; our owner has not answered yet.
+        RequestedIn = "requested_in",
+        /// Contacts: both sides accept each other's messages.
+        Trusted = "trusted",
+        /// Contact was declined, by our owner or by the peer (`trust_reason` says which and why).
+        /// Either side may ask again.
+        Rejected = "rejected",
+        /// Our owner blocked the peer: nothing from it is accepted, not even contact requests.
+        Blocked = "blocked",
+        /// Our owner removed the peer: trust revoked, its key no longer pinned (a later contact
+        /// request pins afresh). Listed only with `peers --all`.
+        Removed = "removed",
+    }
+}
+
+named! {
+    /// Which side a [`TrustReason`] comes from.
+    pub enum Side {
+        /// Our owner (or our node on its behalf).
+        Us = "us",
+        /// The peer (told by a signed envelope, or by a refusal of its node).
+        Peer = "peer",
+    }
+}
+
+/// Why a peer is [`TrustState::Rejected`] (or what last changed it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustReason {
+    /// Who decided.
+    pub by: Side,
+    /// A machine code: `rejected` (an owner declined a request), `blocked`, `removed`, or the
+    /// error code a peer's node refused us with (`unknown_sender`, `untrusted_sender`, …).
+    pub code: String,
+}
+
+impl fmt::Display for TrustReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.by {
+            Side::Us => write!(f, "by us: {}", self.code),
+            Side::Peer => write!(f, "by peer: {}", self.code),
+        }
+    }
+}
+
+named! {
+    /// Which way a message or contact request went.
+    pub enum Direction {
+        /// Received by us.
+        Incoming = "incoming",
+        /// Sent by us.
+        Outgoing = "outgoing",
+    }
+}
+
+named! {
+    /// State of a contact request.
+    pub enum RequestStatus {
+        /// Open: waiting for the peer (outgoing) or for our owner (incoming).
+        Pending = "pending",
+        /// Approved: the two agents are contacts.
+        Approved = "approved",
+        /// Declined by the answering owner (`reason` holds their text).
+        Rejected = "rejected",
+        /// Refused by the peer's node before any owner saw it (`reason_code` holds its code, e.g.
+        /// `blocked_sender`).
+        Refused = "refused",
+        /// Withdrawn by the requester, or closed because the peer was blocked or removed.
+        Withdrawn = "withdrawn",
+        /// Replaced by a newer request between the same two agents.
+        Superseded = "superseded",
+        /// Could not be delivered within the retry limits (`reason_code` says why).
+        Failed = "failed",
+        /// Not answered within `contact_request_ttl_secs`.
+        Expired = "expired",
+    }
+}
+
+impl RequestStatus {
+    /// Whether the request is still open.
+    pub fn is_open(self) -> bool {
+        self == RequestStatus::Pending
+    }
+}
+
+named! {
+    /// State of a message. Outgoing: `queued` → `sent` (reached the peer, no receipt yet) →
+    /// `delivered` (signed receipt stored) → `read`, or `failed`. Incoming: `unread`, `read`.
+    pub enum MessageStatus {
+        /// In the outbox, not yet handed to the peer.
+        Queued = "queued",
+        /// Handed to the peer, no receipt yet.
+        Sent = "sent",
+        /// The peer's signed delivery receipt is stored.
+        Delivered = "delivered",
+        /// Read (outgoing: the peer's signed read receipt arrived).
+        Read = "read",
+        /// Gave up: refused for good, or out of attempts or time (`last_error` says why).
+        Failed = "failed",
+        /// Incoming, not read yet.
+        Unread = "unread",
+    }
+}
+
+named! {
+    /// How a key mismatch was seen.
+    pub enum MismatchDirection {
+        /// The peer called us presenting another key.
+        Inbound = "inbound",
+        /// We fetched the peer's card and it presented another key.
+        Outbound = "outbound",
+    }
+}
+
+named! {
+    /// Where a [`KnownAgent`] was learnt of.
+    pub enum Source {
+        /// Our peers table (contacts, requests, scans).
+        Peers = "peers",
+        /// A bootstrap node's answer.
+        Bootstrap = "bootstrap",
+        /// Passed on by another peer.
+        Gossip = "gossip",
+        /// mDNS on the local network.
+        Lan = "lan",
+        /// A registry search.
+        Registry = "registry",
+    }
+}
+
+/// A peer as the owner sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Its agent id.
+    pub agent_id: PeerId,
+    /// Its display name (from its card; peer-supplied text).
+    pub name: String,
+    /// A name our owner gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// The protocol we speak with it.
+    pub protocol: Protocol,
+    /// Base URL of its node.
+    pub endpoint: String,
+    /// Fingerprint of the pinned key (`sha256:` + 64 hex).
+    pub fingerprint: String,
+    /// Capability tags from its card.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Where contact stands.
+    pub trust: TrustState,
+    /// Why, when it was declined or closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_reason: Option<TrustReason>,
+    /// First seen, ms.
+    pub first_seen: i64,
+    /// Last heard from or fetched, ms.
+    pub last_seen: i64,
+    /// After its key rotation, its previous key is honoured until then, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key_until: Option<i64>,
+}
+
+impl Peer {
+    /// `alias (name)`, or the name.
+    pub fn display_name(&self) -> String {
+        match &self.alias {
+            Some(alias) if *alias != self.name => format!("{alias} ({})", self.name),
+            _ => self.name.clone(),
+        }
+    }
+}
+
+/// A contact request, either direction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactRequest {
+    /// `req_` + 32 hex.
+    pub request_id: String,
+    /// Incoming (they asked us) or outgoing (we asked them).
+    pub direction: Direction,
+    /// The other agent.
+    pub peer_id: PeerId,
+    /// Its display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_name: Option<String>,
+    /// Its fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The protocol the request travels over.
+    pub protocol: Protocol,
+    /// What the requester said it wants.
+    pub purpose: String,
+    /// Where it stands.
+    pub status: RequestStatus,
+    /// The answering owner's reason, as they wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A machine code for how it closed: the peer node's refusal code (`blocked_sender`, …),
+    /// `blocked`, `removed`, `withdrawn`, `undeliverable`, `duplicate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<String>,
+    /// Created, ms.
+    pub created_at: i64,
+    /// Answered or closed, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<i64>,
+    /// Incoming: a contact of ours (not this peer) carries the same display name; the request may
+    /// be posing as them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_collides_with: Option<PeerId>,
+}
+
+/// A message, either direction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Incoming or outgoing.
+    pub direction: Direction,
+    /// Message id.
+    pub id: String,
+    /// The other agent.
+    pub peer_id: PeerId,
+    /// Body text (our own copy for outgoing).
+    #[serde(default)]
+    pub text: Option<String>,
+    /// MIME type of the text.
+    pub content_type: String,
+    /// Where it stands.
+    pub status: MessageStatus,
+    /// Whether the body travelled end-to-end encrypted (V1 messages do not).
+    pub encrypted: bool,
+    /// Protocol used.
+    pub protocol: Protocol,
+    /// Answered message id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// Thread label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+    /// Written, ms.
+    pub created_at: i64,
+    /// Outgoing: when the receipt came; incoming: when we stored it. ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<i64>,
+    /// When read, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<i64>,
+    /// Outgoing: delivery attempts so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i64>,
+    /// Outgoing: the last delivery error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A pinned agent id that presented another key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMismatch {
+    /// The peer.
+    pub peer_id: PeerId,
+    /// Fingerprint of the key we pinned.
+    pub pinned_fingerprint: String,
+    /// Fingerprint of the key it presented.
+    pub presented_fingerprint: String,
+    /// How it was seen.
+    pub direction: MismatchDirection,
+    /// How many times.
+    pub count: i64,
+    /// First seen, ms.
+    pub first_at: i64,
+    /// Last seen, ms.
+    pub last_at: i64,
+    /// When our owner repinned, ms; absent while the peer is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<i64>,
+}
+
+/// A peer whose node reports that our clock is off.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockSkew {
+    /// The peer.
+    pub peer_id: PeerId,
+    /// Its clock minus ours when it refused, ms (positive: ours is behind).
+    pub skew_ms: i64,
+    /// When it was seen, ms.
+    pub at: i64,
+}
+
+/// An agent known from any source, as `discover` and `search` list it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownAgent {
+    /// Its agent id.
+    pub agent_id: PeerId,
+    /// Display name.
+    pub name: String,
+    /// Base URL.
+    pub endpoint: String,
+    /// Protocol it speaks.
+    pub protocol: Protocol,
+    /// Fingerprint of its key.
+    pub fingerprint: String,
+    /// Capability tags.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// What it says about itself (registry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where it was learnt of.
+    pub source: Source,
+    /// Where contact with it stands, when it is in our peers table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustState>,
+    /// Last seen (by us or by the source), ms.
+    pub last_seen: i64,
+    /// Seconds since `last_seen`.
+    pub age_secs: u64,
+    /// When the record stops being valid, ms (gossip records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// The node's identity, addresses and counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Our agent id.
+    pub agent_id: AgentId,
+    /// Our display name.
+    pub name: String,
+    /// Fingerprint of our current key.
+    pub fingerprint: String,
+    /// Key rotations so far.
+    pub key_rotations: usize,
+    /// Our previous key is honoured until then, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key_until: Option<i64>,
+    /// Pinned peers refused for presenting another key (open ones).
+    pub key_mismatches: Vec<KeyMismatch>,
+    /// Peers whose nodes report our clock is off.
+    #[serde(default)]
+    pub clock_skews: Vec<ClockSkew>,
+    /// Whether a node is running for this home.
+    pub running: bool,
+    /// The peer API's bound URL, while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// The URL our card advertises.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Protocols we speak.
+    #[serde(default)]
+    pub protocols: Vec<String>,
+    /// Our capability tags.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Known peers (not counting removed ones).
+    pub peers: i64,
+    /// Trusted peers.
+    pub trusted_peers: i64,
+    /// Incoming contact requests waiting for our owner.
+    pub pending_requests: i64,
+    /// Outgoing contact requests waiting for peers.
+    #[serde(default)]
+    pub outgoing_requests: i64,
+    /// Unread messages.
+    pub unread_messages: i64,
+    /// Outbox entries not yet delivered.
+    pub outbox_depth: i64,
+    /// Outbox entries that failed for good (`retry` or `clear-failed` them).
+    pub failed_deliveries: i64,
+    /// Things the owner should fix (an endpoint peers cannot reach, …).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Our version.
+    pub version: String,
+}
+
+/// Something that happened on the node, pushed to watchers (`GET /control/events`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// The stream is live (first line).
+    Subscribed,
+    /// The watcher fell behind and `missed` events were dropped.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+    /// A message arrived and was stored.
+    Message {
+        /// The stored message.
+        message: Message,
+    },
+    /// An outgoing entry changed state.
+    Status {
+        /// Its id (message, receipt, contact request, …).
+        id: String,
+        /// Recipient.
+        peer_id: PeerId,
+        /// What it carries.
+        kind: EnvelopeKind,
+        /// New state.
+        status: MessageStatus,
+        /// When, ms.
+        at: i64,
+        /// The delivery error, on retries and failures.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// The peer's error code, when its node refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+    },
+    /// A contact request arrived, or one changed state.
+    ContactRequest {
+        /// The request as stored.
+        request: ContactRequest,
+    },
+    /// A peer answered one of our contact requests.
+    ContactResponse {
+        /// The request answered.
+        request_id: String,
+        /// Who answered.
+        peer_id: PeerId,
+        /// Whether they approved.
+        accepted: bool,
+    },
+    /// Where contact with a peer stands changed.
+    Trust {
+        /// The peer.
+        peer_id: PeerId,
+        /// The new state.
+        trust: TrustState,
+        /// Why, when declined or closed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<TrustReason>,
+    },
+    /// A pinned agent id presented another key and was refused; see `status` and `repin`.
+    KeyMismatch {
+        /// The record.
+        mismatch: KeyMismatch,
+    },
+    /// A contact rotated its keys; its pin moved along its verified rotation chain.
+    KeyRotated {
+        /// The contact.
+        peer_id: PeerId,
+        /// Fingerprint of its new key.
+        fingerprint: String,
+    },
+    /// A peer's node reports that our clock is off; messages to it are retried with a fresh
+    /// timestamp meanwhile.
+    ClockSkew {
+        /// The report.
+        skew: ClockSkew,
+    },
+}

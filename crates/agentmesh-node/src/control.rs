@@ -1,0 +1,305 @@
+//! The control API: what the owner (the CLI, MCP, tests) calls. Bound to `127.0.0.1` only; every
+//! request needs `Authorization: Bearer <token>` with the token from `<home>/control.token`.
+//! Routes, request and reply types are in [`agentmesh_api::control`]; each handler here only
+//! decodes, calls a service and encodes. Refusals are `{"error":{"code","message"}}`.
+
+use std::sync::Arc;
+
+use agentmesh_api::control::{
+    ContactArgs, DiscoverQuery, DiscoveredArgs, HealthReply, MessagesQuery, PeerList, PeerReply, PeersQuery,
+    RejectArgs, RepinArgs, RequestList, RequestsQuery, SendArgs,
+};
+use agentmesh_api::{AgentCard, Event, Status};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::Node;
+use crate::error::{Error, read_json_body};
+use crate::home::Home;
+use crate::service::{contacts, discovery, keys, messages, status};
+
+/// State of the control API: the node, the bearer token, our bound peer URL and home.
+#[derive(Clone)]
+pub(crate) struct ControlState {
+    node: Arc<Node>,
+    token: Arc<str>,
+    peer_url: Arc<str>,
+    home: Arc<Home>,
+    /// Serializes key rotations.
+    rotating: Arc<tokio::sync::Mutex<()>>,
+}
+
+type Reply<T> = Result<Json<T>, Error>;
+
+/// Builds the control router; `token` is the bearer credential, `peer_url` our bound peer URL.
+pub(crate) fn router(node: Arc<Node>, home: Home, token: String, peer_url: String) -> Router {
+    let state = ControlState {
+        node,
+        token: token.into(),
+        peer_url: peer_url.into(),
+        home: Arc::new(home),
+        rotating: Arc::default(),
+    };
+    Router::new()
+        .route("/control/status", get(get_status))
+        .route("/control/card", get(card))
+        .route("/control/contacts", post(request_contact))
+        .route("/control/requests", get(list_requests))
+        .route("/control/requests/{id}/approve", post(approve))
+        .route("/control/requests/{id}/reject", post(reject))
+        .route("/control/requests/{id}/withdraw", post(withdraw))
+        .route("/control/peers", get(list_peers))
+        .route("/control/peers/{peer}", get(show_peer).delete(remove))
+        .route("/control/peers/{peer}/block", post(block))
+        .route("/control/peers/{peer}/unblock", post(unblock))
+        .route("/control/peers/{peer}/repin", post(repin))
+        .route("/control/peers/{peer}/health", get(health))
+        .route("/control/rotate-key", post(rotate_key))
+        .route("/control/discovered", post(record_discovered))
+        .route("/control/discover", get(discover))
+        .route("/control/messages", post(send_message).get(list_messages))
+        .route("/control/messages/{id}/read", post(read_message))
+        .route("/control/messages/{id}/retry", post(retry_message))
+        .route("/control/outbox/clear-failed", post(clear_failed))
+        .route("/control/events", get(events))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn not_found() -> Error {
+    Error::not_found("no such control route")
+}
+
+async fn authenticate(State(state): State<ControlState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(presented.as_bytes(), state.token.as_bytes()) {
+        return Error::Unauthorized.into_response();
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+const CONTROL_BODY_LIMIT: usize = 1024 * 1024;
+
+async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body, limit: usize) -> Result<T, Error> {
+    let bytes = read_json_body(headers, body, limit, "request body", std::time::Duration::from_secs(30)).await?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::malformed(e.to_string()))
+}
+
+/// An optional JSON body: none at all is the default value.
+async fn optional_body<T: DeserializeOwned + Default>(headers: &HeaderMap, body: Body) -> Result<T, Error> {
+    let empty = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_none_or(|v| v == "0")
+        && headers.get(header::CONTENT_TYPE).is_none();
+    if empty { Ok(T::default()) } else { json_body(headers, body, CONTROL_BODY_LIMIT).await }
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Error> {
+    q.map(|Query(q)| q).map_err(|e| Error::malformed(e.body_text()))
+}
+
+async fn get_status(State(st): State<ControlState>) -> Reply<Status> {
+    Ok(Json(status::status(&st.node, &st.peer_url).await?))
+}
+
+async fn card(State(st): State<ControlState>) -> Json<AgentCard> {
+    Json(st.node.keys().card.clone())
+}
+
+async fn request_contact(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Response {
+    let args: ContactArgs = match json_body(&headers, body, CONTROL_BODY_LIMIT).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    match contacts::request_contact(&st.node, args).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn list_requests(
+    State(st): State<ControlState>,
+    q: Result<Query<RequestsQuery>, QueryRejection>,
+) -> Reply<RequestList> {
+    let q = query(q)?;
+    let requests = st.node.db(move |s| Ok(s.requests(q.direction, q.status, 10_000)?)).await?;
+    Ok(Json(RequestList { requests }))
+}
+
+async fn approve(State(st): State<ControlState>, Path(id): Path<String>) -> Response {
+    match contacts::decide(&st.node, id, true, None).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn reject(State(st): State<ControlState>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let args: RejectArgs = match optional_body(&headers, body).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    match contacts::decide(&st.node, id, false, args.reason).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn withdraw(State(st): State<ControlState>, Path(id): Path<String>) -> Response {
+    match contacts::withdraw(&st.node, id).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn list_peers(State(st): State<ControlState>, q: Result<Query<PeersQuery>, QueryRejection>) -> Reply<PeerList> {
+    let q = query(q)?;
+    let peers = st.node.db(move |s| Ok(s.peers(q.all)?)).await?;
+    Ok(Json(PeerList { peers: peers.iter().map(|p| p.view()).collect() }))
+}
+
+async fn show_peer(State(st): State<ControlState>, Path(peer): Path<String>) -> Reply<PeerReply> {
+    let peer = st.node.db(move |s| contacts::resolve(s, &peer)).await?;
+    Ok(Json(PeerReply { peer: peer.view(), told: false, hint: None }))
+}
+
+async fn health(State(st): State<ControlState>, Path(peer): Path<String>) -> Reply<HealthReply> {
+    let peer = st.node.db(move |s| contacts::resolve(s, &peer)).await?;
+    let check = st.node.transports().get(peer.protocol).health(&st.node, &peer).await;
+    let (reachable, rtt_ms, error) = match check {
+        Ok(ms) => (true, Some(ms), None),
+        Err(e) => (false, None, Some(e)),
+    };
+    Ok(Json(HealthReply { peer: peer.view(), reachable, rtt_ms, error }))
+}
+
+async fn change(st: &ControlState, peer: String, change: contacts::Change) -> Reply<PeerReply> {
+    Ok(Json(contacts::change(&st.node, peer, change).await?))
+}
+
+async fn block(State(st): State<ControlState>, Path(peer): Path<String>) -> Reply<PeerReply> {
+    change(&st, peer, contacts::Change::Block).await
+}
+
+async fn unblock(State(st): State<ControlState>, Path(peer): Path<String>) -> Reply<PeerReply> {
+    change(&st, peer, contacts::Change::Unblock).await
+}
+
+async fn remove(State(st): State<ControlState>, Path(peer): Path<String>) -> Reply<PeerReply> {
+    change(&st, peer, contacts::Change::Remove).await
+}
+
+async fn repin(State(st): State<ControlState>, Path(peer): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let args: RepinArgs = match json_body(&headers, body, CONTROL_BODY_LIMIT).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    match contacts::repin(&st.node, peer, args.fingerprint).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn rotate_key(State(st): State<ControlState>) -> Response {
+    let _one_at_a_time = st.rotating.lock().await;
+    match keys::rotate(&st.node, &st.home).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn record_discovered(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Response {
+    let args: DiscoveredArgs = match json_body(&headers, body, 16 * CONTROL_BODY_LIMIT).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    match discovery::record_discovered(&st.node, args).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn discover(
+    State(st): State<ControlState>,
+    q: Result<Query<DiscoverQuery>, QueryRejection>,
+) -> Reply<agentmesh_api::control::AgentList> {
+    Ok(Json(discovery::discover(&st.node, query(q)?).await?))
+}
+
+async fn send_message(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Response {
+    // JSON may escape each byte of the text into up to six: a body over that bound can only
+    // hold a text over the limit, which is what the owner is told.
+    let text_limit = st.node.config().max_text_bytes;
+    let args: SendArgs = match json_body(&headers, body, text_limit.saturating_mul(6).saturating_add(64 * 1024)).await {
+        Ok(a) => a,
+        Err(Error::TooLarge { .. }) => {
+            return Error::TooLarge { what: "message text", limit: text_limit }.into_response();
+        }
+        Err(e) => return e.into_response(),
+    };
+    match messages::send(&st.node, args).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn list_messages(
+    State(st): State<ControlState>,
+    q: Result<Query<MessagesQuery>, QueryRejection>,
+) -> Reply<agentmesh_api::control::MessageList> {
+    Ok(Json(messages::list(&st.node, query(q)?).await?))
+}
+
+async fn read_message(
+    State(st): State<ControlState>,
+    Path(id): Path<String>,
+) -> Reply<agentmesh_api::control::MessageReply> {
+    Ok(Json(messages::read(&st.node, id).await?))
+}
+
+async fn retry_message(
+    State(st): State<ControlState>,
+    Path(id): Path<String>,
+) -> Reply<agentmesh_api::control::MessageReply> {
+    Ok(Json(messages::retry(&st.node, id).await?))
+}
+
+async fn clear_failed(State(st): State<ControlState>) -> Reply<agentmesh_api::control::ClearedReply> {
+    Ok(Json(messages::clear_failed(&st.node).await?))
+}
+
+/// JSON lines of [`Event`]s as they happen; the first line says the stream is live, and a
+/// watcher that falls behind is told how many it missed.
+async fn events(State(st): State<ControlState>) -> Response {
+    let receiver = st.node.subscribe();
+    let stream = futures_util::stream::unfold(receiver, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => Event::Lagged { missed },
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        let line =
+            serde_json::to_string(&event).unwrap_or_else(|_| json!({"event": "lagged", "missed": 1}).to_string());
+        Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), rx))
+    });
+    let hello = serde_json::to_string(&Event::Subscribed).unwrap_or_default();
+    let hello = futures_util::stream::once(async move { Ok(format!("{hello}\n")) });
+    let body = Body::from_stream(futures_util::StreamExt::chain(hello, stream));
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}

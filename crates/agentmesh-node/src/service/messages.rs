@@ -1,0 +1,168 @@
+//! Messages: sending (through the transport of the peer's protocol, via the outbox), listing,
+//! reading (with a signed read receipt), and retrying or clearing what failed.
+
+use std::sync::Arc;
+
+use agentmesh_api::control::{ClearedReply, MessageList, MessageReply, MessagesQuery, SendArgs, SendReply};
+use agentmesh_api::{ErrorCode, MessageStatus, Side, TrustState};
+use agentmesh_core::time::now_ms;
+use agentmesh_core::{EnvelopeKind, Protocol};
+use agentmesh_store::{MessageFilter, Peer, Store};
+
+use crate::Node;
+use crate::error::Error;
+use crate::service::contacts::resolve;
+use crate::transport::Outgoing;
+
+/// Why `peer` cannot be messaged now, and what the owner can do; `None` when it can.
+fn not_sendable(store: &Store, peer: &Peer) -> Result<Option<Error>, Error> {
+    let id = &peer.agent_id;
+    let open = |direction| store.open_request(id, direction).map(|r| r.map(|r| r.request_id).unwrap_or_default());
+    let sendable = match peer.protocol {
+        // V1 trust is one-sided: once we asked, our messages wait at its door until its owner
+        // approves.
+        Protocol::AgentMeshV1 => matches!(peer.trust, TrustState::Trusted | TrustState::RequestedOut),
+        _ => peer.trust == TrustState::Trusted,
+    };
+    if sendable {
+        return Ok(None);
+    }
+    let not_trusted = |message: String| Ok(Some(Error::conflict(ErrorCode::NotTrusted, message)));
+    match peer.trust {
+        TrustState::Blocked => Ok(Some(Error::conflict(
+            ErrorCode::Blocked,
+            format!("{id} is blocked; unblock it first (`agentmesh unblock {id}`)"),
+        ))),
+        TrustState::RequestedOut => {
+            let request = open(agentmesh_api::Direction::Outgoing)?;
+            not_trusted(format!(
+                "{id} has not answered your contact request {request} yet; you can message it once its owner approves"
+            ))
+        }
+        TrustState::RequestedIn => {
+            let request = open(agentmesh_api::Direction::Incoming)?;
+            not_trusted(format!(
+                "{id} asked you for contact: approve it first with `agentmesh approve-request {request}`"
+            ))
+        }
+        TrustState::Rejected => match &peer.trust_reason {
+            Some(r) if r.by == Side::Us => not_trusted(format!(
+                "you rejected {id}'s contact request; to talk after all, ask it: `agentmesh request-contact {id}`"
+            )),
+            Some(r) => not_trusted(format!(
+                "{id} declined contact ({}); you may ask again: `agentmesh request-contact {id}`",
+                r.code
+            )),
+            None => not_trusted(format!("{id} is not a contact; ask it with `agentmesh request-contact {id}`")),
+        },
+        _ => not_trusted(format!("{id} is not a contact; ask it with `agentmesh request-contact {id}`")),
+    }
+}
+
+/// `POST /control/messages`.
+pub(crate) async fn send(node: &Arc<Node>, args: SendArgs) -> Result<SendReply, Error> {
+    if args.text.is_empty() {
+        return Err(Error::invalid(ErrorCode::EmptyMessage, "the message text is empty"));
+    }
+    let limit = node.config().max_text_bytes;
+    if args.text.len() > limit {
+        return Err(Error::TooLarge { what: "message text", limit });
+    }
+    node.transact(move |tx| {
+        let peer = resolve(tx, &args.to)?;
+        if let Some(error) = not_sendable(tx, &peer)? {
+            return Err(error);
+        }
+        let what = Outgoing::Message { text: args.text, reply_to: args.reply_to, thread: args.thread };
+        let outbound = tx.node().transports().get(peer.protocol).prepare(tx.node(), &peer, what)?;
+        tracing::debug!(id = %outbound.id, to = %outbound.peer_id, encrypted = outbound.encrypted, "queueing message");
+        tx.enqueue(&outbound)?;
+        Ok(SendReply {
+            message_id: outbound.id,
+            to: outbound.peer_id,
+            status: MessageStatus::Queued,
+            encrypted: outbound.encrypted,
+            protocol: outbound.protocol,
+        })
+    })
+    .await
+}
+
+/// `GET /control/messages`.
+pub(crate) async fn list(node: &Arc<Node>, query: MessagesQuery) -> Result<MessageList, Error> {
+    node.db(move |s| {
+        let peer = match &query.peer {
+            Some(text) => Some(resolve(s, text)?.agent_id),
+            None => None,
+        };
+        let filter = MessageFilter {
+            direction: query.direction,
+            unread: query.unread,
+            failed: query.failed,
+            peer,
+            limit: query.limit,
+        };
+        Ok(MessageList { messages: s.messages(&filter)? })
+    })
+    .await
+}
+
+/// `POST /control/messages/{id}/read`: marks an incoming message read and, for a contact whose
+/// protocol carries them, queues a signed read receipt.
+pub(crate) async fn read(node: &Arc<Node>, id: String) -> Result<MessageReply, Error> {
+    node.transact(move |tx| {
+        let message = tx
+            .incoming(&id)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::not_found(format!("no incoming message {id}")))?;
+        let now = now_ms();
+        if tx.mark_incoming_read(&message.peer_id, &message.id, now as i64)?
+            && let Some(peer) = tx.peer(&message.peer_id)?
+            && peer.trust == TrustState::Trusted
+        {
+            let transport = tx.node().transports().get(peer.protocol);
+            if transport.carries(EnvelopeKind::Receipt) {
+                let what = Outgoing::Read { message_id: message.id.clone(), at: now };
+                let outbound = transport.prepare(tx.node(), &peer, what)?;
+                tx.enqueue(&outbound)?;
+            }
+        }
+        let message = tx
+            .incoming(&message.id)?
+            .into_iter()
+            .find(|m| m.peer_id == message.peer_id)
+            .ok_or_else(|| Error::internal("a message vanished"))?;
+        Ok(MessageReply { message })
+    })
+    .await
+}
+
+/// `POST /control/messages/{id}/retry`: a failed outgoing message is due again, with fresh
+/// attempts and time to live.
+pub(crate) async fn retry(node: &Arc<Node>, id: String) -> Result<MessageReply, Error> {
+    let ttl_ms = node.config().message_ttl_secs.saturating_mul(1000) as i64;
+    let message = node
+        .db(move |s| {
+            let message = s.outgoing(&id)?.ok_or_else(|| Error::not_found(format!("no outgoing message {id}")))?;
+            if message.status != MessageStatus::Failed {
+                return Err(Error::conflict(ErrorCode::NotFailed, format!("{id} is {}, not failed", message.status)));
+            }
+            if let Some(peer) = s.peer(&message.peer_id)?
+                && let Some(error) = not_sendable(s, &peer)?
+            {
+                return Err(error);
+            }
+            s.retry(&id, now_ms() as i64, ttl_ms)?;
+            s.outgoing(&id)?.ok_or_else(|| Error::internal("a message vanished"))
+        })
+        .await?;
+    node.wake_outbox();
+    Ok(MessageReply { message })
+}
+
+/// `POST /control/outbox/clear-failed`: deletes every failed outbox entry.
+pub(crate) async fn clear_failed(node: &Arc<Node>) -> Result<ClearedReply, Error> {
+    let cleared = node.db(|s| Ok(s.clear_failed()?)).await?;
+    Ok(ClearedReply { cleared })
+}

@@ -1,0 +1,19 @@
+//! Integration tests of the `agentmesh` binary: real processes on 127.0.0.1 (port 0 or free
+//! ports), driven through the CLI and the typed control API. One test binary; each module holds
+//! a group, `support` the shared helpers (temporary homes, CLI runs, real nodes, waiting for a
+//! condition instead of sleeping).
+
+mod agent_mesh_v1;
+mod bad_input;
+mod cli_flow;
+mod crash;
+mod gossip;
+mod keys;
+mod mdns;
+mod registry;
+mod scan;
+mod secrets;
+mod support;
+mod tls;
+mod trust;
+mod usability;
