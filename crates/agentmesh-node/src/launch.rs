@@ -110,7 +110,7 @@ impl NodeHandle {
             let _ = std::fs::remove_file(home.token_path());
         })
         .await;
-        self.node.db.close().await?;
+        self.node.close_db().await?;
         drop(self.lock);
         tracing::info!("stopped");
         Ok(())
@@ -228,7 +228,7 @@ pub async fn launch_with(
     }
 
     let card = our_card(&key_state.identity, &profile, &endpoint);
-    let http = crate::net::client(&crate::net::ClientOptions {
+    let client_options = crate::net::ClientOptions {
         timeout_ms: Some(config.outbound_timeout_ms),
         connect_timeout_ms: Some(config.outbound_timeout_ms.min(3_000)),
         pool_max_idle_per_host: 16,
@@ -237,7 +237,9 @@ pub async fn launch_with(
         pool_idle_timeout_ms: Some(5_000),
         extra_ca_file: config.tls_ca_file.clone(),
         ..crate::net::ClientOptions::default()
-    })?;
+    };
+    // Reads the system's CA certificates (and the extra CA file): off the async threads.
+    let http = tokio::task::spawn_blocking(move || crate::net::client(&client_options)).await??;
     let keys = Keys { identity: key_state.identity, card, previous: key_state.previous };
     let db = Db::spawn(store).context("starting the database thread")?;
     let node = Arc::new(Node::new(keys, config, endpoint, db, http).with_warnings(warnings));

@@ -37,6 +37,8 @@ mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod gossip;
+#[cfg(test)]
+mod handler_tests;
 pub mod home;
 mod launch;
 mod limits;
@@ -308,6 +310,27 @@ impl Node {
     /// Wakes the outbox worker (for entries made due again outside a [`Tx`]).
     pub(crate) fn wake_outbox(&self) {
         self.outbox_wake.notify_one();
+    }
+
+    /// Resolves when something was queued (or made due again) since the worker last looked.
+    pub(crate) fn outbox_woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.outbox_wake.notified()
+    }
+
+    /// Whether `key_rotation` announcements may be waiting in the outbox: each contact then gets
+    /// its announcement before anything else (signed with the new key it announces).
+    pub(crate) fn rotation_pending(&self) -> bool {
+        self.rotation_pending.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sets [`rotation_pending`](Self::rotation_pending).
+    pub(crate) fn set_rotation_pending(&self, pending: bool) {
+        self.rotation_pending.store(pending, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Finishes queued database work, checkpoints the WAL and stops the database thread.
+    pub(crate) async fn close_db(&self) -> Result<(), agentmesh_store::StoreError> {
+        self.db.close().await
     }
 
     /// Our agent id.

@@ -14,7 +14,6 @@
 //! node resumes at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,7 +44,7 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let per_peer = config.per_peer_inflight.max(1);
     loop {
         let now = now_ms() as i64;
-        let check_rotation = node.rotation_pending.load(Ordering::SeqCst);
+        let check_rotation = node.rotation_pending();
         let busy: HashMap<PeerId, usize> = inflight.lock().unwrap_or_else(|p| p.into_inner()).clone();
         // One visit to the database: what is due, grouped per peer within the in-flight caps,
         // leased, with each peer's record and the time the next entry falls due.
@@ -92,7 +91,7 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
             }
         };
         if rotation_done {
-            node.rotation_pending.store(false, Ordering::SeqCst);
+            node.set_rotation_pending(false);
         }
         for (peer_id, peer, items) in groups {
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { break };
@@ -124,7 +123,7 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
         } else {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = node.outbox_wake.notified() => {}
+                _ = node.outbox_woken() => {}
                 _ = finished.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(wait_ms.max(1))) => {}
             }

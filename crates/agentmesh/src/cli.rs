@@ -8,30 +8,30 @@ use clap::{Args, Parser, Subcommand};
 /// agentmesh: identity, discovery, explicit trust and end-to-end encrypted messaging for AI agents.
 #[derive(Debug, Parser)]
 #[command(name = "agentmesh", version, about, max_term_width = 100)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Options every command takes.
     #[command(flatten)]
-    pub global: Global,
+    pub(crate) global: Global,
     /// The command.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Options every command takes.
 #[derive(Debug, Args)]
-pub struct Global {
+pub(crate) struct Global {
     /// Home directory holding the identity, database and node files
     /// [default: ~/.openclaw/agentmesh]
     #[arg(long, global = true, env = "AGENTMESH_HOME", value_name = "DIR")]
-    pub home: Option<PathBuf>,
+    pub(crate) home: Option<PathBuf>,
     /// Print exactly one JSON document on stdout (JSON lines for streams); errors as JSON on stderr.
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Create this agent's identity: Ed25519 and X25519 keys, agent id, profile.
     Init(InitArgs),
     /// Run the node in the foreground (peer API + control API + delivery worker).
@@ -134,107 +134,107 @@ pub enum Command {
 
 /// `init` arguments.
 #[derive(Debug, Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// Display name of this agent.
     #[arg(long)]
-    pub name: String,
+    pub(crate) name: String,
     /// Public base URL peers should use (default: the node's listen address).
     #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// A capability tag to advertise (repeatable).
     #[arg(long = "capability", value_name = "C")]
-    pub capabilities: Vec<String>,
+    pub(crate) capabilities: Vec<String>,
     /// Replace an existing identity (its keys are lost for good).
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 /// `up` arguments.
 #[derive(Debug, Args)]
-pub struct UpArgs {
+pub(crate) struct UpArgs {
     /// Address for the peer API [default: 127.0.0.1:8787, or `listen` in config.toml].
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    pub(crate) listen: Option<SocketAddr>,
     /// Public base URL to advertise (overrides the profile and config).
     #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// A bootstrap node to announce ourselves to and learn peers from (repeatable).
     #[arg(long, value_name = "URL")]
-    pub bootstrap: Vec<String>,
+    pub(crate) bootstrap: Vec<String>,
     /// Serve as a bootstrap node for others (larger answers to announcements).
     #[arg(long)]
-    pub bootstrap_mode: bool,
+    pub(crate) bootstrap_mode: bool,
     /// Do not advertise on the LAN with mDNS (only done when listening on a non-loopback address).
     #[arg(long)]
-    pub no_mdns: bool,
+    pub(crate) no_mdns: bool,
     /// Stay listed in this registry: register, heartbeat every 60 s, deregister on shutdown.
     #[arg(long, value_name = "URL")]
-    pub registry: Option<String>,
+    pub(crate) registry: Option<String>,
 }
 
 /// `request-contact` arguments.
 #[derive(Debug, Args)]
-pub struct RequestContactArgs {
+pub(crate) struct RequestContactArgs {
     /// The agent's base URL (e.g. http://127.0.0.1:8787), or a known peer (agent id, alias,
     /// name or unique prefix).
-    pub target: String,
+    pub(crate) target: String,
     /// Why you want contact; shown to the other agent's owner.
     #[arg(long, default_value = "")]
-    pub purpose: String,
+    pub(crate) purpose: String,
     /// Your name for this peer.
     #[arg(long)]
-    pub alias: Option<String>,
+    pub(crate) alias: Option<String>,
     /// Seconds to wait for the first delivery attempt (0: do not wait).
     #[arg(long, default_value_t = 15.0)]
-    pub wait: f64,
+    pub(crate) wait: f64,
 }
 
 /// `peers` arguments.
 #[derive(Debug, Args)]
-pub struct PeersArgs {
+pub(crate) struct PeersArgs {
     /// Also list removed peers.
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
 }
 
 /// `add-peer` arguments.
 #[derive(Debug, Args)]
-pub struct AddPeerArgs {
+pub(crate) struct AddPeerArgs {
     /// The agent id you expect (16 hex).
-    pub agent_id: String,
+    pub(crate) agent_id: String,
     /// The agent's base URL, e.g. http://127.0.0.1:8787.
     #[arg(long, value_name = "URL")]
-    pub endpoint: String,
+    pub(crate) endpoint: String,
     /// Your name for this peer.
     #[arg(long)]
-    pub alias: Option<String>,
+    pub(crate) alias: Option<String>,
     /// Why you want contact; shown to the other agent's owner.
     #[arg(long, default_value = "")]
-    pub purpose: String,
+    pub(crate) purpose: String,
 }
 
 /// `search` arguments.
 #[derive(Debug, Args)]
-pub struct SearchArgs {
+pub(crate) struct SearchArgs {
     /// Words to look for in names, descriptions and capabilities.
-    pub text: Option<String>,
+    pub(crate) text: Option<String>,
     /// Required capability (repeatable: all are required).
     #[arg(long = "capability", value_name = "C")]
-    pub capabilities: Vec<String>,
+    pub(crate) capabilities: Vec<String>,
     /// At most this many results (1 to 50).
     #[arg(long, default_value_t = 20)]
-    pub limit: usize,
+    pub(crate) limit: usize,
     /// Results to skip.
     #[arg(long, default_value_t = 0)]
-    pub offset: usize,
+    pub(crate) offset: usize,
     /// The registry [default: `registry` in config.toml].
     #[arg(long, value_name = "URL")]
-    pub registry: Option<String>,
+    pub(crate) registry: Option<String>,
 }
 
 /// `registry` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum RegistryCommand {
+pub(crate) enum RegistryCommand {
     /// Serve the registry API in the foreground.
     Serve(RegistryServeArgs),
     /// Measure search latency and heartbeat ingest with many agents.
@@ -243,161 +243,161 @@ pub enum RegistryCommand {
 
 /// `registry serve` arguments.
 #[derive(Debug, Args)]
-pub struct RegistryServeArgs {
+pub(crate) struct RegistryServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8001")]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// `postgres://user@host/db`, or a SQLite file [default: <home>/registry.db].
     #[arg(long, value_name = "URL")]
-    pub database: Option<String>,
+    pub(crate) database: Option<String>,
     /// File holding the API key clients must send in `X-Registry-Key` (mode 0600).
     #[arg(long, value_name = "FILE")]
-    pub api_key_file: Option<PathBuf>,
+    pub(crate) api_key_file: Option<PathBuf>,
     /// Heartbeat interval agents use, seconds (offline after three missed).
     #[arg(long, default_value_t = 60)]
-    pub heartbeat_secs: u64,
+    pub(crate) heartbeat_secs: u64,
     /// Signed writes per agent per minute (0: no limit).
     #[arg(long, default_value_t = 60)]
-    pub per_key_per_minute: u32,
+    pub(crate) per_key_per_minute: u32,
     /// Requests per source IP per minute (0: no limit).
     #[arg(long, default_value_t = 1200)]
-    pub per_ip_per_minute: u32,
+    pub(crate) per_ip_per_minute: u32,
 }
 
 /// `registry bench` arguments.
 #[derive(Debug, Args)]
-pub struct RegistryBenchArgs {
+pub(crate) struct RegistryBenchArgs {
     /// Agents to load.
     #[arg(long, default_value_t = 100_000)]
-    pub agents: usize,
+    pub(crate) agents: usize,
     /// `postgres://…` to measure PostgreSQL [default: a SQLite file in a temporary directory].
     #[arg(long, value_name = "URL")]
-    pub database: Option<String>,
+    pub(crate) database: Option<String>,
     /// Searches per query kind.
     #[arg(long, default_value_t = 2_000)]
-    pub searches: usize,
+    pub(crate) searches: usize,
     /// Heartbeats to send.
     #[arg(long, default_value_t = 20_000)]
-    pub heartbeats: usize,
+    pub(crate) heartbeats: usize,
 }
 
 /// `discover` arguments.
 #[derive(Debug, Args)]
-pub struct DiscoverArgs {
+pub(crate) struct DiscoverArgs {
     /// Browse the LAN with mDNS instead, verify each agent's card over HTTP and record it.
     #[arg(long)]
-    pub lan: bool,
+    pub(crate) lan: bool,
     /// How long to listen on the LAN, seconds (with --lan).
     #[arg(long, default_value_t = 3.0)]
-    pub timeout: f64,
+    pub(crate) timeout: f64,
     /// Only agents whose name, id or a capability contains this text.
     #[arg(long)]
-    pub query: Option<String>,
+    pub(crate) query: Option<String>,
     /// Only agents with this capability (repeatable: all are required).
     #[arg(long = "capability", value_name = "C")]
-    pub capabilities: Vec<String>,
+    pub(crate) capabilities: Vec<String>,
     /// At most this many.
     #[arg(long, default_value_t = 100)]
-    pub limit: usize,
+    pub(crate) limit: usize,
 }
 
 /// `scan` arguments.
 #[derive(Debug, Args)]
-pub struct ScanArgs {
+pub(crate) struct ScanArgs {
     /// Base URLs (`http://127.0.0.1:8787`) or URLs with a port range (`http://127.0.0.1:8700-8799`).
-    pub targets: Vec<String>,
+    pub(crate) targets: Vec<String>,
     /// Also probe every host of this CIDR block (e.g. 192.168.1.0/24) at `--port`.
     #[arg(long, value_name = "CIDR")]
-    pub cidr: Option<String>,
+    pub(crate) cidr: Option<String>,
     /// Port probed on `--cidr` hosts.
     #[arg(long, default_value_t = 8787)]
-    pub port: u16,
+    pub(crate) port: u16,
     /// Probes in flight at once.
     #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Per-probe timeout, seconds.
     #[arg(long, default_value_t = 1.5)]
-    pub timeout: f64,
+    pub(crate) timeout: f64,
 }
 
 /// `list-requests` arguments.
 #[derive(Debug, Args)]
-pub struct ListRequestsArgs {
+pub(crate) struct ListRequestsArgs {
     /// Only requests other agents sent us.
     #[arg(long, conflicts_with = "outgoing")]
-    pub incoming: bool,
+    pub(crate) incoming: bool,
     /// Only requests we sent.
     #[arg(long)]
-    pub outgoing: bool,
+    pub(crate) outgoing: bool,
     /// Only open (pending) requests.
     #[arg(long)]
-    pub open: bool,
+    pub(crate) open: bool,
 }
 
 /// `send-message` arguments.
 #[derive(Debug, Args)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     /// Recipient: agent id, alias, name or unique prefix.
     #[arg(long)]
-    pub to: String,
+    pub(crate) to: String,
     /// Message text; read from stdin when absent.
     #[arg(long)]
-    pub text: Option<String>,
+    pub(crate) text: Option<String>,
     /// Id of the message this answers.
     #[arg(long, value_name = "MESSAGE_ID")]
-    pub reply_to: Option<String>,
+    pub(crate) reply_to: Option<String>,
     /// Thread label.
     #[arg(long)]
-    pub thread: Option<String>,
+    pub(crate) thread: Option<String>,
 }
 
 /// `list-messages` arguments.
 #[derive(Debug, Args)]
-pub struct ListMessagesArgs {
+pub(crate) struct ListMessagesArgs {
     /// Only received messages.
     #[arg(long, conflicts_with = "outgoing")]
-    pub incoming: bool,
+    pub(crate) incoming: bool,
     /// Only sent messages.
     #[arg(long)]
-    pub outgoing: bool,
+    pub(crate) outgoing: bool,
     /// Only unread received messages.
     #[arg(long)]
-    pub unread: bool,
+    pub(crate) unread: bool,
     /// Only sent messages that failed (`retry` or `clear-failed` them).
     #[arg(long, conflicts_with_all = ["incoming", "unread"])]
-    pub failed: bool,
+    pub(crate) failed: bool,
     /// Only messages with this peer (agent id, alias, name or unique prefix).
     #[arg(long, value_name = "PEER")]
-    pub peer: Option<String>,
+    pub(crate) peer: Option<String>,
     /// At most this many per direction (most recent).
     #[arg(long, default_value_t = 100)]
-    pub limit: u32,
+    pub(crate) limit: u32,
     /// Keep running and print new messages and status changes as they happen (reconnects when
     /// the node restarts).
     #[arg(long)]
-    pub follow: bool,
+    pub(crate) follow: bool,
 }
 
 /// `bench` arguments.
 #[derive(Debug, Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Messages to send.
     #[arg(long, default_value_t = 20_000)]
-    pub messages: usize,
+    pub(crate) messages: usize,
     /// Sends in flight at once.
     #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Message body size in bytes.
     #[arg(long, default_value_t = 1024)]
-    pub size: usize,
+    pub(crate) size: usize,
     /// Instead: measure a well-behaved sender's latency alone and while another trusted sender
     /// floods the receiver (ignoring Retry-After).
     #[arg(long)]
-    pub flood: bool,
+    pub(crate) flood: bool,
     /// Connections the flooder keeps busy (with --flood).
     #[arg(long, default_value_t = 64)]
-    pub flood_connections: usize,
+    pub(crate) flood_connections: usize,
     /// Instead: start this many nodes (one bootstrap) and time until each knows every other.
     #[arg(long, value_name = "NODES")]
-    pub gossip: Option<usize>,
+    pub(crate) gossip: Option<usize>,
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use serde::Serialize;
 
 /// Writes a line to stdout; exits quietly with status 0 if the reader went away.
-pub fn line(text: &str) {
+pub(crate) fn line(text: &str) {
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{text}").and_then(|_| out.flush()).is_err() {
         std::process::exit(0);
@@ -15,18 +15,18 @@ pub fn line(text: &str) {
 }
 
 /// Prints a value as JSON on one line (JSON lines for streams).
-pub fn json<T: Serialize + ?Sized>(value: &T) {
+pub(crate) fn json<T: Serialize + ?Sized>(value: &T) {
     line(&serde_json::to_string(value).unwrap_or_default());
 }
 
 /// Prints a value as one pretty-printed JSON document (`--json` replies).
-pub fn json_doc<T: Serialize + ?Sized>(value: &T) {
+pub(crate) fn json_doc<T: Serialize + ?Sized>(value: &T) {
     line(&serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 /// Makes peer-supplied text safe for a terminal: control characters (escape sequences, carriage
 /// returns, …) become U+FFFD; newlines and tabs are kept only when `multiline`.
-pub fn clean(text: &str, multiline: bool) -> String {
+pub(crate) fn clean(text: &str, multiline: bool) -> String {
     text.chars()
         .map(|c| match c {
             '\n' | '\t' if multiline => c,
@@ -38,17 +38,17 @@ pub fn clean(text: &str, multiline: bool) -> String {
 }
 
 /// A one-line, terminal-safe rendering of an optional text, `-` when absent.
-pub fn text(value: Option<&str>) -> String {
+pub(crate) fn text(value: Option<&str>) -> String {
     clean(value.unwrap_or("-"), false)
 }
 
 /// Milliseconds since the epoch as a short UTC time.
-pub fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     agentmesh_core::time::iso_seconds(ms.max(0) as u64).replace('T', " ").trim_end_matches('Z').to_owned()
 }
 
 /// A duration in seconds, short: `42s`, `7m`, `3h`, `2d`.
-pub fn age(secs: u64) -> String {
+pub(crate) fn age(secs: u64) -> String {
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7_200 => format!("{}m", s / 60),
@@ -58,17 +58,17 @@ pub fn age(secs: u64) -> String {
 }
 
 /// Capability tags as `a,b,c`, control characters stripped.
-pub fn list(items: &[String]) -> String {
+pub(crate) fn list(items: &[String]) -> String {
     items.iter().map(|s| clean(s, false)).collect::<Vec<_>>().join(",")
 }
 
 /// The first 23 characters of a fingerprint (`sha256:` + 16 hex).
-pub fn short_fingerprint(fingerprint: &str) -> String {
+pub(crate) fn short_fingerprint(fingerprint: &str) -> String {
     clean(fingerprint, false).chars().take(23).collect()
 }
 
 /// Prints rows as an aligned table with a header.
-pub fn table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

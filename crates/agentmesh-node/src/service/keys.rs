@@ -73,7 +73,7 @@ pub(crate) async fn announce_card(node: &Arc<Node>) -> Result<usize, Error> {
         })
         .await?;
     if told > 0 {
-        node.rotation_pending.store(true, std::sync::atomic::Ordering::SeqCst);
+        node.set_rotation_pending(true);
         node.wake_outbox();
     }
     Ok(told)

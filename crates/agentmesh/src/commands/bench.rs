@@ -17,7 +17,7 @@ use super::Ctx;
 use crate::cli::BenchArgs;
 use crate::output;
 
-pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
+pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     if args.flood {
         return super::flood::run(ctx, &args).await;
     }

@@ -14,7 +14,7 @@ use crate::output;
 /// Gossip round interval used by the benchmark, seconds.
 const INTERVAL_SECS: u64 = 1;
 
-pub async fn run(ctx: &Ctx, nodes: usize) -> Result<()> {
+pub(crate) async fn run(ctx: &Ctx, nodes: usize) -> Result<()> {
     if !(2..=200).contains(&nodes) {
         bail!("--gossip takes 2 to 200 nodes");
     }

@@ -9,7 +9,7 @@ use super::{Ctx, fail};
 use crate::cli::{AddPeerArgs, ListRequestsArgs, RequestContactArgs};
 use crate::output;
 
-pub async fn request(ctx: &Ctx, args: RequestContactArgs) -> Result<()> {
+pub(crate) async fn request(ctx: &Ctx, args: RequestContactArgs) -> Result<()> {
     let client = ctx.client()?;
     let contact = ContactArgs {
         to: args.target,
@@ -22,7 +22,7 @@ pub async fn request(ctx: &Ctx, args: RequestContactArgs) -> Result<()> {
     report(ctx, &reply)
 }
 
-pub async fn add_peer(ctx: &Ctx, args: AddPeerArgs) -> Result<()> {
+pub(crate) async fn add_peer(ctx: &Ctx, args: AddPeerArgs) -> Result<()> {
     let client = ctx.client()?;
     let contact = ContactArgs {
         to: args.endpoint,
@@ -101,7 +101,7 @@ fn request_row(r: &ContactRequest) -> Vec<String> {
     ]
 }
 
-pub async fn list(ctx: &Ctx, args: ListRequestsArgs) -> Result<()> {
+pub(crate) async fn list(ctx: &Ctx, args: ListRequestsArgs) -> Result<()> {
     let direction = match (args.incoming, args.outgoing) {
         (true, _) => Some(Direction::Incoming),
         (_, true) => Some(Direction::Outgoing),
@@ -127,13 +127,13 @@ pub async fn list(ctx: &Ctx, args: ListRequestsArgs) -> Result<()> {
 }
 
 /// What to do with a request.
-pub enum Decision {
+pub(crate) enum Decision {
     Approve,
     Reject(Option<String>),
     Withdraw,
 }
 
-pub async fn decide(ctx: &Ctx, request_id: &str, decision: Decision) -> Result<()> {
+pub(crate) async fn decide(ctx: &Ctx, request_id: &str, decision: Decision) -> Result<()> {
     let client = ctx.client()?;
     let reply = match &decision {
         Decision::Approve => ctx.check(client.approve(request_id).await)?,

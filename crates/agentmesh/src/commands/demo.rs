@@ -39,7 +39,7 @@ impl Story {
     }
 }
 
-pub async fn run(ctx: &Ctx) -> Result<()> {
+pub(crate) async fn run(ctx: &Ctx) -> Result<()> {
     let dir = tempfile::Builder::new().prefix("agentmesh-demo-").tempdir().context("creating a temporary directory")?;
     let mut story = Story { json: ctx.json, steps: Vec::new(), started: Instant::now() };
     if !ctx.json {

@@ -26,7 +26,7 @@ const PHASE_MESSAGES: usize = 300;
 /// Envelopes the flooder prepares (each sent once: no cheap replays).
 const FLOOD_ENVELOPES: usize = 20_000;
 
-pub async fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
+pub(crate) async fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
     let dir = tempfile::Builder::new().prefix("agentmesh-flood-").tempdir()?;
     let exe = std::env::current_exe()?;
     let (w_home, r_home) = (dir.path().join("sender"), dir.path().join("receiver"));

@@ -9,7 +9,7 @@ use super::{Ctx, fail};
 use crate::cli::InitArgs;
 use crate::output;
 
-pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
     let name = args.name.trim();
     if name.is_empty() || name.chars().count() > agentmesh_core::card::MAX_NAME_CHARS {
         return Err(fail(

@@ -8,7 +8,7 @@ use anyhow::Result;
 use super::{Ctx, fail};
 use crate::output;
 
-pub async fn repin(ctx: &Ctx, peer: &str, fingerprint: &str) -> Result<()> {
+pub(crate) async fn repin(ctx: &Ctx, peer: &str, fingerprint: &str) -> Result<()> {
     let client = ctx.client()?;
     let reply = ctx.check(client.repin(peer, fingerprint).await)?;
     if ctx.json {
@@ -27,7 +27,7 @@ pub async fn repin(ctx: &Ctx, peer: &str, fingerprint: &str) -> Result<()> {
 
 /// Rotates through the running node (which tells contacts at once), or on the key files when
 /// the node is down (contacts are told when it next starts).
-pub async fn rotate(ctx: &Ctx) -> Result<()> {
+pub(crate) async fn rotate(ctx: &Ctx) -> Result<()> {
     let (reply, online) = if ctx.node_running().await {
         (ctx.check(ctx.client()?.rotate_key().await)?, true)
     } else {

@@ -16,7 +16,7 @@ use crate::output;
 /// refusal (with its limit) is what the owner sees, while memory stays bounded.
 const MAX_STDIN_BYTES: u64 = 16 * 1024 * 1024 + 1;
 
-pub async fn send(ctx: &Ctx, args: SendArgs) -> Result<()> {
+pub(crate) async fn send(ctx: &Ctx, args: SendArgs) -> Result<()> {
     let text = match args.text {
         Some(t) => t,
         None => {
@@ -71,7 +71,7 @@ fn query(args: &ListMessagesArgs) -> MessagesQuery {
     }
 }
 
-pub async fn list(ctx: &Ctx, args: ListMessagesArgs) -> Result<()> {
+pub(crate) async fn list(ctx: &Ctx, args: ListMessagesArgs) -> Result<()> {
     let q = query(&args);
     if !args.follow {
         let client = ctx.client()?;
@@ -208,7 +208,7 @@ fn print_message(ctx: &Ctx, m: &Message) {
     }
 }
 
-pub async fn read(ctx: &Ctx, message_id: &str) -> Result<()> {
+pub(crate) async fn read(ctx: &Ctx, message_id: &str) -> Result<()> {
     let client = ctx.client()?;
     let reply = ctx.check(client.read(message_id).await)?;
     if ctx.json {
@@ -229,7 +229,7 @@ pub async fn read(ctx: &Ctx, message_id: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn retry(ctx: &Ctx, message_id: &str) -> Result<()> {
+pub(crate) async fn retry(ctx: &Ctx, message_id: &str) -> Result<()> {
     let client = ctx.client()?;
     let reply = ctx.check(client.retry(message_id).await)?;
     if ctx.json {
@@ -240,7 +240,7 @@ pub async fn retry(ctx: &Ctx, message_id: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn clear_failed(ctx: &Ctx) -> Result<()> {
+pub(crate) async fn clear_failed(ctx: &Ctx) -> Result<()> {
     let client = ctx.client()?;
     let reply = ctx.check(client.clear_failed().await)?;
     if ctx.json {

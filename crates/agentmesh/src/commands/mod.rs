@@ -24,23 +24,23 @@ use serde_json::json;
 use crate::cli::{Cli, Command};
 
 /// Resolved settings shared by every command.
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// The home directory.
-    pub home: Home,
+    pub(crate) home: Home,
     /// `--json`.
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// The node for this home is not running (no `node.json`, or it does not answer).
 #[derive(Debug, thiserror::Error)]
 #[error("no node is running for {home}; start one with `agentmesh up --home {home}`")]
-pub struct NodeNotRunning {
+pub(crate) struct NodeNotRunning {
     home: String,
 }
 
 impl NodeNotRunning {
     /// For `ctx`'s home.
-    pub fn for_home(ctx: &Ctx) -> Self {
+    pub(crate) fn for_home(ctx: &Ctx) -> Self {
         NodeNotRunning { home: ctx.home.root().display().to_string() }
     }
 }
@@ -48,29 +48,29 @@ impl NodeNotRunning {
 /// A failure a command found itself, with its code.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct Fail {
+pub(crate) struct Fail {
     /// The code.
-    pub code: ErrorCode,
+    pub(crate) code: ErrorCode,
     /// One line for a person.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// A [`Fail`] as an error.
-pub fn fail(code: ErrorCode, message: impl Into<String>) -> anyhow::Error {
+pub(crate) fn fail(code: ErrorCode, message: impl Into<String>) -> anyhow::Error {
     Fail { code, message: message.into() }.into()
 }
 
 /// An error as shown to the user: a machine code and a one-line message.
-pub struct CliError {
+pub(crate) struct CliError {
     /// Machine code, e.g. `node_not_running`, `not_trusted`.
-    pub code: ErrorCode,
+    pub(crate) code: ErrorCode,
     /// One line for a person.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl CliError {
     /// Classifies an error from a command: the code of the first typed error in its chain.
-    pub fn from_anyhow(error: &anyhow::Error) -> Self {
+    pub(crate) fn from_anyhow(error: &anyhow::Error) -> Self {
         let message = format!("{error:#}");
         for cause in error.chain() {
             let code = if cause.is::<NodeNotRunning>() {
@@ -105,7 +105,7 @@ impl CliError {
     }
 
     /// Prints it on stderr: `{"error":{"code","message"}}` with `--json`, one line otherwise.
-    pub fn print(&self, json_mode: bool) {
+    pub(crate) fn print(&self, json_mode: bool) {
         if json_mode {
             eprintln!("{}", json!({"error": {"code": self.code.as_str(), "message": self.message}}));
         } else {
@@ -116,7 +116,7 @@ impl CliError {
 
 impl Ctx {
     /// A client for the running node, or [`NodeNotRunning`].
-    pub fn client(&self) -> Result<Client> {
+    pub(crate) fn client(&self) -> Result<Client> {
         let Some((info, token)) = self.home.runtime() else {
             return Err(NodeNotRunning { home: self.home.root().display().to_string() }.into());
         };
@@ -124,7 +124,7 @@ impl Ctx {
     }
 
     /// Maps an unreachable node to [`NodeNotRunning`] (stale `node.json` after a crash).
-    pub fn check<T>(&self, result: Result<T, ClientError>) -> Result<T> {
+    pub(crate) fn check<T>(&self, result: Result<T, ClientError>) -> Result<T> {
         match result {
             Err(ClientError::Unreachable { .. }) => {
                 Err(NodeNotRunning { home: self.home.root().display().to_string() }.into())
@@ -134,7 +134,7 @@ impl Ctx {
     }
 
     /// Whether a node answers for this home.
-    pub async fn node_running(&self) -> bool {
+    pub(crate) async fn node_running(&self) -> bool {
         match self.client() {
             Ok(client) => client.status().await.is_ok(),
             Err(_) => false,
@@ -143,7 +143,7 @@ impl Ctx {
 }
 
 /// Runs the parsed command line.
-pub async fn run(cli: Cli) -> Result<()> {
+pub(crate) async fn run(cli: Cli) -> Result<()> {
     let root: PathBuf = cli.global.home.clone().unwrap_or_else(agentmesh_node::home::default_home);
     let ctx = Ctx { home: Home::new(root), json: cli.global.json };
     match cli.command {

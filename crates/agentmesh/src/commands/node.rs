@@ -11,7 +11,7 @@ use super::Ctx;
 use crate::cli::UpArgs;
 use crate::output;
 
-pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<()> {
+pub(crate) async fn up(ctx: &Ctx, args: UpArgs) -> Result<()> {
     let json_mode = ctx.json;
     let options = UpOptions {
         listen: args.listen,
@@ -31,7 +31,7 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<()> {
     .await
 }
 
-pub async fn card(ctx: &Ctx) -> Result<()> {
+pub(crate) async fn card(ctx: &Ctx) -> Result<()> {
     let card = match ctx.client() {
         Ok(client) => match client.card().await {
             Ok(card) => card,
@@ -97,7 +97,7 @@ async fn offline_status(ctx: &Ctx) -> Result<Status> {
     })
 }
 
-pub async fn status(ctx: &Ctx) -> Result<()> {
+pub(crate) async fn status(ctx: &Ctx) -> Result<()> {
     let live = match ctx.client() {
         Ok(client) => client.status().await.ok(),
         Err(_) => None,

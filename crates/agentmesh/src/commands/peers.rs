@@ -7,14 +7,14 @@ use super::Ctx;
 use crate::cli::PeersArgs;
 use crate::output;
 
-pub enum Change {
+pub(crate) enum Change {
     Block,
     Unblock,
     Remove,
 }
 
 /// `trusted`, or `rejected (by peer: blocked)`.
-pub fn trust(p: &Peer) -> String {
+pub(crate) fn trust(p: &Peer) -> String {
     match (&p.trust, &p.trust_reason) {
         (TrustState::Rejected | TrustState::Blocked | TrustState::Removed, Some(r)) => {
             format!("{} ({})", p.trust, output::clean(&r.to_string(), false))
@@ -23,7 +23,7 @@ pub fn trust(p: &Peer) -> String {
     }
 }
 
-pub async fn list(ctx: &Ctx, args: PeersArgs) -> Result<()> {
+pub(crate) async fn list(ctx: &Ctx, args: PeersArgs) -> Result<()> {
     let client = ctx.client()?;
     let reply = ctx.check(client.peers(args.all).await)?;
     if ctx.json {
@@ -53,7 +53,7 @@ pub async fn list(ctx: &Ctx, args: PeersArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn check(ctx: &Ctx, peer: &str) -> Result<()> {
+pub(crate) async fn check(ctx: &Ctx, peer: &str) -> Result<()> {
     let client = ctx.client()?;
     let reply = ctx.check(client.health(peer).await)?;
     if ctx.json {
@@ -74,7 +74,7 @@ pub async fn check(ctx: &Ctx, peer: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn change(ctx: &Ctx, peer: &str, change: Change) -> Result<()> {
+pub(crate) async fn change(ctx: &Ctx, peer: &str, change: Change) -> Result<()> {
     let client = ctx.client()?;
     let (reply, done) = match change {
         Change::Block => (ctx.check(client.block(peer).await)?, "blocked"),

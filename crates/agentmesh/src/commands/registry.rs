@@ -17,7 +17,7 @@ use super::Ctx;
 use crate::cli::{RegistryBenchArgs, RegistryServeArgs, SearchArgs};
 use crate::output;
 
-pub async fn serve(ctx: &Ctx, args: RegistryServeArgs) -> Result<()> {
+pub(crate) async fn serve(ctx: &Ctx, args: RegistryServeArgs) -> Result<()> {
     let database = args.database.unwrap_or_else(|| ctx.home.root().join("registry.db").display().to_string());
     if !database.contains("://") {
         std::fs::create_dir_all(ctx.home.root()).with_context(|| format!("creating {}", ctx.home.root().display()))?;
@@ -84,7 +84,7 @@ fn known_agent(record: &serde_json::Value, now: i64) -> Option<agentmesh_api::Kn
     })
 }
 
-pub async fn search(ctx: &Ctx, args: SearchArgs) -> Result<()> {
+pub(crate) async fn search(ctx: &Ctx, args: SearchArgs) -> Result<()> {
     let url = registry_url(ctx, args.registry)?;
     let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
         timeout_ms: Some(10_000),
@@ -157,7 +157,7 @@ fn tag(i: usize, k: usize) -> String {
 
 /// `registry bench`: loads N agents, serves them over real HTTP on 127.0.0.1, and measures search
 /// latency (text, capability, both) and signed heartbeat ingest.
-pub async fn bench(ctx: &Ctx, args: RegistryBenchArgs) -> Result<()> {
+pub(crate) async fn bench(ctx: &Ctx, args: RegistryBenchArgs) -> Result<()> {
     if args.agents < 1_000 {
         bail!("--agents must be at least 1000");
     }

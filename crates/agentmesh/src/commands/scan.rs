@@ -16,11 +16,11 @@ use crate::cli::ScanArgs;
 use crate::output;
 
 /// Most endpoints one scan may probe.
-pub const MAX_TARGETS: usize = 65_536;
+pub(crate) const MAX_TARGETS: usize = 65_536;
 
 /// Expands the targets into base URLs: `http://host:port`, `http://host:LOW-HIGH` (a port range),
 /// and every host of `--cidr` at `--port`.
-pub fn expand(args: &ScanArgs) -> Result<Vec<String>> {
+pub(crate) fn expand(args: &ScanArgs) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     let mut push = |url: String| -> Result<()> {
         if out.len() >= MAX_TARGETS {
@@ -83,7 +83,7 @@ pub fn expand(args: &ScanArgs) -> Result<Vec<String>> {
     Ok(out)
 }
 
-pub async fn run(ctx: &Ctx, args: ScanArgs) -> Result<()> {
+pub(crate) async fn run(ctx: &Ctx, args: ScanArgs) -> Result<()> {
     let targets = expand(&args)?;
     let concurrency = args.concurrency.clamp(1, 1024);
     let timeout = Duration::from_secs_f64(args.timeout.clamp(0.05, 60.0));
@@ -250,7 +250,7 @@ async fn record(ctx: &Ctx, finds: &[&Found]) -> Result<Vec<Recorded>> {
     .await?
 }
 
-pub async fn discover(ctx: &Ctx, args: crate::cli::DiscoverArgs) -> Result<()> {
+pub(crate) async fn discover(ctx: &Ctx, args: crate::cli::DiscoverArgs) -> Result<()> {
     if args.lan {
         return lan(ctx, &args).await;
     }
@@ -274,7 +274,7 @@ pub async fn discover(ctx: &Ctx, args: crate::cli::DiscoverArgs) -> Result<()> {
 }
 
 /// The table `discover` and `search` print.
-pub fn print_agents(agents: &[agentmesh_api::KnownAgent]) {
+pub(crate) fn print_agents(agents: &[agentmesh_api::KnownAgent]) {
     let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|a| {

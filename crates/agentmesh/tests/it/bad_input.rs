@@ -155,16 +155,12 @@ async fn configured(dir: &std::path::Path, config: &str) -> Target {
 }
 
 async fn setup(dir: &std::path::Path) -> (Target, Fake) {
-    let node = node(dir, "target").await;
-    let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
-        timeout_ms: Some(10_000),
-        ..Default::default()
-    })
-    .expect("client");
-    let card: AgentCard =
-        http.get(format!("{}/v1/card", node.peer_url)).send().await.expect("card").json().await.expect("json");
-    let keys = card.verify().expect("valid card");
-    let target = Target { node, x25519: keys.x25519, card, http };
+    setup_with(dir, "").await
+}
+
+/// A node with `config`, and a fake peer it trusts.
+async fn setup_with(dir: &std::path::Path, config: &str) -> (Target, Fake) {
+    let target = configured(dir, config).await;
 
     // The fake peer asks for contact; the owner approves: the fake is now trusted.
     let fake = Fake::new("mallory");
@@ -632,4 +628,147 @@ async fn replay_state_survives_a_restart() {
     let (status, _, again) = t.send(&good).await;
     assert_eq!((status, again.as_str()), (200, first.as_str()), "the original receipt, from disk");
     assert_eq!(counts(&t.node.home), base, "nothing stored twice");
+}
+
+/// A V1 agent driven by the test (PROTOCOLS.md §1): its identity card and signed bodies.
+struct V1Fake {
+    id: Identity,
+    agent_id: String,
+    name: String,
+}
+
+impl V1Fake {
+    fn new(agent_id: &str, name: &str) -> Self {
+        V1Fake { id: Identity::generate(), agent_id: agent_id.to_owned(), name: name.to_owned() }
+    }
+
+    fn card(&self) -> Value {
+        let pem = self.id.ed25519_pem();
+        json!({"agent_id": self.agent_id, "display_name": self.name, "endpoint": "http://127.0.0.1:9",
+               "public_key": pem, "fingerprint": agentmesh_core::Fingerprint::of(pem.as_bytes()).to_string()})
+    }
+
+    fn sign(&self, mut body: Value) -> Value {
+        let object = body.as_object().expect("object").clone();
+        let bytes = agentmesh_core::canonical::to_string_without(&object, "signature");
+        body["signature"] = json!(agentmesh_core::b64::encode(self.id.sign(bytes.as_bytes())));
+        body
+    }
+
+    fn request(&self, n: u8, at: u64) -> Value {
+        self.sign(json!({"type": "contact_request", "request_id": format!("req_{}", format!("{n:02x}").repeat(16)),
+            "from": self.card(), "purpose": "v1", "timestamp": agentmesh_core::time::iso_seconds(at)}))
+    }
+
+    fn message(&self, to: &str, text: &str) -> Value {
+        self.sign(json!({"type": "direct_message", "message_id": format!("msg_{}", uuid_hex()), "from": self.agent_id,
+            "to": to, "timestamp": agentmesh_core::time::iso_seconds(now_ms()), "body": {"text": text}}))
+    }
+}
+
+/// A fresh V1 message id suffix: 32 hex digits, unique within the test run.
+fn uuid_hex() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    format!("{:016x}{:016x}", now_ms(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+impl Target {
+    /// A V1 refusal: status, V1 error code, nothing stored.
+    async fn v1_refused(&self, what: &str, route: &str, body: Value, status: u16, code: &str, before: &[(&str, i64)]) {
+        let (got, reply, text) = self.post(route, body.to_string(), "application/json").await;
+        assert_eq!(
+            (got, reply["ok"].as_bool(), reply["error"].as_str()),
+            (status, Some(false), Some(code)),
+            "{what}: {text}"
+        );
+        assert_eq!(counts(&self.node.home), before, "{what}: nothing may be stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bad_input_suite_through_the_v1_adapter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Many requests from one address: lift the per-address budget (its own test is below).
+    let (t, _) = setup_with(dir.path(), "contact_requests_per_hour = 0\n").await;
+    let me = t.card.agent_id.to_string();
+    let (request_route, message_route) = ("/agent-mesh/contact-request", "/agent-mesh/message");
+    let base = counts(&t.node.home);
+
+    // Ids that are not safe peer ids, or a native id in another case: 400.
+    let native = Identity::generate().agent_id().to_string().to_uppercase();
+    for bad in [".", "..", "a/b", native.as_str()] {
+        let fake = V1Fake::new(bad, "odd");
+        t.v1_refused(
+            &format!("agent id {bad:?}"),
+            request_route,
+            fake.request(1, now_ms()),
+            400,
+            "invalid_agent",
+            &base,
+        )
+        .await;
+    }
+    let v1 = V1Fake::new("agent-0123456789ab", "valerie");
+    // Bad signature, stale timestamp (with our clock in the answer), not JSON, wrong type.
+    let mut forged = v1.request(1, now_ms());
+    forged["purpose"] = json!("changed after signing");
+    t.v1_refused("forged request", request_route, forged, 401, "bad_signature", &base).await;
+    let (status, reply, _) =
+        t.post(request_route, v1.request(1, now_ms() - 900_000).to_string(), "application/json").await;
+    assert_eq!((status, reply["error"].as_str()), (400, Some("stale_timestamp")));
+    assert!(reply["now"].as_u64().is_some_and(|n| n.abs_diff(now_ms()) < 60_000), "{reply}");
+    t.v1_refused("not JSON", request_route, json!("text"), 400, "invalid_json", &base).await;
+    t.v1_refused("wrong type", request_route, json!({"type": "ping"}), 400, "invalid_type", &base).await;
+    let (status, _, _) = t.post(request_route, v1.request(1, now_ms()).to_string(), "text/plain").await;
+    assert_eq!(status, 415);
+    let (status, _, _) = t.post(message_route, "x".repeat(300 * 1024), "application/json").await;
+    assert_eq!(status, 413);
+
+    // Messages before any request: unknown sender.
+    t.v1_refused("unknown sender", message_route, v1.message(&me, "hi"), 403, "unknown_sender", &base).await;
+
+    // A valid request is held for the owner; a replay gets the same answer byte for byte, and a
+    // forged copy of the accepted id is refused for its signature.
+    let good = v1.request(2, now_ms());
+    let (status, _, first) = t.post(request_route, good.to_string(), "application/json").await;
+    assert_eq!(status, 200, "{first}");
+    let after = counts(&t.node.home);
+    let (_, _, again) = t.post(request_route, good.to_string(), "application/json").await;
+    assert_eq!(again, first);
+    let mut zeroed = good.clone();
+    zeroed["signature"] = json!(agentmesh_core::b64::encode([0u8; 64]));
+    t.v1_refused("replayed id, zeroed signature", request_route, zeroed, 401, "bad_signature", &after).await;
+
+    // Before approval its messages are untrusted; to another agent they are misaddressed.
+    t.v1_refused("untrusted sender", message_route, v1.message(&me, "hi"), 403, "untrusted_sender", &after).await;
+    let id = incoming_requests(&t.node)
+        .await
+        .into_iter()
+        .find(|r| r.peer_id == "agent-0123456789ab")
+        .expect("held")
+        .request_id;
+    t.node.client.approve(&id).await.expect("approve");
+    let approved = counts(&t.node.home);
+    let elsewhere = Identity::generate().agent_id().to_string();
+    t.v1_refused("wrong recipient", message_route, v1.message(&elsewhere, "hi"), 400, "wrong_recipient", &approved)
+        .await;
+    let mut tampered = v1.message(&me, "hi");
+    tampered["body"]["text"] = json!("tampered");
+    t.v1_refused("tampered message", message_route, tampered, 401, "bad_signature", &approved).await;
+    let (status, _, text) = t.post(message_route, v1.message(&me, "hello").to_string(), "application/json").await;
+    assert_eq!(status, 200, "{text}");
+
+    // A V1 agent posing under a contact's display name is flagged to the owner.
+    let carol = V1Fake::new("agent-aaaaaaaaaaaa", "mallory");
+    let (status, _, _) = t.post(request_route, carol.request(3, now_ms()).to_string(), "application/json").await;
+    assert_eq!(status, 200);
+    let flagged =
+        incoming_requests(&t.node).await.into_iter().find(|r| r.peer_id == "agent-aaaaaaaaaaaa").expect("held");
+    assert!(flagged.name_collides_with.is_some(), "same display name as the contact mallory: {flagged:?}");
+
+    // Blocked: refused first, whatever else is wrong.
+    t.node.client.block("agent-0123456789ab").await.expect("block");
+    let blocked = counts(&t.node.home);
+    t.v1_refused("blocked sender", message_route, v1.message(&me, "hi"), 403, "blocked_sender", &blocked).await;
+    t.v1_refused("blocked request", request_route, v1.request(4, now_ms()), 403, "blocked_sender", &blocked).await;
 }

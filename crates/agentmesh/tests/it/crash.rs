@@ -1,7 +1,6 @@
 //! SIGKILL at the worst moments: nothing acknowledged or queued is lost, nothing is stored twice.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use crate::support::*;
 
@@ -26,7 +25,11 @@ async fn receiver_killed_mid_stream_gets_each_message_exactly_once() {
             bob.kill();
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Deliveries fail while bob is down: wait until the last message has been tried.
+    let last = ids.last().cloned().expect("ids");
+    wait_for(WAIT, || async { outgoing(&alice, &last).await.filter(|m| m.attempts >= Some(1)) })
+        .await
+        .expect("attempted while bob is down");
     bob.restart().await.expect("restart bob");
 
     for id in &ids {

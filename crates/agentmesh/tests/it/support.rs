@@ -8,21 +8,21 @@ use std::time::Duration;
 
 use agentmesh_api::control::{ContactArgs, ContactReply, MessagesQuery, RequestsQuery};
 use agentmesh_api::{ContactRequest, Direction, Message, MessageStatus, Peer, TrustState};
-pub use agentmesh_testkit::local::{self, LocalNode, wait_for};
+pub(crate) use agentmesh_testkit::local::{self, LocalNode, wait_for};
 use serde_json::Value;
 
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-pub fn exe() -> PathBuf {
+pub(crate) fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_agentmesh"))
 }
 
 /// Runs `agentmesh --home HOME --json ARGS…`.
-pub fn cli(home: &Path, args: &[&str]) -> Output {
+pub(crate) fn cli(home: &Path, args: &[&str]) -> Output {
     cli_with_stdin(home, args, None)
 }
 
-pub fn cli_with_stdin(home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+pub(crate) fn cli_with_stdin(home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(exe());
     cmd.arg("--home").arg(home).arg("--json").args(args);
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -39,7 +39,7 @@ pub fn cli_with_stdin(home: &Path, args: &[&str], stdin: Option<&str>) -> Output
 }
 
 /// Runs a command that must succeed and returns its single JSON document.
-pub fn ok(home: &Path, args: &[&str]) -> Value {
+pub(crate) fn ok(home: &Path, args: &[&str]) -> Value {
     let out = cli(home, args);
     assert!(out.status.success(), "agentmesh {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -48,7 +48,7 @@ pub fn ok(home: &Path, args: &[&str]) -> Value {
 }
 
 /// Runs a command that must fail; returns the JSON error from stderr.
-pub fn fails(home: &Path, args: &[&str]) -> Value {
+pub(crate) fn fails(home: &Path, args: &[&str]) -> Value {
     let out = cli(home, args);
     assert!(!out.status.success(), "agentmesh {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
     assert!(out.stdout.is_empty(), "a failing --json command prints nothing on stdout");
@@ -57,25 +57,25 @@ pub fn fails(home: &Path, args: &[&str]) -> Value {
 }
 
 /// The error code of a failing command.
-pub fn fails_with(home: &Path, args: &[&str]) -> String {
+pub(crate) fn fails_with(home: &Path, args: &[&str]) -> String {
     fails(home, args)["error"]["code"].as_str().unwrap_or_default().to_owned()
 }
 
 /// Creates an identity and starts its node on a free loopback port.
-pub async fn node(dir: &Path, name: &str) -> LocalNode {
+pub(crate) async fn node(dir: &Path, name: &str) -> LocalNode {
     let home = dir.join(name);
     local::init(&exe(), &home, name, &["chat"]).expect("init");
     LocalNode::start(&exe(), &home, "127.0.0.1:0", &[]).await.expect("start node")
 }
 
 /// `a` asks `to` (a URL or peer reference) for contact through the control API.
-pub async fn ask(a: &LocalNode, to: &str) -> ContactReply {
+pub(crate) async fn ask(a: &LocalNode, to: &str) -> ContactReply {
     let args = ContactArgs { to: to.to_owned(), purpose: "test".into(), ..ContactArgs::default() };
     a.client.request_contact(&args).await.expect("request contact")
 }
 
 /// The incoming request `id` once it arrived at `node`.
-pub async fn incoming(node: &LocalNode, id: &str) -> ContactRequest {
+pub(crate) async fn incoming(node: &LocalNode, id: &str) -> ContactRequest {
     wait_for(WAIT, || async {
         let q = RequestsQuery { direction: Some(Direction::Incoming), ..RequestsQuery::default() };
         node.client.requests(&q).await.ok()?.requests.into_iter().find(|r| r.request_id == id)
@@ -85,17 +85,17 @@ pub async fn incoming(node: &LocalNode, id: &str) -> ContactRequest {
 }
 
 /// The request `id` as `node` lists it.
-pub async fn request(node: &LocalNode, id: &str) -> Option<ContactRequest> {
+pub(crate) async fn request(node: &LocalNode, id: &str) -> Option<ContactRequest> {
     node.client.requests(&RequestsQuery::default()).await.ok()?.requests.into_iter().find(|r| r.request_id == id)
 }
 
 /// `node`'s view of peer `id`, removed ones included.
-pub async fn peer(node: &LocalNode, id: &str) -> Option<Peer> {
+pub(crate) async fn peer(node: &LocalNode, id: &str) -> Option<Peer> {
     node.client.peers(true).await.ok()?.peers.into_iter().find(|p| p.agent_id.as_str() == id)
 }
 
 /// Waits until `node` sees peer `id` in `state`; returns the peer.
-pub async fn wait_trust(node: &LocalNode, id: &str, state: TrustState) -> Peer {
+pub(crate) async fn wait_trust(node: &LocalNode, id: &str, state: TrustState) -> Peer {
     match wait_for(WAIT, || async { peer(node, id).await.filter(|p| p.trust == state) }).await {
         Some(p) => p,
         None => panic!("{id} never became {state} at {}; last: {:?}", node.agent_id, peer(node, id).await),
@@ -103,7 +103,7 @@ pub async fn wait_trust(node: &LocalNode, id: &str, state: TrustState) -> Peer {
 }
 
 /// `a` asks `b` for contact and `b` approves; returns when `a` trusts `b`.
-pub async fn trust(a: &LocalNode, b: &LocalNode) {
+pub(crate) async fn trust(a: &LocalNode, b: &LocalNode) {
     let reply = ask(a, &b.peer_url).await;
     let id = reply.request.expect("a request").request_id;
     incoming(b, &id).await;
@@ -112,24 +112,24 @@ pub async fn trust(a: &LocalNode, b: &LocalNode) {
 }
 
 /// Row counts of every table in a home's database.
-pub fn counts(home: &Path) -> Vec<(&'static str, i64)> {
+pub(crate) fn counts(home: &Path) -> Vec<(&'static str, i64)> {
     agentmesh_store::Store::open(&home.join("agentmesh.db")).expect("open db").table_counts().expect("counts")
 }
 
 /// An outgoing message as listed by the node.
-pub async fn outgoing(node: &LocalNode, id: &str) -> Option<Message> {
+pub(crate) async fn outgoing(node: &LocalNode, id: &str) -> Option<Message> {
     let q = MessagesQuery { direction: Some(Direction::Outgoing), limit: Some(10_000), ..MessagesQuery::default() };
     node.client.messages(&q).await.ok()?.messages.into_iter().find(|m| m.id == id)
 }
 
 /// Incoming messages of `node`.
-pub async fn inbox(node: &LocalNode) -> Vec<Message> {
+pub(crate) async fn inbox(node: &LocalNode) -> Vec<Message> {
     let q = MessagesQuery { direction: Some(Direction::Incoming), limit: Some(10_000), ..MessagesQuery::default() };
     node.client.messages(&q).await.expect("messages").messages
 }
 
 /// Waits until outgoing message `id` has `status`.
-pub async fn wait_status(node: &LocalNode, id: &str, status: MessageStatus) -> Message {
+pub(crate) async fn wait_status(node: &LocalNode, id: &str, status: MessageStatus) -> Message {
     match wait_for(WAIT, || async { outgoing(node, id).await.filter(|m| m.status == status) }).await {
         Some(m) => m,
         None => panic!("{id} never became {status}; last: {:?}", outgoing(node, id).await),
@@ -137,6 +137,6 @@ pub async fn wait_status(node: &LocalNode, id: &str, status: MessageStatus) -> M
 }
 
 /// Sends `text` from `from` to `to` (agent id) and returns the message id.
-pub async fn send(from: &LocalNode, to: &str, text: &str) -> String {
+pub(crate) async fn send(from: &LocalNode, to: &str, text: &str) -> String {
     from.client.send_text(to, text).await.expect("send").message_id
 }

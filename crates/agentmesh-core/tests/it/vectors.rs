@@ -9,8 +9,8 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const CANONICAL: &str = include_str!("../../../docs/vectors/canonical.json");
-const SIGNING: &str = include_str!("../../../docs/vectors/signing.json");
+const CANONICAL: &str = include_str!("../../../../docs/vectors/canonical.json");
+const SIGNING: &str = include_str!("../../../../docs/vectors/signing.json");
 
 #[test]
 fn canonical_json_vectors() {
