@@ -8,6 +8,7 @@
 //! | `GET /control/requests` | [`RequestsQuery`] | [`RequestList`] |
 //! | `POST /control/requests/{id}/approve` | — | [`RequestReply`] |
 //! | `POST /control/requests/{id}/reject` | [`RejectArgs`] | [`RequestReply`] |
+//! | `POST /control/requests/reject` | [`RejectManyArgs`] | [`RejectedReply`] |
 //! | `POST /control/requests/{id}/withdraw` | — | [`RequestReply`] |
 //! | `GET /control/peers` | [`PeersQuery`] | [`PeerList`] |
 //! | `GET /control/peers/{peer}` | — | [`PeerReply`] |
@@ -119,6 +120,33 @@ pub struct RejectArgs {
     /// Told to the requester (at most 1,000 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// `POST /control/requests/reject`: reject every pending incoming request that matches all the
+/// given filters (at least one is required; `older_than_secs: 0` matches every request). At most
+/// 1,000 are rejected per call; call again while `more` is true.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectManyArgs {
+    /// The address or network the requests came from: an IP address (`203.0.113.7`) or a CIDR
+    /// network (`203.0.113.0/24`, `2001:db8::/32`). Requests of unknown origin never match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Only requests received at least this many seconds ago.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older_than_secs: Option<u64>,
+    /// Told to each requester (at most 1,000 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Reply of `POST /control/requests/reject`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedReply {
+    /// Ids of the requests rejected by this call, oldest first.
+    pub rejected: Vec<String>,
+    /// More pending requests may match: call again.
+    pub more: bool,
 }
 
 /// Reply of the routes that answer or withdraw a request.

@@ -293,10 +293,17 @@ pub struct ContactRequest {
     /// Answered or closed, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<i64>,
+    /// Incoming: the address it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
     /// Incoming: a contact of ours (not this peer) carries the same display name; the request may
     /// be posing as them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_collides_with: Option<PeerId>,
+    /// Incoming over Agent Mesh V1, whose requests name no recipient: the same signed request
+    /// may have been sent to other agents too (it proves who asked, not that it asked us).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unbound: bool,
 }
 
 /// A message, either direction.

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use agentmesh_api::control::{
     AgentList, ClearedReply, ContactArgs, ContactReply, DiscoverQuery, DiscoveredArgs, DiscoveredReply, HealthReply,
-    MessageList, MessageReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs, RepinArgs, RequestList,
-    RequestReply, RequestsQuery, RotateReply, SendArgs, SendReply,
+    MessageList, MessageReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs, RejectManyArgs,
+    RejectedReply, RepinArgs, RequestList, RequestReply, RequestsQuery, RotateReply, SendArgs, SendReply,
 };
 use agentmesh_api::{AgentCard, ErrorBody, ErrorCode, Event, Status};
 use serde::Serialize;
@@ -184,6 +184,11 @@ impl Client {
     pub async fn reject(&self, request_id: &str, reason: Option<&str>) -> Result<RequestReply, ClientError> {
         let args = RejectArgs { reason: reason.map(str::to_owned) };
         self.post(&format!("/control/requests/{}/reject", segment(request_id)), &args).await
+    }
+
+    /// `POST /control/requests/reject`: rejects the pending incoming requests that match `args`.
+    pub async fn reject_many(&self, args: &RejectManyArgs) -> Result<RejectedReply, ClientError> {
+        self.post("/control/requests/reject", args).await
     }
 
     /// `POST /control/requests/{id}/withdraw`: takes back one of our requests; the peer is told.

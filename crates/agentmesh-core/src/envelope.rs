@@ -59,6 +59,10 @@ pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 /// Content type of the JSON bodies of receipts and contact requests/responses.
 pub const APPLICATION_JSON: &str = "application/json";
 
+/// Latest instant any time field may hold: 9999-12-31T23:59:59.999Z, in ms. Larger values are
+/// refused (they would not fit the signed 64-bit integers stores use, nor any calendar).
+pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
+
 /// Longest lifetime an envelope may claim (`expires_at - created_at`): 30 days, in ms. Bounds
 /// how long a receiver must remember accepted ids to detect replays.
 pub const MAX_LIFETIME_MS: u64 = 30 * 86_400_000;
@@ -353,6 +357,9 @@ impl Envelope {
         }
         if self.content_type.is_empty() || self.content_type.len() > MAX_CONTENT_TYPE_BYTES {
             return malformed("content_type must be 1 to 128 bytes");
+        }
+        if [self.created_at, self.sent_at, self.expires_at].iter().any(|t| *t > MAX_TIME_MS) {
+            return malformed("a time is past the year 9999");
         }
         if self.expires_at < self.created_at {
             return malformed("expires_at is before created_at");

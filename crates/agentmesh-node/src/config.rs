@@ -53,6 +53,13 @@ pub struct Config {
     /// Most incoming contact requests waiting for the owner; more are refused with 429 until
     /// some are approved or rejected. Default 1,000.
     pub max_pending_requests: u32,
+    /// Of `max_pending_requests`, how many (at most half) only senders we knew before they asked
+    /// may fill (peers our discovery found: a scan, the LAN, `add-peer`), so strangers cannot
+    /// starve them. Default 100.
+    pub reserved_pending_requests: u32,
+    /// Most pending requests from one network (/24 for IPv4, /48 for IPv6) of senders we did not
+    /// know before. Default 100.
+    pub max_pending_per_network: u32,
     /// An incoming contact request not answered within this many seconds expires: it is closed
     /// as `expired` and the requester told (as a rejection). `0` keeps them until answered.
     /// Default 604,800 (seven days).
@@ -64,9 +71,16 @@ pub struct Config {
     pub body_read_timeout_secs: u64,
     /// Largest request head (request line and headers), bytes. Default 16,384.
     pub max_header_bytes: usize,
-    /// Peer API connections open at once; further clients wait in the listen backlog.
-    /// Default 1,024.
+    /// Peer API connections open at once. At the limit, the oldest idle connection (kept alive,
+    /// or trickling its request head) is closed to make room; a newcomer is turned away only when
+    /// none is idle. Default 1,024.
     pub max_connections: usize,
+    /// Peer API connections from one IP address at once (its own oldest idle one makes room for
+    /// a new one). Default 128.
+    pub max_connections_per_ip: usize,
+    /// Of `max_connections`, how many (at most half) only addresses our contacts wrote from
+    /// recently may use. Default 128.
+    pub reserved_connections: usize,
     /// Contact requests accepted per hour from one agent id, and separately from one IP address,
     /// counting every attempt. `0` disables. Default 10.
     pub contact_requests_per_hour: u32,
@@ -133,10 +147,14 @@ impl Default for Config {
             max_response_bytes: 4 * 1024 * 1024,
             max_pending_requests: 1_000,
             contact_request_ttl_secs: 7 * 86_400,
+            reserved_pending_requests: 100,
+            max_pending_per_network: 100,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 10,
             max_header_bytes: 16 * 1024,
             max_connections: 1_024,
+            max_connections_per_ip: 128,
+            reserved_connections: 128,
             contact_requests_per_hour: 10,
             messages_per_minute: 600,
             other_requests_per_minute: 600,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use agentmesh_api::control::{
     ContactArgs, DiscoverQuery, DiscoveredArgs, HealthReply, MessagesQuery, PeerList, PeerReply, PeersQuery,
-    RejectArgs, RepinArgs, RequestList, RequestsQuery, SendArgs,
+    RejectArgs, RejectManyArgs, RepinArgs, RequestList, RequestsQuery, SendArgs,
 };
 use agentmesh_api::{AgentCard, Event, Status};
 use axum::body::Body;
@@ -53,6 +53,7 @@ pub(crate) fn router(node: Arc<Node>, home: Home, token: String, peer_url: Strin
         .route("/control/card", get(card))
         .route("/control/contacts", post(request_contact))
         .route("/control/requests", get(list_requests))
+        .route("/control/requests/reject", post(reject_many))
         .route("/control/requests/{id}/approve", post(approve))
         .route("/control/requests/{id}/reject", post(reject))
         .route("/control/requests/{id}/withdraw", post(withdraw))
@@ -156,6 +157,17 @@ async fn reject(State(st): State<ControlState>, Path(id): Path<String>, headers:
         Err(e) => return e.into_response(),
     };
     match contacts::decide(&st.node, id, false, args.reason).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn reject_many(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Response {
+    let args: RejectManyArgs = match json_body(&headers, body, CONTROL_BODY_LIMIT).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    match contacts::reject_many(&st.node, args).await {
         Ok(reply) => Json(reply).into_response(),
         Err(e) => e.into_response(),
     }

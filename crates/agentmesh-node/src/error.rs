@@ -108,10 +108,13 @@ pub enum Error {
         retry_after: u64,
     },
     /// Our owner has too many contact requests to answer (429).
-    #[error("this agent has {limit} contact requests waiting for its owner; try again later")]
+    #[error("this agent has {limit} contact requests{scope} waiting for its owner; try again later")]
     TooManyPending {
         /// The cap.
         limit: u32,
+        /// Which requests the cap counts: `""` (all from senders it did not know), or
+        /// `" from your network"`.
+        scope: &'static str,
     },
     /// Missing or wrong control token (401).
     #[error("missing or wrong control token")]

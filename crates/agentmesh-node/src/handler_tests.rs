@@ -64,6 +64,7 @@ async fn fixture() -> Fixture {
             purpose: "hello".into(),
             protocol: Protocol::Native,
             created_at: 1,
+            source_ip: None,
         })
         .expect("request");
     store

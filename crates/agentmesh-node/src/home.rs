@@ -148,9 +148,55 @@ impl Home {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(self.lock_path())
             .with_context(|| format!("opening {}", self.lock_path().display()))?;
         Ok(lock.try_lock().is_ok().then_some(lock))
+    }
+
+    /// The files of the home that are private to its owner: every one is created 0600 whatever
+    /// the umask (the database and its WAL hold decrypted messages).
+    fn private_files(&self) -> Vec<PathBuf> {
+        let db = self.db_path();
+        let with = |suffix: &str| PathBuf::from(format!("{}{suffix}", db.display()));
+        vec![
+            db.clone(),
+            with("-wal"),
+            with("-shm"),
+            self.profile_path(),
+            self.lock_path(),
+            self.runtime_path(),
+            self.token_path(),
+        ]
+    }
+
+    /// Checks the home before a node opens it: the directory must be closed to other users
+    /// (refused otherwise: [`HomeError::InsecureFile`], fix `chmod 700`), and every private file
+    /// in it is made 0600 (a file left group- or world-readable by an older version or a loose
+    /// umask could only be read through the home, which is closed).
+    pub fn secure(&self) -> Result<()> {
+        for dir in [self.root.clone(), self.keys_dir()] {
+            if let Ok(meta) = fs::metadata(&dir) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(HomeError::InsecureFile { path: dir.display().to_string(), mode, fix: 0o700 }.into());
+                }
+            }
+        }
+        self.tighten()
+    }
+
+    /// Makes every existing private file of the home 0600 (after SQLite created its files).
+    pub fn tighten(&self) -> Result<()> {
+        for file in self.private_files() {
+            let Ok(meta) = fs::metadata(&file) else { continue };
+            if meta.permissions().mode() & 0o077 != 0 {
+                fs::set_permissions(&file, fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("chmod 600 {}", file.display()))?;
+                tracing::warn!(file = %file.display(), "was open to other users; now 0600");
+            }
+        }
+        Ok(())
     }
 
     /// Whether an identity exists here.
@@ -172,8 +218,7 @@ impl Home {
             created_at: if profile.created_at == 0 { now_ms() } else { profile.created_at },
             ..profile.clone()
         };
-        fs::write(self.profile_path(), serde_json::to_vec_pretty(&profile)?)
-            .with_context(|| format!("writing {}", self.profile_path().display()))?;
+        write_private(&self.profile_path(), &serde_json::to_vec_pretty(&profile)?)?;
         Ok(identity)
     }
 

@@ -152,6 +152,7 @@ pub async fn launch_with(
     let loaded = {
         let home = home.clone();
         tokio::task::spawn_blocking(move || -> Result<_> {
+            home.secure()?;
             let keys = home.load_keys()?;
             let profile = home.load_profile()?;
             let config = Config::load(&home.config_path())?;
@@ -203,8 +204,16 @@ pub async fn launch_with(
             .map_err(LaunchError::InvalidEndpoint)?;
     }
 
-    let db_path = home.db_path();
-    let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
+    let store = {
+        let home = home.clone();
+        tokio::task::spawn_blocking(move || -> Result<Store> {
+            let store = Store::open(&home.db_path())?;
+            // SQLite creates the database, WAL and shared-memory files with the umask's mode.
+            home.tighten()?;
+            Ok(store)
+        })
+        .await??
+    };
     let released = store.release_leases(now_ms() as i64)?;
 
     let peer_listener = match listeners.peer {
@@ -404,26 +413,25 @@ fn check_endpoint(endpoint: &str, source: EndpointSource, bound: SocketAddr) -> 
     Ok(warnings)
 }
 
-/// Serves the peer API: at most `max_connections` connections at once (further clients wait in
-/// the listen backlog), request heads bounded in size and in time (a client that trickles bytes,
-/// or idles on a kept-alive connection, is cut off), `TCP_NODELAY`, and on shutdown the requests
+/// Serves the peer API: connections are admitted by [`crate::admission`] (per-address caps, a
+/// share for contacts, the oldest idle connection shed to make room), request heads are bounded
+/// in size and in time (a client that trickles bytes, or idles on a kept-alive connection, is cut
+/// off), `TCP_NODELAY`, a half-closed client still gets its answer, and on shutdown the requests
 /// in flight finish (up to 10 s) before connections close.
 async fn serve_peers(listener: TcpListener, app: axum::Router, node: Arc<Node>, stop: CancellationToken) {
     use hyper_util::rt::{TokioIo, TokioTimer};
+    use std::sync::atomic::Ordering;
     use tower::ServiceExt as _;
 
     let config = node.config();
-    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = TaskTracker::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
+        // A client that half-closes after sending a complete request still gets its answer.
+        .half_close(true)
         .header_read_timeout(Duration::from_secs(config.header_read_timeout_secs.max(1)))
         .max_buf_size(config.max_header_bytes.max(8192));
     loop {
-        let permit = tokio::select! {
-            _ = stop.cancelled() => break,
-            permit = Arc::clone(&slots).acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
-        };
         let (stream, remote) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -436,20 +444,45 @@ async fn serve_peers(listener: TcpListener, app: axum::Router, node: Arc<Node>, 
                 }
             },
         };
+        let Some(ticket) = node.admission().admit(remote.ip()) else {
+            // Every connection in the way is busy: turned away at once rather than queued.
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let active = Arc::clone(&ticket.active);
         let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(axum::extract::ConnectInfo(remote));
-            app.clone().oneshot(request.map(axum::body::Body::new))
+            let (app, active) = (app.clone(), Arc::clone(&active));
+            active.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let response = app.oneshot(request.map(axum::body::Body::new)).await;
+                active.fetch_sub(1, Ordering::SeqCst);
+                response
+            }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            let _ = connection.await;
-            drop(permit);
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let (node, stop) = (Arc::clone(&node), stop.clone());
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = ticket.shed.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(10), connection.as_mut()).await;
+                }
+                _ = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(10), connection.as_mut()).await;
+                }
+            }
+            node.admission().release(ticket.id);
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    connections.close();
+    let _ = tokio::time::timeout(Duration::from_secs(11), connections.wait()).await;
 }
 
 async fn wait_for_signal() {

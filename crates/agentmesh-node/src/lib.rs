@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 pub mod compat;
 pub mod config;
 mod control;
@@ -133,6 +134,8 @@ pub(crate) struct Node {
     clock_skews: Mutex<HashMap<PeerId, ClockSkew>>,
     /// What the owner should fix, found at start (an endpoint peers may not reach, …).
     warnings: Vec<String>,
+    /// Which peer API connections are kept (per-address caps, a share for contacts).
+    admission: admission::Admission,
 }
 
 /// Most clock-skew reports kept.
@@ -193,7 +196,6 @@ impl Node {
         Node {
             agent_id: keys.identity.agent_id(),
             keys: RwLock::new(Arc::new(keys)),
-            config,
             endpoint,
             db,
             events,
@@ -206,6 +208,12 @@ impl Node {
             waiters: Mutex::new(HashMap::new()),
             clock_skews: Mutex::new(HashMap::new()),
             warnings: Vec::new(),
+            admission: admission::Admission::new(admission::Limits {
+                max: config.max_connections,
+                per_ip: config.max_connections_per_ip,
+                reserved: config.reserved_connections,
+            }),
+            config,
         }
     }
 
@@ -280,6 +288,11 @@ impl Node {
     /// The outbound HTTP client (timeouts set; proxies ignored).
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// Which peer API connections are kept.
+    pub(crate) fn admission(&self) -> &admission::Admission {
+        &self.admission
     }
 
     /// Rate limits of the peer API.

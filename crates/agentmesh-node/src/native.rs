@@ -91,7 +91,7 @@ async fn contact_request(
         return e.into_response();
     }
     let limit = node.config().max_contact_request_bytes;
-    single(node, uri, headers, body, limit).await
+    single(node, uri, headers, body, limit, Some(remote.ip())).await
 }
 
 /// Contact responses, updates and key rotations: the per-IP budget of other routes, the
@@ -107,12 +107,23 @@ async fn other_single(
         return e.into_response();
     }
     let limit = node.config().max_contact_request_bytes;
-    single(node, uri, headers, body, limit).await
+    single(node, uri, headers, body, limit, Some(remote.ip())).await
 }
 
-async fn message(State(node): State<Arc<Node>>, uri: axum::http::Uri, headers: HeaderMap, body: HttpBody) -> Response {
+async fn message(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: HttpBody,
+) -> Response {
     let limit = node.config().max_message_bytes;
-    single(node, uri, headers, body, limit).await
+    let response = single(Arc::clone(&node), uri, headers, body, limit, Some(remote.ip())).await;
+    if response.status().is_success() {
+        // Only a contact's envelopes are accepted here: its address may use the reserved share.
+        node.admission().note_contact(remote.ip());
+    }
+    response
 }
 
 fn receipt_response(receipt_json: String) -> Response {
@@ -120,7 +131,14 @@ fn receipt_response(receipt_json: String) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn single(node: Arc<Node>, uri: axum::http::Uri, headers: HeaderMap, body: HttpBody, limit: usize) -> Response {
+async fn single(
+    node: Arc<Node>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: HttpBody,
+    limit: usize,
+    remote: Option<std::net::IpAddr>,
+) -> Response {
     let Some(kind) = route_kind(uri.path()) else { return Error::not_found("no such route").into_response() };
     let bytes = match read_json_body(&headers, body, limit, "request body", node.body_timeout()).await {
         Ok(b) => b,
@@ -137,7 +155,7 @@ async fn single(node: Arc<Node>, uri: axum::http::Uri, headers: HeaderMap, body:
         )
         .into_response();
     }
-    let inbound = match inbound(envelope, now_ms() as i64) {
+    let inbound = match inbound(envelope, now_ms() as i64, remote) {
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
@@ -154,7 +172,12 @@ struct Batch<'a> {
     envelopes: Vec<&'a RawValue>,
 }
 
-async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: HttpBody) -> Response {
+async fn batch(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: HttpBody,
+) -> Response {
     let limit = node.config().max_batch_bytes;
     let bytes = match read_json_body(&headers, body, limit, "batch", node.body_timeout()).await {
         Ok(b) => b,
@@ -181,7 +204,7 @@ async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: HttpBody
             ))),
             Ok(env) => {
                 let id = env.id.clone();
-                match inbound(env, now) {
+                match inbound(env, now, Some(remote.ip())) {
                     Ok(i) => {
                         slots.push(Ok(inbounds.len()));
                         inbounds.push(i);
@@ -195,6 +218,9 @@ async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: HttpBody
     }
     let mut processed: Vec<Option<Result<String, Error>>> =
         pipeline::process(&node, inbounds).await.into_iter().map(Some).collect();
+    if processed.iter().any(|r| matches!(r, Some(Ok(_)))) {
+        node.admission().note_contact(remote.ip());
+    }
     let mut out = String::with_capacity(64 + processed.len() * 300);
     out.push_str("{\"results\":[");
     for (i, slot) in slots.into_iter().enumerate() {
@@ -225,7 +251,7 @@ async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: HttpBody
 
 /// Parses a native envelope into an [`Inbound`]: shape, the attached card (verified for
 /// itself), the signed bytes; the body stays sealed until the pipeline opens it.
-pub(crate) fn inbound(envelope: Envelope, now: i64) -> Result<Inbound, Error> {
+pub(crate) fn inbound(envelope: Envelope, now: i64, remote: Option<std::net::IpAddr>) -> Result<Inbound, Error> {
     envelope.check_shape().map_err(|e| Error::malformed(e.to_string()))?;
     let presented = match &envelope.card {
         Some(card) if envelope.kind.carries_card() => Some(presented(card, envelope.from, now)?),
@@ -244,6 +270,7 @@ pub(crate) fn inbound(envelope: Envelope, now: i64) -> Result<Inbound, Error> {
         signature: b64::decode_array::<64>(&envelope.sig),
         body: Body::Sealed(Box::new(SealedEnvelope(envelope))),
         answer: receipt,
+        remote,
     })
 }
 
@@ -302,6 +329,9 @@ fn payload(env: &Envelope, plaintext: Vec<u8>) -> Result<Payload, Error> {
             let body: ReceiptBody = parse_body(&plaintext)?;
             if body.status != "read" {
                 return Err(malformed("receipt status must be \"read\""));
+            }
+            if body.at > agentmesh_core::envelope::MAX_TIME_MS {
+                return Err(malformed("receipt time is past the year 9999"));
             }
             Payload::Read { message_id: body.message_id, at: body.at }
         }

@@ -66,6 +66,8 @@ pub(crate) struct Inbound {
     pub(crate) body: Body,
     /// How to acknowledge it.
     pub(crate) answer: Answer,
+    /// The address it came from (counted against its network's share of pending requests).
+    pub(crate) remote: Option<std::net::IpAddr>,
 }
 
 /// A peer as the identity document of an envelope describes it.
@@ -288,9 +290,12 @@ pub(crate) async fn process(node: &Arc<Node>, envelopes: Vec<Inbound>) -> Vec<Re
     }
 
     if !accepted.is_empty() {
+        let config = node.config();
         let settings = Settings {
             now: now as i64,
-            max_pending: node.config().max_pending_requests,
+            max_pending: config.max_pending_requests,
+            reserved_pending: config.reserved_pending_requests.min(config.max_pending_requests / 2),
+            max_pending_per_network: config.max_pending_per_network,
             keep_for: window as i64,
             grace_ms: node.config().rotation_grace_secs.saturating_mul(1000) as i64,
         };
@@ -423,6 +428,10 @@ fn open(keys: &Keys, env: Inbound, sender: Sender, now: u64) -> Result<Verified,
 struct Settings {
     now: i64,
     max_pending: u32,
+    /// Of `max_pending`, the share kept for senders we knew before they asked.
+    reserved_pending: u32,
+    /// Most pending requests from one network (/24, /48) of senders we did not know.
+    max_pending_per_network: u32,
     /// Replay records are kept this long (ms) past an envelope's expiry.
     keep_for: i64,
     /// A rotated peer's previous key is honoured this long (ms).
@@ -453,6 +462,10 @@ fn store(tx: &Tx<'_>, accepted: Vec<Verified>, settings: &Settings) -> Vec<(usiz
 fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Error> {
     let Verified { inbound, sender, payload, answer, .. } = v;
     let from = &inbound.from;
+    // Known before it wrote: a peer row our owner's discovery made (scan, LAN, add), not one a
+    // past request of its own left behind (rejected, expired) and not a gossip record, which
+    // anyone can mint. Such senders may use the share of pending requests strangers cannot fill.
+    let known_before = sender.peer.as_ref().is_some_and(|p| p.trust == TrustState::Discovered);
     let keep_until =
         inbound.expires_at.map_or(settings.now, |t| t as i64).max(settings.now).saturating_add(settings.keep_for);
     // The sender as its envelope presents it, pinned (a rotation along its verified chain moves
@@ -512,15 +525,25 @@ fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Er
                 return Err(Error::DuplicateRequest);
             }
             let opens = !matches!(peer.trust, TrustState::Trusted | TrustState::RequestedOut);
-            if opens && tx.pending_incoming()? >= i64::from(settings.max_pending) {
-                return Err(Error::TooManyPending { limit: settings.max_pending });
+            if opens {
+                let pending = tx.pending_incoming()?;
+                let room =
+                    if known_before { settings.max_pending } else { settings.max_pending - settings.reserved_pending };
+                if pending >= i64::from(room) {
+                    return Err(Error::TooManyPending { limit: room, scope: "" });
+                }
+                if let Some(ip) = inbound.remote
+                    && !known_before
+                    && tx.pending_from_net(ip)? >= i64::from(settings.max_pending_per_network)
+                {
+                    return Err(Error::TooManyPending {
+                        limit: settings.max_pending_per_network,
+                        scope: " from your network",
+                    });
+                }
             }
-            peer = contacts::apply(
-                tx,
-                &peer,
-                Input::PeerAsked { request: &request_id },
-                &contacts::Context::purpose(&purpose),
-            )?;
+            let context = contacts::Context { purpose: &purpose, reason: None, source: inbound.remote };
+            peer = contacts::apply(tx, &peer, Input::PeerAsked { request: &request_id }, &context)?;
         }
         Payload::ContactResponse { request_id, accepted, reason } => {
             let known = tx.request(&request_id)?.filter(|r| {

@@ -19,7 +19,7 @@ use std::path::Path;
 pub use directory::DirectoryEntry;
 pub use messages::{Attempt, IncomingMessage, MessageFilter, NewOutbound, OutboxItem, OutboxState, Stats};
 pub use peers::{KeyMismatch, MAX_KEY_MISMATCHES, Peer};
-pub use requests::{Closing, NewRequest};
+pub use requests::{Closing, NewRequest, PendingRequest, source_net};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/002_security.sql"),
     include_str!("../migrations/003_directory.sql"),
     include_str!("../migrations/004_trust.sql"),
+    include_str!("../migrations/005_request_sources.sql"),
 ];
 
 pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {

@@ -22,6 +22,22 @@ pub struct NewRequest {
     pub protocol: Protocol,
     /// Created, ms.
     pub created_at: i64,
+    /// Incoming: the sender's address.
+    pub source_ip: Option<std::net::IpAddr>,
+}
+
+/// The network an address counts against: its /24 (IPv4) or /48 (IPv6).
+pub fn source_net(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+    }
 }
 
 /// How a request closed: its new status, the owner's text and a machine code.
@@ -38,34 +54,52 @@ pub struct Closing<'a> {
 }
 
 const COLUMNS: &str = "r.request_id, r.direction, r.peer_id, p.name, p.fingerprint, r.protocol, r.purpose, r.status, \
-     r.reason, r.reason_code, r.created_at, r.decided_at, \
+     r.reason, r.reason_code, r.created_at, r.decided_at, r.source_ip, \
      (SELECT o.agent_id FROM peers o WHERE r.direction = 'incoming' AND o.trust = 'trusted' \
         AND o.agent_id != r.peer_id AND o.name = p.name COLLATE NOCASE LIMIT 1)";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<ContactRequest> {
+    let direction: Direction = parsed(row, 1)?;
+    let protocol: Protocol = parsed(row, 5)?;
     Ok(ContactRequest {
+        unbound: direction == Direction::Incoming && protocol == Protocol::AgentMeshV1,
         request_id: row.get(0)?,
-        direction: parsed(row, 1)?,
+        direction,
         peer_id: parsed(row, 2)?,
         peer_name: row.get(3)?,
         fingerprint: row.get(4)?,
-        protocol: parsed(row, 5)?,
+        protocol,
         purpose: row.get(6)?,
         status: parsed(row, 7)?,
         reason: row.get(8)?,
         reason_code: row.get(9)?,
         created_at: row.get(10)?,
         decided_at: row.get(11)?,
-        name_collides_with: parsed_opt(row, 12)?,
+        source_ip: row.get(12)?,
+        name_collides_with: parsed_opt(row, 13)?,
     })
+}
+
+/// An incoming request waiting for the owner, as [`Store::pending_incoming_requests`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRequest {
+    /// The request id.
+    pub request_id: String,
+    /// The requester.
+    pub peer_id: PeerId,
+    /// The address it came from, when known.
+    pub source_ip: Option<std::net::IpAddr>,
+    /// Received, ms since the Unix epoch.
+    pub created_at: i64,
 }
 
 impl Store {
     /// Records a new pending request; `false` if one with this id exists already.
     pub fn insert_request(&self, r: &NewRequest) -> Result<bool> {
         let n = self.conn.prepare_cached(
-            "INSERT OR IGNORE INTO contact_requests (request_id, direction, peer_id, purpose, status, protocol, created_at)
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)",
+            "INSERT OR IGNORE INTO contact_requests (request_id, direction, peer_id, purpose, status, protocol, created_at,
+                                                     source_ip, source_net)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8)",
         )?
         .execute(params![
             r.request_id,
@@ -74,6 +108,8 @@ impl Store {
             r.purpose,
             r.protocol.as_str(),
             r.created_at,
+            r.source_ip.map(|ip| ip.to_string()),
+            r.source_ip.map(source_net),
         ])?;
         Ok(n == 1)
     }
@@ -167,6 +203,33 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Number of incoming requests waiting for the owner that came from `ip`'s network.
+    pub fn pending_from_net(&self, ip: std::net::IpAddr) -> Result<i64> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM contact_requests WHERE status = 'pending' AND direction = 'incoming' AND source_net = ?1",
+            )?
+            .query_row([source_net(ip)], |r| r.get(0))?)
+    }
+
+    /// Pending incoming requests, oldest first, at most `limit`.
+    pub fn pending_incoming_requests(&self, limit: u32) -> Result<Vec<PendingRequest>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT request_id, peer_id, source_ip, created_at FROM contact_requests
+             WHERE direction = 'incoming' AND status = 'pending' ORDER BY created_at LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok(PendingRequest {
+                request_id: r.get(0)?,
+                peer_id: parsed(r, 1)?,
+                source_ip: r.get::<_, Option<String>>(2)?.and_then(|ip| ip.parse().ok()),
+                created_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Number of incoming requests waiting for the owner.
     pub fn pending_incoming(&self) -> Result<i64> {
         Ok(self
@@ -190,6 +253,7 @@ mod tests {
             purpose: "p".into(),
             protocol: Protocol::Native,
             created_at: 1,
+            source_ip: None,
         }
     }
 

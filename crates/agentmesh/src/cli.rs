@@ -74,14 +74,9 @@ pub(crate) enum Command {
         /// The request id (`req_…`).
         request_id: String,
     },
-    /// Reject an incoming contact request; the requester is told.
-    RejectRequest {
-        /// The request id (`req_…`).
-        request_id: String,
-        /// Reason sent to the requester.
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    /// Reject an incoming contact request, or all pending ones from an address or older than
+    /// an age (`--from`, `--older-than`); each requester is told.
+    RejectRequest(RejectRequestArgs),
     /// Withdraw one of our pending contact requests; the peer is told.
     WithdrawRequest {
         /// The request id (`req_…`).
@@ -332,6 +327,23 @@ pub(crate) struct ListRequestsArgs {
     /// Only open (pending) requests.
     #[arg(long)]
     pub(crate) open: bool,
+}
+
+/// `reject-request` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct RejectRequestArgs {
+    /// The request id (`req_…`); or give `--from` and/or `--older-than` instead.
+    #[arg(required_unless_present_any = ["from", "older_than"], conflicts_with_all = ["from", "older_than"])]
+    pub(crate) request_id: Option<String>,
+    /// Every pending request that came from this IP address or CIDR network (`203.0.113.0/24`).
+    #[arg(long)]
+    pub(crate) from: Option<String>,
+    /// Every pending request received at least this long ago (`30m`, `12h`, `7d`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) older_than: Option<std::time::Duration>,
+    /// Reason sent to the requester(s).
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
 }
 
 /// `send-message` arguments.

@@ -13,6 +13,9 @@ use crate::cli::Cli;
 use crate::commands::CliError;
 
 fn main() -> ExitCode {
+    // Everything agentmesh creates is its owner's alone, whatever the caller's umask (SQLite's
+    // database and WAL hold decrypted messages).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return argument_error(e),

@@ -244,6 +244,7 @@ async fn contact_request(
         signature,
         body: Body::Open(Payload::ContactRequest { request_id, purpose }),
         answer: request_answer,
+        remote: Some(remote.ip()),
     };
     run(&node, inbound).await
 }
@@ -298,6 +299,7 @@ async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: HttpBo
             created_at: sent_at,
         }),
         answer: message_answer,
+        remote: None,
     };
     run(&node, inbound).await
 }

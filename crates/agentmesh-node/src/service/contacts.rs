@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use agentmesh_api::control::{ContactArgs, ContactOutcome, ContactReply, PeerReply, Refusal, RequestReply};
+use agentmesh_api::control::{
+    ContactArgs, ContactOutcome, ContactReply, PeerReply, Refusal, RejectManyArgs, RejectedReply, RequestReply,
+};
 use agentmesh_api::{
     ContactRequest, Direction, ErrorCode, Event, MessageStatus, MismatchDirection, RequestStatus, TrustState,
 };
@@ -32,11 +34,13 @@ const DEFAULT_WAIT_MS: u64 = 15_000;
 pub(crate) struct Context<'a> {
     pub(crate) purpose: &'a str,
     pub(crate) reason: Option<&'a str>,
+    /// The address a peer's request came from.
+    pub(crate) source: Option<std::net::IpAddr>,
 }
 
 impl<'a> Context<'a> {
     pub(crate) fn purpose(purpose: &'a str) -> Self {
-        Context { purpose, reason: None }
+        Context { purpose, reason: None, source: None }
     }
 }
 
@@ -101,6 +105,7 @@ pub(crate) fn apply(tx: &Tx<'_>, peer: &Peer, input: Input<'_>, context: &Contex
                 purpose: carried.clone(),
                 protocol: peer.protocol,
                 created_at: now,
+                source_ip: if change.direction == Direction::Incoming { context.source } else { None },
             };
             if !tx.insert_request(&request)? {
                 return Err(Error::DuplicateRequest);
@@ -424,6 +429,7 @@ fn ask_v1(tx: &Tx<'_>, peer: &Peer, purpose: &str) -> Result<(), Error> {
         purpose: purpose.to_owned(),
         protocol: peer.protocol,
         created_at: now_ms() as i64,
+        source_ip: None,
     };
     tx.insert_request(&request)?;
     let what = Outgoing::ContactRequest { request_id, purpose: purpose.to_owned() };
@@ -484,11 +490,62 @@ pub(crate) async fn decide(
         }
         check_open(&request)?;
         let input = if approve { Input::Approve } else { Input::Reject };
-        let peer = apply(tx, &peer, input, &Context { purpose: "", reason: reason.as_deref() })?;
+        let peer = apply(tx, &peer, input, &Context { purpose: "", reason: reason.as_deref(), source: None })?;
         let request = tx.request(&request_id)?.ok_or_else(|| Error::internal("a request vanished"))?;
         Ok(RequestReply { request, peer: peer.view() })
     })
     .await
+}
+
+/// Most requests [`reject_many`] rejects per call.
+const MAX_BULK_REJECT: usize = 1000;
+
+/// Rejects every pending incoming request that matches all of `args`' filters; each requester
+/// is told. Errors: `invalid_argument` (no filter, or `from` is neither an IP address nor a CIDR
+/// network), `invalid_reason`.
+pub(crate) async fn reject_many(node: &Arc<Node>, args: RejectManyArgs) -> Result<RejectedReply, Error> {
+    if args.from.is_none() && args.older_than_secs.is_none() {
+        return Err(Error::invalid(
+            ErrorCode::InvalidArgument,
+            "give `from` (an IP address or CIDR network), `older_than_secs`, or both",
+        ));
+    }
+    let from = args.from.as_deref().map(parse_net).transpose()?;
+    if let Some(reason) = &args.reason {
+        check_text(reason, ErrorCode::InvalidReason, "reason")?;
+    }
+    let before = args
+        .older_than_secs
+        .map(|secs| (now_ms() as i64).saturating_sub(secs.saturating_mul(1000).min(i64::MAX as u64) as i64));
+    node.transact(move |tx| {
+        let pending = tx.pending_incoming_requests(u32::MAX)?;
+        let mut matching = pending.into_iter().filter(|r| {
+            from.is_none_or(|net| r.source_ip.is_some_and(|ip| net.contains(&ip)))
+                && before.is_none_or(|before| r.created_at <= before)
+        });
+        let mut rejected = Vec::new();
+        let context = Context { purpose: "", reason: args.reason.as_deref(), source: None };
+        for request in matching.by_ref().take(MAX_BULK_REJECT) {
+            let Some(peer) = tx.peer(&request.peer_id)? else { continue };
+            tx.atomic(|tx| apply(tx, &peer, Input::Reject, &context))?;
+            rejected.push(request.request_id);
+        }
+        let more = matching.next().is_some();
+        tracing::info!(rejected = rejected.len(), more, "owner rejected contact requests in bulk");
+        Ok(RejectedReply { rejected, more })
+    })
+    .await
+}
+
+/// Parses `203.0.113.7` (one address) or `203.0.113.0/24` (a network).
+fn parse_net(text: &str) -> Result<ipnet::IpNet, Error> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(|_| {
+        Error::invalid(
+            ErrorCode::InvalidArgument,
+            format!("`from` must be an IP address or a CIDR network such as 203.0.113.0/24, not {text:?}"),
+        )
+    })
 }
 
 /// Withdraws an outgoing request; the peer is told.
@@ -623,7 +680,7 @@ pub(crate) async fn expire_requests(node: &Arc<Node>) -> Result<usize, Error> {
         let mut expired = 0;
         for (request_id, peer_id) in stale {
             let Some(peer) = tx.peer(&peer_id)? else { continue };
-            let context = Context { purpose: "", reason: Some("expired: not answered in time") };
+            let context = Context { purpose: "", reason: Some("expired: not answered in time"), source: None };
             let result = tx.atomic(|tx| apply(tx, &peer, Input::Expire, &context));
             match result {
                 Ok(_) => expired += 1,

@@ -1,12 +1,12 @@
 //! `request-contact`, `add-peer`, `list-requests`, `approve-request`, `reject-request`,
 //! `withdraw-request`.
 
-use agentmesh_api::control::{ContactArgs, ContactOutcome, ContactReply, RequestsQuery};
+use agentmesh_api::control::{ContactArgs, ContactOutcome, ContactReply, RejectManyArgs, RequestsQuery};
 use agentmesh_api::{ContactRequest, Direction, ErrorCode, RequestStatus};
 use anyhow::Result;
 
 use super::{Ctx, fail};
-use crate::cli::{AddPeerArgs, ListRequestsArgs, RequestContactArgs};
+use crate::cli::{AddPeerArgs, ListRequestsArgs, RejectRequestArgs, RequestContactArgs};
 use crate::output;
 
 pub(crate) async fn request(ctx: &Ctx, args: RequestContactArgs) -> Result<()> {
@@ -84,6 +84,9 @@ fn request_row(r: &ContactRequest) -> Vec<String> {
     if let Some(other) = &r.name_collides_with {
         peer.push_str(&format!(" [same name as contact {other}!]"));
     }
+    if r.unbound {
+        peer.push_str(" [V1: not addressed to us alone]");
+    }
     let status = match (&r.reason_code, r.status) {
         (Some(code), status) if status != RequestStatus::Pending => {
             format!("{status} ({})", output::clean(code, false))
@@ -97,6 +100,7 @@ fn request_row(r: &ContactRequest) -> Vec<String> {
         peer,
         output::short_fingerprint(r.fingerprint.as_deref().unwrap_or("-")),
         output::time(r.created_at),
+        output::clean(r.source_ip.as_deref().unwrap_or("-"), false),
         output::clean(if r.reason.is_some() { r.reason.as_deref().unwrap_or("") } else { &r.purpose }, false),
     ]
 }
@@ -120,9 +124,33 @@ pub(crate) async fn list(ctx: &Ctx, args: ListRequestsArgs) -> Result<()> {
     }
     let rows: Vec<Vec<String>> = reply.requests.iter().map(request_row).collect();
     output::table(
-        &["REQUEST", "DIRECTION", "STATUS", "PEER", "FINGERPRINT", "CREATED (UTC)", "PURPOSE / REASON"],
+        &["REQUEST", "DIRECTION", "STATUS", "PEER", "FINGERPRINT", "CREATED (UTC)", "FROM", "PURPOSE / REASON"],
         &rows,
     );
+    Ok(())
+}
+
+/// `reject-request`: one request by id, or every pending one that matches `--from` and
+/// `--older-than`.
+pub(crate) async fn reject(ctx: &Ctx, args: RejectRequestArgs) -> Result<()> {
+    if let Some(request_id) = &args.request_id {
+        return decide(ctx, request_id, Decision::Reject(args.reason)).await;
+    }
+    let client = ctx.client()?;
+    let many =
+        RejectManyArgs { from: args.from, older_than_secs: args.older_than.map(|d| d.as_secs()), reason: args.reason };
+    let reply = ctx.check(client.reject_many(&many).await)?;
+    if ctx.json {
+        output::json_doc(&reply);
+        return Ok(());
+    }
+    match reply.rejected.len() {
+        0 => output::line("No pending request matches."),
+        n => output::line(&format!("Rejected {n} request(s); each requester is told.")),
+    }
+    if reply.more {
+        output::line("More match: run the same command again.");
+    }
     Ok(())
 }
 

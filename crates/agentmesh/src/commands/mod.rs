@@ -164,9 +164,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::ApproveRequest { request_id } => {
             contacts::decide(&ctx, &request_id, contacts::Decision::Approve).await
         }
-        Command::RejectRequest { request_id, reason } => {
-            contacts::decide(&ctx, &request_id, contacts::Decision::Reject(reason)).await
-        }
+        Command::RejectRequest(args) => contacts::reject(&ctx, args).await,
         Command::WithdrawRequest { request_id } => {
             contacts::decide(&ctx, &request_id, contacts::Decision::Withdraw).await
         }

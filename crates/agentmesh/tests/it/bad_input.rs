@@ -420,7 +420,7 @@ async fn control_api_requires_its_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pending_contact_requests_are_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let t = configured(dir.path(), "max_pending_requests = 2\n").await;
+    let t = configured(dir.path(), "max_pending_requests = 2\nreserved_pending_requests = 0\n").await;
     let ask = |fake: &Fake, n: u8| t.contact_request(fake, n);
     for n in 0..2 {
         let (status, _, text) = t.send(&ask(&Fake::new("asker"), n)).await;

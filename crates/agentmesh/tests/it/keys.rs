@@ -14,8 +14,10 @@ async fn peer(node: &LocalNode, id: &str) -> agentmesh_api::Peer {
     support::peer(node, id).await.expect("peer known")
 }
 
+/// Copies a home the way `cp -a` would: modes kept (a node refuses a home open to others).
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
+    std::fs::set_permissions(to, std::fs::metadata(from).expect("stat").permissions()).expect("chmod");
     for entry in std::fs::read_dir(from).expect("read dir").flatten() {
         let target = to.join(entry.file_name());
         if entry.path().is_dir() {

@@ -1,0 +1,201 @@
+//! Which connections the peer API keeps: at most `max_connections` at once, at most
+//! `max_connections_per_ip` from one address, and a share (`reserved_connections`) that only
+//! addresses our contacts recently wrote from may use. When a limit is reached, the oldest
+//! *idle* connection in the way (one not serving a request: kept alive, or still trickling its
+//! request head) is closed to make room; only when none is idle is the newcomer turned away.
+//! So one address holding thousands of sockets costs itself its own connections, not everyone
+//! else's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+/// Most addresses remembered as our contacts'.
+const MAX_KNOWN_ADDRESSES: usize = 10_000;
+
+/// The limits, from the config.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) max: usize,
+    pub(crate) per_ip: usize,
+    pub(crate) reserved: usize,
+}
+
+/// An admitted connection: release it when it ends.
+pub(crate) struct Ticket {
+    pub(crate) id: u64,
+    /// Requests being served on it right now.
+    pub(crate) active: Arc<AtomicUsize>,
+    /// Cancelled when the connection is shed to make room.
+    pub(crate) shed: CancellationToken,
+}
+
+struct Open {
+    ip: IpAddr,
+    known: bool,
+    active: Arc<AtomicUsize>,
+    shed: CancellationToken,
+}
+
+#[derive(Default)]
+struct Table {
+    next: u64,
+    /// By admission order: the first idle entry is the oldest idle connection.
+    open: BTreeMap<u64, Open>,
+    by_ip: HashMap<IpAddr, usize>,
+    /// Open connections from addresses that were not our contacts' when admitted.
+    strangers: usize,
+}
+
+/// The connection table and the addresses our contacts write from.
+pub(crate) struct Admission {
+    limits: Limits,
+    table: Mutex<Table>,
+    known: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl Admission {
+    pub(crate) fn new(limits: Limits) -> Self {
+        let limits = Limits {
+            max: limits.max.max(1),
+            per_ip: limits.per_ip.max(1),
+            reserved: limits.reserved.min(limits.max.max(1) / 2),
+        };
+        Admission { limits, table: Mutex::default(), known: Mutex::default() }
+    }
+
+    /// Remembers that a contact's envelope was accepted from `ip` (bounded; the least recently
+    /// seen address is forgotten first).
+    pub(crate) fn note_contact(&self, ip: IpAddr) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= MAX_KNOWN_ADDRESSES && !known.contains_key(&ip) {
+            let oldest = known.iter().min_by_key(|(_, at)| **at).map(|(ip, _)| *ip);
+            if let Some(oldest) = oldest {
+                known.remove(&oldest);
+            }
+        }
+        known.insert(ip, Instant::now());
+    }
+
+    fn is_known(&self, ip: IpAddr) -> bool {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&ip)
+    }
+
+    /// Admits a connection from `ip`, shedding an idle one when a limit is in the way; `None`
+    /// when the newcomer must be turned away.
+    pub(crate) fn admit(&self, ip: IpAddr) -> Option<Ticket> {
+        let known = self.is_known(ip);
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if table.by_ip.get(&ip).copied().unwrap_or(0) >= self.limits.per_ip && !shed_idle(&mut table, |o| o.ip == ip) {
+            return None;
+        }
+        // Strangers may hold all but the reserved share; contacts' addresses may use all of it.
+        let stranger_limit = self.limits.max - self.limits.reserved;
+        while table.open.len() >= self.limits.max || (!known && table.strangers >= stranger_limit) {
+            // Make room from strangers first, from anyone idle if a contact needs it.
+            let made_room = shed_idle(&mut table, |o| !o.known) || (known && shed_idle(&mut table, |_| true));
+            if !made_room {
+                return None;
+            }
+        }
+        let id = table.next;
+        table.next += 1;
+        let active = Arc::new(AtomicUsize::new(0));
+        let shed = CancellationToken::new();
+        table.open.insert(id, Open { ip, known, active: Arc::clone(&active), shed: shed.clone() });
+        table.count(ip, known, 1);
+        Some(Ticket { id, active, shed })
+    }
+
+    /// Forgets a connection that ended.
+    pub(crate) fn release(&self, id: u64) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = table.open.remove(&id) {
+            table.count(open.ip, open.known, -1);
+        }
+    }
+
+    /// Connections open now.
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.table.lock().unwrap_or_else(|p| p.into_inner()).open.len()
+    }
+}
+
+impl Table {
+    /// Counts a connection from `ip` in (`1`) or out (`-1`).
+    fn count(&mut self, ip: IpAddr, known: bool, delta: isize) {
+        if !known {
+            self.strangers = self.strangers.saturating_add_signed(delta);
+        }
+        let n = self.by_ip.entry(ip).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            self.by_ip.remove(&ip);
+        }
+    }
+}
+
+/// Closes the oldest idle connection that `which` selects; whether there was one.
+fn shed_idle(table: &mut Table, which: impl Fn(&Open) -> bool) -> bool {
+    let victim = table.open.iter().find(|(_, o)| which(o) && o.active.load(Ordering::SeqCst) == 0).map(|(id, _)| *id);
+    let Some(id) = victim else { return false };
+    if let Some(open) = table.open.remove(&id) {
+        open.shed.cancel();
+        table.count(open.ip, open.known, -1);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn one_address_cannot_crowd_out_the_others() {
+        let admission = Admission::new(Limits { max: 10, per_ip: 4, reserved: 2 });
+        // One address: its fifth connection sheds its own oldest idle one.
+        let first: Vec<Ticket> = (0..4).map(|_| admission.admit(ip(2)).expect("admitted")).collect();
+        let fifth = admission.admit(ip(2)).expect("admitted by shedding");
+        assert!(first[0].shed.is_cancelled(), "the oldest idle connection of that address went");
+        assert_eq!(admission.open(), 4);
+        // Busy connections are not shed: with all four busy, a fifth is refused.
+        for t in first.iter().skip(1).chain([&fifth]) {
+            t.active.store(1, Ordering::SeqCst);
+        }
+        assert!(admission.admit(ip(2)).is_none());
+        // Strangers fill up to max - reserved, then shed each other's idle connections.
+        let others: Vec<Ticket> = (3..7).map(|n| admission.admit(ip(n)).expect("admitted")).collect();
+        assert_eq!(admission.open(), 8);
+        let newcomer = admission.admit(ip(9)).expect("sheds an idle stranger");
+        assert!(others[0].shed.is_cancelled());
+        assert_eq!(admission.open(), 8);
+        // A contact's address may use the reserved share.
+        admission.note_contact(ip(1));
+        let contact: Vec<Ticket> = (0..2).map(|_| admission.admit(ip(1)).expect("reserved share")).collect();
+        assert_eq!(admission.open(), 10);
+        assert!(!newcomer.shed.is_cancelled() && !contact[0].shed.is_cancelled());
+        // Full: a stranger gets in only by shedding an idle stranger, never a contact.
+        let late = admission.admit(ip(8)).expect("sheds an idle stranger");
+        assert!(others[1].shed.is_cancelled() && !contact[0].shed.is_cancelled());
+        assert_eq!(admission.open(), 10);
+        // With every stranger busy, the next stranger is turned away; a contact still sheds.
+        for t in others.iter().skip(2).chain([&newcomer, &late]) {
+            t.active.store(1, Ordering::SeqCst);
+        }
+        assert!(admission.admit(ip(10)).is_none());
+        admission.release(contact[0].id);
+        assert_eq!(admission.open(), 9);
+        assert!(admission.admit(ip(10)).is_none(), "the free slot is in the reserved share");
+        assert!(admission.admit(ip(1)).is_some(), "a contact takes it");
+    }
+}
