@@ -2,7 +2,8 @@
 //! `max_connections_per_ip` from one address, and a share (`reserved_connections`) that only
 //! addresses our contacts recently wrote from may use. When a limit is reached, the oldest
 //! *idle* connection in the way (one not serving a request: kept alive, or still trickling its
-//! request head) is closed to make room; only when none is idle is the newcomer turned away.
+//! request head, and open for at least [`Limits::grace`] so a fresh one can send its first
+//! request) is closed to make room; only when none is idle is the newcomer turned away.
 //! So one address holding thousands of sockets costs itself its own connections, not everyone
 //! else's.
 
@@ -11,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +25,8 @@ pub(crate) struct Limits {
     pub(crate) max: usize,
     pub(crate) per_ip: usize,
     pub(crate) reserved: usize,
+    /// How long a connection is safe from shedding after it opens.
+    pub(crate) grace: Duration,
 }
 
 /// An admitted connection: release it when it ends.
@@ -38,6 +41,7 @@ pub(crate) struct Ticket {
 struct Open {
     ip: IpAddr,
     known: bool,
+    since: Instant,
     active: Arc<AtomicUsize>,
     shed: CancellationToken,
 }
@@ -65,6 +69,7 @@ impl Admission {
             max: limits.max.max(1),
             per_ip: limits.per_ip.max(1),
             reserved: limits.reserved.min(limits.max.max(1) / 2),
+            grace: limits.grace,
         };
         Admission { limits, table: Mutex::default(), known: Mutex::default() }
     }
@@ -91,14 +96,18 @@ impl Admission {
     pub(crate) fn admit(&self, ip: IpAddr) -> Option<Ticket> {
         let known = self.is_known(ip);
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if table.by_ip.get(&ip).copied().unwrap_or(0) >= self.limits.per_ip && !shed_idle(&mut table, |o| o.ip == ip) {
+        let grace = self.limits.grace;
+        if table.by_ip.get(&ip).copied().unwrap_or(0) >= self.limits.per_ip
+            && !shed_idle(&mut table, grace, |o| o.ip == ip)
+        {
             return None;
         }
         // Strangers may hold all but the reserved share; contacts' addresses may use all of it.
         let stranger_limit = self.limits.max - self.limits.reserved;
         while table.open.len() >= self.limits.max || (!known && table.strangers >= stranger_limit) {
             // Make room from strangers first, from anyone idle if a contact needs it.
-            let made_room = shed_idle(&mut table, |o| !o.known) || (known && shed_idle(&mut table, |_| true));
+            let made_room =
+                shed_idle(&mut table, grace, |o| !o.known) || (known && shed_idle(&mut table, grace, |_| true));
             if !made_room {
                 return None;
             }
@@ -107,7 +116,9 @@ impl Admission {
         table.next += 1;
         let active = Arc::new(AtomicUsize::new(0));
         let shed = CancellationToken::new();
-        table.open.insert(id, Open { ip, known, active: Arc::clone(&active), shed: shed.clone() });
+        table
+            .open
+            .insert(id, Open { ip, known, since: Instant::now(), active: Arc::clone(&active), shed: shed.clone() });
         table.count(ip, known, 1);
         Some(Ticket { id, active, shed })
     }
@@ -141,9 +152,13 @@ impl Table {
     }
 }
 
-/// Closes the oldest idle connection that `which` selects; whether there was one.
-fn shed_idle(table: &mut Table, which: impl Fn(&Open) -> bool) -> bool {
-    let victim = table.open.iter().find(|(_, o)| which(o) && o.active.load(Ordering::SeqCst) == 0).map(|(id, _)| *id);
+/// Closes the oldest idle connection past its `grace` that `which` selects; whether there was one.
+fn shed_idle(table: &mut Table, grace: Duration, which: impl Fn(&Open) -> bool) -> bool {
+    let victim = table
+        .open
+        .iter()
+        .find(|(_, o)| which(o) && o.active.load(Ordering::SeqCst) == 0 && o.since.elapsed() >= grace)
+        .map(|(id, _)| *id);
     let Some(id) = victim else { return false };
     if let Some(open) = table.open.remove(&id) {
         open.shed.cancel();
@@ -162,7 +177,7 @@ mod tests {
 
     #[test]
     fn one_address_cannot_crowd_out_the_others() {
-        let admission = Admission::new(Limits { max: 10, per_ip: 4, reserved: 2 });
+        let admission = Admission::new(Limits { max: 10, per_ip: 4, reserved: 2, grace: Duration::ZERO });
         // One address: its fifth connection sheds its own oldest idle one.
         let first: Vec<Ticket> = (0..4).map(|_| admission.admit(ip(2)).expect("admitted")).collect();
         let fifth = admission.admit(ip(2)).expect("admitted by shedding");
@@ -197,5 +212,12 @@ mod tests {
         assert_eq!(admission.open(), 9);
         assert!(admission.admit(ip(10)).is_none(), "the free slot is in the reserved share");
         assert!(admission.admit(ip(1)).is_some(), "a contact takes it");
+    }
+
+    #[test]
+    fn a_fresh_connection_is_not_shed_before_its_first_request() {
+        let admission = Admission::new(Limits { max: 10, per_ip: 2, reserved: 0, grace: Duration::from_secs(60) });
+        let _held: Vec<Ticket> = (0..2).map(|_| admission.admit(ip(2)).expect("admitted")).collect();
+        assert!(admission.admit(ip(2)).is_none(), "both are within their grace: the newcomer waits its turn");
     }
 }

@@ -26,7 +26,8 @@ pub struct Config {
     /// seconds: envelopes signed with it are accepted and bodies sealed to it are opened.
     /// Default 86,400 (one day, the default message TTL).
     pub rotation_grace_secs: u64,
-    /// Delivery attempts before an outbox entry fails. Default 60.
+    /// Delivery attempts before an outbox entry fails (attempts the peer refused because our
+    /// clock is off do not count: those go on until the envelope expires). Default 60.
     pub max_attempts: u32,
     /// First retry delay, milliseconds; doubles per attempt, with jitter. Default 500.
     pub retry_base_ms: u64,

@@ -308,10 +308,13 @@ pub async fn launch_with(
     Ok(NodeHandle { info, token, node, home, tracker, shutdown, lock, advertiser })
 }
 
-/// Every minute: forget idle rate-limit keys, replay records past their horizon, expired
-/// directory entries; expire contact requests left unanswered.
+/// Every minute (more often when `contact_request_ttl_secs` is under two minutes: every half of
+/// it): forget idle rate-limit keys, replay records past their horizon, expired directory
+/// entries; expire contact requests left unanswered.
 async fn prune(node: Arc<Node>, stop: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(60));
+    let ttl = node.config().contact_request_ttl_secs;
+    let period = if ttl == 0 { 60 } else { (ttl / 2).clamp(1, 60) };
+    let mut every = tokio::time::interval(Duration::from_secs(period));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,

@@ -138,6 +138,10 @@ pub(crate) struct Node {
     admission: admission::Admission,
 }
 
+/// How long a new peer connection is safe from being shed to make room: time to send its first
+/// request head.
+const CONNECTION_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Most clock-skew reports kept.
 const MAX_CLOCK_SKEWS: usize = 256;
 
@@ -212,6 +216,7 @@ impl Node {
                 max: config.max_connections,
                 per_ip: config.max_connections_per_ip,
                 reserved: config.reserved_connections,
+                grace: CONNECTION_GRACE,
             }),
             config,
         }

@@ -200,7 +200,10 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
                 let tries = item.attempts + 1;
                 let backoff = backoff_ms(config.retry_base_ms, config.retry_max_ms, item.attempts);
                 let next = now + backoff.max(after_secs as i64 * 1000);
-                if tries >= i64::from(config.max_attempts) || next >= item.expires_at {
+                // A clock the peer finds off is ours to fix, not a reason to drop the owner's
+                // message: those attempts end only when the envelope expires.
+                let out_of_attempts = tries >= i64::from(config.max_attempts) && peer_now.is_none();
+                if out_of_attempts || next >= item.expires_at {
                     let why = format!("gave up after {tries} attempts: {error}");
                     let first = FirstOutcome::Failed { code: code.clone(), message: why.clone() };
                     attempts.push(Attempt {

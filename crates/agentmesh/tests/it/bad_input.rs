@@ -254,6 +254,24 @@ async fn every_bad_input_is_refused_and_stores_nothing() {
     let expired = draft.seal(&t.x25519).expect("seal").sign(&fake.id, now_ms());
     t.refused("expired", 400, "expired", t.send(&expired).await, &base).await;
 
+    // Regression: times past the year 9999 (they used to be stored as negative numbers): 400.
+    let mut draft = Draft::new(
+        EnvelopeKind::Message,
+        fake.id.agent_id(),
+        t.card.agent_id,
+        now_ms(),
+        1,
+        TEXT_PLAIN,
+        b"far".to_vec(),
+    );
+    draft.created_at = u64::MAX - 10;
+    draft.expires_at = u64::MAX - 5;
+    let far = draft.seal(&t.x25519).expect("seal").sign(&fake.id, now_ms());
+    t.refused("created_at near the u64 maximum", 400, "malformed", t.send(&far).await, &base).await;
+    let body = serde_json::to_vec(&json!({"message_id": good.id, "status": "read", "at": u64::MAX})).expect("json");
+    let far_read = fake.envelope(EnvelopeKind::Receipt, t.card.agent_id, &t.x25519, &body, APPLICATION_JSON);
+    t.refused("read receipt at the u64 maximum", 400, "malformed_body", t.send(&far_read).await, &base).await;
+
     // Wrong recipient: 400.
     let elsewhere = Identity::generate();
     let misaddressed = fake.envelope(EnvelopeKind::Message, elsewhere.agent_id(), &t.x25519, b"x", TEXT_PLAIN);
@@ -440,6 +458,140 @@ async fn pending_contact_requests_are_bounded() {
     t.node.client.reject(&id, None).await.expect("reject");
     let (status, _, text) = t.send(&ask(&Fake::new("asker"), 3)).await;
     assert_eq!(status, 200, "{text}");
+}
+
+impl Target {
+    /// Sends the contact request `env` from the loopback address `ip` (any of 127.0.0.0/8).
+    async fn send_from(&self, ip: [u8; 4], env: &Envelope) -> (u16, Value, String) {
+        let body = serde_json::to_string(env).expect("json");
+        let (status, text) = post_from(ip, &self.node.listen_addr(), "/v1/contact-request", &body).await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
+    }
+
+    /// Pending incoming requests.
+    async fn pending(&self) -> Vec<agentmesh_api::ContactRequest> {
+        let q =
+            RequestsQuery { direction: Some(Direction::Incoming), status: Some(agentmesh_api::RequestStatus::Pending) };
+        self.node.client.requests(&q).await.expect("requests").requests
+    }
+}
+
+/// One HTTP/1.1 JSON POST over a fresh connection from the loopback address `from`; returns the
+/// status and body.
+pub(crate) async fn post_from(from: [u8; 4], to: &str, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(std::net::SocketAddr::from((from, 0))).expect("bind");
+    let mut stream = socket.connect(to.parse().expect("address")).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {to}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.write_all(body.as_bytes()).await.expect("write");
+    let mut reply = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut reply)).await.expect("answered in time").expect("read");
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let status = reply.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_pending_requests_are_shared_by_network_and_rejected_in_bulk() {
+    use agentmesh_api::control::{DiscoveredArgs, FoundDocument, RejectManyArgs};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = "max_pending_requests = 6\nreserved_pending_requests = 2\nmax_pending_per_network = 2\n\
+                  contact_requests_per_hour = 0\n";
+    let t = configured(dir.path(), config).await;
+    let (net1, net1b, net2, net3) = ([127, 0, 1, 1], [127, 0, 1, 2], [127, 0, 2, 1], [127, 0, 3, 1]);
+
+    // One network (/24) fills its share, whatever address in it the senders use.
+    for (n, ip) in [(1, net1), (2, net1b)] {
+        let (status, _, text) = t.send_from(ip, &t.contact_request(&Fake::new("spam"), n)).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    let base = counts(&t.node.home);
+    let third = t.send_from(net1, &t.contact_request(&Fake::new("spam"), 3)).await;
+    assert!(third.2.contains("from your network"), "{}", third.2);
+    t.refused("third request from one network", 429, "too_many_pending_requests", third, &base).await;
+
+    // Strangers together fill all but the reserved share.
+    for n in [4, 5] {
+        let (status, _, text) = t.send_from(net2, &t.contact_request(&Fake::new("other"), n)).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    let base = counts(&t.node.home);
+    let stranger = t.send_from(net3, &t.contact_request(&Fake::new("stranger"), 6)).await;
+    t.refused("a stranger when only the reserve is left", 429, "too_many_pending_requests", stranger, &base).await;
+
+    // An agent our own discovery found may use the reserve.
+    let known = Fake::new("found-by-scan");
+    let found = FoundDocument {
+        protocol: agentmesh_core::Protocol::Native,
+        endpoint: "http://127.0.0.1:9".into(),
+        document: serde_json::to_value(&known.card).expect("card"),
+    };
+    t.node.client.record_discovered(&DiscoveredArgs { found: vec![found] }).await.expect("record");
+    let (status, _, text) = t.send_from(net3, &t.contact_request(&known, 7)).await;
+    assert_eq!(status, 200, "{text}");
+
+    // The owner sees where each came from, and rejects a whole network at once.
+    let pending = t.pending().await;
+    assert_eq!(pending.len(), 5);
+    assert!(pending.iter().all(|r| !r.unbound), "native requests name their recipient");
+    let from_net1: Vec<_> =
+        pending.iter().filter(|r| r.source_ip.as_deref().is_some_and(|ip| ip.starts_with("127.0.1."))).collect();
+    assert_eq!(from_net1.len(), 2, "{pending:?}");
+    for (bad, what) in [
+        (RejectManyArgs::default(), "no filter"),
+        (RejectManyArgs { from: Some("127.0.1".into()), ..Default::default() }, "not a network"),
+    ] {
+        match t.node.client.reject_many(&bad).await {
+            Err(agentmesh_client::ClientError::Api { status, code, .. }) => {
+                assert_eq!((status, code.as_str()), (400, "invalid_argument"), "{what}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    assert_eq!(t.pending().await.len(), 5, "refused bulk rejects change nothing");
+    let args = RejectManyArgs { from: Some("127.0.1.0/24".into()), reason: Some("spam".into()), ..Default::default() };
+    let reply = t.node.client.reject_many(&args).await.expect("reject a network");
+    assert_eq!(reply.rejected.len(), 2);
+    assert!(!reply.more);
+    let mut rejected: Vec<_> = from_net1.iter().map(|r| r.request_id.clone()).collect();
+    let mut got = reply.rejected.clone();
+    rejected.sort();
+    got.sort();
+    assert_eq!(got, rejected);
+    // Its share is free again.
+    let (status, _, text) = t.send_from(net1, &t.contact_request(&Fake::new("again"), 8)).await;
+    assert_eq!(status, 200, "{text}");
+
+    // Through the CLI: by one address, then by age.
+    let one = ok(&t.node.home, &["reject-request", "--from", "127.0.2.1"]);
+    assert_eq!(one["rejected"].as_array().map(Vec::len), Some(2), "{one}");
+    let rest = ok(&t.node.home, &["reject-request", "--older-than", "0s", "--reason", "cleaning up"]);
+    assert_eq!(rest["rejected"].as_array().map(Vec::len), Some(2), "{rest}");
+    assert!(t.pending().await.is_empty());
+    let err = fails(&t.node.home, &["reject-request"]);
+    assert_eq!(err["error"]["code"], "invalid_argument", "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_unanswered_requests_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = configured(dir.path(), "contact_request_ttl_secs = 2\n").await;
+    let (status, _, text) = t.send(&t.contact_request(&Fake::new("patient"), 1)).await;
+    assert_eq!(status, 200, "{text}");
+    let expired = wait_for(WAIT, || async {
+        incoming_requests(&t.node).await.into_iter().find(|r| r.status == agentmesh_api::RequestStatus::Expired)
+    })
+    .await
+    .expect("the request expires");
+    assert_eq!(expired.reason_code.as_deref(), Some("expired"), "{expired:?}");
+    assert!(t.pending().await.is_empty());
 }
 
 /// Reads from `stream` until EOF or error; returns what arrived and when it ended.
@@ -741,12 +893,10 @@ async fn the_bad_input_suite_through_the_v1_adapter() {
 
     // Before approval its messages are untrusted; to another agent they are misaddressed.
     t.v1_refused("untrusted sender", message_route, v1.message(&me, "hi"), 403, "untrusted_sender", &after).await;
-    let id = incoming_requests(&t.node)
-        .await
-        .into_iter()
-        .find(|r| r.peer_id == "agent-0123456789ab")
-        .expect("held")
-        .request_id;
+    let held = incoming_requests(&t.node).await.into_iter().find(|r| r.peer_id == "agent-0123456789ab").expect("held");
+    // Regression: a V1 request names no recipient; the owner is told it may not be for us alone.
+    assert!(held.unbound, "{held:?}");
+    let id = held.request_id;
     t.node.client.approve(&id).await.expect("approve");
     let approved = counts(&t.node.home);
     let elsewhere = Identity::generate().agent_id().to_string();

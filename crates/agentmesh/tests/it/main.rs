@@ -8,6 +8,7 @@ mod bad_input;
 mod cli_flow;
 mod crash;
 mod gossip;
+mod hostile;
 mod keys;
 mod mdns;
 mod registry;
