@@ -218,7 +218,7 @@ pub async fn launch_with(
 
     let peer_listener = match listeners.peer {
         Some(l) => l,
-        None => TcpListener::bind(listen).await.map_err(|e| match e.kind() {
+        None => bind_peer(listen).map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => anyhow::Error::from(LaunchError::AddressInUse { addr: listen }),
             _ => anyhow::Error::from(e).context(format!("binding {listen}")),
         })?,
@@ -414,6 +414,18 @@ fn check_endpoint(endpoint: &str, source: EndpointSource, bound: SocketAddr) -> 
         ));
     }
     Ok(warnings)
+}
+
+/// Pending connections the kernel holds for the peer listener (capped by `net.core.somaxconn`):
+/// room for a burst of thousands of connects without dropping a contact's handshake.
+const PEER_BACKLOG: u32 = 4096;
+
+/// Binds the peer listener with [`PEER_BACKLOG`] (`SO_REUSEADDR` as `TcpListener::bind` sets it).
+fn bind_peer(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(PEER_BACKLOG)
 }
 
 /// Serves the peer API: connections are admitted by [`crate::admission`] (per-address caps, a

@@ -409,6 +409,10 @@ pub(crate) struct BenchArgs {
     /// Connections the flooder keeps busy (with --flood).
     #[arg(long, default_value_t = 64)]
     pub(crate) flood_connections: usize,
+    /// Instead: measure how fast a contact and a new peer connect while one address holds this
+    /// many sockets open (idle, trickling heads, trickling bodies).
+    #[arg(long, value_name = "SOCKETS", conflicts_with_all = ["flood", "gossip"])]
+    pub(crate) hold_sockets: Option<usize>,
     /// Instead: start this many nodes (one bootstrap) and time until each knows every other.
     #[arg(long, value_name = "NODES")]
     pub(crate) gossip: Option<usize>,

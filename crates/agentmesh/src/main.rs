@@ -16,6 +16,13 @@ fn main() -> ExitCode {
     // Everything agentmesh creates is its owner's alone, whatever the caller's umask (SQLite's
     // database and WAL hold decrypted messages).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    // A node serves up to `max_connections` sockets besides its files: use the open-file limit
+    // the system allows, not the often smaller soft default.
+    if let Ok((soft, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return argument_error(e),

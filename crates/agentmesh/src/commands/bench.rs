@@ -21,6 +21,9 @@ pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     if args.flood {
         return super::flood::run(ctx, &args).await;
     }
+    if let Some(sockets) = args.hold_sockets {
+        return super::bench_sockets::run(ctx, sockets).await;
+    }
     if let Some(nodes) = args.gossip {
         return super::bench_gossip::run(ctx, nodes).await;
     }
