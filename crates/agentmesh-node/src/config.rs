@@ -55,8 +55,8 @@ pub struct Config {
     /// some are approved or rejected. Default 1,000.
     pub max_pending_requests: u32,
     /// Of `max_pending_requests`, how many (at most half) only senders we knew before they asked
-    /// may fill (peers our discovery found: a scan, the LAN, `add-peer`), so strangers cannot
-    /// starve them. Default 100.
+    /// may fill (peers our discovery found: a scan, the LAN, `add-peer`; agents a contact's
+    /// gossip passed on), so strangers cannot starve them. Default 100.
     pub reserved_pending_requests: u32,
     /// Most pending requests from one network (/24 for IPv4, /48 for IPv6) of senders we did not
     /// know before. Default 100.

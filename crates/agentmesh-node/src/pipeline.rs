@@ -463,9 +463,16 @@ fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Er
     let Verified { inbound, sender, payload, answer, .. } = v;
     let from = &inbound.from;
     // Known before it wrote: a peer row our owner's discovery made (scan, LAN, add), not one a
-    // past request of its own left behind (rejected, expired) and not a gossip record, which
-    // anyone can mint. Such senders may use the share of pending requests strangers cannot fill.
-    let known_before = sender.peer.as_ref().is_some_and(|p| p.trust == TrustState::Discovered);
+    // past request of its own left behind (rejected, expired), or an agent one of our contacts
+    // passed on; not any gossip record, which anyone can mint. Such senders may use the share of
+    // pending requests strangers cannot fill.
+    let known_before = match &sender.peer {
+        Some(p) => p.trust == TrustState::Discovered,
+        None => {
+            inbound.kind == EnvelopeKind::ContactRequest
+                && tx.directory_entry(from)?.is_some_and(|e| e.source == agentmesh_api::Source::Contact)
+        }
+    };
     let keep_until =
         inbound.expires_at.map_or(settings.now, |t| t as i64).max(settings.now).saturating_add(settings.keep_for);
     // The sender as its envelope presents it, pinned (a rotation along its verified chain moves

@@ -336,7 +336,7 @@ pub(crate) struct RejectRequestArgs {
     #[arg(required_unless_present_any = ["from", "older_than"], conflicts_with_all = ["from", "older_than"])]
     pub(crate) request_id: Option<String>,
     /// Every pending request that came from this IP address or CIDR network (`203.0.113.0/24`).
-    #[arg(long)]
+    #[arg(long, visible_alias = "all-from-ip", value_name = "IP|CIDR")]
     pub(crate) from: Option<String>,
     /// Every pending request received at least this long ago (`30m`, `12h`, `7d`).
     #[arg(long, value_parser = humantime::parse_duration)]

@@ -62,3 +62,47 @@ async fn thirty_nodes_with_one_bootstrap_all_learn_each_other() {
     let cli = ok(&nodes[2].home, &["discover", "--query", "agent1", "--capability", "odd"]);
     assert!(cli["agents"].as_array().is_some_and(|a| a.iter().any(|x| x["name"] == "agent1")), "{cli}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_an_agent_a_contact_passes_on_is_not_starved_by_strangers() {
+    use agentmesh_api::control::ContactOutcome;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = |name: &'static str, config: String| {
+        let home = dir.path().join(name);
+        async move {
+            local::init(&exe(), &home, name, &[]).expect("init");
+            std::fs::write(home.join("config.toml"), config).expect("config");
+            LocalNode::start(&exe(), &home, "127.0.0.1:0", &[]).await.expect("start")
+        }
+    };
+    let open = "other_requests_per_minute = 0\ncontact_requests_per_hour = 0\n";
+    // The contact is a bootstrap; the newcomer announces itself to it.
+    let contact = start("contact", format!("bootstrap_mode = true\n{open}")).await;
+    let gossip = format!("bootstrap = [\"{}\"]\ngossip_interval_secs = 1\n{open}", contact.peer_url);
+    // The target keeps one of its two pending slots from strangers.
+    let target = start("target", format!("{gossip}max_pending_requests = 2\nreserved_pending_requests = 1\n")).await;
+    trust(&target, &contact).await;
+    let newcomer = start("newcomer", gossip.clone()).await;
+
+    // The target learns of the newcomer from its contact's gossip, and says so.
+    let learnt = wait_for(WAIT, || async {
+        let q = DiscoverQuery { limit: Some(100), ..DiscoverQuery::default() };
+        let agents = target.client.discover(&q).await.ok()?.agents;
+        agents.into_iter().find(|a| a.agent_id.as_str() == newcomer.agent_id && a.source == Source::Contact)
+    })
+    .await;
+    if learnt.is_none() {
+        let q = DiscoverQuery { limit: Some(100), ..DiscoverQuery::default() };
+        let agents = target.client.discover(&q).await.expect("discover").agents;
+        let peers = target.client.peers(true).await.expect("peers").peers;
+        panic!("the newcomer is not listed as passed on by a contact: {agents:?}\npeers: {peers:?}");
+    }
+
+    // A stranger fills the strangers' share; a second stranger waits (429, retried).
+    let stranger = start("stranger", open.to_owned()).await;
+    assert_eq!(ask(&stranger, &target.peer_url).await.outcome, ContactOutcome::Delivered);
+    let late = start("late", open.to_owned()).await;
+    assert_eq!(ask(&late, &target.peer_url).await.outcome, ContactOutcome::Queued);
+    // The newcomer a contact passed on gets in.
+    assert_eq!(ask(&newcomer, &target.peer_url).await.outcome, ContactOutcome::Delivered);
+}
