@@ -209,10 +209,7 @@ pub(crate) async fn ingest(
         .db(move |s| {
             let mut out = Vec::with_capacity(checked.len());
             for item in checked {
-                out.push(match item {
-                    Err(e) => Err(e),
-                    Ok((entry, history)) => store_entry(s, entry, &history, cap)?,
-                });
+                out.push(item.and_then(|(entry, history)| store_entry(s, entry, &history, cap)));
             }
             Ok(out)
         })
@@ -224,21 +221,17 @@ pub(crate) async fn ingest(
 }
 
 /// Stores a verified entry unless it would move the id to a key its history does not lead to
-/// from the key we already hold for it (directory entry or pinned peer).
-fn store_entry(
-    s: &Store,
-    entry: DirectoryEntry,
-    history: &[[u8; 32]],
-    cap: usize,
-) -> Result<Result<bool, Error>, Error> {
+/// from the key we already hold for it (directory entry or pinned peer: `key_mismatch`).
+/// Returns whether it was new.
+fn store_entry(s: &Store, entry: DirectoryEntry, history: &[[u8; 32]], cap: usize) -> Result<bool, Error> {
     let known = s.directory_entry(&entry.agent_id)?.map(|e| e.ed25519);
     let pinned = s.peer(&entry.agent_id)?.map(|p| p.ed25519);
     for key in known.iter().chain(pinned.iter()) {
         if *key != entry.ed25519 && !history.contains(key) {
-            return Ok(Err(Error::refused(
+            return Err(Error::refused(
                 ErrorCode::KeyMismatch,
                 format!("{} is known with another key", entry.agent_id),
-            )));
+            ));
         }
     }
     // An older record than the one held (a replay) refreshes nothing.
@@ -249,9 +242,9 @@ fn store_entry(
         if entry.source == Source::Contact && held.source != Source::Contact {
             s.mark_passed_on_by_contact(&entry.agent_id)?;
         }
-        return Ok(Ok(false));
+        return Ok(false);
     }
-    Ok(Ok(s.upsert_directory(&entry, cap)?))
+    Ok(s.upsert_directory(&entry, cap)?)
 }
 
 /// Whether `base` is the endpoint of one of our contacts (what it passes on is marked
