@@ -92,8 +92,9 @@ pub(crate) trait Transport: Send + Sync {
     /// contact responses, updates, read receipts or key rotations).
     fn carries(&self, kind: EnvelopeKind) -> bool;
 
-    /// The outbox entry that tells `peer` `what`; called inside the transaction that queues it.
-    /// The entry's id is the request id for contact requests.
+    /// The outbox entry that tells `peer` `what` (sealed and signed: CPU work, no I/O). Called
+    /// inside the transaction that queues it, or before it for messages, whose sender checks the
+    /// peer again when it queues. The entry's id is the request id for contact requests.
     fn prepare(&self, node: &Node, peer: &Peer, what: Outgoing) -> Result<NewOutbound, Error>;
 
     /// Delivers due entries to `peer`; one outcome per entry.

@@ -68,24 +68,52 @@ pub(crate) async fn send(node: &Arc<Node>, args: SendArgs) -> Result<SendReply, 
     if args.text.len() > limit {
         return Err(Error::TooLarge { what: "message text", limit });
     }
-    node.transact(move |tx| {
-        let peer = resolve(tx, &args.to)?;
-        if let Some(error) = not_sendable(tx, &peer)? {
-            return Err(error);
+    // Sealing and signing (HPKE, Ed25519) run here, on the request's task, not in the database
+    // thread that every write of the node waits for; the peer is read before and checked again
+    // in the transaction that queues the entry.
+    for _ in 0..3 {
+        let to = args.to.clone();
+        let peer = node
+            .db(move |s| {
+                let peer = resolve(s, &to)?;
+                match not_sendable(s, &peer)? {
+                    Some(error) => Err(error),
+                    None => Ok(peer),
+                }
+            })
+            .await?;
+        let what =
+            Outgoing::Message { text: args.text.clone(), reply_to: args.reply_to.clone(), thread: args.thread.clone() };
+        let outbound = node.transports().get(peer.protocol).prepare(node, &peer, what)?;
+        let queued = node
+            .transact(move |tx| {
+                let current = tx.peer(&peer.agent_id)?.ok_or_else(|| Error::not_found(format!("no peer {}", peer.agent_id)))?;
+                if (current.protocol, current.ed25519, current.x25519) != (peer.protocol, peer.ed25519, peer.x25519) {
+                    // Its key changed (a rotation) while we sealed: seal again.
+                    return Ok(None);
+                }
+                if let Some(error) = not_sendable(tx, &current)? {
+                    return Err(error);
+                }
+                tracing::debug!(id = %outbound.id, to = %outbound.peer_id, encrypted = outbound.encrypted, "queueing message");
+                tx.enqueue(&outbound)?;
+                Ok(Some(SendReply {
+                    message_id: outbound.id,
+                    to: outbound.peer_id,
+                    status: MessageStatus::Queued,
+                    encrypted: outbound.encrypted,
+                    protocol: outbound.protocol,
+                }))
+            })
+            .await?;
+        if let Some(reply) = queued {
+            return Ok(reply);
         }
-        let what = Outgoing::Message { text: args.text, reply_to: args.reply_to, thread: args.thread };
-        let outbound = tx.node().transports().get(peer.protocol).prepare(tx.node(), &peer, what)?;
-        tracing::debug!(id = %outbound.id, to = %outbound.peer_id, encrypted = outbound.encrypted, "queueing message");
-        tx.enqueue(&outbound)?;
-        Ok(SendReply {
-            message_id: outbound.id,
-            to: outbound.peer_id,
-            status: MessageStatus::Queued,
-            encrypted: outbound.encrypted,
-            protocol: outbound.protocol,
-        })
-    })
-    .await
+    }
+    Err(Error::conflict(
+        ErrorCode::KeyMismatch,
+        "the peer's key kept changing while the message was sealed; send it again",
+    ))
 }
 
 /// `GET /control/messages`.
