@@ -210,9 +210,6 @@ named! {
         Bootstrap = "bootstrap",
         /// Passed on by another peer.
         Gossip = "gossip",
-        /// Passed on by one of our contacts (a trusted peer's gossip answer): a request from
-        /// such an agent may use the share of pending requests kept from strangers.
-        Contact = "contact",
         /// mDNS on the local network.
         Lan = "lan",
         /// A registry search.

@@ -1,6 +1,7 @@
 //! Which connections the peer API keeps: at most `max_connections` at once, at most
-//! `max_connections_per_ip` from one address, and a share (`reserved_connections`) that only
-//! addresses our contacts recently wrote from may use. When a limit is reached, the oldest
+//! `max_connections_per_ip` from one address (an IPv6 /64 counts as one), and a share
+//! (`reserved_connections`) that only addresses our contacts sent new messages from in the last
+//! day may use. When a limit is reached, the oldest
 //! *idle* connection in the way (one not serving a request: kept alive, or still trickling its
 //! request head, and open for at least [`Limits::grace`] so a fresh one can send its first
 //! request) is closed to make room; only when none is idle is the newcomer turned away.
@@ -18,6 +19,21 @@ use tokio_util::sync::CancellationToken;
 
 /// Most addresses remembered as our contacts'.
 const MAX_KNOWN_ADDRESSES: usize = 10_000;
+/// How long an address stays a contact's after the last new message from it.
+const KNOWN_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// The unit one client is counted in: an IPv4 address, or an IPv6 /64 (what one host or
+/// subscriber is usually given, so hopping addresses within it gains nothing).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        v4 => v4,
+    }
+}
 
 /// The limits, from the config.
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +93,7 @@ impl Admission {
     /// Remembers that a contact's envelope was accepted from `ip` (bounded; the least recently
     /// seen address is forgotten first).
     pub(crate) fn note_contact(&self, ip: IpAddr) {
+        let ip = client_key(ip);
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         if known.len() >= MAX_KNOWN_ADDRESSES && !known.contains_key(&ip) {
             let oldest = known.iter().min_by_key(|(_, at)| **at).map(|(ip, _)| *ip);
@@ -88,12 +105,14 @@ impl Admission {
     }
 
     fn is_known(&self, ip: IpAddr) -> bool {
-        self.known.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&ip)
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(&ip).is_some_and(|at| at.elapsed() < KNOWN_FOR)
     }
 
     /// Admits a connection from `ip`, shedding an idle one when a limit is in the way; `None`
     /// when the newcomer must be turned away.
     pub(crate) fn admit(&self, ip: IpAddr) -> Option<Ticket> {
+        let ip = client_key(ip);
         let known = self.is_known(ip);
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let grace = self.limits.grace;
@@ -212,6 +231,17 @@ mod tests {
         assert_eq!(admission.open(), 9);
         assert!(admission.admit(ip(10)).is_none(), "the free slot is in the reserved share");
         assert!(admission.admit(ip(1)).is_some(), "a contact takes it");
+    }
+
+    #[test]
+    fn an_ipv6_64_counts_as_one_client() {
+        let admission = Admission::new(Limits { max: 10, per_ip: 2, reserved: 0, grace: Duration::from_secs(60) });
+        let host = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        let _held: Vec<Ticket> = (1..=2).map(|n| admission.admit(host(n)).expect("admitted")).collect();
+        assert!(admission.admit(host(3)).is_none(), "another address in the same /64");
+        assert!(admission.admit(IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1])).is_some(), "another /64");
+        let mapped: IpAddr = "::ffff:127.0.0.5".parse().expect("ip");
+        assert_eq!(client_key(mapped), IpAddr::from([127, 0, 0, 5]), "IPv4-mapped is IPv4");
     }
 
     #[test]

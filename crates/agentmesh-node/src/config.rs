@@ -54,12 +54,12 @@ pub struct Config {
     /// Most incoming contact requests waiting for the owner; more are refused with 429 until
     /// some are approved or rejected. Default 1,000.
     pub max_pending_requests: u32,
-    /// Of `max_pending_requests`, how many (at most half) only senders we knew before they asked
-    /// may fill (peers our discovery found: a scan, the LAN, `add-peer`; agents a contact's
-    /// gossip passed on), so strangers cannot starve them. Default 100.
+    /// Of `max_pending_requests`, how many (at most half) only senders our owner's discovery
+    /// found before they asked (a scan, the LAN) may fill, so strangers cannot starve them.
+    /// Default 100.
     pub reserved_pending_requests: u32,
-    /// Most pending requests from one network (/24 for IPv4, /48 for IPv6) of senders we did not
-    /// know before. Default 100.
+    /// Most pending requests from one network (/24 for IPv4, /48 for IPv6): a sender we did not
+    /// know before is refused (429) while that many wait from its network. Default 100.
     pub max_pending_per_network: u32,
     /// An incoming contact request not answered within this many seconds expires: it is closed
     /// as `expired` and the requester told (as a rejection). `0` keeps them until answered.
@@ -76,11 +76,11 @@ pub struct Config {
     /// or trickling its request head) is closed to make room; a newcomer is turned away only when
     /// none is idle. Default 1,024.
     pub max_connections: usize,
-    /// Peer API connections from one IP address at once (its own oldest idle one makes room for
-    /// a new one). Default 128.
+    /// Peer API connections from one IP address (an IPv6 /64 counts as one) at once (its own
+    /// oldest idle one makes room for a new one). Default 128.
     pub max_connections_per_ip: usize,
-    /// Of `max_connections`, how many (at most half) only addresses our contacts wrote from
-    /// recently may use. Default 128.
+    /// Of `max_connections`, how many (at most half) only addresses our contacts sent new
+    /// messages from in the last day may use. Default 128.
     pub reserved_connections: usize,
     /// Contact requests accepted per hour from one agent id, and separately from one IP address,
     /// counting every attempt. `0` disables. Default 10.

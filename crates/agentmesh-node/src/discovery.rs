@@ -172,12 +172,17 @@ pub fn record(
     if peer.agent_id == me {
         return Ok(Recorded::Refused);
     }
-    match store.peer(&peer.agent_id)? {
+    let recorded = match store.peer(&peer.agent_id)? {
         Some(known) if known.ed25519 == peer.ed25519 => {
             store.touch_peer(&peer.agent_id, now)?;
-            Ok(Recorded::Refreshed)
+            Recorded::Refreshed
         }
-        Some(_) => Ok(Recorded::Refused),
-        None => Ok(if store.upsert_peer(&peer)? { Recorded::New } else { Recorded::Refused }),
+        Some(_) => Recorded::Refused,
+        None if store.upsert_peer(&peer)? => Recorded::New,
+        None => Recorded::Refused,
+    };
+    if recorded != Recorded::Refused {
+        store.mark_found(&peer.agent_id)?;
     }
+    Ok(recorded)
 }

@@ -147,22 +147,14 @@ pub(crate) async fn ingest(
     let now = now_ms();
     let skew = node.config().freshness_window_secs.saturating_mul(1000);
     let me = node.id();
-    // A record identical to the one held was verified when it was stored: skip the signatures
-    // (a contact passing it on still marks it).
+    // A record identical to the one held was verified when it was stored: skip the signatures.
     let texts: Vec<String> = records.iter().map(|r| serde_json::to_string(r).unwrap_or_default()).collect();
     let ids: Vec<PeerId> = records.iter().map(|r| PeerId::from(r.card.agent_id)).collect();
     let held: Vec<bool> = node
         .db(move |s| {
             let mut out = Vec::with_capacity(ids.len());
             for (id, text) in ids.iter().zip(&texts) {
-                let same = s.directory_entry(id)?.filter(|e| e.record == *text);
-                if let Some(e) = &same
-                    && source == Source::Contact
-                    && e.source != Source::Contact
-                {
-                    s.mark_passed_on_by_contact(id)?;
-                }
-                out.push(same.is_some());
+                out.push(s.directory_entry(id)?.is_some_and(|e| e.record == *text));
             }
             Ok(out)
         })
@@ -239,25 +231,9 @@ fn store_entry(s: &Store, entry: DirectoryEntry, history: &[[u8; 32]], cap: usiz
         && held.ed25519 == entry.ed25519
         && held.expires_at >= entry.expires_at
     {
-        if entry.source == Source::Contact && held.source != Source::Contact {
-            s.mark_passed_on_by_contact(&entry.agent_id)?;
-        }
         return Ok(false);
     }
     Ok(s.upsert_directory(&entry, cap)?)
-}
-
-/// Whether `base` is the endpoint of one of our contacts (what it passes on is marked
-/// [`Source::Contact`]).
-async fn is_contact_url(node: &Arc<Node>, base: &str) -> bool {
-    let base = base.trim_end_matches('/').to_owned();
-    node.db(move |s| {
-        Ok(s.peers(false)?
-            .iter()
-            .any(|p| p.trust == agentmesh_api::TrustState::Trusted && p.endpoint.trim_end_matches('/') == base))
-    })
-    .await
-    .unwrap_or(false)
 }
 
 #[derive(Deserialize)]
@@ -312,8 +288,7 @@ pub(crate) async fn run(node: Arc<Node>, bootstraps: Vec<String>, shutdown: Canc
         let record = own_record(&node);
         let mut learnt = Vec::new();
         for base in &bootstraps {
-            let source = if is_contact_url(&node, base).await { Source::Contact } else { Source::Bootstrap };
-            match announce_to(&node, base, &record, source).await {
+            match announce_to(&node, base, &record, Source::Bootstrap).await {
                 Ok(new) => learnt.extend(new),
                 Err(e) => tracing::warn!(bootstrap = %base, error = %e, "bootstrap announce failed"),
             }
@@ -322,8 +297,7 @@ pub(crate) async fn run(node: Arc<Node>, bootstraps: Vec<String>, shutdown: Canc
             learnt.into_iter().filter(|e| !announced.contains(&e.agent_id)).take(node.config().gossip_fanout).collect();
         for entry in fresh {
             announced.insert(entry.agent_id.clone());
-            let source = if is_contact_url(&node, &entry.endpoint).await { Source::Contact } else { Source::Gossip };
-            if let Err(e) = announce_to(&node, &entry.endpoint, &record, source).await {
+            if let Err(e) = announce_to(&node, &entry.endpoint, &record, Source::Gossip).await {
                 tracing::debug!(peer = %entry.agent_id, error = %e, "gossip announce failed");
             }
         }

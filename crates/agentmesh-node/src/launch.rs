@@ -459,45 +459,78 @@ async fn serve_peers(listener: TcpListener, app: axum::Router, node: Arc<Node>, 
                 }
             },
         };
+        // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`: count it, limit it
+        // and record it as the IPv4 address it is.
+        let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
         let Some(ticket) = node.admission().admit(remote.ip()) else {
             // Every connection in the way is busy: turned away at once rather than queued.
             drop(stream);
             continue;
         };
+        // Released when the connection's task ends, however it ends (a panic included).
+        let admitted = Admitted { node: Arc::clone(&node), id: ticket.id };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let active = Arc::clone(&ticket.active);
         let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(axum::extract::ConnectInfo(remote));
-            let (app, active) = (app.clone(), Arc::clone(&active));
-            active.fetch_add(1, Ordering::SeqCst);
+            let (app, busy) = (app.clone(), Busy::start(&active));
             async move {
                 let response = app.oneshot(request.map(axum::body::Body::new)).await;
-                active.fetch_sub(1, Ordering::SeqCst);
+                drop(busy);
                 response
             }
         });
         let connection = http.serve_connection(TokioIo::new(stream), service);
-        let (node, stop) = (Arc::clone(&node), stop.clone());
+        let stop = stop.clone();
         connections.spawn(async move {
+            let _admitted = admitted;
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = ticket.shed.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(10), connection.as_mut()).await;
-                }
-                _ = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(10), connection.as_mut()).await;
-                }
+                _ = connection.as_mut() => return,
+                _ = ticket.shed.cancelled() => {}
+                _ = stop.cancelled() => {}
             }
-            node.admission().release(ticket.id);
+            // Idle (kept alive, or still sending a request head): closed now. Serving a request:
+            // that request finishes first, for at most 10 s.
+            if ticket.active.load(Ordering::SeqCst) > 0 {
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(10), connection.as_mut()).await;
+            }
         });
     }
     drop(listener);
     connections.close();
     let _ = tokio::time::timeout(Duration::from_secs(11), connections.wait()).await;
+}
+
+/// An admitted peer connection; releases its place in [`crate::admission`] when dropped.
+struct Admitted {
+    node: Arc<Node>,
+    id: u64,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.node.admission().release(self.id);
+    }
+}
+
+/// A request being served on a connection (so the connection is not idle); counted out when
+/// dropped, however the request ends.
+struct Busy(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Busy {
+    fn start(active: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(Arc::clone(active))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 async fn wait_for_signal() {

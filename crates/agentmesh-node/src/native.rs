@@ -118,12 +118,7 @@ async fn message(
     body: HttpBody,
 ) -> Response {
     let limit = node.config().max_message_bytes;
-    let response = single(Arc::clone(&node), uri, headers, body, limit, Some(remote.ip())).await;
-    if response.status().is_success() {
-        // Only a contact's envelopes are accepted here: its address may use the reserved share.
-        node.admission().note_contact(remote.ip());
-    }
-    response
+    single(node, uri, headers, body, limit, Some(remote.ip())).await
 }
 
 fn receipt_response(receipt_json: String) -> Response {
@@ -218,9 +213,6 @@ async fn batch(
     }
     let mut processed: Vec<Option<Result<String, Error>>> =
         pipeline::process(&node, inbounds).await.into_iter().map(Some).collect();
-    if processed.iter().any(|r| matches!(r, Some(Ok(_)))) {
-        node.admission().note_contact(remote.ip());
-    }
     let mut out = String::with_capacity(64 + processed.len() * 300);
     out.push_str("{\"results\":[");
     for (i, slot) in slots.into_iter().enumerate() {

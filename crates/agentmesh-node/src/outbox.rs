@@ -201,8 +201,11 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
                 let backoff = backoff_ms(config.retry_base_ms, config.retry_max_ms, item.attempts);
                 let next = now + backoff.max(after_secs as i64 * 1000);
                 // A clock the peer finds off is ours to fix, not a reason to drop the owner's
-                // message: those attempts end only when the envelope expires.
-                let out_of_attempts = tries >= i64::from(config.max_attempts) && peer_now.is_none();
+                // message: such attempts back off like any other but are not counted, so they
+                // end only when the envelope expires.
+                let clock_refusal = peer_now.is_some();
+                let counted = tries - item.clock_refusals;
+                let out_of_attempts = !clock_refusal && counted >= i64::from(config.max_attempts);
                 if out_of_attempts || next >= item.expires_at {
                     let why = format!("gave up after {tries} attempts: {error}");
                     let first = FirstOutcome::Failed { code: code.clone(), message: why.clone() };
@@ -212,6 +215,7 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
                         next_attempt_at: now,
                         error: why.clone(),
                         code: None,
+                        clock_refusal: false,
                     });
                     (MessageStatus::Failed, Some(why), None, first)
                 } else {
@@ -223,6 +227,7 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
                         next_attempt_at: next,
                         error: error.clone(),
                         code: code.clone(),
+                        clock_refusal,
                     });
                     (status, Some(error), code, first)
                 }
@@ -235,6 +240,7 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
                     next_attempt_at: now,
                     error: error.clone(),
                     code: code.clone(),
+                    clock_refusal: false,
                 });
                 (MessageStatus::Failed, Some(error), code, first)
             }

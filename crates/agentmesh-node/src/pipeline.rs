@@ -66,7 +66,8 @@ pub(crate) struct Inbound {
     pub(crate) body: Body,
     /// How to acknowledge it.
     pub(crate) answer: Answer,
-    /// The address it came from (counted against its network's share of pending requests).
+    /// The address it came from: counted against its network's share of pending requests, and
+    /// remembered as a contact's when it brings a new message.
     pub(crate) remote: Option<std::net::IpAddr>,
 }
 
@@ -462,17 +463,13 @@ fn store(tx: &Tx<'_>, accepted: Vec<Verified>, settings: &Settings) -> Vec<(usiz
 fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Error> {
     let Verified { inbound, sender, payload, answer, .. } = v;
     let from = &inbound.from;
-    // Known before it wrote: a peer row our owner's discovery made (scan, LAN, add), not one a
-    // past request of its own left behind (rejected, expired), or an agent one of our contacts
-    // passed on; not any gossip record, which anyone can mint. Such senders may use the share of
-    // pending requests strangers cannot fill.
-    let known_before = match &sender.peer {
-        Some(p) => p.trust == TrustState::Discovered,
-        None => {
-            inbound.kind == EnvelopeKind::ContactRequest
-                && tx.directory_entry(from)?.is_some_and(|e| e.source == agentmesh_api::Source::Contact)
-        }
-    };
+    // Known before it wrote: found by our owner's discovery (a scan, the LAN) and not refused
+    // since; never a row the peer's own requests made (whatever state it moves that row back to)
+    // nor a gossip record, which anyone can mint. Such senders may use the share of pending
+    // requests strangers cannot fill, and are not held to their network's share.
+    let known_before = inbound.kind == EnvelopeKind::ContactRequest
+        && sender.peer.as_ref().is_some_and(|p| p.trust == TrustState::Discovered)
+        && tx.found_by_owner(from)?;
     let keep_until =
         inbound.expires_at.map_or(settings.now, |t| t as i64).max(settings.now).saturating_add(settings.keep_for);
     // The sender as its envelope presents it, pinned (a rotation along its verified chain moves
@@ -513,6 +510,11 @@ fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Er
             };
             tx.insert_incoming(&message)?;
             tx.emit(agentmesh_api::Event::Message { message: message.view() });
+            // A new message from a contact (never a replay, which returned above): the address
+            // it came from may use the share of connections kept for contacts.
+            if let Some(ip) = inbound.remote {
+                tx.node().admission().note_contact(ip);
+            }
         }
         Payload::Read { message_id, at } => {
             if tx.mark_outgoing_read(from, &message_id, at as i64)? {

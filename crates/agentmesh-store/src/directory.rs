@@ -65,17 +65,8 @@ impl Store {
         Ok(self.conn.prepare_cached(&sql)?.query_row([agent_id.as_str()], entry).optional()?)
     }
 
-    /// Marks an entry as passed on by one of our contacts ([`Source::Contact`]).
-    pub fn mark_passed_on_by_contact(&self, agent_id: &PeerId) -> Result<()> {
-        self.conn
-            .prepare_cached("UPDATE directory SET source = 'contact' WHERE agent_id = ?1")?
-            .execute([agent_id.as_str()])?;
-        Ok(())
-    }
-
     /// Stores or refreshes an entry (the caller verified its record and key continuity), then
-    /// drops the least recently seen entries beyond `cap`. A refresh keeps the entry's source,
-    /// except that a contact passing it on marks it [`Source::Contact`]. Returns whether it was new.
+    /// drops the least recently seen entries beyond `cap`. Returns whether it was new.
     pub fn upsert_directory(&self, e: &DirectoryEntry, cap: usize) -> Result<bool> {
         let known = self.directory_entry(&e.agent_id)?.is_some();
         self.conn
@@ -86,7 +77,6 @@ impl Store {
                  ON CONFLICT (agent_id) DO UPDATE SET name = excluded.name, endpoint = excluded.endpoint,
                      protocol = excluded.protocol, fingerprint = excluded.fingerprint, ed25519 = excluded.ed25519,
                      capabilities = excluded.capabilities, record = excluded.record, last_seen = excluded.last_seen,
-                     source = CASE WHEN excluded.source = 'contact' THEN 'contact' ELSE directory.source END,
                      expires_at = MAX(directory.expires_at, excluded.expires_at)",
             )?
             .execute(params![

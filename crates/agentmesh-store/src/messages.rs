@@ -54,6 +54,8 @@ pub struct OutboxItem {
     pub payload: String,
     /// Attempts so far.
     pub attempts: i64,
+    /// Of those, how many the peer refused because our clock was off.
+    pub clock_refusals: i64,
     /// Created, ms.
     pub created_at: i64,
     /// Expiry, ms.
@@ -121,6 +123,9 @@ pub struct Attempt {
     pub error: String,
     /// A machine code for it (the peer's refusal code, `expired`, …).
     pub code: Option<String>,
+    /// The peer refused our clock (`stale_timestamp`): the attempt drives the backoff but does
+    /// not count towards `max_attempts`.
+    pub clock_refusal: bool,
 }
 
 /// Where an outbox entry stands.
@@ -232,6 +237,7 @@ fn item_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxItem> {
         attempts: r.get(6)?,
         created_at: r.get(7)?,
         expires_at: r.get(8)?,
+        clock_refusals: r.get(9)?,
     })
 }
 
@@ -264,7 +270,7 @@ impl Store {
     /// Up to `limit` entries due at `now`, oldest first.
     pub fn due(&self, now: i64, limit: u32) -> Result<Vec<OutboxItem>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, id, kind, peer_id, protocol, payload, attempts, created_at, expires_at FROM outbox
+            "SELECT seq, id, kind, peer_id, protocol, payload, attempts, created_at, expires_at, clock_refusals FROM outbox
              WHERE status IN ('queued', 'sent') AND next_attempt_at <= ?1 ORDER BY next_attempt_at, seq LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![now, limit], item_from_row)?;
@@ -276,7 +282,7 @@ impl Store {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT seq, id, kind, peer_id, protocol, payload, attempts, created_at, expires_at FROM outbox WHERE id = ?1",
+                "SELECT seq, id, kind, peer_id, protocol, payload, attempts, created_at, expires_at, clock_refusals FROM outbox WHERE id = ?1",
             )?
             .query_row([id], item_from_row)
             .optional()?)
@@ -325,11 +331,18 @@ impl Store {
     pub fn mark_attempt(&self, a: &Attempt) -> Result<()> {
         self.conn
             .prepare_cached(
-                "UPDATE outbox SET status = ?2, attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4,
-                     last_error_code = ?5
+                "UPDATE outbox SET status = ?2, attempts = attempts + 1, clock_refusals = clock_refusals + ?6,
+                     next_attempt_at = ?3, last_error = ?4, last_error_code = ?5
                  WHERE id = ?1 AND status IN ('queued', 'sent')",
             )?
-            .execute(params![a.id, a.status.as_str(), a.next_attempt_at, a.error, a.code])?;
+            .execute(params![
+                a.id,
+                a.status.as_str(),
+                a.next_attempt_at,
+                a.error,
+                a.code,
+                i64::from(a.clock_refusal)
+            ])?;
         Ok(())
     }
 
@@ -368,7 +381,7 @@ impl Store {
         let n = self
             .conn
             .prepare_cached(
-                "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = ?2, last_error = NULL,
+                "UPDATE outbox SET status = 'queued', attempts = 0, clock_refusals = 0, next_attempt_at = ?2, last_error = NULL,
                  last_error_code = NULL, expires_at = MAX(expires_at, ?2 + ?3)
              WHERE id = ?1 AND status = 'failed'",
             )?
@@ -604,6 +617,7 @@ mod tests {
             next_attempt_at: 50,
             error: "connection refused".into(),
             code: None,
+            clock_refusal: false,
         };
         s.mark_attempt(&attempt).expect("attempt");
         assert_eq!(s.due(20, 10).expect("due").len(), 0);

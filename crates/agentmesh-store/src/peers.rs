@@ -346,6 +346,22 @@ impl Store {
         Ok(self.conn.prepare_cached(&sql)?.query_row([agent_id], peer_from_row).optional()?)
     }
 
+    /// Marks `id` as found by our owner's discovery (a scan, the LAN).
+    pub fn mark_found(&self, id: &PeerId) -> Result<()> {
+        self.conn.prepare_cached("UPDATE peers SET found_by_owner = 1 WHERE agent_id = ?1")?.execute([id.as_str()])?;
+        Ok(())
+    }
+
+    /// Whether our owner's discovery found `id` (see [`Store::mark_found`]).
+    pub fn found_by_owner(&self, id: &PeerId) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT found_by_owner FROM peers WHERE agent_id = ?1")?
+            .query_row([id.as_str()], |r| r.get::<_, bool>(0))
+            .optional()?
+            .unwrap_or(false))
+    }
+
     /// Peers, most recently seen first; removed ones only when `include_removed`.
     pub fn peers(&self, include_removed: bool) -> Result<Vec<Peer>> {
         let sql = format!(

@@ -259,7 +259,12 @@ fn message_answer(context: &AnswerContext<'_>) -> Result<String, Error> {
     Ok(ok_reply(json!({"verified": true, "message_id": context.id, "ack": ack})))
 }
 
-async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: HttpBody) -> Result<Response, V1Error> {
+async fn message(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: HttpBody,
+) -> Result<Response, V1Error> {
     let limit = node.config().max_message_bytes;
     let object = parse_object(&node, &headers, body, limit, "direct_message").await?;
     let field = |name: &str| object.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -299,7 +304,7 @@ async fn message(State(node): State<Arc<Node>>, headers: HeaderMap, body: HttpBo
             created_at: sent_at,
         }),
         answer: message_answer,
-        remote: None,
+        remote: Some(remote.ip()),
     };
     run(&node, inbound).await
 }

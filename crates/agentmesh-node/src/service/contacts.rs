@@ -527,8 +527,14 @@ pub(crate) async fn reject_many(node: &Arc<Node>, args: RejectManyArgs) -> Resul
         let context = Context { purpose: "", reason: args.reason.as_deref(), source: None };
         for request in matching.by_ref().take(MAX_BULK_REJECT) {
             let Some(peer) = tx.peer(&request.peer_id)? else { continue };
-            tx.atomic(|tx| apply(tx, &peer, Input::Reject, &context))?;
-            rejected.push(request.request_id);
+            // One that cannot be rejected (a state the request no longer matches) is skipped,
+            // not a reason to reject none.
+            match tx.atomic(|tx| apply(tx, &peer, Input::Reject, &context)) {
+                Ok(_) => rejected.push(request.request_id),
+                Err(e) => {
+                    tracing::warn!(request = %request.request_id, error = %e, "could not reject a contact request")
+                }
+            }
         }
         let more = matching.next().is_some();
         tracing::info!(rejected = rejected.len(), more, "owner rejected contact requests in bulk");

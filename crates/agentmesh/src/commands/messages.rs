@@ -28,6 +28,12 @@ pub(crate) async fn send(ctx: &Ctx, args: SendArgs) -> Result<()> {
     if text.is_empty() {
         return Err(fail(ErrorCode::EmptyMessage, "the message is empty; pass --text or pipe it on stdin"));
     }
+    // Refused here, in the node's words, rather than by a node that may close the connection
+    // on a body it will not read while the body is still being sent.
+    let limit = agentmesh_node::config::Config::load(&ctx.home.config_path())?.max_text_bytes;
+    if text.len() > limit {
+        return Err(fail(ErrorCode::TooLarge, format!("message text exceeds the limit of {limit} bytes")));
+    }
     let client = ctx.client()?;
     let body = SendBody { to: args.to, text, reply_to: args.reply_to, thread: args.thread };
     let reply = ctx.check(client.send(&body).await)?;

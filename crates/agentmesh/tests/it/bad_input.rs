@@ -580,6 +580,31 @@ async fn regression_pending_requests_are_shared_by_network_and_rejected_in_bulk(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn regression_a_stranger_cannot_make_itself_known_by_withdrawing() {
+    use agentmesh_core::envelope::{ContactChange, ContactUpdateBody};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = "max_pending_requests = 2\nreserved_pending_requests = 1\ncontact_requests_per_hour = 0\n";
+    let t = configured(dir.path(), config).await;
+    let (asker, other) = (Fake::new("asker"), Fake::new("other"));
+    let (status, _, text) = t.send(&t.contact_request(&asker, 1)).await;
+    assert_eq!(status, 200, "{text}");
+    // It withdraws: its row goes back to `discovered`, as a scanned agent's would be.
+    let body =
+        ContactUpdateBody { change: ContactChange::Withdrawn, request_id: Some(format!("req_{}", "01".repeat(16))) };
+    let body = serde_json::to_vec(&body).expect("json");
+    let update = asker.envelope(EnvelopeKind::ContactUpdate, t.card.agent_id, &t.x25519, &body, APPLICATION_JSON);
+    let (status, _, text) = t.send(&update).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(t.pending().await.is_empty());
+    // Another stranger takes the strangers' share; asking again does not open the reserve.
+    let (status, _, text) = t.send(&t.contact_request(&other, 2)).await;
+    assert_eq!(status, 200, "{text}");
+    let base = counts(&t.node.home);
+    let again = t.send(&t.contact_request(&asker, 3)).await;
+    t.refused("a stranger asking again after withdrawing", 429, "too_many_pending_requests", again, &base).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn regression_unanswered_requests_expire() {
     let dir = tempfile::tempdir().expect("tempdir");
     let t = configured(dir.path(), "contact_request_ttl_secs = 2\n").await;
