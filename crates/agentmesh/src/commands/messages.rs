@@ -12,8 +12,8 @@ use super::{Ctx, NodeNotRunning, fail};
 use crate::cli::{ListMessagesArgs, SendArgs};
 use crate::output;
 
-/// Most bytes read from stdin for one message: far over any node's text limit, so the node's
-/// refusal (with its limit) is what the owner sees, while memory stays bounded.
+/// Most bytes read from stdin for one message: far over any node's text limit, so the limit is
+/// what the owner is told, while memory stays bounded.
 const MAX_STDIN_BYTES: u64 = 16 * 1024 * 1024 + 1;
 
 pub(crate) async fn send(ctx: &Ctx, args: SendArgs) -> Result<()> {
