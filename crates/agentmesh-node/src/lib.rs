@@ -136,7 +136,14 @@ pub(crate) struct Node {
     warnings: Vec<String>,
     /// Which peer API connections are kept (per-address caps, a share for contacts).
     admission: admission::Admission,
+    /// Recipients of recent sends as last read, by the text the owner named them with: lets a
+    /// send seal before its one database visit, which checks the peer again (bounded by
+    /// [`MAX_SEND_PEERS`]; a stale entry only costs a second visit).
+    send_peers: Mutex<HashMap<String, agentmesh_store::Peer>>,
 }
+
+/// Most recipients remembered for sending.
+const MAX_SEND_PEERS: usize = 1024;
 
 /// How long a new peer connection is safe from being shed to make room: time to send its first
 /// request head.
@@ -212,6 +219,7 @@ impl Node {
             waiters: Mutex::new(HashMap::new()),
             clock_skews: Mutex::new(HashMap::new()),
             warnings: Vec::new(),
+            send_peers: Mutex::new(HashMap::new()),
             admission: admission::Admission::new(admission::Limits {
                 max: config.max_connections,
                 per_ip: config.max_connections_per_ip,
@@ -226,6 +234,20 @@ impl Node {
     pub(crate) fn with_warnings(mut self, warnings: Vec<String>) -> Self {
         self.warnings = warnings;
         self
+    }
+
+    /// The recipient last resolved from `to` by a send, if remembered.
+    pub(crate) fn send_peer(&self, to: &str) -> Option<agentmesh_store::Peer> {
+        self.send_peers.lock().unwrap_or_else(|p| p.into_inner()).get(to).cloned()
+    }
+
+    /// Remembers the recipient `to` resolved to (forgets them all when the table is full).
+    pub(crate) fn remember_send_peer(&self, to: &str, peer: agentmesh_store::Peer) {
+        let mut peers = self.send_peers.lock().unwrap_or_else(|p| p.into_inner());
+        if peers.len() >= MAX_SEND_PEERS && !peers.contains_key(to) {
+            peers.clear();
+        }
+        peers.insert(to.to_owned(), peer);
     }
 
     /// Start-up warnings for the owner.

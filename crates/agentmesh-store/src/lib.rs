@@ -67,6 +67,10 @@ impl Store {
         // can roll back the last transactions.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Each stored envelope runs in its own savepoint inside a group commit; their statement
+        // journals stay in memory (a few pages each) instead of a temporary file written for
+        // every envelope.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migration::migrate(&mut conn)?;
         Ok(Store { conn })

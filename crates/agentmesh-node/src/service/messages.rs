@@ -68,28 +68,40 @@ pub(crate) async fn send(node: &Arc<Node>, args: SendArgs) -> Result<SendReply, 
     if args.text.len() > limit {
         return Err(Error::TooLarge { what: "message text", limit });
     }
-    // Sealing and signing (HPKE, Ed25519) run here, on the request's task, not in the database
-    // thread that every write of the node waits for; the peer is read before and checked again
-    // in the transaction that queues the entry.
+    // Sealing (HPKE) runs here, on the request's task, not in the database thread that every
+    // write of the node waits for. The recipient as last resolved from `to` is sealed to at once;
+    // the one transaction that queues the entry resolves `to` again and checks that it is the
+    // same peer with the same keys, still sendable. Otherwise (first send, a rotation, an alias
+    // moved) the peer is read and the message sealed again.
+    let mut cached = node.send_peer(&args.to);
     for _ in 0..3 {
-        let to = args.to.clone();
-        let peer = node
-            .db(move |s| {
-                let peer = resolve(s, &to)?;
-                match not_sendable(s, &peer)? {
-                    Some(error) => Err(error),
-                    None => Ok(peer),
-                }
-            })
-            .await?;
+        let peer = match cached.take() {
+            Some(peer) => peer,
+            None => {
+                let to = args.to.clone();
+                let peer = node
+                    .db(move |s| {
+                        let peer = resolve(s, &to)?;
+                        match not_sendable(s, &peer)? {
+                            Some(error) => Err(error),
+                            None => Ok(peer),
+                        }
+                    })
+                    .await?;
+                node.remember_send_peer(&args.to, peer.clone());
+                peer
+            }
+        };
         let what =
             Outgoing::Message { text: args.text.clone(), reply_to: args.reply_to.clone(), thread: args.thread.clone() };
         let outbound = node.transports().get(peer.protocol).prepare(node, &peer, what)?;
+        let to = args.to.clone();
         let queued = node
             .transact(move |tx| {
-                let current = tx.peer(&peer.agent_id)?.ok_or_else(|| Error::not_found(format!("no peer {}", peer.agent_id)))?;
-                if (current.protocol, current.ed25519, current.x25519) != (peer.protocol, peer.ed25519, peer.x25519) {
-                    // Its key changed (a rotation) while we sealed: seal again.
+                let current = resolve(tx, &to)?;
+                let same = current.agent_id == peer.agent_id
+                    && (current.protocol, current.ed25519, current.x25519) == (peer.protocol, peer.ed25519, peer.x25519);
+                if !same {
                     return Ok(None);
                 }
                 if let Some(error) = not_sendable(tx, &current)? {
