@@ -39,19 +39,12 @@ async fn card_from(from: [u8; 4], to: SocketAddr) -> Option<u16> {
     String::from_utf8_lossy(&reply).split(' ').nth(1)?.parse().ok()
 }
 
-async fn start_with(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> LocalNode {
-    let home = dir.join(name);
-    local::init(&exe(), &home, name, &["chat"]).expect("init");
-    std::fs::write(home.join("config.toml"), config).expect("config");
-    LocalNode::start(&exe(), &home, "127.0.0.1:0", env).await.expect("start node")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn regression_one_address_cannot_lock_everyone_out() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = "max_connections = 40\nmax_connections_per_ip = 10\nreserved_connections = 10\n\
                   header_read_timeout_secs = 120\nbody_read_timeout_secs = 120\nother_requests_per_minute = 0\n";
-    let target = start_with(dir.path(), "target", config, &[]).await;
+    let target = node_with(dir.path(), "target", config, &[]).await;
     let friend = node(dir.path(), "friend").await;
     trust(&friend, &target).await;
     let first = send(&friend, &target.agent_id, "before the flood").await;
@@ -166,7 +159,7 @@ async fn regression_a_clock_the_peer_finds_off_is_reported_and_retried_not_faile
     // Bob is reached only through the proxy: it advertises the proxy's URL.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let proxy_url = format!("http://{}", listener.local_addr().expect("address"));
-    let bob = start_with(dir.path(), "bob", "", &[("AGENTMESH_ENDPOINT", proxy_url.as_str())]).await;
+    let bob = node_with(dir.path(), "bob", "", &[("AGENTMESH_ENDPOINT", proxy_url.as_str())]).await;
     let proxy = Arc::new(SkewProxy {
         upstream: bob.peer_url.clone(),
         skewed: AtomicBool::new(true),
@@ -177,8 +170,7 @@ async fn regression_a_clock_the_peer_finds_off_is_reported_and_retried_not_faile
     let app = axum::Router::new().fallback(skew_proxy).with_state(Arc::clone(&proxy));
     tokio::spawn(async move { axum::serve(listener, app).await });
     // Few attempts allowed: refusals for our clock must not use them up.
-    let alice =
-        start_with(dir.path(), "alice", "max_attempts = 2\nretry_base_ms = 50\nretry_max_ms = 200\n", &[]).await;
+    let alice = node_with(dir.path(), "alice", "max_attempts = 2\nretry_base_ms = 50\nretry_max_ms = 200\n", &[]).await;
 
     // The contact request is refused for alice's clock: it stays pending and queued, and alice's
     // owner is told by how much the peer finds her clock off.

@@ -63,9 +63,17 @@ pub(crate) fn fails_with(home: &Path, args: &[&str]) -> String {
 
 /// Creates an identity and starts its node on a free loopback port.
 pub(crate) async fn node(dir: &Path, name: &str) -> LocalNode {
+    node_with(dir, name, "", &[]).await
+}
+
+/// Like [`node`], with `config` as its config.toml and extra environment variables.
+pub(crate) async fn node_with(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> LocalNode {
     let home = dir.join(name);
     local::init(&exe(), &home, name, &["chat"]).expect("init");
-    LocalNode::start(&exe(), &home, "127.0.0.1:0", &[]).await.expect("start node")
+    if !config.is_empty() {
+        std::fs::write(home.join("config.toml"), config).expect("config");
+    }
+    LocalNode::start(&exe(), &home, "127.0.0.1:0", env).await.expect("start node")
 }
 
 /// `a` asks `to` (a URL or peer reference) for contact through the control API.

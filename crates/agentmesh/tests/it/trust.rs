@@ -154,11 +154,8 @@ async fn a_peer_that_lost_its_state_is_asked_again_automatically() {
 #[tokio::test(flavor = "multi_thread")]
 async fn regression_failed_messages_can_be_retried_or_cleared() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (a, mut b) = (node(dir.path(), "alice").await, node(dir.path(), "bob").await);
-    std::fs::write(a.home.join("config.toml"), "max_attempts = 1\n").expect("config");
-    let mut a = a;
-    assert!(a.stop().await);
-    a.restart().await.expect("restart");
+    let a = node_with(dir.path(), "alice", "max_attempts = 1\n", &[]).await;
+    let mut b = node(dir.path(), "bob").await;
     trust(&a, &b).await;
     b.kill();
     let m = send(&a, &b.agent_id, "one attempt only").await;

@@ -210,11 +210,8 @@ async fn regression_follow_reconnects_when_the_node_restarts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn regression_log_files_are_plain_text() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (a, mut b) = (node(dir.path(), "alice").await, node(dir.path(), "bob").await);
-    std::fs::write(a.home.join("config.toml"), "max_attempts = 1\n").expect("config");
-    let mut a = a;
-    assert!(a.stop().await);
-    a.restart().await.expect("restart");
+    let mut a = node_with(dir.path(), "alice", "max_attempts = 1\n", &[]).await;
+    let mut b = node(dir.path(), "bob").await;
     trust(&a, &b).await;
     b.kill();
     let m = send(&a, &b.agent_id, "to fail").await;
