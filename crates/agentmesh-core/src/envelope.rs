@@ -397,18 +397,23 @@ impl Envelope {
     }
 }
 
-/// Verifies many Ed25519 signatures at once: `(signed bytes, signature text, key)` each.
+/// One entry for [`verify_signatures`]: the signed bytes, the 64-byte signature (`None` when
+/// the sender's was missing or malformed), the key it must verify under.
+pub type SignatureCheck<'a> = (&'a [u8], Option<&'a [u8; 64]>, VerifyingKey);
+
+/// Verifies many Ed25519 signatures at once: `(signed bytes, signature, key)` each, the
+/// signature as its 64 bytes (`None` when the sender's was missing or not 64 bytes of base64: a
+/// bad signature).
 ///
 /// Two or more are checked with ed25519-dalek's batch verification (about twice as fast per
 /// signature); if the batch fails, each is checked alone with `verify_strict` to find the bad
 /// ones. Returns one verdict per entry, in order. Batch verification does not refuse small-order
 /// keys, so callers pin only keys that passed [`AgentCard::verify`](crate::AgentCard::verify),
 /// which refuses weak keys.
-pub fn verify_signatures(entries: &[(Vec<u8>, &str, VerifyingKey)]) -> Vec<Result<(), VerifyError>> {
-    let sigs: Vec<Option<Signature>> =
-        entries.iter().map(|(_, sig, _)| b64::decode_array::<64>(sig).map(|b| Signature::from_bytes(&b))).collect();
+pub fn verify_signatures(entries: &[SignatureCheck<'_>]) -> Vec<Result<(), VerifyError>> {
+    let sigs: Vec<Option<Signature>> = entries.iter().map(|(_, sig, _)| sig.map(Signature::from_bytes)).collect();
     if entries.len() >= 2 && sigs.iter().all(Option::is_some) {
-        let messages: Vec<&[u8]> = entries.iter().map(|(m, _, _)| m.as_slice()).collect();
+        let messages: Vec<&[u8]> = entries.iter().map(|(m, _, _)| *m).collect();
         let signatures: Vec<Signature> = sigs.iter().flatten().copied().collect();
         let keys: Vec<VerifyingKey> = entries.iter().map(|(_, _, k)| *k).collect();
         if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
@@ -623,11 +628,17 @@ mod tests {
         let (a, b) = pair();
         let envs: Vec<Envelope> = (0..5).map(|_| sealed(&a, &b).sign(&a, now_ms())).collect();
         let key = a.public().ed25519;
-        let mut entries: Vec<(Vec<u8>, &str, VerifyingKey)> =
-            envs.iter().map(|e| (e.signing_bytes(), e.sig.as_str(), key)).collect();
-        assert!(verify_signatures(&entries).iter().all(Result::is_ok));
-        entries[3].0.push(0);
-        let verdicts = verify_signatures(&entries);
+        let mut signed: Vec<(Vec<u8>, [u8; 64])> = envs
+            .iter()
+            .map(|e| (e.signing_bytes(), b64::decode_array::<64>(&e.sig).expect("64-byte signature")))
+            .collect();
+        let check = |signed: &[(Vec<u8>, [u8; 64])]| {
+            let entries: Vec<SignatureCheck<'_>> = signed.iter().map(|(m, s)| (m.as_slice(), Some(s), key)).collect();
+            verify_signatures(&entries)
+        };
+        assert!(check(&signed).iter().all(Result::is_ok));
+        signed[3].0.push(0);
+        let verdicts = check(&signed);
         assert_eq!(verdicts.iter().filter(|v| v.is_err()).count(), 1);
         assert_eq!(verdicts[3], Err(VerifyError::BadSignature));
     }

@@ -511,8 +511,10 @@ async fn verify_receipts(
     // announcement it may still sign with the previous one, honoured during the grace period.
     let previous = peer.previous_key(now_ms() as i64).and_then(|k| VerifyingKey::from_bytes(&k).ok());
     node.crypto(receipts.len(), move || {
-        let entries: Vec<(Vec<u8>, &str, VerifyingKey)> =
-            receipts.iter().map(|(_, r)| (r.signing_bytes(), r.sig.as_str(), key)).collect();
+        let signed: Vec<(Vec<u8>, Option<[u8; 64]>)> =
+            receipts.iter().map(|(_, r)| (r.signing_bytes(), b64::decode_array::<64>(&r.sig))).collect();
+        let entries: Vec<agentmesh_core::envelope::SignatureCheck<'_>> =
+            signed.iter().map(|(m, s)| (m.as_slice(), s.as_ref(), key)).collect();
         let verdicts = agentmesh_core::envelope::verify_signatures(&entries);
         let outcomes: Vec<Outcome> = receipts
             .iter()

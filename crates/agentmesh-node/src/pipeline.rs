@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use agentmesh_api::{ErrorCode, MismatchDirection, TrustState};
-use agentmesh_core::envelope::ContactChange;
+use agentmesh_core::envelope::{ContactChange, SignatureCheck};
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentId, EnvelopeKind, Identity, PeerId, Protocol};
 use agentmesh_store::{IncomingMessage, KeyMismatch, Peer};
@@ -125,9 +125,6 @@ pub(crate) struct AnswerContext<'a> {
 
 /// Builds a protocol's acknowledgement (stored, and replayed byte for byte for the same id).
 pub(crate) type Answer = fn(&AnswerContext<'_>) -> Result<String, Error>;
-
-/// What one signature check needs: the signed bytes, the signature, the key.
-type SignatureCheck<'a> = (&'a [u8], Option<&'a [u8; 64]>, VerifyingKey);
 
 /// What the checks before the signature found out about a sender.
 struct Sender {
@@ -236,7 +233,8 @@ pub(crate) async fn process(node: &Arc<Node>, envelopes: Vec<Inbound>) -> Vec<Re
         .crypto(count, move || {
             let entries: Vec<SignatureCheck<'_>> =
                 to_verify.iter().map(|(_, env, s, _)| (env.signed.as_slice(), env.signature.as_ref(), s.key)).collect();
-            let verdicts = verify_signatures(&entries);
+            let verdicts: Vec<bool> =
+                agentmesh_core::envelope::verify_signatures(&entries).into_iter().map(|v| v.is_ok()).collect();
             to_verify
                 .into_iter()
                 .zip(verdicts)
@@ -322,15 +320,6 @@ pub(crate) async fn process(node: &Arc<Node>, envelopes: Vec<Inbound>) -> Vec<Re
 enum Checked {
     Replay(String),
     New(Box<Verified>),
-}
-
-/// Verifies `(signed bytes, signature, key)` entries; one verdict each.
-fn verify_signatures(entries: &[SignatureCheck<'_>]) -> Vec<bool> {
-    let b64: Vec<String> =
-        entries.iter().map(|(_, s, _)| s.map(agentmesh_core::b64::encode).unwrap_or_default()).collect();
-    let owned: Vec<(Vec<u8>, &str, VerifyingKey)> =
-        entries.iter().zip(&b64).map(|((m, _, k), s)| (m.to_vec(), s.as_str(), *k)).collect();
-    agentmesh_core::envelope::verify_signatures(&owned).into_iter().map(|v| v.is_ok()).collect()
 }
 
 /// Admission and the key the envelope must be signed with.
