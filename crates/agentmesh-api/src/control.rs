@@ -23,7 +23,8 @@
 //! | `POST /control/messages/{id}/read` | — | [`MessageReply`] |
 //! | `POST /control/messages/{id}/retry` | — | [`MessageReply`] |
 //! | `POST /control/outbox/clear-failed` | — | [`ClearedReply`] |
-//! | `GET /control/events` | — | JSON lines of [`Event`](crate::Event) |
+//! | `GET /control/events` | [`EventListQuery`] | [`EventList`] |
+//! | `GET /v1/events` | [`EventsQuery`] or `Last-Event-ID` | Server-Sent Events: [`LoggedEvent`](crate::LoggedEvent)s, [`StreamNotice`](crate::StreamNotice)s |
 //!
 //! `{peer}` is an agent id, an alias, a display name, or a prefix of one of these that fits one
 //! peer only. Refusals are [`ErrorBody`](crate::ErrorBody)s.
@@ -31,7 +32,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{ContactRequest, Direction, KnownAgent, Message, MessageStatus, Peer, RequestStatus};
+use crate::model::{ContactRequest, Direction, KnownAgent, LoggedEvent, Message, MessageStatus, Peer, RequestStatus};
 use agentmesh_core::{AgentId, PeerId, Protocol};
 
 /// `POST /control/contacts`: ask an agent for contact.
@@ -282,6 +283,35 @@ pub struct RecordedFind {
 pub struct DiscoveredReply {
     /// One per find.
     pub recorded: Vec<RecordedFind>,
+}
+
+/// `GET /v1/events` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsQuery {
+    /// Start after this cursor (0: the whole log kept); absent: new events only. A
+    /// `Last-Event-ID` header takes precedence (an SSE client resuming).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+}
+
+/// `GET /control/events` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventListQuery {
+    /// Events after this cursor, oldest first; absent: the newest ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+    /// At most this many (default 100, at most 1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Reply of `GET /control/events`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventList {
+    /// The events, oldest first.
+    pub events: Vec<LoggedEvent>,
+    /// The newest event's cursor (0 before the first): `?after=` this sees only new ones.
+    pub last: i64,
 }
 
 /// `POST /control/messages` body.

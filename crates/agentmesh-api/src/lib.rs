@@ -16,8 +16,8 @@ pub mod model;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, UnknownErrorCode};
 pub use model::{
-    ClockSkew, ContactRequest, Direction, Event, KeyMismatch, KnownAgent, Message, MessageStatus, MismatchDirection,
-    Peer, RequestStatus, Side, Source, Status, TrustReason, TrustState, UnknownName,
+    ClockSkew, ContactRequest, Direction, Event, KeyMismatch, KnownAgent, LoggedEvent, Message, MessageStatus,
+    MismatchDirection, Peer, RequestStatus, Side, Source, Status, StreamNotice, TrustReason, TrustState, UnknownName,
 };
 
 pub use agentmesh_core::{AgentCard, AgentId, PeerId, Protocol};

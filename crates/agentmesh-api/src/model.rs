@@ -469,18 +469,13 @@ pub struct Status {
     pub version: String,
 }
 
-/// Something that happened on the node, pushed to watchers (`GET /control/events`).
+/// Something that happened on the node. Each is written to the node's event log in the same
+/// transaction as the change it reports, and pushed to watchers as a [`LoggedEvent`]
+/// (`GET /v1/events`, `agentmesh events`, the hooks push). The JSON is tagged by `event`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
-    /// The stream is live (first line).
-    Subscribed,
-    /// The watcher fell behind and `missed` events were dropped.
-    Lagged {
-        /// How many.
-        missed: u64,
-    },
     /// A message arrived and was stored.
     Message {
         /// The stored message.
@@ -496,8 +491,6 @@ pub enum Event {
         kind: EnvelopeKind,
         /// New state.
         status: MessageStatus,
-        /// When, ms.
-        at: i64,
         /// The delivery error, on retries and failures.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
@@ -547,4 +540,70 @@ pub enum Event {
         /// The report.
         skew: ClockSkew,
     },
+    /// A peer we could not reach answers again.
+    PeerOnline {
+        /// The peer.
+        peer_id: PeerId,
+    },
+    /// Deliveries to a peer fail because it cannot be reached (its outbox entries are retried).
+    PeerOffline {
+        /// The peer.
+        peer_id: PeerId,
+        /// The delivery error.
+        error: String,
+    },
+}
+
+impl Event {
+    /// The `event` tag of its JSON (`message`, `status`, `contact_request`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Message { .. } => "message",
+            Event::Status { .. } => "status",
+            Event::ContactRequest { .. } => "contact_request",
+            Event::ContactResponse { .. } => "contact_response",
+            Event::Trust { .. } => "trust",
+            Event::KeyMismatch { .. } => "key_mismatch",
+            Event::KeyRotated { .. } => "key_rotated",
+            Event::ClockSkew { .. } => "clock_skew",
+            Event::PeerOnline { .. } => "peer_online",
+            Event::PeerOffline { .. } => "peer_offline",
+        }
+    }
+}
+
+/// A notice on an event stream, about the stream itself (sent without a cursor).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StreamNotice {
+    /// Events after the requested cursor were pruned from the log (see `event_retention_secs`
+    /// and `max_events`): the stream goes on at `next`.
+    Gap {
+        /// The cursor asked for.
+        after: i64,
+        /// The first event still kept.
+        next: i64,
+    },
+    /// The cursor asked for is past the newest event (the node's database was replaced): the
+    /// stream starts over from the oldest event kept.
+    Reset {
+        /// The cursor asked for.
+        after: i64,
+        /// The newest event's cursor.
+        last: i64,
+    },
+}
+
+/// An [`Event`] as logged: `{"seq":N,"at":ms,"event":"<kind>",…its fields}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoggedEvent {
+    /// Its place in the node's event log: the cursor to resume after (`?after=`,
+    /// `Last-Event-ID`). Grows by one per event and is never reused.
+    pub seq: i64,
+    /// When it was logged, ms since the Unix epoch.
+    pub at: i64,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: Event,
 }

@@ -16,11 +16,12 @@
 use std::time::Duration;
 
 use agentmesh_api::control::{
-    AgentList, ClearedReply, ContactArgs, ContactReply, DiscoverQuery, DiscoveredArgs, DiscoveredReply, HealthReply,
-    MessageList, MessageReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs, RejectManyArgs,
-    RejectedReply, RepinArgs, RequestList, RequestReply, RequestsQuery, RotateReply, SendArgs, SendReply,
+    AgentList, ClearedReply, ContactArgs, ContactReply, DiscoverQuery, DiscoveredArgs, DiscoveredReply, EventList,
+    EventListQuery, HealthReply, MessageList, MessageReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs,
+    RejectManyArgs, RejectedReply, RepinArgs, RequestList, RequestReply, RequestsQuery, RotateReply, SendArgs,
+    SendReply,
 };
-use agentmesh_api::{AgentCard, ErrorBody, ErrorCode, Event, Status};
+use agentmesh_api::{AgentCard, ErrorBody, ErrorCode, LoggedEvent, Status, StreamNotice};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -284,15 +285,19 @@ impl Client {
         self.post_empty("/control/outbox/clear-failed").await
     }
 
-    /// `GET /control/events`: a live stream of events.
-    pub async fn events(&self) -> Result<EventStream, ClientError> {
-        let response = self
-            .http
-            .get(format!("{}/control/events", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable { message: describe(&e) })?;
+    /// `GET /control/events`: a page of the event log.
+    pub async fn event_list(&self, q: &EventListQuery) -> Result<EventList, ClientError> {
+        self.get_query("/control/events", q).await
+    }
+
+    /// `GET /v1/events`: the node's events after cursor `after` (0: the whole log kept), or
+    /// new events only when `None`, then live ones as they happen.
+    pub async fn events(&self, after: Option<i64>) -> Result<EventStream, ClientError> {
+        let mut request = self.http.get(format!("{}/v1/events", self.base)).bearer_auth(&self.token);
+        if let Some(after) = after {
+            request = request.query(&[("after", after)]);
+        }
+        let response = request.send().await.map_err(|e| ClientError::Unreachable { message: describe(&e) })?;
         let status = response.status().as_u16();
         if !response.status().is_success() {
             let bytes = response.bytes().await.unwrap_or_default();
@@ -301,39 +306,44 @@ impl Client {
                 .unwrap_or_else(|_| ("bad_response".into(), format!("events refused with status {status}")));
             return Err(ClientError::Api { status, code, message });
         }
-        Ok(EventStream { response, buffer: Vec::new() })
+        Ok(EventStream { frames: Box::pin(sse_stream::SseStream::from_bytes_stream(response.bytes_stream())) })
     }
 }
 
-/// Most bytes of one event line kept while waiting for its end.
-const MAX_EVENT_LINE: usize = 16 * 1024 * 1024;
+/// What an [`EventStream`] yields.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamItem {
+    /// The next event; resume after its `seq`.
+    Event(Box<LoggedEvent>),
+    /// Something about the stream itself (events pruned, the log replaced).
+    Notice(StreamNotice),
+}
 
-/// A live stream of node events (JSON lines).
+type Frames = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Send>>;
+
+/// The node's events as Server-Sent Events (`GET /v1/events`).
 pub struct EventStream {
-    response: reqwest::Response,
-    buffer: Vec<u8>,
+    frames: Frames,
 }
 
 impl EventStream {
-    /// The next event; `None` when the node closed the stream, an error when the connection
-    /// broke (the node stopped) or a line did not parse.
-    pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
+    /// The next event or notice; `None` when the node closed the stream, an error when the
+    /// connection broke (the node stopped) or a frame did not parse.
+    pub async fn next(&mut self) -> Option<Result<StreamItem, ClientError>> {
+        use futures_util::StreamExt;
         loop {
-            if let Some(pos) = self.buffer.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buffer.drain(..=pos).collect();
-                if line.len() <= 1 {
-                    continue;
-                }
-                return Some(serde_json::from_slice(&line).map_err(|e| ClientError::Decode(e.to_string())));
-            }
-            if self.buffer.len() > MAX_EVENT_LINE {
-                return Some(Err(ClientError::Decode("an event line is too long".into())));
-            }
-            match self.response.chunk().await {
-                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
-                Ok(None) => return None,
-                Err(e) => return Some(Err(ClientError::Unreachable { message: describe(&e) })),
-            }
+            let frame = match self.frames.next().await? {
+                Ok(frame) => frame,
+                Err(e) => return Some(Err(ClientError::Unreachable { message: e.to_string() })),
+            };
+            // Keep-alive comments and empty frames carry no data.
+            let Some(data) = frame.data else { continue };
+            let item = if frame.id.is_some() {
+                serde_json::from_str(&data).map(|e| StreamItem::Event(Box::new(e)))
+            } else {
+                serde_json::from_str(&data).map(StreamItem::Notice)
+            };
+            return Some(item.map_err(|e| ClientError::Decode(e.to_string())));
         }
     }
 }

@@ -125,6 +125,15 @@ pub struct Config {
     /// Heartbeat interval, seconds. Default 60 (the registry marks an agent offline after three
     /// missed ones).
     pub registry_heartbeat_secs: u64,
+    /// How long the event log keeps an event, seconds. Default 604,800 (seven days).
+    pub event_retention_secs: u64,
+    /// Most events the event log keeps (the oldest go first). Default 100,000.
+    pub max_events: u64,
+    /// Most event streams (`GET /v1/events`) open at once; more are refused with 503. Default 64.
+    pub max_event_streams: usize,
+    /// A control API client that takes no bytes for this long while we have some to send (a
+    /// stalled event stream consumer) is disconnected, seconds. Default 30.
+    pub control_write_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -174,6 +183,10 @@ impl Default for Config {
             registry_visibility: "public".into(),
             registry_api_key_file: None,
             registry_heartbeat_secs: 60,
+            event_retention_secs: 7 * 86_400,
+            max_events: 100_000,
+            max_event_streams: 64,
+            control_write_timeout_secs: 30,
         }
     }
 }

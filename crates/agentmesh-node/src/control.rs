@@ -6,23 +6,24 @@
 use std::sync::Arc;
 
 use agentmesh_api::control::{
-    ContactArgs, DiscoverQuery, DiscoveredArgs, HealthReply, MessagesQuery, PeerList, PeerReply, PeersQuery,
-    RejectArgs, RejectManyArgs, RepinArgs, RequestList, RequestsQuery, SendArgs,
+    ContactArgs, DiscoverQuery, DiscoveredArgs, EventList, EventListQuery, EventsQuery, HealthReply, MessagesQuery,
+    PeerList, PeerReply, PeersQuery, RejectArgs, RejectManyArgs, RepinArgs, RequestList, RequestsQuery, SendArgs,
 };
-use agentmesh_api::{AgentCard, Event, Status};
+use agentmesh_api::{AgentCard, Status};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::Node;
 use crate::error::{Error, read_json_body};
+use crate::events::{Feed, Frame};
 use crate::home::Home;
 use crate::service::{contacts, discovery, keys, messages, status};
 
@@ -35,18 +36,22 @@ pub(crate) struct ControlState {
     home: Arc<Home>,
     /// Serializes key rotations.
     rotating: Arc<tokio::sync::Mutex<()>>,
+    /// Event streams that may be open at once.
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 type Reply<T> = Result<Json<T>, Error>;
 
 /// Builds the control router; `token` is the bearer credential, `peer_url` our bound peer URL.
 pub(crate) fn router(node: Arc<Node>, home: Home, token: String, peer_url: String) -> Router {
+    let streams = Arc::new(tokio::sync::Semaphore::new(node.config().max_event_streams.max(1)));
     let state = ControlState {
         node,
         token: token.into(),
         peer_url: peer_url.into(),
         home: Arc::new(home),
         rotating: Arc::default(),
+        streams,
     };
     Router::new()
         .route("/control/status", get(get_status))
@@ -70,7 +75,8 @@ pub(crate) fn router(node: Arc<Node>, home: Home, token: String, peer_url: Strin
         .route("/control/messages/{id}/read", post(read_message))
         .route("/control/messages/{id}/retry", post(retry_message))
         .route("/control/outbox/clear-failed", post(clear_failed))
-        .route("/control/events", get(events))
+        .route("/control/events", get(list_events))
+        .route("/v1/events", get(events))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -296,22 +302,64 @@ async fn clear_failed(State(st): State<ControlState>) -> Reply<agentmesh_api::co
     Ok(Json(messages::clear_failed(&st.node).await?))
 }
 
-/// JSON lines of [`Event`]s as they happen; the first line says the stream is live, and a
-/// watcher that falls behind is told how many it missed.
-async fn events(State(st): State<ControlState>) -> Response {
-    let receiver = st.node.subscribe();
-    let stream = futures_util::stream::unfold(receiver, |mut rx| async move {
-        let event = match rx.recv().await {
-            Ok(event) => event,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => Event::Lagged { missed },
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+/// `GET /control/events`: a page of the event log.
+async fn list_events(
+    State(st): State<ControlState>,
+    q: Result<Query<EventListQuery>, QueryRejection>,
+) -> Reply<EventList> {
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1_000) as usize;
+    let (events, last) = st
+        .node
+        .db(move |s| {
+            let events = match q.after {
+                Some(after) => s.events_after(after, limit)?,
+                None => s.recent_events(limit)?,
+            };
+            Ok((events, s.last_event_seq()?))
+        })
+        .await?;
+    Ok(Json(EventList { events, last }))
+}
+
+/// `GET /v1/events`: Server-Sent Events from the event log. Each event is a frame with `id:` =
+/// its cursor, `event:` = its kind and `data:` = the [`LoggedEvent`](agentmesh_api::LoggedEvent)
+/// JSON; notices about the stream ([`StreamNotice`](agentmesh_api::StreamNotice)) have no `id:`.
+/// Starts after `Last-Event-ID` or `?after=`, else with new events only; a comment every 15 s
+/// keeps idle connections open.
+async fn events(
+    State(st): State<ControlState>,
+    headers: HeaderMap,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, Error> {
+    let q = query(q)?;
+    let resume = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| Error::malformed("Last-Event-ID is not a cursor"))?,
+        ),
+        None => q.after,
+    };
+    let permit = Arc::clone(&st.streams)
+        .try_acquire_owned()
+        .map_err(|_| Error::RateLimited { what: "event streams open at once", retry_after: 1 })?;
+    let feed = Feed::open(Arc::clone(&st.node), resume).await?;
+    let frames = futures_util::stream::unfold((feed, permit), |(mut feed, permit)| async move {
+        let frame = match feed.next().await? {
+            Ok(Frame::Event(event)) => {
+                SseEvent::default().id(event.seq.to_string()).event(event.event.kind()).json_data(&*event).ok()?
+            }
+            Ok(Frame::Notice(notice)) => {
+                let json = serde_json::to_value(&notice).ok()?;
+                let kind = json.get("event").and_then(|k| k.as_str()).unwrap_or("notice").to_owned();
+                SseEvent::default().event(kind).json_data(&json).ok()?
+            }
+            Err(_) => return None,
         };
-        let line =
-            serde_json::to_string(&event).unwrap_or_else(|_| json!({"event": "lagged", "missed": 1}).to_string());
-        Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), rx))
+        Some((Ok::<_, std::convert::Infallible>(frame), (feed, permit)))
     });
-    let hello = serde_json::to_string(&Event::Subscribed).unwrap_or_default();
-    let hello = futures_util::stream::once(async move { Ok(format!("{hello}\n")) });
-    let body = Body::from_stream(futures_util::StreamExt::chain(hello, stream));
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+    Ok(Sse::new(frames).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))).into_response())
 }

@@ -5,11 +5,18 @@
 //! rolls back only its own writes), commits once, and only then hands each caller its result. So
 //! a caller that got `Ok` knows its writes are committed: the node acknowledges nothing before it
 //! is stored, and pays one commit per group instead of one per write.
+//!
+//! The thread also publishes the event log: events a closure logged are sent to watchers right
+//! after their group commits, from this thread, so watchers see them in cursor order and never
+//! see one whose change was rolled back.
 
 use std::thread::JoinHandle;
 
+use std::sync::Arc;
+
+use agentmesh_api::LoggedEvent;
 use agentmesh_store::{Store, StoreError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::error::Error;
 
@@ -17,6 +24,8 @@ use crate::error::Error;
 pub(crate) const MAX_GROUP: usize = 256;
 /// Closures waiting for the thread, at most (senders wait when it is full).
 pub(crate) const QUEUE: usize = 1024;
+/// Events kept for live watchers; one that falls further behind catches up from the log.
+pub(crate) const LIVE_EVENTS: usize = 4096;
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
 type Job = Box<dyn FnOnce(&Store) -> Reply + Send>;
@@ -30,6 +39,7 @@ enum Request {
 pub(crate) struct Db {
     tx: mpsc::Sender<Request>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    events: broadcast::Sender<Arc<LoggedEvent>>,
 }
 
 impl Db {
@@ -37,7 +47,43 @@ impl Db {
     pub(crate) fn spawn(store: Store) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let thread = std::thread::Builder::new().name("agentmesh-db".into()).spawn(move || serve(store, rx))?;
-        Ok(Db { tx, thread: std::sync::Mutex::new(Some(thread)) })
+        let (events, _) = broadcast::channel(LIVE_EVENTS);
+        Ok(Db { tx, thread: std::sync::Mutex::new(Some(thread)), events })
+    }
+
+    /// Events as they are committed, in cursor order (bounded: a watcher that falls more than
+    /// [`LIVE_EVENTS`] behind gets `Lagged` and should read the rest from the log).
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<LoggedEvent>> {
+        self.events.subscribe()
+    }
+
+    /// Like [`run`](Self::run) for a closure that also logged events: they are published once
+    /// its group has committed (and dropped if it did not).
+    pub(crate) async fn run_logged<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<(T, Vec<LoggedEvent>), Error> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel::<Result<T, Error>>();
+        let events = self.events.clone();
+        let job: Job = Box::new(move |store: &Store| {
+            let result = store.atomic(f);
+            Box::new(move |committed: bool| {
+                let result = match result {
+                    Ok(_) if !committed => Err(Error::internal("the database could not commit")),
+                    Ok((value, logged)) => {
+                        for event in logged {
+                            let _ = events.send(Arc::new(event));
+                        }
+                        Ok(value)
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply_tx.send(result);
+            })
+        });
+        self.tx.send(Request::Run(job)).await.map_err(|_| Error::internal("the database thread has stopped"))?;
+        reply_rx.await.map_err(|_| Error::internal("the database thread has stopped"))?
     }
 
     /// Runs `f` atomically on the database thread; resolves after its group has committed.

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use agentmesh_api::control::{
-    AgentList, ClearedReply, ContactReply, DiscoveredReply, HealthReply, MessageList, MessageReply, PeerList,
-    PeerReply, RequestList, RequestReply, RotateReply, SendReply,
+    AgentList, ClearedReply, ContactReply, DiscoveredReply, EventList, HealthReply, MessageList, MessageReply,
+    PeerList, PeerReply, RequestList, RequestReply, RotateReply, SendReply,
 };
-use agentmesh_api::{ErrorBody, Status, TrustState};
+use agentmesh_api::{ErrorBody, Event, Status, TrustState};
 use agentmesh_core::envelope::{APPLICATION_JSON, ContactRequestBody, Draft, TEXT_PLAIN};
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentCard, EnvelopeKind, Identity, PeerId, Protocol};
@@ -207,16 +207,42 @@ async fn every_control_route_answers_typed_replies() {
     let rotated: RotateReply = ok(c, Method::POST, "/control/rotate-key", None).await;
     assert_eq!((rotated.agent_id, rotated.key_rotations, rotated.contacts_told), (f.node.id(), 1, 1));
 
-    // The event stream says it is live first.
-    let (status, _) = call(c, Method::GET, "/control/events", None, false).await;
+    // The event log holds what happened, in order; the SSE stream replays it from a cursor.
+    let (status, _) = call(c, Method::GET, "/v1/events", None, false).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let mut request =
-        Request::builder().uri("/control/events").header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
-    request = request.header(header::ACCEPT, "application/x-ndjson");
-    let response = c.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("events");
-    let mut body = response.into_body().into_data_stream();
-    let first = futures_util::StreamExt::next(&mut body).await.expect("a line").expect("bytes");
-    assert_eq!(serde_json::from_slice::<Value>(&first).expect("json")["event"], "subscribed");
+    let log: EventList = ok(c, Method::GET, "/control/events?after=0&limit=1000", None).await;
+    assert!(log.events.iter().any(|e| matches!(e.event, Event::Trust { trust: TrustState::Blocked, .. })));
+    assert!(log.events.windows(2).all(|w| w[0].seq + 1 == w[1].seq), "dense and in order");
+    assert_eq!(log.events.last().map(|e| e.seq), Some(log.last));
+    refused(c, Method::GET, "/v1/events?after=x", None, 400, "malformed").await;
+    let first_frame = |resume: Option<i64>, query: &str| {
+        let mut request = Request::builder()
+            .uri(format!("/v1/events{query}"))
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+        if let Some(resume) = resume {
+            request = request.header("last-event-id", resume.to_string());
+        }
+        let c = c.clone();
+        async move {
+            let response = c.oneshot(request.body(Body::empty()).expect("request")).await.expect("events");
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
+            let mut body = response.into_body().into_data_stream();
+            let mut text = String::new();
+            while !text.contains("\n\n") {
+                let chunk = futures_util::StreamExt::next(&mut body).await.expect("a frame").expect("bytes");
+                text.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+            }
+            text
+        }
+    };
+    let frame = first_frame(None, "?after=0").await;
+    let first = &log.events[0];
+    assert!(frame.starts_with(&format!("id: 1\nevent: {}\ndata: ", first.event.kind())), "{frame}");
+    let data = frame.lines().find_map(|l| l.strip_prefix("data: ")).expect("data");
+    assert_eq!(&serde_json::from_str::<agentmesh_api::LoggedEvent>(data).expect("logged event"), first);
+    // Last-Event-ID (an SSE client resuming) wins over the query.
+    let frame = first_frame(Some(log.last - 1), "?after=0").await;
+    assert!(frame.starts_with(&format!("id: {}\n", log.last)), "{frame}");
 
     refused(c, Method::GET, "/control/nope", None, 404, "not_found").await;
     refused(c, Method::GET, "/control/requests?direction=sideways", None, 400, "malformed").await;

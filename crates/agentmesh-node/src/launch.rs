@@ -281,9 +281,12 @@ pub async fn launch_with(
     let control_app = control::router(Arc::clone(&node), home.clone(), token.clone(), peer_url);
     // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm meets delayed
     // ACKs and a reply can stall for ~40 ms (serve_peers sets it on each peer connection).
-    let control_listener = control_listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let control_listener = crate::stall::StallGuard::new(
+        control_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        Duration::from_secs(node.config().control_write_timeout_secs.max(1)),
+    );
     tracker.spawn(serve_peers(peer_listener, peer_app, Arc::clone(&node), shutdown.clone()));
     let stop = shutdown.clone();
     tracker.spawn(async move {
@@ -310,7 +313,8 @@ pub async fn launch_with(
 
 /// Every minute (more often when `contact_request_ttl_secs` is under two minutes: every half of
 /// it): forget idle rate-limit keys, replay records past their horizon, expired directory
-/// entries; expire contact requests left unanswered.
+/// entries, events past `event_retention_secs` or `max_events`; expire contact requests left
+/// unanswered.
 async fn prune(node: Arc<Node>, stop: CancellationToken) {
     let ttl = node.config().contact_request_ttl_secs;
     let period = if ttl == 0 { 60 } else { (ttl / 2).clamp(1, 60) };
@@ -321,9 +325,14 @@ async fn prune(node: Arc<Node>, stop: CancellationToken) {
             _ = every.tick() => {
                 node.limits().prune();
                 let now = now_ms() as i64;
-                let pruned = node.db(move |s| Ok(s.prune_accepted(now, 10_000)? + s.prune_directory(now)?)).await.unwrap_or(0);
+                let (retention, keep) = (node.config().event_retention_secs, node.config().max_events);
+                let before = now.saturating_sub(i64::try_from(retention.saturating_mul(1000)).unwrap_or(i64::MAX));
+                let pruned = node
+                    .db(move |s| Ok(s.prune_accepted(now, 10_000)? + s.prune_directory(now)? + s.prune_events(before, keep, 10_000)?))
+                    .await
+                    .unwrap_or(0);
                 if pruned > 0 {
-                    tracing::debug!(pruned, "pruned replay records and directory entries");
+                    tracing::debug!(pruned, "pruned replay records, directory entries and old events");
                 }
                 match crate::service::contacts::expire_requests(&node).await {
                     Ok(0) => {}
@@ -364,11 +373,14 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: impl FnOnce(&RuntimeInfo),
 ) -> Result<()> {
+    // Listening for SIGTERM/SIGINT before `node.json` tells anyone the node runs: a stop sent
+    // right after that must shut it down cleanly, not kill it.
+    let signals = signals();
     let handle = launch(home, options, shutdown.clone()).await?;
     ready(handle.info());
     tokio::select! {
         _ = shutdown.cancelled() => {}
-        _ = wait_for_signal() => shutdown.cancel(),
+        _ = signals => shutdown.cancel(),
     }
     handle.wait().await
 }
@@ -533,15 +545,18 @@ impl Drop for Busy {
     }
 }
 
-async fn wait_for_signal() {
+/// Registers for SIGTERM and SIGINT now; the future resolves on the first of them.
+fn signals() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            return std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
 

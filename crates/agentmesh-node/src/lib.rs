@@ -35,6 +35,7 @@ mod control;
 mod db;
 pub mod discovery;
 mod error;
+mod events;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod gossip;
@@ -51,6 +52,7 @@ mod peer_api;
 mod pipeline;
 mod registration;
 mod service;
+mod stall;
 mod transport;
 mod trust;
 
@@ -118,7 +120,6 @@ pub(crate) struct Node {
     config: Config,
     endpoint: String,
     db: Db,
-    events: broadcast::Sender<Event>,
     outbox_wake: Notify,
     http: reqwest::Client,
     limits: RateLimits,
@@ -130,6 +131,8 @@ pub(crate) struct Node {
     own_record: Mutex<Option<(u64, String, String)>>,
     /// Callers waiting for an outbox entry's first delivery outcome, by entry id.
     waiters: Mutex<HashMap<String, oneshot::Sender<FirstOutcome>>>,
+    /// Whether each peer answered our last deliveries (bounded by [`MAX_REACHABILITY`]).
+    reachability: Mutex<HashMap<PeerId, bool>>,
     /// Peers whose nodes last reported our clock off (bounded by [`MAX_CLOCK_SKEWS`]).
     clock_skews: Mutex<HashMap<PeerId, ClockSkew>>,
     /// What the owner should fix, found at start (an endpoint peers may not reach, …).
@@ -141,6 +144,9 @@ pub(crate) struct Node {
     /// [`MAX_SEND_PEERS`]; a stale entry only costs a second visit).
     send_peers: Mutex<HashMap<String, agentmesh_store::Peer>>,
 }
+
+/// Most peers whose reachability is remembered.
+const MAX_REACHABILITY: usize = 4096;
 
 /// Most recipients remembered for sending.
 const MAX_SEND_PEERS: usize = 1024;
@@ -202,14 +208,12 @@ impl Tx<'_> {
 impl Node {
     /// Assembles a node from its parts (what `launch` does after loading the home).
     pub(crate) fn new(keys: Keys, config: Config, endpoint: String, db: Db, http: reqwest::Client) -> Self {
-        let (events, _) = broadcast::channel(1024);
         let limits = RateLimits::new(&config);
         Node {
             agent_id: keys.identity.agent_id(),
             keys: RwLock::new(Arc::new(keys)),
             endpoint,
             db,
-            events,
             outbox_wake: Notify::new(),
             http,
             limits,
@@ -218,6 +222,7 @@ impl Node {
             own_record: Mutex::new(None),
             waiters: Mutex::new(HashMap::new()),
             clock_skews: Mutex::new(HashMap::new()),
+            reachability: Mutex::new(HashMap::new()),
             warnings: Vec::new(),
             send_peers: Mutex::new(HashMap::new()),
             admission: admission::Admission::new(admission::Limits {
@@ -264,27 +269,33 @@ impl Node {
         self.db.run(f).await
     }
 
-    /// Runs `f` atomically in a [`Tx`]; once committed, wakes the outbox if `f` queued anything
-    /// and publishes the events it emitted. On error nothing of it is kept or published.
+    /// Runs `f` atomically in a [`Tx`]; the events it emitted are written to the event log in
+    /// the same transaction. Once committed, wakes the outbox if `f` queued anything and
+    /// publishes the events. On error nothing of it is kept or published.
     pub(crate) async fn transact<T, F>(self: &Arc<Self>, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<T, Error> + Send + 'static,
     {
         let node = Arc::clone(self);
-        let (value, queued, events) = self
+        let (value, queued) = self
             .db
-            .run(move |store| {
+            .run_logged(move |store| {
                 let tx = Tx { store, node: &node, queued: Cell::new(0), events: RefCell::new(Vec::new()) };
                 let value = f(&tx)?;
-                Ok((value, tx.queued.get(), tx.events.into_inner()))
+                let events = tx.events.into_inner();
+                let mut logged = Vec::with_capacity(events.len());
+                if !events.is_empty() {
+                    let at = agentmesh_core::time::now_ms() as i64;
+                    for event in events {
+                        logged.push(store.append_event(at, event)?);
+                    }
+                }
+                Ok(((value, tx.queued.get()), logged))
             })
             .await?;
         if queued > 0 {
             self.outbox_wake.notify_one();
-        }
-        for event in events {
-            self.emit(event);
         }
         Ok(value)
     }
@@ -337,14 +348,9 @@ impl Node {
         std::time::Duration::from_secs(self.config.body_read_timeout_secs.max(1))
     }
 
-    /// Publishes an event; nobody listening is fine.
-    pub(crate) fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
-    }
-
-    /// A live feed of events (bounded: a slow watcher is told how many it missed).
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+    /// Events as they are committed, in cursor order (bounded: see [`db::LIVE_EVENTS`]).
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<agentmesh_api::LoggedEvent>> {
+        self.db.subscribe()
     }
 
     /// Wakes the outbox worker (for entries made due again outside a [`Tx`]).
@@ -408,7 +414,27 @@ impl Node {
         Some(rx)
     }
 
-    /// Remembers that `skew.peer_id` finds our clock off, and tells watchers.
+    /// Records whether `peer` answered our last deliveries (`Ok`) or could not be reached (the
+    /// error); returns the event to log when that changed: offline the first time it cannot be
+    /// reached, online when it answers again.
+    pub(crate) fn note_reachability(&self, peer: PeerId, answered: Result<(), String>) -> Option<Event> {
+        let mut known = self.reachability.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= MAX_REACHABILITY && !known.contains_key(&peer) {
+            known.retain(|_, online| !*online);
+            if known.len() >= MAX_REACHABILITY {
+                known.clear();
+            }
+        }
+        let online = answered.is_ok();
+        let before = known.insert(peer.clone(), online);
+        match (before, answered) {
+            (Some(false), Ok(())) => Some(Event::PeerOnline { peer_id: peer }),
+            (None | Some(true), Err(error)) => Some(Event::PeerOffline { peer_id: peer, error }),
+            _ => None,
+        }
+    }
+
+    /// Remembers that `skew.peer_id` finds our clock off (the caller logs the event).
     pub(crate) fn note_clock_skew(&self, skew: ClockSkew) {
         let mut skews = self.clock_skews.lock().unwrap_or_else(|p| p.into_inner());
         if skews.len() >= MAX_CLOCK_SKEWS && !skews.contains_key(&skew.peer_id) {
@@ -417,9 +443,7 @@ impl Node {
                 skews.remove(&oldest);
             }
         }
-        skews.insert(skew.peer_id.clone(), skew.clone());
-        drop(skews);
-        self.emit(Event::ClockSkew { skew });
+        skews.insert(skew.peer_id.clone(), skew);
     }
 
     /// Forgets a clock-skew report once the peer accepts our envelopes again.

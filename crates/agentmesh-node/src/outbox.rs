@@ -187,6 +187,21 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
     let mut attempts = Vec::new();
     let mut recorded = Vec::with_capacity(outcomes.len());
     let mut skews = Vec::new();
+    // Whether each peer answered (a receipt or any reply) or could not be reached at all.
+    let mut reached: HashMap<PeerId, Result<(), String>> = HashMap::new();
+    for (item, outcome) in &outcomes {
+        let answered = match outcome {
+            Outcome::Delivered(_) => Ok(()),
+            Outcome::Retry { sent: false, code: None, error, .. } => Err(error.clone()),
+            Outcome::Retry { .. } | Outcome::Failed { .. } => continue,
+        };
+        let entry = reached.entry(item.peer_id.clone()).or_insert_with(|| answered.clone());
+        if answered.is_ok() {
+            *entry = Ok(());
+        }
+    }
+    let reachability: Vec<Event> =
+        reached.into_iter().filter_map(|(peer, answered)| node.note_reachability(peer, answered)).collect();
     for (item, outcome) in outcomes {
         let (status, error, code, first) = match outcome {
             Outcome::Delivered(receipt) => {
@@ -256,6 +271,26 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
         .filter(|r| r.status == MessageStatus::Failed)
         .map(|r| (r.item.peer_id.clone(), r.item.kind, r.item.id.clone(), r.code.clone()))
         .collect();
+    for skew in &skews {
+        tracing::warn!(peer = %skew.peer_id, skew_ms = skew.skew_ms, "the peer reports our clock is off; retrying with fresh timestamps");
+        node.note_clock_skew(skew.clone());
+    }
+    // Logged: receipts and final failures (retries show in the outbox, not as events), clock
+    // reports, and peers going offline or coming back.
+    let mut events: Vec<Event> = skews.into_iter().map(|skew| Event::ClockSkew { skew }).collect();
+    events.extend(reachability);
+    events.extend(
+        recorded.iter().filter(|r| matches!(r.status, MessageStatus::Delivered | MessageStatus::Failed)).map(|r| {
+            Event::Status {
+                id: r.item.id.clone(),
+                peer_id: r.item.peer_id.clone(),
+                kind: r.item.kind,
+                status: r.status,
+                error: r.error.clone(),
+                code: r.code.clone(),
+            }
+        }),
+    );
     let stored = node
         .transact(move |tx| {
             tx.mark_delivered(&delivered)?;
@@ -269,6 +304,9 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
                     tracing::warn!(peer = %peer, error = %e, "could not follow a refused delivery");
                 }
             }
+            for event in events {
+                tx.emit(event);
+            }
             Ok(())
         })
         .await;
@@ -276,24 +314,11 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
         tracing::error!(error = %e, "could not record delivery outcomes; they will be retried");
         return;
     }
-    for skew in skews {
-        tracing::warn!(peer = %skew.peer_id, skew_ms = skew.skew_ms, "the peer reports our clock is off; retrying with fresh timestamps");
-        node.note_clock_skew(skew);
-    }
     for r in recorded {
         if r.status == MessageStatus::Delivered {
             node.clear_clock_skew(&r.item.peer_id);
         }
         node.delivery_outcome(&r.item.id, r.first);
-        node.emit(Event::Status {
-            id: r.item.id,
-            peer_id: r.item.peer_id,
-            kind: r.item.kind,
-            status: r.status,
-            at: now,
-            error: r.error,
-            code: r.code,
-        });
     }
 }
 

@@ -512,7 +512,6 @@ fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Er
                     peer_id: from.clone(),
                     kind: EnvelopeKind::Message,
                     status: agentmesh_api::MessageStatus::Read,
-                    at: at as i64,
                     error: None,
                     code: None,
                 });

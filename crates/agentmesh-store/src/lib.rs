@@ -2,13 +2,14 @@
 //!
 //! Tables: `peers`, `contact_requests`, `outbox` (everything we send, written before any network
 //! I/O), `accepted` (every envelope we acknowledged and the receipt we gave, for replays) and
-//! `inbox` (messages received), `key_mismatches` (pinned ids that presented another key) and
-//! `meta` (small node settings). All times are milliseconds since the Unix epoch.
+//! `inbox` (messages received), `key_mismatches` (pinned ids that presented another key),
+//! `events` (the event log watchers resume from) and `meta` (small node settings). All times are milliseconds since the Unix epoch.
 //!
 //! The store is synchronous; the node calls it from its database thread. States, directions and
 //! kinds are the enums of `agentmesh-api` and `agentmesh-core`, stored by name.
 
 mod directory;
+mod events;
 mod messages;
 mod migration;
 mod peers;
@@ -79,7 +80,9 @@ impl Store {
     /// Row counts of every table, for tests and diagnostics: `(table, rows)`.
     pub fn table_counts(&self) -> Result<Vec<(&'static str, i64)>> {
         let mut out = Vec::new();
-        for table in ["peers", "contact_requests", "outbox", "accepted", "inbox", "key_mismatches", "directory"] {
+        for table in
+            ["peers", "contact_requests", "outbox", "accepted", "inbox", "key_mismatches", "directory", "events"]
+        {
             let n: i64 = self.conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
             out.push((table, n));
         }

@@ -255,7 +255,16 @@ impl Store {
 
     /// Records that pinned peer `m.peer_id` presented another key (counted once per presented
     /// key; an earlier repin of that key is undone). At most [`MAX_KEY_MISMATCHES`] are kept.
-    pub fn record_key_mismatch(&self, m: &KeyMismatch) -> Result<()> {
+    /// Returns whether it is news to the owner: a new record, or one they had resolved.
+    pub fn record_key_mismatch(&self, m: &KeyMismatch) -> Result<bool> {
+        let open: Option<bool> = self
+            .conn
+            .query_row(
+                "SELECT resolved_at IS NULL FROM key_mismatches WHERE peer_id = ?1 AND presented_fingerprint = ?2",
+                params![m.peer_id.as_str(), m.presented_fingerprint],
+                |r| r.get(0),
+            )
+            .optional()?;
         self.conn.execute(
             "INSERT INTO key_mismatches (peer_id, presented_fingerprint, pinned_fingerprint, presented_ed25519,
                  presented_x25519, presented_card, direction, count, first_at, last_at)
@@ -279,7 +288,7 @@ impl Store {
                  (SELECT peer_id, presented_fingerprint FROM key_mismatches ORDER BY last_at DESC LIMIT -1 OFFSET ?1)",
             [MAX_KEY_MISMATCHES],
         )?;
-        Ok(())
+        Ok(open != Some(true))
     }
 
     /// Key mismatches, newest first; only the unresolved ones when `open_only`.

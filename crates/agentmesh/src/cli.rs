@@ -121,6 +121,9 @@ pub(crate) enum Command {
     },
     /// Delete every failed outbox entry.
     ClearFailed,
+    /// The node's event log (messages, receipts, contact requests, trust changes, peers going
+    /// offline), each with its cursor; `--follow` streams new ones.
+    Events(EventsArgs),
     /// Run a local demo: two agents find, trust and message each other, survive a crash.
     Demo,
     /// Measure throughput and latency of the real delivery path between two local nodes.
@@ -327,6 +330,26 @@ pub(crate) struct ListRequestsArgs {
     /// Only open (pending) requests.
     #[arg(long)]
     pub(crate) open: bool,
+    /// Keep running and print each new request or change of one as it happens (reconnects when
+    /// the node restarts).
+    #[arg(long)]
+    pub(crate) follow: bool,
+}
+
+/// `events` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// Start after this cursor (`seq`; 0: the whole log kept). Default: the newest `--limit`
+    /// events, or with `--follow` new events only.
+    #[arg(long, value_name = "SEQ")]
+    pub(crate) after: Option<i64>,
+    /// At most this many events listed (without `--follow`, or before following).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) limit: u32,
+    /// Keep running and print events as they happen; resumes after the last one seen when the
+    /// node restarts.
+    #[arg(long)]
+    pub(crate) follow: bool,
 }
 
 /// `reject-request` arguments.

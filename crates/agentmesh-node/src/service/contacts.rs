@@ -179,8 +179,10 @@ pub(crate) async fn record_key_mismatch(node: &Arc<Node>, mismatch: KeyMismatch)
     );
     let stored = node
         .transact(move |tx| {
-            tx.record_key_mismatch(&mismatch)?;
-            tx.emit(Event::KeyMismatch { mismatch: mismatch.view() });
+            // Told once; a repeat only counts (status shows it).
+            if tx.record_key_mismatch(&mismatch)? {
+                tx.emit(Event::KeyMismatch { mismatch: mismatch.view() });
+            }
             Ok(())
         })
         .await;
@@ -316,8 +318,9 @@ fn pin_fetched(tx: &Tx<'_>, fetched: &Peer, history: &[[u8; 32]], grace_ms: i64)
             };
             tracing::warn!(peer = %mismatch.peer_id, presented = %mismatch.presented_fingerprint, "pinned agent serves another key");
             // Kept even though the request fails: the owner must see it.
-            tx.record_key_mismatch(&mismatch)?;
-            tx.emit(Event::KeyMismatch { mismatch: mismatch.view() });
+            if tx.record_key_mismatch(&mismatch)? {
+                tx.emit(Event::KeyMismatch { mismatch: mismatch.view() });
+            }
             return Err(Error::KeyMismatch { peer: fetched.agent_id.clone(), direction: MismatchDirection::Outbound });
         }
     }

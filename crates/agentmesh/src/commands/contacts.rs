@@ -1,8 +1,11 @@
 //! `request-contact`, `add-peer`, `list-requests`, `approve-request`, `reject-request`,
 //! `withdraw-request`.
 
-use agentmesh_api::control::{ContactArgs, ContactOutcome, ContactReply, RejectManyArgs, RequestsQuery};
-use agentmesh_api::{ContactRequest, Direction, ErrorCode, RequestStatus};
+use agentmesh_api::control::{
+    ContactArgs, ContactOutcome, ContactReply, EventListQuery, RejectManyArgs, RequestsQuery,
+};
+use agentmesh_api::{ContactRequest, Direction, ErrorCode, Event, RequestStatus};
+use agentmesh_client::StreamItem;
 use anyhow::Result;
 
 use super::{Ctx, fail};
@@ -113,6 +116,9 @@ pub(crate) async fn list(ctx: &Ctx, args: ListRequestsArgs) -> Result<()> {
     };
     let status = args.open.then_some(RequestStatus::Pending);
     let client = ctx.client()?;
+    if args.follow {
+        return follow(ctx, &client, direction, status).await;
+    }
     let reply = ctx.check(client.requests(&RequestsQuery { direction, status }).await)?;
     if ctx.json {
         output::json_doc(&reply);
@@ -128,6 +134,36 @@ pub(crate) async fn list(ctx: &Ctx, args: ListRequestsArgs) -> Result<()> {
         &rows,
     );
     Ok(())
+}
+
+/// `list-requests --follow`: the requests listed now, then each new request or change of one as
+/// it happens (one JSON line per request with `--json`), across node restarts.
+async fn follow(
+    ctx: &Ctx,
+    client: &agentmesh_client::Client,
+    direction: Option<Direction>,
+    status: Option<RequestStatus>,
+) -> Result<()> {
+    let cursor = ctx.check(client.event_list(&EventListQuery { after: None, limit: Some(1) }).await)?.last;
+    let listed = ctx.check(client.requests(&RequestsQuery { direction, status }).await)?;
+    let print = |r: &ContactRequest| {
+        if ctx.json {
+            output::json(r);
+        } else {
+            output::line(&request_row(r).join("  "));
+        }
+    };
+    listed.requests.iter().for_each(print);
+    super::events::follow(ctx, cursor, |item| {
+        if let StreamItem::Event(logged) = item
+            && let Event::ContactRequest { request } = &logged.event
+            && direction.is_none_or(|d| d == request.direction)
+            && status.is_none_or(|s| s == request.status)
+        {
+            print(request);
+        }
+    })
+    .await
 }
 
 /// `reject-request`: one request by id, or every pending one that matches `--from` and

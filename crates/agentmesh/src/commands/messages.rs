@@ -2,10 +2,10 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Read;
-use std::time::Duration;
 
-use agentmesh_api::control::{MessagesQuery, SendArgs as SendBody};
+use agentmesh_api::control::{EventListQuery, MessagesQuery, SendArgs as SendBody};
 use agentmesh_api::{Direction, ErrorCode, Event, Message, PeerId};
+use agentmesh_client::StreamItem;
 use anyhow::{Context, Result};
 
 use super::{Ctx, NodeNotRunning, fail};
@@ -119,91 +119,62 @@ impl Seen {
 }
 
 /// Streams new messages and status changes; when the node stops, waits for it to come back and
-/// picks up where it left (messages that arrived meanwhile are listed first).
+/// picks up where it left (from the node's event log: nothing is missed or repeated).
 async fn follow(ctx: &Ctx, args: &ListMessagesArgs, q: &MessagesQuery) -> Result<()> {
+    let client = ctx.client()?;
+    // The log's cursor before listing: what arrives meanwhile is both listed and streamed, and
+    // printed once.
+    let listed = async {
+        let cursor = client.event_list(&EventListQuery { after: None, limit: Some(1) }).await?.last;
+        let list = client.messages(q).await?;
+        let peer: Option<PeerId> = match &args.peer {
+            Some(p) => Some(client.peer(p).await?.peer.agent_id),
+            None => None,
+        };
+        Ok::<_, agentmesh_client::ClientError>((cursor, list, peer))
+    };
+    let (cursor, list, peer) = match listed.await {
+        Ok(listed) => listed,
+        Err(e @ agentmesh_client::ClientError::Api { .. }) => return Err(e.into()),
+        Err(_) => return Err(NodeNotRunning::for_home(ctx).into()),
+    };
     let mut seen = Seen { set: HashSet::new(), order: VecDeque::new() };
-    let mut connected_once = false;
-    loop {
-        let client = match ctx.client() {
-            Ok(c) => c,
-            Err(e) if !connected_once => return Err(e),
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        // Subscribe before listing so nothing falls between the two.
-        let session = async {
-            let events = client.events().await?;
-            let list = client.messages(q).await?;
-            let peer: Option<PeerId> = match &args.peer {
-                Some(p) => Some(client.peer(p).await?.peer.agent_id),
-                None => None,
-            };
-            Ok::<_, agentmesh_client::ClientError>((events, list, peer))
-        };
-        let (mut events, list, peer) = match session.await {
-            Ok(s) => s,
-            Err(e @ agentmesh_client::ClientError::Api { .. }) => return Err(e.into()),
-            Err(_) if !connected_once => {
-                return Err(NodeNotRunning::for_home(ctx).into());
-            }
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        if connected_once && !ctx.json {
-            eprintln!("(reconnected to the node)");
+    for m in &list.messages {
+        if seen.insert(m) {
+            print_message(ctx, m);
         }
-        connected_once = true;
-        for m in &list.messages {
-            if seen.insert(m) {
-                print_message(ctx, m);
-            }
-        }
-        while let Some(event) = events.next().await {
-            let Ok(event) = event else { break };
-            match &event {
-                Event::Message { message } => {
-                    let wanted =
-                        q.direction != Some(Direction::Outgoing) && peer.as_ref().is_none_or(|p| *p == message.peer_id);
-                    if wanted && seen.insert(message) {
-                        print_message(ctx, message);
-                    }
-                }
-                Event::Status { kind, peer_id, id, status, at, error, .. } => {
-                    let wanted = !q.unread
-                        && q.direction != Some(Direction::Incoming)
-                        && *kind == agentmesh_core::EnvelopeKind::Message
-                        && peer.as_ref().is_none_or(|p| p == peer_id)
-                        && (!q.failed || *status == agentmesh_api::MessageStatus::Failed);
-                    if !wanted {
-                        continue;
-                    }
-                    if ctx.json {
-                        output::json(&event);
-                    } else {
-                        let error =
-                            error.as_deref().map(|e| format!(" ({})", output::clean(e, false))).unwrap_or_default();
-                        output::line(&format!("{}  -> {peer_id}  {status}  {id}{error}", output::time(*at)));
-                    }
-                }
-                Event::Lagged { missed } => {
-                    if ctx.json {
-                        output::json(&event);
-                    } else {
-                        output::line(&format!("(missed {missed} events; run list-messages to catch up)"));
-                    }
-                }
-                _ => {}
-            }
-        }
-        if !ctx.json {
-            eprintln!("(the node stopped; waiting for it to come back)");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    super::events::follow(ctx, cursor, |item| {
+        let StreamItem::Event(logged) = item else { return };
+        match &logged.event {
+            Event::Message { message } => {
+                let wanted = q.direction.is_none_or(|d| d == message.direction)
+                    && !q.failed
+                    && peer.as_ref().is_none_or(|p| *p == message.peer_id);
+                if wanted && seen.insert(message) {
+                    print_message(ctx, message);
+                }
+            }
+            Event::Status { kind, peer_id, id, status, error, .. } => {
+                let wanted = !q.unread
+                    && q.direction != Some(Direction::Incoming)
+                    && *kind == agentmesh_core::EnvelopeKind::Message
+                    && peer.as_ref().is_none_or(|p| p == peer_id)
+                    && (!q.failed || *status == agentmesh_api::MessageStatus::Failed);
+                if !wanted {
+                    return;
+                }
+                if ctx.json {
+                    output::json(logged);
+                } else {
+                    let error = error.as_deref().map(|e| format!(" ({})", output::clean(e, false))).unwrap_or_default();
+                    output::line(&format!("{}  -> {peer_id}  {status}  {id}{error}", output::time(logged.at)));
+                }
+            }
+            _ => {}
+        }
+    })
+    .await
 }
 
 fn print_message(ctx: &Ctx, m: &Message) {

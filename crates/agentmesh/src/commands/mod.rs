@@ -5,6 +5,7 @@ mod bench_gossip;
 mod bench_sockets;
 mod contacts;
 mod demo;
+mod events;
 mod flood;
 mod init;
 mod keys;
@@ -179,6 +180,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Read { message_id } => messages::read(&ctx, &message_id).await,
         Command::Retry { message_id } => messages::retry(&ctx, &message_id).await,
         Command::ClearFailed => messages::clear_failed(&ctx).await,
+        Command::Events(args) => events::events(&ctx, args).await,
         Command::Demo => demo::run(&ctx).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
     }

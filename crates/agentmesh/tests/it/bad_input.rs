@@ -775,9 +775,12 @@ async fn rotations_are_followed_and_forks_refused_over_the_wire() {
     let forked = fork.envelope(EnvelopeKind::KeyRotation, t.card.agent_id, &t.x25519, empty, APPLICATION_JSON);
     let (status, body, text) = t.send(&forked).await;
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("key_mismatch")), "{text}");
-    // Only the mismatch record is written; it shows in status until the owner repins.
-    let after: Vec<(&str, i64)> =
-        base.iter().map(|(table, n)| (*table, if *table == "key_mismatches" { n + 1 } else { *n })).collect();
+    // Only the mismatch record (and its event) is written; it shows in status until the owner
+    // repins.
+    let after: Vec<(&str, i64)> = base
+        .iter()
+        .map(|(table, n)| (*table, if ["key_mismatches", "events"].contains(table) { n + 1 } else { *n }))
+        .collect();
     assert_eq!(counts(&t.node.home), after);
     let status = t.node.client.status().await.expect("status");
     assert_eq!(status.key_mismatches[0].presented_fingerprint, fork.card.fingerprint.as_str());

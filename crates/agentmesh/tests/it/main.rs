@@ -7,6 +7,7 @@ mod agent_mesh_v1;
 mod bad_input;
 mod cli_flow;
 mod crash;
+mod events;
 mod gossip;
 mod hostile;
 mod keys;

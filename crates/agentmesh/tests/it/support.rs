@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use agentmesh_api::control::{ContactArgs, ContactReply, MessagesQuery, RequestsQuery};
-use agentmesh_api::{ContactRequest, Direction, Message, MessageStatus, Peer, TrustState};
+use agentmesh_api::{ContactRequest, Direction, Event, Message, MessageStatus, Peer, TrustState};
 pub(crate) use agentmesh_testkit::local::{self, LocalNode, wait_for};
 use serde_json::Value;
 
@@ -119,9 +119,20 @@ pub(crate) async fn trust(a: &LocalNode, b: &LocalNode) {
     wait_trust(a, &b.agent_id, TrustState::Trusted).await;
 }
 
-/// Row counts of every table in a home's database.
+/// Row counts of every table in a home's database. Events count without `peer_offline` and
+/// `peer_online`: the outbox logs those in the background whenever a (fake) peer cannot be
+/// reached, whatever a test sends.
 pub(crate) fn counts(home: &Path) -> Vec<(&'static str, i64)> {
-    agentmesh_store::Store::open(&home.join("agentmesh.db")).expect("open db").table_counts().expect("counts")
+    let store = agentmesh_store::Store::open(&home.join("agentmesh.db")).expect("open db");
+    let mut counts = store.table_counts().expect("counts");
+    let logged = store.events_after(0, usize::MAX).expect("events");
+    let caused = logged.iter().filter(|e| !matches!(e.event, Event::PeerOffline { .. } | Event::PeerOnline { .. }));
+    for (table, n) in &mut counts {
+        if *table == "events" {
+            *n = caused.clone().count() as i64;
+        }
+    }
+    counts
 }
 
 /// An outgoing message as listed by the node.
