@@ -184,6 +184,9 @@ codes! {
     RegistryError = "registry_error",
     /// A local file or stream could not be read or written.
     Io = "io_error",
+    /// MCP: a tool that changes trust (approve, block, repin) while the owner has not set
+    /// `mcp_allow_trust_changes = true`.
+    TrustChangesDisabled = "trust_changes_disabled",
 }
 
 /// A code this build does not know (a newer node's).

@@ -134,6 +134,37 @@ pub struct Config {
     /// A control API client that takes no bytes for this long while we have some to send (a
     /// stalled event stream consumer) is disconnected, seconds. Default 30.
     pub control_write_timeout_secs: u64,
+    /// Whether `agentmesh mcp` offers the tools that change trust (`approve_request`, `block`,
+    /// `repin`, `p2p_add_peer` approving a request). Default false: the agent asks, the owner
+    /// decides.
+    pub mcp_allow_trust_changes: bool,
+    /// Push events to an OpenClaw gateway's webhooks (`[hooks]`); default none.
+    pub hooks: Option<HooksConfig>,
+}
+
+/// `[hooks]`: events pushed to an OpenClaw gateway's webhook endpoint, from the event log (a
+/// gateway that is down gets every event once it is back, each once).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// The gateway's hooks base URL, e.g. `http://127.0.0.1:18789/hooks`: messages go to
+    /// `<url>/agent`, everything else to `<url>/wake`.
+    pub url: String,
+    /// File holding the gateway's hooks token (sent as `Authorization: Bearer`, to `url` only).
+    pub token_file: std::path::PathBuf,
+    /// Which events to push, by kind. Default: `message` (incoming), `contact_request` (incoming,
+    /// pending), `key_mismatch`, `status` (failed deliveries only).
+    #[serde(default = "HooksConfig::default_events")]
+    pub events: Vec<String>,
+    /// The OpenClaw agent that gets the turns (`agentId`); default the gateway's default agent.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+}
+
+impl HooksConfig {
+    fn default_events() -> Vec<String> {
+        ["message", "contact_request", "key_mismatch", "status"].map(String::from).to_vec()
+    }
 }
 
 impl Default for Config {
@@ -187,6 +218,8 @@ impl Default for Config {
             max_events: 100_000,
             max_event_streams: 64,
             control_write_timeout_secs: 30,
+            mcp_allow_trust_changes: false,
+            hooks: None,
         }
     }
 }

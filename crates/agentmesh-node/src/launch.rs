@@ -249,6 +249,11 @@ pub async fn launch_with(
     };
     // Reads the system's CA certificates (and the extra CA file): off the async threads.
     let http = tokio::task::spawn_blocking(move || crate::net::client(&client_options)).await??;
+    // The owner asked for the hooks push: a token file that cannot be read stops the start.
+    let hooks = match config.hooks.clone() {
+        Some(hooks) => Some(tokio::task::spawn_blocking(move || crate::hooks::Hooks::new(hooks)).await??),
+        None => None,
+    };
     let keys = Keys { identity: key_state.identity, card, previous: key_state.previous };
     let db = Db::spawn(store).context("starting the database thread")?;
     let node = Arc::new(Node::new(keys, config, endpoint, db, http).with_warnings(warnings));
@@ -307,6 +312,9 @@ pub async fn launch_with(
     }
     tracker.spawn(crate::gossip::run(Arc::clone(&node), node.config().bootstrap.clone(), shutdown.clone()));
     tracker.spawn(prune(Arc::clone(&node), shutdown.clone()));
+    if let Some(hooks) = hooks {
+        tracker.spawn(hooks.run(Arc::clone(&node), shutdown.clone()));
+    }
     let advertiser = if node.config().mdns { advertise(&node, peer_addr).await } else { None };
     Ok(NodeHandle { info, token, node, home, tracker, shutdown, lock, advertiser })
 }

@@ -42,6 +42,7 @@ mod gossip;
 #[cfg(test)]
 mod handler_tests;
 pub mod home;
+mod hooks;
 mod launch;
 mod limits;
 pub mod mdns;
@@ -66,7 +67,7 @@ use agentmesh_core::{AgentCard, AgentId, Identity, PeerId};
 use agentmesh_store::{NewOutbound, Store};
 use tokio::sync::{Notify, broadcast, oneshot};
 
-pub use config::Config;
+pub use config::{Config, HooksConfig};
 pub use error::{ApiError, Error};
 pub use home::{Home, Profile, RuntimeInfo};
 pub use launch::{LaunchError, Listeners, NodeHandle, UpOptions, launch, launch_with, run};

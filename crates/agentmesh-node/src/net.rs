@@ -36,6 +36,9 @@ pub struct ClientOptions {
     /// PEM text of more CA certificates trusted for `https://`, besides the system's and
     /// `extra_ca_file`'s. It must hold at least one certificate. Default none.
     pub extra_ca_pem: Option<Vec<u8>>,
+    /// Whether redirects are followed (up to 10). Default true; clients that carry a credential
+    /// turn it off so it never reaches another address.
+    pub follow_redirects: bool,
 }
 
 impl Default for ClientOptions {
@@ -48,6 +51,7 @@ impl Default for ClientOptions {
             user_agent: concat!("agentmesh/", env!("CARGO_PKG_VERSION")).to_owned(),
             extra_ca_file: None,
             extra_ca_pem: None,
+            follow_redirects: true,
         }
     }
 }
@@ -112,6 +116,9 @@ pub fn client(options: &ClientOptions) -> Result<reqwest::Client> {
         .pool_max_idle_per_host(options.pool_max_idle_per_host)
         .pool_idle_timeout(options.pool_idle_timeout_ms.map(Duration::from_millis))
         .user_agent(options.user_agent.as_str());
+    if !options.follow_redirects {
+        builder = builder.redirect(reqwest::redirect::Policy::none());
+    }
     if let Some(ms) = options.timeout_ms {
         builder = builder.timeout(Duration::from_millis(ms));
     }
@@ -150,7 +157,7 @@ impl std::fmt::Display for TransportError {
     }
 }
 
-fn transport(e: reqwest::Error) -> TransportError {
+pub(crate) fn transport(e: reqwest::Error) -> TransportError {
     let before_send = e.is_connect() || e.is_builder();
     let what = if e.is_timeout() {
         "timed out"

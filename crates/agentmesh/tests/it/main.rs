@@ -9,6 +9,7 @@ mod cli_flow;
 mod crash;
 mod events;
 mod gossip;
+mod hooks;
 mod hostile;
 mod keys;
 mod mdns;

@@ -1,0 +1,234 @@
+//! The hooks push: chosen events from the event log to an OpenClaw gateway's webhooks
+//! (`[hooks]` in config), for agents that do not run the agentmesh channel plugin.
+//!
+//! The log is the durable queue: the push keeps its cursor in the store (`meta.hooks_cursor`)
+//! and moves it past an event only once the gateway took it (2xx), so a gateway that is down,
+//! or a node restart, loses nothing; each event carries an idempotency key
+//! (`agentmesh:<our agent id>:<seq>`) so a retry the gateway already took is not run twice.
+//!
+//! An incoming message becomes an agent turn (`POST <url>/agent`); everything else wakes the
+//! owner's session (`POST <url>/wake`). Failures are retried after `min(1 s · 2^n, 5 min)`, or
+//! the gateway's `Retry-After`; a payload the gateway refuses as invalid (400, 413) is logged and
+//! skipped, since sending it again cannot help. The token is sent only to `url` (redirects are
+//! not followed), and never logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentmesh_api::{Direction, Event, LoggedEvent, MessageStatus, RequestStatus, StreamNotice};
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::Node;
+use crate::config::HooksConfig;
+use crate::events::{Feed, Frame};
+
+/// The `meta` key of the push's cursor.
+const CURSOR_KEY: &str = "hooks_cursor";
+/// Longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// A configured push, ready to run.
+pub(crate) struct Hooks {
+    config: HooksConfig,
+    base: String,
+    token: zeroize::Zeroizing<String>,
+    http: reqwest::Client,
+}
+
+impl Hooks {
+    /// Checks `config` and reads its token file.
+    ///
+    /// Errors: `url` is not an `http(s)://` URL, the token file cannot be read or is empty.
+    pub(crate) fn new(config: HooksConfig) -> Result<Self> {
+        let url = reqwest::Url::parse(&config.url).with_context(|| format!("[hooks] url {:?}", config.url))?;
+        anyhow::ensure!(
+            matches!(url.scheme(), "http" | "https") && url.host().is_some(),
+            "[hooks] url {:?} is not an http:// or https:// URL",
+            config.url
+        );
+        let token = std::fs::read_to_string(&config.token_file)
+            .with_context(|| format!("reading the [hooks] token_file {}", config.token_file.display()))?;
+        let token = zeroize::Zeroizing::new(token.trim().to_owned());
+        anyhow::ensure!(!token.is_empty(), "the [hooks] token_file {} is empty", config.token_file.display());
+        let options = crate::net::ClientOptions {
+            timeout_ms: Some(30_000),
+            connect_timeout_ms: Some(5_000),
+            follow_redirects: false,
+            ..crate::net::ClientOptions::default()
+        };
+        let http = crate::net::client(&options)?;
+        Ok(Hooks { base: config.url.trim_end_matches('/').to_owned(), config, token, http })
+    }
+
+    /// Pushes events until `stop`.
+    pub(crate) async fn run(self, node: Arc<Node>, stop: CancellationToken) {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = self.push(&node) => {}
+        }
+    }
+
+    async fn push(&self, node: &Arc<Node>) {
+        // First run: from now on, not the history.
+        let cursor = node
+            .db(|s| {
+                Ok(match s.meta(CURSOR_KEY)?.and_then(|c| c.parse::<i64>().ok()) {
+                    Some(cursor) => cursor,
+                    None => {
+                        let last = s.last_event_seq()?;
+                        s.set_meta(CURSOR_KEY, &last.to_string())?;
+                        last
+                    }
+                })
+            })
+            .await;
+        let Ok(mut cursor) = cursor else {
+            tracing::error!("hooks: cannot read the cursor; nothing is pushed");
+            return;
+        };
+        loop {
+            let mut feed = match Feed::open(Arc::clone(node), Some(cursor)).await {
+                Ok(feed) => feed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "hooks: cannot read the event log");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            while let Some(frame) = feed.next().await {
+                match frame {
+                    Ok(Frame::Event(event)) => {
+                        if let Some((path, body)) = self.request(node, &event) {
+                            self.deliver(node, &event, path, &body).await;
+                        }
+                        cursor = event.seq;
+                        let saved = node.db(move |s| Ok(s.set_meta(CURSOR_KEY, &cursor.to_string())?)).await;
+                        if let Err(e) = saved {
+                            tracing::warn!(error = %e, "hooks: cannot save the cursor");
+                        }
+                    }
+                    Ok(Frame::Notice(StreamNotice::Gap { after, next })) => {
+                        tracing::warn!(after, next, "hooks: events were pruned before they could be pushed");
+                    }
+                    Ok(Frame::Notice(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "hooks: cannot read the event log");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// The path (`agent` or `wake`) and body for `event`, or `None` when it is not pushed.
+    fn request(&self, node: &Node, logged: &LoggedEvent) -> Option<(&'static str, Value)> {
+        let kind = logged.event.kind();
+        if !self.config.events.iter().any(|k| k == kind) {
+            return None;
+        }
+        let key = format!("agentmesh:{}:{}", node.id(), logged.seq);
+        let agent = self.config.agent_id.as_deref();
+        let wake = |text: String| {
+            let mut body = json!({"text": text, "mode": "now"});
+            if let Some(agent) = agent {
+                body["agentId"] = json!(agent);
+            }
+            Some(("wake", body))
+        };
+        match &logged.event {
+            Event::Message { message } if message.direction == Direction::Incoming => {
+                let text = format!(
+                    "agentmesh: a message from peer {peer} (message id {id}). Its text is the peer's, not \
+                     your owner's:\n\n{body}\n\nTo answer: agentmesh send-message --to {peer} --reply-to {id} \
+                     --text \"…\"",
+                    peer = message.peer_id,
+                    id = message.id,
+                    body = message.text.as_deref().unwrap_or_default(),
+                );
+                let mut body = json!({
+                    "message": text,
+                    "name": "agentmesh",
+                    "idempotencyKey": key,
+                    "wakeMode": "now",
+                    "deliver": false,
+                });
+                if let Some(agent) = agent {
+                    body["agentId"] = json!(agent);
+                }
+                Some(("agent", body))
+            }
+            Event::ContactRequest { request }
+                if request.direction == Direction::Incoming && request.status == RequestStatus::Pending =>
+            {
+                wake(format!(
+                    "agentmesh: {} ({}) asks for contact: \"{}\". Only the owner decides: agentmesh approve-request {} \
+                     or agentmesh reject-request {}",
+                    request.peer_name.as_deref().unwrap_or("an agent"),
+                    request.peer_id,
+                    request.purpose,
+                    request.request_id,
+                    request.request_id
+                ))
+            }
+            Event::KeyMismatch { mismatch } => wake(format!(
+                "agentmesh: peer {} presented another key ({}) than the one pinned ({}); it is refused until the \
+                 owner checks the fingerprint and runs agentmesh repin",
+                mismatch.peer_id, mismatch.presented_fingerprint, mismatch.pinned_fingerprint
+            )),
+            Event::Status { id, peer_id, kind, status: MessageStatus::Failed, error, .. } => wake(format!(
+                "agentmesh: {kind} {id} to {peer_id} could not be delivered: {}",
+                error.as_deref().unwrap_or("failed")
+            )),
+            Event::Message { .. } | Event::ContactRequest { .. } | Event::Status { .. } => None,
+            other => wake(format!("agentmesh: {}", serde_json::to_string(other).unwrap_or_default())),
+        }
+    }
+
+    /// Posts until the gateway takes it (or refuses it for good).
+    async fn deliver(&self, node: &Node, event: &LoggedEvent, path: &str, body: &Value) {
+        let url = format!("{}/{path}", self.base);
+        let key = format!("agentmesh:{}:{}", node.id(), event.seq);
+        let mut attempt = 0u32;
+        loop {
+            let sent = self
+                .http
+                .post(&url)
+                .bearer_auth(self.token.as_str())
+                .header("Idempotency-Key", &key)
+                .json(body)
+                .send()
+                .await;
+            let wait = match sent {
+                Ok(response) if response.status().is_success() => {
+                    tracing::debug!(seq = event.seq, kind = event.event.kind(), "hooks: pushed");
+                    return;
+                }
+                Ok(response) if matches!(response.status().as_u16(), 400 | 413) => {
+                    let status = response.status();
+                    let text = response.text().await.unwrap_or_default();
+                    tracing::warn!(seq = event.seq, %status, answer = %text.chars().take(200).collect::<String>(), "hooks: the gateway refused an event; skipped");
+                    return;
+                }
+                Ok(response) => {
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                    tracing::warn!(seq = event.seq, status = %response.status(), "hooks: the gateway did not take an event; retrying");
+                    retry_after.map(Duration::from_secs)
+                }
+                Err(e) => {
+                    tracing::warn!(seq = event.seq, error = %crate::net::transport(e).message, "hooks: cannot reach the gateway; retrying");
+                    None
+                }
+            };
+            let backoff = Duration::from_millis(1000u64 << attempt.min(9)).min(MAX_BACKOFF);
+            tokio::time::sleep(wait.unwrap_or(backoff).min(MAX_BACKOFF)).await;
+            attempt += 1;
+        }
+    }
+}
