@@ -439,4 +439,8 @@ pub(crate) struct BenchArgs {
     /// Instead: start this many nodes (one bootstrap) and time until each knows every other.
     #[arg(long, value_name = "NODES")]
     pub(crate) gossip: Option<usize>,
+    /// Instead: send this many messages one at a time and time each until the receiver's event
+    /// stream (SSE) delivers it to a consumer.
+    #[arg(long, value_name = "MESSAGES", conflicts_with_all = ["flood", "gossip", "hold_sockets"])]
+    pub(crate) events: Option<usize>,
 }

@@ -28,6 +28,9 @@ pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     if let Some(nodes) = args.gossip {
         return super::bench_gossip::run(ctx, nodes).await;
     }
+    if let Some(messages) = args.events {
+        return super::bench_events::run(ctx, messages, args.size).await;
+    }
     if args.messages == 0 || args.concurrency == 0 || args.size == 0 {
         bail!("--messages, --concurrency and --size must be at least 1");
     }

@@ -10,14 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agentmesh_core::envelope::{APPLICATION_JSON, ContactRequestBody, Draft, TEXT_PLAIN};
-use agentmesh_core::time::now_ms;
-use agentmesh_core::{AgentCard, Envelope, EnvelopeKind, Identity, PROTOCOL_NATIVE};
 use agentmesh_testkit::local::{self, LocalNode};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::Ctx;
+use super::bench_peer::DrivenPeer;
 use crate::cli::BenchArgs;
 use crate::output;
 
@@ -38,45 +36,13 @@ pub(crate) async fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
     let mut receiver = LocalNode::start(&exe, &r_home, "127.0.0.1:0", &[]).await?;
     super::bench::trust(&sender, &receiver).await?;
 
-    let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
-        pool_max_idle_per_host: 256,
-        ..Default::default()
-    })?;
-    let card: AgentCard = http.get(format!("{}/v1/card", receiver.peer_url)).send().await?.json().await?;
-    let keys = card.verify().map_err(|e| anyhow!("receiver card: {e}"))?;
-    let flooder = Identity::generate();
-    let flooder_card = AgentCard::new(
-        &flooder,
-        "flooder",
-        vec!["http://127.0.0.1:9".into()],
-        vec![],
-        vec![PROTOCOL_NATIVE.into()],
-        now_ms(),
-    );
-    let seal = |kind, body: Vec<u8>, content_type: &str, with_card: bool| -> Result<Envelope> {
-        let mut draft = Draft::new(kind, flooder.agent_id(), card.agent_id, now_ms(), 3_600_000, content_type, body);
-        if with_card {
-            draft.card = Some(flooder_card.clone());
-        }
-        Ok(draft.seal(&keys.x25519)?.sign(&flooder, now_ms()))
-    };
-    let ask = ContactRequestBody { request_id: format!("req_{}", "f1".repeat(16)), purpose: "flood".into() };
-    let request = seal(EnvelopeKind::ContactRequest, serde_json::to_vec(&ask)?, APPLICATION_JSON, true)?;
-    let r = http.post(format!("{}/v1/contact-request", receiver.peer_url)).json(&request).send().await?;
-    if !r.status().is_success() {
-        bail!("the flooder's contact request was refused: {}", r.text().await?);
-    }
-    receiver.client.approve(&ask.request_id).await?;
+    let flooder = DrivenPeer::trusted_by(&receiver, "flooder").await?;
+    let http = flooder.http.clone();
 
     output_progress(ctx, "preparing the flood");
     let mut flood = Vec::with_capacity(FLOOD_ENVELOPES);
     for i in 0..FLOOD_ENVELOPES {
-        flood.push(serde_json::to_vec(&seal(
-            EnvelopeKind::Message,
-            format!("flood {i}").into_bytes(),
-            TEXT_PLAIN,
-            false,
-        )?)?);
+        flood.push(flooder.message(&format!("flood {i}"))?.1);
     }
 
     let body = "x".repeat(args.size);

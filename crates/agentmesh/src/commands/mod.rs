@@ -1,7 +1,9 @@
 //! One module per command group; [`run`] dispatches.
 
 mod bench;
+mod bench_events;
 mod bench_gossip;
+mod bench_peer;
 mod bench_sockets;
 mod contacts;
 mod demo;
