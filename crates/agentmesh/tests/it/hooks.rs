@@ -92,7 +92,7 @@ async fn events_reach_a_gateway_that_was_down_each_once_with_its_token() {
     let repeated: Vec<_> = by_key.iter().filter(|(_, n)| **n > 1).collect();
     assert!(repeated.len() <= 1 && repeated.iter().all(|(_, n)| **n == 2), "{by_key:?}");
     let wake = all_pushed.iter().find(|s| s.0 == "wake").expect("a wake");
-    assert!(wake.3["text"].as_str().unwrap_or("").contains("asks for contact"), "{}", wake.3);
+    assert!(wake.3["text"].as_str().unwrap_or("").contains("asks the owner for contact"), "{}", wake.3);
     // Restarted with the gateway up: nothing it took is pushed again, a new message is.
     assert!(b.stop().await);
     b.restart().await.expect("restart");
