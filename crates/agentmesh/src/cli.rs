@@ -128,6 +128,9 @@ pub(crate) enum Command {
     Demo,
     /// Measure throughput and latency of the real delivery path between two local nodes.
     Bench(BenchArgs),
+    /// Serve this agent's node to an MCP client (OpenClaw, Claude Code, …): tools and resources
+    /// on stdio, or streamable HTTP on loopback with --http.
+    Mcp(McpArgs),
 }
 
 /// `init` arguments.
@@ -413,6 +416,15 @@ pub(crate) struct ListMessagesArgs {
     pub(crate) follow: bool,
 }
 
+/// `mcp` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct McpArgs {
+    /// Serve streamable HTTP at http://ADDR/mcp instead of stdio (a loopback address, e.g.
+    /// 127.0.0.1:8790; clients send `Authorization: Bearer` with the token in <home>/mcp.token).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<std::net::SocketAddr>,
+}
+
 /// `bench` arguments.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -443,4 +455,8 @@ pub(crate) struct BenchArgs {
     /// stream (SSE) delivers it to a consumer.
     #[arg(long, value_name = "MESSAGES", conflicts_with_all = ["flood", "gossip", "hold_sockets"])]
     pub(crate) events: Option<usize>,
+    /// Instead: time `--messages` MCP `send_message` calls with `wait_for_delivery` through an
+    /// `agentmesh mcp` child process on stdio, each until its delivered reply (e.g. `--messages 500`).
+    #[arg(long, conflicts_with_all = ["flood", "gossip", "hold_sockets", "events"])]
+    pub(crate) mcp: bool,
 }

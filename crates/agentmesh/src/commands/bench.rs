@@ -19,6 +19,9 @@ use crate::cli::BenchArgs;
 use crate::output;
 
 pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
+    if args.mcp {
+        return super::bench_mcp::run(ctx, args.messages, args.size).await;
+    }
     if args.flood {
         return super::flood::run(ctx, &args).await;
     }

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_events;
 mod bench_gossip;
+mod bench_mcp;
 mod bench_peer;
 mod bench_sockets;
 mod contacts;
@@ -14,7 +15,7 @@ mod keys;
 mod messages;
 mod node;
 mod peers;
-mod registry;
+pub(crate) mod registry;
 mod scan;
 
 use std::path::PathBuf;
@@ -185,5 +186,6 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Events(args) => events::events(&ctx, args).await,
         Command::Demo => demo::run(&ctx).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
+        Command::Mcp(args) => crate::mcp::run(&ctx, args).await,
     }
 }

@@ -55,14 +55,6 @@ pub(crate) async fn serve(ctx: &Ctx, args: RegistryServeArgs) -> Result<()> {
     Ok(())
 }
 
-fn registry_url(ctx: &Ctx, flag: Option<String>) -> Result<String> {
-    if let Some(url) = flag {
-        return Ok(url);
-    }
-    let config = Config::load(&ctx.home.config_path())?;
-    config.registry.ok_or_else(|| anyhow!("no registry: pass --registry URL or set `registry` in config.toml"))
-}
-
 /// A registry record (`../shared/PROTOCOLS.md` §4) in the names `discover` uses.
 fn known_agent(record: &serde_json::Value, now: i64) -> Option<agentmesh_api::KnownAgent> {
     let text = |k: &str| record.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
@@ -85,35 +77,8 @@ fn known_agent(record: &serde_json::Value, now: i64) -> Option<agentmesh_api::Kn
 }
 
 pub(crate) async fn search(ctx: &Ctx, args: SearchArgs) -> Result<()> {
-    let url = registry_url(ctx, args.registry)?;
-    let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
-        timeout_ms: Some(10_000),
-        extra_ca_file: Config::load(&ctx.home.config_path())?.tls_ca_file,
-        ..Default::default()
-    })?;
-    let config = Config::load(&ctx.home.config_path())?;
-    let api_key = config.registry_api_key_file.as_deref().map(agentmesh_node::home::read_private_text).transpose()?;
-    let client = RegistryClient::new(http, &url, api_key);
-    let reply = client
-        .search(args.text.as_deref(), &args.capabilities, args.limit, args.offset)
-        .await
-        .with_context(|| format!("searching {url}"))?;
-    let now = now_ms() as i64;
-    let mut agents: Vec<agentmesh_api::KnownAgent> = reply
-        .get("agents")
-        .and_then(serde_json::Value::as_array)
-        .map(|a| a.iter().filter_map(|r| known_agent(r, now)).collect())
-        .unwrap_or_default();
-    // Where contact stands with each, when our node runs.
-    if ctx.node_running().await
-        && let Ok(peers) = ctx.client()?.peers(false).await
-    {
-        for agent in &mut agents {
-            agent.trust = peers.peers.iter().find(|p| p.agent_id == agent.agent_id).map(|p| p.trust);
-        }
-    }
-    let list =
-        agentmesh_api::control::AgentList { agents, total: reply.get("total").and_then(serde_json::Value::as_u64) };
+    let node = if ctx.node_running().await { ctx.client().ok() } else { None };
+    let list = query(&ctx.home, &args, node.as_ref()).await?;
     if ctx.json {
         output::json_doc(&list);
         return Ok(());
@@ -129,6 +94,52 @@ pub(crate) async fn search(ctx: &Ctx, args: SearchArgs) -> Result<()> {
         list.total.unwrap_or(list.agents.len() as u64)
     ));
     Ok(())
+}
+
+/// Searches a registry (`args.registry`, else `registry` in config.toml) the way `agentmesh
+/// search` does; with `node`, each agent also says where contact with it stands. Shared by the
+/// command and the MCP `search` tool.
+pub(crate) async fn query(
+    home: &agentmesh_node::Home,
+    args: &SearchArgs,
+    node: Option<&agentmesh_client::Client>,
+) -> Result<agentmesh_api::control::AgentList> {
+    let config = Config::load(&home.config_path())?;
+    let url = match &args.registry {
+        Some(url) => url.clone(),
+        None => config.registry.clone().ok_or_else(|| {
+            super::fail(
+                agentmesh_api::ErrorCode::InvalidArgument,
+                "no registry: pass --registry URL (MCP: `registry`) or set `registry` in config.toml",
+            )
+        })?,
+    };
+    let http = agentmesh_node::net::client(&agentmesh_node::net::ClientOptions {
+        timeout_ms: Some(10_000),
+        extra_ca_file: config.tls_ca_file.clone(),
+        ..Default::default()
+    })?;
+    let api_key = config.registry_api_key_file.as_deref().map(agentmesh_node::home::read_private_text).transpose()?;
+    let client = RegistryClient::new(http, &url, api_key);
+    let reply = client
+        .search(args.text.as_deref(), &args.capabilities, args.limit, args.offset)
+        .await
+        .with_context(|| format!("searching {url}"))?;
+    let now = now_ms() as i64;
+    let mut agents: Vec<agentmesh_api::KnownAgent> = reply
+        .get("agents")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| a.iter().filter_map(|r| known_agent(r, now)).collect())
+        .unwrap_or_default();
+    // Where contact stands with each, when our node runs.
+    if let Some(node) = node
+        && let Ok(peers) = node.peers(false).await
+    {
+        for agent in &mut agents {
+            agent.trust = peers.peers.iter().find(|p| p.agent_id == agent.agent_id).map(|p| p.trust);
+        }
+    }
+    Ok(agentmesh_api::control::AgentList { agents, total: reply.get("total").and_then(serde_json::Value::as_u64) })
 }
 
 const SYLLABLES: [&str; 20] = [

@@ -12,6 +12,7 @@ mod gossip;
 mod hooks;
 mod hostile;
 mod keys;
+mod mcp;
 mod mdns;
 mod registry;
 mod scan;

@@ -1,0 +1,683 @@
+//! The MCP tools: each a thin call of the control API through [`NodeLink`], answering with the
+//! API's typed reply (structured content plus a text copy) or a [`ToolError`] with our code.
+//!
+//! Annotations say what each tool does to the world: `read_only_hint` when it changes nothing,
+//! `destructive_hint` when it may undo something (trust, a pin, a request), `idempotent_hint`
+//! when calling it twice with the same arguments changes nothing more, `open_world_hint` when it
+//! reaches another agent or a registry (not just our own node).
+
+use std::time::Duration;
+
+use agentmesh_api::control::{ContactArgs, DiscoverQuery, MessagesQuery, PeerList, RequestsQuery, SendArgs};
+use agentmesh_api::{Direction, ErrorCode, Event, LoggedEvent, MessageStatus, RequestStatus, TrustState};
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::CallToolResult;
+use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::McpServer;
+use super::link::{ToolError, outcome};
+
+/// The tools that change trust: offered only when the owner set `mcp_allow_trust_changes`.
+pub(super) const TRUST_TOOLS: [&str; 3] = ["approve_request", "block", "repin"];
+
+/// The tool error for a trust change the owner did not allow.
+pub(super) fn trust_changes_disabled(what: &str) -> ToolError {
+    ToolError::new(
+        ErrorCode::TrustChangesDisabled.as_str(),
+        format!(
+            "{what} changes trust, which this agent's owner has not allowed over MCP; the owner can do it \
+             with the agentmesh CLI, or set `mcp_allow_trust_changes = true` in config.toml to allow it"
+        ),
+    )
+}
+
+/// Every event kind the node logs (`Event::kind`).
+const EVENT_KINDS: [&str; 10] = [
+    "message",
+    "status",
+    "contact_request",
+    "contact_response",
+    "trust",
+    "key_mismatch",
+    "key_rotated",
+    "clock_skew",
+    "peer_online",
+    "peer_offline",
+];
+
+/// Default wait of `wait_for_event` and `send_message` with `wait_for_delivery`, ms.
+const DEFAULT_WAIT_MS: u64 = 30_000;
+/// Longest wait, ms.
+const MAX_WAIT_MS: u64 = 300_000;
+
+fn deadline(timeout_ms: Option<u64>) -> Instant {
+    Instant::now() + Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS))
+}
+
+/// Which way a message or request went.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Way {
+    /// Received by us.
+    Incoming,
+    /// Sent by us.
+    Outgoing,
+}
+
+impl From<Way> for Direction {
+    fn from(way: Way) -> Self {
+        match way {
+            Way::Incoming => Direction::Incoming,
+            Way::Outgoing => Direction::Outgoing,
+        }
+    }
+}
+
+/// `peers` arguments.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub(super) struct PeersParams {
+    /// Also list removed peers (default false).
+    #[serde(default)]
+    all: Option<bool>,
+}
+
+/// `discover` arguments: the control API's discover query.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub(super) struct DiscoverParams {
+    /// Text to find in names, agent ids and capabilities.
+    #[serde(default)]
+    query: Option<String>,
+    /// Required capabilities, comma-separated (an agent must have all of them).
+    #[serde(default)]
+    capability: Option<String>,
+    /// At most this many agents (default 100, at most 10000), newest first.
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// `search` arguments.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub(super) struct SearchParams {
+    /// Words to look for in names, descriptions and capabilities.
+    #[serde(default)]
+    text: Option<String>,
+    /// Required capabilities (an agent must have all of them).
+    #[serde(default)]
+    capabilities: Option<Vec<String>>,
+    /// At most this many results (1 to 50, default 20).
+    #[serde(default)]
+    limit: Option<usize>,
+    /// Results to skip (default 0), for paging.
+    #[serde(default)]
+    offset: Option<usize>,
+    /// The registry's base URL; default: `registry` in the node's config.toml.
+    #[serde(default)]
+    registry: Option<String>,
+}
+
+/// `request_contact` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct RequestContactParams {
+    /// The agent: its base URL (its card is fetched and verified), or a known peer's agent id,
+    /// alias, name or unique prefix.
+    to: String,
+    /// Why you want contact (at most 1000 characters); shown to the other agent's owner.
+    purpose: String,
+    /// A name to give the peer (1 to 64 characters, not another peer's).
+    #[serde(default)]
+    alias: Option<String>,
+    /// The agent id expected at `to` when it is a URL: another agent there is refused.
+    #[serde(default)]
+    agent_id: Option<String>,
+}
+
+/// `list_requests` arguments.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub(super) struct ListRequestsParams {
+    /// Only `incoming` (other agents asked us) or `outgoing` (we asked them) requests.
+    #[serde(default)]
+    direction: Option<Way>,
+    /// Only requests still waiting for an answer (default false: all).
+    #[serde(default)]
+    open: Option<bool>,
+}
+
+/// `approve_request` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct ApproveParams {
+    /// The incoming request's id (`req_…`, from `list_requests`).
+    request_id: String,
+}
+
+/// `reject_request` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct RejectParams {
+    /// The incoming request's id (`req_…`, from `list_requests`).
+    request_id: String,
+    /// Told to the requester (at most 1000 characters).
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `block` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct BlockParams {
+    /// The peer: agent id, alias, name or unique prefix.
+    peer: String,
+}
+
+/// `repin` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct RepinParams {
+    /// The peer: agent id, alias, name or unique prefix.
+    peer: String,
+    /// The new key's fingerprint (`sha256:…`, from `status`), checked with the peer's owner.
+    fingerprint: String,
+}
+
+/// `send_message` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct SendParams {
+    /// The recipient, a trusted peer: agent id, alias, name or unique prefix.
+    to: String,
+    /// The text to send (at least 1 byte).
+    text: String,
+    /// Id of the message this answers.
+    #[serde(default)]
+    reply_to: Option<String>,
+    /// A thread label.
+    #[serde(default)]
+    thread: Option<String>,
+    /// Wait until the recipient's node confirmed it stored the message (a signed delivery
+    /// receipt) and return that event (default false: return once queued).
+    #[serde(default)]
+    wait_for_delivery: Option<bool>,
+    /// With `wait_for_delivery`: the longest wait, ms (default 30000, at most 300000).
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// `list_messages` arguments.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub(super) struct ListMessagesParams {
+    /// Only `incoming` or `outgoing` messages.
+    #[serde(default)]
+    direction: Option<Way>,
+    /// Only unread incoming messages (default false).
+    #[serde(default)]
+    unread: Option<bool>,
+    /// Only messages with this peer (agent id, alias, name or unique prefix).
+    #[serde(default)]
+    peer: Option<String>,
+    /// At most this many per direction, the most recent (default 100, at most 10000).
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// `read_message` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct ReadParams {
+    /// The received message's id (from `list_messages` or a `message` event).
+    message_id: String,
+}
+
+/// `wait_for_event` arguments.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub(super) struct WaitParams {
+    /// Cursor: events after this one (the `cursor` of the previous reply, or an event's `seq`;
+    /// 0: the whole log kept). Default: only events that happen from now on.
+    #[serde(default)]
+    after: Option<i64>,
+    /// Only these event kinds: message, status, contact_request, contact_response, trust,
+    /// key_mismatch, key_rotated, clock_skew, peer_online, peer_offline. Default: all.
+    #[serde(default)]
+    kinds: Option<Vec<String>>,
+    /// The longest wait, ms (default 30000, at most 300000); an empty list when it passes.
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// `wait_for_event` reply.
+#[derive(Debug, Serialize)]
+struct WaitReply {
+    /// The matching events, oldest first (empty when the wait timed out).
+    events: Vec<LoggedEvent>,
+    /// Pass as `after` to the next call.
+    cursor: i64,
+}
+
+/// `send_message` reply with `wait_for_delivery`.
+#[derive(Debug, Serialize)]
+struct DeliveredReply {
+    /// The send's reply, with the status the receipt reported (`delivered`, or `read`).
+    #[serde(flatten)]
+    sent: agentmesh_api::control::SendReply,
+    /// The `status` event that reported the delivery receipt.
+    delivery: LoggedEvent,
+}
+
+/// `p2p_add_peer` arguments (DAP).
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct P2pAddPeerParams {
+    /// The agent id of a known or discovered agent (see `p2p_discover`).
+    agent_id: String,
+    /// A name to give the peer.
+    #[serde(default)]
+    alias: Option<String>,
+    /// The agent's base URL, when it is not known yet (its card must carry `agent_id`).
+    #[serde(default)]
+    url: Option<String>,
+}
+
+/// `p2p_send_message` arguments (DAP).
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct P2pSendParams {
+    /// The recipient's agent id (or alias, name or unique prefix); it must be a trusted peer.
+    agent_id: String,
+    /// The text to send.
+    message: String,
+    /// The DAP event type; only `chat` (the default) is supported.
+    #[serde(default)]
+    event: Option<String>,
+    /// Ignored: agentmesh reaches the peer at the endpoint of its verified card.
+    #[serde(default)]
+    port: Option<u16>,
+}
+
+/// `p2p_list_peers` arguments (DAP).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub(super) struct P2pListPeersParams {
+    /// Only peers whose card lists this capability.
+    #[serde(default)]
+    capability: Option<String>,
+}
+
+#[tool_router(vis = "pub(super)")]
+impl McpServer {
+    #[tool(
+        name = "whoami",
+        description = "This agent's identity: agent id, name, key fingerprint, endpoint, capabilities and protocols (from its signed agent card).",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn whoami(&self) -> CallToolResult {
+        outcome(self.whoami_reply().await)
+    }
+
+    #[tool(
+        name = "status",
+        description = "The node's status: identity, listen address and endpoint, peer/request/unread/outbox counts, key mismatches waiting for the owner, clock skews and warnings.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn status(&self) -> CallToolResult {
+        outcome(self.call(|c| async move { c.status().await }).await)
+    }
+
+    #[tool(
+        name = "peers",
+        description = "Known peers with trust state (discovered, requested_out, requested_in, trusted, rejected, blocked, removed), endpoint, key fingerprint, capabilities and last seen.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn peers(&self, Parameters(p): Parameters<PeersParams>) -> CallToolResult {
+        let all = p.all.unwrap_or(false);
+        outcome(self.call(|c| async move { c.peers(all).await }).await)
+    }
+
+    #[tool(
+        name = "discover",
+        description = "Agents this node knows of from every source (bootstrap, gossip, scans, mDNS, contacts), newest first, each with where contact stands. Ask one for contact with request_contact.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn discover(&self, Parameters(p): Parameters<DiscoverParams>) -> CallToolResult {
+        let q = DiscoverQuery { query: p.query, capability: p.capability, limit: p.limit };
+        outcome(self.call(|c| async move { c.discover(&q).await }).await)
+    }
+
+    #[tool(
+        name = "search",
+        description = "Search an agent registry by text and capabilities. Results (agent id, name, endpoint, fingerprint, capabilities) feed request_contact.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    async fn search(&self, Parameters(p): Parameters<SearchParams>) -> CallToolResult {
+        let args = crate::cli::SearchArgs {
+            text: p.text,
+            capabilities: p.capabilities.unwrap_or_default(),
+            limit: p.limit.unwrap_or(20),
+            offset: p.offset.unwrap_or(0),
+            registry: p.registry,
+        };
+        let node = self.link.client().ok();
+        let result = crate::commands::registry::query(self.link.home(), &args, node.as_ref()).await.map_err(|e| {
+            let e = crate::commands::CliError::from_anyhow(&e);
+            ToolError::new(e.code.as_str(), e.message)
+        });
+        outcome(result)
+    }
+
+    #[tool(
+        name = "request_contact",
+        description = "Ask an agent for contact: by URL (its card is fetched and verified, its key pinned) or as a known peer. Sends a signed contact request; the other agent's owner decides. Asking again while a request is open reuses it. Returns the outcome (delivered, queued, refused, trusted), the request and the peer.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    async fn request_contact(&self, Parameters(p): Parameters<RequestContactParams>) -> CallToolResult {
+        let args = ContactArgs { to: p.to, purpose: p.purpose, agent_id: p.agent_id, alias: p.alias, wait_ms: None };
+        outcome(self.ask(args).await)
+    }
+
+    #[tool(
+        name = "list_requests",
+        description = "Contact requests, newest first: incoming (other agents asked us; the owner approves or rejects) and outgoing (we asked).",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_requests(&self, Parameters(p): Parameters<ListRequestsParams>) -> CallToolResult {
+        let q = RequestsQuery {
+            direction: p.direction.map(Direction::from),
+            status: p.open.unwrap_or(false).then_some(RequestStatus::Pending),
+        };
+        outcome(self.call(|c| async move { c.requests(&q).await }).await)
+    }
+
+    #[tool(
+        name = "approve_request",
+        description = "Approve an incoming contact request: both agents then trust each other and may exchange messages. Offered only when the owner set mcp_allow_trust_changes.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    async fn approve_request(&self, Parameters(p): Parameters<ApproveParams>) -> CallToolResult {
+        outcome(self.call(|c| async move { c.approve(&p.request_id).await }).await)
+    }
+
+    #[tool(
+        name = "reject_request",
+        description = "Reject an incoming contact request; the requester is told (with the reason).",
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = true)
+    )]
+    async fn reject_request(&self, Parameters(p): Parameters<RejectParams>) -> CallToolResult {
+        outcome(self.call(|c| async move { c.reject(&p.request_id, p.reason.as_deref()).await }).await)
+    }
+
+    #[tool(
+        name = "block",
+        description = "Block a peer: nothing from it is accepted any more, not even contact requests; it is told. Offered only when the owner set mcp_allow_trust_changes.",
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = true)
+    )]
+    async fn block(&self, Parameters(p): Parameters<BlockParams>) -> CallToolResult {
+        outcome(self.call(|c| async move { c.block(&p.peer).await }).await)
+    }
+
+    #[tool(
+        name = "repin",
+        description = "Accept the new key a pinned peer presented (see status.key_mismatches), after its fingerprint was checked with the peer's owner. Offered only when the owner set mcp_allow_trust_changes.",
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn repin(&self, Parameters(p): Parameters<RepinParams>) -> CallToolResult {
+        outcome(self.call(|c| async move { c.repin(&p.peer, &p.fingerprint).await }).await)
+    }
+
+    #[tool(
+        name = "send_message",
+        description = "Send a text message to a trusted peer: signed, end-to-end encrypted, kept in a durable outbox until delivered. Returns the message id once queued, or with wait_for_delivery the delivery receipt's status event.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    async fn send_message(&self, Parameters(p): Parameters<SendParams>) -> CallToolResult {
+        let args = SendArgs { to: p.to, text: p.text, reply_to: p.reply_to, thread: p.thread };
+        outcome(self.send(args, p.wait_for_delivery.unwrap_or(false), p.timeout_ms).await)
+    }
+
+    #[tool(
+        name = "list_messages",
+        description = "Received and sent messages with their status (queued, sent, delivered, read, failed; unread, read): outgoing then incoming, each oldest first.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_messages(&self, Parameters(p): Parameters<ListMessagesParams>) -> CallToolResult {
+        let q = MessagesQuery {
+            direction: p.direction.map(Direction::from),
+            unread: p.unread.unwrap_or(false),
+            failed: false,
+            peer: p.peer,
+            limit: p.limit,
+        };
+        outcome(self.call(|c| async move { c.messages(&q).await }).await)
+    }
+
+    #[tool(
+        name = "read_message",
+        description = "Show a received message, mark it read and send its sender a signed read receipt.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    async fn read_message(&self, Parameters(p): Parameters<ReadParams>) -> CallToolResult {
+        outcome(self.call(|c| async move { c.read(&p.message_id).await }).await)
+    }
+
+    #[tool(
+        name = "wait_for_event",
+        description = "Long-poll the node's event log: returns as soon as at least one event of the given kinds exists after the cursor (messages received or sent, delivery/read status, contact requests, trust changes, key rotations, …), or an empty list after timeout_ms. Pass the returned cursor as `after` next time to miss nothing.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn wait_for_event(&self, Parameters(p): Parameters<WaitParams>) -> CallToolResult {
+        outcome(self.wait(p).await)
+    }
+
+    #[tool(
+        name = "p2p_add_peer",
+        description = "DAP alias of request_contact: ask a known or discovered agent (by agent id; with url when it is not known yet) for contact.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    async fn p2p_add_peer(&self, Parameters(p): Parameters<P2pAddPeerParams>) -> CallToolResult {
+        let args = match p.url {
+            Some(url) => ContactArgs { to: url, agent_id: Some(p.agent_id), alias: p.alias, ..ContactArgs::default() },
+            None => ContactArgs { to: p.agent_id, alias: p.alias, ..ContactArgs::default() },
+        };
+        outcome(self.ask(args).await)
+    }
+
+    #[tool(
+        name = "p2p_send_message",
+        description = "DAP alias of send_message: send `message` to the trusted peer `agent_id`. Only the `chat` event type is supported; `port` is ignored (the peer is reached at its verified endpoint).",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    async fn p2p_send_message(&self, Parameters(p): Parameters<P2pSendParams>) -> CallToolResult {
+        let _ignored = p.port;
+        let event = p.event.unwrap_or_else(|| "chat".into());
+        if event != "chat" {
+            return ToolError::invalid(format!("event {event:?} is not supported; only \"chat\" is")).into_result();
+        }
+        let args = SendArgs { to: p.agent_id, text: p.message, ..SendArgs::default() };
+        outcome(self.send(args, false, None).await)
+    }
+
+    #[tool(
+        name = "p2p_list_peers",
+        description = "DAP alias of peers: known peers, optionally only those with a capability.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn p2p_list_peers(&self, Parameters(p): Parameters<P2pListPeersParams>) -> CallToolResult {
+        let result = self.call(|c| async move { c.peers(false).await }).await.map(|list| match p.capability {
+            Some(cap) => PeerList { peers: list.peers.into_iter().filter(|x| x.capabilities.contains(&cap)).collect() },
+            None => list,
+        });
+        outcome(result)
+    }
+
+    #[tool(
+        name = "p2p_status",
+        description = "DAP alias of status.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn p2p_status(&self) -> CallToolResult {
+        outcome(self.call(|c| async move { c.status().await }).await)
+    }
+
+    #[tool(
+        name = "p2p_discover",
+        description = "DAP alias of discover: every agent this node knows of.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn p2p_discover(&self) -> CallToolResult {
+        outcome(self.call(|c| async move { c.discover(&DiscoverQuery::default()).await }).await)
+    }
+}
+
+/// `whoami` reply.
+#[derive(Debug, Serialize)]
+struct Whoami {
+    agent_id: String,
+    name: String,
+    fingerprint: String,
+    endpoint: Option<String>,
+    endpoints: Vec<String>,
+    capabilities: Vec<String>,
+    protocols: Vec<String>,
+    version: String,
+}
+
+impl McpServer {
+    /// Runs one control API call against the node running now.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, ToolError>
+    where
+        F: FnOnce(agentmesh_client::Client) -> Fut,
+        Fut: Future<Output = Result<T, agentmesh_client::ClientError>>,
+    {
+        let client = self.link.client()?;
+        f(client).await.map_err(|e| self.link.error(e))
+    }
+
+    async fn whoami_reply(&self) -> Result<Whoami, ToolError> {
+        let card = self.call(|c| async move { c.card().await }).await?;
+        let status = self.call(|c| async move { c.status().await }).await?;
+        Ok(Whoami {
+            agent_id: card.agent_id.to_string(),
+            name: card.name,
+            fingerprint: card.fingerprint.to_string(),
+            endpoint: status.endpoint.or_else(|| card.endpoints.first().cloned()),
+            endpoints: card.endpoints,
+            capabilities: card.capabilities,
+            protocols: card.protocols,
+            version: status.version,
+        })
+    }
+
+    /// Asks for contact. Without the owner's leave to change trust, asking an agent that asked
+    /// us is refused: the node would take it as approving that agent's request.
+    async fn ask(&self, mut args: ContactArgs) -> Result<agentmesh_api::control::ContactReply, ToolError> {
+        args.wait_ms = Some(args.wait_ms.unwrap_or(15_000));
+        if !self.allow_trust
+            && let Ok(known) = self
+                .call(|c| {
+                    let to = args.to.clone();
+                    async move { c.peer(&to).await }
+                })
+                .await
+            && known.peer.trust == TrustState::RequestedIn
+        {
+            return Err(trust_changes_disabled(&format!(
+                "{} has asked us for contact, so asking back would approve its request, which",
+                known.peer.display_name()
+            )));
+        }
+        self.call(|c| async move { c.request_contact(&args).await }).await
+    }
+
+    async fn send(&self, args: SendArgs, wait: bool, timeout_ms: Option<u64>) -> Result<serde_json::Value, ToolError> {
+        if !wait {
+            let sent = self.call(|c| async move { c.send(&args).await }).await?;
+            return value(&sent);
+        }
+        let until = deadline(timeout_ms);
+        // The cursor before sending: the receipt cannot be logged before it.
+        let cursor = self.link.last_cursor().await?;
+        let sent = self.call(|c| async move { c.send(&args).await }).await?;
+        let id = sent.message_id.clone();
+        let (events, _) = self
+            .link
+            .wait_events(cursor, until, |e| {
+                matches!(&e.event, Event::Status { id: x, status, .. }
+                    if *x == id && matches!(status, MessageStatus::Delivered | MessageStatus::Read | MessageStatus::Failed))
+            })
+            .await?;
+        let Some(delivery) = events.into_iter().next() else {
+            return Err(ToolError::new(
+                ErrorCode::RequestTimeout.as_str(),
+                format!("message {} is not delivered yet (still in the outbox, retried until it is)", sent.message_id),
+            ));
+        };
+        if let Event::Status { status: MessageStatus::Failed, error, code, .. } = &delivery.event {
+            return Err(ToolError::new(
+                code.clone().unwrap_or_else(|| "delivery_failed".into()),
+                format!(
+                    "message {} could not be delivered: {}",
+                    sent.message_id,
+                    error.clone().unwrap_or_else(|| "no reason given".into())
+                ),
+            ));
+        }
+        let status = match &delivery.event {
+            Event::Status { status, .. } => *status,
+            _ => MessageStatus::Delivered,
+        };
+        value(&DeliveredReply { sent: agentmesh_api::control::SendReply { status, ..sent }, delivery })
+    }
+
+    async fn wait(&self, p: WaitParams) -> Result<WaitReply, ToolError> {
+        let kinds = p.kinds.unwrap_or_default();
+        if let Some(bad) = kinds.iter().find(|k| !EVENT_KINDS.contains(&k.as_str())) {
+            return Err(ToolError::invalid(format!("unknown event kind {bad:?}; known: {}", EVENT_KINDS.join(", "))));
+        }
+        if p.after.is_some_and(|a| a < 0) {
+            return Err(ToolError::invalid("after must be 0 or more"));
+        }
+        let until = deadline(p.timeout_ms);
+        let after = match p.after {
+            Some(after) => after,
+            None => self.link.last_cursor().await?,
+        };
+        let (events, cursor) = self
+            .link
+            .wait_events(after, until, |e| kinds.is_empty() || kinds.iter().any(|k| k == e.event.kind()))
+            .await?;
+        Ok(WaitReply { events, cursor })
+    }
+}
+
+/// One of our replies as JSON.
+fn value<T: Serialize>(reply: &T) -> Result<serde_json::Value, ToolError> {
+    serde_json::to_value(reply)
+        .map_err(|e| ToolError::new(ErrorCode::Internal.as_str(), format!("encoding the reply: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tool_is_annotated_and_documented() {
+        let router = McpServer::tool_router();
+        let tools = router.list_all();
+        assert_eq!(tools.len(), 20);
+        for tool in tools {
+            let a = tool.annotations.as_ref().unwrap_or_else(|| panic!("{} has no annotations", tool.name));
+            assert!(
+                a.read_only_hint.is_some()
+                    && a.destructive_hint.is_some()
+                    && a.idempotent_hint.is_some()
+                    && a.open_world_hint.is_some(),
+                "{}: {a:?}",
+                tool.name
+            );
+            assert!(tool.description.as_deref().is_some_and(|d| !d.is_empty()), "{}", tool.name);
+            if let Some(props) = tool.input_schema.get("properties").and_then(|p| p.as_object()) {
+                for (name, schema) in props {
+                    assert!(
+                        schema.get("description").and_then(|d| d.as_str()).is_some_and(|d| !d.is_empty()),
+                        "{}.{name} has no description: {schema}",
+                        tool.name
+                    );
+                }
+            }
+        }
+        for name in TRUST_TOOLS {
+            assert!(router.has_route(name), "{name}");
+        }
+    }
+}
