@@ -71,6 +71,33 @@ impl McpServer {
     }
 }
 
+/// `tool` with its optional parameters written the portable way: schemars gives an `Option<T>`
+/// parameter `"type": [T, "null"]` and `"default": null`, which clients that map schemas onto a
+/// one-`type` dialect (Gemini's function declarations, OpenAPI 3.0) reject. Such a parameter is
+/// never `required`, so plain `"type": T` says the same: leave it out for none.
+fn portable(mut tool: Tool) -> Tool {
+    let mut schema = (*tool.input_schema).clone();
+    if let Some(serde_json::Value::Object(properties)) = schema.get_mut("properties") {
+        for property in properties.values_mut() {
+            let serde_json::Value::Object(property) = property else { continue };
+            let single = match property.get("type") {
+                Some(serde_json::Value::Array(types)) if types.len() == 2 && types.iter().any(|t| t == "null") => {
+                    types.iter().find(|t| *t != "null").cloned()
+                }
+                _ => None,
+            };
+            if let Some(single) = single {
+                property.insert("type".into(), single);
+                if property.get("default").is_some_and(serde_json::Value::is_null) {
+                    property.remove("default");
+                }
+            }
+        }
+    }
+    tool.input_schema = Arc::new(schema);
+    tool
+}
+
 const INSTRUCTIONS: &str = "agentmesh gives this agent an identity and end-to-end encrypted messaging with other \
 agents. Find agents with discover or search, ask one for contact with request_contact (its owner decides), \
 then send_message to trusted peers. wait_for_event (or the agentmesh://inbox resource) tells you when \
@@ -91,12 +118,12 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let tools = self.tools.list_all().into_iter().filter(|t| self.offers(&t.name)).collect();
+        let tools = self.tools.list_all().into_iter().filter(|t| self.offers(&t.name)).map(portable).collect();
         Ok(ListToolsResult::with_all_items(tools))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.tools.get(name).filter(|t| self.offers(&t.name)).cloned()
+        self.tools.get(name).filter(|t| self.offers(&t.name)).cloned().map(portable)
     }
 
     async fn call_tool(
