@@ -54,6 +54,11 @@ pub struct ContactArgs {
     /// How long to wait for the first delivery attempt, ms (default 15,000; 0: do not wait).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
+    /// Refuse (409 `trust_changes_disabled`) rather than approve when the agent asked us first:
+    /// asking back would approve its request. The MCP server sets it unless the owner set
+    /// `mcp_allow_trust_changes`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_approving: bool,
 }
 
 /// How a contact request went.

@@ -187,6 +187,9 @@ codes! {
     /// MCP: a tool that changes trust (approve, block, repin) while the owner has not set
     /// `mcp_allow_trust_changes = true`.
     TrustChangesDisabled = "trust_changes_disabled",
+    /// MCP `send_message` with `wait_for_delivery`: the message failed for good and the peer
+    /// gave no code of its own (the message says why: attempts, expiry).
+    DeliveryFailed = "delivery_failed",
 }
 
 /// A code this build does not know (a newer node's).

@@ -312,11 +312,30 @@ impl Client {
 
 /// What an [`EventStream`] yields.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum StreamItem {
     /// The next event; resume after its `seq`.
     Event(Box<LoggedEvent>),
     /// Something about the stream itself (events pruned, the log replaced).
     Notice(StreamNotice),
+    /// An event this build cannot read (a newer node's kind): resume after `seq` all the same.
+    Unknown {
+        /// Its cursor.
+        seq: i64,
+        /// Its kind, as the frame named it.
+        kind: String,
+    },
+}
+
+impl StreamItem {
+    /// The cursor to resume after, for events (known or not).
+    pub fn seq(&self) -> Option<i64> {
+        match self {
+            StreamItem::Event(event) => Some(event.seq),
+            StreamItem::Unknown { seq, .. } => Some(*seq),
+            StreamItem::Notice(_) => None,
+        }
+    }
 }
 
 type Frames = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Send>>;
@@ -338,12 +357,17 @@ impl EventStream {
             };
             // Keep-alive comments and empty frames carry no data.
             let Some(data) = frame.data else { continue };
-            let item = if frame.id.is_some() {
-                serde_json::from_str(&data).map(|e| StreamItem::Event(Box::new(e)))
-            } else {
-                serde_json::from_str(&data).map(StreamItem::Notice)
+            let item = match frame.id.as_deref().map(str::parse::<i64>) {
+                Some(Ok(seq)) => Ok(serde_json::from_str(&data).map_or_else(
+                    |_| StreamItem::Unknown { seq, kind: frame.event.unwrap_or_default() },
+                    |e| StreamItem::Event(Box::new(e)),
+                )),
+                Some(Err(e)) => Err(ClientError::Decode(format!("an event id is not a cursor: {e}"))),
+                None => {
+                    serde_json::from_str(&data).map(StreamItem::Notice).map_err(|e| ClientError::Decode(e.to_string()))
+                }
             };
-            return Some(item.map_err(|e| ClientError::Decode(e.to_string())));
+            return Some(item);
         }
     }
 }

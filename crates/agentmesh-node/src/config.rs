@@ -129,7 +129,8 @@ pub struct Config {
     pub event_retention_secs: u64,
     /// Most events the event log keeps (the oldest go first). Default 100,000.
     pub max_events: u64,
-    /// Most event streams (`GET /v1/events`) open at once; more are refused with 503. Default 64.
+    /// Most event streams (`GET /v1/events`) open at once; more are refused with 429
+    /// `rate_limited`. Default 64.
     pub max_event_streams: usize,
     /// A control API client that takes no bytes for this long while we have some to send (a
     /// stalled event stream consumer) is disconnected, seconds. Default 30.

@@ -38,12 +38,21 @@ pub(crate) struct ControlState {
     rotating: Arc<tokio::sync::Mutex<()>>,
     /// Event streams that may be open at once.
     streams: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the node stops: event streams end then.
+    stop: tokio_util::sync::CancellationToken,
 }
 
 type Reply<T> = Result<Json<T>, Error>;
 
-/// Builds the control router; `token` is the bearer credential, `peer_url` our bound peer URL.
-pub(crate) fn router(node: Arc<Node>, home: Home, token: String, peer_url: String) -> Router {
+/// Builds the control router; `token` is the bearer credential, `peer_url` our bound peer URL;
+/// event streams end when `stop` is cancelled.
+pub(crate) fn router(
+    node: Arc<Node>,
+    home: Home,
+    token: String,
+    peer_url: String,
+    stop: tokio_util::sync::CancellationToken,
+) -> Router {
     let streams = Arc::new(tokio::sync::Semaphore::new(node.config().max_event_streams.max(1)));
     let state = ControlState {
         node,
@@ -52,6 +61,7 @@ pub(crate) fn router(node: Arc<Node>, home: Home, token: String, peer_url: Strin
         home: Arc::new(home),
         rotating: Arc::default(),
         streams,
+        stop,
     };
     Router::new()
         .route("/control/status", get(get_status))
@@ -361,5 +371,6 @@ async fn events(
         };
         Some((Ok::<_, std::convert::Infallible>(frame), (feed, permit)))
     });
+    let frames = futures_util::StreamExt::take_until(frames, st.stop.clone().cancelled_owned());
     Ok(Sse::new(frames).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))).into_response())
 }

@@ -7,8 +7,9 @@
 //! is stored, and pays one commit per group instead of one per write.
 //!
 //! The thread also publishes the event log: events a closure logged are sent to watchers right
-//! after their group commits, from this thread, so watchers see them in cursor order and never
-//! see one whose change was rolled back.
+//! after their group commits, from this thread, so live watchers see them in cursor order and
+//! never see one whose change was rolled back. (A reader of the log itself, within a group whose
+//! commit then fails — a disk error — could.)
 
 use std::thread::JoinHandle;
 
@@ -24,8 +25,9 @@ use crate::error::Error;
 pub(crate) const MAX_GROUP: usize = 256;
 /// Closures waiting for the thread, at most (senders wait when it is full).
 pub(crate) const QUEUE: usize = 1024;
-/// Events kept for live watchers; one that falls further behind catches up from the log.
-pub(crate) const LIVE_EVENTS: usize = 4096;
+/// Events kept for live watchers; one that falls further behind catches up from the log. Small:
+/// a watcher that stops reading pins up to this many events (a message event holds its text).
+pub(crate) const LIVE_EVENTS: usize = 256;
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
 type Job = Box<dyn FnOnce(&Store) -> Reply + Send>;

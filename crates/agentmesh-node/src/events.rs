@@ -38,6 +38,8 @@ pub(crate) struct Feed {
     /// Whether events after `cursor` may still be in the log only.
     catching_up: bool,
     notice: Option<StreamNotice>,
+    /// Events below this were reported pruned already (by [`Feed::open`]).
+    told_gap_below: i64,
 }
 
 impl Feed {
@@ -57,7 +59,11 @@ impl Feed {
                 (after.max(0), gap.then_some(StreamNotice::Gap { after, next }))
             }
         };
-        Ok(Feed { node, live, cursor, backlog: VecDeque::new(), catching_up: after.is_some(), notice })
+        let told_gap_below = match &notice {
+            Some(StreamNotice::Gap { next, .. }) => *next,
+            _ => 0,
+        };
+        Ok(Feed { node, live, cursor, backlog: VecDeque::new(), catching_up: after.is_some(), notice, told_gap_below })
     }
 
     /// The next frame; `None` once the node stops.
@@ -80,7 +86,14 @@ impl Feed {
                     Err(e) => return Some(Err(e)),
                 };
                 self.catching_up = page.len() == PAGE;
+                // Pruned while this feed was catching up.
+                let gap =
+                    page.first().map(|e| e.seq).filter(|&next| next > self.cursor + 1 && next > self.told_gap_below);
                 self.backlog.extend(page);
+                if let Some(next) = gap {
+                    self.told_gap_below = next;
+                    return Some(Ok(Frame::Notice(StreamNotice::Gap { after: self.cursor, next })));
+                }
                 continue;
             }
             match self.live.recv().await {

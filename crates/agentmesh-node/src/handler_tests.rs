@@ -86,7 +86,8 @@ async fn fixture() -> Fixture {
         crate::net::client(&crate::net::ClientOptions { timeout_ms: Some(500), ..Default::default() }).expect("http");
     let keys = Keys { identity: state.identity, card, previous: None };
     let node = Arc::new(Node::new(keys, config, "http://127.0.0.1:8".into(), Db::spawn(store).expect("db"), http));
-    let control = control::router(Arc::clone(&node), home, TOKEN.into(), "http://127.0.0.1:8".into());
+    let control =
+        control::router(Arc::clone(&node), home, TOKEN.into(), "http://127.0.0.1:8".into(), Default::default());
     let peers = peer_api::router(Arc::clone(&node));
     Fixture { _dir: dir, node, control, peers, contact, asker }
 }

@@ -283,7 +283,7 @@ pub async fn launch_with(
 
     let tracker = TaskTracker::new();
     let peer_app = peer_api::router(Arc::clone(&node));
-    let control_app = control::router(Arc::clone(&node), home.clone(), token.clone(), peer_url);
+    let control_app = control::router(Arc::clone(&node), home.clone(), token.clone(), peer_url, shutdown.clone());
     // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm meets delayed
     // ACKs and a reply can stall for ~40 ms (serve_peers sets it on each peer connection).
     let control_listener = crate::stall::StallGuard::new(
@@ -319,6 +319,9 @@ pub async fn launch_with(
     Ok(NodeHandle { info, token, node, home, tracker, shutdown, lock, advertiser })
 }
 
+/// Events deleted per database visit when pruning.
+const EVENT_PRUNE_BATCH: usize = 5_000;
+
 /// Every minute (more often when `contact_request_ttl_secs` is under two minutes: every half of
 /// it): forget idle rate-limit keys, replay records past their horizon, expired directory
 /// entries, events past `event_retention_secs` or `max_events`; expire contact requests left
@@ -335,10 +338,16 @@ async fn prune(node: Arc<Node>, stop: CancellationToken) {
                 let now = now_ms() as i64;
                 let (retention, keep) = (node.config().event_retention_secs, node.config().max_events);
                 let before = now.saturating_sub(i64::try_from(retention.saturating_mul(1000)).unwrap_or(i64::MAX));
-                let pruned = node
-                    .db(move |s| Ok(s.prune_accepted(now, 10_000)? + s.prune_directory(now)? + s.prune_events(before, keep, 10_000)?))
-                    .await
-                    .unwrap_or(0);
+                let mut pruned = node.db(move |s| Ok(s.prune_accepted(now, 10_000)? + s.prune_directory(now)?)).await.unwrap_or(0);
+                // Events in batches, each its own database visit, until none is left to prune:
+                // the log stays within `max_events` however fast it grows.
+                loop {
+                    let batch = node.db(move |s| Ok(s.prune_events(before, keep, EVENT_PRUNE_BATCH)?)).await.unwrap_or(0);
+                    pruned += batch;
+                    if batch < EVENT_PRUNE_BATCH {
+                        break;
+                    }
+                }
                 if pruned > 0 {
                     tracing::debug!(pruned, "pruned replay records, directory entries and old events");
                 }

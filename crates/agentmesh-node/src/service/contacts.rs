@@ -303,24 +303,7 @@ fn pin_fetched(tx: &Tx<'_>, fetched: &Peer, history: &[[u8; 32]], grace_ms: i64)
         if pinned.protocol == Protocol::Native && history.contains(&pinned.ed25519) {
             rotate_pin(tx, fetched, now.saturating_add(grace_ms))?;
         } else {
-            let mismatch = KeyMismatch {
-                peer_id: fetched.agent_id.clone(),
-                pinned_fingerprint: pinned.fingerprint,
-                presented_fingerprint: fetched.fingerprint.clone(),
-                presented_ed25519: fetched.ed25519,
-                presented_x25519: fetched.x25519,
-                presented_card: fetched.card.clone(),
-                direction: MismatchDirection::Outbound,
-                count: 1,
-                first_at: now,
-                last_at: now,
-                resolved_at: None,
-            };
-            tracing::warn!(peer = %mismatch.peer_id, presented = %mismatch.presented_fingerprint, "pinned agent serves another key");
-            // Kept even though the request fails: the owner must see it.
-            if tx.record_key_mismatch(&mismatch)? {
-                tx.emit(Event::KeyMismatch { mismatch: mismatch.view() });
-            }
+            // Recorded by the caller, in a transaction of its own (see `outbound_mismatch`).
             return Err(Error::KeyMismatch { peer: fetched.agent_id.clone(), direction: MismatchDirection::Outbound });
         }
     }
@@ -328,6 +311,32 @@ fn pin_fetched(tx: &Tx<'_>, fetched: &Peer, history: &[[u8; 32]], grace_ms: i64)
         return Err(Error::KeyMismatch { peer: fetched.agent_id.clone(), direction: MismatchDirection::Outbound });
     }
     Ok(())
+}
+
+/// The mismatch `pin_fetched` would refuse `fetched` for: a pinned (not removed) peer whose key
+/// is neither `fetched`'s nor one its rotation chain (`history`) leads from, nor its previous key.
+fn outbound_mismatch(tx: &Tx<'_>, fetched: &Peer, history: &[[u8; 32]]) -> Result<Option<KeyMismatch>, Error> {
+    let Some(pinned) = tx.peer(&fetched.agent_id)?.filter(|p| p.trust != TrustState::Removed) else {
+        return Ok(None);
+    };
+    let rotated = pinned.protocol == Protocol::Native && history.contains(&pinned.ed25519);
+    if pinned.ed25519 == fetched.ed25519 || pinned.prev_ed25519 == Some(fetched.ed25519) || rotated {
+        return Ok(None);
+    }
+    let now = now_ms() as i64;
+    Ok(Some(KeyMismatch {
+        peer_id: fetched.agent_id.clone(),
+        pinned_fingerprint: pinned.fingerprint,
+        presented_fingerprint: fetched.fingerprint.clone(),
+        presented_ed25519: fetched.ed25519,
+        presented_x25519: fetched.x25519,
+        presented_card: fetched.card.clone(),
+        direction: MismatchDirection::Outbound,
+        count: 1,
+        first_at: now,
+        last_at: now,
+        resolved_at: None,
+    }))
 }
 
 /// `POST /control/contacts`: asks an agent for contact (see [`ContactArgs`]), and waits up to
@@ -366,7 +375,25 @@ pub(crate) async fn request_contact(node: &Arc<Node>, args: ContactArgs) -> Resu
         None
     };
     let grace_ms = node.config().rotation_grace_secs.saturating_mul(1000) as i64;
+    if let Some((peer, history)) = &fetched {
+        // A mismatch is kept for the owner although the request fails: in its own transaction.
+        let (peer, history) = (peer.clone(), history.clone());
+        let mismatched = node
+            .transact(move |tx| {
+                let Some(mismatch) = outbound_mismatch(tx, &peer, &history)? else { return Ok(None) };
+                tracing::warn!(peer = %mismatch.peer_id, presented = %mismatch.presented_fingerprint, "pinned agent serves another key");
+                if tx.record_key_mismatch(&mismatch)? {
+                    tx.emit(Event::KeyMismatch { mismatch: mismatch.view() });
+                }
+                Ok(Some(mismatch.peer_id))
+            })
+            .await?;
+        if let Some(peer) = mismatched {
+            return Err(Error::KeyMismatch { peer, direction: MismatchDirection::Outbound });
+        }
+    }
     let purpose = args.purpose.clone();
+    let without_approving = args.without_approving;
     let me = node.peer_id();
     let (peer, open_out, approved) = node
         .transact(move |tx| {
@@ -383,6 +410,16 @@ pub(crate) async fn request_contact(node: &Arc<Node>, args: ContactArgs) -> Resu
             if let Some(alias) = &alias {
                 check_alias(tx, alias, &peer.agent_id)?;
                 tx.set_alias(&peer.agent_id, Some(alias))?;
+            }
+            if without_approving && peer.trust == TrustState::RequestedIn {
+                return Err(Error::conflict(
+                    ErrorCode::TrustChangesDisabled,
+                    format!(
+                        "{} asked us for contact, so asking back would approve its request; only the owner may \
+                         (`agentmesh approve-request`, or `mcp_allow_trust_changes = true` in config.toml)",
+                        peer.agent_id
+                    ),
+                ));
             }
             let open_in = tx.open_request(&peer.agent_id, Direction::Incoming)?;
             let peer = apply(tx, &peer, Input::Ask, &Context::purpose(&purpose))?;

@@ -20,6 +20,7 @@ pub(crate) async fn request(ctx: &Ctx, args: RequestContactArgs) -> Result<()> {
         agent_id: None,
         alias: args.alias,
         wait_ms: Some((args.wait.clamp(0.0, 60.0) * 1000.0) as u64),
+        without_approving: false,
     };
     let reply = ctx.check(client.request_contact(&contact).await)?;
     report(ctx, &reply)
@@ -33,6 +34,7 @@ pub(crate) async fn add_peer(ctx: &Ctx, args: AddPeerArgs) -> Result<()> {
         agent_id: Some(args.agent_id),
         alias: args.alias,
         wait_ms: None,
+        without_approving: false,
     };
     let reply = ctx.check(client.request_contact(&contact).await)?;
     report(ctx, &reply)

@@ -54,8 +54,8 @@ pub(crate) async fn follow(ctx: &Ctx, mut cursor: i64, mut handle: impl FnMut(&S
             eprintln!("(reconnected to the node)");
         }
         while let Some(Ok(item)) = stream.next().await {
-            if let StreamItem::Event(event) = &item {
-                cursor = event.seq;
+            if let Some(seq) = item.seq() {
+                cursor = seq;
             }
             handle(&item);
         }
@@ -79,6 +79,9 @@ fn print_item(ctx: &Ctx, item: &StreamItem) {
             output::line(&format!("(no event {after} here, the newest is {last}; starting over)"))
         }
         StreamItem::Notice(other) => output::line(&format!("({other:?})")),
+        StreamItem::Unknown { seq, kind } if ctx.json => output::json(&serde_json::json!({"seq": seq, "event": kind})),
+        StreamItem::Unknown { seq, kind } => output::line(&format!("{seq:>6}  {kind} (this build cannot show it)")),
+        _ => {}
     }
 }
 

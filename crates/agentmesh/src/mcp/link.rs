@@ -135,6 +135,13 @@ impl NodeLink {
                 .event_list(&EventListQuery { after: Some(after), limit: Some(PAGE) })
                 .await
                 .map_err(|e| self.error(e))?;
+            if after > page.last {
+                // Another node's cursor, or one from before its database was replaced.
+                return Err(ToolError::invalid(format!(
+                    "cursor {after} is past this node's newest event ({}); pass a cursor this node returned",
+                    page.last
+                )));
+            }
             let full = page.events.len() >= PAGE as usize;
             let mut found = Vec::new();
             for event in page.events {
@@ -172,7 +179,8 @@ impl NodeLink {
                                     return Ok((vec![*event], after));
                                 }
                             }
-                            Ok(Some(Ok(StreamItem::Notice(_)))) => {}
+                            Ok(Some(Ok(StreamItem::Unknown { seq, .. }))) => after = after.max(seq),
+                            Ok(Some(Ok(_))) => {}
                             // The node closed the stream or stopped: connect again.
                             Ok(None | Some(Err(_))) => break,
                         }

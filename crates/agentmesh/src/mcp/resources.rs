@@ -67,7 +67,7 @@ pub(super) async fn read(link: &NodeLink, uri: &str) -> Result<String, McpError>
 /// The resources an event kind changes.
 fn changed_by(kind: &str) -> &'static [&'static str] {
     match kind {
-        "message" | "status" => &[INBOX],
+        "message" => &[INBOX],
         "trust" | "contact_request" | "contact_response" | "key_rotated" => &[PEERS],
         _ => &[],
     }
@@ -130,7 +130,11 @@ pub(super) async fn pump(link: Arc<NodeLink>, sink: Sink, stop: CancellationToke
                 };
                 let event = match item {
                     Some(Ok(StreamItem::Event(event))) => event,
-                    Some(Ok(StreamItem::Notice(_))) => continue,
+                    Some(Ok(StreamItem::Unknown { seq, .. })) => {
+                        after = Some(seq);
+                        continue;
+                    }
+                    Some(Ok(_)) => continue,
                     None | Some(Err(_)) => break,
                 };
                 after = Some(event.seq);

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use agentmesh_api::control::{ContactArgs, DiscoverQuery, MessagesQuery, PeerList, RequestsQuery, SendArgs};
-use agentmesh_api::{Direction, ErrorCode, Event, LoggedEvent, MessageStatus, RequestStatus, TrustState};
+use agentmesh_api::{Direction, ErrorCode, Event, LoggedEvent, MessageStatus, RequestStatus};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::CallToolResult;
 use rmcp::{tool, tool_router};
@@ -362,7 +362,13 @@ impl McpServer {
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
     )]
     async fn request_contact(&self, Parameters(p): Parameters<RequestContactParams>) -> CallToolResult {
-        let args = ContactArgs { to: p.to, purpose: p.purpose, agent_id: p.agent_id, alias: p.alias, wait_ms: None };
+        let args = ContactArgs {
+            to: p.to,
+            purpose: p.purpose,
+            agent_id: p.agent_id,
+            alias: p.alias,
+            ..ContactArgs::default()
+        };
         outcome(self.ask(args).await)
     }
 
@@ -452,7 +458,7 @@ impl McpServer {
 
     #[tool(
         name = "wait_for_event",
-        description = "Long-poll the node's event log: returns as soon as at least one event of the given kinds exists after the cursor (messages received or sent, delivery/read status, contact requests, trust changes, key rotations, …), or an empty list after timeout_ms. Pass the returned cursor as `after` next time to miss nothing.",
+        description = "Long-poll the node's event log: returns as soon as at least one event of the given kinds exists after the cursor (messages received, delivery/read status of ours, contact requests, trust changes, key rotations, …), or an empty list after timeout_ms. Pass the returned cursor as `after` next time to miss nothing.",
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]
     async fn wait_for_event(&self, Parameters(p): Parameters<WaitParams>) -> CallToolResult {
@@ -558,24 +564,11 @@ impl McpServer {
         })
     }
 
-    /// Asks for contact. Without the owner's leave to change trust, asking an agent that asked
-    /// us is refused: the node would take it as approving that agent's request.
+    /// Asks for contact. Without the owner's leave to change trust, the node refuses to approve
+    /// by asking back an agent that asked us (`trust_changes_disabled`).
     async fn ask(&self, mut args: ContactArgs) -> Result<agentmesh_api::control::ContactReply, ToolError> {
         args.wait_ms = Some(args.wait_ms.unwrap_or(15_000));
-        if !self.allow_trust
-            && let Ok(known) = self
-                .call(|c| {
-                    let to = args.to.clone();
-                    async move { c.peer(&to).await }
-                })
-                .await
-            && known.peer.trust == TrustState::RequestedIn
-        {
-            return Err(trust_changes_disabled(&format!(
-                "{} has asked us for contact, so asking back would approve its request, which",
-                known.peer.display_name()
-            )));
-        }
+        args.without_approving = !self.allow_trust;
         self.call(|c| async move { c.request_contact(&args).await }).await
     }
 
@@ -604,7 +597,7 @@ impl McpServer {
         };
         if let Event::Status { status: MessageStatus::Failed, error, code, .. } = &delivery.event {
             return Err(ToolError::new(
-                code.clone().unwrap_or_else(|| "delivery_failed".into()),
+                code.clone().unwrap_or_else(|| ErrorCode::DeliveryFailed.as_str().into()),
                 format!(
                     "message {} could not be delivered: {}",
                     sent.message_id,

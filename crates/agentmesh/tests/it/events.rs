@@ -18,7 +18,7 @@ async fn next_event(stream: &mut EventStream) -> LoggedEvent {
         let item = tokio::time::timeout(WAIT, stream.next()).await.expect("an event in time");
         match item.expect("the stream is open").expect("a frame") {
             StreamItem::Event(event) => return *event,
-            StreamItem::Notice(_) => continue,
+            _ => continue,
         }
     }
 }

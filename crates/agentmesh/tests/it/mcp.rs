@@ -240,6 +240,12 @@ async fn mcp_over_stdio_calls_every_tool_against_real_nodes() {
     assert_eq!(open["requests"][0]["request_id"], req.as_str());
     // Asking back would approve dave's request: a trust change.
     assert_eq!(error_code(&mcp, "p2p_add_peer", json!({"agent_id": dave.agent_id})).await, "trust_changes_disabled");
+    // Also when named by its URL (the node enforces it, whatever the agent passes).
+    let by_url = json!({"to": dave.peer_url, "purpose": "asking back"});
+    assert_eq!(error_code(&mcp, "request_contact", by_url).await, "trust_changes_disabled");
+    let by_url = json!({"agent_id": dave.agent_id, "url": dave.peer_url});
+    assert_eq!(error_code(&mcp, "p2p_add_peer", by_url).await, "trust_changes_disabled");
+    assert_eq!(peer(&alice, &dave.agent_id).await.expect("dave").trust, TrustState::RequestedIn, "nothing approved");
     let rejected = ok_call(&mcp, "reject_request", json!({"request_id": req, "reason": "not now"})).await;
     assert_eq!(rejected["request"]["status"], "rejected");
 
