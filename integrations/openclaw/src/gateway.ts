@@ -1,0 +1,264 @@
+// The channel's running half: follow the node's event stream for as long as the gateway runs the
+// account, hand each incoming message from a contact to the agent once, and tell the owner (never
+// a peer) about contact requests and key problems.
+
+import type { ChannelGatewayContext } from "openclaw/plugin-sdk/channel-contract";
+import { resolveChannelInboundRouteEnvelope } from "openclaw/plugin-sdk/channel-inbound";
+import { channelReadyPatch, channelStoppedPatch } from "openclaw/plugin-sdk/gateway-runtime";
+import { buildAgentMainSessionKey } from "openclaw/plugin-sdk/routing";
+
+import { CHANNEL_ID, type ResolvedAccount } from "./config.js";
+import { Cursor } from "./cursor.js";
+import { type ChannelRuntime, type InboundOutcome, dispatchIncoming } from "./inbound.js";
+import { type ContactRequest, type NodeEvent, NodeClient, NodeError } from "./node.js";
+import { TrustedPeers } from "./peers.js";
+import { tryGetAgentmeshRuntime } from "./runtime.js";
+
+const MIN_BACKOFF_MS = 250;
+const MAX_BACKOFF_MS = 30_000;
+/** Message ids remembered to drop a repeat within one gateway run (the cursor covers restarts). */
+const REMEMBERED_IDS = 4096;
+/** Peer-supplied text quoted to the owner is cut to this length. */
+const MAX_QUOTE_CHARS = 300;
+
+type Log = NonNullable<ChannelGatewayContext<ResolvedAccount>["log"]>;
+
+function describe(error: unknown): string {
+  return error instanceof NodeError ? `${error.code}: ${error.message}` : error instanceof Error ? error.message : String(error);
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}
+
+/** A bounded set of recently handled ids, oldest forgotten first. */
+class RecentIds {
+  private readonly ids = new Set<string>();
+  constructor(private readonly limit: number) {}
+  has(id: string): boolean {
+    return this.ids.has(id);
+  }
+  add(id: string): void {
+    this.ids.add(id);
+    if (this.ids.size > this.limit) this.ids.delete(this.ids.values().next().value as string);
+  }
+}
+
+function quote(text: string): string {
+  return JSON.stringify(text.length > MAX_QUOTE_CHARS ? `${text.slice(0, MAX_QUOTE_CHARS)}…` : text);
+}
+
+class AccountRunner {
+  private readonly peers = new TrustedPeers();
+  private readonly handled = new RecentIds(REMEMBERED_IDS);
+  private readonly log: Log | undefined;
+
+  constructor(
+    private readonly ctx: ChannelGatewayContext<ResolvedAccount>,
+    private readonly channel: ChannelRuntime,
+  ) {
+    this.log = ctx.log;
+  }
+
+  async run(): Promise<void> {
+    const { abortSignal: signal, account } = this.ctx;
+    let backoff = MIN_BACKOFF_MS;
+    let attempts = 0;
+    while (!signal.aborted) {
+      let why: string;
+      try {
+        // Read afresh on every connection: a restarted node has a new port and token.
+        const node = await NodeClient.open(account.home);
+        const cursor = await Cursor.load(account.home, node.info.agent_id);
+        this.peers.invalidate();
+        const stream = await node.events(cursor.after, signal);
+        backoff = MIN_BACKOFF_MS;
+        attempts = 0;
+        this.ctx.setStatus({ ...this.ctx.getStatus(), ...channelReadyPatch({ reconnectAttempts: 0 }) });
+        this.log?.info?.(`following node ${node.info.agent_id} (${account.home}) after event ${cursor.after}`);
+        why = "the node ended the event stream";
+        for await (const frame of stream) {
+          if (frame.id === undefined) {
+            this.onNotice(cursor, frame.event, frame.data);
+            continue;
+          }
+          const event = JSON.parse(frame.data) as NodeEvent;
+          await this.handle(node, cursor, event);
+          await cursor.advance(event.seq);
+        }
+      } catch (error) {
+        why = describe(error);
+      }
+      if (signal.aborted) break;
+      attempts += 1;
+      this.ctx.setStatus({
+        ...this.ctx.getStatus(),
+        connected: false,
+        lifecycle: "recovering",
+        reconnectAttempts: attempts,
+        lastError: why,
+      });
+      // The first failures are routine (a node restarting); say so quietly, louder when it lasts.
+      const line = `${why}; reconnecting in ${backoff} ms`;
+      if (attempts > 3) this.log?.warn?.(line);
+      else this.log?.info?.(line);
+      await sleep(backoff, signal);
+      backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+    }
+  }
+
+  /**
+   * A notice about the stream itself (a frame without `id:`). A reader too slow for the node is
+   * simply disconnected, and reconnecting resumes from the cursor.
+   */
+  private onNotice(cursor: Cursor, kind: string, data: string): void {
+    if (kind === "reset") {
+      // The node's database was replaced: its log starts over, and so do we (message ids
+      // already handled in this run are still skipped).
+      this.log?.warn?.(`the node's event log was reset (${data}); reading it from the start`);
+      cursor.restart();
+    } else if (kind === "gap") {
+      this.log?.warn?.(`events were pruned from the node's log before we read them (${data})`);
+    }
+  }
+
+  private async handle(node: NodeClient, cursor: Cursor, event: NodeEvent): Promise<void> {
+    switch (event.event) {
+      case "message":
+        await this.onMessage(node, cursor, event);
+        break;
+      case "trust":
+        this.peers.invalidate();
+        break;
+      // Owner notices, for what happened since the channel first ran (not the log's history).
+      case "contact_request":
+        if (cursor.covers(event.at)) this.onContactRequest(event.request);
+        break;
+      case "key_mismatch":
+        if (cursor.covers(event.at)) {
+          this.notifyOwner(
+            "a contact presented another key and is refused until you check it: run `agentmesh status`, then `agentmesh repin`.",
+          );
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  private async onMessage(node: NodeClient, cursor: Cursor, event: Extract<NodeEvent, { event: "message" }>) {
+    const { message } = event;
+    if (message.direction !== "incoming" || this.handled.has(message.id)) return;
+    // On the very first run the whole retained log is read: what came before is the owner's.
+    if (!cursor.covers(event.at)) return;
+    const { abortSignal: signal } = this.ctx;
+    const peer = await this.peers.get(node, message.peer_id, signal);
+    if (!peer) {
+      this.log?.warn?.(`message ${message.id} from ${message.peer_id}, not a contact now: left for the owner`);
+      this.handled.add(message.id);
+      return;
+    }
+    // Read already (answered before a restart, or read by the owner): handled, never again.
+    if (!(await node.unreadFrom(peer.agent_id, signal)).has(message.id)) {
+      this.handled.add(message.id);
+      return;
+    }
+    if (typeof message.text !== "string" || !message.text.trim() || !message.content_type.startsWith("text/")) {
+      this.log?.info?.(`message ${message.id} (${message.content_type}) has no text: left for the owner`);
+      this.handled.add(message.id);
+      return;
+    }
+    this.ctx.setStatus({ ...this.ctx.getStatus(), lastInboundAt: Date.now(), lastMessageAt: Date.now() });
+    let outcome: InboundOutcome;
+    try {
+      outcome = await dispatchIncoming({
+        cfg: this.ctx.cfg,
+        account: this.ctx.account,
+        channel: this.channel,
+        node,
+        message: { ...message, text: message.text },
+        peer,
+        allowFrom: this.peers.ids(),
+      });
+    } catch (error) {
+      // Stopping mid-turn, or the node gone before the reply reached it: the cursor stays put
+      // and the message is dispatched again once connected (unless its reply got through).
+      if (signal.aborted || (error instanceof NodeError && error.code === "node_unreachable")) throw error;
+      // Otherwise it stays unread, for the owner; the stream goes on.
+      this.handled.add(message.id);
+      this.log?.error?.(`dispatching message ${message.id} failed: ${describe(error)}`);
+      return;
+    }
+    this.handled.add(message.id);
+    if (outcome.kind === "declined") {
+      this.log?.warn?.(`message ${message.id} from ${peer.agent_id} not dispatched (${outcome.reason}): left for the owner`);
+      return;
+    }
+    if (outcome.replies > 0) {
+      this.ctx.setStatus({ ...this.ctx.getStatus(), lastOutboundAt: Date.now() });
+      return;
+    }
+    // The agent took it and chose not to answer: read all the same.
+    try {
+      await node.markRead(message.id, signal);
+    } catch (error) {
+      this.log?.warn?.(`marking ${message.id} read failed: ${describe(error)}`);
+    }
+  }
+
+  private onContactRequest(request: ContactRequest): void {
+    if (request.direction !== "incoming" || request.status !== "pending") return;
+    const who = request.peer_name ? `${quote(request.peer_name)} (${request.peer_id})` : request.peer_id;
+    this.notifyOwner(
+      `${who} asks to become a contact, fingerprint ${request.fingerprint ?? "unknown"}, ` +
+        `purpose (their words) ${quote(request.purpose)}. Only the owner decides: ` +
+        `\`agentmesh approve-request ${request.request_id}\` or \`agentmesh reject-request ${request.request_id}\`.`,
+    );
+  }
+
+  /**
+   * Tells the owner: a line in the gateway log and a system event in the owner's main session,
+   * which the next owner turn or heartbeat shows. Never a peer's session.
+   */
+  private notifyOwner(text: string): void {
+    this.log?.info?.(text);
+    const runtime = tryGetAgentmeshRuntime();
+    if (!runtime) return;
+    const { route } = resolveChannelInboundRouteEnvelope({
+      cfg: this.ctx.cfg,
+      channel: CHANNEL_ID,
+      accountId: this.ctx.account.accountId,
+    });
+    runtime.system.enqueueSystemEvent(`agentmesh: ${text}`, {
+      sessionKey: buildAgentMainSessionKey({ agentId: route.agentId }),
+      agentId: route.agentId,
+    });
+  }
+}
+
+/** `gateway.startAccount`: returns only once the gateway stops the account. */
+export async function startAccount(ctx: ChannelGatewayContext<ResolvedAccount>): Promise<void> {
+  const channel = (ctx.channelRuntime as ChannelRuntime | undefined) ?? tryGetAgentmeshRuntime()?.channel;
+  if (!channel) throw new Error("agentmesh: the gateway provided no channel runtime");
+  ctx.setStatus({
+    ...ctx.getStatus(),
+    accountId: ctx.accountId,
+    running: true,
+    lifecycle: "starting",
+    configured: true,
+    enabled: ctx.account.enabled,
+  });
+  try {
+    await new AccountRunner(ctx, channel).run();
+  } finally {
+    ctx.setStatus({ ...ctx.getStatus(), ...channelStoppedPatch() });
+  }
+}

@@ -1,0 +1,205 @@
+// Client of the local agentmesh node's control API: where the node runs, its token, and the few
+// routes the channel needs (peers, send, mark read, the event stream).
+
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+
+import { readEventStream, type SseFrame } from "./sse.js";
+
+/** `<home>/node.json`, written by `agentmesh up` while the node runs. */
+export interface NodeInfo {
+  pid: number;
+  agent_id: string;
+  peer_url: string;
+  control_url: string;
+}
+
+export type TrustState =
+  | "discovered"
+  | "requested_out"
+  | "requested_in"
+  | "trusted"
+  | "rejected"
+  | "blocked"
+  | "removed";
+
+export interface Peer {
+  agent_id: string;
+  name: string;
+  alias?: string;
+  trust: TrustState;
+  fingerprint: string;
+}
+
+export interface Message {
+  direction: "incoming" | "outgoing";
+  id: string;
+  peer_id: string;
+  text?: string | null;
+  content_type: string;
+  status: string;
+  reply_to?: string;
+  thread?: string;
+  created_at: number;
+}
+
+export interface ContactRequest {
+  request_id: string;
+  direction: "incoming" | "outgoing";
+  peer_id: string;
+  peer_name?: string;
+  fingerprint?: string;
+  purpose: string;
+  status: string;
+}
+
+/** One event of `GET /v1/events`: `seq`, `at`, `event` and the kind's own fields. */
+export type NodeEvent = { seq: number; at: number } & (
+  | { event: "message"; message: Message }
+  | { event: "contact_request"; request: ContactRequest }
+  | { event: "trust"; peer_id: string; trust: TrustState }
+  | { event: "key_mismatch" | "key_rotated" | "contact_response" | "status" | "clock_skew" | "peer_online" | "peer_offline" }
+);
+
+export interface SendArgs {
+  to: string;
+  text: string;
+  reply_to?: string;
+  thread?: string;
+}
+
+export interface SendReply {
+  message_id: string;
+  to: string;
+  status: string;
+  encrypted: boolean;
+  protocol: string;
+}
+
+/** A refusal of the node (`{"error":{"code","message"}}`), or a transport failure (`code` set by us). */
+export class NodeError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message);
+    this.name = "NodeError";
+  }
+}
+
+/** Every control call but the event stream gets this long. */
+const CALL_TIMEOUT_MS = 15_000;
+
+/** The node may only be reached on loopback: the bearer token must never leave the host. */
+function checkLoopback(url: string): URL {
+  const parsed = new URL(url);
+  const host = parsed.hostname.replace(/^\[|\]$/g, "");
+  if (parsed.protocol !== "http:" || !["127.0.0.1", "::1", "localhost"].includes(host)) {
+    throw new NodeError("bad_node_json", `control_url ${parsed.origin} is not a loopback http:// URL`);
+  }
+  return parsed;
+}
+
+export class NodeClient {
+  private constructor(
+    readonly info: NodeInfo,
+    private readonly base: URL,
+    private readonly token: string,
+  ) {}
+
+  /**
+   * Reads `node.json` and `control.token` from the home afresh: the node may have restarted on
+   * another port with a new token since the last connection.
+   */
+  static async open(home: string): Promise<NodeClient> {
+    let info: NodeInfo;
+    let token: string;
+    try {
+      info = JSON.parse(await readFile(join(home, "node.json"), "utf8")) as NodeInfo;
+      token = (await readFile(join(home, "control.token"), "utf8")).trim();
+    } catch (error) {
+      throw new NodeError(
+        "node_not_running",
+        `no agentmesh node runs for ${home} (start one with \`agentmesh up\`): ${(error as Error).message}`,
+      );
+    }
+    if (typeof info.control_url !== "string" || typeof info.agent_id !== "string" || !token) {
+      throw new NodeError("bad_node_json", `${join(home, "node.json")} or control.token is incomplete`);
+    }
+    return new NodeClient(info, checkLoopback(info.control_url), token);
+  }
+
+  private async call<T>(method: "GET" | "POST", path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+    const timeout = AbortSignal.timeout(CALL_TIMEOUT_MS);
+    let response: Response;
+    try {
+      response = await fetch(new URL(path, this.base), {
+        method,
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          accept: "application/json",
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+      });
+    } catch (error) {
+      throw new NodeError("node_unreachable", `${method} ${path}: ${(error as Error).message}`);
+    }
+    const text = await response.text();
+    let json: unknown;
+    try {
+      json = text ? JSON.parse(text) : {};
+    } catch {
+      throw new NodeError("bad_response", `${method} ${path}: HTTP ${response.status}, not JSON`, response.status);
+    }
+    if (!response.ok) {
+      const error = (json as { error?: { code?: string; message?: string } }).error;
+      throw new NodeError(error?.code ?? "bad_response", error?.message ?? `HTTP ${response.status}`, response.status);
+    }
+    return json as T;
+  }
+
+  async peers(signal?: AbortSignal): Promise<Peer[]> {
+    return (await this.call<{ peers: Peer[] }>("GET", "/control/peers", undefined, signal)).peers;
+  }
+
+  async send(args: SendArgs, signal?: AbortSignal): Promise<SendReply> {
+    return this.call<SendReply>("POST", "/control/messages", args, signal);
+  }
+
+  /** Ids of the incoming messages from `peerId` that are still unread. */
+  async unreadFrom(peerId: string, signal?: AbortSignal): Promise<Set<string>> {
+    const query = new URLSearchParams({ direction: "incoming", unread: "true", peer: peerId, limit: "10000" });
+    const list = await this.call<{ messages: Message[] }>("GET", `/control/messages?${query}`, undefined, signal);
+    return new Set(list.messages.map((m) => m.id));
+  }
+
+  async markRead(messageId: string, signal?: AbortSignal): Promise<void> {
+    await this.call("POST", `/control/messages/${encodeURIComponent(messageId)}/read`, undefined, signal);
+  }
+
+  /**
+   * Opens `GET /v1/events` after `after` (the last sequence number handled) and, once the node
+   * has answered, returns its frames: they run until the node ends the stream or `signal` fires.
+   */
+  async events(after: number, signal: AbortSignal): Promise<AsyncGenerator<SseFrame>> {
+    const url = new URL("/v1/events", this.base);
+    url.searchParams.set("after", String(after));
+    let response: Response;
+    try {
+      response = await fetch(url, {
+        headers: { authorization: `Bearer ${this.token}`, accept: "text/event-stream" },
+        signal,
+      });
+    } catch (error) {
+      throw new NodeError("node_unreachable", `GET /v1/events: ${(error as Error).message}`);
+    }
+    if (!response.ok || !response.body) {
+      const text = await response.text().catch(() => "");
+      throw new NodeError("bad_response", `GET /v1/events: HTTP ${response.status} ${text.slice(0, 200)}`, response.status);
+    }
+    return readEventStream(response.body);
+  }
+}

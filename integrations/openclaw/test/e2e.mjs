@@ -1,0 +1,764 @@
+// End-to-end test of the agentmesh channel plugin: real agentmesh nodes, real OpenClaw gateways,
+// a scripted OpenAI-compatible model, everything on 127.0.0.1. Started by test/run.sh, which
+// provides AGENTMESH_BIN, OPENCLAW_ENTRY (openclaw.mjs) and PLUGIN_DIR.
+//
+// Prints one PASS or FAIL line per check and `FIGURE name=value` lines; exits non-zero when any
+// check fails. Every process it starts is killed before it exits.
+
+import { spawn } from "node:child_process";
+import { randomBytes, randomUUID } from "node:crypto";
+import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
+import { appendFile, chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+
+const AGENTMESH_BIN = required("AGENTMESH_BIN");
+const OPENCLAW_ENTRY = required("OPENCLAW_ENTRY");
+const PLUGIN_DIR = required("PLUGIN_DIR");
+const LOOPBACK = "127.0.0.1";
+/** Turns of the two-gateway ping-pong. */
+const PINGPONG_TURNS = Number(process.env.PINGPONG_TURNS ?? 10);
+/** Long enough for a turn through a gateway on a busy 2-core machine. */
+const REPLY_TIMEOUT_MS = 90_000;
+/** How long "nothing arrives" is watched for. */
+const QUIET_MS = 6_000;
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) {
+    console.error(`FAIL setup: ${name} is not set (run test/run.sh)`);
+    process.exit(1);
+  }
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+const results = [];
+
+function pass(name, detail = "") {
+  results.push({ name, ok: true });
+  console.log(`PASS ${name}${detail ? ` — ${detail}` : ""}`);
+}
+
+function fail(name, detail) {
+  results.push({ name, ok: false });
+  console.log(`FAIL ${name} — ${detail}`);
+}
+
+/** Runs one check: its function throws to fail, returns an optional detail to pass. */
+async function check(name, fn) {
+  try {
+    pass(name, (await fn()) ?? "");
+  } catch (error) {
+    fail(name, error instanceof Error ? error.message : String(error));
+  }
+}
+
+function assert(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitFor(what, fn, timeoutMs = REPLY_TIMEOUT_MS, everyMs = 250) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      const value = await fn();
+      if (value) return value;
+    } catch (error) {
+      last = error;
+    }
+    await sleep(everyMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last.message})` : ""}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes: each in its own process group, all killed at the end.
+
+const children = new Set();
+
+function startProcess(name, command, args, { env = process.env, log }) {
+  const fd = openSync(log, "a");
+  const child = spawn(command, args, { env, detached: true, stdio: ["ignore", fd, fd] });
+  closeSync(fd);
+  child.label = name;
+  child.log = log;
+  child.exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  children.add(child);
+  child.exited.then(() => children.delete(child));
+  return child;
+}
+
+/** SIGTERM to the process group, SIGKILL after `graceMs`. */
+async function stopProcess(child, graceMs = 15_000) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const group = (signal) => {
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      // already gone
+    }
+  };
+  group("SIGTERM");
+  const timer = setTimeout(() => group("SIGKILL"), graceMs);
+  await child.exited;
+  clearTimeout(timer);
+  // Its children (an MCP server, say) go with the group.
+  group("SIGKILL");
+}
+
+async function stopAll() {
+  await Promise.all([...children].map((child) => stopProcess(child, 5_000)));
+}
+
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, () => {
+    console.log(`FAIL interrupted by ${signal}`);
+    stopAll().finally(() => process.exit(1));
+  });
+}
+
+/** Runs a command to completion: `{code, stdout, stderr}`. */
+function run(command, args, { env = process.env, timeoutMs = 120_000, input } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env, stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(input ?? "");
+  });
+}
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, LOOPBACK, () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// agentmesh nodes
+
+/** `agentmesh --home HOME --json ARGS…`: the parsed JSON, or throws with the error code. */
+async function am(home, ...args) {
+  const out = await run(AGENTMESH_BIN, ["--home", home, "--json", ...args]);
+  if (out.code !== 0) {
+    let code = "unknown";
+    try {
+      code = JSON.parse(out.stderr).error.code;
+    } catch {
+      // not JSON
+    }
+    const error = new Error(`agentmesh ${args[0]} exited ${out.code}: ${out.stderr.trim().slice(0, 300)}`);
+    error.code = code;
+    throw error;
+  }
+  return JSON.parse(out.stdout);
+}
+
+class MeshNode {
+  constructor(name, home) {
+    this.name = name;
+    this.home = home;
+    this.process = undefined;
+    this.info = undefined;
+  }
+
+  async init() {
+    await am(this.home, "init", "--name", this.name);
+    this.agentId = (await am(this.home, "status")).agent_id;
+  }
+
+  /**
+   * Starts the node: on a free port the first time, then on the same peer port (peers keep the
+   * endpoint they pinned); its control API gets a new port and token every time.
+   */
+  async start() {
+    const listen = this.info ? new URL(this.info.peer_url).host : `${LOOPBACK}:0`;
+    this.process = startProcess(`node ${this.name}`, AGENTMESH_BIN, ["--home", this.home, "up", "--listen", listen], {
+      log: join(dirname(this.home), `${this.name}-node.log`),
+    });
+    const pid = this.process.pid;
+    this.info = await waitFor(`node ${this.name} to answer`, async () => {
+      const info = JSON.parse(await readFile(join(this.home, "node.json"), "utf8"));
+      if (info.pid !== pid) return undefined;
+      this.info = info;
+      await this.control("GET", "/control/status");
+      return info;
+    }, 20_000, 50);
+  }
+
+  async stop() {
+    if (this.process) await stopProcess(this.process);
+    this.process = undefined;
+  }
+
+  async control(method, path, body) {
+    const token = (await readFile(join(this.home, "control.token"), "utf8")).trim();
+    const response = await fetch(new URL(path, this.info.control_url), {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+      signal: AbortSignal.timeout(20_000),
+    });
+    const json = await response.json();
+    if (!response.ok) throw new Error(`${method} ${path}: HTTP ${response.status} ${JSON.stringify(json)}`);
+    return json;
+  }
+
+  async send(to, text, extra = {}) {
+    return this.control("POST", "/control/messages", { to, text, ...extra });
+  }
+
+  async incoming() {
+    return (await this.control("GET", "/control/messages?direction=incoming&limit=10000")).messages;
+  }
+}
+
+/** `a` asks `b` for contact (naming it `aliasOfB`) and `b`'s owner approves: trusted both ways. */
+async function makeContacts(a, b, aliasOfB) {
+  const asked = await am(a.home, "request-contact", b.info.peer_url, "--purpose", "e2e", "--alias", aliasOfB);
+  assert(asked.outcome === "delivered", `request-contact: ${asked.outcome}`);
+  await am(b.home, "approve-request", asked.request.request_id);
+  await waitFor(`${a.name} to trust ${b.name}`, async () => {
+    const peers = (await a.control("GET", "/control/peers")).peers;
+    return peers.find((p) => p.agent_id === b.agentId && p.trust === "trusted");
+  }, 20_000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scripted model: an OpenAI chat-completions server, one base path per gateway.
+
+class MockModel {
+  constructor(dump) {
+    /** Every completion request: `{gateway, lastUser (the turn's input), toolResult, tools, raw}`. */
+    this.requests = [];
+    /** A file every request body is appended to, to read when a check fails. */
+    this.dump = dump;
+  }
+
+  async start() {
+    this.server = http.createServer((req, res) => this.handle(req, res).catch((error) => {
+      res.writeHead(500, { "content-type": "application/json" });
+      res.end(JSON.stringify({ error: { message: String(error) } }));
+    }));
+    await new Promise((resolve) => this.server.listen(0, LOOPBACK, resolve));
+    this.port = this.server.address().port;
+  }
+
+  baseUrl(gateway) {
+    return `http://${LOOPBACK}:${this.port}/${gateway}/v1`;
+  }
+
+  stop() {
+    this.server?.closeAllConnections();
+    this.server?.close();
+  }
+
+  async handle(req, res) {
+    const match = /^\/(\w+)\/v1\/(models|chat\/completions)\b/.exec(req.url ?? "");
+    if (!match) {
+      res.writeHead(404).end();
+      return;
+    }
+    const [, gateway, route] = match;
+    if (route === "models") {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ object: "list", data: [{ id: "echo", object: "model", created: 0, owned_by: "mock" }] }));
+      return;
+    }
+    let body = "";
+    for await (const chunk of req) body += chunk;
+    const request = JSON.parse(body);
+    const messages = request.messages ?? [];
+    // The turn's input: every user message after the last assistant one (the gateway sends the
+    // inbound text and its own context blocks as separate user messages).
+    const turnStart = messages.findLastIndex((m) => m.role === "assistant") + 1;
+    const lastUser = messages.slice(turnStart).filter((m) => m.role === "user").map(textOf).join("\n");
+    const tools = (request.tools ?? []).map((t) => t.function?.name ?? t.name);
+    const toolResult = messages.slice(turnStart).some((m) => m.role === "tool");
+    const entry = { gateway, lastUser, toolResult, tools, raw: body };
+    this.requests.push(entry);
+    if (this.dump) await appendFile(this.dump, `${body}\n`);
+    const answer = this.decide(entry);
+    if (request.stream) streamAnswer(res, answer);
+    else jsonAnswer(res, answer);
+  }
+
+  /** The script: what the "model" answers, from the newest user message. */
+  decide({ lastUser, toolResult, tools }) {
+    if (toolResult) return { text: "TOOL_DONE" };
+    const useTool = /USE_TOOL to=(\S+) text=(\S+)/.exec(lastUser);
+    if (useTool) {
+      if (!tools.includes("agentmesh__send_message")) return { text: `NO_TOOL agentmesh__send_message among ${tools.length} tools` };
+      return { tool: { name: "agentmesh__send_message", arguments: { to: useTool[1], text: useTool[2] } } };
+    }
+    // The newest one: a turn that ended without an answer leaves its input in the next turn's.
+    const ping = [...lastUser.matchAll(/(PING|WARM) (\d+)\/(\d+)/g)].at(-1);
+    if (ping) {
+      const [label, n, max] = [ping[1], Number(ping[2]), Number(ping[3])];
+      return { text: n >= max ? "NO_REPLY" : `${label} ${n + 1}/${max}` };
+    }
+    const wake = /WAKE-[A-Z0-9-]+/.exec(lastUser);
+    if (wake) return { text: `OWNER ALERT ${wake[0]}` };
+    const tokens = lastUser.match(/MSG-[A-Za-z0-9-]+/g);
+    if (tokens) return { text: `ECHO ${[...new Set(tokens)].join(" ")}` };
+    return { text: "NO_REPLY" };
+  }
+
+  /** Requests whose newest user message carries `token` (history repeats do not count). */
+  turnsWith(token) {
+    return this.requests.filter((r) => !r.toolResult && r.lastUser.includes(token));
+  }
+
+  sawAnywhere(text) {
+    return this.requests.some((r) => r.raw.includes(text));
+  }
+}
+
+function textOf(message) {
+  if (!message) return "";
+  if (typeof message.content === "string") return message.content;
+  if (Array.isArray(message.content)) return message.content.map((p) => p.text ?? "").join("\n");
+  return "";
+}
+
+function chunk(delta, finish = null) {
+  return { id: "chatcmpl-mock", object: "chat.completion.chunk", created: Math.floor(Date.now() / 1000), model: "echo", choices: [{ index: 0, delta, finish_reason: finish }] };
+}
+
+function streamAnswer(res, answer) {
+  res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+  const send = (obj) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
+  if (answer.tool) {
+    send(chunk({ role: "assistant", content: null, tool_calls: [{ index: 0, id: `call_${randomUUID().slice(0, 8)}`, type: "function", function: { name: answer.tool.name, arguments: "" } }] }));
+    send(chunk({ tool_calls: [{ index: 0, function: { arguments: JSON.stringify(answer.tool.arguments) } }] }));
+    send(chunk({}, "tool_calls"));
+  } else {
+    send(chunk({ role: "assistant", content: "" }));
+    // Two pieces, as a real model streams.
+    const half = Math.ceil(answer.text.length / 2);
+    send(chunk({ content: answer.text.slice(0, half) }));
+    send(chunk({ content: answer.text.slice(half) }));
+    send(chunk({}, "stop"));
+  }
+  send({ ...chunk({}), choices: [], usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 } });
+  res.write("data: [DONE]\n\n");
+  res.end();
+}
+
+function jsonAnswer(res, answer) {
+  const message = answer.tool
+    ? { role: "assistant", content: null, tool_calls: [{ id: "call_1", type: "function", function: { name: answer.tool.name, arguments: JSON.stringify(answer.tool.arguments) } }] }
+    : { role: "assistant", content: answer.text };
+  res.writeHead(200, { "content-type": "application/json" });
+  res.end(JSON.stringify({ id: "chatcmpl-mock", object: "chat.completion", created: 0, model: "echo", choices: [{ index: 0, message, finish_reason: answer.tool ? "tool_calls" : "stop" }], usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 } }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenClaw gateways
+
+class Gateway {
+  constructor(name, root, node, model) {
+    this.name = name;
+    this.home = join(root, `openclaw-${name}`);
+    this.node = node;
+    this.model = model;
+    this.token = randomBytes(24).toString("hex");
+    this.hooksToken = randomBytes(24).toString("hex");
+    this.log = join(root, `${name}-gateway.log`);
+  }
+
+  get env() {
+    return {
+      ...process.env,
+      OPENCLAW_HOME: this.home,
+      AGENTMESH_HOME: this.node.home,
+      // The agentmesh binary must be on the gateway's PATH: the skill requires it and the MCP
+      // server is started by name.
+      PATH: `${dirname(AGENTMESH_BIN)}:${dirname(process.execPath)}:${process.env.PATH}`,
+    };
+  }
+
+  async configure() {
+    this.port = await freePort();
+    await mkdir(join(this.home, ".openclaw"), { recursive: true });
+    const config = {
+      gateway: { mode: "local", port: this.port, bind: "loopback", auth: { mode: "token", token: this.token } },
+      models: {
+        mode: "merge",
+        providers: {
+          mock: {
+            baseUrl: this.model.baseUrl(this.name),
+            apiKey: "mock-key",
+            api: "openai-completions",
+            models: [{ id: "echo", name: "Echo", reasoning: false, input: ["text"], cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 }, contextWindow: 128000, maxTokens: 4096 }],
+          },
+        },
+      },
+      agents: { defaults: { model: { primary: "mock/echo" }, heartbeat: { every: "0m", target: "owner" } } },
+      // The model sees every tool's schema (with tool search it would see three meta-tools).
+      tools: { toolSearch: false },
+      // The plugin declares this server; the owner's entry of the same name points it at the
+      // right home, and `openclaw mcp probe` reads only configured servers.
+      mcp: { servers: { agentmesh: { command: "agentmesh", args: ["mcp"], env: { AGENTMESH_HOME: this.node.home } } } },
+      hooks: { enabled: true, token: this.hooksToken, path: "/hooks" },
+      // Its JSON log stays in the test's directory.
+      logging: { file: join(dirname(this.home), `${this.name}-openclaw.jsonl`) },
+    };
+    const file = join(this.home, ".openclaw", "openclaw.json");
+    await writeFile(file, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+    const install = await this.cli(["plugins", "install", "--link", PLUGIN_DIR, "--force", "--accept-capabilities"]);
+    if (install.code !== 0) throw new Error(`plugins install: ${install.stderr || install.stdout}`);
+    // `channels.agentmesh` validates only once the plugin that owns the channel is installed.
+    const installed = JSON.parse(await readFile(file, "utf8"));
+    installed.channels = { ...installed.channels, agentmesh: { home: this.node.home } };
+    await writeFile(file, `${JSON.stringify(installed, null, 2)}\n`, { mode: 0o600 });
+    const valid = await this.cli(["config", "validate"]);
+    if (valid.code !== 0) throw new Error(`config validate: ${valid.stderr || valid.stdout}`);
+  }
+
+  cli(args, timeoutMs = 120_000) {
+    return run(process.execPath, [OPENCLAW_ENTRY, ...args], { env: this.env, timeoutMs });
+  }
+
+  async cliJson(args) {
+    const out = await this.cli(args);
+    if (out.code !== 0) throw new Error(`openclaw ${args.join(" ")} exited ${out.code}: ${(out.stderr || out.stdout).trim().slice(0, 400)}`);
+    const start = out.stdout.search(/^[[{]/m);
+    return JSON.parse(out.stdout.slice(start));
+  }
+
+  logText() {
+    return existsSync(this.log) ? readFileSync(this.log, "utf8") : "";
+  }
+
+  async start() {
+    const logBefore = this.logText().length;
+    this.process = startProcess(`gateway ${this.name}`, process.execPath, [OPENCLAW_ENTRY, "gateway", "run"], { env: this.env, log: this.log });
+    await waitFor(`gateway ${this.name} /healthz`, async () => {
+      if (this.process.exitCode !== null) throw new Error(`gateway exited: ${this.logText().slice(-2000)}`);
+      const response = await fetch(`http://${LOOPBACK}:${this.port}/healthz`, { signal: AbortSignal.timeout(2_000) });
+      return response.ok;
+    }, 120_000, 500);
+    await waitFor(`gateway ${this.name}'s agentmesh channel to follow the node`, () => this.logText().slice(logBefore).includes("following node"), 60_000, 250);
+  }
+
+  async stop() {
+    if (this.process) await stopProcess(this.process, 30_000);
+    this.process = undefined;
+  }
+
+  async hook(path, body) {
+    const response = await fetch(`http://${LOOPBACK}:${this.port}/hooks/${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${this.hooksToken}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(30_000),
+    });
+    return { status: response.status, body: await response.json().catch(() => undefined) };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MCP: the tools `agentmesh mcp` lists, asked over stdio as any MCP client does.
+
+async function mcpTools(home) {
+  const child = spawn(AGENTMESH_BIN, ["--home", home, "mcp"], { stdio: ["pipe", "pipe", "ignore"] });
+  const replies = new Map();
+  let buffer = "";
+  child.stdout.on("data", (data) => {
+    buffer += data;
+    for (let nl = buffer.indexOf("\n"); nl >= 0; nl = buffer.indexOf("\n")) {
+      const line = buffer.slice(0, nl).trim();
+      buffer = buffer.slice(nl + 1);
+      if (line) {
+        const message = JSON.parse(line);
+        if (message.id !== undefined) replies.set(message.id, message);
+      }
+    }
+  });
+  const call = async (id, method, params) => {
+    child.stdin.write(`${JSON.stringify({ jsonrpc: "2.0", id, method, params })}\n`);
+    const reply = await waitFor(`MCP ${method}`, () => replies.get(id), 20_000, 50);
+    if (reply.error) throw new Error(`MCP ${method}: ${JSON.stringify(reply.error)}`);
+    return reply.result;
+  };
+  try {
+    await call(1, "initialize", { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "agentmesh-e2e", version: "1" } });
+    child.stdin.write(`${JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" })}\n`);
+    return (await call(2, "tools/list", {})).tools;
+  } finally {
+    child.kill("SIGTERM");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks
+
+/** Waits until `node` holds an incoming message matching `pred`. */
+function awaitIncoming(node, what, pred, timeoutMs = REPLY_TIMEOUT_MS) {
+  return waitFor(what, async () => (await node.incoming()).find(pred), timeoutMs);
+}
+
+/** A message envelope from `from` to `to` in the shape the node parses; its crypto is random. */
+function forgedEnvelope(from, to) {
+  const now = Date.now();
+  const b64 = (n) => randomBytes(n).toString("base64");
+  return {
+    v: 1,
+    id: randomUUID(),
+    type: "message",
+    from,
+    to,
+    created_at: now,
+    sent_at: now,
+    expires_at: now + 3_600_000,
+    content_type: "text/plain; charset=utf-8",
+    enc: b64(32),
+    body: b64(64),
+    sig: b64(64),
+  };
+}
+
+async function main() {
+  const root = await mkdtemp(join(tmpdir(), "agentmesh-openclaw-e2e-"));
+  await chmod(root, 0o700);
+  console.log(`e2e: working in ${root}`);
+  const model = new MockModel(join(root, "model-requests.jsonl"));
+  await model.start();
+
+  const alice = new MeshNode("alice", join(root, "alice"));
+  const bob = new MeshNode("bob", join(root, "bob"));
+  const carol = new MeshNode("carol", join(root, "carol"));
+  for (const node of [alice, bob, carol]) {
+    await node.init();
+    await node.start();
+  }
+  await makeContacts(alice, bob, "bob");
+  console.log(`e2e: alice ${alice.agentId}, bob ${bob.agentId}, carol ${carol.agentId}; alice and bob are contacts`);
+
+  const gwA = new Gateway("a", root, alice, model);
+  await gwA.configure();
+  await check("plugin installs with `openclaw plugins install --link` and loads", async () => {
+    const inspect = await gwA.cliJson(["plugins", "inspect", "agentmesh", "--runtime", "--json"]);
+    const text = JSON.stringify(inspect);
+    assert(text.includes("agentmesh"), `inspect: ${text.slice(0, 300)}`);
+    return "inspect lists the agentmesh channel";
+  });
+  const started = Date.now();
+  await gwA.start();
+  console.log(`e2e: gateway a healthy and following alice's node after ${Date.now() - started} ms`);
+
+  // 1. A contact's message becomes a session of its own, and the agent's reply goes back to it.
+  await check("a contact's message reaches the agent in a session for that peer, and the reply reaches the peer", async () => {
+    const sent = await bob.send("alice", "hello alice MSG-hello");
+    const reply = await awaitIncoming(bob, "alice's reply", (m) => m.reply_to === sent.message_id);
+    assert(reply.text === "ECHO MSG-hello", `reply text ${JSON.stringify(reply.text)}`);
+    assert(model.turnsWith("MSG-hello").length === 1, `model saw MSG-hello in ${model.turnsWith("MSG-hello").length} turns`);
+    const sessions = JSON.stringify(await gwA.cliJson(["sessions", "--json", "--all-agents"]));
+    assert(sessions.includes(`agentmesh`) && sessions.includes(bob.agentId), "no agentmesh session for bob in `openclaw sessions`");
+    const original = (await alice.incoming()).find((m) => m.id === sent.message_id);
+    assert(original?.status === "read", `alice's copy is ${original?.status}, not read`);
+    return `reply ${reply.id} answers ${sent.message_id}; the incoming message is marked read`;
+  });
+
+  // 2. A peer's /command is text to the agent, never a command run by the gateway.
+  await check("a peer's /command is not interpreted", async () => {
+    const sent = await bob.send("alice", "/status MSG-command");
+    const reply = await awaitIncoming(bob, "the reply to /status", (m) => m.reply_to === sent.message_id);
+    assert(reply.text === "ECHO MSG-command", `reply ${JSON.stringify(reply.text)} (a command answer would not be the model's)`);
+    assert(model.turnsWith("MSG-command").length === 1, "the model did not get the text");
+  });
+
+  // 3. Someone who is not a contact never reaches the agent; its contact request reaches the owner.
+  let carolRequest;
+  await check("an untrusted peer's message never reaches the gateway", async () => {
+    const asked = await am(carol.home, "request-contact", alice.info.peer_url, "--purpose", "let me in MSG-purpose", "--alias", "alice");
+    assert(asked.outcome === "delivered", `carol's request: ${asked.outcome}`);
+    let refusedByCarolsNode = false;
+    try {
+      await am(carol.home, "send-message", "--to", "alice", "--text", "CAROL-SECRET-1");
+    } catch (error) {
+      refusedByCarolsNode = error.code === "not_trusted";
+      if (!refusedByCarolsNode) throw error;
+    }
+    assert(refusedByCarolsNode, "carol's node queued a message to a peer that never accepted her");
+    // Straight to alice's peer API, as a hostile node would: refused before anything is stored.
+    const forged = await fetch(`${alice.info.peer_url}/v1/message`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(forgedEnvelope(carol.agentId, alice.agentId)),
+    });
+    const refusal = await forged.json();
+    assert(forged.status === 403 && refusal.error?.code === "untrusted_sender", `alice's node answered ${forged.status} ${JSON.stringify(refusal)}`);
+    await sleep(QUIET_MS);
+    assert(!(await alice.incoming()).some((m) => m.peer_id === carol.agentId), "alice's node stored a message from carol");
+    assert(!model.sawAnywhere("CAROL-SECRET"), "the model saw carol's text");
+    const sessions = JSON.stringify(await gwA.cliJson(["sessions", "--json", "--all-agents"]));
+    assert(!sessions.includes(carol.agentId), "a session exists for carol");
+    return "carol's node refused (not_trusted); alice's node refused a forged envelope (403 untrusted_sender); no session, the model saw nothing";
+  });
+
+  await check("a contact request is told to the owner, not to a peer session", async () => {
+    const request = (await alice.control("GET", "/control/requests?direction=incoming&status=pending")).requests.find((r) => r.peer_id === carol.agentId);
+    assert(request, "alice has no pending request from carol");
+    carolRequest = request.request_id;
+    await waitFor("the owner notice in the gateway log", () => gwA.logText().includes(`agentmesh approve-request ${request.request_id}`), 20_000);
+    const inPeerTurn = model.requests.some((r) => r.lastUser.includes(request.request_id) && !r.lastUser.includes("WAKE-"));
+    assert(!inPeerTurn, "the request reached a peer's turn");
+    return `notice for ${request.request_id} logged and queued for the owner's main session`;
+  });
+
+  // 4. Proactive sends: `openclaw message send`.
+  await check("`openclaw message send --channel agentmesh --target bob` reaches bob", async () => {
+    const out = await gwA.cli(["message", "send", "--channel", "agentmesh", "--target", "bob", "--message", "proactive MSG-proactive", "--json"]);
+    assert(out.code === 0, `exit ${out.code}: ${(out.stderr || out.stdout).slice(0, 400)}`);
+    const got = await awaitIncoming(bob, "the proactive message", (m) => m.text === "proactive MSG-proactive", 30_000);
+    return `bob got ${got.id}`;
+  });
+
+  // 5. The MCP server's tools reach the model and send for real.
+  await check("`openclaw mcp probe agentmesh --json` lists the tools with annotations", async () => {
+    const probe = await gwA.cliJson(["mcp", "probe", "agentmesh", "--json"]);
+    const core = ["whoami", "status", "peers", "discover", "search", "request_contact", "list_requests", "send_message", "list_messages", "read_message", "wait_for_event", "p2p_send_message"];
+    const missing = core.filter((tool) => !probe.tools?.includes(`agentmesh__${tool}`));
+    assert(missing.length === 0, `missing ${missing.join(", ")} in ${JSON.stringify(probe.tools)}`);
+    assert((probe.diagnostics ?? []).length === 0, `probe diagnostics: ${JSON.stringify(probe.diagnostics)}`);
+    // The probe only warns about missing annotations; read them from the server itself.
+    const tools = await mcpTools(alice.home);
+    const bare = tools.filter((t) => !t.annotations || typeof t.annotations.readOnlyHint !== "boolean");
+    assert(bare.length === 0, `tools without annotations: ${bare.map((t) => t.name).join(", ")}`);
+    const readOnly = tools.filter((t) => t.annotations.readOnlyHint).map((t) => t.name);
+    assert(readOnly.includes("whoami") && !readOnly.includes("send_message"), `readOnlyHint: ${readOnly.join(", ")}`);
+    // Changing trust is the owner's: off unless the node's mcp_allow_trust_changes allows it.
+    const trustTools = probe.tools.filter((t) => /__(p2p_)?(approve_request|block)$/.test(t));
+    assert(trustTools.length === 0, `trust-changing tools exposed by default: ${trustTools.join(", ")}`);
+    return `${probe.tools.length} tools, all annotated, no trust-changing tools by default`;
+  });
+
+  await check("a model tool call to agentmesh__send_message sends a real message", async () => {
+    const sent = await bob.send("alice", "please USE_TOOL to=bob text=MSG-by-tool");
+    const got = await awaitIncoming(bob, "the message sent by the tool", (m) => m.text === "MSG-by-tool");
+    const done = await awaitIncoming(bob, "the turn's final reply", (m) => m.reply_to === sent.message_id);
+    assert(done.text === "TOOL_DONE", `final reply ${JSON.stringify(done.text)}`);
+    return `tool message ${got.id}, then the final reply`;
+  });
+
+  // 6. The skill is eligible (the agentmesh binary is on the gateway's PATH).
+  await check("`openclaw skills info agentmesh --json` says eligible", async () => {
+    const info = await gwA.cliJson(["skills", "info", "agentmesh", "--json"]);
+    const text = JSON.stringify(info);
+    assert(info.eligible === true || info.skill?.eligible === true || /"eligible":true/.test(text), `skills info: ${text.slice(0, 400)}`);
+  });
+
+  // 7. The owner's heartbeat never goes to a peer.
+  await check("the owner's heartbeat (/hooks/wake) never reaches a peer", async () => {
+    const before = (await bob.incoming()).length;
+    const woke = await gwA.hook("wake", { text: "WAKE-OWNER-ONLY check the inbox", mode: "now" });
+    assert(woke.status === 200, `wake: ${woke.status} ${JSON.stringify(woke.body)}`);
+    const [turn] = await waitFor("the heartbeat turn", () => model.turnsWith("WAKE-OWNER-ONLY").length > 0 && model.turnsWith("WAKE-OWNER-ONLY"), 60_000);
+    assert(turn.raw.includes("session=agent:main:main"), "the heartbeat did not run in the owner's main session");
+    // The contact request told earlier is in front of the owner now, in their own session.
+    assert(carolRequest && turn.raw.includes(carolRequest), "carol's contact request is not in the owner's heartbeat turn");
+    await sleep(QUIET_MS);
+    const after = await bob.incoming();
+    assert(after.length === before, `bob got ${after.length - before} new message(s): ${JSON.stringify(after.slice(before).map((m) => m.text))}`);
+    return "the heartbeat ran in the owner's main session (with carol's contact request); bob received nothing";
+  });
+
+  // 8. Restarts lose and duplicate nothing.
+  await check("messages sent while the gateway is down are dispatched once when it is back", async () => {
+    await gwA.stop();
+    const ids = [];
+    for (const n of [1, 2, 3]) ids.push((await bob.send("alice", `while down MSG-down-${n}`)).message_id);
+    // The node restarts too, its control API on a new port: the plugin must read node.json afresh.
+    await alice.stop();
+    await alice.start();
+    await gwA.start();
+    for (const [i, id] of ids.entries()) {
+      const reply = await awaitIncoming(bob, `the reply to MSG-down-${i + 1}`, (m) => m.reply_to === id);
+      assert(reply.text === `ECHO MSG-down-${i + 1}`, `reply ${JSON.stringify(reply.text)}`);
+    }
+    await sleep(QUIET_MS);
+    const replies = (await bob.incoming()).filter((m) => m.reply_to);
+    const perOriginal = new Map();
+    for (const m of replies) perOriginal.set(m.reply_to, (perOriginal.get(m.reply_to) ?? 0) + 1);
+    const repeated = [...perOriginal].filter(([, n]) => n > 1);
+    assert(repeated.length === 0, `answered more than once: ${JSON.stringify(repeated)}`);
+    for (const token of ["MSG-hello", "MSG-command", "MSG-down-1", "MSG-down-2", "MSG-down-3"]) {
+      const turns = model.turnsWith(token).filter((r) => r.gateway === "a").length;
+      assert(turns === 1, `${token} was dispatched ${turns} times`);
+    }
+    return "3 messages sent while down answered once each; nothing earlier re-dispatched";
+  });
+
+  await check("the plugin follows a node restart while the gateway runs", async () => {
+    await alice.stop();
+    await alice.start();
+    const sent = await bob.send("alice", "after node restart MSG-node-restart");
+    const reply = await awaitIncoming(bob, "the reply after the node restart", (m) => m.reply_to === sent.message_id);
+    assert(reply.text === "ECHO MSG-node-restart", `reply ${JSON.stringify(reply.text)}`);
+  });
+
+  // 9. Two gateways, each with the plugin, play ping-pong through their nodes.
+  const gwB = new Gateway("b", root, bob, model);
+  await check(`two gateways play ${PINGPONG_TURNS} turns of ping-pong`, async () => {
+    await gwB.configure();
+    await gwB.start();
+    // One turn on each side first: a gateway's first turn in a session pays for setting it up.
+    await alice.send("bob", "WARM 0/2");
+    await awaitIncoming(bob, '"WARM 2/2"', (m) => m.text === "WARM 2/2");
+    const t0 = Date.now();
+    await alice.send("bob", `PING 0/${PINGPONG_TURNS}`);
+    const last = `PING ${PINGPONG_TURNS}/${PINGPONG_TURNS}`;
+    const receiver = PINGPONG_TURNS % 2 === 1 ? alice : bob;
+    await awaitIncoming(receiver, `"${last}"`, (m) => m.text === last, REPLY_TIMEOUT_MS * Math.max(1, PINGPONG_TURNS / 2));
+    const seconds = (Date.now() - t0) / 1000;
+    const perMinute = (PINGPONG_TURNS / seconds) * 60;
+    console.log(`FIGURE openclaw_pingpong_turns_per_minute=${perMinute.toFixed(1)}`);
+    console.log(`FIGURE openclaw_pingpong_seconds_per_turn=${(seconds / PINGPONG_TURNS).toFixed(2)}`);
+    await sleep(QUIET_MS);
+    const all = [...(await alice.incoming()), ...(await bob.incoming())].filter((m) => m.text?.startsWith("PING "));
+    assert(all.length === PINGPONG_TURNS + 1, `${all.length} PING messages, wanted ${PINGPONG_TURNS + 1} (the kick-off and one per turn)`);
+    return `${PINGPONG_TURNS} turns in ${seconds.toFixed(1)} s`;
+  });
+
+  await gwB.stop();
+  await gwA.stop();
+  for (const node of [alice, bob, carol]) await node.stop();
+  model.stop();
+  return root;
+}
+
+let root;
+try {
+  root = await main();
+} catch (error) {
+  fail("e2e run", error instanceof Error ? error.stack ?? error.message : String(error));
+} finally {
+  await stopAll();
+}
+const failed = results.filter((r) => !r.ok);
+console.log(`${results.length - failed.length} passed, ${failed.length} failed`);
+if (failed.length === 0 && root && !process.env.KEEP_E2E_DIR) await rm(root, { recursive: true, force: true });
+else if (root || failed.length) console.log("e2e: logs kept in the working directory above");
+process.exit(failed.length === 0 ? 0 : 1);
