@@ -415,10 +415,21 @@ impl Node {
         Some(rx)
     }
 
-    /// Records whether `peer` answered our last deliveries (`Ok`) or could not be reached (the
-    /// error); returns the event to log when that changed: offline the first time it cannot be
-    /// reached, online when it answers again.
-    pub(crate) fn note_reachability(&self, peer: PeerId, answered: Result<(), String>) -> Option<Event> {
+    /// The event to log when `peer`'s reachability changes with `answered` (our deliveries
+    /// answered, or the error when it could not be reached): offline the first time it cannot be
+    /// reached, online when it answers again. Changes nothing: see [`Node::set_reachability`].
+    pub(crate) fn reachability_change(&self, peer: &PeerId, answered: &Result<(), String>) -> Option<Event> {
+        let before = self.reachability.lock().unwrap_or_else(|p| p.into_inner()).get(peer).copied();
+        match (before, answered) {
+            (Some(false), Ok(())) => Some(Event::PeerOnline { peer_id: peer.clone() }),
+            (None | Some(true), Err(error)) => Some(Event::PeerOffline { peer_id: peer.clone(), error: error.clone() }),
+            _ => None,
+        }
+    }
+
+    /// Records whether `peer` answered, once the change's event is committed (bounded by
+    /// [`MAX_REACHABILITY`]: peers known online go first, then everything).
+    pub(crate) fn set_reachability(&self, peer: PeerId, online: bool) {
         let mut known = self.reachability.lock().unwrap_or_else(|p| p.into_inner());
         if known.len() >= MAX_REACHABILITY && !known.contains_key(&peer) {
             known.retain(|_, online| !*online);
@@ -426,13 +437,7 @@ impl Node {
                 known.clear();
             }
         }
-        let online = answered.is_ok();
-        let before = known.insert(peer.clone(), online);
-        match (before, answered) {
-            (Some(false), Ok(())) => Some(Event::PeerOnline { peer_id: peer }),
-            (None | Some(true), Err(error)) => Some(Event::PeerOffline { peer_id: peer, error }),
-            _ => None,
-        }
+        known.insert(peer, online);
     }
 
     /// Remembers that `skew.peer_id` finds our clock off (the caller logs the event).

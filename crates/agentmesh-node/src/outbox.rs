@@ -201,7 +201,7 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
         }
     }
     let reachability: Vec<Event> =
-        reached.into_iter().filter_map(|(peer, answered)| node.note_reachability(peer, answered)).collect();
+        reached.iter().filter_map(|(peer, answered)| node.reachability_change(peer, answered)).collect();
     for (item, outcome) in outcomes {
         let (status, error, code, first) = match outcome {
             Outcome::Delivered(receipt) => {
@@ -313,6 +313,9 @@ async fn record(node: &Arc<Node>, outcomes: Vec<(OutboxItem, Outcome)>) {
     if let Err(e) = stored {
         tracing::error!(error = %e, "could not record delivery outcomes; they will be retried");
         return;
+    }
+    for (peer, answered) in reached {
+        node.set_reachability(peer, answered.is_ok());
     }
     for r in recorded {
         if r.status == MessageStatus::Delivered {

@@ -950,3 +950,39 @@ async fn the_bad_input_suite_through_the_v1_adapter() {
     t.v1_refused("blocked sender", message_route, v1.message(&me, "hi"), 403, "blocked_sender", &blocked).await;
     t.v1_refused("blocked request", request_route, v1.request(4, now_ms()), 403, "blocked_sender", &blocked).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_url_serving_another_key_for_a_pinned_id_is_refused_and_recorded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, genesis) = setup(dir.path()).await;
+    // The peer rotates once; the pin follows.
+    let first = Fake::rotated(&genesis);
+    let announce = first.envelope(EnvelopeKind::KeyRotation, t.card.agent_id, &t.x25519, b"{}", APPLICATION_JSON);
+    assert_eq!(t.send(&announce).await.0, 200);
+    // A fork (a valid chain from the genesis key that skips the pinned one), served at a URL the
+    // owner asks for contact.
+    let fork = Fake::rotated(&genesis);
+    let card = serde_json::to_value(&fork.card).expect("card");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = axum::Router::new().route("/v1/card", axum::routing::get(move || async move { axum::Json(card) }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let pinned = t.node.client.peers(false).await.expect("peers").peers[0].fingerprint.clone();
+    let args = agentmesh_api::control::ContactArgs { to: url, purpose: "again".into(), ..Default::default() };
+    let err = t.node.client.request_contact(&args).await.expect_err("refused");
+    assert!(
+        matches!(&err, agentmesh_client::ClientError::Api { status: 409, code, .. } if code == "key_mismatch"),
+        "{err:?}"
+    );
+    // Recorded for the owner although the request failed, and told once.
+    let status = t.node.client.status().await.expect("status");
+    let mismatch = status.key_mismatches.first().expect("a key mismatch on record");
+    assert_eq!(mismatch.presented_fingerprint, fork.card.fingerprint.as_str());
+    assert_eq!(mismatch.pinned_fingerprint, pinned);
+    assert_eq!(mismatch.direction, agentmesh_api::MismatchDirection::Outbound);
+    let log = t.node.client.event_list(&Default::default()).await.expect("events");
+    assert_eq!(log.events.iter().filter(|e| e.event.kind() == "key_mismatch").count(), 1);
+    // The pin did not move.
+    assert_eq!(t.node.client.peers(false).await.expect("peers").peers[0].fingerprint, pinned);
+}
