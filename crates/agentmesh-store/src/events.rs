@@ -1,8 +1,11 @@
 //! The event log: every [`Event`] the node emits, in commit order, numbered by a cursor (`seq`)
 //! that only grows. Watchers resume from a cursor after a disconnect or a restart; the hooks
 //! push works through it; old entries are pruned by age and count.
+//!
+//! A received message's event is logged without its text, which the inbox holds already: reading
+//! the log puts it back (so a message is stored once, however long its event is kept).
 
-use agentmesh_api::{Event, LoggedEvent};
+use agentmesh_api::{Direction, Event, LoggedEvent};
 use rusqlite::{OptionalExtension, params};
 
 use crate::{Result, Store, StoreError};
@@ -10,7 +13,15 @@ use crate::{Result, Store, StoreError};
 impl Store {
     /// Appends `event`, logged at `at` (ms), and returns it with its cursor.
     pub fn append_event(&self, at: i64, event: Event) -> Result<LoggedEvent> {
-        let body = serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let body = match &event {
+            Event::Message { message } if message.direction == Direction::Incoming => {
+                let mut stored = message.clone();
+                stored.text = None;
+                serde_json::to_string(&Event::Message { message: stored })
+            }
+            _ => serde_json::to_string(&event),
+        }
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.conn.prepare_cached("INSERT INTO events (at, kind, body) VALUES (?1, ?2, ?3)")?.execute(params![
             at,
             event.kind(),
@@ -29,7 +40,18 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (seq, at, body) = row?;
-            let event = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+            let mut event =
+                serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+            if let Event::Message { message } = &mut event
+                && message.direction == Direction::Incoming
+                && message.text.is_none()
+            {
+                message.text = self
+                    .conn
+                    .prepare_cached("SELECT text FROM inbox WHERE peer_id = ?1 AND id = ?2")?
+                    .query_row(params![message.peer_id.as_str(), message.id], |r| r.get(0))
+                    .optional()?;
+            }
             out.push(LoggedEvent { seq, at, event });
         }
         Ok(out)
@@ -107,5 +129,32 @@ mod tests {
             .expect("append");
         assert_eq!(logged.seq, 6);
         assert_eq!(store.last_event_seq().expect("last"), 6);
+    }
+
+    #[test]
+    fn a_received_message_is_stored_once_and_its_event_reads_whole() {
+        use agentmesh_core::Protocol;
+
+        use crate::IncomingMessage;
+
+        let store = Store::open_in_memory().expect("store");
+        let message = IncomingMessage {
+            peer_id: PeerId::parse("peer1").expect("id"),
+            id: "m1".into(),
+            protocol: Protocol::Native,
+            encrypted: true,
+            content_type: "text/plain".into(),
+            text: "hello there".into(),
+            reply_to: None,
+            thread: None,
+            created_at: 1,
+            received_at: 2,
+        };
+        store.insert_incoming(&message).expect("inbox");
+        let logged = store.append_event(2, Event::Message { message: message.view() }).expect("append");
+        let body: String = store.conn.query_row("SELECT body FROM events", [], |r| r.get(0)).expect("row");
+        assert!(!body.contains("hello there"), "the text is in the inbox only: {body}");
+        let read = store.events_after(0, 10).expect("read");
+        assert_eq!(read, vec![logged], "read back with its text");
     }
 }
