@@ -685,6 +685,29 @@ async function main() {
     return "the heartbeat ran in the owner's main session (with carol's contact request); bob received nothing";
   });
 
+  // 7b. Without the plugin: a node's own [hooks] push reaches the real gateway as an agent turn.
+  await check("a node's [hooks] push reaches the real gateway's /hooks/agent, once", async () => {
+    const dave = new MeshNode("dave", join(root, "dave"));
+    await dave.init();
+    const tokenFile = join(root, "dave-hooks.token");
+    await writeFile(tokenFile, gwA.hooksToken, { mode: 0o600 });
+    const hooks = `[hooks]\nurl = "http://${LOOPBACK}:${gwA.port}/hooks"\ntoken_file = "${tokenFile}"\nevents = ["message"]\n`;
+    await writeFile(join(dave.home, "config.toml"), hooks, { mode: 0o600 });
+    await dave.start();
+    try {
+      await makeContacts(bob, dave, "dave");
+      const sent = await bob.send("dave", "MSG-hooked for the agent");
+      const [turn] = await waitFor("the hook's agent turn", () => model.turnsWith("MSG-hooked").length > 0 && model.turnsWith("MSG-hooked"), 60_000);
+      assert(turn.raw.includes(sent.message_id), "the turn does not name the message id");
+      await sleep(QUIET_MS);
+      const turns = model.turnsWith("MSG-hooked").length;
+      assert(turns === 1, `the hooked message ran ${turns} turns`);
+      return `message ${sent.message_id} became one agent turn through /hooks/agent`;
+    } finally {
+      await dave.stop();
+    }
+  });
+
   // 8. Restarts lose and duplicate nothing.
   await check("messages sent while the gateway is down are dispatched once when it is back", async () => {
     await gwA.stop();
