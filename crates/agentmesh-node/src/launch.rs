@@ -206,14 +206,16 @@ pub async fn launch_with(
 
     let store = {
         let home = home.clone();
-        tokio::task::spawn_blocking(move || -> Result<Store> {
+        tokio::task::spawn_blocking(move || -> Result<(Store, agentmesh_store::Checkpointer)> {
             let store = Store::open(&home.db_path())?;
+            let checkpointer = agentmesh_store::Checkpointer::open(&home.db_path())?;
             // SQLite creates the database, WAL and shared-memory files with the umask's mode.
             home.tighten()?;
-            Ok(store)
+            Ok((store, checkpointer))
         })
         .await??
     };
+    let (store, checkpointer) = store;
     let released = store.release_leases(now_ms() as i64)?;
 
     let peer_listener = match listeners.peer {
@@ -312,11 +314,32 @@ pub async fn launch_with(
     }
     tracker.spawn(crate::gossip::run(Arc::clone(&node), node.config().bootstrap.clone(), shutdown.clone()));
     tracker.spawn(prune(Arc::clone(&node), shutdown.clone()));
+    tracker.spawn(checkpoint(checkpointer, shutdown.clone()));
     if let Some(hooks) = hooks {
         tracker.spawn(hooks.run(Arc::clone(&node), shutdown.clone()));
     }
     let advertiser = if node.config().mdns { advertise(&node, peer_addr).await } else { None };
     Ok(NodeHandle { info, token, node, home, tracker, shutdown, lock, advertiser })
+}
+
+/// Five times a second, copies the WAL back into the database from a connection of its own, off the
+/// database thread (whose commits would otherwise stall for each checkpoint).
+async fn checkpoint(checkpointer: agentmesh_store::Checkpointer, stop: CancellationToken) {
+    let checkpointer = Arc::new(std::sync::Mutex::new(checkpointer));
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = every.tick() => {
+                let checkpointer = Arc::clone(&checkpointer);
+                let done = tokio::task::spawn_blocking(move || checkpointer.lock().unwrap_or_else(|p| p.into_inner()).run()).await;
+                if let Ok(Err(e)) = done {
+                    tracing::warn!(error = %e, "checkpoint failed; the writer checkpoints past the backstop");
+                }
+            }
+        }
+    }
 }
 
 /// Events deleted per database visit when pruning.

@@ -45,6 +45,31 @@ pub enum StoreError {
 /// Result alias for store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// WAL pages past which the writing connection checkpoints itself (when no [`Checkpointer`]
+/// keeps up).
+const WAL_BACKSTOP_PAGES: i64 = 10_000;
+
+/// A second connection to a store's database that copies the WAL back into it
+/// (`PRAGMA wal_checkpoint(PASSIVE)`), so that the connection that writes never has to. Run it
+/// every second or so from a thread of its own; a passive checkpoint never waits for a lock.
+pub struct Checkpointer {
+    conn: rusqlite::Connection,
+}
+
+impl Checkpointer {
+    /// Opens the database at `path` (made by [`Store::open`]) for checkpointing.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(1))?;
+        Ok(Checkpointer { conn })
+    }
+
+    /// Checkpoints what it can without waiting; returns `(pages in the WAL, pages copied)`.
+    pub fn run(&self) -> Result<(i64, i64)> {
+        Ok(self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))?)
+    }
+}
+
 /// An open database.
 pub struct Store {
     conn: rusqlite::Connection,
@@ -72,6 +97,10 @@ impl Store {
         // journals stay in memory (a few pages each) instead of a temporary file written for
         // every envelope.
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Checkpoints are a [`Checkpointer`]'s job, off the writing connection: SQLite's own, run
+        // by whichever commit crosses the threshold, stalled that commit (and every write queued
+        // behind it) for milliseconds. This threshold is only a backstop (about 40 MB of WAL).
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migration::migrate(&mut conn)?;
         Ok(Store { conn })
