@@ -555,6 +555,20 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every kind [`Event::kind`] returns, in declaration order.
+    pub const KINDS: &'static [&'static str] = &[
+        "message",
+        "status",
+        "contact_request",
+        "contact_response",
+        "trust",
+        "key_mismatch",
+        "key_rotated",
+        "clock_skew",
+        "peer_online",
+        "peer_offline",
+    ];
+
     /// The `event` tag of its JSON (`message`, `status`, `contact_request`, …).
     pub fn kind(&self) -> &'static str {
         match self {

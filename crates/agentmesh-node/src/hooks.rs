@@ -24,20 +24,6 @@ use crate::Node;
 use crate::config::HooksConfig;
 use crate::events::{Feed, Frame};
 
-/// The kinds `[hooks] events` may name.
-const EVENT_KINDS: &[&str] = &[
-    "message",
-    "status",
-    "contact_request",
-    "contact_response",
-    "trust",
-    "key_mismatch",
-    "key_rotated",
-    "clock_skew",
-    "peer_online",
-    "peer_offline",
-];
-
 /// The `meta` key of the push's cursor.
 const CURSOR_KEY: &str = "hooks_cursor";
 /// Longest wait between two attempts.
@@ -63,8 +49,8 @@ impl Hooks {
             config.url
         );
         // Refused when others may read it, like every secret of the home.
-        if let Some(unknown) = config.events.iter().find(|k| !EVENT_KINDS.contains(&k.as_str())) {
-            anyhow::bail!("[hooks] events: {unknown:?} is not an event kind (one of {})", EVENT_KINDS.join(", "));
+        if let Some(unknown) = config.events.iter().find(|k| !Event::KINDS.contains(&k.as_str())) {
+            anyhow::bail!("[hooks] events: {unknown:?} is not an event kind (one of {})", Event::KINDS.join(", "));
         }
         let token = crate::home::read_private_text(&config.token_file)
             .with_context(|| format!("the [hooks] token_file {}", config.token_file.display()))?;

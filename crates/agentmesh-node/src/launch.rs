@@ -204,7 +204,7 @@ pub async fn launch_with(
             .map_err(LaunchError::InvalidEndpoint)?;
     }
 
-    let store = {
+    let (store, checkpointer) = {
         let home = home.clone();
         tokio::task::spawn_blocking(move || -> Result<(Store, agentmesh_store::Checkpointer)> {
             let store = Store::open(&home.db_path())?;
@@ -215,7 +215,6 @@ pub async fn launch_with(
         })
         .await??
     };
-    let (store, checkpointer) = store;
     let released = store.release_leases(now_ms() as i64)?;
 
     let peer_listener = match listeners.peer {

@@ -37,17 +37,8 @@ pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     if args.messages == 0 || args.concurrency == 0 || args.size == 0 {
         bail!("--messages, --concurrency and --size must be at least 1");
     }
-    let dir = tempfile::Builder::new().prefix("agentmesh-bench-").tempdir()?;
-    let exe = std::env::current_exe()?;
-    let (a_home, b_home) = (dir.path().join("sender"), dir.path().join("receiver"));
-    local::init(&exe, &a_home, "sender", &[])?;
-    local::init(&exe, &b_home, "receiver", &[])?;
-    // The bench floods one peer on purpose: lift the per-sender message limit (600/min).
-    std::fs::write(b_home.join("config.toml"), "messages_per_minute = 0\n").context("writing the receiver's config")?;
-    let mut sender = LocalNode::start(&exe, &a_home, "127.0.0.1:0", &[]).await?;
-    let mut receiver = LocalNode::start(&exe, &b_home, "127.0.0.1:0", &[]).await?;
+    let (_dir, mut sender, mut receiver) = pair("agentmesh-bench-").await?;
     let idle = (sender.memory_kib(), receiver.memory_kib());
-
     // Trust, the real way.
     trust(&sender, &receiver).await?;
 
@@ -129,6 +120,21 @@ pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Two fresh nodes on 127.0.0.1, a sender and a receiver without the per-sender message limit
+/// (a bench floods one peer on purpose), in a temporary directory that lives as long as the
+/// returned guard.
+pub(super) async fn pair(prefix: &str) -> Result<(tempfile::TempDir, LocalNode, LocalNode)> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    let exe = std::env::current_exe()?;
+    let (a_home, b_home) = (dir.path().join("sender"), dir.path().join("receiver"));
+    local::init(&exe, &a_home, "sender", &[])?;
+    local::init(&exe, &b_home, "receiver", &[])?;
+    std::fs::write(b_home.join("config.toml"), "messages_per_minute = 0\n").context("writing the receiver's config")?;
+    let sender = LocalNode::start(&exe, &a_home, "127.0.0.1:0", &[]).await?;
+    let receiver = LocalNode::start(&exe, &b_home, "127.0.0.1:0", &[]).await?;
+    Ok((dir, sender, receiver))
 }
 
 /// `sender` asks `receiver` for contact and `receiver` approves; returns once `sender` trusts it.

@@ -6,7 +6,6 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use agentmesh_testkit::local::{self, LocalNode};
 use anyhow::{Context, Result, anyhow, bail};
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
@@ -20,18 +19,11 @@ pub(crate) async fn run(ctx: &Ctx, calls: usize, size: usize) -> Result<()> {
     if calls == 0 || size == 0 {
         bail!("--messages and --size must be at least 1");
     }
-    let dir = tempfile::Builder::new().prefix("agentmesh-bench-mcp-").tempdir()?;
-    let exe = std::env::current_exe()?;
-    let (a_home, b_home) = (dir.path().join("sender"), dir.path().join("receiver"));
-    local::init(&exe, &a_home, "sender", &[])?;
-    local::init(&exe, &b_home, "receiver", &[])?;
-    std::fs::write(b_home.join("config.toml"), "messages_per_minute = 0\n").context("writing the receiver's config")?;
-    let mut sender = LocalNode::start(&exe, &a_home, "127.0.0.1:0", &[]).await?;
-    let mut receiver = LocalNode::start(&exe, &b_home, "127.0.0.1:0", &[]).await?;
+    let (_dir, mut sender, mut receiver) = super::bench::pair("agentmesh-bench-mcp-").await?;
     super::bench::trust(&sender, &receiver).await?;
 
-    let mut command = tokio::process::Command::new(&exe);
-    command.arg("--home").arg(&a_home).arg("mcp");
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command.arg("--home").arg(&sender.home).arg("mcp");
     let (transport, _) = TokioChildProcess::builder(command).stderr(Stdio::null()).spawn()?;
     let mcp = ().serve(transport).await.context("starting the MCP session")?;
     let text = "x".repeat(size);

@@ -34,20 +34,6 @@ pub(super) fn trust_changes_disabled(what: &str) -> ToolError {
     )
 }
 
-/// Every event kind the node logs (`Event::kind`).
-const EVENT_KINDS: [&str; 10] = [
-    "message",
-    "status",
-    "contact_request",
-    "contact_response",
-    "trust",
-    "key_mismatch",
-    "key_rotated",
-    "clock_skew",
-    "peer_online",
-    "peer_offline",
-];
-
 /// Default wait of `wait_for_event` and `send_message` with `wait_for_delivery`, ms.
 const DEFAULT_WAIT_MS: u64 = 30_000;
 /// Longest wait, ms.
@@ -614,8 +600,8 @@ impl McpServer {
 
     async fn wait(&self, p: WaitParams) -> Result<WaitReply, ToolError> {
         let kinds = p.kinds.unwrap_or_default();
-        if let Some(bad) = kinds.iter().find(|k| !EVENT_KINDS.contains(&k.as_str())) {
-            return Err(ToolError::invalid(format!("unknown event kind {bad:?}; known: {}", EVENT_KINDS.join(", "))));
+        if let Some(bad) = kinds.iter().find(|k| !Event::KINDS.contains(&k.as_str())) {
+            return Err(ToolError::invalid(format!("unknown event kind {bad:?}; known: {}", Event::KINDS.join(", "))));
         }
         if p.after.is_some_and(|a| a < 0) {
             return Err(ToolError::invalid("after must be 0 or more"));

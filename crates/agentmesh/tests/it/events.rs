@@ -3,8 +3,7 @@
 //! are events, and `events` / `list-requests --follow` print them.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use agentmesh_api::{Direction, Event, LoggedEvent, MessageStatus};
@@ -162,23 +161,7 @@ async fn a_stalled_consumer_is_cut_off_while_the_node_serves_others() {
 async fn events_and_list_requests_follow_print_json_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = (node(dir.path(), "alice").await, node(dir.path(), "bob").await);
-    let mut follow = Command::new(exe())
-        .arg("--home")
-        .arg(&b.home)
-        .args(["--json", "list-requests", "--incoming", "--follow"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("follow");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = follow.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut follow, rx) = spawn_lines(&b.home, &["list-requests", "--incoming", "--follow"]);
     // Give the follower time to connect; a request made before it did would be listed anyway.
     let reply = ask(&a, &b.peer_url).await;
     let id = reply.request.expect("request").request_id;

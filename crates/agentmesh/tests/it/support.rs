@@ -38,6 +38,31 @@ pub(crate) fn cli_with_stdin(home: &Path, args: &[&str], stdin: Option<&str>) ->
     child.wait_with_output().expect("agentmesh output")
 }
 
+/// Starts `agentmesh --home HOME --json ARGS…` (a `--follow`) and returns it with its stdout
+/// lines as they come; kill it when done.
+pub(crate) fn spawn_lines(home: &Path, args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(exe())
+        .arg("--home")
+        .arg(home)
+        .arg("--json")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn agentmesh");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
 /// Runs a command that must succeed and returns its single JSON document.
 pub(crate) fn ok(home: &Path, args: &[&str]) -> Value {
     let out = cli(home, args);

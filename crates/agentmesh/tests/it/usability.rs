@@ -174,23 +174,7 @@ async fn regression_follow_reconnects_when_the_node_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, mut b) = (node(dir.path(), "alice").await, node(dir.path(), "bob").await);
     trust(&a, &b).await;
-    let mut follow = Command::new(exe())
-        .arg("--home")
-        .arg(&b.home)
-        .args(["--json", "list-messages", "--incoming", "--follow"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("follow");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = follow.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut follow, rx) = spawn_lines(&b.home, &["list-messages", "--incoming", "--follow"]);
     let first = send(&a, &b.agent_id, "before the restart").await;
     let next = |rx: &std::sync::mpsc::Receiver<String>| rx.recv_timeout(Duration::from_secs(20)).expect("a line");
     assert!(next(&rx).contains(&first));
