@@ -23,6 +23,12 @@
 //! | `POST /control/messages/{id}/read` | — | [`MessageReply`] |
 //! | `POST /control/messages/{id}/retry` | — | [`MessageReply`] |
 //! | `POST /control/outbox/clear-failed` | — | [`ClearedReply`] |
+//! | `POST /control/calls` | [`CallArgs`] | [`CallReply`] |
+//! | `GET /control/calls` | [`CallsQuery`] | [`CallList`] |
+//! | `GET /control/calls/{id}` | — | [`Transcript`](crate::Transcript) |
+//! | `POST /control/calls/{id}/answer` | [`AnswerArgs`] | [`CallReply`] |
+//! | `POST /control/calls/{id}/say` | [`SayArgs`] | [`LineReply`] |
+//! | `POST /control/calls/{id}/end` | [`EndArgs`] | [`CallReply`] |
 //! | `GET /control/events` | [`EventListQuery`] | [`EventList`] |
 //! | `GET /v1/events` | [`EventsQuery`] or `Last-Event-ID` | Server-Sent Events: [`LoggedEvent`](crate::LoggedEvent)s, [`StreamNotice`](crate::StreamNotice)s |
 //!
@@ -32,7 +38,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{ContactRequest, Direction, KnownAgent, LoggedEvent, Message, MessageStatus, Peer, RequestStatus};
+use crate::model::{
+    Call, CallLine, CallState, ContactRequest, Direction, KnownAgent, LoggedEvent, Message, MessageStatus, Peer,
+    RequestStatus,
+};
 use agentmesh_core::{AgentId, PeerId, Protocol};
 
 /// `POST /control/contacts`: ask an agent for contact.
@@ -405,4 +414,87 @@ pub struct HealthReply {
     /// Why not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// `POST /control/calls`: ring a contact.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallArgs {
+    /// The contact: agent id, alias, name or unique prefix.
+    pub to: String,
+    /// What the call is about (at most 1,000 characters).
+    #[serde(default)]
+    pub topic: String,
+    /// How long to ring before the call is missed, seconds (default `call_ring_secs`; at most
+    /// one day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_secs: Option<u64>,
+}
+
+/// Reply of the call routes that change a call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallReply {
+    /// The call as it stands now.
+    pub call: Call,
+}
+
+/// `GET /control/calls` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallsQuery {
+    /// Only calls with this peer (agent id, alias, name or unique prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Only calls in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<CallState>,
+    /// Only calls still ringing or active.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
+    /// At most this many, newest first (default 100, at most 1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Reply of `GET /control/calls`: newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallList {
+    /// The calls.
+    pub calls: Vec<Call>,
+}
+
+/// `POST /control/calls/{id}/answer` body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerArgs {
+    /// `true` takes the call, `false` declines it.
+    pub accept: bool,
+    /// Told to the caller with a rejection (at most 1,000 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /control/calls/{id}/say` body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SayArgs {
+    /// What to say (1 byte to `max_text_bytes`).
+    pub text: String,
+}
+
+/// Reply of `POST /control/calls/{id}/say`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineReply {
+    /// The call.
+    pub call: Call,
+    /// The line, `queued`.
+    pub line: CallLine,
+}
+
+/// `POST /control/calls/{id}/end` body (optional).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndArgs {
+    /// Told to the peer (at most 1,000 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

@@ -146,6 +146,18 @@ codes! {
     NotTrusted = "not_trusted",
     /// A name or prefix that fits more than one peer.
     AmbiguousPeer = "ambiguous_peer",
+    /// A call step about a call this agent does not have with the sender (peer API), or no
+    /// such call (owner).
+    UnknownCall = "unknown_call",
+    /// An invitation with a call id this agent holds for another peer.
+    DuplicateCall = "duplicate_call",
+    /// The open calls fill `max_open_calls` (or `max_open_calls_per_peer` for this peer).
+    TooManyCalls = "too_many_calls",
+    /// The call is not in a state that allows this step (answer a call that is not ringing,
+    /// speak in one that is not active, …); the message says where it stands.
+    CallState = "call_state",
+    /// The peer's protocol (Agent Mesh V1) has no calls.
+    UnsupportedByPeer = "unsupported_by_peer",
     /// The request was answered already.
     AlreadyDecided = "already_decided",
     /// The request is ours: the peer answers it (withdraw it instead).

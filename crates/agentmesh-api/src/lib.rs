@@ -16,8 +16,9 @@ pub mod model;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, UnknownErrorCode};
 pub use model::{
-    ClockSkew, ContactRequest, Direction, Event, KeyMismatch, KnownAgent, LoggedEvent, Message, MessageStatus,
-    MismatchDirection, Peer, RequestStatus, Side, Source, Status, StreamNotice, TrustReason, TrustState, UnknownName,
+    Call, CallLine, CallState, ClockSkew, ContactRequest, Direction, Event, KeyMismatch, KnownAgent, LineKind,
+    LoggedEvent, Message, MessageStatus, MismatchDirection, Peer, RequestStatus, Side, Source, Status, StreamNotice,
+    Transcript, TrustReason, TrustState, UnknownName,
 };
 
 pub use agentmesh_core::{AgentCard, AgentId, PeerId, Protocol};

@@ -348,6 +348,169 @@ pub struct Message {
     pub last_error: Option<String>,
 }
 
+named! {
+    /// Where a call stands. `ringing` → `active` (answered) → `ended`; or from `ringing`:
+    /// `rejected` (the callee declined), `missed` (nobody answered before `ring_until`),
+    /// `ended` (the caller hung up first).
+    pub enum CallState {
+        /// Invited, not answered yet.
+        Ringing = "ringing",
+        /// Answered: both sides may speak.
+        Active = "active",
+        /// Declined by the callee (`reason` holds its text).
+        Rejected = "rejected",
+        /// Hung up by either side (`ended_by`, `reason`).
+        Ended = "ended",
+        /// Not answered before `ring_until`.
+        Missed = "missed",
+    }
+}
+
+impl CallState {
+    /// Whether the call is still ringing or active.
+    pub fn is_open(self) -> bool {
+        matches!(self, CallState::Ringing | CallState::Active)
+    }
+}
+
+named! {
+    /// What a line of a transcript records: one step of the call.
+    pub enum LineKind {
+        /// The caller rang (`text`: the topic).
+        Invite = "invite",
+        /// The callee took the call.
+        Accept = "accept",
+        /// The callee declined (`text`: the reason).
+        Reject = "reject",
+        /// Something said (`text`).
+        Say = "say",
+        /// A hang-up (`text`: the reason).
+        End = "end",
+    }
+}
+
+/// A call with a peer: a conversation with its own id, lines said both ways, and a transcript
+/// kept by both sides.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    /// `call_` + 32 hex; the same on both sides.
+    pub call_id: String,
+    /// The other agent.
+    pub peer_id: PeerId,
+    /// `outgoing`: we called; `incoming`: the peer called us.
+    pub direction: Direction,
+    /// What it is about.
+    pub topic: String,
+    /// Where it stands.
+    pub state: CallState,
+    /// Why it was rejected or ended, when a reason was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who hung up or declined (for `rejected`, `ended`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<Side>,
+    /// When it was placed, ms (the caller's clock).
+    pub created_at: i64,
+    /// An unanswered call is missed after this, ms (our clock).
+    pub ring_until: i64,
+    /// When it was answered, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<i64>,
+    /// When it was rejected, ended or missed, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<i64>,
+    /// Lines said so far, both sides.
+    pub lines: i64,
+}
+
+/// One line of a call's transcript.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallLine {
+    /// The envelope that carried it: the same id on both sides.
+    pub line_id: String,
+    /// The call.
+    pub call_id: String,
+    /// Who said it.
+    pub speaker: Side,
+    /// What step it is.
+    pub kind: LineKind,
+    /// What was said; the topic of an invite; the reason of a reject or end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// When the speaker said it, ms (its clock). Transcripts are ordered by `at`, then
+    /// `line_id`, so both sides list the same lines in the same order.
+    pub at: i64,
+    /// Our lines: where their delivery stands (`queued`, `sent`, `delivered`, `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<MessageStatus>,
+    /// Our lines: when the peer's signed receipt came; the peer's: when we stored it. ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<i64>,
+}
+
+/// A call with every line, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transcript {
+    /// The call.
+    pub call: Call,
+    /// Its lines, ordered by `at` then `line_id`.
+    pub lines: Vec<CallLine>,
+}
+
+impl Transcript {
+    /// The transcript as Markdown, for a person or a model: a heading with the peer and topic,
+    /// the call's state and times (UTC), then one list item per line with its speaker (`us`,
+    /// `peer`), time and, for our lines, delivery state. Control characters in text the peer
+    /// chose become U+FFFD.
+    pub fn markdown(&self) -> String {
+        use fmt::Write;
+        let clean = |t: &str| -> String {
+            t.chars().map(|c| if c.is_control() && c != '\n' { '\u{fffd}' } else { c }).collect()
+        };
+        let time = |ms: i64| agentmesh_core::time::iso_seconds(ms.max(0) as u64).replace('T', " ").replace('Z', "");
+        let c = &self.call;
+        let mut out = String::new();
+        let topic = if c.topic.is_empty() { String::new() } else { format!(": {}", clean(&c.topic)) };
+        let _ = writeln!(out, "# Call with {}{topic}\n", c.peer_id);
+        let who = if c.direction == Direction::Outgoing { "we called" } else { "they called" };
+        let mut state = c.state.to_string();
+        if let Some(by) = c.ended_by {
+            state.push_str(&format!(" by {by}"));
+        }
+        if let Some(reason) = &c.reason {
+            state.push_str(&format!(" ({})", clean(reason)));
+        }
+        let _ = writeln!(out, "- `{}`, {who}, {state}", c.call_id);
+        let mut times = format!("- placed {}", time(c.created_at));
+        if let Some(t) = c.answered_at {
+            times.push_str(&format!(", answered {}", time(t)));
+        }
+        if let Some(t) = c.ended_at {
+            times.push_str(&format!(", over {}", time(t)));
+        }
+        let _ = writeln!(out, "{times} (UTC)\n");
+        for line in &self.lines {
+            let what = match (line.kind, line.text.as_deref()) {
+                (LineKind::Say, Some(t)) => clean(t).replace('\n', "\n  "),
+                (LineKind::Invite, Some(t)) if !t.is_empty() => format!("_rang: {}_", clean(t)),
+                (LineKind::Invite, _) => "_rang_".to_owned(),
+                (LineKind::Accept, _) => "_answered_".to_owned(),
+                (LineKind::Reject, Some(t)) => format!("_declined: {}_", clean(t)),
+                (LineKind::Reject, None) => "_declined_".to_owned(),
+                (LineKind::End, Some(t)) => format!("_hung up: {}_", clean(t)),
+                (LineKind::End, None) => "_hung up_".to_owned(),
+                (LineKind::Say, None) => String::new(),
+            };
+            let status = match line.status {
+                Some(s) if line.speaker == Side::Us => format!(" ({s})"),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "- **{} {}**: {what}{status}", time(line.at), line.speaker);
+        }
+        out
+    }
+}
+
 /// A pinned agent id that presented another key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyMismatch {
@@ -552,6 +715,15 @@ pub enum Event {
         /// The delivery error.
         error: String,
     },
+    /// A call changed: a peer rang, answered, said something or hung up, we did, or it was
+    /// missed.
+    Call {
+        /// The call as it stands now.
+        call: Call,
+        /// The line that changed it (none when it was missed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        line: Option<CallLine>,
+    },
 }
 
 impl Event {
@@ -567,6 +739,7 @@ impl Event {
         "clock_skew",
         "peer_online",
         "peer_offline",
+        "call",
     ];
 
     /// The `event` tag of its JSON (`message`, `status`, `contact_request`, …).
@@ -582,6 +755,7 @@ impl Event {
             Event::ClockSkew { .. } => "clock_skew",
             Event::PeerOnline { .. } => "peer_online",
             Event::PeerOffline { .. } => "peer_offline",
+            Event::Call { .. } => "call",
         }
     }
 }

@@ -16,12 +16,12 @@
 use std::time::Duration;
 
 use agentmesh_api::control::{
-    AgentList, ClearedReply, ContactArgs, ContactReply, DiscoverQuery, DiscoveredArgs, DiscoveredReply, EventList,
-    EventListQuery, HealthReply, MessageList, MessageReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs,
-    RejectManyArgs, RejectedReply, RepinArgs, RequestList, RequestReply, RequestsQuery, RotateReply, SendArgs,
-    SendReply,
+    AgentList, AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, ClearedReply, ContactArgs, ContactReply,
+    DiscoverQuery, DiscoveredArgs, DiscoveredReply, EndArgs, EventList, EventListQuery, HealthReply, LineReply,
+    MessageList, MessageReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs, RejectManyArgs,
+    RejectedReply, RepinArgs, RequestList, RequestReply, RequestsQuery, RotateReply, SayArgs, SendArgs, SendReply,
 };
-use agentmesh_api::{AgentCard, ErrorBody, ErrorCode, LoggedEvent, Status, StreamNotice};
+use agentmesh_api::{AgentCard, ErrorBody, ErrorCode, LoggedEvent, Status, StreamNotice, Transcript};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -109,7 +109,7 @@ impl Client {
         Ok(Client { http, base: base.trim_end_matches('/').to_owned(), token: token.to_owned() })
     }
 
-    async fn call<Q: Serialize, B: Serialize, T: DeserializeOwned>(
+    async fn request<Q: Serialize, B: Serialize, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -140,19 +140,19 @@ impl Client {
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.call::<(), (), T>(reqwest::Method::GET, path, None, None).await
+        self.request::<(), (), T>(reqwest::Method::GET, path, None, None).await
     }
 
     async fn get_query<Q: Serialize, T: DeserializeOwned>(&self, path: &str, query: &Q) -> Result<T, ClientError> {
-        self.call::<Q, (), T>(reqwest::Method::GET, path, Some(query), None).await
+        self.request::<Q, (), T>(reqwest::Method::GET, path, Some(query), None).await
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
-        self.call::<(), B, T>(reqwest::Method::POST, path, None, Some(body)).await
+        self.request::<(), B, T>(reqwest::Method::POST, path, None, Some(body)).await
     }
 
     async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.call::<(), (), T>(reqwest::Method::POST, path, None, None).await
+        self.request::<(), (), T>(reqwest::Method::POST, path, None, None).await
     }
 
     /// `GET /control/status`: identity, addresses and counters.
@@ -224,7 +224,7 @@ impl Client {
 
     /// `DELETE /control/peers/{peer}`.
     pub async fn remove(&self, peer: &str) -> Result<PeerReply, ClientError> {
-        self.call::<(), (), PeerReply>(
+        self.request::<(), (), PeerReply>(
             reqwest::Method::DELETE,
             &format!("/control/peers/{}", segment(peer)),
             None,
@@ -283,6 +283,38 @@ impl Client {
     /// `POST /control/outbox/clear-failed`: deletes failed outbox entries.
     pub async fn clear_failed(&self) -> Result<ClearedReply, ClientError> {
         self.post_empty("/control/outbox/clear-failed").await
+    }
+
+    /// `POST /control/calls`: ring a contact.
+    pub async fn call(&self, args: &CallArgs) -> Result<CallReply, ClientError> {
+        self.post("/control/calls", args).await
+    }
+
+    /// `GET /control/calls`: calls, newest first.
+    pub async fn calls(&self, query: &CallsQuery) -> Result<CallList, ClientError> {
+        self.get_query("/control/calls", query).await
+    }
+
+    /// `GET /control/calls/{id}`: a call and its transcript.
+    pub async fn transcript(&self, call_id: &str) -> Result<Transcript, ClientError> {
+        self.get(&format!("/control/calls/{}", segment(call_id))).await
+    }
+
+    /// `POST /control/calls/{id}/answer`: take (`accept`) or decline a ringing call.
+    pub async fn answer(&self, call_id: &str, args: &AnswerArgs) -> Result<CallReply, ClientError> {
+        self.post(&format!("/control/calls/{}/answer", segment(call_id)), args).await
+    }
+
+    /// `POST /control/calls/{id}/say`: say something in an active call.
+    pub async fn say(&self, call_id: &str, text: &str) -> Result<LineReply, ClientError> {
+        let args = SayArgs { text: text.to_owned() };
+        self.post(&format!("/control/calls/{}/say", segment(call_id)), &args).await
+    }
+
+    /// `POST /control/calls/{id}/end`: hang up (or withdraw our ringing call).
+    pub async fn end_call(&self, call_id: &str, reason: Option<&str>) -> Result<CallReply, ClientError> {
+        let args = EndArgs { reason: reason.map(str::to_owned) };
+        self.post(&format!("/control/calls/{}/end", segment(call_id)), &args).await
     }
 
     /// `GET /control/events`: a page of the event log.

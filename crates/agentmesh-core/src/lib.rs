@@ -27,6 +27,7 @@
 //! ```
 
 pub mod b64;
+pub mod call;
 pub mod canonical;
 pub mod card;
 pub mod envelope;

@@ -135,6 +135,14 @@ pub struct Config {
     /// A control API client that takes no bytes for this long while we have some to send (a
     /// stalled event stream consumer) is disconnected, seconds. Default 30.
     pub control_write_timeout_secs: u64,
+    /// How long a call rings before it is missed, seconds, unless the caller says otherwise.
+    /// Default 120.
+    pub call_ring_secs: u64,
+    /// Most calls ringing or active at once; more invitations are refused with 409
+    /// `too_many_calls`. Default 1,000.
+    pub max_open_calls: u32,
+    /// Of `max_open_calls`, most with one peer. Default 100.
+    pub max_open_calls_per_peer: u32,
     /// Whether `agentmesh mcp` offers the tools that change trust (`approve_request`, `block`,
     /// `repin`, `p2p_add_peer` approving a request). Default false: the agent asks, the owner
     /// decides.
@@ -219,6 +227,9 @@ impl Default for Config {
             max_events: 100_000,
             max_event_streams: 64,
             control_write_timeout_secs: 30,
+            call_ring_secs: 120,
+            max_open_calls: 1_000,
+            max_open_calls_per_peer: 100,
             mcp_allow_trust_changes: false,
             hooks: None,
         }

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use agentmesh_api::control::{
-    ContactArgs, DiscoverQuery, DiscoveredArgs, EventList, EventListQuery, EventsQuery, HealthReply, MessagesQuery,
-    PeerList, PeerReply, PeersQuery, RejectArgs, RejectManyArgs, RepinArgs, RequestList, RequestsQuery, SendArgs,
+    AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, ContactArgs, DiscoverQuery, DiscoveredArgs, EndArgs,
+    EventList, EventListQuery, EventsQuery, HealthReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs,
+    RejectManyArgs, RepinArgs, RequestList, RequestsQuery, SayArgs, SendArgs,
 };
 use agentmesh_api::{AgentCard, Status};
 use axum::body::Body;
@@ -25,7 +26,7 @@ use crate::Node;
 use crate::error::{Error, read_json_body};
 use crate::events::{Feed, Frame};
 use crate::home::Home;
-use crate::service::{contacts, discovery, keys, messages, status};
+use crate::service::{calls, contacts, discovery, keys, messages, status};
 
 /// State of the control API: the node, the bearer token, our bound peer URL and home.
 #[derive(Clone)]
@@ -85,6 +86,11 @@ pub(crate) fn router(
         .route("/control/messages/{id}/read", post(read_message))
         .route("/control/messages/{id}/retry", post(retry_message))
         .route("/control/outbox/clear-failed", post(clear_failed))
+        .route("/control/calls", post(place_call).get(list_calls))
+        .route("/control/calls/{id}", get(call_transcript))
+        .route("/control/calls/{id}/answer", post(answer_call))
+        .route("/control/calls/{id}/say", post(say))
+        .route("/control/calls/{id}/end", post(end_call))
         .route("/control/events", get(list_events))
         .route("/v1/events", get(events))
         .fallback(not_found)
@@ -310,6 +316,55 @@ async fn retry_message(
 
 async fn clear_failed(State(st): State<ControlState>) -> Reply<agentmesh_api::control::ClearedReply> {
     Ok(Json(messages::clear_failed(&st.node).await?))
+}
+
+async fn place_call(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Reply<CallReply> {
+    let args: CallArgs = json_body(&headers, body, 64 * 1024).await?;
+    Ok(Json(calls::place(&st.node, args).await?))
+}
+
+async fn list_calls(State(st): State<ControlState>, q: Result<Query<CallsQuery>, QueryRejection>) -> Reply<CallList> {
+    Ok(Json(calls::list(&st.node, query(q)?).await?))
+}
+
+async fn call_transcript(State(st): State<ControlState>, Path(id): Path<String>) -> Reply<agentmesh_api::Transcript> {
+    Ok(Json(calls::transcript(&st.node, id).await?))
+}
+
+async fn answer_call(
+    State(st): State<ControlState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply<CallReply> {
+    let args: AnswerArgs = json_body(&headers, body, 64 * 1024).await?;
+    Ok(Json(calls::answer(&st.node, id, args).await?))
+}
+
+async fn say(State(st): State<ControlState>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    // As for messages: a body over this bound can only hold a text over the limit.
+    let text_limit = st.node.config().max_text_bytes;
+    let args: SayArgs = match json_body(&headers, body, text_limit.saturating_mul(6).saturating_add(64 * 1024)).await {
+        Ok(a) => a,
+        Err(Error::TooLarge { .. }) => {
+            return Error::TooLarge { what: "message text", limit: text_limit }.into_response();
+        }
+        Err(e) => return e.into_response(),
+    };
+    match calls::say(&st.node, id, args).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn end_call(
+    State(st): State<ControlState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply<CallReply> {
+    let args: EndArgs = optional_body(&headers, body).await?;
+    Ok(Json(calls::end(&st.node, id, args).await?))
 }
 
 /// `GET /control/events`: a page of the event log.

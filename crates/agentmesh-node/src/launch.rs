@@ -313,6 +313,7 @@ pub async fn launch_with(
     }
     tracker.spawn(crate::gossip::run(Arc::clone(&node), node.config().bootstrap.clone(), shutdown.clone()));
     tracker.spawn(prune(Arc::clone(&node), shutdown.clone()));
+    tracker.spawn(missed_calls(Arc::clone(&node), shutdown.clone()));
     tracker.spawn(checkpoint(checkpointer, shutdown.clone()));
     if let Some(hooks) = hooks {
         tracker.spawn(hooks.run(Arc::clone(&node), shutdown.clone()));
@@ -337,6 +338,22 @@ async fn checkpoint(checkpointer: agentmesh_store::Checkpointer, stop: Cancellat
                     tracing::warn!(error = %e, "checkpoint failed; the writer checkpoints past the backstop");
                 }
             }
+        }
+    }
+}
+
+/// Every second, marks calls that rang out unanswered as missed.
+async fn missed_calls(node: Arc<Node>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = every.tick() => match crate::service::calls::sweep(&node).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(missed = n, "calls rang out unanswered"),
+                Err(e) => tracing::warn!(error = %e, "could not mark unanswered calls missed"),
+            },
         }
     }
 }

@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use agentmesh_api::{ErrorCode, ErrorDetail};
+use agentmesh_core::call::{CALL_CONTENT_TYPE, CallBody, is_call_id};
 use agentmesh_core::envelope::{
     APPLICATION_JSON, ContactRequestBody, ContactResponseBody, ContactUpdateBody, Draft, ReceiptBody, TEXT_PLAIN,
 };
@@ -303,6 +304,14 @@ fn parse_body<T: serde::de::DeserializeOwned>(plaintext: &[u8]) -> Result<T, Err
 fn payload(env: &Envelope, plaintext: Vec<u8>) -> Result<Payload, Error> {
     let malformed = |m: &str| Error::invalid(ErrorCode::MalformedBody, m);
     Ok(match env.kind {
+        EnvelopeKind::Message if env.content_type == CALL_CONTENT_TYPE => {
+            let body: CallBody = parse_body(&plaintext)?;
+            if !is_call_id(&body.call_id) || env.thread.as_deref() != Some(body.call_id.as_str()) {
+                return Err(malformed("call_id must be call_ followed by 32 hex, and the envelope's thread"));
+            }
+            body.op.check().map_err(malformed)?;
+            Payload::Call { body, created_at: env.created_at }
+        }
         EnvelopeKind::Message => {
             let text = if env.content_type.starts_with("text/") {
                 String::from_utf8(plaintext).map_err(|_| malformed("a text/* body must be UTF-8"))?
@@ -398,6 +407,7 @@ impl Transport for HttpTransport {
             }
             Outgoing::ContactUpdate(body) => (to_json(body), APPLICATION_JSON, None, None, None, None),
             Outgoing::KeyRotation => (b"{}".to_vec(), APPLICATION_JSON, None, None, None, None),
+            Outgoing::Call(body) => (to_json(body), CALL_CONTENT_TYPE, None, None, Some(body.call_id.clone()), None),
         };
         let now = now_ms();
         let ttl = node.config().message_ttl_secs.saturating_mul(1000);

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use agentmesh_api::{ErrorCode, MismatchDirection, TrustState};
+use agentmesh_core::call::CallBody;
 use agentmesh_core::envelope::{ContactChange, SignatureCheck};
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentId, EnvelopeKind, Identity, PeerId, Protocol};
@@ -34,7 +35,7 @@ use agentmesh_store::{IncomingMessage, KeyMismatch, Peer};
 use ed25519_dalek::VerifyingKey;
 
 use crate::error::Error;
-use crate::service::contacts;
+use crate::service::{calls, contacts};
 use crate::trust::{self, Input};
 use crate::{Keys, Node, Tx};
 
@@ -109,6 +110,8 @@ pub(crate) enum Payload {
     ContactUpdate { change: ContactChange, request_id: Option<String> },
     /// The peer rotated its keys (its new card is `presented`).
     KeyRotation,
+    /// A step of a call.
+    Call { body: CallBody, created_at: u64 },
 }
 
 /// What an acknowledgement is built from.
@@ -561,6 +564,10 @@ fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Er
             peer = contacts::apply(tx, &peer, input, &contacts::Context::default())?;
         }
         Payload::KeyRotation => {}
+        Payload::Call { body, created_at } => {
+            let line = calls::Received { line_id: &inbound.id, at: created_at as i64, now: settings.now };
+            calls::receive(tx, &peer, body, &line)?;
+        }
     }
     tracing::debug!(peer = %peer.agent_id, kind = %inbound.kind, "accepted");
     Ok(answer)

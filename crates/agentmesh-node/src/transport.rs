@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use agentmesh_core::call::CallBody;
 use agentmesh_core::envelope::ContactUpdateBody;
 use agentmesh_core::{EnvelopeKind, Protocol};
 use agentmesh_store::{NewOutbound, OutboxItem, Peer};
@@ -31,13 +32,15 @@ pub(crate) enum Outgoing {
     ContactUpdate(ContactUpdateBody),
     /// Our new card after a key rotation.
     KeyRotation,
+    /// A step of a call (a `message` envelope of the call content type).
+    Call(CallBody),
 }
 
 impl Outgoing {
     /// The envelope kind that carries it.
     pub(crate) fn kind(&self) -> EnvelopeKind {
         match self {
-            Outgoing::Message { .. } => EnvelopeKind::Message,
+            Outgoing::Message { .. } | Outgoing::Call(_) => EnvelopeKind::Message,
             Outgoing::Read { .. } => EnvelopeKind::Receipt,
             Outgoing::ContactRequest { .. } => EnvelopeKind::ContactRequest,
             Outgoing::ContactResponse { .. } => EnvelopeKind::ContactResponse,

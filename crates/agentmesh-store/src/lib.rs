@@ -3,11 +3,13 @@
 //! Tables: `peers`, `contact_requests`, `outbox` (everything we send, written before any network
 //! I/O), `accepted` (every envelope we acknowledged and the receipt we gave, for replays) and
 //! `inbox` (messages received), `key_mismatches` (pinned ids that presented another key),
-//! `events` (the event log watchers resume from) and `meta` (small node settings). All times are milliseconds since the Unix epoch.
+//! `events` (the event log watchers resume from), `calls` and `call_lines` (calls and their
+//! transcripts) and `meta` (small node settings). All times are milliseconds since the Unix epoch.
 //!
 //! The store is synchronous; the node calls it from its database thread. States, directions and
 //! kinds are the enums of `agentmesh-api` and `agentmesh-core`, stored by name.
 
+mod calls;
 mod directory;
 mod events;
 mod messages;
@@ -17,6 +19,7 @@ mod requests;
 
 use std::path::Path;
 
+pub use calls::CallFilter;
 pub use directory::DirectoryEntry;
 pub use messages::{Attempt, IncomingMessage, MessageFilter, NewOutbound, OutboxItem, OutboxState, Stats};
 pub use peers::{KeyMismatch, MAX_KEY_MISMATCHES, Peer};
@@ -109,9 +112,18 @@ impl Store {
     /// Row counts of every table, for tests and diagnostics: `(table, rows)`.
     pub fn table_counts(&self) -> Result<Vec<(&'static str, i64)>> {
         let mut out = Vec::new();
-        for table in
-            ["peers", "contact_requests", "outbox", "accepted", "inbox", "key_mismatches", "directory", "events"]
-        {
+        for table in [
+            "peers",
+            "contact_requests",
+            "outbox",
+            "accepted",
+            "inbox",
+            "key_mismatches",
+            "directory",
+            "events",
+            "calls",
+            "call_lines",
+        ] {
             let n: i64 = self.conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
             out.push((table, n));
         }

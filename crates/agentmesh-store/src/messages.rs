@@ -511,7 +511,7 @@ impl Store {
         if f.direction != Some(Direction::Incoming) && !f.unread {
             let sql = format!(
                 "SELECT * FROM (SELECT {OUTGOING_COLUMNS}, seq FROM outbox WHERE kind = 'message'
-                 AND (?1 IS NULL OR peer_id = ?1) AND (?3 = 0 OR status = 'failed')
+                 AND content_type NOT LIKE 'application/vnd.agentmesh.%' AND (?1 IS NULL OR peer_id = ?1) AND (?3 = 0 OR status = 'failed')
                  ORDER BY seq DESC LIMIT ?2) ORDER BY seq"
             );
             let mut stmt = self.conn.prepare_cached(&sql)?;

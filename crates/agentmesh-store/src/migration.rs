@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/004_trust.sql"),
     include_str!("../migrations/005_request_sources.sql"),
     include_str!("../migrations/006_events.sql"),
+    include_str!("../migrations/007_calls.sql"),
 ];
 
 pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {

@@ -121,6 +121,37 @@ pub(crate) enum Command {
     },
     /// Delete every failed outbox entry.
     ClearFailed,
+    /// Ring a contact: a call is a conversation under its own id. The peer answers it, then both
+    /// sides `say` lines until one `end`s it; both keep the transcript.
+    Call(CallArgs),
+    /// Answer a ringing call: `accept` or `reject` (with `--reason`).
+    Answer(AnswerArgs),
+    /// Say something in an active call (signed, end-to-end encrypted, durable until delivered);
+    /// the text is read from stdin when absent.
+    Say {
+        /// The call id (`call_…`).
+        call_id: String,
+        /// What to say; read from stdin when absent.
+        text: Option<String>,
+    },
+    /// Hang up a call, or withdraw one of ours still ringing; the peer is told.
+    End {
+        /// The call id (`call_…`).
+        call_id: String,
+        /// Told to the peer (at most 1,000 characters).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Print a call's transcript: every line, who said it and when, with delivery receipts.
+    Transcript {
+        /// The call id (`call_…`).
+        call_id: String,
+        /// `md` (Markdown, the default) or `json` (what `--json` prints too).
+        #[arg(long, value_enum, default_value_t = TranscriptFormat::Md)]
+        format: TranscriptFormat,
+    },
+    /// List calls, newest first.
+    Calls(CallsArgs),
     /// The node's event log (messages, receipts, contact requests, trust changes, peers going
     /// offline), each with its cursor; `--follow` streams new ones.
     Events(EventsArgs),
@@ -459,4 +490,65 @@ pub(crate) struct BenchArgs {
     /// `agentmesh mcp` child process on stdio, each until its delivered reply (e.g. `--messages 500`).
     #[arg(long, conflicts_with_all = ["flood", "gossip", "hold_sockets", "events"])]
     pub(crate) mcp: bool,
+}
+
+/// `call` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct CallArgs {
+    /// The contact: agent id, alias, name or unique prefix.
+    pub(crate) peer: String,
+    /// What the call is about (at most 1,000 characters).
+    #[arg(long, default_value = "")]
+    pub(crate) topic: String,
+    /// How long to ring before the call counts as missed, seconds [default: `call_ring_secs`].
+    #[arg(long, value_name = "SECS")]
+    pub(crate) ring_secs: Option<u64>,
+    /// Wait until the peer answers (or the call is missed) and print the call then.
+    #[arg(long)]
+    pub(crate) wait: bool,
+}
+
+/// How `answer` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Decision {
+    /// Take the call.
+    Accept,
+    /// Decline it.
+    Reject,
+}
+
+/// `answer` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct AnswerArgs {
+    /// The call id (`call_…`).
+    pub(crate) call_id: String,
+    /// `accept` or `reject`.
+    #[arg(value_enum)]
+    pub(crate) decision: Decision,
+    /// Told to the caller with a rejection (at most 1,000 characters).
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+}
+
+/// `transcript --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TranscriptFormat {
+    /// Markdown, for a person or a model.
+    Md,
+    /// The call and its lines as JSON.
+    Json,
+}
+
+/// `calls` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct CallsArgs {
+    /// Only calls with this peer: agent id, alias, name or unique prefix.
+    #[arg(long)]
+    pub(crate) peer: Option<String>,
+    /// Only calls still ringing or active.
+    #[arg(long)]
+    pub(crate) open: bool,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) limit: u32,
 }

@@ -15,7 +15,7 @@ use crate::service::contacts::resolve;
 use crate::transport::Outgoing;
 
 /// Why `peer` cannot be messaged now, and what the owner can do; `None` when it can.
-fn not_sendable(store: &Store, peer: &Peer) -> Result<Option<Error>, Error> {
+pub(crate) fn not_sendable(store: &Store, peer: &Peer) -> Result<Option<Error>, Error> {
     let id = &peer.agent_id;
     let open = |direction| store.open_request(id, direction).map(|r| r.map(|r| r.request_id).unwrap_or_default());
     let sendable = match peer.protocol {

@@ -2,6 +2,7 @@
 //! arguments from `agentmesh_api::control`, works on the store in one transaction, and returns a
 //! typed reply or an [`Error`](crate::Error); HTTP stays at the edge.
 
+pub(crate) mod calls;
 pub(crate) mod contacts;
 pub(crate) mod discovery;
 pub(crate) mod keys;

@@ -6,6 +6,7 @@ mod bench_gossip;
 mod bench_mcp;
 mod bench_peer;
 mod bench_sockets;
+mod calls;
 mod contacts;
 mod demo;
 mod events;
@@ -183,6 +184,12 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Read { message_id } => messages::read(&ctx, &message_id).await,
         Command::Retry { message_id } => messages::retry(&ctx, &message_id).await,
         Command::ClearFailed => messages::clear_failed(&ctx).await,
+        Command::Call(args) => calls::call(&ctx, args).await,
+        Command::Answer(args) => calls::answer(&ctx, args).await,
+        Command::Say { call_id, text } => calls::say(&ctx, &call_id, text).await,
+        Command::End { call_id, reason } => calls::end(&ctx, &call_id, reason).await,
+        Command::Transcript { call_id, format } => calls::transcript(&ctx, &call_id, format).await,
+        Command::Calls(args) => calls::list(&ctx, args).await,
         Command::Events(args) => events::events(&ctx, args).await,
         Command::Demo => demo::run(&ctx).await,
         Command::Bench(args) => bench::run(&ctx, args).await,

@@ -986,3 +986,102 @@ async fn a_url_serving_another_key_for_a_pinned_id_is_refused_and_recorded() {
     // The pin did not move.
     assert_eq!(t.node.client.peers(false).await.expect("peers").peers[0].fingerprint, pinned);
 }
+
+/// A second fake peer that `t`'s owner approves, asking with request id `req_` + `n` repeated.
+async fn another_contact(t: &Target, name: &str, n: u8) -> Fake {
+    let fake = Fake::new(name);
+    let (status, _, text) = t.send(&t.contact_request(&fake, n)).await;
+    assert_eq!(status, 200, "{text}");
+    let id = format!("req_{}", format!("{n:02x}").repeat(16));
+    t.node.client.approve(&id).await.expect("approve");
+    fake
+}
+
+/// A call step from `from` to `t`: `body` as the call JSON, `thread` as the envelope's thread.
+fn call_step(t: &Target, from: &Fake, body: Value, thread: &str) -> Envelope {
+    let bytes = serde_json::to_vec(&body).expect("json");
+    let mut draft = Draft::new(
+        EnvelopeKind::Message,
+        from.id.agent_id(),
+        t.card.agent_id,
+        now_ms(),
+        3_600_000,
+        agentmesh_core::call::CALL_CONTENT_TYPE,
+        bytes,
+    );
+    draft.thread = Some(thread.to_owned());
+    draft.seal(&t.x25519).expect("seal").sign(&from.id, now_ms())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_steps_out_of_shape_out_of_turn_or_about_another_peers_call_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, fake) = setup(dir.path()).await;
+    let id = agentmesh_core::call::new_call_id();
+    let ring_until = now_ms() + 60_000;
+    let invite = json!({"call_id": id, "op": "invite", "topic": "t", "ring_until": ring_until});
+
+    let before = counts(&t.node.home);
+    let cases = [
+        ("a line in no call", json!({"call_id": id, "op": "say", "text": "hi"}), id.clone(), 404, "unknown_call"),
+        ("an unknown step", json!({"call_id": id, "op": "dance"}), id.clone(), 400, "malformed_body"),
+        ("a thread that is not the call", invite.clone(), "other".to_owned(), 400, "malformed_body"),
+        (
+            "a call id out of shape",
+            json!({"call_id": "call_X", "op": "accept"}),
+            "call_X".to_owned(),
+            400,
+            "malformed_body",
+        ),
+        (
+            "a topic over 1000 characters",
+            json!({"call_id": id, "op": "invite", "topic": "x".repeat(1001), "ring_until": ring_until}),
+            id.clone(),
+            400,
+            "malformed_body",
+        ),
+    ];
+    for (what, body, thread, status, code) in cases {
+        t.refused(what, status, code, t.send(&call_step(&t, &fake, body, &thread)).await, &before).await;
+    }
+
+    // A real invitation rings; steps out of turn change nothing.
+    let (status, _, text) = t.send(&call_step(&t, &fake, invite.clone(), &id)).await;
+    assert_eq!(status, 200, "{text}");
+    let call = t.node.client.transcript(&id).await.expect("the call rings").call;
+    assert_eq!(call.state, agentmesh_api::CallState::Ringing);
+    let before = counts(&t.node.home);
+    let say = json!({"call_id": id, "op": "say", "text": "hi"});
+    t.refused(
+        "a line before the answer",
+        409,
+        "call_state",
+        t.send(&call_step(&t, &fake, say.clone(), &id)).await,
+        &before,
+    )
+    .await;
+    let accept = json!({"call_id": id, "op": "accept"});
+    t.refused(
+        "the caller answering its own call",
+        409,
+        "call_state",
+        t.send(&call_step(&t, &fake, accept, &id)).await,
+        &before,
+    )
+    .await;
+
+    // Another contact can neither speak in the call nor take its id over.
+    let other = another_contact(&t, "trudy", 0xcd).await;
+    let before = counts(&t.node.home);
+    t.refused("another peer's line", 404, "unknown_call", t.send(&call_step(&t, &other, say, &id)).await, &before)
+        .await;
+    t.refused(
+        "another peer's invitation under the id",
+        409,
+        "duplicate_call",
+        t.send(&call_step(&t, &other, invite, &id)).await,
+        &before,
+    )
+    .await;
+    assert_eq!(t.node.client.transcript(&id).await.expect("call").call.state, agentmesh_api::CallState::Ringing);
+}

@@ -5,6 +5,7 @@
 
 mod agent_mesh_v1;
 mod bad_input;
+mod calls;
 mod cli_flow;
 mod crash;
 mod events;

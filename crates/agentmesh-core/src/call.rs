@@ -1,0 +1,136 @@
+//! Calls on the wire: each step of a call (invite, answer, a line said, the end) is an ordinary
+//! `message` envelope — signed, sealed, acknowledged with a receipt like any other — whose
+//! `content_type` is [`CALL_CONTENT_TYPE`], whose `thread` is the call id, and whose body is a
+//! [`CallBody`] (JSON). docs/PROTOCOL.md, "Calls", describes the exchange.
+
+use serde::{Deserialize, Serialize};
+
+/// Content type of call envelopes.
+pub const CALL_CONTENT_TYPE: &str = "application/vnd.agentmesh.call+json";
+
+/// Longest topic or reason, in characters.
+pub const MAX_CALL_NOTE_CHARS: usize = 1000;
+
+/// Body of a call envelope: `{"call_id":"call_…","op":"invite",…}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallBody {
+    /// The call, `call_` + 32 lowercase hex, chosen by the caller (see [`new_call_id`]).
+    pub call_id: String,
+    /// The step.
+    #[serde(flatten)]
+    pub op: CallOp,
+}
+
+/// A step of a call, tagged by `op`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CallOp {
+    /// The caller rings the callee.
+    Invite {
+        /// What the call is about (at most [`MAX_CALL_NOTE_CHARS`] characters).
+        #[serde(default)]
+        topic: String,
+        /// Until when the caller waits for an answer, ms since the Unix epoch (the caller's
+        /// clock); after it the call is missed on both sides.
+        ring_until: u64,
+    },
+    /// The callee takes the call.
+    Accept,
+    /// The callee declines the call.
+    Reject {
+        /// Why (at most [`MAX_CALL_NOTE_CHARS`] characters).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A line of the conversation, either side.
+    Say {
+        /// What is said (UTF-8; bounded by the message size limits).
+        text: String,
+    },
+    /// Either side hangs up (the caller before an answer: the call is withdrawn).
+    End {
+        /// Why (at most [`MAX_CALL_NOTE_CHARS`] characters).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl CallOp {
+    /// The `op` name: `invite`, `accept`, `reject`, `say`, `end`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CallOp::Invite { .. } => "invite",
+            CallOp::Accept => "accept",
+            CallOp::Reject { .. } => "reject",
+            CallOp::Say { .. } => "say",
+            CallOp::End { .. } => "end",
+        }
+    }
+
+    /// The free text it carries: the topic, the reason, or the line said.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            CallOp::Invite { topic, .. } => Some(topic),
+            CallOp::Say { text } => Some(text),
+            CallOp::Reject { reason } | CallOp::End { reason } => reason.as_deref(),
+            CallOp::Accept => None,
+        }
+    }
+
+    /// Why the body is out of shape (topic or reason too long), if it is.
+    pub fn check(&self) -> Result<(), &'static str> {
+        let note = match self {
+            CallOp::Invite { topic, .. } => Some(topic.as_str()),
+            CallOp::Reject { reason } | CallOp::End { reason } => reason.as_deref(),
+            _ => None,
+        };
+        if note.is_some_and(|n| n.chars().count() > MAX_CALL_NOTE_CHARS) {
+            return Err("a call topic or reason is limited to 1000 characters");
+        }
+        if let CallOp::Invite { ring_until, .. } = self
+            && *ring_until > crate::envelope::MAX_TIME_MS
+        {
+            return Err("ring_until is past the year 9999");
+        }
+        Ok(())
+    }
+}
+
+/// A fresh call id: `call_` + 32 lowercase hex (128 random bits).
+pub fn new_call_id() -> String {
+    format!("call_{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+/// Whether `s` is `call_` followed by 32 lowercase hex characters.
+pub fn is_call_id(s: &str) -> bool {
+    s.strip_prefix("call_")
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_flat_json_tagged_by_op() {
+        let body = CallBody { call_id: new_call_id(), op: CallOp::Say { text: "hi".into() } };
+        let json = serde_json::to_value(&body).expect("ok");
+        assert_eq!(json["op"], "say");
+        assert_eq!(json["text"], "hi");
+        assert!(is_call_id(json["call_id"].as_str().expect("ok")));
+        assert_eq!(serde_json::from_value::<CallBody>(json).expect("ok"), body);
+        let accept: CallBody = serde_json::from_str(r#"{"call_id":"call_x","op":"accept"}"#).expect("ok");
+        assert_eq!(accept.op, CallOp::Accept);
+        assert!(serde_json::from_str::<CallBody>(r#"{"call_id":"call_x","op":"dance"}"#).is_err());
+    }
+
+    #[test]
+    fn ids_and_notes_are_checked() {
+        assert!(is_call_id(&new_call_id()));
+        assert!(!is_call_id("call_ABC"));
+        assert!(!is_call_id(&format!("call_{}", "0".repeat(33))));
+        assert!(CallOp::Reject { reason: Some("x".repeat(1001)) }.check().is_err());
+        assert!(CallOp::Invite { topic: "t".into(), ring_until: u64::MAX }.check().is_err());
+        assert!(CallOp::End { reason: None }.check().is_ok());
+    }
+}
