@@ -218,7 +218,7 @@ pub(super) struct WaitParams {
     #[serde(default)]
     after: Option<i64>,
     /// Only these event kinds: message, status, contact_request, contact_response, trust,
-    /// key_mismatch, key_rotated, clock_skew, peer_online, peer_offline. Default: all.
+    /// key_mismatch, key_rotated, clock_skew, peer_online, peer_offline, call. Default: all.
     #[serde(default)]
     kinds: Option<Vec<String>>,
     /// The longest wait, ms (default 30000, at most 300000); an empty list when it passes.
@@ -243,6 +243,92 @@ struct DeliveredReply {
     sent: agentmesh_api::control::SendReply,
     /// The `status` event that reported the delivery receipt.
     delivery: LoggedEvent,
+}
+
+/// `call` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct CallParams {
+    /// The peer to ring, a trusted contact: agent id, alias, name or unique prefix.
+    to: String,
+    /// What the call is about (at most 1000 characters); the peer's agent sees it.
+    #[serde(default)]
+    topic: Option<String>,
+    /// How long to ring before the call is missed, seconds (default: the node's call_ring_secs).
+    #[serde(default)]
+    ring_secs: Option<u64>,
+    /// Wait until the peer answers (or the call is missed) and return the call then (default
+    /// false: return once it rings).
+    #[serde(default)]
+    wait_for_answer: Option<bool>,
+    /// With wait_for_answer: the longest wait, ms (default 30000, at most 300000).
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// `answer` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct AnswerParams {
+    /// The ringing call's id (`call_…`, from a `call` event or list_calls).
+    call_id: String,
+    /// true takes the call, false declines it.
+    accept: bool,
+    /// Told to the caller when declining (at most 1000 characters).
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `say` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct SayParams {
+    /// The active call's id (`call_…`).
+    call_id: String,
+    /// What to say (at least 1 byte).
+    text: String,
+}
+
+/// `end_call` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct EndCallParams {
+    /// The call's id (`call_…`).
+    call_id: String,
+    /// Told to the peer (at most 1000 characters).
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// How `transcript` answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum TranscriptFormat {
+    /// The call and its lines as structured JSON.
+    #[default]
+    Json,
+    /// Markdown text: who said what and when.
+    Md,
+}
+
+/// `transcript` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct TranscriptParams {
+    /// The call's id (`call_…`).
+    call_id: String,
+    /// `json` (default) or `md`.
+    #[serde(default)]
+    format: Option<TranscriptFormat>,
+}
+
+/// `list_calls` arguments.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub(super) struct ListCallsParams {
+    /// Only calls with this peer (agent id, alias, name or unique prefix).
+    #[serde(default)]
+    peer: Option<String>,
+    /// Only calls still ringing or active (default false: all).
+    #[serde(default)]
+    open: Option<bool>,
+    /// At most this many, newest first (default 100, at most 1000).
+    #[serde(default)]
+    limit: Option<u32>,
 }
 
 /// `p2p_add_peer` arguments (DAP).
@@ -452,6 +538,73 @@ impl McpServer {
     }
 
     #[tool(
+        name = "call",
+        description = "Ring a trusted peer: a call is a conversation under its own id (call_…) whose lines both sides keep in a transcript. The peer's agent answers it; then both sides say lines until one ends it. Returns the call (state ringing), or with wait_for_answer the call once answered (active), declined (rejected) or missed.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    async fn place_call(&self, Parameters(p): Parameters<CallParams>) -> CallToolResult {
+        outcome(self.ring(p).await)
+    }
+
+    #[tool(
+        name = "answer",
+        description = "Answer a ringing incoming call (a `call` event with state ringing): accept to talk, or decline with a reason. The caller is told.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    async fn answer(&self, Parameters(p): Parameters<AnswerParams>) -> CallToolResult {
+        let args = agentmesh_api::control::AnswerArgs { accept: p.accept, reason: p.reason };
+        outcome(self.call(|c| async move { c.answer(&p.call_id, &args).await }).await)
+    }
+
+    #[tool(
+        name = "say",
+        description = "Say something in an active call: signed, end-to-end encrypted, kept in the outbox until the peer's node confirms it. The peer's agent gets a `call` event with the line. Returns the call and the line.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    async fn say(&self, Parameters(p): Parameters<SayParams>) -> CallToolResult {
+        outcome(self.call(|c| async move { c.say(&p.call_id, &p.text).await }).await)
+    }
+
+    #[tool(
+        name = "end_call",
+        description = "Hang up a call (or withdraw one of ours still ringing); the peer is told, with the reason. Both sides keep the transcript.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    async fn end_call(&self, Parameters(p): Parameters<EndCallParams>) -> CallToolResult {
+        outcome(self.call(|c| async move { c.end_call(&p.call_id, p.reason.as_deref()).await }).await)
+    }
+
+    #[tool(
+        name = "transcript",
+        description = "A call's transcript: every line in order (invite, answer, what each side said, the hang-up) with who said it, when, and for our lines whether the peer's node confirmed it. format md returns Markdown text instead of JSON.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn transcript(&self, Parameters(p): Parameters<TranscriptParams>) -> CallToolResult {
+        let result = self.call(|c| async move { c.transcript(&p.call_id).await }).await;
+        match (result, p.format.unwrap_or_default()) {
+            (Ok(t), TranscriptFormat::Md) => {
+                CallToolResult::success(vec![rmcp::model::ContentBlock::text(t.markdown())])
+            }
+            (result, _) => outcome(result),
+        }
+    }
+
+    #[tool(
+        name = "list_calls",
+        description = "Calls, newest first, with peer, direction, topic, state (ringing, active, rejected, ended, missed) and how many lines were said.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_calls(&self, Parameters(p): Parameters<ListCallsParams>) -> CallToolResult {
+        let q = agentmesh_api::control::CallsQuery {
+            peer: p.peer,
+            state: None,
+            open: p.open.unwrap_or(false),
+            limit: p.limit,
+        };
+        outcome(self.call(|c| async move { c.calls(&q).await }).await)
+    }
+
+    #[tool(
         name = "p2p_add_peer",
         description = "DAP alias of request_contact: ask a known or discovered agent (by agent id; with url when it is not known yet) for contact.",
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
@@ -598,6 +751,29 @@ impl McpServer {
         value(&DeliveredReply { sent: agentmesh_api::control::SendReply { status, ..sent }, delivery })
     }
 
+    async fn ring(&self, p: CallParams) -> Result<agentmesh_api::Call, ToolError> {
+        let args =
+            agentmesh_api::control::CallArgs { to: p.to, topic: p.topic.unwrap_or_default(), ring_secs: p.ring_secs };
+        if !p.wait_for_answer.unwrap_or(false) {
+            return Ok(self.call(|c| async move { c.call(&args).await }).await?.call);
+        }
+        let until = deadline(p.timeout_ms);
+        // The cursor before ringing: the answer cannot be logged before it.
+        let cursor = self.link.last_cursor().await?;
+        let call = self.call(|c| async move { c.call(&args).await }).await?.call;
+        let id = call.call_id.clone();
+        let (events, _) = self
+            .link
+            .wait_events(cursor, until, |e| {
+                matches!(&e.event, Event::Call { call, .. } if call.call_id == id && call.state != agentmesh_api::CallState::Ringing)
+            })
+            .await?;
+        match events.into_iter().next().map(|e| e.event) {
+            Some(Event::Call { call, .. }) => Ok(call),
+            _ => Ok(call),
+        }
+    }
+
     async fn wait(&self, p: WaitParams) -> Result<WaitReply, ToolError> {
         let kinds = p.kinds.unwrap_or_default();
         if let Some(bad) = kinds.iter().find(|k| !Event::KINDS.contains(&k.as_str())) {
@@ -633,7 +809,7 @@ mod tests {
     fn every_tool_is_annotated_and_documented() {
         let router = McpServer::tool_router();
         let tools = router.list_all();
-        assert_eq!(tools.len(), 20);
+        assert_eq!(tools.len(), 26);
         for tool in tools {
             let a = tool.annotations.as_ref().unwrap_or_else(|| panic!("{} has no annotations", tool.name));
             assert!(

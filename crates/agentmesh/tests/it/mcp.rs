@@ -177,7 +177,7 @@ async fn mcp_over_stdio_calls_every_tool_against_real_nodes() {
 
     // The trust tools are not offered by default, and refuse with a code when called anyway.
     let names = tool_names(&mcp).await;
-    assert_eq!(names.len(), 17, "{names:?}");
+    assert_eq!(names.len(), 23, "{names:?}");
     for absent in ["approve_request", "block", "repin"] {
         assert!(!names.iter().any(|n| n == absent), "{absent} is offered: {names:?}");
         assert_eq!(
@@ -271,6 +271,43 @@ async fn mcp_over_stdio_calls_every_tool_against_real_nodes() {
     assert_eq!(quiet["events"], json!([]));
     assert_eq!(error_code(&mcp, "wait_for_event", json!({"kinds": ["nonsense"]})).await, "invalid_argument");
 
+    // A call: rung and answered over MCP on both sides, a line each way, the transcript.
+    let (bob_mcp, _bob_updates) = stdio(&bob.home, legacy()).await;
+    let answer_it = async {
+        let me = alice.agent_id.clone();
+        let ringing = wait_for(WAIT, || async {
+            let calls = bob.client.calls(&Default::default()).await.ok()?;
+            calls.calls.into_iter().find(|c| c.peer_id.as_str() == me && c.state == agentmesh_api::CallState::Ringing)
+        })
+        .await
+        .expect("the call rings at bob");
+        let answered = ok_call(&bob_mcp, "answer", json!({"call_id": ringing.call_id, "accept": true})).await;
+        assert_eq!(answered["call"]["state"], "active");
+        ringing.call_id
+    };
+    let (placed, id) = tokio::join!(
+        ok_call(&mcp, "call", json!({"to": "bob", "topic": "over mcp", "wait_for_answer": true})),
+        answer_it
+    );
+    assert_eq!((placed["call_id"].as_str(), placed["state"].as_str()), (Some(id.as_str()), Some("active")), "{placed}");
+    let said = ok_call(&mcp, "say", json!({"call_id": id, "text": "hello over mcp"})).await;
+    assert_eq!(said["line"]["status"], "queued");
+    let heard = ok_call(&bob_mcp, "wait_for_event", json!({"after": 0, "kinds": ["call"], "timeout_ms": 20000})).await;
+    assert!(heard["events"].as_array().is_some_and(|e| !e.is_empty()), "{heard}");
+    ok_call(&bob_mcp, "say", json!({"call_id": id, "text": "hello back"})).await;
+    assert_eq!(error_code(&bob_mcp, "answer", json!({"call_id": id, "accept": true})).await, "call_state");
+    let listed = ok_call(&mcp, "list_calls", json!({"open": true})).await;
+    assert_eq!(listed["calls"][0]["call_id"], id.as_str());
+    let ended = ok_call(&mcp, "end_call", json!({"call_id": id, "reason": "bye"})).await;
+    assert_eq!(ended["call"]["state"], "ended");
+    let transcript = ok_call(&mcp, "transcript", json!({"call_id": id})).await;
+    assert_eq!(transcript["call"]["call_id"], id.as_str());
+    let md = call(&mcp, "transcript", json!({"call_id": id, "format": "md"})).await;
+    let text = md.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<String>();
+    assert!(text.contains("# Call with") && text.contains("hello over mcp"), "{text}");
+    assert_eq!(error_code(&mcp, "say", json!({"call_id": id, "text": "too late"})).await, "call_state");
+    bob_mcp.cancel().await.expect("close bob's session");
+
     // read_message marks it read.
     let read = ok_call(&mcp, "read_message", json!({"message_id": from_bob})).await;
     assert_eq!(read["message"]["status"], "read");
@@ -305,7 +342,7 @@ async fn mcp_per_request_mode_over_stdio_listens_for_inbox_updates() {
     let (alice, bob) = (node(dir.path(), "alice").await, node(dir.path(), "bob").await);
     trust(&alice, &bob).await;
     let (mcp, _) = stdio(&alice.home, per_request()).await;
-    assert_eq!(tool_names(&mcp).await.len(), 17);
+    assert_eq!(tool_names(&mcp).await.len(), 23);
     assert_eq!(ok_call(&mcp, "whoami", json!({})).await["agent_id"], alice.agent_id.as_str());
     let mut sub = mcp
         .peer()
@@ -354,7 +391,7 @@ async fn mcp_over_http_needs_the_bearer_token_and_offers_trust_tools_when_allowe
     // 2025-11-25 session: the trust tools are offered and work.
     let (mcp, mut updates) = server.session(legacy()).await;
     let names = tool_names(&mcp).await;
-    assert_eq!(names.len(), 20, "{names:?}");
+    assert_eq!(names.len(), 26, "{names:?}");
     for present in ["approve_request", "block", "repin"] {
         assert!(names.iter().any(|n| n == present), "{present} missing: {names:?}");
     }
@@ -373,7 +410,7 @@ async fn mcp_over_http_needs_the_bearer_token_and_offers_trust_tools_when_allowe
 
     // 2026-07-28 per-request mode over HTTP.
     let (mcp26, _) = server.session(per_request()).await;
-    assert_eq!(tool_names(&mcp26).await.len(), 20);
+    assert_eq!(tool_names(&mcp26).await.len(), 26);
     assert_eq!(ok_call(&mcp26, "status", json!({})).await["trusted_peers"], 1);
     let mut sub = mcp26
         .peer()
