@@ -490,6 +490,11 @@ pub(crate) struct BenchArgs {
     /// `agentmesh mcp` child process on stdio, each until its delivered reply (e.g. `--messages 500`).
     #[arg(long, conflicts_with_all = ["flood", "gossip", "hold_sockets", "events"])]
     pub(crate) mcp: bool,
+    /// Instead: one call between two nodes and this many ping-pong round trips in it, one at a
+    /// time: a line said on one side, answered by the other side's consumer as soon as its event
+    /// stream delivers it, timed until the answer's event arrives back.
+    #[arg(long, value_name = "ROUNDS", conflicts_with_all = ["flood", "gossip", "hold_sockets", "events", "mcp"])]
+    pub(crate) calls: Option<usize>,
 }
 
 /// `call` arguments.

@@ -31,6 +31,9 @@ pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     if let Some(nodes) = args.gossip {
         return super::bench_gossip::run(ctx, nodes).await;
     }
+    if let Some(rounds) = args.calls {
+        return super::bench_calls::run(ctx, rounds, args.size).await;
+    }
     if let Some(messages) = args.events {
         return super::bench_events::run(ctx, messages, args.size).await;
     }
@@ -123,7 +126,7 @@ pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
 }
 
 /// Two fresh nodes on 127.0.0.1, a sender and a receiver without the per-sender message limit
-/// (a bench floods one peer on purpose), in a temporary directory that lives as long as the
+/// (a bench floods its peer on purpose, and a call's answers flood back), in a temporary directory that lives as long as the
 /// returned guard.
 pub(super) async fn pair(prefix: &str) -> Result<(tempfile::TempDir, LocalNode, LocalNode)> {
     let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
@@ -131,7 +134,10 @@ pub(super) async fn pair(prefix: &str) -> Result<(tempfile::TempDir, LocalNode, 
     let (a_home, b_home) = (dir.path().join("sender"), dir.path().join("receiver"));
     local::init(&exe, &a_home, "sender", &[])?;
     local::init(&exe, &b_home, "receiver", &[])?;
-    std::fs::write(b_home.join("config.toml"), "messages_per_minute = 0\n").context("writing the receiver's config")?;
+    for home in [&a_home, &b_home] {
+        std::fs::write(home.join("config.toml"), "messages_per_minute = 0\n")
+            .context("writing a bench node's config")?;
+    }
     let sender = LocalNode::start(&exe, &a_home, "127.0.0.1:0", &[]).await?;
     let receiver = LocalNode::start(&exe, &b_home, "127.0.0.1:0", &[]).await?;
     Ok((dir, sender, receiver))

@@ -1,6 +1,7 @@
 //! One module per command group; [`run`] dispatches.
 
 mod bench;
+mod bench_calls;
 mod bench_events;
 mod bench_gossip;
 mod bench_mcp;
