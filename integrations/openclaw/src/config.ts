@@ -12,13 +12,20 @@ export const DEFAULT_ACCOUNT_ID = "default";
 export interface AgentmeshChannelConfig {
   enabled?: boolean;
   home?: string;
+  /** Whether the plugin takes a trusted peer's call on the agent's behalf (default true). */
+  acceptCalls?: boolean;
 }
 
 export interface ResolvedAccount {
   accountId: string;
   enabled: boolean;
-  /** The agentmesh home: `node.json`, `control.token` and our cursor live there. */
+  /** The agentmesh home: `node.json`, `control.token`, our cursor and call ledger live there. */
   home: string;
+  /**
+   * `true`: a trusted peer's ringing call is answered at once and its lines become turns.
+   * `false`: it keeps ringing for the owner, who is told (and may answer it).
+   */
+  acceptCalls: boolean;
 }
 
 function expandHome(path: string): string {
@@ -37,5 +44,6 @@ export function resolveAccount(cfg: OpenClawConfig, accountId?: string | null): 
     accountId: accountId?.trim() || DEFAULT_ACCOUNT_ID,
     enabled: section?.enabled !== false,
     home: resolve(expandHome(home)),
+    acceptCalls: section?.acceptCalls !== false,
   };
 }

@@ -1,16 +1,18 @@
 // The channel's running half: follow the node's event stream for as long as the gateway runs the
-// account, hand each incoming message from a contact to the agent once, and tell the owner (never
-// a peer) about contact requests and key problems.
+// account, hand each incoming message from a contact to the agent once, take a contact's calls
+// (each line it says one turn in the call's own session), and tell the owner (never a peer) about
+// contact requests, calls left ringing for them, and key problems.
 
 import type { ChannelGatewayContext } from "openclaw/plugin-sdk/channel-contract";
 import { resolveChannelInboundRouteEnvelope } from "openclaw/plugin-sdk/channel-inbound";
 import { channelReadyPatch, channelStoppedPatch } from "openclaw/plugin-sdk/gateway-runtime";
 import { buildAgentMainSessionKey } from "openclaw/plugin-sdk/routing";
 
+import { CallLines } from "./call-lines.js";
 import { CHANNEL_ID, type ResolvedAccount } from "./config.js";
 import { Cursor } from "./cursor.js";
-import { type ChannelRuntime, type InboundOutcome, dispatchIncoming } from "./inbound.js";
-import { type ContactRequest, type NodeEvent, NodeClient, NodeError } from "./node.js";
+import { type ChannelRuntime, type InboundOutcome, dispatchCallLine, dispatchIncoming } from "./inbound.js";
+import { type Call, type CallLine, type ContactRequest, type NodeEvent, NodeClient, NodeError, type Peer } from "./node.js";
 import { TrustedPeers } from "./peers.js";
 import { tryGetAgentmeshRuntime } from "./runtime.js";
 
@@ -56,6 +58,16 @@ function quote(text: string): string {
   return JSON.stringify(text.length > MAX_QUOTE_CHARS ? `${text.slice(0, MAX_QUOTE_CHARS)}…` : text);
 }
 
+/** Whether an error means "try again once connected": stopping, or the node out of reach. */
+function retryable(error: unknown, signal: AbortSignal): boolean {
+  return signal.aborted || (error instanceof NodeError && error.code === "node_unreachable");
+}
+
+/** A peer as named to the owner: its alias or name (their words, quoted) and its agent id. */
+function describePeer(peer: Peer): string {
+  return `${quote(peer.alias ?? peer.name)} (${peer.agent_id})`;
+}
+
 class AccountRunner {
   private readonly peers = new TrustedPeers();
   private readonly handled = new RecentIds(REMEMBERED_IDS);
@@ -78,6 +90,7 @@ class AccountRunner {
         // Read afresh on every connection: a restarted node has a new port and token.
         const node = await NodeClient.open(account.home);
         const cursor = await Cursor.load(account.home, node.info.agent_id);
+        const lines = await CallLines.load(account.home, node.info.agent_id);
         this.peers.invalidate();
         const stream = await node.events(cursor.after, signal);
         backoff = MIN_BACKOFF_MS;
@@ -91,7 +104,7 @@ class AccountRunner {
             continue;
           }
           const event = JSON.parse(frame.data) as NodeEvent;
-          await this.handle(node, cursor, event);
+          await this.handle(node, cursor, lines, event);
           await cursor.advance(event.seq);
         }
       } catch (error) {
@@ -130,10 +143,13 @@ class AccountRunner {
     }
   }
 
-  private async handle(node: NodeClient, cursor: Cursor, event: NodeEvent): Promise<void> {
+  private async handle(node: NodeClient, cursor: Cursor, lines: CallLines, event: NodeEvent): Promise<void> {
     switch (event.event) {
       case "message":
         await this.onMessage(node, cursor, event);
+        break;
+      case "call":
+        await this.onCall(node, cursor, lines, event);
         break;
       case "trust":
         this.peers.invalidate();
@@ -191,7 +207,7 @@ class AccountRunner {
     } catch (error) {
       // Stopping mid-turn, or the node gone before the reply reached it: the cursor stays put
       // and the message is dispatched again once connected (unless its reply got through).
-      if (signal.aborted || (error instanceof NodeError && error.code === "node_unreachable")) throw error;
+      if (retryable(error, signal)) throw error;
       // Otherwise it stays unread, for the owner; the stream goes on.
       this.handled.add(message.id);
       this.log?.error?.(`dispatching message ${message.id} failed: ${describe(error)}`);
@@ -211,6 +227,122 @@ class AccountRunner {
       await node.markRead(message.id, signal);
     } catch (error) {
       this.log?.warn?.(`marking ${message.id} read failed: ${describe(error)}`);
+    }
+  }
+
+  /**
+   * A call changed. Only calls a peer placed with us are the plugin's, and only the peer's steps
+   * in them: a call the agent placed is driven by whoever placed it (the MCP tools `say`,
+   * `wait_for_event`), and our own lines come back here as events too.
+   */
+  private async onCall(node: NodeClient, cursor: Cursor, lines: CallLines, event: Extract<NodeEvent, { event: "call" }>) {
+    const { call, line } = event;
+    // No line: the call was missed (nobody answered in time), nothing to do.
+    if (call.direction !== "incoming" || !line || line.speaker !== "peer") return;
+    // On the very first run the whole retained log is read: what came before is the owner's.
+    if (!cursor.covers(event.at)) return;
+    const { abortSignal: signal } = this.ctx;
+    try {
+      if (line.kind === "invite") await this.onRing(node, call);
+      else if (line.kind === "say") await this.onCallLine(node, lines, call, line);
+      else if (line.kind === "end") {
+        // The call is over: its session gets no more turns (each line checks the call first).
+        const reason = line.text ? `: ${quote(line.text)}` : "";
+        this.log?.info?.(`call ${call.call_id} with ${call.peer_id} ended by the peer${reason}`);
+      }
+    } catch (error) {
+      // The node gone mid-way: the cursor stays put, and the step is taken again once connected.
+      if (retryable(error, signal)) throw error;
+      this.log?.error?.(`handling call ${call.call_id} (${line.kind} ${line.line_id}) failed: ${describe(error)}`);
+    }
+  }
+
+  /**
+   * A contact rings: answered at once on the agent's behalf (`acceptCalls`, the default), else
+   * left ringing for the owner, who is told in their own session. Decided on the call as it stands
+   * now, so a replayed event of a call answered, withdrawn or missed since changes nothing.
+   */
+  private async onRing(node: NodeClient, call: Call): Promise<void> {
+    const { abortSignal: signal, account } = this.ctx;
+    const peer = await this.peers.get(node, call.peer_id, signal);
+    if (!peer) {
+      this.log?.warn?.(`call ${call.call_id} from ${call.peer_id}, not a contact now: left for the owner`);
+      return;
+    }
+    const now = (await node.transcript(call.call_id, signal)).call;
+    if (now.state !== "ringing") return;
+    if (!account.acceptCalls) {
+      this.notifyOwner(
+        `${describePeer(peer)} is calling, topic (their words) ${quote(now.topic)}; call ${now.call_id} rings until ` +
+          `${new Date(now.ring_until).toISOString()}. The channel does not answer calls (acceptCalls is false). ` +
+          `Only the owner decides: \`agentmesh answer ${now.call_id} accept\` (the agent then talks in the call's ` +
+          `session) or \`agentmesh answer ${now.call_id} reject --reason "…"\`.`,
+      );
+      return;
+    }
+    await node.answer(now.call_id, true, undefined, signal);
+    this.log?.info?.(`answered call ${now.call_id} from ${peer.agent_id} (topic ${quote(now.topic)})`);
+  }
+
+  /**
+   * A line the peer said in an active call: one turn in the call's session, the reply said in the
+   * call. Once only, across restarts: the ledger records the turn's start and end, and a turn cut
+   * off by a restart is run again only if the transcript holds no line of ours since it started.
+   */
+  private async onCallLine(node: NodeClient, lines: CallLines, call: Call, line: CallLine): Promise<void> {
+    const { abortSignal: signal } = this.ctx;
+    const known = lines.get(line.line_id);
+    if (known?.done) return;
+    if (typeof line.text !== "string" || !line.text.trim()) {
+      await lines.done(line.line_id, call.call_id);
+      return;
+    }
+    const peer = await this.peers.get(node, call.peer_id, signal);
+    if (!peer) {
+      this.log?.warn?.(`line ${line.line_id} of call ${call.call_id} from ${call.peer_id}, not a contact now: no turn`);
+      await lines.done(line.line_id, call.call_id);
+      return;
+    }
+    // As the call stands now: one that ended (or that the owner took elsewhere) gets no more turns.
+    const transcript = await node.transcript(call.call_id, signal);
+    if (transcript.call.state !== "active") {
+      this.log?.info?.(`line ${line.line_id}: call ${call.call_id} is ${transcript.call.state}, no turn`);
+      await lines.done(line.line_id, call.call_id);
+      return;
+    }
+    if (known && transcript.lines.some((l) => l.speaker === "us" && l.kind === "say" && l.at >= known.started_at)) {
+      this.log?.info?.(`line ${line.line_id} of call ${call.call_id} was answered before a restart: no second turn`);
+      await lines.done(line.line_id, call.call_id);
+      return;
+    }
+    await lines.start(line.line_id, call.call_id);
+    this.ctx.setStatus({ ...this.ctx.getStatus(), lastInboundAt: Date.now(), lastMessageAt: Date.now() });
+    let outcome: InboundOutcome;
+    try {
+      outcome = await dispatchCallLine({
+        cfg: this.ctx.cfg,
+        account: this.ctx.account,
+        channel: this.channel,
+        node,
+        call: transcript.call,
+        line: { ...line, text: line.text },
+        peer,
+        allowFrom: this.peers.ids(),
+        onDropped: (why) => this.log?.info?.(`the reply to line ${line.line_id} was not said: ${why}`),
+      });
+    } catch (error) {
+      // Stopping mid-turn, or the node gone: the ledger says the turn started, and the line is
+      // taken again once connected unless its reply got through.
+      if (retryable(error, signal)) throw error;
+      await lines.done(line.line_id, call.call_id);
+      this.log?.error?.(`dispatching line ${line.line_id} of call ${call.call_id} failed: ${describe(error)}`);
+      return;
+    }
+    await lines.done(line.line_id, call.call_id);
+    if (outcome.kind === "declined") {
+      this.log?.warn?.(`line ${line.line_id} of call ${call.call_id} not dispatched (${outcome.reason})`);
+    } else if (outcome.replies > 0) {
+      this.ctx.setStatus({ ...this.ctx.getStatus(), lastOutboundAt: Date.now() });
     }
   }
 

@@ -1,50 +1,91 @@
-// One incoming agentmesh message into OpenClaw: a direct session per peer, the peer's text never
-// read as a command, and the agent's final reply sent back through the node as an answer to it.
+// What a peer says, into OpenClaw as a turn of the agent: a message in the direct session for that
+// peer, a line of a call in a session of that call's own. The peer's text is never read as a
+// command, and the agent's final reply goes back the way it came: a message answering the
+// message, a line said in the call.
 
 import type { OpenClawConfig, PluginRuntime } from "openclaw/plugin-sdk/channel-core";
-import { resolveChannelInboundRouteEnvelope } from "openclaw/plugin-sdk/channel-inbound";
+import { createChannelInboundEnvelopeBuilder, resolveChannelInboundRouteEnvelope } from "openclaw/plugin-sdk/channel-inbound";
 import { isReplyPayloadTerminalContent } from "openclaw/plugin-sdk/reply-payload";
+import { resolveThreadSessionKeys } from "openclaw/plugin-sdk/routing";
 
 import { CHANNEL_ID, type ResolvedAccount } from "./config.js";
-import type { Message, NodeClient, Peer } from "./node.js";
+import { type Call, type CallLine, type Message, type NodeClient, NodeError, type Peer } from "./node.js";
 import { peerTarget } from "./target.js";
 
 export type ChannelRuntime = PluginRuntime["channel"];
 
-export interface InboundParams {
+/** What every turn of a peer needs. */
+interface PeerTurnBase {
   cfg: OpenClawConfig;
   account: ResolvedAccount;
   channel: ChannelRuntime;
   node: NodeClient;
-  message: Message & { text: string };
-  /** The sender, trusted by the node. */
+  /** The speaker, trusted by the node. */
   peer: Peer;
   /** Every peer the node trusts: the only senders the ingress policy admits. */
   allowFrom: string[];
 }
 
-/** `replies`: answers sent to the peer (the message is marked read after the first). */
+export interface InboundParams extends PeerTurnBase {
+  message: Message & { text: string };
+}
+
+export interface CallLineParams extends PeerTurnBase {
+  /** An active call the peer placed with us. */
+  call: Call;
+  /** The peer's line in it (`kind` say). */
+  line: CallLine & { text: string };
+  /** Told when the reply could not be said: the call was over by then. */
+  onDropped: (why: string) => void;
+}
+
+/** `replies`: answers that went back to the peer. */
 export type InboundOutcome =
   | { kind: "dispatched"; replies: number }
   | { kind: "declined"; reason: string };
+
+/** The longest call topic put in a session label. */
+const MAX_TOPIC_LABEL_CHARS = 80;
 
 /** How the peer is named to the agent: its alias (set by our owner) before its own display name. */
 function peerLabel(peer: Peer): string {
   return peer.alias && peer.alias !== peer.name ? `${peer.alias} (${peer.name})` : peer.name;
 }
 
-export async function dispatchIncoming(params: InboundParams): Promise<InboundOutcome> {
-  const { cfg, account, channel, node, message, peer } = params;
+/** The session of one call: a thread of the peer's direct session (`…:direct:<peer>:thread:<call id>`). */
+export function callSessionKey(directSessionKey: string, callId: string): string {
+  return resolveThreadSessionKeys({ baseSessionKey: directSessionKey, threadId: callId }).sessionKey;
+}
+
+/** `agentmesh call with bob: quarterly numbers`: the call's session label, for the agent and the owner. */
+function callLabel(peer: Peer, call: Call): string {
+  const topic = call.topic.replace(/[\u0000-\u001f\u007f]+/g, " ").trim();
+  const cut = topic.length > MAX_TOPIC_LABEL_CHARS ? `${topic.slice(0, MAX_TOPIC_LABEL_CHARS)}…` : topic;
+  return `agentmesh call with ${peerLabel(peer)}${cut ? `: ${cut}` : ""}`;
+}
+
+interface TurnParams extends PeerTurnBase {
+  /** The session the turn runs in. */
+  route: { agentId: string; accountId?: string; dmScope?: ResolvedRoute["dmScope"]; sessionKey: string };
+  /** Formats the text for the agent with the session's previous timestamp. */
+  buildEnvelope: (input: { channel: string; from: string; timestamp?: number; body: string }) => string;
+  /** The id of what the peer said (message id, line id). */
+  id: string;
+  timestamp: number;
+  text: string;
+  /** The conversation: the peer, and for a call its id (the thread) and label. */
+  thread?: { id: string; label: string };
+  /** Sends the agent's final reply back; returns whether it went out. */
+  reply: (text: string) => Promise<boolean>;
+}
+
+type ResolvedRoute = ReturnType<typeof resolveChannelInboundRouteEnvelope>["route"];
+
+/** One turn of the agent for something a peer said, in `params.route`'s session. */
+async function runPeerTurn(params: TurnParams): Promise<InboundOutcome> {
+  const { cfg, account, channel, peer, route, thread } = params;
   const target = peerTarget(peer.agent_id);
   const label = peerLabel(peer);
-
-  const { route, buildEnvelope } = resolveChannelInboundRouteEnvelope({
-    cfg,
-    channel: CHANNEL_ID,
-    accountId: account.accountId,
-    peer: { kind: "direct", id: peer.agent_id },
-    dmScope: "per-account-channel-peer",
-  });
 
   const ingress = await channel.inbound.ingress.resolveStable({
     channelId: CHANNEL_ID,
@@ -52,11 +93,11 @@ export async function dispatchIncoming(params: InboundParams): Promise<InboundOu
     cfg,
     identity: { key: "sender", entryIdPrefix: "agentmesh-peer" },
     subject: { stableId: peer.agent_id },
-    conversation: { kind: "direct", id: peer.agent_id },
+    conversation: { kind: "direct", id: peer.agent_id, ...(thread ? { threadId: thread.id, title: thread.label } : {}) },
     contextBinding: {
       agentId: route.agentId,
       sessionKey: route.sessionKey,
-      messageId: message.id,
+      messageId: params.id,
       inboundEventKind: "user_request",
     },
     dmPolicy: "allowlist",
@@ -69,12 +110,14 @@ export async function dispatchIncoming(params: InboundParams): Promise<InboundOu
   const ctxPayload = channel.inbound.buildContext({
     channel: CHANNEL_ID,
     accountId: route.accountId ?? account.accountId,
-    messageId: message.id,
-    messageIdFull: message.id,
-    timestamp: message.created_at,
+    messageId: params.id,
+    messageIdFull: params.id,
+    timestamp: params.timestamp,
     from: target,
     sender: { id: peer.agent_id, name: label },
-    conversation: { kind: "direct", id: peer.agent_id, label },
+    conversation: thread
+      ? { kind: "direct", id: peer.agent_id, label: thread.label, threadId: thread.id }
+      : { kind: "direct", id: peer.agent_id, label },
     route: {
       agentId: route.agentId,
       dmScope: route.dmScope,
@@ -84,14 +127,14 @@ export async function dispatchIncoming(params: InboundParams): Promise<InboundOu
     },
     reply: { to: target, originatingTo: target },
     message: {
-      body: buildEnvelope({ channel: "agentmesh", from: label, timestamp: message.created_at, body: message.text }),
-      bodyForAgent: message.text,
-      rawBody: message.text,
-      commandBody: message.text,
+      body: params.buildEnvelope({ channel: "agentmesh", from: label, timestamp: params.timestamp, body: params.text }),
+      bodyForAgent: params.text,
+      rawBody: params.text,
+      commandBody: params.text,
     },
     channelIngress: ingress,
     // A peer is another agent, not our owner: its `/commands` are text, never run.
-    extra: { CommandInterpretationSuppressed: true },
+    extra: { CommandInterpretationSuppressed: true, ...(thread ? { ThreadLabel: thread.label } : {}) },
   });
 
   let replies = 0;
@@ -108,16 +151,7 @@ export async function dispatchIncoming(params: InboundParams): Promise<InboundOu
         // The gateway's own failure notices are for our logs, not for another agent (two agents
         // would otherwise answer each other's error notices forever).
         if (payload.isError) return;
-        await node.send({
-          to: peer.agent_id,
-          text: payload.text,
-          reply_to: message.id,
-          ...(message.thread ? { thread: message.thread } : {}),
-        });
-        // Read as soon as it is answered: a read message is never dispatched again, so a
-        // restart right after this reply cannot make the agent answer twice.
-        if (replies === 0) await node.markRead(message.id);
-        replies += 1;
+        if (await params.reply(payload.text)) replies += 1;
       },
       onError: (error) => {
         deliveryError = error;
@@ -130,4 +164,76 @@ export async function dispatchIncoming(params: InboundParams): Promise<InboundOu
   if (result.admission.kind !== "dispatch") return { kind: "declined", reason: `turn: ${result.admission.kind}` };
   if (!result.dispatched) return { kind: "declined", reason: "turn accepted but not dispatched" };
   return { kind: "dispatched", replies };
+}
+
+/** A message: a turn in the peer's direct session, the reply a message answering it (`reply_to`). */
+export async function dispatchIncoming(params: InboundParams): Promise<InboundOutcome> {
+  const { cfg, account, node, message, peer } = params;
+  const { route, buildEnvelope } = resolveChannelInboundRouteEnvelope({
+    cfg,
+    channel: CHANNEL_ID,
+    accountId: account.accountId,
+    peer: { kind: "direct", id: peer.agent_id },
+    dmScope: "per-account-channel-peer",
+  });
+  let replies = 0;
+  return runPeerTurn({
+    ...params,
+    route,
+    buildEnvelope,
+    id: message.id,
+    timestamp: message.created_at,
+    text: message.text,
+    reply: async (text) => {
+      await node.send({
+        to: peer.agent_id,
+        text,
+        reply_to: message.id,
+        ...(message.thread ? { thread: message.thread } : {}),
+      });
+      // Read as soon as it is answered: a read message is never dispatched again, so a
+      // restart right after this reply cannot make the agent answer twice.
+      if (replies === 0) await node.markRead(message.id);
+      replies += 1;
+      return true;
+    },
+  });
+}
+
+/**
+ * A line a peer said in a call: a turn in the call's own session (a thread of the peer's direct
+ * session, labelled with the peer and the topic), the reply said in the same call.
+ */
+export async function dispatchCallLine(params: CallLineParams): Promise<InboundOutcome> {
+  const { cfg, account, node, call, line, peer } = params;
+  const direct = resolveChannelInboundRouteEnvelope({
+    cfg,
+    channel: CHANNEL_ID,
+    accountId: account.accountId,
+    peer: { kind: "direct", id: peer.agent_id },
+    dmScope: "per-account-channel-peer",
+  }).route;
+  const route = { ...direct, sessionKey: callSessionKey(direct.sessionKey, call.call_id) };
+  return runPeerTurn({
+    ...params,
+    route,
+    buildEnvelope: createChannelInboundEnvelopeBuilder({ cfg, route }),
+    id: line.line_id,
+    timestamp: line.at,
+    text: line.text,
+    thread: { id: call.call_id, label: callLabel(peer, call) },
+    reply: async (text) => {
+      try {
+        await node.say(call.call_id, text);
+        return true;
+      } catch (error) {
+        // Hung up (or missed) while the agent was thinking: there is nobody to say it to.
+        if (error instanceof NodeError && error.code === "call_state") {
+          params.onDropped(error.message);
+          return false;
+        }
+        throw error;
+      }
+    },
+  });
 }

@@ -1,5 +1,5 @@
 // Client of the local agentmesh node's control API: where the node runs, its token, and the few
-// routes the channel needs (peers, send, mark read, the event stream).
+// routes the channel needs (peers, send, mark read, calls, the event stream).
 
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -53,9 +53,52 @@ export interface ContactRequest {
   status: string;
 }
 
+export type CallState = "ringing" | "active" | "rejected" | "ended" | "missed";
+
+/** A call with a peer: a conversation under its own id (`call_` + 32 hex, the same on both sides). */
+export interface Call {
+  call_id: string;
+  peer_id: string;
+  /** `incoming`: the peer rang us. */
+  direction: "incoming" | "outgoing";
+  /** What it is about, in the caller's words. */
+  topic: string;
+  state: CallState;
+  reason?: string;
+  ended_by?: "us" | "peer";
+  created_at: number;
+  /** Unanswered past this (ms, our clock), the call is missed. */
+  ring_until: number;
+  answered_at?: number;
+  ended_at?: number;
+  lines: number;
+}
+
+/** One line of a call's transcript: the id of the envelope that carried it, the same on both sides. */
+export interface CallLine {
+  line_id: string;
+  call_id: string;
+  speaker: "us" | "peer";
+  kind: "invite" | "accept" | "reject" | "say" | "end";
+  /** What was said; the topic of an invite; the reason of a reject or end. */
+  text?: string;
+  /** When its speaker said it, ms (the speaker's clock: ours for our lines). */
+  at: number;
+  status?: string;
+  delivered_at?: number;
+}
+
+/** `GET /control/calls/{id}`: the call and every line, in order. */
+export interface Transcript {
+  call: Call;
+  lines: CallLine[];
+}
+
 /** One event of `GET /v1/events`: `seq`, `at`, `event` and the kind's own fields. */
 export type NodeEvent = { seq: number; at: number } & (
   | { event: "message"; message: Message }
+  /** A call changed; `line` is the step that changed it (absent when it was missed). */
+  | { event: "call"; call: Call; line?: CallLine }
   | { event: "contact_request"; request: ContactRequest }
   | { event: "trust"; peer_id: string; trust: TrustState }
   | { event: "key_mismatch" | "key_rotated" | "contact_response" | "status" | "clock_skew" | "peer_online" | "peer_offline" }
@@ -130,7 +173,7 @@ export class NodeClient {
     return new NodeClient(info, checkLoopback(info.control_url), token);
   }
 
-  private async call<T>(method: "GET" | "POST", path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  private async request<T>(method: "GET" | "POST", path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
     const timeout = AbortSignal.timeout(CALL_TIMEOUT_MS);
     let response: Response;
     try {
@@ -162,22 +205,39 @@ export class NodeClient {
   }
 
   async peers(signal?: AbortSignal): Promise<Peer[]> {
-    return (await this.call<{ peers: Peer[] }>("GET", "/control/peers", undefined, signal)).peers;
+    return (await this.request<{ peers: Peer[] }>("GET", "/control/peers", undefined, signal)).peers;
   }
 
   async send(args: SendArgs, signal?: AbortSignal): Promise<SendReply> {
-    return this.call<SendReply>("POST", "/control/messages", args, signal);
+    return this.request<SendReply>("POST", "/control/messages", args, signal);
   }
 
   /** Ids of the incoming messages from `peerId` that are still unread. */
   async unreadFrom(peerId: string, signal?: AbortSignal): Promise<Set<string>> {
     const query = new URLSearchParams({ direction: "incoming", unread: "true", peer: peerId, limit: "10000" });
-    const list = await this.call<{ messages: Message[] }>("GET", `/control/messages?${query}`, undefined, signal);
+    const list = await this.request<{ messages: Message[] }>("GET", `/control/messages?${query}`, undefined, signal);
     return new Set(list.messages.map((m) => m.id));
   }
 
   async markRead(messageId: string, signal?: AbortSignal): Promise<void> {
-    await this.call("POST", `/control/messages/${encodeURIComponent(messageId)}/read`, undefined, signal);
+    await this.request("POST", `/control/messages/${encodeURIComponent(messageId)}/read`, undefined, signal);
+  }
+
+  /** The call and its transcript as they stand now. */
+  async transcript(callId: string, signal?: AbortSignal): Promise<Transcript> {
+    return this.request<Transcript>("GET", `/control/calls/${encodeURIComponent(callId)}`, undefined, signal);
+  }
+
+  /** Takes (or declines) a ringing incoming call; the caller is told. */
+  async answer(callId: string, accept: boolean, reason?: string, signal?: AbortSignal): Promise<Call> {
+    const body = { accept, ...(reason ? { reason } : {}) };
+    const reply = await this.request<{ call: Call }>("POST", `/control/calls/${encodeURIComponent(callId)}/answer`, body, signal);
+    return reply.call;
+  }
+
+  /** Says a line in an active call (queued in the node's outbox like a message). */
+  async say(callId: string, text: string, signal?: AbortSignal): Promise<{ call: Call; line: CallLine }> {
+    return this.request("POST", `/control/calls/${encodeURIComponent(callId)}/say`, { text }, signal);
   }
 
   /**

@@ -377,11 +377,13 @@ function jsonAnswer(res, answer) {
 // OpenClaw gateways
 
 class Gateway {
-  constructor(name, root, node, model) {
+  /** `channel`: more of `channels.agentmesh` than its home. */
+  constructor(name, root, node, model, channel = {}) {
     this.name = name;
     this.home = join(root, `openclaw-${name}`);
     this.node = node;
     this.model = model;
+    this.channel = channel;
     this.token = randomBytes(24).toString("hex");
     this.hooksToken = randomBytes(24).toString("hex");
     this.log = join(root, `${name}-gateway.log`);
@@ -430,7 +432,7 @@ class Gateway {
     if (install.code !== 0) throw new Error(`plugins install: ${install.stderr || install.stdout}`);
     // `channels.agentmesh` validates only once the plugin that owns the channel is installed.
     const installed = JSON.parse(await readFile(file, "utf8"));
-    installed.channels = { ...installed.channels, agentmesh: { home: this.node.home } };
+    installed.channels = { ...installed.channels, agentmesh: { home: this.node.home, ...this.channel } };
     await writeFile(file, `${JSON.stringify(installed, null, 2)}\n`, { mode: 0o600 });
     const valid = await this.cli(["config", "validate"]);
     if (valid.code !== 0) throw new Error(`config validate: ${valid.stderr || valid.stdout}`);
@@ -519,6 +521,24 @@ function awaitIncoming(node, what, pred, timeoutMs = REPLY_TIMEOUT_MS) {
   return waitFor(what, async () => (await node.incoming()).find(pred), timeoutMs);
 }
 
+/** A call's transcript as `node` keeps it: `{call, lines}` (`agentmesh transcript <id> --json`). */
+function transcript(node, callId) {
+  return am(node.home, "transcript", callId, "--json");
+}
+
+/** The session a model request ran in: the `session=` of the system prompt's runtime line. */
+function sessionOf(request) {
+  return /Runtime: [^"\\]*?\bsession=([^\s|"\\]+)/.exec(request.raw)?.[1];
+}
+
+/** Sets the plugin's event cursor in `node`'s home back to `seq` (the gateway must be stopped). */
+async function rewindCursor(node, seq) {
+  const file = join(node.home, "openclaw-plugin.cursor");
+  const cursor = JSON.parse(await readFile(file, "utf8"));
+  assert(cursor.seq >= seq, `the cursor is at ${cursor.seq}, before ${seq}`);
+  await writeFile(file, `${JSON.stringify({ ...cursor, seq })}\n`, { mode: 0o600 });
+}
+
 /** A message envelope from `from` to `to` in the shape the node parses; its crypto is random. */
 function forgedEnvelope(from, to) {
   const now = Date.now();
@@ -589,6 +609,71 @@ async function main() {
     assert(model.turnsWith("MSG-command").length === 1, "the model did not get the text");
   });
 
+  // 2b. A contact's call: the plugin takes it, each line the peer says is one turn in a session of
+  // the call's own, and the agent's answer is said in the call.
+  await check("a contact's call is taken, each line is one turn in the call's own session, answered in the call, across a restart", async () => {
+    const dmSession = `agent:main:agentmesh:default:direct:${bob.agentId}`;
+    const beforeCall = (await alice.control("GET", "/control/events?limit=1")).last;
+    const placed = await am(bob.home, "call", "alice", "--topic", "quarterly numbers CALL-TOPIC");
+    const id = placed.call_id;
+    const callSession = `${dmSession}:thread:${id}`;
+    await waitFor("alice's plugin to take the call", async () => (await transcript(bob, id)).call.state === "active", 30_000);
+    await am(bob.home, "say", id, "first line MSG-call-1");
+    const saidBy = (t, n) => t.lines.filter((l) => l.speaker === "peer" && l.kind === "say").length >= n && t;
+    const first = await waitFor("alice's line in the call", async () => saidBy(await transcript(bob, id), 1));
+    const answer = first.lines.find((l) => l.speaker === "peer" && l.kind === "say");
+    assert(answer.text === "ECHO MSG-call-1", `alice said ${JSON.stringify(answer.text)}`);
+    const [turn, ...more] = model.turnsWith("MSG-call-1");
+    assert(turn && more.length === 0, `MSG-call-1 ran ${more.length + (turn ? 1 : 0)} turns`);
+    assert(sessionOf(turn) === callSession, `the call's turn ran in ${sessionOf(turn)}, not ${callSession}`);
+    const dmTurn = model.turnsWith("MSG-hello")[0];
+    assert(sessionOf(dmTurn) === dmSession, `bob's message ran in ${sessionOf(dmTurn)}, not ${dmSession}`);
+    assert(turn.raw.includes("CALL-TOPIC") && turn.raw.includes("agentmesh call with bob"), "the call's turn is not labelled with the peer and the topic");
+    assert(!(await bob.incoming()).some((m) => m.text?.includes("MSG-call")), "a reply to the call came as a message");
+    const sessions = JSON.stringify(await gwA.cliJson(["sessions", "--json", "--all-agents"]));
+    assert(sessions.includes(callSession), "`openclaw sessions` does not list the call's session");
+
+    // A line said while the gateway is down is answered once in the same session; with the
+    // plugin's cursor set back to before the call, every step of it is read again, and the
+    // invite and the line answered already are not taken twice. The plugin's ledger of call
+    // lines is edited as a crash would leave it: the first line's turn not recorded as finished
+    // (its answer was said), the second line's turn recorded as started (cut off before any
+    // answer): the first must not run again, the second must run once.
+    const ledgerFile = join(alice.home, "openclaw-plugin.calls");
+    const readLedger = async () => JSON.parse(await readFile(ledgerFile, "utf8"));
+    await waitFor("the first line's turn to be recorded as finished", async () =>
+      (await readLedger()).lines.some(([, record]) => record.call_id === id && record.done), 30_000);
+    await gwA.stop();
+    const line2 = (await am(bob.home, "say", id, "second line MSG-call-2")).line.line_id;
+    await rewindCursor(alice, beforeCall);
+    const ledger = await readLedger();
+    const line1 = ledger.lines.find(([, record]) => record.call_id === id);
+    line1[1].done = false;
+    ledger.lines.push([line2, { call_id: id, started_at: Date.now(), done: false }]);
+    await writeFile(ledgerFile, `${JSON.stringify(ledger)}\n`, { mode: 0o600 });
+    await gwA.start();
+    const second = await waitFor("alice's second line in the call", async () => saidBy(await transcript(bob, id), 2));
+    const answers = second.lines.filter((l) => l.speaker === "peer" && l.kind === "say").map((l) => l.text);
+    assert(JSON.stringify(answers) === JSON.stringify(["ECHO MSG-call-1", "ECHO MSG-call-2"]), `alice said ${JSON.stringify(answers)}`);
+    const [turn2, ...more2] = model.turnsWith("MSG-call-2");
+    assert(turn2 && more2.length === 0, `MSG-call-2 ran ${more2.length + (turn2 ? 1 : 0)} turns`);
+    assert(sessionOf(turn2) === callSession, `the second line ran in ${sessionOf(turn2)}`);
+    assert(turn2.raw.includes("ECHO MSG-call-1"), "the second line's turn does not see the first exchange (another session?)");
+    assert(gwA.logText().includes(`line ${line1[0]} of call ${id} was answered before a restart`), "the first line's answer was not found in the transcript");
+
+    // The peer hangs up: no turn for that, nor after it.
+    const inCall = () => model.requests.filter((r) => sessionOf(r) === callSession).length;
+    const turnsBefore = inCall();
+    await am(bob.home, "end", id, "--reason", "done MSG-call-end");
+    await waitFor("alice's node to see the hang-up", async () => (await transcript(alice, id)).call.state === "ended", 30_000);
+    await sleep(QUIET_MS);
+    assert(inCall() === turnsBefore, `${inCall() - turnsBefore} turn(s) in the call's session after the hang-up`);
+    const ours = (await transcript(alice, id)).lines.filter((l) => l.speaker === "us").map((l) => l.kind);
+    assert(JSON.stringify(ours) === JSON.stringify(["accept", "say", "say"]), `alice's lines: ${ours.join(", ")}`);
+    assert(model.turnsWith("MSG-call-1").length === 1, "the first line ran again after the restart");
+    return `call ${id}: 2 lines, 2 turns in ${callSession}, answered in the call; nothing after the hang-up`;
+  });
+
   // 3. Someone who is not a contact never reaches the agent; its contact request reaches the owner.
   let carolRequest;
   await check("an untrusted peer's message never reaches the gateway", async () => {
@@ -639,7 +724,7 @@ async function main() {
   // 5. The MCP server's tools reach the model and send for real.
   await check("`openclaw mcp probe agentmesh --json` lists the tools with annotations", async () => {
     const probe = await gwA.cliJson(["mcp", "probe", "agentmesh", "--json"]);
-    const core = ["whoami", "status", "peers", "discover", "search", "request_contact", "list_requests", "send_message", "list_messages", "read_message", "wait_for_event", "p2p_send_message"];
+    const core = ["whoami", "status", "peers", "discover", "search", "request_contact", "list_requests", "send_message", "list_messages", "read_message", "wait_for_event", "p2p_send_message", "call", "answer", "say", "end_call", "transcript", "list_calls"];
     const missing = core.filter((tool) => !probe.tools?.includes(`agentmesh__${tool}`));
     assert(missing.length === 0, `missing ${missing.join(", ")} in ${JSON.stringify(probe.tools)}`);
     assert((probe.diagnostics ?? []).length === 0, `probe diagnostics: ${JSON.stringify(probe.diagnostics)}`);
@@ -743,7 +828,8 @@ async function main() {
   });
 
   // 9. Two gateways, each with the plugin, play ping-pong through their nodes.
-  const gwB = new Gateway("b", root, bob, model);
+  // Bob's owner takes calls themselves (acceptCalls false).
+  const gwB = new Gateway("b", root, bob, model, { acceptCalls: false });
   await check(`two gateways play ${PINGPONG_TURNS} turns of ping-pong`, async () => {
     await gwB.configure();
     await gwB.start();
@@ -763,6 +849,30 @@ async function main() {
     const all = [...(await alice.incoming()), ...(await bob.incoming())].filter((m) => m.text?.startsWith("PING "));
     assert(all.length === PINGPONG_TURNS + 1, `${all.length} PING messages, wanted ${PINGPONG_TURNS + 1} (the kick-off and one per turn)`);
     return `${PINGPONG_TURNS} turns in ${seconds.toFixed(1)} s`;
+  });
+
+  // 10. With acceptCalls false a call keeps ringing for the owner, who is told; once the owner
+  // takes it, the agent talks in it. The caller's gateway takes no turn for a call it placed.
+  await check("with acceptCalls false a call rings for the owner, who is told; once taken, the agent talks in it", async () => {
+    const placed = await am(alice.home, "call", "bob", "--topic", "owner decides");
+    const id = placed.call_id;
+    await waitFor("the owner notice in gateway b's log", () => gwB.logText().includes(`agentmesh answer ${id} accept`), 30_000);
+    await sleep(QUIET_MS);
+    const ringing = await transcript(bob, id);
+    assert(ringing.call.state === "ringing", `bob's copy of the call is ${ringing.call.state}`);
+    assert(!model.requests.some((r) => r.raw.includes(id)), "a turn saw the call before the owner took it");
+    await am(bob.home, "answer", id, "accept");
+    await am(alice.home, "say", id, "owner took it MSG-owner-took");
+    const said = await waitFor("bob's line in the call", async () =>
+      (await transcript(alice, id)).lines.find((l) => l.speaker === "peer" && l.kind === "say"));
+    assert(said.text === "ECHO MSG-owner-took", `bob said ${JSON.stringify(said.text)}`);
+    const turns = model.turnsWith("MSG-owner-took");
+    assert(turns.length === 1 && turns[0].gateway === "b", `MSG-owner-took ran ${turns.length} turns (${turns.map((t) => t.gateway)})`);
+    await am(alice.home, "end", id);
+    await sleep(QUIET_MS);
+    const onA = model.requests.filter((r) => r.gateway === "a" && r.raw.includes(id));
+    assert(onA.length === 0, `gateway a ran ${onA.length} turn(s) in the call it placed`);
+    return `call ${id}: the owner was told, took it, and bob's agent answered in it`;
   });
 
   await gwB.stop();
