@@ -29,6 +29,15 @@
 //! | `POST /control/calls/{id}/answer` | [`AnswerArgs`] | [`CallReply`] |
 //! | `POST /control/calls/{id}/say` | [`SayArgs`] | [`LineReply`] |
 //! | `POST /control/calls/{id}/end` | [`EndArgs`] | [`CallReply`] |
+//! | `POST /control/tasks` | [`DelegateArgs`] | [`TaskReply`] |
+//! | `GET /control/tasks` | [`TasksQuery`] | [`TaskList`] |
+//! | `GET /control/tasks/{id}` | — | [`TaskDetail`](crate::TaskDetail) |
+//! | `POST /control/tasks/{id}/update` | [`UpdateTaskArgs`] | [`TaskReply`] |
+//! | `POST /control/tasks/{id}/message` | [`TaskMessageArgs`] | [`TaskReply`] |
+//! | `POST /control/tasks/{id}/cancel` | — | [`TaskReply`] |
+//! | `POST /control/escalations` | [`EscalateArgs`] | [`EscalationReply`] |
+//! | `GET /control/escalations` | [`EscalationsQuery`] | [`EscalationList`] |
+//! | `POST /control/escalations/{id}/resolve` | [`ResolveArgs`] | [`EscalationReply`] |
 //! | `GET /control/events` | [`EventListQuery`] | [`EventList`] |
 //! | `GET /v1/events` | [`EventsQuery`] or `Last-Event-ID` | Server-Sent Events: [`LoggedEvent`](crate::LoggedEvent)s, [`StreamNotice`](crate::StreamNotice)s |
 //!
@@ -39,8 +48,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{
-    Call, CallLine, CallState, ContactRequest, Direction, KnownAgent, LoggedEvent, Message, MessageStatus, Peer,
-    RequestStatus,
+    Call, CallLine, CallState, ContactRequest, Direction, Escalation, KnownAgent, LoggedEvent, Message, MessageStatus,
+    Peer, RequestStatus, Task, TaskState,
 };
 use agentmesh_core::{AgentId, PeerId, Protocol};
 
@@ -497,4 +506,124 @@ pub struct EndArgs {
     /// Told to the peer (at most 1,000 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// `POST /control/tasks`: delegate a task to a contact.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegateArgs {
+    /// The contact: agent id, alias, name or unique prefix.
+    pub to: String,
+    /// What to do (1 byte to `max_text_bytes`).
+    pub text: String,
+    /// Structured input (any JSON), sent with the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// The task id to use (`task_` + 32 hex): a retry with the same id, peer and text returns
+    /// the task made the first time instead of a second one. Default: a fresh id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+}
+
+/// Reply of the task routes that change a task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskReply {
+    /// The task as it stands now.
+    pub task: Task,
+}
+
+/// `GET /control/tasks` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TasksQuery {
+    /// Only tasks with this peer (agent id, alias, name or unique prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// `outgoing`: only tasks we delegated; `incoming`: only tasks delegated to us.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Only tasks in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TaskState>,
+    /// Only tasks not in a final state.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
+    /// At most this many, most recently changed first (default 100, at most 1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Reply of `GET /control/tasks`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskList {
+    /// The tasks, most recently changed first.
+    pub tasks: Vec<Task>,
+}
+
+/// `POST /control/tasks/{id}/update`: the worker reports where a task delegated to us stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTaskArgs {
+    /// The new state (not `submitted`).
+    pub state: TaskState,
+    /// What to tell the delegator with it (a question with `input_required`, an error with
+    /// `failed`; at most `max_text_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Results to add to the task (at most 64, each with 1 to 64 parts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<agentmesh_core::task::Artifact>,
+}
+
+/// `POST /control/tasks/{id}/message`: the delegator answers a task that asked for input.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskMessageArgs {
+    /// The answer (1 byte to `max_text_bytes`).
+    pub text: String,
+}
+
+/// `POST /control/escalations`: our agent asks our owner about a call or task.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalateArgs {
+    /// The call (`call_…`) or task (`task_…`) it is about.
+    pub conversation_id: String,
+    /// What the owner is asked (1 to 1,000 characters); the peer is told too.
+    pub reason: String,
+    /// Answers to offer the owner (at most 16, each at most 100 characters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+/// Reply of the escalation routes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationReply {
+    /// The escalation as it stands now.
+    pub escalation: Escalation,
+}
+
+/// `GET /control/escalations` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationsQuery {
+    /// Only escalations still waiting for the owner.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
+    /// At most this many, newest first (default 100, at most 1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Reply of `GET /control/escalations`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationList {
+    /// The escalations, newest first.
+    pub escalations: Vec<Escalation>,
+}
+
+/// `POST /control/escalations/{id}/resolve`: the owner answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveArgs {
+    /// The answer (1 to 1,000 characters); it goes back into the conversation and to the peer.
+    pub answer: String,
 }

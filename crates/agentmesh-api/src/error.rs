@@ -156,8 +156,19 @@ codes! {
     /// The call is not in a state that allows this step (answer a call that is not ringing,
     /// speak in one that is not active, …); the message says where it stands.
     CallState = "call_state",
-    /// The peer's protocol (Agent Mesh V1) has no calls.
+    /// The peer's protocol (Agent Mesh V1) has no calls or tasks.
     UnsupportedByPeer = "unsupported_by_peer",
+    /// A task step about a task this agent does not have with the sender (peer API), or no such
+    /// task (owner).
+    UnknownTask = "unknown_task",
+    /// A task id this agent holds for another peer, or (owner) a delegation under an id in use
+    /// for another request.
+    DuplicateTask = "duplicate_task",
+    /// The open tasks fill `max_open_tasks` (or `max_open_tasks_per_peer` for this peer).
+    TooManyTasks = "too_many_tasks",
+    /// The task is not in a state that allows this step (an update of a final task, an answer
+    /// to a task that asked nothing, …); the message says where it stands.
+    TaskState = "task_state",
     /// The request was answered already.
     AlreadyDecided = "already_decided",
     /// The request is ours: the peer answers it (withdraw it instead).

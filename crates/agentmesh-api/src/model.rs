@@ -386,6 +386,10 @@ named! {
         Say = "say",
         /// A hang-up (`text`: the reason).
         End = "end",
+        /// The speaker waits for its owner (`text`: what the owner is asked).
+        Escalate = "escalate",
+        /// The speaker's owner answered (`text`: the answer).
+        Resolved = "resolved",
     }
 }
 
@@ -421,6 +425,9 @@ pub struct Call {
     pub ended_at: Option<i64>,
     /// Lines said so far, both sides.
     pub lines: i64,
+    /// Our open escalation on this call, when our side waits for our owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_owner: Option<String>,
 }
 
 /// One line of a call's transcript.
@@ -500,6 +507,8 @@ impl Transcript {
                 (LineKind::End, Some(t)) => format!("_hung up: {}_", clean(t)),
                 (LineKind::End, None) => "_hung up_".to_owned(),
                 (LineKind::Say, None) => String::new(),
+                (LineKind::Escalate, t) => format!("_waits for its owner: {}_", clean(t.unwrap_or_default())),
+                (LineKind::Resolved, t) => format!("_its owner answered: {}_", clean(t.unwrap_or_default())),
             };
             let status = match line.status {
                 Some(s) if line.speaker == Side::Us => format!(" ({s})"),
@@ -509,6 +518,165 @@ impl Transcript {
         }
         out
     }
+}
+
+named! {
+    /// Where a delegated task stands (the task states of A2A 1.0). `completed`, `failed`,
+    /// `canceled` and `rejected` are final.
+    pub enum TaskState {
+        /// Received by the worker, not started.
+        Submitted = "submitted",
+        /// Being worked on.
+        Working = "working",
+        /// The worker needs an answer from the delegator (`status_text` asks).
+        InputRequired = "input_required",
+        /// The worker needs an authorization from the delegator.
+        AuthRequired = "auth_required",
+        /// Done; the results are in `artifacts`.
+        Completed = "completed",
+        /// The worker could not do it (`status_text` says why).
+        Failed = "failed",
+        /// Stopped at the delegator's request.
+        Canceled = "canceled",
+        /// The worker declined it.
+        Rejected = "rejected",
+    }
+}
+
+impl TaskState {
+    /// Whether the task can change no more.
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskState::Completed | TaskState::Failed | TaskState::Canceled | TaskState::Rejected)
+    }
+}
+
+named! {
+    /// What an entry of a task's history records.
+    pub enum TaskEntryKind {
+        /// The delegator asked (`text`).
+        Create = "create",
+        /// The worker reported a state (`state`, `text`, `artifacts`).
+        Update = "update",
+        /// The delegator answered the worker (`text`).
+        Message = "message",
+        /// The delegator asked the worker to stop.
+        Cancel = "cancel",
+        /// A side waits for its owner (`text`: what the owner is asked).
+        Escalate = "escalate",
+        /// A side's owner answered (`text`).
+        Resolved = "resolved",
+    }
+}
+
+/// A task delegated to a peer (outgoing) or by a peer to us (incoming).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// `task_` + 32 hex; the same on both sides.
+    pub task_id: String,
+    /// The other agent.
+    pub peer_id: PeerId,
+    /// `outgoing`: we delegated it; `incoming`: the peer delegated it to us (we work on it).
+    pub direction: Direction,
+    /// What was asked.
+    pub text: String,
+    /// Structured input, when there was some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    /// Where it stands.
+    pub state: TaskState,
+    /// What the worker said with the state (a question, an error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
+    /// Results so far.
+    pub artifacts: Vec<agentmesh_core::task::Artifact>,
+    /// When the delegator asked to cancel it, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_at: Option<i64>,
+    /// Our open escalation on this task, when our side waits for our owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_owner: Option<String>,
+    /// Created, ms (the delegator's clock).
+    pub created_at: i64,
+    /// Last changed here, ms.
+    pub updated_at: i64,
+}
+
+/// One entry of a task's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskEntry {
+    /// The envelope that carried it: the same id on both sides.
+    pub entry_id: String,
+    /// The task.
+    pub task_id: String,
+    /// Who sent it.
+    pub speaker: Side,
+    /// What step it is.
+    pub kind: TaskEntryKind,
+    /// The state an update reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TaskState>,
+    /// Its text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Artifacts an update carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<agentmesh_core::task::Artifact>,
+    /// When its sender made it, ms (its clock); history is ordered by `at`, then `entry_id`.
+    pub at: i64,
+    /// Ours: where its delivery stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<MessageStatus>,
+    /// Ours: when the peer's receipt came; the peer's: when we stored it. ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<i64>,
+}
+
+/// A task with its whole history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskDetail {
+    /// The task.
+    pub task: Task,
+    /// Every step, ordered by `at` then `entry_id`.
+    pub history: Vec<TaskEntry>,
+}
+
+named! {
+    /// Where an escalation stands.
+    pub enum EscalationState {
+        /// Waiting for the owner.
+        Open = "open",
+        /// The owner answered.
+        Resolved = "resolved",
+    }
+}
+
+/// Our agent's question to our owner about a call or task with a peer; the conversation waits
+/// for the answer, which goes back into it and to the peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// `esc_` + 32 hex.
+    pub escalation_id: String,
+    /// The call or task it is about.
+    pub conversation_id: String,
+    /// The peer of that conversation.
+    pub peer_id: PeerId,
+    /// What the owner is asked.
+    pub reason: String,
+    /// The answers offered, when any (the owner may still answer freely).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// Where it stands.
+    pub state: EscalationState,
+    /// The owner's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// Raised, ms.
+    pub created_at: i64,
+    /// Answered, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<i64>,
+    /// How many times the owner was reminded.
+    pub reminders: i64,
 }
 
 /// A pinned agent id that presented another key.
@@ -724,6 +892,24 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         line: Option<CallLine>,
     },
+    /// A task changed: delegated to us, an update from the worker, an answer or a cancel from
+    /// the delegator, or a step of ours.
+    Task {
+        /// The task as it stands now.
+        task: Task,
+        /// The history entry that changed it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entry: Option<TaskEntry>,
+    },
+    /// Our agent asked our owner something (or reminds of it: `reminder`), or the owner
+    /// answered. For the owner, never for a peer.
+    Escalation {
+        /// The escalation as it stands now.
+        escalation: Escalation,
+        /// A reminder of an escalation still open after `escalation_remind_secs`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reminder: bool,
+    },
 }
 
 impl Event {
@@ -740,6 +926,8 @@ impl Event {
         "peer_online",
         "peer_offline",
         "call",
+        "task",
+        "escalation",
     ];
 
     /// The `event` tag of its JSON (`message`, `status`, `contact_request`, …).
@@ -756,6 +944,8 @@ impl Event {
             Event::PeerOnline { .. } => "peer_online",
             Event::PeerOffline { .. } => "peer_offline",
             Event::Call { .. } => "call",
+            Event::Task { .. } => "task",
+            Event::Escalation { .. } => "escalation",
         }
     }
 }

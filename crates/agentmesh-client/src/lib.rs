@@ -21,7 +21,11 @@ use agentmesh_api::control::{
     MessageList, MessageReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs, RejectManyArgs,
     RejectedReply, RepinArgs, RequestList, RequestReply, RequestsQuery, RotateReply, SayArgs, SendArgs, SendReply,
 };
-use agentmesh_api::{AgentCard, ErrorBody, ErrorCode, LoggedEvent, Status, StreamNotice, Transcript};
+use agentmesh_api::control::{
+    DelegateArgs, EscalateArgs, EscalationList, EscalationReply, EscalationsQuery, ResolveArgs, TaskList,
+    TaskMessageArgs, TaskReply, TasksQuery, UpdateTaskArgs,
+};
+use agentmesh_api::{AgentCard, ErrorBody, ErrorCode, LoggedEvent, Status, StreamNotice, TaskDetail, Transcript};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -315,6 +319,53 @@ impl Client {
     pub async fn end_call(&self, call_id: &str, reason: Option<&str>) -> Result<CallReply, ClientError> {
         let args = EndArgs { reason: reason.map(str::to_owned) };
         self.post(&format!("/control/calls/{}/end", segment(call_id)), &args).await
+    }
+
+    /// `POST /control/tasks`: delegate a task to a contact.
+    pub async fn delegate(&self, args: &DelegateArgs) -> Result<TaskReply, ClientError> {
+        self.post("/control/tasks", args).await
+    }
+
+    /// `GET /control/tasks`: tasks, most recently changed first.
+    pub async fn tasks(&self, query: &TasksQuery) -> Result<TaskList, ClientError> {
+        self.get_query("/control/tasks", query).await
+    }
+
+    /// `GET /control/tasks/{id}`: a task and its history.
+    pub async fn task(&self, task_id: &str) -> Result<TaskDetail, ClientError> {
+        self.get(&format!("/control/tasks/{}", segment(task_id))).await
+    }
+
+    /// `POST /control/tasks/{id}/update`: report where a task delegated to us stands.
+    pub async fn update_task(&self, task_id: &str, args: &UpdateTaskArgs) -> Result<TaskReply, ClientError> {
+        self.post(&format!("/control/tasks/{}/update", segment(task_id)), args).await
+    }
+
+    /// `POST /control/tasks/{id}/message`: answer a task we delegated.
+    pub async fn task_message(&self, task_id: &str, text: &str) -> Result<TaskReply, ClientError> {
+        let args = TaskMessageArgs { text: text.to_owned() };
+        self.post(&format!("/control/tasks/{}/message", segment(task_id)), &args).await
+    }
+
+    /// `POST /control/tasks/{id}/cancel`: ask the worker to stop a task we delegated.
+    pub async fn cancel_task(&self, task_id: &str) -> Result<TaskReply, ClientError> {
+        self.post_empty(&format!("/control/tasks/{}/cancel", segment(task_id))).await
+    }
+
+    /// `POST /control/escalations`: ask our owner about a call or task.
+    pub async fn escalate(&self, args: &EscalateArgs) -> Result<EscalationReply, ClientError> {
+        self.post("/control/escalations", args).await
+    }
+
+    /// `GET /control/escalations`.
+    pub async fn escalations(&self, query: &EscalationsQuery) -> Result<EscalationList, ClientError> {
+        self.get_query("/control/escalations", query).await
+    }
+
+    /// `POST /control/escalations/{id}/resolve`: the owner answers.
+    pub async fn resolve_escalation(&self, escalation_id: &str, answer: &str) -> Result<EscalationReply, ClientError> {
+        let args = ResolveArgs { answer: answer.to_owned() };
+        self.post(&format!("/control/escalations/{}/resolve", segment(escalation_id)), &args).await
     }
 
     /// `GET /control/events`: a page of the event log.

@@ -53,6 +53,20 @@ pub enum CallOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// The sender waits for its owner's answer before going on.
+    Escalate {
+        /// The sender's escalation id.
+        escalation_id: String,
+        /// What the owner is asked (at most [`MAX_CALL_NOTE_CHARS`] characters).
+        reason: String,
+    },
+    /// The sender's owner answered an escalation.
+    Resolved {
+        /// The sender's escalation id.
+        escalation_id: String,
+        /// The owner's answer (at most [`MAX_CALL_NOTE_CHARS`] characters).
+        answer: String,
+    },
 }
 
 impl CallOp {
@@ -64,6 +78,8 @@ impl CallOp {
             CallOp::Reject { .. } => "reject",
             CallOp::Say { .. } => "say",
             CallOp::End { .. } => "end",
+            CallOp::Escalate { .. } => "escalate",
+            CallOp::Resolved { .. } => "resolved",
         }
     }
 
@@ -73,6 +89,8 @@ impl CallOp {
             CallOp::Invite { topic, .. } => Some(topic),
             CallOp::Say { text } => Some(text),
             CallOp::Reject { reason } | CallOp::End { reason } => reason.as_deref(),
+            CallOp::Escalate { reason, .. } => Some(reason),
+            CallOp::Resolved { answer, .. } => Some(answer),
             CallOp::Accept => None,
         }
     }
@@ -82,6 +100,7 @@ impl CallOp {
         let note = match self {
             CallOp::Invite { topic, .. } => Some(topic.as_str()),
             CallOp::Reject { reason } | CallOp::End { reason } => reason.as_deref(),
+            CallOp::Escalate { reason: note, .. } | CallOp::Resolved { answer: note, .. } => Some(note.as_str()),
             _ => None,
         };
         if note.is_some_and(|n| n.chars().count() > MAX_CALL_NOTE_CHARS) {

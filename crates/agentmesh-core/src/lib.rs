@@ -35,6 +35,7 @@ pub mod keys;
 pub mod peer;
 pub mod record;
 pub mod rotation;
+pub mod task;
 pub mod time;
 
 pub use card::{AgentCard, CardError};

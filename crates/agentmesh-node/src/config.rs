@@ -143,6 +143,14 @@ pub struct Config {
     pub max_open_calls: u32,
     /// Of `max_open_calls`, most with one peer. Default 100.
     pub max_open_calls_per_peer: u32,
+    /// Most delegated tasks not yet final at once, both directions; more are refused with 409
+    /// `too_many_tasks`. Default 1,000.
+    pub max_open_tasks: u32,
+    /// Of `max_open_tasks`, most with one peer. Default 100.
+    pub max_open_tasks_per_peer: u32,
+    /// An escalation still waiting for the owner is announced again (an `escalation` event with
+    /// `reminder`) this often, seconds; 0 never. Default 900.
+    pub escalation_remind_secs: u64,
     /// Whether `agentmesh mcp` offers the tools that change trust (`approve_request`, `block`,
     /// `repin`, `p2p_add_peer` approving a request). Default false: the agent asks, the owner
     /// decides.
@@ -172,7 +180,7 @@ pub struct HooksConfig {
 
 impl HooksConfig {
     fn default_events() -> Vec<String> {
-        ["message", "contact_request", "key_mismatch", "status"].map(String::from).to_vec()
+        ["message", "contact_request", "key_mismatch", "status", "escalation"].map(String::from).to_vec()
     }
 }
 
@@ -230,6 +238,9 @@ impl Default for Config {
             call_ring_secs: 120,
             max_open_calls: 1_000,
             max_open_calls_per_peer: 100,
+            max_open_tasks: 1_000,
+            max_open_tasks_per_peer: 100,
+            escalation_remind_secs: 900,
             mcp_allow_trust_changes: false,
             hooks: None,
         }

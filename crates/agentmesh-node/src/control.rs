@@ -10,6 +10,10 @@ use agentmesh_api::control::{
     EventList, EventListQuery, EventsQuery, HealthReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs,
     RejectManyArgs, RepinArgs, RequestList, RequestsQuery, SayArgs, SendArgs,
 };
+use agentmesh_api::control::{
+    DelegateArgs, EscalateArgs, EscalationList, EscalationReply, EscalationsQuery, ResolveArgs, TaskList,
+    TaskMessageArgs, TaskReply, TasksQuery, UpdateTaskArgs,
+};
 use agentmesh_api::{AgentCard, Status};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -26,7 +30,7 @@ use crate::Node;
 use crate::error::{Error, read_json_body};
 use crate::events::{Feed, Frame};
 use crate::home::Home;
-use crate::service::{calls, contacts, discovery, keys, messages, status};
+use crate::service::{calls, contacts, discovery, escalations, keys, messages, status, tasks};
 
 /// State of the control API: the node, the bearer token, our bound peer URL and home.
 #[derive(Clone)]
@@ -91,6 +95,13 @@ pub(crate) fn router(
         .route("/control/calls/{id}/answer", post(answer_call))
         .route("/control/calls/{id}/say", post(say))
         .route("/control/calls/{id}/end", post(end_call))
+        .route("/control/tasks", post(delegate).get(list_tasks))
+        .route("/control/tasks/{id}", get(task_detail))
+        .route("/control/tasks/{id}/update", post(update_task))
+        .route("/control/tasks/{id}/message", post(task_message))
+        .route("/control/tasks/{id}/cancel", post(cancel_task))
+        .route("/control/escalations", post(escalate).get(list_escalations))
+        .route("/control/escalations/{id}/resolve", post(resolve_escalation))
         .route("/control/events", get(list_events))
         .route("/v1/events", get(events))
         .fallback(not_found)
@@ -365,6 +376,72 @@ async fn end_call(
 ) -> Reply<CallReply> {
     let args: EndArgs = optional_body(&headers, body).await?;
     Ok(Json(calls::end(&st.node, id, args).await?))
+}
+
+/// A body bound for routes that carry up to `max_text_bytes` of text (and JSON may escape each
+/// byte into six).
+fn text_body_limit(st: &ControlState) -> usize {
+    st.node.config().max_text_bytes.saturating_mul(6).saturating_add(64 * 1024)
+}
+
+async fn delegate(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Reply<TaskReply> {
+    let args: DelegateArgs = json_body(&headers, body, text_body_limit(&st).saturating_mul(2)).await?;
+    Ok(Json(tasks::delegate(&st.node, args).await?))
+}
+
+async fn list_tasks(State(st): State<ControlState>, q: Result<Query<TasksQuery>, QueryRejection>) -> Reply<TaskList> {
+    Ok(Json(tasks::list(&st.node, query(q)?).await?))
+}
+
+async fn task_detail(State(st): State<ControlState>, Path(id): Path<String>) -> Reply<agentmesh_api::TaskDetail> {
+    Ok(Json(tasks::detail(&st.node, id).await?))
+}
+
+async fn update_task(
+    State(st): State<ControlState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply<TaskReply> {
+    // Artifacts may be large: up to a batch's worth.
+    let args: UpdateTaskArgs = json_body(&headers, body, st.node.config().max_batch_bytes).await?;
+    Ok(Json(tasks::update(&st.node, id, args).await?))
+}
+
+async fn task_message(
+    State(st): State<ControlState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply<TaskReply> {
+    let args: TaskMessageArgs = json_body(&headers, body, text_body_limit(&st)).await?;
+    Ok(Json(tasks::message(&st.node, id, args.text).await?))
+}
+
+async fn cancel_task(State(st): State<ControlState>, Path(id): Path<String>) -> Reply<TaskReply> {
+    Ok(Json(tasks::cancel(&st.node, id).await?))
+}
+
+async fn escalate(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Reply<EscalationReply> {
+    let args: EscalateArgs = json_body(&headers, body, 64 * 1024).await?;
+    Ok(Json(escalations::escalate(&st.node, args).await?))
+}
+
+async fn list_escalations(
+    State(st): State<ControlState>,
+    q: Result<Query<EscalationsQuery>, QueryRejection>,
+) -> Reply<EscalationList> {
+    Ok(Json(escalations::list(&st.node, query(q)?).await?))
+}
+
+async fn resolve_escalation(
+    State(st): State<ControlState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply<EscalationReply> {
+    let args: ResolveArgs = json_body(&headers, body, 64 * 1024).await?;
+    Ok(Json(escalations::resolve(&st.node, id, args.answer).await?))
 }
 
 /// `GET /control/events`: a page of the event log.

@@ -314,6 +314,7 @@ pub async fn launch_with(
     tracker.spawn(crate::gossip::run(Arc::clone(&node), node.config().bootstrap.clone(), shutdown.clone()));
     tracker.spawn(prune(Arc::clone(&node), shutdown.clone()));
     tracker.spawn(missed_calls(Arc::clone(&node), shutdown.clone()));
+    tracker.spawn(remind_escalations(Arc::clone(&node), shutdown.clone()));
     tracker.spawn(checkpoint(checkpointer, shutdown.clone()));
     if let Some(hooks) = hooks {
         tracker.spawn(hooks.run(Arc::clone(&node), shutdown.clone()));
@@ -353,6 +354,27 @@ async fn missed_calls(node: Arc<Node>, stop: CancellationToken) {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(missed = n, "calls rang out unanswered"),
                 Err(e) => tracing::warn!(error = %e, "could not mark unanswered calls missed"),
+            },
+        }
+    }
+}
+
+/// Announces open escalations again every `escalation_remind_secs` (checked a quarter of that
+/// often, at least every second and at most every minute).
+async fn remind_escalations(node: Arc<Node>, stop: CancellationToken) {
+    let every = node.config().escalation_remind_secs;
+    if every == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs((every / 4).clamp(1, 60)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => match crate::service::escalations::remind(&node).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(reminders = n, "escalations still wait for the owner"),
+                Err(e) => tracing::warn!(error = %e, "could not remind of open escalations"),
             },
         }
     }

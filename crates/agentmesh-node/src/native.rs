@@ -26,6 +26,7 @@ use agentmesh_core::call::{CALL_CONTENT_TYPE, CallBody, is_call_id};
 use agentmesh_core::envelope::{
     APPLICATION_JSON, ContactRequestBody, ContactResponseBody, ContactUpdateBody, Draft, ReceiptBody, TEXT_PLAIN,
 };
+use agentmesh_core::task::{TASK_CONTENT_TYPE, TaskBody, TaskOp, is_task_id};
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentCard, DeliveryReceipt, Envelope, EnvelopeKind, PeerId, Protocol, b64};
 use agentmesh_store::{NewOutbound, OutboxItem, Peer};
@@ -312,6 +313,19 @@ fn payload(env: &Envelope, plaintext: Vec<u8>) -> Result<Payload, Error> {
             body.op.check().map_err(malformed)?;
             Payload::Call { body, created_at: env.created_at }
         }
+        EnvelopeKind::Message if env.content_type == TASK_CONTENT_TYPE => {
+            let body: TaskBody = parse_body(&plaintext)?;
+            if !is_task_id(&body.task_id) || env.thread.as_deref() != Some(body.task_id.as_str()) {
+                return Err(malformed("task_id must be task_ followed by 32 hex, and the envelope's thread"));
+            }
+            body.op.check().map_err(malformed)?;
+            if let TaskOp::Update { state, .. } = &body.op
+                && state.parse::<agentmesh_api::TaskState>().is_err()
+            {
+                return Err(malformed("unknown task state"));
+            }
+            Payload::Task { body, created_at: env.created_at }
+        }
         EnvelopeKind::Message => {
             let text = if env.content_type.starts_with("text/") {
                 String::from_utf8(plaintext).map_err(|_| malformed("a text/* body must be UTF-8"))?
@@ -408,6 +422,7 @@ impl Transport for HttpTransport {
             Outgoing::ContactUpdate(body) => (to_json(body), APPLICATION_JSON, None, None, None, None),
             Outgoing::KeyRotation => (b"{}".to_vec(), APPLICATION_JSON, None, None, None, None),
             Outgoing::Call(body) => (to_json(body), CALL_CONTENT_TYPE, None, None, Some(body.call_id.clone()), None),
+            Outgoing::Task(body) => (to_json(body), TASK_CONTENT_TYPE, None, None, Some(body.task_id.clone()), None),
         };
         let now = now_ms();
         let ttl = node.config().message_ttl_secs.saturating_mul(1000);

@@ -29,13 +29,14 @@ use std::sync::Arc;
 use agentmesh_api::{ErrorCode, MismatchDirection, TrustState};
 use agentmesh_core::call::CallBody;
 use agentmesh_core::envelope::{ContactChange, SignatureCheck};
+use agentmesh_core::task::TaskBody;
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentId, EnvelopeKind, Identity, PeerId, Protocol};
 use agentmesh_store::{IncomingMessage, KeyMismatch, Peer};
 use ed25519_dalek::VerifyingKey;
 
 use crate::error::Error;
-use crate::service::{calls, contacts};
+use crate::service::{calls, contacts, tasks};
 use crate::trust::{self, Input};
 use crate::{Keys, Node, Tx};
 
@@ -96,7 +97,7 @@ pub(crate) trait Sealed: Send {
 }
 
 /// What an envelope says, in our own terms.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Payload {
     /// A message for our agent.
     Message { text: String, content_type: String, reply_to: Option<String>, thread: Option<String>, created_at: u64 },
@@ -112,6 +113,8 @@ pub(crate) enum Payload {
     KeyRotation,
     /// A step of a call.
     Call { body: CallBody, created_at: u64 },
+    /// A step of a task.
+    Task { body: TaskBody, created_at: u64 },
 }
 
 /// What an acknowledgement is built from.
@@ -567,6 +570,10 @@ fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Er
         Payload::Call { body, created_at } => {
             let line = calls::Received { line_id: &inbound.id, at: created_at as i64, now: settings.now };
             calls::receive(tx, &peer, body, &line)?;
+        }
+        Payload::Task { body, created_at } => {
+            let step = calls::Received { line_id: &inbound.id, at: created_at as i64, now: settings.now };
+            tasks::receive(tx, &peer, body, &step)?;
         }
     }
     tracing::debug!(peer = %peer.agent_id, kind = %inbound.kind, "accepted");

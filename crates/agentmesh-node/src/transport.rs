@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use agentmesh_core::call::CallBody;
 use agentmesh_core::envelope::ContactUpdateBody;
+use agentmesh_core::task::TaskBody;
 use agentmesh_core::{EnvelopeKind, Protocol};
 use agentmesh_store::{NewOutbound, OutboxItem, Peer};
 use futures_util::future::BoxFuture;
@@ -18,7 +19,7 @@ use crate::error::Error;
 use crate::{Node, compat, native};
 
 /// What we want to tell a peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Outgoing {
     /// A message for its agent.
     Message { text: String, reply_to: Option<String>, thread: Option<String> },
@@ -34,13 +35,15 @@ pub(crate) enum Outgoing {
     KeyRotation,
     /// A step of a call (a `message` envelope of the call content type).
     Call(CallBody),
+    /// A step of a task (a `message` envelope of the task content type).
+    Task(TaskBody),
 }
 
 impl Outgoing {
     /// The envelope kind that carries it.
     pub(crate) fn kind(&self) -> EnvelopeKind {
         match self {
-            Outgoing::Message { .. } | Outgoing::Call(_) => EnvelopeKind::Message,
+            Outgoing::Message { .. } | Outgoing::Call(_) | Outgoing::Task(_) => EnvelopeKind::Message,
             Outgoing::Read { .. } => EnvelopeKind::Receipt,
             Outgoing::ContactRequest { .. } => EnvelopeKind::ContactRequest,
             Outgoing::ContactResponse { .. } => EnvelopeKind::ContactResponse,

@@ -23,7 +23,7 @@ CREATE TABLE call_lines (
     call_id     TEXT NOT NULL,
     line_id     TEXT NOT NULL,
     speaker     TEXT NOT NULL CHECK (speaker IN ('us', 'peer')),
-    kind        TEXT NOT NULL CHECK (kind IN ('invite', 'accept', 'reject', 'say', 'end')),
+    kind        TEXT NOT NULL,
     text        TEXT,
     at          INTEGER NOT NULL,
     received_at INTEGER,

@@ -21,7 +21,8 @@ pub struct CallFilter {
 }
 
 const CALL_COLUMNS: &str = "call_id, peer_id, direction, topic, state, reason, ended_by, created_at, ring_until, \
-     answered_at, ended_at, lines";
+     answered_at, ended_at, lines, (SELECT e.escalation_id FROM escalations e WHERE e.conversation_id = calls.call_id \
+     AND e.state = 'open' ORDER BY e.created_at LIMIT 1)";
 
 fn call_from_row(row: &Row<'_>) -> rusqlite::Result<Call> {
     Ok(Call {
@@ -37,6 +38,7 @@ fn call_from_row(row: &Row<'_>) -> rusqlite::Result<Call> {
         answered_at: row.get(9)?,
         ended_at: row.get(10)?,
         lines: row.get(11)?,
+        waiting_for_owner: row.get(12)?,
     })
 }
 
@@ -157,8 +159,8 @@ impl Store {
         let inserted = self
             .conn
             .prepare_cached(
-                "INSERT OR IGNORE INTO call_lines (call_id, line_id, speaker, kind, text, at, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO call_lines (call_id, line_id, speaker, kind, text, at, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 line.call_id,
@@ -213,6 +215,7 @@ mod tests {
             answered_at: None,
             ended_at: None,
             lines: 0,
+            waiting_for_owner: None,
         }
     }
 

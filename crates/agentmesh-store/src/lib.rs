@@ -4,7 +4,9 @@
 //! I/O), `accepted` (every envelope we acknowledged and the receipt we gave, for replays) and
 //! `inbox` (messages received), `key_mismatches` (pinned ids that presented another key),
 //! `events` (the event log watchers resume from), `calls` and `call_lines` (calls and their
-//! transcripts) and `meta` (small node settings). All times are milliseconds since the Unix epoch.
+//! transcripts), `tasks` and `task_history` (delegated tasks), `escalations` (our agent's
+//! questions to our owner) and `meta` (small node settings). All times are milliseconds since the
+//! Unix epoch.
 //!
 //! The store is synchronous; the node calls it from its database thread. States, directions and
 //! kinds are the enums of `agentmesh-api` and `agentmesh-core`, stored by name.
@@ -16,6 +18,7 @@ mod messages;
 mod migration;
 mod peers;
 mod requests;
+mod tasks;
 
 use std::path::Path;
 
@@ -24,6 +27,7 @@ pub use directory::DirectoryEntry;
 pub use messages::{Attempt, IncomingMessage, MessageFilter, NewOutbound, OutboxItem, OutboxState, Stats};
 pub use peers::{KeyMismatch, MAX_KEY_MISMATCHES, Peer};
 pub use requests::{Closing, NewRequest, PendingRequest, source_net};
+pub use tasks::{EscalationFilter, TaskFilter};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +127,9 @@ impl Store {
             "events",
             "calls",
             "call_lines",
+            "tasks",
+            "task_history",
+            "escalations",
         ] {
             let n: i64 = self.conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
             out.push((table, n));

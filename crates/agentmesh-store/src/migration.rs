@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/005_request_sources.sql"),
     include_str!("../migrations/006_events.sql"),
     include_str!("../migrations/007_calls.sql"),
+    include_str!("../migrations/008_tasks.sql"),
 ];
 
 pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {

@@ -152,6 +152,47 @@ pub(crate) enum Command {
     },
     /// List calls, newest first.
     Calls(CallsArgs),
+    /// Delegate a task to a contact (A2A task lifecycle): the peer's agent works on it and reports
+    /// `working`, `input_required`, `completed` with artifacts, `failed` or `rejected`.
+    Delegate(DelegateArgs),
+    /// List tasks, both directions, most recently changed first.
+    Tasks(TasksArgs),
+    /// Show a task with its history.
+    Task {
+        /// The task id (`task_…`).
+        task_id: String,
+    },
+    /// Report where a task delegated to us stands; the delegator is told.
+    UpdateTask(UpdateTaskArgs),
+    /// Answer a task we delegated (the input it asked for); text from stdin when absent.
+    ReplyTask {
+        /// The task id (`task_…`).
+        task_id: String,
+        /// The answer; read from stdin when absent.
+        #[arg(long)]
+        text: Option<String>,
+    },
+    /// Ask the worker to stop a task we delegated.
+    CancelTask {
+        /// The task id (`task_…`).
+        task_id: String,
+    },
+    /// Ask the owner about a call or task: it waits for the answer, the peer is told.
+    Escalate(EscalateArgs),
+    /// List escalations (questions to the owner), newest first.
+    Escalations {
+        /// Only those still waiting for an answer.
+        #[arg(long)]
+        open: bool,
+    },
+    /// Answer an escalation (the owner): the answer goes back into the call or task, and to the peer.
+    ResolveEscalation {
+        /// The escalation id (`esc_…`).
+        escalation_id: String,
+        /// The answer (1 to 1,000 characters).
+        #[arg(long)]
+        answer: String,
+    },
     /// The node's event log (messages, receipts, contact requests, trust changes, peers going
     /// offline), each with its cursor; `--follow` streams new ones.
     Events(EventsArgs),
@@ -495,6 +536,11 @@ pub(crate) struct BenchArgs {
     /// stream delivers it, timed until the answer's event arrives back.
     #[arg(long, value_name = "ROUNDS", conflicts_with_all = ["flood", "gossip", "hold_sockets", "events", "mcp"])]
     pub(crate) calls: Option<usize>,
+    /// Instead: this many task round trips, one at a time: a task delegated to the other node,
+    /// completed with an artifact by a consumer of that node's event stream as soon as it
+    /// arrives, timed until the `completed` update's event reaches the delegator.
+    #[arg(long, value_name = "ROUNDS", conflicts_with_all = ["flood", "gossip", "hold_sockets", "events", "mcp", "calls"])]
+    pub(crate) tasks: Option<usize>,
 }
 
 /// `call` arguments.
@@ -556,4 +602,79 @@ pub(crate) struct CallsArgs {
     /// At most this many.
     #[arg(long, default_value_t = 50)]
     pub(crate) limit: u32,
+}
+
+/// `delegate` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct DelegateArgs {
+    /// The contact: agent id, alias, name or unique prefix.
+    pub(crate) peer: String,
+    /// What to do; read from stdin when absent.
+    #[arg(long)]
+    pub(crate) text: Option<String>,
+    /// Structured input, as JSON.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) data: Option<String>,
+    /// The task id to use (`task_` + 32 hex): running the command again with the same id, peer and
+    /// text returns the task made the first time.
+    #[arg(long, value_name = "TASK_ID")]
+    pub(crate) id: Option<String>,
+    /// Wait until the task is final or asks for input, and print it then.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// With --wait: the longest wait, seconds.
+    #[arg(long, default_value_t = 300)]
+    pub(crate) timeout: u64,
+}
+
+/// `tasks` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct TasksArgs {
+    /// Only tasks with this peer: agent id, alias, name or unique prefix.
+    #[arg(long)]
+    pub(crate) peer: Option<String>,
+    /// Only tasks delegated to us.
+    #[arg(long, conflicts_with = "outgoing")]
+    pub(crate) incoming: bool,
+    /// Only tasks we delegated.
+    #[arg(long)]
+    pub(crate) outgoing: bool,
+    /// Only tasks not final.
+    #[arg(long)]
+    pub(crate) open: bool,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) limit: u32,
+}
+
+/// `update-task` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct UpdateTaskArgs {
+    /// The task id (`task_…`).
+    pub(crate) task_id: String,
+    /// The new state: working, input_required, auth_required, completed, failed, canceled, rejected.
+    #[arg(long)]
+    pub(crate) state: String,
+    /// What to tell the delegator (a question with input_required, an error with failed).
+    #[arg(long)]
+    pub(crate) text: Option<String>,
+    /// A text result (repeatable; each becomes an artifact).
+    #[arg(long = "artifact", value_name = "TEXT")]
+    pub(crate) artifacts: Vec<String>,
+    /// A structured result, as JSON (an artifact with one data part).
+    #[arg(long = "artifact-data", value_name = "JSON")]
+    pub(crate) artifact_data: Option<String>,
+}
+
+/// `escalate` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct EscalateArgs {
+    /// The call (`call_…`) or task (`task_…`) it is about.
+    pub(crate) conversation_id: String,
+    /// What the owner is asked (1 to 1,000 characters); the peer is told too.
+    #[arg(long)]
+    pub(crate) reason: String,
+    /// Answers to offer, comma-separated (e.g. "yes,no").
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) options: Vec<String>,
 }

@@ -49,6 +49,8 @@ fn line_kind(op: &CallOp) -> LineKind {
         CallOp::Reject { .. } => LineKind::Reject,
         CallOp::Say { .. } => LineKind::Say,
         CallOp::End { .. } => LineKind::End,
+        CallOp::Escalate { .. } => LineKind::Escalate,
+        CallOp::Resolved { .. } => LineKind::Resolved,
     }
 }
 
@@ -96,6 +98,7 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: CallBody, line: &Received<
                 answered_at: None,
                 ended_at: missed.then_some(line.now),
                 lines: 0,
+                waiting_for_owner: None,
             };
             tx.insert_call(&call)?;
             call
@@ -153,6 +156,8 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: CallBody, line: &Received<
                 call.ended_at = Some(line.now);
             }
         }
+        // The peer waits for its owner, or its owner answered: a line, no change of state.
+        CallOp::Escalate { .. } | CallOp::Resolved { .. } => {}
     }
     tx.update_call(&call)?;
     record(tx, line, &call, &op)
@@ -177,14 +182,14 @@ fn record(tx: &Tx<'_>, line: &Received<'_>, call: &Call, op: &CallOp) -> Result<
 }
 
 /// Emits the call's `call` event as it stands now, with the line that changed it; returns it.
-fn emit(tx: &Tx<'_>, call_id: &str, line: Option<CallLine>) -> Result<Call, Error> {
+pub(crate) fn emit(tx: &Tx<'_>, call_id: &str, line: Option<CallLine>) -> Result<Call, Error> {
     let call = tx.call(call_id)?.ok_or_else(|| Error::internal("a call vanished"))?;
     tx.emit(Event::Call { call: call.clone(), line });
     Ok(call)
 }
 
 /// Queues `op` to `peer` and adds it to the transcript as our line.
-fn queue(tx: &Tx<'_>, peer: &Peer, call_id: &str, op: CallOp) -> Result<CallLine, Error> {
+pub(crate) fn queue(tx: &Tx<'_>, peer: &Peer, call_id: &str, op: CallOp) -> Result<CallLine, Error> {
     let kind = line_kind(&op);
     let text = op.text().map(str::to_owned);
     let what = Outgoing::Call(CallBody { call_id: call_id.to_owned(), op });
@@ -204,21 +209,24 @@ fn queue(tx: &Tx<'_>, peer: &Peer, call_id: &str, op: CallOp) -> Result<CallLine
     Ok(line)
 }
 
-/// The peer, when we may call it now.
-fn callable(store: &Store, peer: &Peer) -> Result<(), Error> {
+/// The peer, when we may call it (or delegate to it) now: a contact over our own protocol.
+pub(crate) fn callable(store: &Store, peer: &Peer) -> Result<(), Error> {
     if let Some(error) = not_sendable(store, peer)? {
         return Err(error);
     }
     if peer.protocol != Protocol::Native {
         return Err(Error::conflict(
             ErrorCode::UnsupportedByPeer,
-            format!("{} speaks {}, which has no calls; send it a message instead", peer.agent_id, peer.protocol),
+            format!(
+                "{} speaks {}, which has no calls or tasks; send it a message instead",
+                peer.agent_id, peer.protocol
+            ),
         ));
     }
     Ok(())
 }
 
-fn check_note(what: &str, note: Option<&str>) -> Result<(), Error> {
+pub(crate) fn check_note(what: &str, note: Option<&str>) -> Result<(), Error> {
     if note.is_some_and(|n| n.chars().count() > MAX_CALL_NOTE_CHARS) {
         return Err(Error::invalid(ErrorCode::InvalidArgument, format!("{what} is limited to 1000 characters")));
     }
@@ -278,6 +286,7 @@ pub(crate) async fn place(node: &Arc<Node>, args: CallArgs) -> Result<CallReply,
             answered_at: None,
             ended_at: None,
             lines: 0,
+            waiting_for_owner: None,
         };
         tx.insert_call(&call)?;
         let invite = CallOp::Invite { topic: args.topic, ring_until: call.ring_until as u64 };

@@ -5,6 +5,8 @@
 pub(crate) mod calls;
 pub(crate) mod contacts;
 pub(crate) mod discovery;
+pub(crate) mod escalations;
 pub(crate) mod keys;
 pub(crate) mod messages;
 pub(crate) mod status;
+pub(crate) mod tasks;

@@ -31,6 +31,9 @@ pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     if let Some(nodes) = args.gossip {
         return super::bench_gossip::run(ctx, nodes).await;
     }
+    if let Some(rounds) = args.tasks {
+        return super::bench_tasks::run(ctx, rounds).await;
+    }
     if let Some(rounds) = args.calls {
         return super::bench_calls::run(ctx, rounds, args.size).await;
     }

@@ -7,6 +7,7 @@ mod bench_gossip;
 mod bench_mcp;
 mod bench_peer;
 mod bench_sockets;
+mod bench_tasks;
 mod calls;
 mod contacts;
 mod demo;
@@ -19,6 +20,7 @@ mod node;
 mod peers;
 pub(crate) mod registry;
 mod scan;
+mod tasks;
 
 use std::path::PathBuf;
 
@@ -191,6 +193,15 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::End { call_id, reason } => calls::end(&ctx, &call_id, reason).await,
         Command::Transcript { call_id, format } => calls::transcript(&ctx, &call_id, format).await,
         Command::Calls(args) => calls::list(&ctx, args).await,
+        Command::Delegate(args) => tasks::delegate(&ctx, args).await,
+        Command::Tasks(args) => tasks::list(&ctx, args).await,
+        Command::Task { task_id } => tasks::show(&ctx, &task_id).await,
+        Command::UpdateTask(args) => tasks::update(&ctx, args).await,
+        Command::ReplyTask { task_id, text } => tasks::reply(&ctx, &task_id, text).await,
+        Command::CancelTask { task_id } => tasks::cancel(&ctx, &task_id).await,
+        Command::Escalate(args) => tasks::escalate(&ctx, args).await,
+        Command::Escalations { open } => tasks::escalations(&ctx, open).await,
+        Command::ResolveEscalation { escalation_id, answer } => tasks::resolve(&ctx, &escalation_id, &answer).await,
         Command::Events(args) => events::events(&ctx, args).await,
         Command::Demo => demo::run(&ctx).await,
         Command::Bench(args) => bench::run(&ctx, args).await,

@@ -218,7 +218,8 @@ pub(super) struct WaitParams {
     #[serde(default)]
     after: Option<i64>,
     /// Only these event kinds: message, status, contact_request, contact_response, trust,
-    /// key_mismatch, key_rotated, clock_skew, peer_online, peer_offline, call. Default: all.
+    /// key_mismatch, key_rotated, clock_skew, peer_online, peer_offline, call, task, escalation.
+    /// Default: all.
     #[serde(default)]
     kinds: Option<Vec<String>>,
     /// The longest wait, ms (default 30000, at most 300000); an empty list when it passes.
@@ -329,6 +330,92 @@ pub(super) struct ListCallsParams {
     /// At most this many, newest first (default 100, at most 1000).
     #[serde(default)]
     limit: Option<u32>,
+}
+
+/// `delegate` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct DelegateParams {
+    /// The peer to delegate to, a trusted contact: agent id, alias, name or unique prefix.
+    to: String,
+    /// What the peer's agent should do.
+    text: String,
+    /// Structured input (any JSON).
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+    /// A task id of your own (`task_` + 32 lowercase hex): delegating again with the same id, peer
+    /// and text returns the first task instead of making a second (safe retries).
+    #[serde(default)]
+    task_id: Option<String>,
+    /// Wait until the task is final (completed, failed, canceled, rejected) or asks for input, and
+    /// return it then (default false: return once submitted).
+    #[serde(default)]
+    wait: Option<bool>,
+    /// With wait: the longest wait, ms (default 30000, at most 300000).
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// `get_task` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct TaskIdParams {
+    /// The task's id (`task_…`).
+    task_id: String,
+}
+
+/// `update_task` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct UpdateTaskParams {
+    /// The id of a task delegated to us (`task_…`, from a `task` event or list_tasks).
+    task_id: String,
+    /// The new state: working, input_required, auth_required, completed, failed, canceled or rejected.
+    state: String,
+    /// What to tell the delegator (a question with input_required, an error with failed).
+    #[serde(default)]
+    text: Option<String>,
+    /// Text results to add, one artifact each.
+    #[serde(default)]
+    results: Option<Vec<String>>,
+    /// A structured result to add (any JSON), as one artifact.
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+}
+
+/// `reply_task` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct ReplyTaskParams {
+    /// The id of a task we delegated (`task_…`).
+    task_id: String,
+    /// The answer to the worker's question.
+    text: String,
+}
+
+/// `list_tasks` arguments.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub(super) struct ListTasksParams {
+    /// Only `incoming` (delegated to us) or `outgoing` (we delegated) tasks.
+    #[serde(default)]
+    direction: Option<Way>,
+    /// Only tasks not final (default false: all).
+    #[serde(default)]
+    open: Option<bool>,
+    /// Only tasks with this peer (agent id, alias, name or unique prefix).
+    #[serde(default)]
+    peer: Option<String>,
+    /// At most this many, most recently changed first (default 100, at most 1000).
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// `escalate` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct EscalateParams {
+    /// The call (`call_…`) or task (`task_…`) you need your owner's decision on.
+    conversation_id: String,
+    /// What you ask your owner (1 to 1000 characters); the peer is told you are waiting.
+    reason: String,
+    /// Answers to offer your owner (at most 16).
+    #[serde(default)]
+    options: Option<Vec<String>>,
 }
 
 /// `p2p_add_peer` arguments (DAP).
@@ -605,6 +692,105 @@ impl McpServer {
     }
 
     #[tool(
+        name = "delegate",
+        description = "Delegate a task to a trusted peer's agent (A2A task lifecycle: submitted, working, input_required, auth_required, completed with artifacts, failed, canceled, rejected). Every change comes back as a `task` event. Returns the task, or with wait the task once final or asking for input.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    async fn delegate(&self, Parameters(p): Parameters<DelegateParams>) -> CallToolResult {
+        outcome(self.delegate_task(p).await)
+    }
+
+    #[tool(
+        name = "get_task",
+        description = "A task (either direction) with its state, artifacts and whole history.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_task(&self, Parameters(p): Parameters<TaskIdParams>) -> CallToolResult {
+        outcome(self.call(|c| async move { c.task(&p.task_id).await }).await)
+    }
+
+    #[tool(
+        name = "update_task",
+        description = "Report where a task delegated to you stands: working, input_required (ask the delegator with text), auth_required, completed (with results), failed (with text), rejected. The delegator is told.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    async fn update_task(&self, Parameters(p): Parameters<UpdateTaskParams>) -> CallToolResult {
+        let state = match p.state.parse::<agentmesh_api::TaskState>() {
+            Ok(s) => s,
+            Err(_) => return ToolError::invalid(format!("unknown state {:?}", p.state)).into_result(),
+        };
+        let stamp = agentmesh_core::time::now_ms();
+        let mut artifacts: Vec<agentmesh_core::task::Artifact> = p
+            .results
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(n, text)| agentmesh_core::task::Artifact {
+                artifact_id: format!("text-{}-{stamp}", n + 1),
+                name: None,
+                parts: vec![agentmesh_core::task::Part::Text { text }],
+            })
+            .collect();
+        if let Some(data) = p.data {
+            artifacts.push(agentmesh_core::task::Artifact {
+                artifact_id: format!("data-{stamp}"),
+                name: None,
+                parts: vec![agentmesh_core::task::Part::Data { data }],
+            });
+        }
+        let args = agentmesh_api::control::UpdateTaskArgs { state, text: p.text, artifacts };
+        outcome(self.call(|c| async move { c.update_task(&p.task_id, &args).await }).await)
+    }
+
+    #[tool(
+        name = "reply_task",
+        description = "Answer a task you delegated that asked for input (input_required); the worker goes on.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    async fn reply_task(&self, Parameters(p): Parameters<ReplyTaskParams>) -> CallToolResult {
+        outcome(self.call(|c| async move { c.task_message(&p.task_id, &p.text).await }).await)
+    }
+
+    #[tool(
+        name = "cancel_task",
+        description = "Ask the worker to stop a task you delegated; its node cancels it and tells you the final state.",
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = true)
+    )]
+    async fn cancel_task(&self, Parameters(p): Parameters<TaskIdParams>) -> CallToolResult {
+        outcome(self.call(|c| async move { c.cancel_task(&p.task_id).await }).await)
+    }
+
+    #[tool(
+        name = "list_tasks",
+        description = "Tasks, both directions (incoming: delegated to you; outgoing: you delegated), most recently changed first.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_tasks(&self, Parameters(p): Parameters<ListTasksParams>) -> CallToolResult {
+        let q = agentmesh_api::control::TasksQuery {
+            peer: p.peer,
+            direction: p.direction.map(Direction::from),
+            state: None,
+            open: p.open.unwrap_or(false),
+            limit: p.limit,
+        };
+        outcome(self.call(|c| async move { c.tasks(&q).await }).await)
+    }
+
+    #[tool(
+        name = "escalate",
+        description = "Ask your owner (the human) for a decision about a call or task: the conversation is marked as waiting for the owner, the peer is told you are waiting, and your owner is notified. The answer comes back as an `escalation` event (and in the call or task). Only the owner answers.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    async fn escalate(&self, Parameters(p): Parameters<EscalateParams>) -> CallToolResult {
+        let args = agentmesh_api::control::EscalateArgs {
+            conversation_id: p.conversation_id,
+            reason: p.reason,
+            options: p.options.unwrap_or_default(),
+        };
+        outcome(self.call(|c| async move { c.escalate(&args).await }).await)
+    }
+
+    #[tool(
         name = "p2p_add_peer",
         description = "DAP alias of request_contact: ask a known or discovered agent (by agent id; with url when it is not known yet) for contact.",
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
@@ -774,6 +960,36 @@ impl McpServer {
         }
     }
 
+    async fn delegate_task(&self, p: DelegateParams) -> Result<agentmesh_api::Task, ToolError> {
+        let args = agentmesh_api::control::DelegateArgs { to: p.to, text: p.text, data: p.data, task_id: p.task_id };
+        if !p.wait.unwrap_or(false) {
+            return Ok(self.call(|c| async move { c.delegate(&args).await }).await?.task);
+        }
+        let until = deadline(p.timeout_ms);
+        let cursor = self.link.last_cursor().await?;
+        let task = self.call(|c| async move { c.delegate(&args).await }).await?.task;
+        let settled = |t: &agentmesh_api::Task| {
+            t.state.is_final()
+                || matches!(t.state, agentmesh_api::TaskState::InputRequired | agentmesh_api::TaskState::AuthRequired)
+        };
+        if settled(&task) {
+            return Ok(task);
+        }
+        let id = task.task_id.clone();
+        let (events, _) = self
+            .link
+            .wait_events(
+                cursor,
+                until,
+                |e| matches!(&e.event, Event::Task { task, .. } if task.task_id == id && settled(task)),
+            )
+            .await?;
+        match events.into_iter().next().map(|e| e.event) {
+            Some(Event::Task { task, .. }) => Ok(task),
+            _ => Ok(task),
+        }
+    }
+
     async fn wait(&self, p: WaitParams) -> Result<WaitReply, ToolError> {
         let kinds = p.kinds.unwrap_or_default();
         if let Some(bad) = kinds.iter().find(|k| !Event::KINDS.contains(&k.as_str())) {
@@ -809,7 +1025,7 @@ mod tests {
     fn every_tool_is_annotated_and_documented() {
         let router = McpServer::tool_router();
         let tools = router.list_all();
-        assert_eq!(tools.len(), 26);
+        assert_eq!(tools.len(), 33);
         for tool in tools {
             let a = tool.annotations.as_ref().unwrap_or_else(|| panic!("{} has no annotations", tool.name));
             assert!(

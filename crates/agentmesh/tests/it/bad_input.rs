@@ -1085,3 +1085,83 @@ async fn call_steps_out_of_shape_out_of_turn_or_about_another_peers_call_are_ref
     .await;
     assert_eq!(t.node.client.transcript(&id).await.expect("call").call.state, agentmesh_api::CallState::Ringing);
 }
+
+/// A task step from `from` to `t`.
+fn task_step(t: &Target, from: &Fake, body: Value, thread: &str) -> Envelope {
+    let bytes = serde_json::to_vec(&body).expect("json");
+    let mut draft = Draft::new(
+        EnvelopeKind::Message,
+        from.id.agent_id(),
+        t.card.agent_id,
+        now_ms(),
+        3_600_000,
+        agentmesh_core::task::TASK_CONTENT_TYPE,
+        bytes,
+    );
+    draft.thread = Some(thread.to_owned());
+    draft.seal(&t.x25519).expect("seal").sign(&from.id, now_ms())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_steps_out_of_shape_out_of_turn_or_about_another_peers_task_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, fake) = setup(dir.path()).await;
+    let id = agentmesh_core::task::new_task_id();
+    let create = json!({"task_id": id, "op": "create", "text": "do it"});
+    let update = json!({"task_id": id, "op": "update", "seq": 1, "state": "completed"});
+
+    let before = counts(&t.node.home);
+    let cases = [
+        ("an update of no task", update.clone(), id.clone(), 404, "unknown_task"),
+        ("an unknown step", json!({"task_id": id, "op": "dance"}), id.clone(), 400, "malformed_body"),
+        (
+            "an unknown state",
+            json!({"task_id": id, "op": "update", "seq": 1, "state": "done"}),
+            id.clone(),
+            400,
+            "malformed_body",
+        ),
+        ("a thread that is not the task", create.clone(), "other".to_owned(), 400, "malformed_body"),
+        (
+            "a task id out of shape",
+            json!({"task_id": "task_1", "op": "cancel"}),
+            "task_1".to_owned(),
+            400,
+            "malformed_body",
+        ),
+        (
+            "an artifact without parts",
+            json!({"task_id": id, "op": "update", "seq": 1, "state": "working", "artifacts": [{"artifact_id": "a", "parts": []}]}),
+            id.clone(),
+            400,
+            "malformed_body",
+        ),
+    ];
+    for (what, body, thread, status, code) in cases {
+        t.refused(what, status, code, t.send(&task_step(&t, &fake, body, &thread)).await, &before).await;
+    }
+
+    // A real delegation; the delegator cannot report on its own task.
+    let (status, _, text) = t.send(&task_step(&t, &fake, create.clone(), &id)).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(t.node.client.task(&id).await.expect("the task").task.state, agentmesh_api::TaskState::Submitted);
+    let before = counts(&t.node.home);
+    t.refused("the delegator reporting", 409, "task_state", t.send(&task_step(&t, &fake, update, &id)).await, &before)
+        .await;
+
+    // Another contact can neither touch the task nor take its id over.
+    let other = another_contact(&t, "trudy", 0xcd).await;
+    let before = counts(&t.node.home);
+    let cancel = json!({"task_id": id, "op": "cancel"});
+    t.refused("another peer's cancel", 404, "unknown_task", t.send(&task_step(&t, &other, cancel, &id)).await, &before)
+        .await;
+    t.refused(
+        "another peer's task under the id",
+        409,
+        "duplicate_task",
+        t.send(&task_step(&t, &other, create, &id)).await,
+        &before,
+    )
+    .await;
+    assert_eq!(t.node.client.task(&id).await.expect("task").task.state, agentmesh_api::TaskState::Submitted);
+}

@@ -19,6 +19,7 @@ mod registry;
 mod scan;
 mod secrets;
 mod support;
+mod tasks;
 mod tls;
 mod trust;
 mod usability;

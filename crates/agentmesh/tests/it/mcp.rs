@@ -177,7 +177,7 @@ async fn mcp_over_stdio_calls_every_tool_against_real_nodes() {
 
     // The trust tools are not offered by default, and refuse with a code when called anyway.
     let names = tool_names(&mcp).await;
-    assert_eq!(names.len(), 23, "{names:?}");
+    assert_eq!(names.len(), 30, "{names:?}");
     for absent in ["approve_request", "block", "repin"] {
         assert!(!names.iter().any(|n| n == absent), "{absent} is offered: {names:?}");
         assert_eq!(
@@ -306,6 +306,51 @@ async fn mcp_over_stdio_calls_every_tool_against_real_nodes() {
     let text = md.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<String>();
     assert!(text.contains("# Call with") && text.contains("hello over mcp"), "{text}");
     assert_eq!(error_code(&mcp, "say", json!({"call_id": id, "text": "too late"})).await, "call_state");
+    // A task: delegated and waited for over MCP, worked on by bob's agent over MCP.
+    let work = async {
+        let me = alice.agent_id.clone();
+        let task = wait_for(WAIT, || async {
+            let tasks = bob.client.tasks(&Default::default()).await.ok()?;
+            tasks.tasks.into_iter().find(|t| t.peer_id.as_str() == me)
+        })
+        .await
+        .expect("the task reaches bob");
+        let listed = ok_call(&bob_mcp, "list_tasks", json!({"direction": "incoming", "open": true})).await;
+        assert_eq!(listed["tasks"][0]["task_id"], task.task_id.as_str());
+        ok_call(&bob_mcp, "update_task", json!({"task_id": task.task_id, "state": "working"})).await;
+        let done = json!({"task_id": task.task_id, "state": "completed", "results": ["4"], "data": {"sum": 4}});
+        let done = ok_call(&bob_mcp, "update_task", done).await;
+        assert_eq!(done["task"]["artifacts"].as_array().map(Vec::len), Some(2), "{done}");
+        task.task_id
+    };
+    let (delegated, task_id) = tokio::join!(
+        ok_call(&mcp, "delegate", json!({"to": "bob", "text": "add 2 and 2", "wait": true, "timeout_ms": 20000})),
+        work
+    );
+    assert_eq!(
+        (delegated["task_id"].as_str(), delegated["state"].as_str()),
+        (Some(task_id.as_str()), Some("completed")),
+        "{delegated}"
+    );
+    let got = ok_call(&mcp, "get_task", json!({"task_id": task_id})).await;
+    assert_eq!(got["task"]["artifacts"][0]["parts"][0]["text"], "4");
+    assert_eq!(error_code(&mcp, "cancel_task", json!({"task_id": task_id})).await, "task_state");
+    assert_eq!(
+        error_code(&mcp, "update_task", json!({"task_id": task_id, "state": "later"})).await,
+        "invalid_argument"
+    );
+    let second = ok_call(&mcp, "delegate", json!({"to": "bob", "text": "wait for me"})).await;
+    let second_id = second["task_id"].as_str().expect("id").to_owned();
+    let canceled = ok_call(&mcp, "cancel_task", json!({"task_id": second_id})).await;
+    assert!(canceled["task"]["cancel_requested_at"].is_i64(), "{canceled}");
+    let raised = ok_call(
+        &bob_mcp,
+        "escalate",
+        json!({"conversation_id": task_id, "reason": "was 4 right?", "options": ["yes", "no"]}),
+    )
+    .await;
+    assert_eq!(raised["escalation"]["state"], "open");
+    assert_eq!(error_code(&mcp, "reply_task", json!({"task_id": task_id, "text": "x"})).await, "task_state");
     bob_mcp.cancel().await.expect("close bob's session");
 
     // read_message marks it read.
@@ -342,7 +387,7 @@ async fn mcp_per_request_mode_over_stdio_listens_for_inbox_updates() {
     let (alice, bob) = (node(dir.path(), "alice").await, node(dir.path(), "bob").await);
     trust(&alice, &bob).await;
     let (mcp, _) = stdio(&alice.home, per_request()).await;
-    assert_eq!(tool_names(&mcp).await.len(), 23);
+    assert_eq!(tool_names(&mcp).await.len(), 30);
     assert_eq!(ok_call(&mcp, "whoami", json!({})).await["agent_id"], alice.agent_id.as_str());
     let mut sub = mcp
         .peer()
@@ -391,7 +436,7 @@ async fn mcp_over_http_needs_the_bearer_token_and_offers_trust_tools_when_allowe
     // 2025-11-25 session: the trust tools are offered and work.
     let (mcp, mut updates) = server.session(legacy()).await;
     let names = tool_names(&mcp).await;
-    assert_eq!(names.len(), 26, "{names:?}");
+    assert_eq!(names.len(), 33, "{names:?}");
     for present in ["approve_request", "block", "repin"] {
         assert!(names.iter().any(|n| n == present), "{present} missing: {names:?}");
     }
@@ -410,7 +455,7 @@ async fn mcp_over_http_needs_the_bearer_token_and_offers_trust_tools_when_allowe
 
     // 2026-07-28 per-request mode over HTTP.
     let (mcp26, _) = server.session(per_request()).await;
-    assert_eq!(tool_names(&mcp26).await.len(), 26);
+    assert_eq!(tool_names(&mcp26).await.len(), 33);
     assert_eq!(ok_call(&mcp26, "status", json!({})).await["trusted_peers"], 1);
     let mut sub = mcp26
         .peer()
