@@ -38,6 +38,9 @@
 //! | `POST /control/escalations` | [`EscalateArgs`] | [`EscalationReply`] |
 //! | `GET /control/escalations` | [`EscalationsQuery`] | [`EscalationList`] |
 //! | `POST /control/escalations/{id}/resolve` | [`ResolveArgs`] | [`EscalationReply`] |
+//! | `POST /control/a2a/clients` | [`A2aClientArgs`] | [`A2aClientReply`] |
+//! | `GET /control/a2a/clients` | — | [`A2aClientList`] |
+//! | `DELETE /control/a2a/clients/{name}` | — | [`A2aClientReply`] |
 //! | `GET /control/events` | [`EventListQuery`] | [`EventList`] |
 //! | `GET /v1/events` | [`EventsQuery`] or `Last-Event-ID` | Server-Sent Events: [`LoggedEvent`](crate::LoggedEvent)s, [`StreamNotice`](crate::StreamNotice)s |
 //!
@@ -48,8 +51,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{
-    Call, CallLine, CallState, ContactRequest, Direction, Escalation, KnownAgent, LoggedEvent, Message, MessageStatus,
-    Peer, RequestStatus, Task, TaskState,
+    A2aClient, Call, CallLine, CallState, ContactRequest, Direction, Escalation, KnownAgent, LoggedEvent, Message,
+    MessageStatus, Peer, RequestStatus, Task, TaskState,
 };
 use agentmesh_core::{AgentId, PeerId, Protocol};
 
@@ -626,4 +629,32 @@ pub struct EscalationList {
 pub struct ResolveArgs {
     /// The answer (1 to 1,000 characters); it goes back into the conversation and to the peer.
     pub answer: String,
+}
+
+/// `POST /control/a2a/clients`: issue a bearer token for a caller of our A2A endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct A2aClientArgs {
+    /// A name for the client: 1 to 64 characters of `[A-Za-z0-9_-]`, not taken.
+    pub name: String,
+}
+
+/// Reply of `POST` and `DELETE /control/a2a/clients…`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct A2aClientReply {
+    /// The client.
+    pub client: A2aClient,
+    /// Issuing: the file (mode 0600) the node wrote the token to, for the owner to hand over.
+    /// The token itself is never in a reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// The URL of our A2A agent card.
+    pub card_url: String,
+}
+
+/// Reply of `GET /control/a2a/clients`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct A2aClientList {
+    /// Every client, oldest first.
+    pub clients: Vec<A2aClient>,
 }

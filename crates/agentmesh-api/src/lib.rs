@@ -16,10 +16,10 @@ pub mod model;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, UnknownErrorCode};
 pub use model::{
-    Call, CallLine, CallState, ClockSkew, ContactRequest, Direction, Escalation, EscalationState, Event, KeyMismatch,
-    KnownAgent, LineKind, LoggedEvent, Message, MessageStatus, MismatchDirection, Peer, RequestStatus, Side, Source,
-    Status, StreamNotice, Task, TaskDetail, TaskEntry, TaskEntryKind, TaskState, Transcript, TrustReason, TrustState,
-    UnknownName,
+    A2aClient, Call, CallLine, CallState, ClockSkew, ContactRequest, Direction, Escalation, EscalationState, Event,
+    KeyMismatch, KnownAgent, LineKind, LoggedEvent, Message, MessageStatus, MismatchDirection, Peer, RequestStatus,
+    Side, Source, Status, StreamNotice, Task, TaskDetail, TaskEntry, TaskEntryKind, TaskState, Transcript, TrustReason,
+    TrustState, UnknownName,
 };
 
 pub use agentmesh_core::{AgentCard, AgentId, PeerId, Protocol};

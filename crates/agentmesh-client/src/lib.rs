@@ -16,14 +16,14 @@
 use std::time::Duration;
 
 use agentmesh_api::control::{
+    A2aClientArgs, A2aClientList, A2aClientReply, DelegateArgs, EscalateArgs, EscalationList, EscalationReply,
+    EscalationsQuery, ResolveArgs, TaskList, TaskMessageArgs, TaskReply, TasksQuery, UpdateTaskArgs,
+};
+use agentmesh_api::control::{
     AgentList, AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, ClearedReply, ContactArgs, ContactReply,
     DiscoverQuery, DiscoveredArgs, DiscoveredReply, EndArgs, EventList, EventListQuery, HealthReply, LineReply,
     MessageList, MessageReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs, RejectManyArgs,
     RejectedReply, RepinArgs, RequestList, RequestReply, RequestsQuery, RotateReply, SayArgs, SendArgs, SendReply,
-};
-use agentmesh_api::control::{
-    DelegateArgs, EscalateArgs, EscalationList, EscalationReply, EscalationsQuery, ResolveArgs, TaskList,
-    TaskMessageArgs, TaskReply, TasksQuery, UpdateTaskArgs,
 };
 use agentmesh_api::{AgentCard, ErrorBody, ErrorCode, LoggedEvent, Status, StreamNotice, TaskDetail, Transcript};
 use serde::Serialize;
@@ -366,6 +366,28 @@ impl Client {
     pub async fn resolve_escalation(&self, escalation_id: &str, answer: &str) -> Result<EscalationReply, ClientError> {
         let args = ResolveArgs { answer: answer.to_owned() };
         self.post(&format!("/control/escalations/{}/resolve", segment(escalation_id)), &args).await
+    }
+
+    /// `POST /control/a2a/clients`: issue a bearer token for an A2A client (written to a 0600
+    /// file by the node; the reply names the file, never the token).
+    pub async fn add_a2a_client(&self, name: &str) -> Result<A2aClientReply, ClientError> {
+        self.post("/control/a2a/clients", &A2aClientArgs { name: name.to_owned() }).await
+    }
+
+    /// `GET /control/a2a/clients`.
+    pub async fn a2a_clients(&self) -> Result<A2aClientList, ClientError> {
+        self.get("/control/a2a/clients").await
+    }
+
+    /// `DELETE /control/a2a/clients/{name}`: revoke an A2A client's token.
+    pub async fn revoke_a2a_client(&self, name: &str) -> Result<A2aClientReply, ClientError> {
+        self.request::<(), (), A2aClientReply>(
+            reqwest::Method::DELETE,
+            &format!("/control/a2a/clients/{}", segment(name)),
+            None,
+            None,
+        )
+        .await
     }
 
     /// `GET /control/events`: a page of the event log.

@@ -148,6 +148,9 @@ pub struct Config {
     pub max_open_tasks: u32,
     /// Of `max_open_tasks`, most with one peer. Default 100.
     pub max_open_tasks_per_peer: u32,
+    /// Most bytes (as JSON) of all the artifacts one task keeps; an update past it is refused
+    /// (409 `task_state`). Default 4 MiB.
+    pub max_task_artifact_bytes: usize,
     /// An escalation still waiting for the owner is announced again (an `escalation` event with
     /// `reminder`) this often, seconds; 0 never. Default 900.
     pub escalation_remind_secs: u64,
@@ -240,6 +243,7 @@ impl Default for Config {
             max_open_calls_per_peer: 100,
             max_open_tasks: 1_000,
             max_open_tasks_per_peer: 100,
+            max_task_artifact_bytes: 4 * 1024 * 1024,
             escalation_remind_secs: 900,
             mcp_allow_trust_changes: false,
             hooks: None,

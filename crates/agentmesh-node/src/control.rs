@@ -102,6 +102,8 @@ pub(crate) fn router(
         .route("/control/tasks/{id}/cancel", post(cancel_task))
         .route("/control/escalations", post(escalate).get(list_escalations))
         .route("/control/escalations/{id}/resolve", post(resolve_escalation))
+        .route("/control/a2a/clients", post(add_a2a_client).get(list_a2a_clients))
+        .route("/control/a2a/clients/{name}", axum::routing::delete(revoke_a2a_client))
         .route("/control/events", get(list_events))
         .route("/v1/events", get(events))
         .fallback(not_found)
@@ -442,6 +444,26 @@ async fn resolve_escalation(
 ) -> Reply<EscalationReply> {
     let args: ResolveArgs = json_body(&headers, body, 64 * 1024).await?;
     Ok(Json(escalations::resolve(&st.node, id, args.answer).await?))
+}
+
+async fn add_a2a_client(
+    State(st): State<ControlState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply<agentmesh_api::control::A2aClientReply> {
+    let args: agentmesh_api::control::A2aClientArgs = json_body(&headers, body, 4096).await?;
+    Ok(Json(crate::a2a::add_client(&st.node, &st.home, args.name).await?))
+}
+
+async fn list_a2a_clients(State(st): State<ControlState>) -> Reply<agentmesh_api::control::A2aClientList> {
+    Ok(Json(crate::a2a::clients(&st.node).await?))
+}
+
+async fn revoke_a2a_client(
+    State(st): State<ControlState>,
+    Path(name): Path<String>,
+) -> Reply<agentmesh_api::control::A2aClientReply> {
+    Ok(Json(crate::a2a::revoke(&st.node, name).await?))
 }
 
 /// `GET /control/events`: a page of the event log.

@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod a2a;
 mod admission;
 pub mod compat;
 pub mod config;
@@ -144,6 +145,8 @@ pub(crate) struct Node {
     /// send seal before its one database visit, which checks the peer again (bounded by
     /// [`MAX_SEND_PEERS`]; a stale entry only costs a second visit).
     send_peers: Mutex<HashMap<String, agentmesh_store::Peer>>,
+    /// A2A streams that may be open at once (`max_event_streams`).
+    a2a_streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Most peers whose reachability is remembered.
@@ -226,6 +229,7 @@ impl Node {
             reachability: Mutex::new(HashMap::new()),
             warnings: Vec::new(),
             send_peers: Mutex::new(HashMap::new()),
+            a2a_streams: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams.max(1))),
             admission: admission::Admission::new(admission::Limits {
                 max: config.max_connections,
                 per_ip: config.max_connections_per_ip,
@@ -327,6 +331,11 @@ impl Node {
     /// The outbound HTTP client (timeouts set; proxies ignored).
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// Permits for A2A streams (`SendStreamingMessage`, `SubscribeToTask`) open at once.
+    pub(crate) fn a2a_streams(&self) -> Arc<tokio::sync::Semaphore> {
+        Arc::clone(&self.a2a_streams)
     }
 
     /// Which peer API connections are kept.

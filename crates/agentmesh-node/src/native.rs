@@ -319,10 +319,17 @@ fn payload(env: &Envelope, plaintext: Vec<u8>) -> Result<Payload, Error> {
                 return Err(malformed("task_id must be task_ followed by 32 hex, and the envelope's thread"));
             }
             body.op.check().map_err(malformed)?;
-            if let TaskOp::Update { state, .. } = &body.op
-                && state.parse::<agentmesh_api::TaskState>().is_err()
-            {
-                return Err(malformed("unknown task state"));
+            if let TaskOp::Update { state, seq, .. } = &body.op {
+                match state.parse::<agentmesh_api::TaskState>() {
+                    Ok(agentmesh_api::TaskState::Submitted) => {
+                        return Err(malformed("an update cannot go back to submitted"));
+                    }
+                    Ok(_) => {}
+                    Err(_) => return Err(malformed("unknown task state")),
+                }
+                if *seq == 0 || *seq > i64::MAX as u64 {
+                    return Err(malformed("seq must be 1 or more, within a signed 64-bit integer"));
+                }
             }
             Payload::Task { body, created_at: env.created_at }
         }

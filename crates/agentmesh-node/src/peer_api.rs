@@ -9,12 +9,13 @@ use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 
 use crate::error::Error;
-use crate::{Node, compat, gossip, native};
+use crate::{Node, a2a, compat, gossip, native};
 
 /// Builds the peer API router.
 pub(crate) fn router(node: Arc<Node>) -> Router {
     Router::new()
         .merge(native::router())
+        .merge(a2a::router())
         .merge(gossip::router())
         .merge(compat::agent_mesh_v1::router())
         .fallback(not_found)

@@ -5,12 +5,13 @@
 //! `inbox` (messages received), `key_mismatches` (pinned ids that presented another key),
 //! `events` (the event log watchers resume from), `calls` and `call_lines` (calls and their
 //! transcripts), `tasks` and `task_history` (delegated tasks), `escalations` (our agent's
-//! questions to our owner) and `meta` (small node settings). All times are milliseconds since the
+//! questions to our owner), `a2a_clients` and `a2a_tasks` (callers of the A2A endpoint) and `meta` (small node settings). All times are milliseconds since the
 //! Unix epoch.
 //!
 //! The store is synchronous; the node calls it from its database thread. States, directions and
 //! kinds are the enums of `agentmesh-api` and `agentmesh-core`, stored by name.
 
+mod a2a;
 mod calls;
 mod directory;
 mod events;
@@ -130,6 +131,8 @@ impl Store {
             "tasks",
             "task_history",
             "escalations",
+            "a2a_clients",
+            "a2a_tasks",
         ] {
             let n: i64 = self.conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
             out.push((table, n));

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/006_events.sql"),
     include_str!("../migrations/007_calls.sql"),
     include_str!("../migrations/008_tasks.sql"),
+    include_str!("../migrations/009_a2a.sql"),
 ];
 
 pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {

@@ -280,7 +280,11 @@ impl Store {
     pub fn remind_escalations(&self, before: i64, now: i64, limit: u32) -> Result<Vec<Escalation>> {
         let sql = format!(
             "UPDATE escalations SET reminded_at = ?2, reminders = reminders + 1 WHERE escalation_id IN
-             (SELECT escalation_id FROM escalations WHERE state = 'open' AND reminded_at <= ?1
+             (SELECT escalation_id FROM escalations e WHERE state = 'open' AND reminded_at <= ?1
+              AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.call_id = e.conversation_id
+                              AND c.state NOT IN ('ringing', 'active'))
+              AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = e.conversation_id
+                              AND t.state IN ('completed', 'failed', 'canceled', 'rejected'))
               ORDER BY reminded_at LIMIT ?3) RETURNING {ESCALATION_COLUMNS}"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
@@ -356,6 +360,8 @@ mod tests {
         let ids: Vec<String> = s.task_history("t1").expect("history").into_iter().map(|e| e.entry_id).collect();
         assert_eq!(ids, ["a", "b"]);
 
+        task.state = TaskState::Working;
+        s.update_task(&task, 3).expect("going on again, for the reminders");
         let esc = Escalation {
             escalation_id: "e1".into(),
             conversation_id: "t1".into(),

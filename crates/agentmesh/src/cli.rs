@@ -193,6 +193,10 @@ pub(crate) enum Command {
         #[arg(long)]
         answer: String,
     },
+    /// The A2A 1.0 endpoint (`/.well-known/agent-card.json`, `/a2a/v1`): issue and revoke the
+    /// bearer tokens of agents that delegate tasks to ours over A2A.
+    #[command(subcommand)]
+    A2a(A2aCommand),
     /// The node's event log (messages, receipts, contact requests, trust changes, peers going
     /// offline), each with its cursor; `--follow` streams new ones.
     Events(EventsArgs),
@@ -677,4 +681,22 @@ pub(crate) struct EscalateArgs {
     /// Answers to offer, comma-separated (e.g. "yes,no").
     #[arg(long, value_delimiter = ',')]
     pub(crate) options: Vec<String>,
+}
+
+/// `a2a` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum A2aCommand {
+    /// Issue a bearer token for an A2A client: the node writes it to `<home>/a2a/<name>.token`
+    /// (mode 0600) for you to hand over; it is never printed.
+    AddClient {
+        /// A name for the client (1 to 64 characters of [A-Za-z0-9_-]).
+        name: String,
+    },
+    /// List A2A clients (never their tokens).
+    Clients,
+    /// Revoke an A2A client's token: its calls are refused from now on (its tasks stay).
+    Revoke {
+        /// The client's name.
+        name: String,
+    },
 }

@@ -118,14 +118,18 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: CallBody, line: &Received<
                 call.state = CallState::Active;
                 call.answered_at = Some(line.at);
             }
-            // Answered after it stopped ringing here (missed, or we hung up): the peer is told.
-            CallState::Missed | CallState::Ended => {
-                let reason = if call.state == CallState::Missed { "not answered in time" } else { "the call was over" };
+            // Answered after it rang out here: the peer is told, once. (A call we withdrew has
+            // our `end` on its way; one that ended after its answer got here by another line.)
+            CallState::Missed => {
+                let told = tx.call_lines(&call_id)?.iter().any(|l| l.speaker == Side::Us && l.kind == LineKind::End);
                 record(tx, line, &call, &op)?;
-                queue(tx, peer, &call_id, CallOp::End { reason: Some(reason.into()) })?;
+                if !told {
+                    let end = queue(tx, peer, &call_id, CallOp::End { reason: Some("not answered in time".into()) })?;
+                    emit(tx, &call_id, Some(end))?;
+                }
                 return Ok(());
             }
-            CallState::Active | CallState::Rejected => {}
+            CallState::Active | CallState::Rejected | CallState::Ended => {}
         },
         CallOp::Reject { reason } => {
             if matches!(call.state, CallState::Ringing | CallState::Missed) {

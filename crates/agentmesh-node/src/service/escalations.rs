@@ -3,10 +3,12 @@
 //! line in its transcript or history), and our owner is notified (an `escalation` event, which the
 //! hooks push and the OpenClaw plugin take to the owner's session, never a peer's). The owner's
 //! answer goes back into the conversation, to our agent and to the peer. An escalation open longer
-//! than `escalation_remind_secs` is announced again, as a reminder, each time that passes.
+//! than `escalation_remind_secs` is announced again, as a reminder, each time that passes, while
+//! its call or task goes on.
 
 use std::sync::Arc;
 
+use agentmesh_api::PeerId;
 use agentmesh_api::control::{EscalateArgs, EscalationList, EscalationReply, EscalationsQuery};
 use agentmesh_api::{ErrorCode, Escalation, EscalationState, Event};
 use agentmesh_core::call::CallOp;
@@ -37,29 +39,34 @@ fn reachable(tx: &Tx<'_>, peer: &Peer) -> Result<bool, Error> {
 
 /// Tells the peer of conversation `id` about an escalation (our line in the call or entry in the
 /// task) and emits the conversation's event; nothing is queued to a peer we may no longer write to.
-fn tell(tx: &Tx<'_>, id: &str, peer: &Peer, escalate: (String, String), resolved: bool) -> Result<(), Error> {
+fn tell(tx: &Tx<'_>, id: &str, peer_id: &PeerId, escalate: (String, String), resolved: bool) -> Result<(), Error> {
     let (escalation_id, note) = escalate;
-    let send = reachable(tx, peer)?;
     if id.starts_with("call_") {
-        let line = if send {
+        let peer = tx.peer(peer_id)?.ok_or_else(|| Error::internal("a call's peer is missing"))?;
+        let line = if reachable(tx, &peer)? {
             let op = if resolved {
                 CallOp::Resolved { escalation_id, answer: note }
             } else {
                 CallOp::Escalate { escalation_id, reason: note }
             };
-            Some(calls::queue(tx, peer, id, op)?)
+            Some(calls::queue(tx, &peer, id, op)?)
         } else {
             None
         };
         calls::emit(tx, id, line)?;
     } else {
+        let with = tasks::counterpart(tx, id, peer_id)?;
+        let send = match &with {
+            tasks::Counterpart::Peer(peer) => reachable(tx, peer)?,
+            tasks::Counterpart::A2a => true,
+        };
         let entry = if send {
             let op = if resolved {
                 TaskOp::Resolved { escalation_id, answer: note }
             } else {
                 TaskOp::Escalate { escalation_id, reason: note }
             };
-            Some(tasks::queue(tx, peer, id, op)?)
+            Some(tasks::record(tx, &with, id, op)?)
         } else {
             None
         };
@@ -89,12 +96,11 @@ pub(crate) async fn escalate(node: &Arc<Node>, args: EscalateArgs) -> Result<Esc
             None
         };
         let peer_id = peer_id.ok_or_else(|| Error::not_found(format!("no call or task {id}")))?;
-        let peer = tx.peer(&peer_id)?.ok_or_else(|| Error::internal("a conversation's peer is missing"))?;
         let now = now_ms() as i64;
         let escalation = Escalation {
             escalation_id: new_escalation_id(),
             conversation_id: id.clone(),
-            peer_id,
+            peer_id: peer_id.clone(),
             reason: reason.clone(),
             options: args.options.iter().map(|o| o.trim().to_owned()).collect(),
             state: EscalationState::Open,
@@ -105,7 +111,7 @@ pub(crate) async fn escalate(node: &Arc<Node>, args: EscalateArgs) -> Result<Esc
         };
         tx.insert_escalation(&escalation)?;
         tx.emit(Event::Escalation { escalation: escalation.clone(), reminder: false });
-        tell(tx, &id, &peer, (escalation.escalation_id.clone(), reason), false)?;
+        tell(tx, &id, &peer_id, (escalation.escalation_id.clone(), reason), false)?;
         Ok(EscalationReply { escalation })
     })
     .await
@@ -128,8 +134,7 @@ pub(crate) async fn resolve(node: &Arc<Node>, escalation_id: String, answer: Str
         }
         let escalation = tx.escalation(&escalation_id)?.ok_or_else(|| Error::internal("an escalation vanished"))?;
         tx.emit(Event::Escalation { escalation: escalation.clone(), reminder: false });
-        let peer = tx.peer(&escalation.peer_id)?.ok_or_else(|| Error::internal("a conversation's peer is missing"))?;
-        tell(tx, &escalation.conversation_id, &peer, (escalation_id, answer), true)?;
+        tell(tx, &escalation.conversation_id, &escalation.peer_id, (escalation_id, answer), true)?;
         Ok(EscalationReply { escalation })
     })
     .await

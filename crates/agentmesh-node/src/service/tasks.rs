@@ -72,24 +72,56 @@ fn entry(task_id: &str, op: &TaskOp) -> TaskEntry {
     }
 }
 
-/// Adds `new` artifacts to `task`'s: one with the id of an earlier one replaces it.
-fn merge(task: &mut Task, new: &[Artifact]) -> Result<(), Error> {
+/// Adds `new` artifacts to `task`'s: one with the id of an earlier one replaces it, unless
+/// `keep_newer` (they come from an older update than one applied: the task's copy is newer).
+/// Refused (409 `task_state`) past 256 artifacts or `max_task_artifact_bytes` in all.
+fn merge(tx: &Tx<'_>, task: &mut Task, new: &[Artifact], keep_newer: bool) -> Result<bool, Error> {
+    let mut changed = false;
     for artifact in new {
         match task.artifacts.iter_mut().find(|a| a.artifact_id == artifact.artifact_id) {
-            Some(old) => *old = artifact.clone(),
-            None => task.artifacts.push(artifact.clone()),
+            Some(_) if keep_newer => {}
+            Some(old) => {
+                changed |= old != artifact;
+                *old = artifact.clone();
+            }
+            None => {
+                task.artifacts.push(artifact.clone());
+                changed = true;
+            }
         }
     }
     if task.artifacts.len() > MAX_TASK_ARTIFACTS {
         return Err(Error::conflict(ErrorCode::TaskState, "a task keeps at most 256 artifacts"));
     }
-    Ok(())
+    let limit = tx.node().config().max_task_artifact_bytes;
+    if changed && serde_json::to_vec(&task.artifacts).map_or(usize::MAX, |v| v.len()) > limit {
+        return Err(Error::conflict(
+            ErrorCode::TaskState,
+            format!("a task's artifacts are limited to {limit} bytes (max_task_artifact_bytes)"),
+        ));
+    }
+    Ok(changed)
+}
+
+/// The task as its `task` event carries it: without artifacts (the entry carries those it
+/// added), and with its text and data only on its creation (elsewhere the text cut to 1,000
+/// characters): a small step never logs a large task again.
+fn summary(task: &Task, entry: Option<&TaskEntry>) -> Task {
+    let mut t = task.clone();
+    t.artifacts = Vec::new();
+    if entry.map(|e| e.kind) != Some(TaskEntryKind::Create) {
+        t.data = None;
+        if t.text.chars().count() > 1000 {
+            t.text = t.text.chars().take(1000).collect();
+        }
+    }
+    t
 }
 
 /// Emits the task's `task` event as it stands now, with the entry that changed it; returns it.
 pub(crate) fn emit(tx: &Tx<'_>, task_id: &str, entry: Option<TaskEntry>) -> Result<Task, Error> {
     let (task, _) = tx.task(task_id)?.ok_or_else(|| Error::internal("a task vanished"))?;
-    tx.emit(Event::Task { task: task.clone(), entry });
+    tx.emit(Event::Task { task: summary(&task, entry.as_ref()), entry });
     Ok(task)
 }
 
@@ -104,6 +136,49 @@ pub(crate) fn queue(tx: &Tx<'_>, peer: &Peer, task_id: &str, op: TaskOp) -> Resu
     line.status = Some(MessageStatus::Queued);
     tx.insert_task_entry(&line, None)?;
     Ok(line)
+}
+
+/// Who a task is with: a contact, whose steps travel as envelopes, or a client of our A2A
+/// endpoint, which reads them from the endpoint (they are only recorded).
+pub(crate) enum Counterpart {
+    /// A contact.
+    Peer(Box<Peer>),
+    /// An A2A client, by name.
+    A2a,
+}
+
+impl Counterpart {
+    /// Checks that we may write to it now (an A2A client always may).
+    fn writable(&self, tx: &Tx<'_>) -> Result<(), Error> {
+        match self {
+            Counterpart::Peer(peer) => callable(tx, peer),
+            Counterpart::A2a => Ok(()),
+        }
+    }
+}
+
+/// Tells `to` about `op`: queued to a contact, or only recorded for an A2A client; our history
+/// entry either way.
+pub(crate) fn record(tx: &Tx<'_>, to: &Counterpart, task_id: &str, op: TaskOp) -> Result<TaskEntry, Error> {
+    match to {
+        Counterpart::Peer(peer) => queue(tx, peer, task_id, op),
+        Counterpart::A2a => {
+            let mut line = entry(task_id, &op);
+            line.entry_id = uuid::Uuid::now_v7().to_string();
+            line.at = now_ms() as i64;
+            tx.insert_task_entry(&line, None)?;
+            Ok(line)
+        }
+    }
+}
+
+/// The counterpart of task `task_id` with peer `peer_id`.
+pub(crate) fn counterpart(tx: &Tx<'_>, task_id: &str, peer_id: &agentmesh_api::PeerId) -> Result<Counterpart, Error> {
+    if tx.a2a_task(task_id)?.is_some() {
+        return Ok(Counterpart::A2a);
+    }
+    let peer = tx.peer(peer_id)?.ok_or_else(|| Error::internal("a task's peer is missing"))?;
+    Ok(Counterpart::Peer(Box::new(peer)))
 }
 
 /// Applies a task step `peer` sent, inside the pipeline's transaction: the task's new state, the
@@ -123,6 +198,10 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: TaskBody, step: &Received<
         }
         other => other,
     };
+    // A contact cannot reach tasks of our A2A clients, whatever ids it names.
+    if existing.is_some() && tx.a2a_task(&task_id)?.is_some() {
+        return Err(unknown(&task_id));
+    }
     let (mut task, seq) = match (existing, &op) {
         (None, TaskOp::Create { text, data }) => {
             let config = tx.node().config();
@@ -169,13 +248,17 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: TaskBody, step: &Received<
         TaskOp::Update { seq: n, state, text, artifacts } => {
             let state: TaskState =
                 state.parse().map_err(|_| Error::invalid(ErrorCode::MalformedBody, "unknown task state"))?;
-            // Older than an update applied, or after a final state: history only.
             if *n > seq && !task.state.is_final() {
                 task.state = state;
                 task.status_text = text.clone();
-                merge(&mut task, artifacts)?;
+                merge(tx, &mut task, artifacts, false)?;
                 task.updated_at = step.now;
                 tx.update_task(&task, *n)?;
+            } else if merge(tx, &mut task, artifacts, true)? {
+                // Older than an update applied (they overtook each other on the wire), or after
+                // a final state: its state is history, its new artifacts are kept.
+                task.updated_at = step.now;
+                tx.update_task(&task, seq)?;
             }
         }
         TaskOp::Message { .. } => {
@@ -227,12 +310,12 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: TaskBody, step: &Received<
     Ok(())
 }
 
-/// Our task `task_id` and its peer, with the worker's last update number.
-fn ours(tx: &Tx<'_>, task_id: &str) -> Result<(Task, u64, Peer), Error> {
+/// Our task `task_id` and who it is with, with the worker's last update number.
+fn ours(tx: &Tx<'_>, task_id: &str) -> Result<(Task, u64, Counterpart), Error> {
     let (task, seq) =
         tx.task(task_id)?.ok_or_else(|| Error::conflict(ErrorCode::UnknownTask, format!("no task {task_id}")))?;
-    let peer = tx.peer(&task.peer_id)?.ok_or_else(|| Error::internal("a task's peer is missing"))?;
-    Ok((task, seq, peer))
+    let with = counterpart(tx, task_id, &task.peer_id)?;
+    Ok((task, seq, with))
 }
 
 fn check_text(node: &Node, what: &'static str, text: &str) -> Result<(), Error> {
@@ -324,15 +407,15 @@ pub(crate) async fn update(node: &Arc<Node>, task_id: String, args: UpdateTaskAr
         if task.state.is_final() {
             return Err(wrong_state(&task, "it is final"));
         }
-        callable(tx, &peer)?;
+        peer.writable(tx)?;
         task.state = args.state;
         task.status_text = args.text.clone();
-        merge(&mut task, &args.artifacts)?;
+        merge(tx, &mut task, &args.artifacts, false)?;
         task.updated_at = now_ms() as i64;
         tx.update_task(&task, seq + 1)?;
         let op =
             TaskOp::Update { seq: seq + 1, state: args.state.to_string(), text: args.text, artifacts: args.artifacts };
-        let line = queue(tx, &peer, &task_id, op)?;
+        let line = record(tx, &peer, &task_id, op)?;
         Ok(TaskReply { task: emit(tx, &task_id, Some(line))? })
     })
     .await
@@ -352,8 +435,8 @@ pub(crate) async fn message(node: &Arc<Node>, task_id: String, text: String) -> 
         if task.state.is_final() {
             return Err(wrong_state(&task, "it takes no more input"));
         }
-        callable(tx, &peer)?;
-        let line = queue(tx, &peer, &task_id, TaskOp::Message { text })?;
+        peer.writable(tx)?;
+        let line = record(tx, &peer, &task_id, TaskOp::Message { text })?;
         Ok(TaskReply { task: emit(tx, &task_id, Some(line))? })
     })
     .await
@@ -372,12 +455,12 @@ pub(crate) async fn cancel(node: &Arc<Node>, task_id: String) -> Result<TaskRepl
         if task.state.is_final() {
             return Err(wrong_state(&task, "it is over already"));
         }
-        callable(tx, &peer)?;
+        peer.writable(tx)?;
         let now = now_ms() as i64;
         task.cancel_requested_at = Some(now);
         task.updated_at = now;
         tx.update_task(&task, seq)?;
-        let line = queue(tx, &peer, &task_id, TaskOp::Cancel)?;
+        let line = record(tx, &peer, &task_id, TaskOp::Cancel)?;
         Ok(TaskReply { task: emit(tx, &task_id, Some(line))? })
     })
     .await
@@ -408,6 +491,150 @@ pub(crate) async fn detail(node: &Arc<Node>, task_id: String) -> Result<TaskDeta
         let (task, _) =
             s.task(&task_id)?.ok_or_else(|| Error::conflict(ErrorCode::UnknownTask, format!("no task {task_id}")))?;
         Ok(TaskDetail { history: s.task_history(&task_id)?, task })
+    })
+    .await
+}
+
+/// The peer id an A2A client's tasks carry.
+pub(crate) fn a2a_peer_id(client: &str) -> Result<agentmesh_api::PeerId, Error> {
+    agentmesh_api::PeerId::parse(&format!("a2a.{client}")).map_err(Error::internal)
+}
+
+/// Records a step an A2A client took on its task (the client is the delegator): our history
+/// entry as the peer's, the task's new state, a `task` event.
+fn a2a_step(tx: &Tx<'_>, task: &mut Task, seq: u64, entry_id: &str, op: TaskOp) -> Result<Task, Error> {
+    // The same A2A message again (a retry): the step was taken already, nothing changes.
+    if tx.task_history(&task.task_id)?.iter().any(|e| e.entry_id == entry_id) {
+        return Ok(task.clone());
+    }
+    let now = now_ms() as i64;
+    match &op {
+        TaskOp::Message { .. } if matches!(task.state, TaskState::InputRequired | TaskState::AuthRequired) => {
+            task.state = TaskState::Working;
+            task.status_text = None;
+        }
+        TaskOp::Cancel => {
+            task.state = TaskState::Canceled;
+            task.cancel_requested_at = Some(now);
+        }
+        _ => {}
+    }
+    task.updated_at = now;
+    tx.update_task(task, seq + 1)?;
+    let mut line = entry(&task.task_id, &op);
+    line.entry_id = entry_id.to_owned();
+    line.speaker = Side::Peer;
+    line.at = now;
+    line.delivered_at = Some(now);
+    tx.insert_task_entry(&line, Some(now))?;
+    emit(tx, &task.task_id, Some(line))
+}
+
+/// A2A `SendMessage` without a task id: a new task delegated to us by A2A client `client`, in
+/// context `context_id`; `message_id` is the client's id for the message.
+pub(crate) async fn a2a_create(
+    node: &Arc<Node>,
+    client: String,
+    context_id: String,
+    message_id: String,
+    text: String,
+    data: Option<serde_json::Value>,
+) -> Result<Task, Error> {
+    check_text(node, "the task text", &text)?;
+    node.transact(move |tx| {
+        // The same A2A message again (a retry of SendMessage): the task it made.
+        if let Some(task_id) = tx.a2a_task_by_message(&client, &message_id)? {
+            let (task, _) = tx.task(&task_id)?.ok_or_else(|| Error::internal("an A2A task vanished"))?;
+            return Ok(task);
+        }
+        let peer_id = a2a_peer_id(&client)?;
+        let config = tx.node().config();
+        if tx.open_tasks(Some(&peer_id))? >= i64::from(config.max_open_tasks_per_peer)
+            || tx.open_tasks(None)? >= i64::from(config.max_open_tasks)
+        {
+            return Err(Error::conflict(ErrorCode::TooManyTasks, "this agent has too many open tasks; try later"));
+        }
+        let now = now_ms() as i64;
+        let task = Task {
+            task_id: new_task_id(),
+            peer_id,
+            direction: Direction::Incoming,
+            text: text.clone(),
+            data: data.clone(),
+            state: TaskState::Submitted,
+            status_text: None,
+            artifacts: Vec::new(),
+            cancel_requested_at: None,
+            waiting_for_owner: None,
+            created_at: now,
+            updated_at: now,
+        };
+        tx.insert_task(&task)?;
+        tx.insert_a2a_task(&task.task_id, &client, &context_id)?;
+        let mut line = entry(&task.task_id, &TaskOp::Create { text, data });
+        line.entry_id = message_id;
+        line.speaker = Side::Peer;
+        line.at = now;
+        line.delivered_at = Some(now);
+        tx.insert_task_entry(&line, Some(now))?;
+        emit(tx, &task.task_id, Some(line))
+    })
+    .await
+}
+
+/// The task `task_id` of A2A client `client` (none for another client's).
+fn a2a_own(tx: &Tx<'_>, client: &str, task_id: &str) -> Result<(Task, u64), Error> {
+    match (tx.a2a_task(task_id)?, tx.task(task_id)?) {
+        (Some((owner, _)), Some(found)) if owner == client => Ok(found),
+        _ => Err(unknown(task_id)),
+    }
+}
+
+/// A2A `SendMessage` naming a task: the client answers it (an input-required task goes on).
+pub(crate) async fn a2a_message(
+    node: &Arc<Node>,
+    client: String,
+    task_id: String,
+    message_id: String,
+    text: String,
+) -> Result<Task, Error> {
+    check_text(node, "the message", &text)?;
+    node.transact(move |tx| {
+        let (mut task, seq) = a2a_own(tx, &client, &task_id)?;
+        if task.state.is_final() {
+            return Err(wrong_state(&task, "it takes no more input"));
+        }
+        a2a_step(tx, &mut task, seq, &message_id, TaskOp::Message { text })
+    })
+    .await
+}
+
+/// A2A `CancelTask`: the client cancels its task (409 `task_state` when it is final already).
+pub(crate) async fn a2a_cancel(node: &Arc<Node>, client: String, task_id: String) -> Result<Task, Error> {
+    node.transact(move |tx| {
+        let (mut task, seq) = a2a_own(tx, &client, &task_id)?;
+        if task.state.is_final() {
+            return Err(wrong_state(&task, "it cannot be canceled"));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        a2a_step(tx, &mut task, seq, &id, TaskOp::Cancel)
+    })
+    .await
+}
+
+/// An A2A client's task with its history and context.
+pub(crate) async fn a2a_detail(
+    node: &Arc<Node>,
+    client: String,
+    task_id: String,
+) -> Result<(TaskDetail, String), Error> {
+    node.db(move |s| {
+        let (owner, context) = s.a2a_task(&task_id)?.ok_or_else(|| unknown(&task_id))?;
+        if owner != client {
+            return Err(unknown(&task_id));
+        }
+        let (task, _) = s.task(&task_id)?.ok_or_else(|| unknown(&task_id))?;
+        Ok((TaskDetail { history: s.task_history(&task_id)?, task }, context))
     })
     .await
 }

@@ -202,6 +202,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Escalate(args) => tasks::escalate(&ctx, args).await,
         Command::Escalations { open } => tasks::escalations(&ctx, open).await,
         Command::ResolveEscalation { escalation_id, answer } => tasks::resolve(&ctx, &escalation_id, &answer).await,
+        Command::A2a(command) => tasks::a2a(&ctx, command).await,
         Command::Events(args) => events::events(&ctx, args).await,
         Command::Demo => demo::run(&ctx).await,
         Command::Bench(args) => bench::run(&ctx, args).await,

@@ -14,7 +14,7 @@ use agentmesh_core::task::{Artifact, Part};
 use anyhow::{Context, Result};
 
 use super::{Ctx, fail};
-use crate::cli::{DelegateArgs, EscalateArgs, TasksArgs, UpdateTaskArgs};
+use crate::cli::{A2aCommand, DelegateArgs, EscalateArgs, TasksArgs, UpdateTaskArgs};
 use crate::output;
 
 /// Most bytes read from stdin for one text.
@@ -279,6 +279,54 @@ pub(crate) async fn resolve(ctx: &Ctx, escalation_id: &str, answer: &str) -> Res
         output::json_doc(&e);
     } else {
         output::line(&format!("Answered {}; {} and {} are told.", e.escalation_id, e.conversation_id, e.peer_id));
+    }
+    Ok(())
+}
+
+pub(crate) async fn a2a(ctx: &Ctx, command: A2aCommand) -> Result<()> {
+    let client = ctx.client()?;
+    match command {
+        A2aCommand::AddClient { name } => {
+            let reply = ctx.check(client.add_a2a_client(&name).await)?;
+            if ctx.json {
+                output::json_doc(&reply);
+            } else {
+                output::line(&format!(
+                    "A2A client {} may call this agent. Its bearer token is in {} (hand it over privately); \
+                     the agent card is at {}.",
+                    reply.client.name,
+                    reply.token_file.as_deref().unwrap_or("-"),
+                    reply.card_url
+                ));
+            }
+        }
+        A2aCommand::Clients => {
+            let reply = ctx.check(client.a2a_clients().await)?;
+            if ctx.json {
+                output::json_doc(&reply);
+            } else if reply.clients.is_empty() {
+                output::line("No A2A clients (`agentmesh a2a add-client <name>` issues a token).");
+            } else {
+                let rows: Vec<Vec<String>> = reply
+                    .clients
+                    .iter()
+                    .map(|c| {
+                        let state =
+                            c.revoked_at.map_or("active".to_owned(), |t| format!("revoked {}", output::time(t)));
+                        vec![c.name.clone(), output::time(c.created_at), state]
+                    })
+                    .collect();
+                output::table(&["NAME", "ISSUED (UTC)", "STATE"], &rows);
+            }
+        }
+        A2aCommand::Revoke { name } => {
+            let reply = ctx.check(client.revoke_a2a_client(&name).await)?;
+            if ctx.json {
+                output::json_doc(&reply);
+            } else {
+                output::line(&format!("Revoked A2A client {}: its token no longer works.", reply.client.name));
+            }
+        }
     }
     Ok(())
 }

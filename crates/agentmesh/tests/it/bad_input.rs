@@ -1165,3 +1165,69 @@ async fn task_steps_out_of_shape_out_of_turn_or_about_another_peers_task_are_ref
     .await;
     assert_eq!(t.node.client.task(&id).await.expect("task").task.state, agentmesh_api::TaskState::Submitted);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn updates_that_overtake_each_other_keep_every_artifact_and_late_answers_get_one_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, fake) = setup(dir.path()).await;
+    let fake_id = fake.id.agent_id().to_string();
+
+    // We delegate to the fake worker (our envelopes to it go nowhere: its endpoint is closed).
+    let args = agentmesh_api::control::DelegateArgs { to: fake_id.clone(), text: "work".into(), ..Default::default() };
+    let id = t.node.client.delegate(&args).await.expect("delegate").task.task_id;
+    let mut events = t.node.client.events(None).await.expect("events");
+    let art = |a: &str| json!({"artifact_id": a, "parts": [{"kind": "text", "text": a.repeat(1000)}]});
+    // The final update arrives first, the earlier one (with its own artifact) after it.
+    let done = json!({"task_id": id, "op": "update", "seq": 2, "state": "completed", "artifacts": [art("p2")]});
+    let early = json!({"task_id": id, "op": "update", "seq": 1, "state": "working", "artifacts": [art("p1")]});
+    for body in [done, early] {
+        let (status, _, text) = t.send(&task_step(&t, &fake, body, &id)).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    let task = t.node.client.task(&id).await.expect("task").task;
+    assert_eq!(task.state, agentmesh_api::TaskState::Completed, "an older update never moves a task back");
+    let ids: Vec<&str> = task.artifacts.iter().map(|a| a.artifact_id.as_str()).collect();
+    assert_eq!(ids, ["p2", "p1"], "the overtaken update's artifact is kept");
+    // Task events carry the entry's artifacts, never the task's whole set again.
+    let mut seen = 0;
+    while seen < 2 {
+        let item = tokio::time::timeout(WAIT, events.next()).await.expect("event").expect("open").expect("frame");
+        if let agentmesh_client::StreamItem::Event(e) = item
+            && let agentmesh_api::Event::Task { task, entry: Some(entry) } = &e.event
+            && entry.speaker == agentmesh_api::Side::Peer
+        {
+            assert!(task.artifacts.is_empty() && entry.artifacts.len() == 1, "{e:?}");
+            seen += 1;
+        }
+    }
+    let submitted = json!({"task_id": id, "op": "update", "seq": 3, "state": "submitted"});
+    let before = counts(&t.node.home);
+    t.refused(
+        "an update back to submitted",
+        400,
+        "malformed_body",
+        t.send(&task_step(&t, &fake, submitted, &id)).await,
+        &before,
+    )
+    .await;
+
+    // A call to the fake rings out; its late answers get one `end` back, however many come.
+    let call = agentmesh_api::control::CallArgs { to: fake_id, topic: "late".into(), ring_secs: Some(1) };
+    let call_id = t.node.client.call(&call).await.expect("call").call.call_id;
+    wait_for(WAIT, || async {
+        let tr = t.node.client.transcript(&call_id).await.ok()?;
+        (tr.call.state == agentmesh_api::CallState::Missed).then_some(())
+    })
+    .await
+    .expect("missed");
+    for _ in 0..2 {
+        let accept = json!({"call_id": call_id, "op": "accept"});
+        let (status, _, text) = t.send(&call_step(&t, &fake, accept, &call_id)).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    let lines = t.node.client.transcript(&call_id).await.expect("transcript").lines;
+    let ends =
+        lines.iter().filter(|l| l.kind == agentmesh_api::LineKind::End && l.speaker == agentmesh_api::Side::Us).count();
+    let accepts = lines.iter().filter(|l| l.kind == agentmesh_api::LineKind::Accept).count();
+    assert_eq!((accepts, ends), (2, 1), "{lines:#?}");
+}

@@ -3,6 +3,7 @@
 //! a group, `support` the shared helpers (temporary homes, CLI runs, real nodes, waiting for a
 //! condition instead of sleeping).
 
+mod a2a;
 mod agent_mesh_v1;
 mod bad_input;
 mod calls;

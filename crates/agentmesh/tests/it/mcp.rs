@@ -491,44 +491,9 @@ fn mcp_http_refuses_a_non_loopback_address() {
     assert!(!dir.path().join("mcp.token").exists(), "no token is made for a refused address");
 }
 
-/// A Python with the official MCP client (`mcp` 2.3.0): a private venv under cargo's test
-/// tmpdir, made once (under a file lock: nextest runs tests as processes). `None` when it
-/// cannot be installed (offline); under `CI=true` that fails the test instead.
-fn python_with_mcp() -> Option<std::path::PathBuf> {
-    use std::process::Command;
-    const PACKAGE: &str = "mcp==2.3.0";
-    let venv = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mcp-client-venv");
-    let lock = std::fs::File::create(venv.with_extension("lock")).expect("venv lock file");
-    lock.lock().expect("venv lock");
-    let py = venv.join("bin").join("python3");
-    let ready = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '2.3.0')"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if ready(&py) {
-        return Some(py);
-    }
-    let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success());
-    let installed = made
-        && Command::new(&py)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", PACKAGE])
-            .status()
-            .is_ok_and(|s| s.success());
-    if installed && ready(&py) {
-        return Some(py);
-    }
-    let why = format!("could not install {PACKAGE} into {} (python3 -m venv, then pip)", venv.display());
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}; CI=true requires the Python MCP interop test to run");
-    eprintln!("SKIPPED: {why}");
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_interop_with_the_official_python_client() {
-    let Some(python) = python_with_mcp() else { return };
+    let Some(python) = python_with("mcp", "2.3.0", "the Python MCP interop test") else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let (alice, bob, carol) =
         (node(dir.path(), "alice").await, node(dir.path(), "bob").await, node(dir.path(), "carol").await);

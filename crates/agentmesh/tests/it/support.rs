@@ -184,3 +184,33 @@ pub(crate) async fn wait_status(node: &LocalNode, id: &str, status: MessageStatu
 pub(crate) async fn send(from: &LocalNode, to: &str, text: &str) -> String {
     from.client.send_text(to, text).await.expect("send").message_id
 }
+
+/// A Python with `dist` at `version` from PyPI: a private venv per package under cargo's test
+/// tmpdir, made once (under a file lock: nextest runs tests as processes). `None` when it cannot
+/// be installed (offline); under `CI=true` that fails the test (`what` says which) instead.
+pub(crate) fn python_with(dist: &str, version: &str, what: &str) -> Option<PathBuf> {
+    let package = format!("{dist}=={version}");
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{dist}-{version}-venv"));
+    let lock = std::fs::File::create(venv.with_extension("lock")).expect("venv lock file");
+    lock.lock().expect("venv lock");
+    let py = venv.join("bin").join("python3");
+    let check = format!("import importlib.metadata as m, sys; sys.exit(m.version({dist:?}) != {version:?})");
+    let ready =
+        |py: &Path| Command::new(py).args(["-c", &check]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if ready(&py) {
+        return Some(py);
+    }
+    let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success());
+    let installed = made
+        && Command::new(&py)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", &package])
+            .status()
+            .is_ok_and(|s| s.success());
+    if installed && ready(&py) {
+        return Some(py);
+    }
+    let why = format!("could not install {package} into {} (python3 -m venv, then pip)", venv.display());
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}; CI=true requires {what} to run");
+    eprintln!("SKIPPED: {why}");
+    None
+}
