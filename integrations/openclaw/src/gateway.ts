@@ -1,18 +1,31 @@
 // The channel's running half: follow the node's event stream for as long as the gateway runs the
 // account, hand each incoming message from a contact to the agent once, take a contact's calls
-// (each line it says one turn in the call's own session), and tell the owner (never a peer) about
-// contact requests, calls left ringing for them, and key problems.
+// (each line it says one turn in the call's own session) and the tasks it delegates (each a turn
+// in the task's own session, the reply its result), and tell the owner (never a peer) about
+// contact requests, calls left ringing for them, escalations and key problems.
 
 import type { ChannelGatewayContext } from "openclaw/plugin-sdk/channel-contract";
 import { resolveChannelInboundRouteEnvelope } from "openclaw/plugin-sdk/channel-inbound";
 import { channelReadyPatch, channelStoppedPatch } from "openclaw/plugin-sdk/gateway-runtime";
 import { buildAgentMainSessionKey } from "openclaw/plugin-sdk/routing";
 
-import { CallLines } from "./call-lines.js";
 import { CHANNEL_ID, type ResolvedAccount } from "./config.js";
 import { Cursor } from "./cursor.js";
-import { type ChannelRuntime, type InboundOutcome, dispatchCallLine, dispatchIncoming } from "./inbound.js";
-import { type Call, type CallLine, type ContactRequest, type NodeEvent, NodeClient, NodeError, type Peer } from "./node.js";
+import { type ChannelRuntime, type InboundOutcome, dispatchCallLine, dispatchIncoming, dispatchTaskStep } from "./inbound.js";
+import { TurnLedger } from "./ledger.js";
+import {
+  type Call,
+  type CallLine,
+  type ContactRequest,
+  type Escalation,
+  FINAL_TASK_STATES,
+  type NodeEvent,
+  NodeClient,
+  NodeError,
+  type Peer,
+  type Task,
+  type TaskEntry,
+} from "./node.js";
 import { TrustedPeers } from "./peers.js";
 import { tryGetAgentmeshRuntime } from "./runtime.js";
 
@@ -22,6 +35,12 @@ const MAX_BACKOFF_MS = 30_000;
 const REMEMBERED_IDS = 4096;
 /** Peer-supplied text quoted to the owner is cut to this length. */
 const MAX_QUOTE_CHARS = 300;
+
+/** The ledgers of turns taken: call lines, task steps. */
+interface Ledgers {
+  lines: TurnLedger;
+  steps: TurnLedger;
+}
 
 type Log = NonNullable<ChannelGatewayContext<ResolvedAccount>["log"]>;
 
@@ -68,6 +87,15 @@ function describePeer(peer: Peer): string {
   return `${quote(peer.alias ?? peer.name)} (${peer.agent_id})`;
 }
 
+/**
+ * What the agent is given for a task: the delegator's text and, when it sent some, its input
+ * data as JSON (both the peer's words, never the owner's).
+ */
+function taskText(task: Task): string {
+  if (task.data === undefined || task.data === null) return task.text;
+  return `${task.text}\n\nInput data (JSON): ${JSON.stringify(task.data)}`;
+}
+
 class AccountRunner {
   private readonly peers = new TrustedPeers();
   private readonly handled = new RecentIds(REMEMBERED_IDS);
@@ -90,7 +118,8 @@ class AccountRunner {
         // Read afresh on every connection: a restarted node has a new port and token.
         const node = await NodeClient.open(account.home);
         const cursor = await Cursor.load(account.home, node.info.agent_id);
-        const lines = await CallLines.load(account.home, node.info.agent_id);
+        const lines = await TurnLedger.load(account.home, node.info.agent_id, "calls");
+        const steps = await TurnLedger.load(account.home, node.info.agent_id, "tasks");
         this.peers.invalidate();
         const stream = await node.events(cursor.after, signal);
         backoff = MIN_BACKOFF_MS;
@@ -104,7 +133,7 @@ class AccountRunner {
             continue;
           }
           const event = JSON.parse(frame.data) as NodeEvent;
-          await this.handle(node, cursor, lines, event);
+          await this.handle(node, cursor, { lines, steps }, event);
           await cursor.advance(event.seq);
         }
       } catch (error) {
@@ -143,13 +172,20 @@ class AccountRunner {
     }
   }
 
-  private async handle(node: NodeClient, cursor: Cursor, lines: CallLines, event: NodeEvent): Promise<void> {
+  private async handle(node: NodeClient, cursor: Cursor, ledgers: Ledgers, event: NodeEvent): Promise<void> {
     switch (event.event) {
       case "message":
         await this.onMessage(node, cursor, event);
         break;
       case "call":
-        await this.onCall(node, cursor, lines, event);
+        await this.onCall(node, cursor, ledgers.lines, event);
+        break;
+      case "task":
+        await this.onTask(node, cursor, ledgers.steps, event);
+        break;
+      // For the owner, never a peer's session.
+      case "escalation":
+        if (cursor.covers(event.at)) await this.onEscalation(node, event.escalation, event.reminder === true);
         break;
       case "trust":
         this.peers.invalidate();
@@ -235,7 +271,7 @@ class AccountRunner {
    * in them: a call the agent placed is driven by whoever placed it (the MCP tools `say`,
    * `wait_for_event`), and our own lines come back here as events too.
    */
-  private async onCall(node: NodeClient, cursor: Cursor, lines: CallLines, event: Extract<NodeEvent, { event: "call" }>) {
+  private async onCall(node: NodeClient, cursor: Cursor, lines: TurnLedger, event: Extract<NodeEvent, { event: "call" }>) {
     const { call, line } = event;
     // No line: the call was missed (nobody answered in time), nothing to do.
     if (call.direction !== "incoming" || !line || line.speaker !== "peer") return;
@@ -289,7 +325,7 @@ class AccountRunner {
    * call. Once only, across restarts: the ledger records the turn's start and end, and a turn cut
    * off by a restart is run again only if the transcript holds no line of ours since it started.
    */
-  private async onCallLine(node: NodeClient, lines: CallLines, call: Call, line: CallLine): Promise<void> {
+  private async onCallLine(node: NodeClient, lines: TurnLedger, call: Call, line: CallLine): Promise<void> {
     const { abortSignal: signal } = this.ctx;
     const known = lines.get(line.line_id);
     if (known?.done) return;
@@ -344,6 +380,188 @@ class AccountRunner {
     } else if (outcome.replies > 0) {
       this.ctx.setStatus({ ...this.ctx.getStatus(), lastOutboundAt: Date.now() });
     }
+  }
+
+  /**
+   * A task changed. Only tasks a peer delegated to us are the plugin's, and only the peer's steps
+   * in them: the delegation and each answer to a question become turns in the task's session, a
+   * cancel ends the handling. A task the agent delegated is followed by whoever delegated it (the
+   * MCP tools `get_task`, `wait_for_event`), and our own steps come back here as events too.
+   */
+  private async onTask(node: NodeClient, cursor: Cursor, steps: TurnLedger, event: Extract<NodeEvent, { event: "task" }>) {
+    const { task, entry } = event;
+    if (task.direction !== "incoming" || !entry || entry.speaker !== "peer") return;
+    // On the very first run the whole retained log is read: what came before is the owner's.
+    if (!cursor.covers(event.at)) return;
+    const { abortSignal: signal } = this.ctx;
+    try {
+      if (entry.kind === "create" || entry.kind === "message") await this.onTaskStep(node, steps, task, entry);
+      else if (entry.kind === "cancel") {
+        // Canceled: its session gets no more turns (each step checks the task first), and a
+        // turn still running cannot make it completed (the node refuses updates of a final task).
+        this.log?.info?.(`task ${task.task_id} from ${task.peer_id} canceled by the peer (now ${task.state})`);
+      }
+    } catch (error) {
+      // The node gone mid-way: the cursor stays put, and the step is taken again once connected.
+      if (retryable(error, signal)) throw error;
+      this.log?.error?.(`handling task ${task.task_id} (${entry.kind} ${entry.entry_id}) failed: ${describe(error)}`);
+    }
+  }
+
+  /**
+   * The peer delegated a task to us, or answered one: a turn in the task's session. The task is
+   * marked `working` as the turn starts, and the agent's final reply becomes its result
+   * (`completed`, with the reply as a text artifact) unless the agent moved the task itself during
+   * the turn (asked back, escalated, ended it) or the peer canceled it meanwhile. Once only,
+   * across restarts: the ledger records the turn's start and end, and a turn cut off by a restart
+   * is run again only if the task's history holds no step of ours since it started.
+   */
+  private async onTaskStep(node: NodeClient, steps: TurnLedger, task: Task, entry: TaskEntry): Promise<void> {
+    const { abortSignal: signal } = this.ctx;
+    const what = `${entry.kind === "create" ? "task" : "answer on task"} ${task.task_id} (${entry.entry_id})`;
+    const known = steps.get(entry.entry_id);
+    if (known?.done) return;
+    const peer = await this.peers.get(node, task.peer_id, signal);
+    if (!peer) {
+      this.log?.warn?.(`${what} from ${task.peer_id}, not a contact now: no turn`);
+      await steps.done(entry.entry_id, task.task_id);
+      return;
+    }
+    // As the task stands now: one that is over (canceled, ended by the owner) gets no more turns.
+    const detail = await node.task(task.task_id, signal);
+    const now = detail.task;
+    if (FINAL_TASK_STATES.has(now.state)) {
+      this.log?.info?.(`${what}: the task is ${now.state}, no turn`);
+      await steps.done(entry.entry_id, task.task_id);
+      return;
+    }
+    if (known) {
+      // Cut off by a restart: anything of ours since (but the `working` the turn began with)
+      // means the turn got through.
+      const since = detail.history.some(
+        (e) => e.speaker === "us" && e.at >= known.started_at && !(e.kind === "update" && e.state === "working"),
+      );
+      if (since) {
+        this.log?.info?.(`${what} was handled before a restart: no second turn`);
+        await steps.done(entry.entry_id, task.task_id);
+        return;
+      }
+    } else if (entry.kind === "create" && now.state !== "submitted") {
+      // Taken up already, by the owner or the agent (`update-task`): not the plugin's any more.
+      this.log?.info?.(`${what} is ${now.state} already: no turn`);
+      await steps.done(entry.entry_id, task.task_id);
+      return;
+    }
+    const text = entry.kind === "create" ? taskText(now) : entry.text;
+    if (typeof text !== "string" || !text.trim()) {
+      await steps.done(entry.entry_id, task.task_id);
+      return;
+    }
+    await steps.start(entry.entry_id, task.task_id);
+    if (now.state !== "working" && !(await this.updateTask(node, now.task_id, { state: "working" }))) {
+      await steps.done(entry.entry_id, task.task_id);
+      return;
+    }
+    this.ctx.setStatus({ ...this.ctx.getStatus(), lastInboundAt: Date.now(), lastMessageAt: Date.now() });
+    let outcome: InboundOutcome & { texts: string[] };
+    try {
+      outcome = await dispatchTaskStep({
+        cfg: this.ctx.cfg,
+        account: this.ctx.account,
+        channel: this.channel,
+        node,
+        task: now,
+        entry,
+        text,
+        peer,
+        allowFrom: this.peers.ids(),
+      });
+    } catch (error) {
+      // Stopping mid-turn, or the node gone: the ledger says the turn started, and the step is
+      // taken again once connected unless something of ours got through meanwhile.
+      if (retryable(error, signal)) throw error;
+      await steps.done(entry.entry_id, task.task_id);
+      this.log?.error?.(`dispatching ${what} failed: ${describe(error)}; the task stays as it is`);
+      return;
+    }
+    if (outcome.kind === "declined") {
+      await steps.done(entry.entry_id, task.task_id);
+      this.log?.warn?.(`${what} not dispatched (${outcome.reason}); the task stays as it is`);
+      return;
+    }
+    const reply = outcome.texts.join("\n\n").trim();
+    // The agent may have reported the task itself during the turn: never overwrite that.
+    const after = (await node.task(task.task_id, signal)).task;
+    if (!reply) {
+      this.log?.info?.(`${what}: the turn gave no reply; the task stays ${after.state}`);
+    } else if (FINAL_TASK_STATES.has(after.state)) {
+      this.log?.info?.(`${what}: the task is ${after.state} already; the reply is not its result`);
+    } else if (after.state !== "working" || after.waiting_for_owner) {
+      const why = after.waiting_for_owner ? `waits for the owner (${after.waiting_for_owner})` : `is ${after.state}`;
+      this.log?.info?.(`${what}: the task ${why}; the reply is not its result`);
+    } else {
+      const artifact = { artifact_id: `reply-${entry.entry_id}`, name: "reply", parts: [{ kind: "text" as const, text: reply }] };
+      if (await this.updateTask(node, task.task_id, { state: "completed", artifacts: [artifact] })) {
+        this.ctx.setStatus({ ...this.ctx.getStatus(), lastOutboundAt: Date.now() });
+        this.log?.info?.(`${what}: completed with the agent's reply`);
+      }
+    }
+    await steps.done(entry.entry_id, task.task_id);
+  }
+
+  /**
+   * Reports a task's state; returns whether the node took it. A task that went final meanwhile
+   * (canceled by the peer, ended by the owner) refuses with `task_state`: logged, not an error.
+   */
+  private async updateTask(node: NodeClient, taskId: string, update: Parameters<NodeClient["updateTask"]>[1]): Promise<boolean> {
+    try {
+      await node.updateTask(taskId, update, this.ctx.abortSignal);
+      return true;
+    } catch (error) {
+      if (error instanceof NodeError && error.code === "task_state") {
+        this.log?.info?.(`task ${taskId} not moved to ${update.state}: ${error.message}`);
+        return false;
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Our agent asked our owner something about a call or task (again, as a reminder, while it is
+   * open), or the owner answered: told in the owner's own session, never in a peer's. An open
+   * one is told only while still open, so a replayed event of one answered since says nothing.
+   */
+  private async onEscalation(node: NodeClient, escalation: Escalation, reminder: boolean): Promise<void> {
+    const { abortSignal: signal } = this.ctx;
+    try {
+      await this.tellEscalation(node, escalation, reminder, signal);
+    } catch (error) {
+      // The node gone mid-way: the cursor stays put, and the owner is told once connected.
+      if (retryable(error, signal)) throw error;
+      this.log?.error?.(`telling the owner about escalation ${escalation.escalation_id} failed: ${describe(error)}`);
+    }
+  }
+
+  private async tellEscalation(node: NodeClient, escalation: Escalation, reminder: boolean, signal: AbortSignal): Promise<void> {
+    const peer = await this.peers.get(node, escalation.peer_id, signal).catch(() => undefined);
+    const who = peer ? describePeer(peer) : escalation.peer_id;
+    const kind = escalation.conversation_id.startsWith("call_") ? "call" : "task";
+    const about = `${kind} ${escalation.conversation_id} with ${who}`;
+    const id = escalation.escalation_id;
+    if (escalation.state === "resolved") {
+      this.notifyOwner(
+        `escalation ${id} about ${about} was answered: ${JSON.stringify(escalation.answer ?? "")}. ` +
+          `The answer went back to the agent and the peer.`,
+      );
+      return;
+    }
+    if (!(await node.openEscalations(signal)).some((e) => e.escalation_id === id)) return;
+    const options = escalation.options?.length ? ` Options: ${escalation.options.map((o) => JSON.stringify(o)).join(", ")}.` : "";
+    const again = reminder ? `reminder (asked ${new Date(escalation.created_at).toISOString()}, still open): ` : "";
+    this.notifyOwner(
+      `${again}your agent asks you about ${about} (escalation ${id}): ${JSON.stringify(escalation.reason)}.${options} ` +
+        `The ${kind} waits for your answer; only the owner answers: \`agentmesh resolve-escalation ${id} --answer "…"\`.`,
+    );
   }
 
   private onContactRequest(request: ContactRequest): void {

@@ -1,7 +1,8 @@
 // What a peer says, into OpenClaw as a turn of the agent: a message in the direct session for that
-// peer, a line of a call in a session of that call's own. The peer's text is never read as a
+// peer, a line of a call in a session of that call's own, a task delegated to us (and each answer
+// the delegator gives it) in a session of that task's own. The peer's text is never read as a
 // command, and the agent's final reply goes back the way it came: a message answering the
-// message, a line said in the call.
+// message, a line said in the call, the task's result.
 
 import type { OpenClawConfig, PluginRuntime } from "openclaw/plugin-sdk/channel-core";
 import { createChannelInboundEnvelopeBuilder, resolveChannelInboundRouteEnvelope } from "openclaw/plugin-sdk/channel-inbound";
@@ -9,7 +10,7 @@ import { isReplyPayloadTerminalContent } from "openclaw/plugin-sdk/reply-payload
 import { resolveThreadSessionKeys } from "openclaw/plugin-sdk/routing";
 
 import { CHANNEL_ID, type ResolvedAccount } from "./config.js";
-import { type Call, type CallLine, type Message, type NodeClient, NodeError, type Peer } from "./node.js";
+import { type Call, type CallLine, type Message, type NodeClient, NodeError, type Peer, type Task, type TaskEntry } from "./node.js";
 import { peerTarget } from "./target.js";
 
 export type ChannelRuntime = PluginRuntime["channel"];
@@ -39,12 +40,21 @@ export interface CallLineParams extends PeerTurnBase {
   onDropped: (why: string) => void;
 }
 
+export interface TaskStepParams extends PeerTurnBase {
+  /** A task the peer delegated to us, as it stands now. */
+  task: Task;
+  /** The peer's step the turn is for: the delegation (`create`) or an answer (`message`). */
+  entry: TaskEntry;
+  /** What the agent is given: the task (with its input data) or the answer. */
+  text: string;
+}
+
 /** `replies`: answers that went back to the peer. */
 export type InboundOutcome =
   | { kind: "dispatched"; replies: number }
   | { kind: "declined"; reason: string };
 
-/** The longest call topic put in a session label. */
+/** The longest call topic or task text put in a session label. */
 const MAX_TOPIC_LABEL_CHARS = 80;
 
 /** How the peer is named to the agent: its alias (set by our owner) before its own display name. */
@@ -57,11 +67,41 @@ export function callSessionKey(directSessionKey: string, callId: string): string
   return resolveThreadSessionKeys({ baseSessionKey: directSessionKey, threadId: callId }).sessionKey;
 }
 
+/** The session of one task delegated to us: a thread of the peer's direct session (`…:thread:<task id>`). */
+export function taskSessionKey(directSessionKey: string, taskId: string): string {
+  return resolveThreadSessionKeys({ baseSessionKey: directSessionKey, threadId: taskId }).sessionKey;
+}
+
+/** A peer's words on one line, cut for a session label. */
+function forLabel(text: string): string {
+  const line = text.replace(/[\u0000-\u001f\u007f]+/g, " ").trim();
+  return line.length > MAX_TOPIC_LABEL_CHARS ? `${line.slice(0, MAX_TOPIC_LABEL_CHARS)}…` : line;
+}
+
 /** `agentmesh call with bob: quarterly numbers`: the call's session label, for the agent and the owner. */
 function callLabel(peer: Peer, call: Call): string {
-  const topic = call.topic.replace(/[\u0000-\u001f\u007f]+/g, " ").trim();
-  const cut = topic.length > MAX_TOPIC_LABEL_CHARS ? `${topic.slice(0, MAX_TOPIC_LABEL_CHARS)}…` : topic;
-  return `agentmesh call with ${peerLabel(peer)}${cut ? `: ${cut}` : ""}`;
+  const topic = forLabel(call.topic);
+  return `agentmesh call with ${peerLabel(peer)}${topic ? `: ${topic}` : ""}`;
+}
+
+/**
+ * `agentmesh task task_… from bob: summarise the report`: the task's session label, for the agent
+ * (which needs the id for `update_task`, `escalate`) and the owner.
+ */
+function taskLabel(peer: Peer, task: Task): string {
+  const text = forLabel(task.text);
+  return `agentmesh task ${task.task_id} from ${peerLabel(peer)}${text ? `: ${text}` : ""}`;
+}
+
+/** The peer's direct session: every session of a call or task with it is a thread of this one. */
+function directRoute(cfg: OpenClawConfig, account: ResolvedAccount, peer: Peer): ResolvedRoute {
+  return resolveChannelInboundRouteEnvelope({
+    cfg,
+    channel: CHANNEL_ID,
+    accountId: account.accountId,
+    peer: { kind: "direct", id: peer.agent_id },
+    dmScope: "per-account-channel-peer",
+  }).route;
 }
 
 interface TurnParams extends PeerTurnBase {
@@ -206,13 +246,7 @@ export async function dispatchIncoming(params: InboundParams): Promise<InboundOu
  */
 export async function dispatchCallLine(params: CallLineParams): Promise<InboundOutcome> {
   const { cfg, account, node, call, line, peer } = params;
-  const direct = resolveChannelInboundRouteEnvelope({
-    cfg,
-    channel: CHANNEL_ID,
-    accountId: account.accountId,
-    peer: { kind: "direct", id: peer.agent_id },
-    dmScope: "per-account-channel-peer",
-  }).route;
+  const direct = directRoute(cfg, account, peer);
   const route = { ...direct, sessionKey: callSessionKey(direct.sessionKey, call.call_id) };
   return runPeerTurn({
     ...params,
@@ -236,4 +270,31 @@ export async function dispatchCallLine(params: CallLineParams): Promise<InboundO
       }
     },
   });
+}
+
+/**
+ * A step of a task a peer delegated to us (the task itself, or the delegator's answer to a
+ * question): a turn in the task's own session (a thread of the peer's direct session, labelled
+ * with the peer, the task id and its text). The turn's final replies are returned, not sent: the
+ * caller makes them the task's result once it has seen where the task stands after the turn.
+ */
+export async function dispatchTaskStep(params: TaskStepParams): Promise<InboundOutcome & { texts: string[] }> {
+  const { cfg, account, task, entry, peer } = params;
+  const direct = directRoute(cfg, account, peer);
+  const route = { ...direct, sessionKey: taskSessionKey(direct.sessionKey, task.task_id) };
+  const texts: string[] = [];
+  const outcome = await runPeerTurn({
+    ...params,
+    route,
+    buildEnvelope: createChannelInboundEnvelopeBuilder({ cfg, route }),
+    id: entry.entry_id,
+    timestamp: entry.at,
+    text: params.text,
+    thread: { id: task.task_id, label: taskLabel(peer, task) },
+    reply: async (text) => {
+      texts.push(text);
+      return true;
+    },
+  });
+  return { ...outcome, texts };
 }

@@ -1,5 +1,5 @@
 // Client of the local agentmesh node's control API: where the node runs, its token, and the few
-// routes the channel needs (peers, send, mark read, calls, the event stream).
+// routes the channel needs (peers, send, mark read, calls, tasks, escalations, the event stream).
 
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -94,11 +94,97 @@ export interface Transcript {
   lines: CallLine[];
 }
 
+export type TaskState =
+  | "submitted"
+  | "working"
+  | "input_required"
+  | "auth_required"
+  | "completed"
+  | "failed"
+  | "canceled"
+  | "rejected";
+
+/** States a task never leaves. */
+export const FINAL_TASK_STATES: ReadonlySet<TaskState> = new Set(["completed", "failed", "canceled", "rejected"]);
+
+/** Content of an artifact (A2A `Part`). */
+export type Part = { kind: "text"; text: string } | { kind: "data"; data: unknown };
+
+/** A result of a task. */
+export interface Artifact {
+  /** Unique within the task: an artifact with the id of an earlier one replaces it. */
+  artifact_id: string;
+  name?: string;
+  parts: Part[];
+}
+
+/** A task delegated by a peer to us (`incoming`) or by us to a peer (`outgoing`): `task_` + 32 hex, the same on both sides. */
+export interface Task {
+  task_id: string;
+  peer_id: string;
+  direction: "incoming" | "outgoing";
+  /** What was asked, in the delegator's words. */
+  text: string;
+  /** Structured input, when there was some. */
+  data?: unknown;
+  state: TaskState;
+  /** What the worker said with the state (a question, an error). */
+  status_text?: string;
+  artifacts: Artifact[];
+  cancel_requested_at?: number;
+  /** Our open escalation on this task (`esc_…`), while our side waits for our owner. */
+  waiting_for_owner?: string;
+  created_at: number;
+  updated_at: number;
+}
+
+/** One step of a task's history: the id of the envelope that carried it, the same on both sides. */
+export interface TaskEntry {
+  entry_id: string;
+  task_id: string;
+  speaker: "us" | "peer";
+  kind: "create" | "update" | "message" | "cancel" | "escalate" | "resolved";
+  /** The state an update reported. */
+  state?: TaskState;
+  text?: string;
+  artifacts?: Artifact[];
+  /** When its speaker made it, ms (the speaker's clock: ours for our entries). */
+  at: number;
+  status?: string;
+  delivered_at?: number;
+}
+
+/** `GET /control/tasks/{id}`: the task and its whole history, in order. */
+export interface TaskDetail {
+  task: Task;
+  history: TaskEntry[];
+}
+
+/** Our agent's question to our owner about a call or task with a peer. */
+export interface Escalation {
+  escalation_id: string;
+  /** The call (`call_…`) or task (`task_…`) it is about. */
+  conversation_id: string;
+  peer_id: string;
+  /** What the owner is asked. */
+  reason: string;
+  options?: string[];
+  state: "open" | "resolved";
+  answer?: string;
+  created_at: number;
+  resolved_at?: number;
+  reminders: number;
+}
+
 /** One event of `GET /v1/events`: `seq`, `at`, `event` and the kind's own fields. */
 export type NodeEvent = { seq: number; at: number } & (
   | { event: "message"; message: Message }
   /** A call changed; `line` is the step that changed it (absent when it was missed). */
   | { event: "call"; call: Call; line?: CallLine }
+  /** A task changed; `entry` is the step that changed it. */
+  | { event: "task"; task: Task; entry?: TaskEntry }
+  /** Our agent asked our owner (`reminder`: again, still open), or the owner answered. */
+  | { event: "escalation"; escalation: Escalation; reminder?: boolean }
   | { event: "contact_request"; request: ContactRequest }
   | { event: "trust"; peer_id: string; trust: TrustState }
   | { event: "key_mismatch" | "key_rotated" | "contact_response" | "status" | "clock_skew" | "peer_online" | "peer_offline" }
@@ -238,6 +324,27 @@ export class NodeClient {
   /** Says a line in an active call (queued in the node's outbox like a message). */
   async say(callId: string, text: string, signal?: AbortSignal): Promise<{ call: Call; line: CallLine }> {
     return this.request("POST", `/control/calls/${encodeURIComponent(callId)}/say`, { text }, signal);
+  }
+
+  /** A task and its history as they stand now. */
+  async task(taskId: string, signal?: AbortSignal): Promise<TaskDetail> {
+    return this.request<TaskDetail>("GET", `/control/tasks/${encodeURIComponent(taskId)}`, undefined, signal);
+  }
+
+  /** Reports where a task delegated to us stands (the delegator is told); `task_state` once it is final. */
+  async updateTask(
+    taskId: string,
+    update: { state: Exclude<TaskState, "submitted">; text?: string; artifacts?: Artifact[] },
+    signal?: AbortSignal,
+  ): Promise<Task> {
+    const path = `/control/tasks/${encodeURIComponent(taskId)}/update`;
+    return (await this.request<{ task: Task }>("POST", path, update, signal)).task;
+  }
+
+  /** The escalations still waiting for the owner, newest first. */
+  async openEscalations(signal?: AbortSignal): Promise<Escalation[]> {
+    const query = new URLSearchParams({ open: "true", limit: "1000" });
+    return (await this.request<{ escalations: Escalation[] }>("GET", `/control/escalations?${query}`, undefined, signal)).escalations;
   }
 
   /**

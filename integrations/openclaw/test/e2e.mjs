@@ -135,6 +135,9 @@ function run(command, args, { env = process.env, timeoutMs = 120_000, input } = 
     child.stderr.on("data", (d) => (stderr += d));
     const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
     child.on("error", reject);
+    // A command that exits before reading its (empty) stdin closes the pipe first: EPIPE on a
+    // busy machine, which would otherwise end the test as an unhandled error.
+    child.stdin.on("error", () => {});
     child.on("close", (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
@@ -304,8 +307,17 @@ class MockModel {
   }
 
   /** The script: what the "model" answers, from the newest user message. */
-  decide({ lastUser, toolResult, tools }) {
+  decide({ lastUser, toolResult, tools, raw }) {
     if (toolResult) return { text: "TOOL_DONE" };
+    // A task's turn that asks the delegator back through the MCP tool (the task id is in the
+    // session's label). The label (with the task's text) may be part of every turn in the task's
+    // session: the delegator's answer says ANSWERED.
+    if (/ASK-BACK/.test(lastUser) && !/ANSWERED/.test(lastUser)) {
+      if (!tools.includes("agentmesh__update_task")) return { text: `NO_TOOL agentmesh__update_task among ${tools.length} tools` };
+      const taskId = /task_[0-9a-f]{32}/.exec(lastUser)?.[0] ?? /task_[0-9a-f]{32}/.exec(raw)?.[0];
+      if (!taskId) return { text: "NO_TASK_ID in the turn" };
+      return { tool: { name: "agentmesh__update_task", arguments: { task_id: taskId, state: "input_required", text: "which format? MSG-question" } } };
+    }
     const useTool = /USE_TOOL to=(\S+) text=(\S+)/.exec(lastUser);
     if (useTool) {
       if (!tools.includes("agentmesh__send_message")) return { text: `NO_TOOL agentmesh__send_message among ${tools.length} tools` };
@@ -724,7 +736,7 @@ async function main() {
   // 5. The MCP server's tools reach the model and send for real.
   await check("`openclaw mcp probe agentmesh --json` lists the tools with annotations", async () => {
     const probe = await gwA.cliJson(["mcp", "probe", "agentmesh", "--json"]);
-    const core = ["whoami", "status", "peers", "discover", "search", "request_contact", "list_requests", "send_message", "list_messages", "read_message", "wait_for_event", "p2p_send_message", "call", "answer", "say", "end_call", "transcript", "list_calls"];
+    const core = ["whoami", "status", "peers", "discover", "search", "request_contact", "list_requests", "send_message", "list_messages", "read_message", "wait_for_event", "p2p_send_message", "call", "answer", "say", "end_call", "transcript", "list_calls", "delegate", "get_task", "update_task", "reply_task", "cancel_task", "list_tasks", "escalate"];
     const missing = core.filter((tool) => !probe.tools?.includes(`agentmesh__${tool}`));
     assert(missing.length === 0, `missing ${missing.join(", ")} in ${JSON.stringify(probe.tools)}`);
     assert((probe.diagnostics ?? []).length === 0, `probe diagnostics: ${JSON.stringify(probe.diagnostics)}`);
@@ -873,6 +885,116 @@ async function main() {
     const onA = model.requests.filter((r) => r.gateway === "a" && r.raw.includes(id));
     assert(onA.length === 0, `gateway a ran ${onA.length} turn(s) in the call it placed`);
     return `call ${id}: the owner was told, took it, and bob's agent answered in it`;
+  });
+
+  // 11. Tasks: one a contact delegates runs in a session of its own (a thread of the peer's DM
+  // session), marked working as it starts; the agent's reply is its result. Bob's own gateway
+  // takes no turn for the task it delegated.
+  const dmSession = `agent:main:agentmesh:default:direct:${bob.agentId}`;
+  const beforeTasks = (await alice.control("GET", "/control/events?limit=1")).last;
+  let task1;
+  await check("a contact's task runs in a session of its own, and the agent's reply is its completed result at the peer", async () => {
+    const delegated = await am(bob.home, "delegate", "alice", "--text", "summarise the report MSG-task-1 TASK-TEXT", "--data", '{"pages":3}');
+    task1 = delegated.task_id;
+    assert(/^task_[0-9a-f]{32}$/.test(task1) && delegated.state === "submitted", `delegate: ${JSON.stringify(delegated)}`);
+    const done = await waitFor("the task to be completed at bob", async () => {
+      const detail = await am(bob.home, "task", task1, "--json");
+      return detail.task.state === "completed" && detail;
+    });
+    const texts = done.task.artifacts.flatMap((a) => a.parts.filter((p) => p.kind === "text").map((p) => p.text));
+    assert(JSON.stringify(texts) === JSON.stringify(["ECHO MSG-task-1"]), `artifacts at bob: ${JSON.stringify(done.task.artifacts)}`);
+    const updates = done.history.filter((e) => e.speaker === "peer" && e.kind === "update").map((e) => e.state);
+    assert(JSON.stringify(updates) === JSON.stringify(["working", "completed"]), `alice's updates: ${updates.join(", ")}`);
+    const [turn, ...more] = model.turnsWith("MSG-task-1");
+    assert(turn && more.length === 0, `MSG-task-1 ran ${more.length + (turn ? 1 : 0)} turns`);
+    assert(turn.gateway === "a", `the task ran on gateway ${turn.gateway}`);
+    const taskSession = `${dmSession}:thread:${task1}`;
+    assert(sessionOf(turn) === taskSession, `the task's turn ran in ${sessionOf(turn)}, not ${taskSession}`);
+    assert(taskSession !== dmSession && sessionOf(model.turnsWith("MSG-hello")[0]) === dmSession, "the task's session is the DM session");
+    assert(turn.raw.includes(`agentmesh task ${task1} from bob`) && turn.raw.includes("TASK-TEXT"), "the task's turn is not labelled with the peer, the task id and its text");
+    assert(turn.lastUser.includes('"pages":3'), "the task's input data did not reach the turn");
+    assert(!(await bob.incoming()).some((m) => m.text?.includes("MSG-task")), "the task's result came as a message");
+    await sleep(QUIET_MS);
+    const onB = model.requests.filter((r) => r.gateway === "b" && r.raw.includes(task1));
+    assert(onB.length === 0, `bob's gateway ran ${onB.length} turn(s) for the task bob delegated`);
+    return `task ${task1}: one turn in ${taskSession}; completed at bob with "ECHO MSG-task-1"`;
+  });
+
+  // 12. The agent asks back through the MCP tool: the reply of that turn is not a result. The
+  // agent's escalation reaches the owner's main session, never a peer's, and only the owner
+  // answers it.
+  let task2;
+  let escalation;
+  await check("an escalation on a task reaches the owner's main session with the resolve command, never a peer session", async () => {
+    task2 = (await am(bob.home, "delegate", "alice", "--text", "draft the memo ASK-BACK TASK2-TEXT")).task_id;
+    const asked = await waitFor("the task to ask bob back", async () => {
+      const detail = await am(bob.home, "task", task2, "--json");
+      return detail.task.state === "input_required" && detail;
+    });
+    assert(asked.task.status_text === "which format? MSG-question", `status text ${JSON.stringify(asked.task.status_text)}`);
+    const asking = new RegExp(`task ${task2} \\([^)]*\\): the task is input_required; the reply is not its result`);
+    await waitFor("the asking turn to end", () => asking.test(gwA.logText()), 60_000);
+    const still = await am(bob.home, "task", task2, "--json");
+    assert(still.task.state === "input_required" && still.task.artifacts.length === 0, `after the turn the task is ${still.task.state} with ${still.task.artifacts.length} artifact(s): the reply overwrote the question`);
+
+    escalation = await am(alice.home, "escalate", task2, "--reason", "may I share the memo ESC-REASON?", "--options", "yes,no");
+    const id = escalation.escalation_id;
+    assert(/^esc_[0-9a-f]{32}$/.test(id), `escalate: ${JSON.stringify(escalation)}`);
+    await waitFor("the owner notice in gateway a's log", () => gwA.logText().includes(`agentmesh resolve-escalation ${id} --answer`), 30_000);
+    const before = (await bob.incoming()).length;
+    const woke = await gwA.hook("wake", { text: "WAKE-ESCALATION anything for me?", mode: "now" });
+    assert(woke.status === 200, `wake: ${woke.status} ${JSON.stringify(woke.body)}`);
+    const [turn] = await waitFor("the owner's turn", () => model.turnsWith("WAKE-ESCALATION").length > 0 && model.turnsWith("WAKE-ESCALATION"), 60_000);
+    assert(sessionOf(turn) === "agent:main:main", `the owner's turn ran in ${sessionOf(turn)}`);
+    assert(turn.raw.includes(id) && turn.raw.includes("ESC-REASON") && turn.raw.includes(`agentmesh resolve-escalation ${id}`), "the escalation (question, resolve command) is not in the owner's turn");
+    // The notice is quoted JSON inside the request's JSON: its quotes come escaped twice.
+    assert(/Options: [\\"]*yes[\\"]*, [\\"]*no[\\"]*\./.test(turn.raw), "the options are not in the owner's turn");
+    await sleep(QUIET_MS);
+    const elsewhere = model.requests.filter((r) => (r.raw.includes(id) || r.raw.includes("ESC-REASON")) && sessionOf(r) !== "agent:main:main");
+    assert(elsewhere.length === 0, `the escalation reached ${elsewhere.length} request(s) outside the owner's session: ${elsewhere.map((r) => `${r.gateway}:${sessionOf(r)}`).join(", ")}`);
+    assert((await bob.incoming()).length === before, "bob got a message");
+    const told = (await am(bob.home, "task", task2, "--json")).history.some((e) => e.speaker === "peer" && e.kind === "escalate");
+    assert(told, "bob's history of the task does not show that alice waits for her owner");
+
+    // Only the owner answers (here: the owner's CLI); the answer is noted for the owner too.
+    await am(alice.home, "resolve-escalation", id, "--answer", "yes ESC-ANSWER");
+    await waitFor("the answer noted in gateway a's log", () => gwA.logText().includes(`escalation ${id} about task ${task2}`), 30_000);
+    await sleep(QUIET_MS);
+    const answerElsewhere = model.requests.filter((r) => r.raw.includes("ESC-ANSWER") && sessionOf(r) !== "agent:main:main");
+    assert(answerElsewhere.length === 0, `the owner's answer reached ${answerElsewhere.length} peer-session request(s)`);
+    return `escalation ${id}: told in agent:main:main with \`agentmesh resolve-escalation ${id}\`; no peer session saw it`;
+  });
+
+  // 13. The delegator answers: another turn in the same task session, whose reply is the result.
+  // With the plugin's cursor set back before the tasks, nothing runs twice.
+  await check("the delegator's answer is a turn in the same task session whose reply completes the task, once across a restart", async () => {
+    await am(bob.home, "reply-task", task2, "--text", "ANSWERED markdown please MSG-task-answer");
+    const done = await waitFor("the task to be completed at bob", async () => {
+      const detail = await am(bob.home, "task", task2, "--json");
+      return detail.task.state === "completed" && detail;
+    });
+    const texts = done.task.artifacts.flatMap((a) => a.parts.filter((p) => p.kind === "text").map((p) => p.text));
+    assert(JSON.stringify(texts) === JSON.stringify(["ECHO MSG-task-answer"]), `artifacts at bob: ${JSON.stringify(done.task.artifacts)}`);
+    const [turn, ...more] = model.turnsWith("MSG-task-answer");
+    assert(turn && more.length === 0, `MSG-task-answer ran ${more.length + (turn ? 1 : 0)} turns`);
+    assert(sessionOf(turn) === `${dmSession}:thread:${task2}`, `the answer's turn ran in ${sessionOf(turn)}`);
+    assert(turn.raw.includes("MSG-question"), "the answer's turn does not see the task's first turn (another session?)");
+
+    await gwA.stop();
+    await rewindCursor(alice, beforeTasks);
+    await gwA.start();
+    await sleep(QUIET_MS);
+    // Task 1: one turn; task 2: the asking turn and the answer's (tool results aside).
+    for (const [id, wanted] of [[task1, 1], [task2, 2]]) {
+      const turns = model.requests.filter((r) => !r.toolResult && sessionOf(r) === `${dmSession}:thread:${id}`).length;
+      assert(turns === wanted, `${id} ran ${turns} turns, wanted ${wanted}`);
+    }
+    for (const id of [task1, task2]) {
+      const detail = await am(bob.home, "task", id, "--json");
+      const completed = detail.history.filter((e) => e.speaker === "peer" && e.kind === "update" && e.state === "completed").length;
+      assert(detail.task.state === "completed" && completed === 1, `${id} is ${detail.task.state} with ${completed} completed update(s)`);
+    }
+    return `task ${task2} completed with "ECHO MSG-task-answer"; the replayed steps ran no second turn`;
   });
 
   await gwB.stop();

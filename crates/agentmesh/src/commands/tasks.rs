@@ -95,7 +95,8 @@ async fn wait_settled(ctx: &Ctx, cursor: i64, task: Task, limit: Duration) -> Re
             && now.task_id == task.task_id
             && settled(now)
         {
-            return Ok(now.clone());
+            // The event's task leaves the artifacts out: the task as it stands now has them.
+            return Ok(ctx.check(client.task(&task.task_id).await)?.task);
         }
     }
 }

@@ -984,10 +984,9 @@ impl McpServer {
                 |e| matches!(&e.event, Event::Task { task, .. } if task.task_id == id && settled(task)),
             )
             .await?;
-        match events.into_iter().next().map(|e| e.event) {
-            Some(Event::Task { task, .. }) => Ok(task),
-            _ => Ok(task),
-        }
+        // The event's task leaves the artifacts out: the task as it stands now has them.
+        let _ = events;
+        Ok(self.call(|c| async move { c.task(&id).await }).await?.task)
     }
 
     async fn wait(&self, p: WaitParams) -> Result<WaitReply, ToolError> {

@@ -332,6 +332,7 @@ async fn mcp_over_stdio_calls_every_tool_against_real_nodes() {
         (Some(task_id.as_str()), Some("completed")),
         "{delegated}"
     );
+    assert_eq!(delegated["artifacts"].as_array().map(Vec::len), Some(2), "the wait returns the results: {delegated}");
     let got = ok_call(&mcp, "get_task", json!({"task_id": task_id})).await;
     assert_eq!(got["task"]["artifacts"][0]["parts"][0]["text"], "4");
     assert_eq!(error_code(&mcp, "cancel_task", json!({"task_id": task_id})).await, "task_state");
