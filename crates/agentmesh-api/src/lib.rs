@@ -18,7 +18,7 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail, UnknownErrorCode};
 pub use model::{
     Call, CallLine, CallState, ClockSkew, ContactRequest, Direction, Event, KeyMismatch, KnownAgent, LineKind,
     LoggedEvent, Message, MessageStatus, MismatchDirection, Peer, RequestStatus, Side, Source, Status, StreamNotice,
-    Transcript, TrustReason, TrustState, UnknownName,
+    Transcript, Transfer, TransferState, TrustReason, TrustState, UnknownName,
 };
 
 pub use agentmesh_core::{AgentCard, AgentId, PeerId, Protocol};

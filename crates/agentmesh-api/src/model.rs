@@ -511,6 +511,70 @@ impl Transcript {
     }
 }
 
+named! {
+    /// Where a file transfer stands. Outgoing: `offered` → `transferring` (the receiver is
+    /// fetching) → `done` (it confirmed the digest); or `declined`, `cancelled`, `failed`.
+    /// Incoming: `offered` (waiting for our owner) → `transferring` → `done`; or `declined`
+    /// (by us, or over `max_file_bytes`), `cancelled`, `failed`.
+    pub enum TransferState {
+        /// Offered, not accepted yet.
+        Offered = "offered",
+        /// Accepted: the receiver fetches the chunks.
+        Transferring = "transferring",
+        /// Complete and verified (incoming: saved at `path`).
+        Done = "done",
+        /// The receiver declined it (`error` holds the reason).
+        Declined = "declined",
+        /// Either side stopped it (`error` holds the reason).
+        Cancelled = "cancelled",
+        /// It could not complete (`error` says why).
+        Failed = "failed",
+    }
+}
+
+impl TransferState {
+    /// Whether the transfer may still make progress.
+    pub fn is_open(self) -> bool {
+        matches!(self, TransferState::Offered | TransferState::Transferring)
+    }
+}
+
+/// A file sent to or received from a peer. The per-transfer key is never part of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// `file_` + 32 hex; the same on both sides.
+    pub transfer_id: String,
+    /// The other agent.
+    pub peer_id: PeerId,
+    /// `outgoing`: we send it; `incoming`: the peer does.
+    pub direction: Direction,
+    /// The name offered (incoming: as the sender named it, before sanitising).
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 of the whole file, 64 lowercase hex.
+    pub sha256: String,
+    /// Bytes per chunk.
+    pub chunk_size: u32,
+    /// Where it stands.
+    pub state: TransferState,
+    /// Bytes received and committed (incoming), or the furthest a fetch started from (outgoing).
+    pub bytes_done: u64,
+    /// Outgoing: the file we send; incoming: where it was saved, once `done`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The call it belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// Why it was declined, cancelled or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it was offered, ms.
+    pub created_at: i64,
+    /// When it last changed, ms.
+    pub updated_at: i64,
+}
+
 /// A pinned agent id that presented another key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyMismatch {
@@ -724,6 +788,12 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         line: Option<CallLine>,
     },
+    /// A file transfer changed: offered, accepted, progressed (at most every 5% or second),
+    /// completed, declined, cancelled or failed.
+    File {
+        /// The transfer as it stands now.
+        transfer: Transfer,
+    },
 }
 
 impl Event {
@@ -740,6 +810,7 @@ impl Event {
         "peer_online",
         "peer_offline",
         "call",
+        "file",
     ];
 
     /// The `event` tag of its JSON (`message`, `status`, `contact_request`, …).
@@ -756,6 +827,7 @@ impl Event {
             Event::PeerOnline { .. } => "peer_online",
             Event::PeerOffline { .. } => "peer_offline",
             Event::Call { .. } => "call",
+            Event::File { .. } => "file",
         }
     }
 }

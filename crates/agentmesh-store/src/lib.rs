@@ -4,12 +4,13 @@
 //! I/O), `accepted` (every envelope we acknowledged and the receipt we gave, for replays) and
 //! `inbox` (messages received), `key_mismatches` (pinned ids that presented another key),
 //! `events` (the event log watchers resume from), `calls` and `call_lines` (calls and their
-//! transcripts) and `meta` (small node settings). All times are milliseconds since the Unix epoch.
+//! transcripts), `transfers` (files sent and received) and `meta` (small node settings). All times are milliseconds since the Unix epoch.
 //!
 //! The store is synchronous; the node calls it from its database thread. States, directions and
 //! kinds are the enums of `agentmesh-api` and `agentmesh-core`, stored by name.
 
 mod calls;
+mod files;
 mod directory;
 mod events;
 mod messages;
@@ -20,6 +21,7 @@ mod requests;
 use std::path::Path;
 
 pub use calls::CallFilter;
+pub use files::{TransferFilter, TransferRecord};
 pub use directory::DirectoryEntry;
 pub use messages::{Attempt, IncomingMessage, MessageFilter, NewOutbound, OutboxItem, OutboxState, Stats};
 pub use peers::{KeyMismatch, MAX_KEY_MISMATCHES, Peer};
@@ -123,6 +125,7 @@ impl Store {
             "events",
             "calls",
             "call_lines",
+            "transfers",
         ] {
             let n: i64 = self.conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
             out.push((table, n));
