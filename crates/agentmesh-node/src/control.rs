@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use agentmesh_api::control::{
-    AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, ContactArgs, DiscoverQuery, DiscoveredArgs, EndArgs,
+    AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, CancelFileArgs, FilesQuery, SendFileArgs, TransferList,
+    TransferReply, ContactArgs, DiscoverQuery, DiscoveredArgs, EndArgs,
     EventList, EventListQuery, EventsQuery, HealthReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs,
     RejectManyArgs, RepinArgs, RequestList, RequestsQuery, SayArgs, SendArgs,
 };
@@ -26,7 +27,7 @@ use crate::Node;
 use crate::error::{Error, read_json_body};
 use crate::events::{Feed, Frame};
 use crate::home::Home;
-use crate::service::{calls, contacts, discovery, keys, messages, status};
+use crate::service::{calls, contacts, discovery, files, keys, messages, status};
 
 /// State of the control API: the node, the bearer token, our bound peer URL and home.
 #[derive(Clone)]
@@ -91,6 +92,10 @@ pub(crate) fn router(
         .route("/control/calls/{id}/answer", post(answer_call))
         .route("/control/calls/{id}/say", post(say))
         .route("/control/calls/{id}/end", post(end_call))
+        .route("/control/files", post(send_file).get(list_files))
+        .route("/control/files/{id}", get(get_file))
+        .route("/control/files/{id}/accept", post(accept_file))
+        .route("/control/files/{id}/cancel", post(cancel_file))
         .route("/control/events", get(list_events))
         .route("/v1/events", get(events))
         .fallback(not_found)
@@ -365,6 +370,33 @@ async fn end_call(
 ) -> Reply<CallReply> {
     let args: EndArgs = optional_body(&headers, body).await?;
     Ok(Json(calls::end(&st.node, id, args).await?))
+}
+
+async fn send_file(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Reply<TransferReply> {
+    let args: SendFileArgs = json_body(&headers, body, 64 * 1024).await?;
+    Ok(Json(files::send(&st.node, args).await?))
+}
+
+async fn list_files(State(st): State<ControlState>, q: Result<Query<FilesQuery>, QueryRejection>) -> Reply<TransferList> {
+    Ok(Json(files::list(&st.node, query(q)?).await?))
+}
+
+async fn get_file(State(st): State<ControlState>, Path(id): Path<String>) -> Reply<TransferReply> {
+    Ok(Json(files::get(&st.node, id).await?))
+}
+
+async fn accept_file(State(st): State<ControlState>, Path(id): Path<String>) -> Reply<TransferReply> {
+    Ok(Json(files::accept(&st.node, id).await?))
+}
+
+async fn cancel_file(
+    State(st): State<ControlState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply<TransferReply> {
+    let args: CancelFileArgs = optional_body(&headers, body).await?;
+    Ok(Json(files::cancel(&st.node, id, args).await?))
 }
 
 /// `GET /control/events`: a page of the event log.

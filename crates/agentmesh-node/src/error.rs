@@ -252,7 +252,7 @@ impl Error {
             },
             Error::DuplicateRequest | Error::AmbiguousPeer { .. } => StatusCode::CONFLICT,
             Error::Conflict { code: ErrorCode::NotTrusted, .. } => StatusCode::FORBIDDEN,
-            Error::Conflict { code: ErrorCode::UnknownCall, .. } => StatusCode::NOT_FOUND,
+            Error::Conflict { code: ErrorCode::UnknownCall | ErrorCode::UnknownTransfer, .. } => StatusCode::NOT_FOUND,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::RateLimited { .. } | Error::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotFound(_) => StatusCode::NOT_FOUND,

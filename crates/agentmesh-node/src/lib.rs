@@ -144,6 +144,8 @@ pub(crate) struct Node {
     /// send seal before its one database visit, which checks the peer again (bounded by
     /// [`MAX_SEND_PEERS`]; a stale entry only costs a second visit).
     send_peers: Mutex<HashMap<String, agentmesh_store::Peer>>,
+    /// File transfers: where files go, the downloads running, the fetch budget.
+    files: service::files::Files,
 }
 
 /// Most peers whose reachability is remembered.
@@ -226,6 +228,7 @@ impl Node {
             reachability: Mutex::new(HashMap::new()),
             warnings: Vec::new(),
             send_peers: Mutex::new(HashMap::new()),
+            files: service::files::Files::new(),
             admission: admission::Admission::new(admission::Limits {
                 max: config.max_connections,
                 per_ip: config.max_connections_per_ip,
@@ -254,6 +257,11 @@ impl Node {
             peers.clear();
         }
         peers.insert(to.to_owned(), peer);
+    }
+
+    /// File transfers.
+    pub(crate) fn files(&self) -> &service::files::Files {
+        &self.files
     }
 
     /// Start-up warnings for the owner.

@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use agentmesh_api::{ErrorCode, MismatchDirection, TrustState};
 use agentmesh_core::call::CallBody;
+use agentmesh_core::file::FileBody;
 use agentmesh_core::envelope::{ContactChange, SignatureCheck};
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentId, EnvelopeKind, Identity, PeerId, Protocol};
@@ -35,7 +36,7 @@ use agentmesh_store::{IncomingMessage, KeyMismatch, Peer};
 use ed25519_dalek::VerifyingKey;
 
 use crate::error::Error;
-use crate::service::{calls, contacts};
+use crate::service::{calls, contacts, files};
 use crate::trust::{self, Input};
 use crate::{Keys, Node, Tx};
 
@@ -112,6 +113,8 @@ pub(crate) enum Payload {
     KeyRotation,
     /// A step of a call.
     Call { body: CallBody, created_at: u64 },
+    /// A step of a file transfer.
+    File { body: FileBody },
 }
 
 /// What an acknowledgement is built from.
@@ -568,6 +571,7 @@ fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Er
             let line = calls::Received { line_id: &inbound.id, at: created_at as i64, now: settings.now };
             calls::receive(tx, &peer, body, &line)?;
         }
+        Payload::File { body } => files::receive(tx, &peer, body, settings.now)?,
     }
     tracing::debug!(peer = %peer.agent_id, kind = %inbound.kind, "accepted");
     Ok(answer)

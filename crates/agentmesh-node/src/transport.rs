@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use agentmesh_core::call::CallBody;
+use agentmesh_core::file::FileBody;
 use agentmesh_core::envelope::ContactUpdateBody;
 use agentmesh_core::{EnvelopeKind, Protocol};
 use agentmesh_store::{NewOutbound, OutboxItem, Peer};
@@ -34,13 +35,15 @@ pub(crate) enum Outgoing {
     KeyRotation,
     /// A step of a call (a `message` envelope of the call content type).
     Call(CallBody),
+    /// A step of a file transfer (a `message` envelope of the file content type).
+    File(FileBody),
 }
 
 impl Outgoing {
     /// The envelope kind that carries it.
     pub(crate) fn kind(&self) -> EnvelopeKind {
         match self {
-            Outgoing::Message { .. } | Outgoing::Call(_) => EnvelopeKind::Message,
+            Outgoing::Message { .. } | Outgoing::Call(_) | Outgoing::File(_) => EnvelopeKind::Message,
             Outgoing::Read { .. } => EnvelopeKind::Receipt,
             Outgoing::ContactRequest { .. } => EnvelopeKind::ContactRequest,
             Outgoing::ContactResponse { .. } => EnvelopeKind::ContactResponse,

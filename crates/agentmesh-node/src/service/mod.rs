@@ -3,6 +3,7 @@
 //! typed reply or an [`Error`](crate::Error); HTTP stays at the edge.
 
 pub(crate) mod calls;
+pub(crate) mod files;
 pub(crate) mod contacts;
 pub(crate) mod discovery;
 pub(crate) mod keys;

@@ -11,6 +11,7 @@ mod calls;
 mod contacts;
 mod demo;
 mod events;
+mod files;
 mod flood;
 mod init;
 mod keys;
@@ -191,6 +192,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::End { call_id, reason } => calls::end(&ctx, &call_id, reason).await,
         Command::Transcript { call_id, format } => calls::transcript(&ctx, &call_id, format).await,
         Command::Calls(args) => calls::list(&ctx, args).await,
+        Command::SendFile(args) => files::send(&ctx, args).await,
+        Command::Files(args) => files::list(&ctx, args).await,
+        Command::AcceptFile { transfer_id } => files::accept(&ctx, &transfer_id).await,
+        Command::CancelFile { transfer_id, reason } => files::cancel(&ctx, &transfer_id, reason).await,
         Command::Events(args) => events::events(&ctx, args).await,
         Command::Demo => demo::run(&ctx).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
