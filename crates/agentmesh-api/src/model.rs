@@ -384,6 +384,8 @@ named! {
         Reject = "reject",
         /// Something said (`text`).
         Say = "say",
+        /// A small file sent inline (`text`: its name; the receiver lists it under `files`).
+        File = "file",
         /// A hang-up (`text`: the reason).
         End = "end",
     }
@@ -500,6 +502,7 @@ impl Transcript {
                 (LineKind::End, Some(t)) => format!("_hung up: {}_", clean(t)),
                 (LineKind::End, None) => "_hung up_".to_owned(),
                 (LineKind::Say, None) => String::new(),
+                (LineKind::File, t) => format!("_sent a file: {}_", clean(t.unwrap_or_default())),
             };
             let status = match line.status {
                 Some(s) if line.speaker == Side::Us => format!(" ({s})"),

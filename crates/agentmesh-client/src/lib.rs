@@ -16,11 +16,11 @@
 use std::time::Duration;
 
 use agentmesh_api::control::{
-    AgentList, AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, CancelFileArgs, ClearedReply, FilesQuery,
-    SendFileArgs, TransferList, TransferReply, ContactArgs, ContactReply,
-    DiscoverQuery, DiscoveredArgs, DiscoveredReply, EndArgs, EventList, EventListQuery, HealthReply, LineReply,
-    MessageList, MessageReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs, RejectManyArgs,
-    RejectedReply, RepinArgs, RequestList, RequestReply, RequestsQuery, RotateReply, SayArgs, SendArgs, SendReply,
+    AgentList, AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, CancelFileArgs, ClearedReply, ContactArgs,
+    ContactReply, DiscoverQuery, DiscoveredArgs, DiscoveredReply, EndArgs, EventList, EventListQuery, FilesQuery,
+    HealthReply, LineReply, MessageList, MessageReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs,
+    RejectManyArgs, RejectedReply, RepinArgs, RequestList, RequestReply, RequestsQuery, RotateReply, SayArgs, SendArgs,
+    SendFileArgs, SendReply, TransferList, TransferReply,
 };
 use agentmesh_api::{AgentCard, ErrorBody, ErrorCode, LoggedEvent, Status, StreamNotice, Transcript};
 use serde::Serialize;

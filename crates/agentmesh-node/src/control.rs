@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use agentmesh_api::control::{
-    AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, CancelFileArgs, FilesQuery, SendFileArgs, TransferList,
-    TransferReply, ContactArgs, DiscoverQuery, DiscoveredArgs, EndArgs,
-    EventList, EventListQuery, EventsQuery, HealthReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs,
-    RejectManyArgs, RepinArgs, RequestList, RequestsQuery, SayArgs, SendArgs,
+    AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, CancelFileArgs, ContactArgs, DiscoverQuery, DiscoveredArgs,
+    EndArgs, EventList, EventListQuery, EventsQuery, FilesQuery, HealthReply, MessagesQuery, PeerList, PeerReply,
+    PeersQuery, RejectArgs, RejectManyArgs, RepinArgs, RequestList, RequestsQuery, SayArgs, SendArgs, SendFileArgs,
+    TransferList, TransferReply,
 };
 use agentmesh_api::{AgentCard, Status};
 use axum::body::Body;
@@ -377,7 +377,10 @@ async fn send_file(State(st): State<ControlState>, headers: HeaderMap, body: Bod
     Ok(Json(files::send(&st.node, args).await?))
 }
 
-async fn list_files(State(st): State<ControlState>, q: Result<Query<FilesQuery>, QueryRejection>) -> Reply<TransferList> {
+async fn list_files(
+    State(st): State<ControlState>,
+    q: Result<Query<FilesQuery>, QueryRejection>,
+) -> Reply<TransferList> {
     Ok(Json(files::list(&st.node, query(q)?).await?))
 }
 

@@ -24,10 +24,10 @@ use std::sync::Arc;
 
 use agentmesh_api::{ErrorCode, ErrorDetail};
 use agentmesh_core::call::{CALL_CONTENT_TYPE, CallBody, is_call_id};
-use agentmesh_core::file::{FILE_CONTENT_TYPE, FileBody, is_transfer_id};
 use agentmesh_core::envelope::{
     APPLICATION_JSON, ContactRequestBody, ContactResponseBody, ContactUpdateBody, Draft, ReceiptBody, TEXT_PLAIN,
 };
+use agentmesh_core::file::{FILE_CONTENT_TYPE, FileBody, is_transfer_id};
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentCard, DeliveryReceipt, Envelope, EnvelopeKind, PeerId, Protocol, b64};
 use agentmesh_store::{NewOutbound, OutboxItem, Peer};

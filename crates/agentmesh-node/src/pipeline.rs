@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use agentmesh_api::{ErrorCode, MismatchDirection, TrustState};
 use agentmesh_core::call::CallBody;
-use agentmesh_core::file::FileBody;
 use agentmesh_core::envelope::{ContactChange, SignatureCheck};
+use agentmesh_core::file::FileBody;
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentId, EnvelopeKind, Identity, PeerId, Protocol};
 use agentmesh_store::{IncomingMessage, KeyMismatch, Peer};

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use agentmesh_core::call::CallBody;
-use agentmesh_core::file::FileBody;
 use agentmesh_core::envelope::ContactUpdateBody;
+use agentmesh_core::file::FileBody;
 use agentmesh_core::{EnvelopeKind, Protocol};
 use agentmesh_store::{NewOutbound, OutboxItem, Peer};
 use futures_util::future::BoxFuture;

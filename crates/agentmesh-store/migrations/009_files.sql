@@ -25,3 +25,21 @@ CREATE TABLE transfers (
 ) STRICT;
 CREATE INDEX transfers_peer ON transfers (peer_id, created_at);
 CREATE INDEX transfers_open ON transfers (direction, state) WHERE state IN ('offered', 'transferring');
+
+-- Calls may carry small files inline: a transcript line of kind 'file'. SQLite cannot change a
+-- CHECK constraint in place, so the table is rebuilt with the same rows.
+CREATE TABLE call_lines_new (
+    call_id     TEXT NOT NULL,
+    line_id     TEXT NOT NULL,
+    speaker     TEXT NOT NULL CHECK (speaker IN ('us', 'peer')),
+    kind        TEXT NOT NULL CHECK (kind IN ('invite', 'accept', 'reject', 'say', 'end', 'file')),
+    text        TEXT,
+    at          INTEGER NOT NULL,
+    received_at INTEGER,
+    PRIMARY KEY (call_id, line_id)
+) STRICT, WITHOUT ROWID;
+INSERT INTO call_lines_new (call_id, line_id, speaker, kind, text, at, received_at)
+    SELECT call_id, line_id, speaker, kind, text, at, received_at FROM call_lines;
+DROP TABLE call_lines;
+ALTER TABLE call_lines_new RENAME TO call_lines;
+CREATE INDEX call_lines_order ON call_lines (call_id, at, line_id);

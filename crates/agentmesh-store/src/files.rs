@@ -147,7 +147,9 @@ impl Store {
     /// Records progress: `chunks` chunks, `bytes` bytes, at `now`.
     pub fn set_transfer_progress(&self, transfer_id: &str, chunks: u64, bytes: u64, now: i64) -> Result<()> {
         self.conn
-            .prepare_cached("UPDATE transfers SET chunks_done = ?2, bytes_done = ?3, updated_at = ?4 WHERE transfer_id = ?1")?
+            .prepare_cached(
+                "UPDATE transfers SET chunks_done = ?2, bytes_done = ?3, updated_at = ?4 WHERE transfer_id = ?1",
+            )?
             .execute(params![transfer_id, chunks as i64, bytes as i64, now])?;
         Ok(())
     }

@@ -10,9 +10,9 @@
 //! kinds are the enums of `agentmesh-api` and `agentmesh-core`, stored by name.
 
 mod calls;
-mod files;
 mod directory;
 mod events;
+mod files;
 mod messages;
 mod migration;
 mod peers;
@@ -21,8 +21,8 @@ mod requests;
 use std::path::Path;
 
 pub use calls::CallFilter;
-pub use files::{TransferFilter, TransferRecord};
 pub use directory::DirectoryEntry;
+pub use files::{TransferFilter, TransferRecord};
 pub use messages::{Attempt, IncomingMessage, MessageFilter, NewOutbound, OutboxItem, OutboxState, Stats};
 pub use peers::{KeyMismatch, MAX_KEY_MISMATCHES, Peer};
 pub use requests::{Closing, NewRequest, PendingRequest, source_net};

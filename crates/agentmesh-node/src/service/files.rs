@@ -42,8 +42,8 @@ use agentmesh_core::file::{
 use agentmesh_core::time::now_ms;
 use agentmesh_store::{Peer, Store, TransferFilter, TransferRecord};
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -372,7 +372,10 @@ pub(crate) async fn accept(node: &Arc<Node>, id: String) -> Result<TransferReply
                 .ok_or_else(|| Error::conflict(ErrorCode::UnknownTransfer, format!("no transfer {id}")))?;
             let t = &r.transfer;
             if t.direction != Direction::Incoming {
-                return Err(Error::conflict(ErrorCode::TransferState, format!("{id} is our file: the peer accepts it")));
+                return Err(Error::conflict(
+                    ErrorCode::TransferState,
+                    format!("{id} is our file: the peer accepts it"),
+                ));
             }
             if t.state != TransferState::Offered {
                 return Err(wrong_state(t, "only an offered file can be accepted"));
@@ -503,10 +506,9 @@ async fn serve_chunks(
     if !is_transfer_id(&id) {
         return Err(unknown(&id));
     }
-    let permit = Arc::clone(&node.files().serving).try_acquire_owned().map_err(|_| Error::RateLimited {
-        what: "file fetches",
-        retry_after: 1,
-    })?;
+    let permit = Arc::clone(&node.files().serving)
+        .try_acquire_owned()
+        .map_err(|_| Error::RateLimited { what: "file fetches", retry_after: 1 })?;
     let lookup = id.clone();
     let r = node
         .db(move |s| Ok(s.transfer(&lookup)?))
@@ -554,24 +556,53 @@ async fn serve_chunks(
     .await?;
     let (frames, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(PIPE_CHUNKS);
     let (size, chunk_size) = (r.transfer.size, r.transfer.chunk_size);
+    // How far the network took it, for the owner: the latest count only, committed now and then.
+    let (sent, mut sent_rx) = tokio::sync::watch::channel(from);
+    let tracked = (Arc::clone(&node), id.clone());
+    tokio::spawn(async move {
+        let (node, id) = tracked;
+        let mut progress = Progress::new(size);
+        while sent_rx.changed().await.is_ok() {
+            let chunks = *sent_rx.borrow_and_update();
+            let bytes = chunks.saturating_mul(u64::from(chunk_size)).min(size);
+            let event = progress.due(bytes) || chunks == count;
+            let id = id.clone();
+            let _ = node
+                .transact(move |tx| {
+                    if tx.transfer(&id)?.is_some_and(|r| r.transfer.state == TransferState::Transferring) {
+                        tx.set_transfer_progress(&id, chunks, bytes, now_ms() as i64)?;
+                        if event {
+                            emit(tx, &id)?;
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let cipher = key.chunks(&id);
         for index in from..count {
             let len = chunk_len(size, chunk_size, index);
-            let mut frame = Vec::with_capacity(4 + len + TAG_BYTES);
-            frame.extend_from_slice(&((len + TAG_BYTES) as u32).to_be_bytes());
-            frame.resize(4 + len, 0);
-            if let Err(e) = file.read_exact_at(&mut frame[4..], index * u64::from(chunk_size)) {
+            // The chunk is read into a buffer with room for its tag, sealed in place, and sent
+            // after its length.
+            let mut sealed = vec![0u8; len];
+            sealed.reserve_exact(TAG_BYTES);
+            if let Err(e) = file.read_exact_at(&mut sealed, index * u64::from(chunk_size)) {
                 let _ = frames.blocking_send(Err(e));
                 return;
             }
-            let mut sealed = frame.split_off(4);
             cipher.seal(index, index + 1 == count, &mut sealed);
-            frame.append(&mut sealed);
-            if frames.blocking_send(Ok(frame)).is_err() {
+            let head = ((len + TAG_BYTES) as u32).to_be_bytes().to_vec();
+            if frames.blocking_send(Ok(head)).is_err() {
                 return;
             }
+            if frames.blocking_send(Ok(sealed)).is_err() {
+                return;
+            }
+            sent.send_replace(index + 1);
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
@@ -749,12 +780,7 @@ async fn download(node: &Arc<Node>, id: &str, stop: &CancellationToken) -> Resul
             return Err(Stop::Stopped);
         }
         let url = format!("{}/v1/files/{id}?from={}", peer.endpoint.trim_end_matches('/'), sink.next);
-        let sent = node
-            .http()
-            .get(&url)
-            .bearer_auth(key.token(id))
-            .timeout(Duration::from_secs(365 * 86_400))
-            .send();
+        let sent = node.http().get(&url).bearer_auth(key.token(id)).timeout(Duration::from_secs(365 * 86_400)).send();
         let response = tokio::select! {
             _ = stop.cancelled() => return Err(Stop::Stopped),
             r = sent => r,
@@ -856,30 +882,64 @@ async fn fetch(
     let cipher: ChunkCipher = key.chunks(id);
     // The fetch asked from where the sink stands.
     let mut index = sink.next;
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(Sink, Option<u64>)> {
-        let mut sink = sink;
-        let mut unsynced = 0u64;
-        let mut failed = None;
+    // Three stages on blocking threads joined by bounded pipes: check and decrypt; write
+    // (asking a fourth thread to sync now and then, without waiting for it); hash. A sync covers
+    // everything written before it, so the count it reports is safe to commit.
+    let (plain_tx, plain_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_CHUNKS);
+    let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_CHUNKS);
+    let Sink { file, hasher, next: start } = sink;
+    let opener = tokio::task::spawn_blocking(move || -> Option<u64> {
+        let mut expect = start;
         while let Some((index, mut buf)) = chunks_rx.blocking_recv() {
-            if index != sink.next || cipher.open(index, index + 1 == count, &mut buf).is_err() {
-                failed = Some(index);
+            if index != expect || cipher.open(index, index + 1 == count, &mut buf).is_err() {
+                return Some(index);
+            }
+            if plain_tx.send(buf).is_err() {
+                return None;
+            }
+            expect += 1;
+        }
+        None
+    });
+    let hashing = tokio::task::spawn_blocking(move || {
+        let mut hasher = hasher;
+        while let Ok(buf) = hash_rx.recv() {
+            hasher.update(&buf);
+        }
+        hasher
+    });
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64)> {
+        let mut file = file;
+        let synced = file.try_clone()?;
+        let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<u64>(1);
+        let report = written_tx.clone();
+        let syncer =
+            std::thread::Builder::new().name("agentmesh-file-sync".into()).spawn(move || -> std::io::Result<()> {
+                while let Ok(n) = sync_rx.recv() {
+                    synced.sync_data()?;
+                    let _ = report.send(Written::Synced(n));
+                }
+                Ok(())
+            })?;
+        let mut next = start;
+        let mut unsynced = 0u64;
+        while let Ok(buf) = plain_rx.recv() {
+            file.write_all(&buf)?;
+            next += 1;
+            unsynced += buf.len() as u64;
+            // When the syncer is still busy, ask again after the next chunk.
+            if unsynced >= COMMIT_BYTES && sync_tx.try_send(next).is_ok() {
+                unsynced = 0;
+            }
+            if hash_tx.send(buf).is_err() {
                 break;
             }
-            sink.hasher.update(&buf);
-            sink.file.write_all(&buf)?;
-            sink.next += 1;
-            unsynced += buf.len() as u64;
-            if unsynced >= COMMIT_BYTES || sink.next == count {
-                sink.file.sync_data()?;
-                unsynced = 0;
-                let _ = written_tx.send(Written::Synced(sink.next));
-            }
         }
-        if unsynced > 0 {
-            sink.file.sync_data()?;
-            let _ = written_tx.send(Written::Synced(sink.next));
-        }
-        Ok((sink, failed))
+        drop(sync_tx);
+        syncer.join().map_err(|_| std::io::Error::other("the sync thread panicked"))??;
+        file.sync_data()?;
+        let _ = written_tx.send(Written::Synced(next));
+        Ok((file, next))
     });
     // Network side: split the stream into frames of the expected sizes.
     let mut pending: Vec<u8> = Vec::new();
@@ -911,6 +971,7 @@ async fn fetch(
                         break 'read;
                     }
                     want = Some(n);
+                    pending.reserve(n.saturating_sub(pending.len()));
                     n
                 }
             };
@@ -935,7 +996,11 @@ async fn fetch(
     }
     drop(chunks_tx);
     drop(response);
-    let (sink, failed) = writer.await.map_err(|e| Stop::Failed(e.to_string()))??;
+    let failed = opener.await.map_err(|e| Stop::Failed(e.to_string()))?;
+    let written = writer.await.map_err(|e| Stop::Failed(e.to_string()))?;
+    let hasher = hashing.await.map_err(|e| Stop::Failed(e.to_string()))?;
+    let (file, next) = written?;
+    let sink = Sink { file, hasher, next };
     while let Ok(w) = written_rx.try_recv() {
         commit(node, id, t, w, progress).await?;
     }
@@ -962,6 +1027,89 @@ async fn commit(node: &Arc<Node>, id: &str, t: &Transfer, w: Written, progress: 
     Ok(())
 }
 
+/// Links `partial` into `dir` under `name` (sanitised already), or `name (1).ext`, … when taken,
+/// never over an existing file; removes `partial` and syncs `dir`. Returns the saved path.
+fn place(partial: &Path, dir: &Path, name: &str, id: &str) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let candidates = std::iter::once(name.to_owned())
+        .chain((1..=MAX_SUFFIX).map(|n| format!("{stem} ({n}){ext}")))
+        .chain(std::iter::once(format!("{stem} ({id}){ext}")));
+    for candidate in candidates {
+        let target = dir.join(&candidate);
+        // A hard link never replaces an existing file.
+        match std::fs::hard_link(partial, &target) {
+            Ok(()) => {
+                std::fs::remove_file(partial)?;
+                std::fs::File::open(dir)?.sync_all()?;
+                return Ok(target);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no free file name"))
+}
+
+/// Saves a small file a peer sent inline in call `call_id` (at most 64 KiB, so on the database
+/// thread, synced before the step is acknowledged) under `<home>/files/<peer>/`, and lists it as
+/// a completed incoming transfer with a `file` event. Returns the saved path.
+pub(crate) fn save_inline(
+    tx: &Tx<'_>,
+    peer: &Peer,
+    call_id: &str,
+    name: &str,
+    bytes: &[u8],
+    now: i64,
+) -> Result<String, Error> {
+    let files = tx.node().files();
+    let id = new_transfer_id();
+    let partial = files.partial(&id)?;
+    let dir = files.dir()?.join(peer.agent_id.as_str());
+    let written = (|| -> std::io::Result<PathBuf> {
+        if let Some(parent) = partial.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut f = std::fs::File::create(&partial)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        place(&partial, &dir, &sanitise_name(name), &id)
+    })();
+    let path = match written {
+        Ok(p) => p.to_string_lossy().into_owned(),
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(Error::internal(format!("saving an inline file: {e}")));
+        }
+    };
+    tx.insert_transfer(&TransferRecord {
+        transfer: Transfer {
+            transfer_id: id.clone(),
+            peer_id: peer.agent_id.clone(),
+            direction: Direction::Incoming,
+            name: name.to_owned(),
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            chunk_size: (bytes.len() as u32).max(1),
+            state: TransferState::Done,
+            bytes_done: bytes.len() as u64,
+            path: Some(path.clone()),
+            call_id: Some(call_id.to_owned()),
+            error: None,
+            created_at: now,
+            updated_at: now,
+        },
+        key: TransferKey::generate().to_bytes(),
+        chunks_done: u64::from(!bytes.is_empty()),
+        source_mtime: None,
+    })?;
+    emit(tx, &id)?;
+    Ok(path)
+}
+
 /// Verifies the digest, links the file into `<home>/files/<peer>/` under its sanitised name
 /// (with a suffix rather than over an existing file), records it and tells the sender.
 async fn save(node: &Arc<Node>, id: &str, t: &Transfer, sink: Sink, partial: &Path) -> Result<(), Stop> {
@@ -976,27 +1124,7 @@ async fn save(node: &Arc<Node>, id: &str, t: &Transfer, sink: Sink, partial: &Pa
         file.sync_all()?;
         drop(file);
         std::fs::create_dir_all(&dir)?;
-        let (stem, ext) = match name.rfind('.') {
-            Some(i) if i > 0 => (&name[..i], &name[i..]),
-            _ => (name.as_str(), ""),
-        };
-        let candidates = std::iter::once(name.clone())
-            .chain((1..=MAX_SUFFIX).map(|n| format!("{stem} ({n}){ext}")))
-            .chain(std::iter::once(format!("{stem} ({id_owned}){ext}")));
-        for candidate in candidates {
-            let target = dir.join(&candidate);
-            // A hard link never replaces an existing file.
-            match std::fs::hard_link(&partial_path, &target) {
-                Ok(()) => {
-                    std::fs::remove_file(&partial_path)?;
-                    std::fs::File::open(&dir)?.sync_all()?;
-                    return Ok(target);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(std::io::Error::other("no free file name"))
+        place(&partial_path, &dir, &name, &id_owned)
     })
     .await
     .map_err(|e| Stop::Failed(e.to_string()))??;

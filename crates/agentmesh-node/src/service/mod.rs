@@ -3,9 +3,9 @@
 //! typed reply or an [`Error`](crate::Error); HTTP stays at the edge.
 
 pub(crate) mod calls;
-pub(crate) mod files;
 pub(crate) mod contacts;
 pub(crate) mod discovery;
+pub(crate) mod files;
 pub(crate) mod keys;
 pub(crate) mod messages;
 pub(crate) mod status;

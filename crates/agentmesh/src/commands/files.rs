@@ -30,10 +30,11 @@ fn mib(bytes: u64) -> String {
 }
 
 pub(crate) async fn send(ctx: &Ctx, args: SendFileArgs) -> Result<()> {
-    let path = std::path::absolute(&args.path)
-        .map_err(|e| fail(ErrorCode::Io, format!("{}: {e}", args.path.display())))?;
+    let path =
+        std::path::absolute(&args.path).map_err(|e| fail(ErrorCode::Io, format!("{}: {e}", args.path.display())))?;
     let client = ctx.client()?;
-    let body = SendBody { to: args.peer, path: path.to_string_lossy().into_owned(), name: args.name, call_id: args.call };
+    let body =
+        SendBody { to: args.peer, path: path.to_string_lossy().into_owned(), name: args.name, call_id: args.call };
     let mut transfer = ctx.check(client.send_file(&body).await)?.transfer;
     if args.wait {
         let bar = (!ctx.json && std::io::stderr().is_terminal()).then(|| {
@@ -60,7 +61,12 @@ pub(crate) async fn send(ctx: &Ctx, args: SendFileArgs) -> Result<()> {
     if ctx.json {
         output::json_doc(&transfer);
     } else if transfer.state == TransferState::Done {
-        output::line(&format!("{} ({}) delivered to {}, digest confirmed.", transfer.name, mib(transfer.size), transfer.peer_id));
+        output::line(&format!(
+            "{} ({}) delivered to {}, digest confirmed.",
+            transfer.name,
+            mib(transfer.size),
+            transfer.peer_id
+        ));
     } else if transfer.state.is_open() {
         output::line(&format!(
             "Offered {} ({}) to {} — transfer {}. `agentmesh files` shows how it goes.",

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_calls;
 mod bench_events;
+mod bench_files;
 mod bench_gossip;
 mod bench_mcp;
 mod bench_peer;

@@ -285,3 +285,44 @@ async fn a_tampered_chunk_is_refused_and_fetched_again() {
     assert!(same_bytes(&src, Path::new(&got.path.expect("path"))));
     assert!(*tampered.lock().expect("lock") >= 2, "the tampered fetch was refused and the chunk fetched again");
 }
+
+/// p2p-comm's `sendfile <name> <base64>` in a call: saved like a received file, listed with the
+/// call's id, a `file` line in both transcripts; over 64 KiB it is refused with a pointer to
+/// `send-file`.
+#[tokio::test]
+async fn a_small_file_goes_inline_in_a_call() {
+    use agentmesh_api::control::{AnswerArgs, CallArgs, FilesQuery};
+    use agentmesh_api::{CallState, LineKind};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (node(dir.path(), "alice").await, node(dir.path(), "bob").await);
+    trust(&a, &b).await;
+    let args = CallArgs { to: b.agent_id.clone(), topic: "files".into(), ring_secs: None };
+    let id = a.client.call(&args).await.expect("call").call.call_id;
+    wait_for(WAIT, || async { (b.client.transcript(&id).await.ok()?.call.state == CallState::Ringing).then_some(()) })
+        .await
+        .expect("rings");
+    b.client.answer(&id, &AnswerArgs { accept: true, reason: None }).await.expect("answer");
+    wait_for(WAIT, || async { (a.client.transcript(&id).await.ok()?.call.state == CallState::Active).then_some(()) })
+        .await
+        .expect("answered");
+
+    let data = agentmesh_core::b64::encode(b"hello inline\n");
+    let said = a.client.say(&id, &format!("sendfile ../../notes.txt {data}")).await.expect("sendfile");
+    assert_eq!(said.line.kind, LineKind::File);
+    let got = wait_for(WAIT, || async {
+        let q = FilesQuery { peer: Some(a.agent_id.clone()), ..FilesQuery::default() };
+        b.client.files(&q).await.ok()?.transfers.into_iter().find(|t| t.call_id.as_deref() == Some(id.as_str()))
+    })
+    .await
+    .expect("the inline file is listed");
+    assert_eq!(got.state, TransferState::Done);
+    let saved = PathBuf::from(got.path.expect("path"));
+    assert_eq!(saved, b.home.join("files").join(a.agent_id.as_str()).join("notes.txt"));
+    assert_eq!(std::fs::read(&saved).expect("read"), b"hello inline\n");
+    let lines = b.client.transcript(&id).await.expect("transcript").lines;
+    assert!(lines.iter().any(|l| l.kind == LineKind::File && l.text.as_deref() == Some("../../notes.txt")));
+
+    let big = agentmesh_core::b64::encode(vec![7u8; 64 * 1024 + 1]);
+    let e = a.client.say(&id, &format!("sendfile big.bin {big}")).await.expect_err("too big inline");
+    assert!(e.to_string().contains("send-file"), "{e}");
+}

@@ -177,7 +177,7 @@ async fn mcp_over_stdio_calls_every_tool_against_real_nodes() {
 
     // The trust tools are not offered by default, and refuse with a code when called anyway.
     let names = tool_names(&mcp).await;
-    assert_eq!(names.len(), 23, "{names:?}");
+    assert_eq!(names.len(), 25, "{names:?}");
     for absent in ["approve_request", "block", "repin"] {
         assert!(!names.iter().any(|n| n == absent), "{absent} is offered: {names:?}");
         assert_eq!(
@@ -342,7 +342,7 @@ async fn mcp_per_request_mode_over_stdio_listens_for_inbox_updates() {
     let (alice, bob) = (node(dir.path(), "alice").await, node(dir.path(), "bob").await);
     trust(&alice, &bob).await;
     let (mcp, _) = stdio(&alice.home, per_request()).await;
-    assert_eq!(tool_names(&mcp).await.len(), 23);
+    assert_eq!(tool_names(&mcp).await.len(), 25);
     assert_eq!(ok_call(&mcp, "whoami", json!({})).await["agent_id"], alice.agent_id.as_str());
     let mut sub = mcp
         .peer()
@@ -391,7 +391,7 @@ async fn mcp_over_http_needs_the_bearer_token_and_offers_trust_tools_when_allowe
     // 2025-11-25 session: the trust tools are offered and work.
     let (mcp, mut updates) = server.session(legacy()).await;
     let names = tool_names(&mcp).await;
-    assert_eq!(names.len(), 26, "{names:?}");
+    assert_eq!(names.len(), 28, "{names:?}");
     for present in ["approve_request", "block", "repin"] {
         assert!(names.iter().any(|n| n == present), "{present} missing: {names:?}");
     }
@@ -410,7 +410,7 @@ async fn mcp_over_http_needs_the_bearer_token_and_offers_trust_tools_when_allowe
 
     // 2026-07-28 per-request mode over HTTP.
     let (mcp26, _) = server.session(per_request()).await;
-    assert_eq!(tool_names(&mcp26).await.len(), 26);
+    assert_eq!(tool_names(&mcp26).await.len(), 28);
     assert_eq!(ok_call(&mcp26, "status", json!({})).await["trusted_peers"], 1);
     let mut sub = mcp26
         .peer()
