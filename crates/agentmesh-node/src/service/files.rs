@@ -124,6 +124,18 @@ impl Files {
     }
 }
 
+/// Creates `dir` and its missing parents 0700, like every directory of the home.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Opens (creating it 0600, like every file of the home) a partial file for reading and writing.
+fn private_file(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(truncate).mode(0o600).open(path)
+}
+
 fn unknown(id: &str) -> Error {
     Error::conflict(ErrorCode::UnknownTransfer, format!("no transfer {id} with you"))
 }
@@ -465,7 +477,8 @@ pub(crate) struct FetchQuery {
     from: u64,
 }
 
-/// Whether two tokens are equal, in time independent of where they differ.
+/// Whether two tokens are equal. Their SHA-256 digests are compared, so the time taken tells an
+/// attacker at most how much of a digest matched, nothing about the token.
 fn same_token(a: &str, b: &str) -> bool {
     Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes())
 }
@@ -473,7 +486,7 @@ fn same_token(a: &str, b: &str) -> bool {
 /// `GET /v1/files/{id}?from=N` (peer API): the sealed chunks of our transfer `id` from chunk
 /// `N` to the end, each a frame of its length (4 bytes, big-endian) and ciphertext with tag.
 /// Needs `Authorization: Bearer <token>` (401 `unauthorized`); 404 `unknown_transfer` for a
-/// transfer we do not send; 409 `transfer_state` when it is over; 409 `file_changed` when the
+/// transfer we do not send; 403 `untrusted_sender` when the receiver is no longer a contact; 409 `transfer_state` when it is over; 409 `file_changed` when the
 /// source changed since the offer (the transfer fails); 429 over [`MAX_SERVING`] fetches.
 pub(crate) async fn serve(
     State(node): State<Arc<Node>>,
@@ -510,14 +523,21 @@ async fn serve_chunks(
         .try_acquire_owned()
         .map_err(|_| Error::RateLimited { what: "file fetches", retry_after: 1 })?;
     let lookup = id.clone();
-    let r = node
-        .db(move |s| Ok(s.transfer(&lookup)?))
-        .await?
-        .filter(|r| r.transfer.direction == Direction::Outgoing)
-        .ok_or_else(|| unknown(&id))?;
+    let (r, trusted) = node
+        .db(move |s| {
+            let Some(r) = s.transfer(&lookup)? else { return Ok((None, false)) };
+            let trusted = s.peer(&r.transfer.peer_id)?.is_some_and(|p| p.trust == agentmesh_api::TrustState::Trusted);
+            Ok((Some(r), trusted))
+        })
+        .await?;
+    let r = r.filter(|r| r.transfer.direction == Direction::Outgoing).ok_or_else(|| unknown(&id))?;
     let key = TransferKey::from_bytes(r.key);
     if !same_token(&token, &key.token(&id)) {
         return Err(Error::Unauthorized);
+    }
+    // The token proves the fetcher is the receiver; it must still be our contact.
+    if !trusted {
+        return Err(Error::refused(ErrorCode::UntrustedSender, "you are no longer a contact of this agent"));
     }
     let t = r.transfer.clone();
     if !t.state.is_open() {
@@ -747,9 +767,9 @@ async fn download(node: &Arc<Node>, id: &str, stop: &CancellationToken) -> Resul
     let path = partial.clone();
     let mut sink = tokio::task::spawn_blocking(move || -> std::io::Result<Sink> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            private_dir(dir)?;
         }
-        let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        let mut file = private_file(&path, false)?;
         if file.metadata()?.len() < prefix {
             return Err(std::io::Error::other("the partial file is shorter than its committed progress"));
         }
@@ -1030,7 +1050,7 @@ async fn commit(node: &Arc<Node>, id: &str, t: &Transfer, w: Written, progress: 
 /// Links `partial` into `dir` under `name` (sanitised already), or `name (1).ext`, … when taken,
 /// never over an existing file; removes `partial` and syncs `dir`. Returns the saved path.
 fn place(partial: &Path, dir: &Path, name: &str, id: &str) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
+    private_dir(dir)?;
     let (stem, ext) = match name.rfind('.') {
         Some(i) if i > 0 => (&name[..i], &name[i..]),
         _ => (name, ""),
@@ -1071,9 +1091,9 @@ pub(crate) fn save_inline(
     let dir = files.dir()?.join(peer.agent_id.as_str());
     let written = (|| -> std::io::Result<PathBuf> {
         if let Some(parent) = partial.parent() {
-            std::fs::create_dir_all(parent)?;
+            private_dir(parent)?;
         }
-        let mut f = std::fs::File::create(&partial)?;
+        let mut f = private_file(&partial, true)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         place(&partial, &dir, &sanitise_name(name), &id)
@@ -1123,7 +1143,6 @@ async fn save(node: &Arc<Node>, id: &str, t: &Transfer, sink: Sink, partial: &Pa
     let saved = tokio::task::spawn_blocking(move || -> std::io::Result<PathBuf> {
         file.sync_all()?;
         drop(file);
-        std::fs::create_dir_all(&dir)?;
         place(&partial_path, &dir, &name, &id_owned)
     })
     .await

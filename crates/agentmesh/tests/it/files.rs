@@ -90,6 +90,11 @@ async fn a_file_arrives_whole_under_a_sanitised_name() {
     let saved = PathBuf::from(got.path.expect("saved path"));
     assert_eq!(saved, b.home.join("files").join(a.agent_id.as_str()).join("authorized_keys"));
     assert!(same_bytes(&src, &saved), "the saved file holds the bytes sent");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode(&saved), 0o600, "received files are private");
+    assert_eq!(mode(saved.parent().expect("dir")), 0o700);
+    assert_eq!(mode(&b.home.join("files")), 0o700);
     assert_eq!(got.sha256, sent.sha256);
     let done = wait_transfer(&a, &sent.transfer_id, WAIT, |t| t.state == TransferState::Done).await;
     assert_eq!(done.bytes_done, done.size);
@@ -123,6 +128,18 @@ async fn offers_wait_for_the_owner_and_can_be_declined() {
     // Not a contact: refused before anything is read or sent.
     let code = fails_with(&a.home, &["send-file", &c.agent_id, src.to_str().expect("utf-8")]);
     assert!(code == "not_trusted" || code == "not_found", "{code}");
+
+    // Bad input: a clear code, nothing stored.
+    let before = a.client.files(&Default::default()).await.expect("files").transfers.len();
+    let missing = dir.path().join("missing.txt");
+    assert_eq!(fails_with(&a.home, &["send-file", &b.agent_id, missing.to_str().expect("utf-8")]), "invalid_argument");
+    assert_eq!(
+        fails_with(&a.home, &["send-file", &b.agent_id, dir.path().to_str().expect("utf-8")]),
+        "invalid_argument"
+    );
+    let bad_call = ["send-file", &b.agent_id, src.to_str().expect("utf-8"), "--call", "call_nope"];
+    assert_eq!(fails_with(&a.home, &bad_call), "invalid_argument");
+    assert_eq!(a.client.files(&Default::default()).await.expect("files").transfers.len(), before);
 
     let sent = offer(&a, &b, &src, None).await;
     let t = wait_transfer(&b, &sent.transfer_id, WAIT, |t| t.state == TransferState::Offered).await;
