@@ -29,6 +29,11 @@
 //! | `POST /control/calls/{id}/answer` | [`AnswerArgs`] | [`CallReply`] |
 //! | `POST /control/calls/{id}/say` | [`SayArgs`] | [`LineReply`] |
 //! | `POST /control/calls/{id}/end` | [`EndArgs`] | [`CallReply`] |
+//! | `POST /control/files` | [`SendFileArgs`] | [`TransferReply`] |
+//! | `GET /control/files` | [`FilesQuery`] | [`TransferList`] |
+//! | `GET /control/files/{id}` | — | [`TransferReply`] |
+//! | `POST /control/files/{id}/accept` | — | [`TransferReply`] |
+//! | `POST /control/files/{id}/cancel` | [`CancelFileArgs`] | [`TransferReply`] |
 //! | `POST /control/tasks` | [`DelegateArgs`] | [`TaskReply`] |
 //! | `GET /control/tasks` | [`TasksQuery`] | [`TaskList`] |
 //! | `GET /control/tasks/{id}` | — | [`TaskDetail`](crate::TaskDetail) |
@@ -52,7 +57,7 @@ use serde_json::Value;
 
 use crate::model::{
     A2aClient, Call, CallLine, CallState, ContactRequest, Direction, Escalation, KnownAgent, LoggedEvent, Message,
-    MessageStatus, Peer, RequestStatus, Task, TaskState,
+    MessageStatus, Peer, RequestStatus, Task, TaskState, Transfer,
 };
 use agentmesh_core::{AgentId, PeerId, Protocol};
 
@@ -506,6 +511,63 @@ pub struct LineReply {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndArgs {
+    /// Told to the peer (at most 1,000 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /control/files`: offer a file to a contact.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendFileArgs {
+    /// The contact: agent id, alias, name or unique prefix.
+    pub to: String,
+    /// The file to send: an absolute path on the node's machine, a regular file it can read.
+    pub path: String,
+    /// The name to offer it under (default: the file's own name; the receiver sanitises it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A call with the same contact the file belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+}
+
+/// Reply of the file routes about one transfer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferReply {
+    /// The transfer as it stands now.
+    pub transfer: Transfer,
+}
+
+/// `GET /control/files` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesQuery {
+    /// Only transfers with this peer (agent id, alias, name or unique prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Only this direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Only transfers still offered or under way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
+    /// At most this many, newest first (default 100, at most 1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Reply of `GET /control/files`: newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferList {
+    /// The transfers.
+    pub transfers: Vec<Transfer>,
+}
+
+/// `POST /control/files/{id}/cancel` body (optional): stops a transfer either way, or declines
+/// an incoming offer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelFileArgs {
     /// Told to the peer (at most 1,000 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

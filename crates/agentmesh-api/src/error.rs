@@ -158,6 +158,15 @@ codes! {
     CallState = "call_state",
     /// The peer's protocol (Agent Mesh V1) has no calls or tasks.
     UnsupportedByPeer = "unsupported_by_peer",
+    /// A file step or chunk fetch about a transfer this agent does not have with the caller
+    /// (peer API), or no such transfer (owner).
+    UnknownTransfer = "unknown_transfer",
+    /// The transfer is not in a state that allows this (accept one that is not offered, fetch
+    /// one that is over); the message says where it stands.
+    TransferState = "transfer_state",
+    /// The file being sent changed on disk since it was offered (size or modification time):
+    /// the sender no longer serves it.
+    FileChanged = "file_changed",
     /// A task step about a task this agent does not have with the sender (peer API), or no such
     /// task (owner).
     UnknownTask = "unknown_task",

@@ -18,8 +18,8 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail, UnknownErrorCode};
 pub use model::{
     A2aClient, Call, CallLine, CallState, ClockSkew, ContactRequest, Direction, Escalation, EscalationState, Event,
     KeyMismatch, KnownAgent, LineKind, LoggedEvent, Message, MessageStatus, MismatchDirection, Peer, RequestStatus,
-    Side, Source, Status, StreamNotice, Task, TaskDetail, TaskEntry, TaskEntryKind, TaskState, Transcript, TrustReason,
-    TrustState, UnknownName,
+    Side, Source, Status, StreamNotice, Task, TaskDetail, TaskEntry, TaskEntryKind, TaskState, Transcript, Transfer,
+    TransferState, TrustReason, TrustState, UnknownName,
 };
 
 pub use agentmesh_core::{AgentCard, AgentId, PeerId, Protocol};

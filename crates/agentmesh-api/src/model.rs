@@ -384,6 +384,8 @@ named! {
         Reject = "reject",
         /// Something said (`text`).
         Say = "say",
+        /// A small file sent inline (`text`: its name; the receiver lists it under `files`).
+        File = "file",
         /// A hang-up (`text`: the reason).
         End = "end",
         /// The speaker waits for its owner (`text`: what the owner is asked).
@@ -522,6 +524,7 @@ impl Transcript {
                 (LineKind::Say, None) => String::new(),
                 (LineKind::Escalate, t) => format!("_waits for its owner: {}_", clean(t.unwrap_or_default())),
                 (LineKind::Resolved, t) => format!("_its owner answered: {}_", clean(t.unwrap_or_default())),
+                (LineKind::File, t) => format!("_sent a file: {}_", clean(t.unwrap_or_default())),
             };
             let status = match line.status {
                 Some(s) if line.speaker == Side::Us => format!(" ({s})"),
@@ -702,6 +705,70 @@ pub struct A2aClient {
     /// Revoked, ms: its token no longer works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<i64>,
+}
+
+named! {
+    /// Where a file transfer stands. Outgoing: `offered` → `transferring` (the receiver is
+    /// fetching) → `done` (it confirmed the digest); or `declined`, `cancelled`, `failed`.
+    /// Incoming: `offered` (waiting for our owner) → `transferring` → `done`; or `declined`
+    /// (by us, or over `max_file_bytes`), `cancelled`, `failed`.
+    pub enum TransferState {
+        /// Offered, not accepted yet.
+        Offered = "offered",
+        /// Accepted: the receiver fetches the chunks.
+        Transferring = "transferring",
+        /// Complete and verified (incoming: saved at `path`).
+        Done = "done",
+        /// The receiver declined it (`error` holds the reason).
+        Declined = "declined",
+        /// Either side stopped it (`error` holds the reason).
+        Cancelled = "cancelled",
+        /// It could not complete (`error` says why).
+        Failed = "failed",
+    }
+}
+
+impl TransferState {
+    /// Whether the transfer may still make progress.
+    pub fn is_open(self) -> bool {
+        matches!(self, TransferState::Offered | TransferState::Transferring)
+    }
+}
+
+/// A file sent to or received from a peer. The per-transfer key is never part of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// `file_` + 32 hex; the same on both sides.
+    pub transfer_id: String,
+    /// The other agent.
+    pub peer_id: PeerId,
+    /// `outgoing`: we send it; `incoming`: the peer does.
+    pub direction: Direction,
+    /// The name offered (incoming: as the sender named it, before sanitising).
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 of the whole file, 64 lowercase hex.
+    pub sha256: String,
+    /// Bytes per chunk.
+    pub chunk_size: u32,
+    /// Where it stands.
+    pub state: TransferState,
+    /// Bytes received and committed (incoming), or the furthest a fetch started from (outgoing).
+    pub bytes_done: u64,
+    /// Outgoing: the file we send; incoming: where it was saved, once `done`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The call it belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// Why it was declined, cancelled or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it was offered, ms.
+    pub created_at: i64,
+    /// When it last changed, ms.
+    pub updated_at: i64,
 }
 
 /// A pinned agent id that presented another key.
@@ -938,6 +1005,12 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         reminder: bool,
     },
+    /// A file transfer changed: offered, accepted, progressed (at most every 5% or second),
+    /// completed, declined, cancelled or failed.
+    File {
+        /// The transfer as it stands now.
+        transfer: Transfer,
+    },
 }
 
 impl Event {
@@ -954,6 +1027,7 @@ impl Event {
         "peer_online",
         "peer_offline",
         "call",
+        "file",
         "task",
         "escalation",
     ];
@@ -970,6 +1044,7 @@ impl Event {
             Event::KeyRotated { .. } => "key_rotated",
             Event::ClockSkew { .. } => "clock_skew",
             Event::PeerOnline { .. } => "peer_online",
+            Event::File { .. } => "file",
             Event::PeerOffline { .. } => "peer_offline",
             Event::Call { .. } => "call",
             Event::Task { .. } => "task",

@@ -20,10 +20,11 @@ use agentmesh_api::control::{
     EscalationsQuery, ResolveArgs, TaskList, TaskMessageArgs, TaskReply, TasksQuery, UpdateTaskArgs,
 };
 use agentmesh_api::control::{
-    AgentList, AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, ClearedReply, ContactArgs, ContactReply,
-    DiscoverQuery, DiscoveredArgs, DiscoveredReply, EndArgs, EventList, EventListQuery, HealthReply, LineReply,
-    MessageList, MessageReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs, RejectManyArgs,
-    RejectedReply, RepinArgs, RequestList, RequestReply, RequestsQuery, RotateReply, SayArgs, SendArgs, SendReply,
+    AgentList, AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, CancelFileArgs, ClearedReply, ContactArgs,
+    ContactReply, DiscoverQuery, DiscoveredArgs, DiscoveredReply, EndArgs, EventList, EventListQuery, FilesQuery,
+    HealthReply, LineReply, MessageList, MessageReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs,
+    RejectManyArgs, RejectedReply, RepinArgs, RequestList, RequestReply, RequestsQuery, RotateReply, SayArgs, SendArgs,
+    SendFileArgs, SendReply, TransferList, TransferReply,
 };
 use agentmesh_api::{AgentCard, ErrorBody, ErrorCode, LoggedEvent, Status, StreamNotice, TaskDetail, Transcript};
 use serde::Serialize;
@@ -388,6 +389,33 @@ impl Client {
             None,
         )
         .await
+    }
+
+    /// `POST /control/files`: offer a file (an absolute path on the node's machine) to a contact;
+    /// the node hashes it first, so this takes a while for a large file.
+    pub async fn send_file(&self, args: &SendFileArgs) -> Result<TransferReply, ClientError> {
+        self.post("/control/files", args).await
+    }
+
+    /// `GET /control/files`: transfers, newest first.
+    pub async fn files(&self, query: &FilesQuery) -> Result<TransferList, ClientError> {
+        self.get_query("/control/files", query).await
+    }
+
+    /// `GET /control/files/{id}`: one transfer.
+    pub async fn file(&self, transfer_id: &str) -> Result<TransferReply, ClientError> {
+        self.get(&format!("/control/files/{}", segment(transfer_id))).await
+    }
+
+    /// `POST /control/files/{id}/accept`: accept an offered file; the download starts.
+    pub async fn accept_file(&self, transfer_id: &str) -> Result<TransferReply, ClientError> {
+        self.post_empty(&format!("/control/files/{}/accept", segment(transfer_id))).await
+    }
+
+    /// `POST /control/files/{id}/cancel`: decline an offer, or stop a transfer either way.
+    pub async fn cancel_file(&self, transfer_id: &str, reason: Option<&str>) -> Result<TransferReply, ClientError> {
+        let args = CancelFileArgs { reason: reason.map(str::to_owned) };
+        self.post(&format!("/control/files/{}/cancel", segment(transfer_id)), &args).await
     }
 
     /// `GET /control/events`: a page of the event log.

@@ -11,6 +11,10 @@ pub const CALL_CONTENT_TYPE: &str = "application/vnd.agentmesh.call+json";
 /// Longest topic or reason, in characters.
 pub const MAX_CALL_NOTE_CHARS: usize = 1000;
 
+/// Largest file sent inline in a call (`file` step), bytes before base64. Larger files go as
+/// transfers (`agentmesh_core::file`).
+pub const MAX_INLINE_FILE_BYTES: usize = 64 * 1024;
+
 /// Body of a call envelope: `{"call_id":"call_…","op":"invite",…}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallBody {
@@ -47,6 +51,13 @@ pub enum CallOp {
         /// What is said (UTF-8; bounded by the message size limits).
         text: String,
     },
+    /// A small file, inline (p2p-comm's `sendfile <name> <base64>`), either side, once answered.
+    File {
+        /// The file's name as the sender has it (the receiver saves it under a sanitised one).
+        name: String,
+        /// Its bytes, base64 (at most [`MAX_INLINE_FILE_BYTES`] decoded).
+        data: String,
+    },
     /// Either side hangs up (the caller before an answer: the call is withdrawn).
     End {
         /// Why (at most [`MAX_CALL_NOTE_CHARS`] characters).
@@ -77,17 +88,19 @@ impl CallOp {
             CallOp::Accept => "accept",
             CallOp::Reject { .. } => "reject",
             CallOp::Say { .. } => "say",
+            CallOp::File { .. } => "file",
             CallOp::End { .. } => "end",
             CallOp::Escalate { .. } => "escalate",
             CallOp::Resolved { .. } => "resolved",
         }
     }
 
-    /// The free text it carries: the topic, the reason, or the line said.
+    /// The free text it carries: the topic, the reason, the line said, or a file's name.
     pub fn text(&self) -> Option<&str> {
         match self {
             CallOp::Invite { topic, .. } => Some(topic),
             CallOp::Say { text } => Some(text),
+            CallOp::File { name, .. } => Some(name),
             CallOp::Reject { reason } | CallOp::End { reason } => reason.as_deref(),
             CallOp::Escalate { reason, .. } => Some(reason),
             CallOp::Resolved { answer, .. } => Some(answer),
@@ -110,6 +123,20 @@ impl CallOp {
             && *ring_until > crate::envelope::MAX_TIME_MS
         {
             return Err("ring_until is past the year 9999");
+        }
+        if let CallOp::File { name, data } = self {
+            if name.is_empty() || name.len() > crate::file::MAX_OFFER_NAME_BYTES {
+                return Err("a file name is 1 to 1024 bytes");
+            }
+            // Bounded before decoding; exact after.
+            if data.len() > MAX_INLINE_FILE_BYTES.div_ceil(3) * 4 {
+                return Err("an inline file is at most 64 KiB");
+            }
+            match crate::b64::decode(data) {
+                None => return Err("data must be base64"),
+                Some(bytes) if bytes.len() > MAX_INLINE_FILE_BYTES => return Err("an inline file is at most 64 KiB"),
+                Some(_) => {}
+            }
         }
         Ok(())
     }
@@ -151,5 +178,11 @@ mod tests {
         assert!(CallOp::Reject { reason: Some("x".repeat(1001)) }.check().is_err());
         assert!(CallOp::Invite { topic: "t".into(), ring_until: u64::MAX }.check().is_err());
         assert!(CallOp::End { reason: None }.check().is_ok());
+        let file = |name: &str, data: String| CallOp::File { name: name.into(), data };
+        assert!(file("a.txt", crate::b64::encode(b"hi")).check().is_ok());
+        assert!(file("", crate::b64::encode(b"hi")).check().is_err());
+        assert!(file("a", "!!".into()).check().is_err());
+        assert!(file("a", crate::b64::encode(vec![0u8; MAX_INLINE_FILE_BYTES + 1])).check().is_err());
+        assert!(file("a", crate::b64::encode(vec![0u8; MAX_INLINE_FILE_BYTES])).check().is_ok());
     }
 }

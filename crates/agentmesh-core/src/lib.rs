@@ -31,6 +31,7 @@ pub mod call;
 pub mod canonical;
 pub mod card;
 pub mod envelope;
+pub mod file;
 pub mod keys;
 pub mod peer;
 pub mod record;

@@ -143,6 +143,18 @@ pub struct Config {
     pub max_open_calls: u32,
     /// Of `max_open_calls`, most with one peer. Default 100.
     pub max_open_calls_per_peer: u32,
+    /// Whether files offered by any contact are accepted without the owner (up to
+    /// `max_file_bytes`). Default false: the owner runs `accept-file`.
+    pub file_auto_accept: bool,
+    /// Contacts (agent ids) whose files are accepted without the owner, when
+    /// `file_auto_accept` is off. Default none.
+    pub file_auto_accept_from: Vec<String>,
+    /// Largest file accepted, bytes; a bigger offer is declined at once (the sender is told).
+    /// Default 17,179,869,184 (16 GiB).
+    pub max_file_bytes: u64,
+    /// Most incoming transfers offered or under way at once; more offers are declined.
+    /// Default 100.
+    pub max_open_transfers: u32,
     /// Most delegated tasks not yet final at once, both directions; more are refused with 409
     /// `too_many_tasks`. Default 1,000.
     pub max_open_tasks: u32,
@@ -230,6 +242,10 @@ impl Default for Config {
             mdns: true,
             registry: None,
             registry_hostname: None,
+            file_auto_accept: false,
+            file_auto_accept_from: Vec::new(),
+            max_file_bytes: 16 << 30,
+            max_open_transfers: 100,
             registry_description: String::new(),
             registry_visibility: "public".into(),
             registry_api_key_file: None,

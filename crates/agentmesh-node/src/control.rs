@@ -6,9 +6,10 @@
 use std::sync::Arc;
 
 use agentmesh_api::control::{
-    AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, ContactArgs, DiscoverQuery, DiscoveredArgs, EndArgs,
-    EventList, EventListQuery, EventsQuery, HealthReply, MessagesQuery, PeerList, PeerReply, PeersQuery, RejectArgs,
-    RejectManyArgs, RepinArgs, RequestList, RequestsQuery, SayArgs, SendArgs,
+    AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, CancelFileArgs, ContactArgs, DiscoverQuery, DiscoveredArgs,
+    EndArgs, EventList, EventListQuery, EventsQuery, FilesQuery, HealthReply, MessagesQuery, PeerList, PeerReply,
+    PeersQuery, RejectArgs, RejectManyArgs, RepinArgs, RequestList, RequestsQuery, SayArgs, SendArgs, SendFileArgs,
+    TransferList, TransferReply,
 };
 use agentmesh_api::control::{
     DelegateArgs, EscalateArgs, EscalationList, EscalationReply, EscalationsQuery, ResolveArgs, TaskList,
@@ -30,7 +31,7 @@ use crate::Node;
 use crate::error::{Error, read_json_body};
 use crate::events::{Feed, Frame};
 use crate::home::Home;
-use crate::service::{calls, contacts, discovery, escalations, keys, messages, status, tasks};
+use crate::service::{calls, contacts, discovery, escalations, files, keys, messages, status, tasks};
 
 /// State of the control API: the node, the bearer token, our bound peer URL and home.
 #[derive(Clone)]
@@ -91,6 +92,10 @@ pub(crate) fn router(
         .route("/control/messages/{id}/retry", post(retry_message))
         .route("/control/outbox/clear-failed", post(clear_failed))
         .route("/control/calls", post(place_call).get(list_calls))
+        .route("/control/files", post(send_file).get(list_files))
+        .route("/control/files/{id}", get(get_file))
+        .route("/control/files/{id}/accept", post(accept_file))
+        .route("/control/files/{id}/cancel", post(cancel_file))
         .route("/control/calls/{id}", get(call_transcript))
         .route("/control/calls/{id}/answer", post(answer_call))
         .route("/control/calls/{id}/say", post(say))
@@ -464,6 +469,36 @@ async fn revoke_a2a_client(
     Path(name): Path<String>,
 ) -> Reply<agentmesh_api::control::A2aClientReply> {
     Ok(Json(crate::a2a::revoke(&st.node, name).await?))
+}
+
+async fn send_file(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Reply<TransferReply> {
+    let args: SendFileArgs = json_body(&headers, body, 64 * 1024).await?;
+    Ok(Json(files::send(&st.node, args).await?))
+}
+
+async fn list_files(
+    State(st): State<ControlState>,
+    q: Result<Query<FilesQuery>, QueryRejection>,
+) -> Reply<TransferList> {
+    Ok(Json(files::list(&st.node, query(q)?).await?))
+}
+
+async fn get_file(State(st): State<ControlState>, Path(id): Path<String>) -> Reply<TransferReply> {
+    Ok(Json(files::get(&st.node, id).await?))
+}
+
+async fn accept_file(State(st): State<ControlState>, Path(id): Path<String>) -> Reply<TransferReply> {
+    Ok(Json(files::accept(&st.node, id).await?))
+}
+
+async fn cancel_file(
+    State(st): State<ControlState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply<TransferReply> {
+    let args: CancelFileArgs = optional_body(&headers, body).await?;
+    Ok(Json(files::cancel(&st.node, id, args).await?))
 }
 
 /// `GET /control/events`: a page of the event log.

@@ -252,7 +252,10 @@ impl Error {
             },
             Error::DuplicateRequest | Error::AmbiguousPeer { .. } => StatusCode::CONFLICT,
             Error::Conflict { code: ErrorCode::NotTrusted, .. } => StatusCode::FORBIDDEN,
-            Error::Conflict { code: ErrorCode::UnknownCall | ErrorCode::UnknownTask, .. } => StatusCode::NOT_FOUND,
+            Error::Conflict {
+                code: ErrorCode::UnknownCall | ErrorCode::UnknownTask | ErrorCode::UnknownTransfer,
+                ..
+            } => StatusCode::NOT_FOUND,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::RateLimited { .. } | Error::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotFound(_) => StatusCode::NOT_FOUND,

@@ -258,6 +258,7 @@ pub async fn launch_with(
     let keys = Keys { identity: key_state.identity, card, previous: key_state.previous };
     let db = Db::spawn(store).context("starting the database thread")?;
     let node = Arc::new(Node::new(keys, config, endpoint, db, http).with_warnings(warnings));
+    node.files().set_dir(home.root().join("files"));
 
     let token = hex::encode(rand::random::<[u8; 32]>());
     let info = RuntimeInfo {
@@ -314,6 +315,7 @@ pub async fn launch_with(
     tracker.spawn(crate::gossip::run(Arc::clone(&node), node.config().bootstrap.clone(), shutdown.clone()));
     tracker.spawn(prune(Arc::clone(&node), shutdown.clone()));
     tracker.spawn(missed_calls(Arc::clone(&node), shutdown.clone()));
+    tracker.spawn(crate::service::files::run(Arc::clone(&node), shutdown.clone()));
     tracker.spawn(remind_escalations(Arc::clone(&node), shutdown.clone()));
     tracker.spawn(checkpoint(checkpointer, shutdown.clone()));
     if let Some(hooks) = hooks {

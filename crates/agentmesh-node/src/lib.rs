@@ -144,6 +144,8 @@ pub(crate) struct Node {
     /// Recipients of recent sends as last read, by the text the owner named them with: lets a
     /// send seal before its one database visit, which checks the peer again (bounded by
     /// [`MAX_SEND_PEERS`]; a stale entry only costs a second visit).
+    /// File transfers: where files go, the downloads running, the fetch budget.
+    files: service::files::Files,
     send_peers: Mutex<HashMap<String, agentmesh_store::Peer>>,
     /// A2A streams that may be open at once (`max_event_streams`).
     a2a_streams: Arc<tokio::sync::Semaphore>,
@@ -226,6 +228,7 @@ impl Node {
             own_record: Mutex::new(None),
             waiters: Mutex::new(HashMap::new()),
             clock_skews: Mutex::new(HashMap::new()),
+            files: service::files::Files::new(),
             reachability: Mutex::new(HashMap::new()),
             warnings: Vec::new(),
             send_peers: Mutex::new(HashMap::new()),
@@ -258,6 +261,11 @@ impl Node {
             peers.clear();
         }
         peers.insert(to.to_owned(), peer);
+    }
+
+    /// File transfers.
+    pub(crate) fn files(&self) -> &service::files::Files {
+        &self.files
     }
 
     /// Start-up warnings for the owner.

@@ -13,6 +13,7 @@
 //! | `POST /v1/receipt` | one `receipt` (read receipt) envelope | `200 {"receipt":…}` |
 //! | `POST /v1/key-rotation` | one `key_rotation` envelope (new card with its rotation chain) | `200 {"receipt":…}` |
 //! | `POST /v1/batch` | `{"envelopes":[…]}`, any kind but contact requests | `200 {"results":[…]}` |
+//! | `GET /v1/files/{id}?from=N` | — (bearer: the transfer's token) | `200` the sealed chunks from `N` |
 //!
 //! Refusals answer `{"error":{"code","message"}}`; batch results carry `{"id","ok":false,
 //! "status","error":{…}}` per envelope.
@@ -26,6 +27,7 @@ use agentmesh_core::call::{CALL_CONTENT_TYPE, CallBody, is_call_id};
 use agentmesh_core::envelope::{
     APPLICATION_JSON, ContactRequestBody, ContactResponseBody, ContactUpdateBody, Draft, ReceiptBody, TEXT_PLAIN,
 };
+use agentmesh_core::file::{FILE_CONTENT_TYPE, FileBody, is_transfer_id};
 use agentmesh_core::task::{TASK_CONTENT_TYPE, TaskBody, TaskOp, is_task_id};
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentCard, DeliveryReceipt, Envelope, EnvelopeKind, PeerId, Protocol, b64};
@@ -59,6 +61,7 @@ pub(crate) fn router() -> Router<Arc<Node>> {
         .route("/v1/message", post(message))
         .route("/v1/receipt", post(message))
         .route("/v1/batch", post(batch))
+        .route("/v1/files/{id}", get(crate::service::files::serve))
 }
 
 async fn card(State(node): State<Arc<Node>>, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
@@ -333,6 +336,14 @@ fn payload(env: &Envelope, plaintext: Vec<u8>) -> Result<Payload, Error> {
             }
             Payload::Task { body, created_at: env.created_at }
         }
+        EnvelopeKind::Message if env.content_type == FILE_CONTENT_TYPE => {
+            let body: FileBody = parse_body(&plaintext)?;
+            if !is_transfer_id(&body.transfer_id) || env.thread.as_deref() != Some(body.transfer_id.as_str()) {
+                return Err(malformed("transfer_id must be file_ followed by 32 hex, and the envelope's thread"));
+            }
+            body.op.check().map_err(malformed)?;
+            Payload::File { body }
+        }
         EnvelopeKind::Message => {
             let text = if env.content_type.starts_with("text/") {
                 String::from_utf8(plaintext).map_err(|_| malformed("a text/* body must be UTF-8"))?
@@ -429,6 +440,9 @@ impl Transport for HttpTransport {
             Outgoing::ContactUpdate(body) => (to_json(body), APPLICATION_JSON, None, None, None, None),
             Outgoing::KeyRotation => (b"{}".to_vec(), APPLICATION_JSON, None, None, None, None),
             Outgoing::Call(body) => (to_json(body), CALL_CONTENT_TYPE, None, None, Some(body.call_id.clone()), None),
+            Outgoing::File(body) => {
+                (to_json(body), FILE_CONTENT_TYPE, None, None, Some(body.transfer_id.clone()), None)
+            }
             Outgoing::Task(body) => (to_json(body), TASK_CONTENT_TYPE, None, None, Some(body.task_id.clone()), None),
         };
         let now = now_ms();

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use agentmesh_api::{ErrorCode, MismatchDirection, TrustState};
 use agentmesh_core::call::CallBody;
 use agentmesh_core::envelope::{ContactChange, SignatureCheck};
+use agentmesh_core::file::FileBody;
 use agentmesh_core::task::TaskBody;
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentId, EnvelopeKind, Identity, PeerId, Protocol};
@@ -36,7 +37,7 @@ use agentmesh_store::{IncomingMessage, KeyMismatch, Peer};
 use ed25519_dalek::VerifyingKey;
 
 use crate::error::Error;
-use crate::service::{calls, contacts, tasks};
+use crate::service::{calls, contacts, files, tasks};
 use crate::trust::{self, Input};
 use crate::{Keys, Node, Tx};
 
@@ -100,21 +101,50 @@ pub(crate) trait Sealed: Send {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Payload {
     /// A message for our agent.
-    Message { text: String, content_type: String, reply_to: Option<String>, thread: Option<String>, created_at: u64 },
+    Message {
+        text: String,
+        content_type: String,
+        reply_to: Option<String>,
+        thread: Option<String>,
+        created_at: u64,
+    },
     /// The peer read our message.
-    Read { message_id: String, at: u64 },
+    Read {
+        message_id: String,
+        at: u64,
+    },
     /// The peer asks for contact.
-    ContactRequest { request_id: String, purpose: String },
+    ContactRequest {
+        request_id: String,
+        purpose: String,
+    },
     /// The peer answers our request.
-    ContactResponse { request_id: String, accepted: bool, reason: Option<String> },
+    ContactResponse {
+        request_id: String,
+        accepted: bool,
+        reason: Option<String>,
+    },
     /// The peer changed what we may do.
-    ContactUpdate { change: ContactChange, request_id: Option<String> },
+    ContactUpdate {
+        change: ContactChange,
+        request_id: Option<String>,
+    },
     /// The peer rotated its keys (its new card is `presented`).
     KeyRotation,
     /// A step of a call.
-    Call { body: CallBody, created_at: u64 },
+    /// A step of a file transfer.
+    File {
+        body: FileBody,
+    },
+    Call {
+        body: CallBody,
+        created_at: u64,
+    },
     /// A step of a task.
-    Task { body: TaskBody, created_at: u64 },
+    Task {
+        body: TaskBody,
+        created_at: u64,
+    },
 }
 
 /// What an acknowledgement is built from.
@@ -575,6 +605,7 @@ fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Er
             let step = calls::Received { line_id: &inbound.id, at: created_at as i64, now: settings.now };
             tasks::receive(tx, &peer, body, &step)?;
         }
+        Payload::File { body } => files::receive(tx, &peer, body, settings.now)?,
     }
     tracing::debug!(peer = %peer.agent_id, kind = %inbound.kind, "accepted");
     Ok(answer)

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use agentmesh_core::call::CallBody;
 use agentmesh_core::envelope::ContactUpdateBody;
+use agentmesh_core::file::FileBody;
 use agentmesh_core::task::TaskBody;
 use agentmesh_core::{EnvelopeKind, Protocol};
 use agentmesh_store::{NewOutbound, OutboxItem, Peer};
@@ -37,13 +38,17 @@ pub(crate) enum Outgoing {
     Call(CallBody),
     /// A step of a task (a `message` envelope of the task content type).
     Task(TaskBody),
+    /// A step of a file transfer (a `message` envelope of the file content type).
+    File(FileBody),
 }
 
 impl Outgoing {
     /// The envelope kind that carries it.
     pub(crate) fn kind(&self) -> EnvelopeKind {
         match self {
-            Outgoing::Message { .. } | Outgoing::Call(_) | Outgoing::Task(_) => EnvelopeKind::Message,
+            Outgoing::Message { .. } | Outgoing::Call(_) | Outgoing::Task(_) | Outgoing::File(_) => {
+                EnvelopeKind::Message
+            }
             Outgoing::Read { .. } => EnvelopeKind::Receipt,
             Outgoing::ContactRequest { .. } => EnvelopeKind::ContactRequest,
             Outgoing::ContactResponse { .. } => EnvelopeKind::ContactResponse,

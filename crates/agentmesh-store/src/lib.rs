@@ -5,8 +5,9 @@
 //! `inbox` (messages received), `key_mismatches` (pinned ids that presented another key),
 //! `events` (the event log watchers resume from), `calls` and `call_lines` (calls and their
 //! transcripts), `tasks` and `task_history` (delegated tasks), `escalations` (our agent's
-//! questions to our owner), `a2a_clients` and `a2a_tasks` (callers of the A2A endpoint) and `meta` (small node settings). All times are milliseconds since the
-//! Unix epoch.
+//! questions to our owner), `a2a_clients` and `a2a_tasks` (callers of the A2A endpoint),
+//! `transfers` (files sent and received) and `meta` (small node settings). All times are
+//! milliseconds since the Unix epoch.
 //!
 //! The store is synchronous; the node calls it from its database thread. States, directions and
 //! kinds are the enums of `agentmesh-api` and `agentmesh-core`, stored by name.
@@ -15,6 +16,7 @@ mod a2a;
 mod calls;
 mod directory;
 mod events;
+mod files;
 mod messages;
 mod migration;
 mod peers;
@@ -25,6 +27,7 @@ use std::path::Path;
 
 pub use calls::CallFilter;
 pub use directory::DirectoryEntry;
+pub use files::{TransferFilter, TransferRecord};
 pub use messages::{Attempt, IncomingMessage, MessageFilter, NewOutbound, OutboxItem, OutboxState, Stats};
 pub use peers::{KeyMismatch, MAX_KEY_MISMATCHES, Peer};
 pub use requests::{Closing, NewRequest, PendingRequest, source_net};
@@ -127,6 +130,7 @@ impl Store {
             "directory",
             "events",
             "calls",
+            "transfers",
             "call_lines",
             "tasks",
             "task_history",

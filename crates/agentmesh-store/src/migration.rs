@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/007_calls.sql"),
     include_str!("../migrations/008_tasks.sql"),
     include_str!("../migrations/009_a2a.sql"),
+    include_str!("../migrations/010_files.sql"),
 ];
 
 pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {

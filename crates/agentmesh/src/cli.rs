@@ -152,6 +152,24 @@ pub(crate) enum Command {
     },
     /// List calls, newest first.
     Calls(CallsArgs),
+    /// Offer a file to a contact: it is hashed, offered in a signed, encrypted envelope, and
+    /// pulled by the peer in encrypted, authenticated chunks (resumable; any size).
+    SendFile(SendFileArgs),
+    /// List file transfers, both ways, newest first.
+    Files(FilesArgs),
+    /// Accept a file a contact offered; it is saved under <home>/files/<peer id>/.
+    AcceptFile {
+        /// The transfer id (`file_…`).
+        transfer_id: String,
+    },
+    /// Decline an offered file, or stop a transfer either way; the peer is told.
+    CancelFile {
+        /// The transfer id (`file_…`).
+        transfer_id: String,
+        /// Told to the peer (at most 1,000 characters).
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Delegate a task to a contact (A2A task lifecycle): the peer's agent works on it and reports
     /// `working`, `input_required`, `completed` with artifacts, `failed` or `rejected`.
     Delegate(DelegateArgs),
@@ -545,6 +563,43 @@ pub(crate) struct BenchArgs {
     /// arrives, timed until the `completed` update's event reaches the delegator.
     #[arg(long, value_name = "ROUNDS", conflicts_with_all = ["flood", "gossip", "hold_sockets", "events", "mcp", "calls"])]
     pub(crate) tasks: Option<usize>,
+    /// Instead: send a file of this many MiB (random bytes) between two nodes, encrypted and
+    /// verified, and report the throughput and both nodes' peak memory.
+    #[arg(long, value_name = "MIB", conflicts_with_all = ["flood", "gossip", "hold_sockets", "events", "mcp", "calls", "tasks"])]
+    pub(crate) file_mib: Option<u64>,
+}
+
+/// `send-file` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct SendFileArgs {
+    /// The contact: agent id, alias, name or unique prefix.
+    pub(crate) peer: String,
+    /// The file (a regular file the node can read).
+    pub(crate) path: std::path::PathBuf,
+    /// Offer it under this name [default: the file's own name].
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// The call (with the same contact) the file belongs to.
+    #[arg(long, value_name = "CALL_ID")]
+    pub(crate) call: Option<String>,
+    /// Wait until the peer has it (or the transfer ends otherwise), with a progress bar on a
+    /// terminal.
+    #[arg(long)]
+    pub(crate) wait: bool,
+}
+
+/// `files` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct FilesArgs {
+    /// Only transfers with this peer (agent id, alias, name or unique prefix).
+    #[arg(long)]
+    pub(crate) peer: Option<String>,
+    /// Only transfers still offered or under way.
+    #[arg(long)]
+    pub(crate) open: bool,
+    /// At most this many (newest first).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: u32,
 }
 
 /// `call` arguments.

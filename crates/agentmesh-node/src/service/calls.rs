@@ -48,6 +48,7 @@ fn line_kind(op: &CallOp) -> LineKind {
         CallOp::Accept => LineKind::Accept,
         CallOp::Reject { .. } => LineKind::Reject,
         CallOp::Say { .. } => LineKind::Say,
+        CallOp::File { .. } => LineKind::File,
         CallOp::End { .. } => LineKind::End,
         CallOp::Escalate { .. } => LineKind::Escalate,
         CallOp::Resolved { .. } => LineKind::Resolved,
@@ -139,7 +140,7 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: CallBody, line: &Received<
                 call.ended_at = Some(line.now);
             }
         }
-        CallOp::Say { .. } => {
+        CallOp::Say { .. } | CallOp::File { .. } => {
             if call.direction == Direction::Incoming && call.answered_at.is_none() {
                 return Err(Error::conflict(
                     ErrorCode::CallState,
@@ -164,6 +165,13 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: CallBody, line: &Received<
         CallOp::Escalate { .. } | CallOp::Resolved { .. } => {}
     }
     tx.update_call(&call)?;
+    if let CallOp::File { name, data } = &op
+        && tx.call_line(&call_id, line.line_id)?.is_none()
+    {
+        let bytes = agentmesh_core::b64::decode(data)
+            .ok_or_else(|| Error::invalid(ErrorCode::MalformedBody, "data must be base64"))?;
+        crate::service::files::save_inline(tx, peer, &call_id, name, &bytes, line.now)?;
+    }
     record(tx, line, &call, &op)
 }
 
@@ -331,7 +339,28 @@ pub(crate) async fn answer(node: &Arc<Node>, call_id: String, args: AnswerArgs) 
     .await
 }
 
-/// `POST /control/calls/{id}/say`: says something in an active call.
+/// A line `sendfile <name> <base64>` (p2p-comm's way to pass a small file in a call) as a file
+/// step; `None` for any other line. Errors: the name or data out of shape, the file over
+/// [`MAX_INLINE_FILE_BYTES`](agentmesh_core::call::MAX_INLINE_FILE_BYTES) (send it with
+/// `send-file` instead).
+fn inline_file(text: &str) -> Result<Option<CallOp>, Error> {
+    let Some(rest) = text.strip_prefix("sendfile ") else { return Ok(None) };
+    let mut parts = rest.trim().splitn(2, ' ');
+    let (name, data) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default().trim());
+    let op = CallOp::File { name: name.to_owned(), data: data.to_owned() };
+    op.check().map_err(|e| {
+        let hint = if e.contains("64 KiB") {
+            "; send it with `agentmesh send-file <peer> <path> --call <call id>`"
+        } else {
+            ""
+        };
+        Error::invalid(ErrorCode::InvalidArgument, format!("sendfile <name> <base64>: {e}{hint}"))
+    })?;
+    Ok(Some(op))
+}
+
+/// `POST /control/calls/{id}/say`: says something in an active call; `sendfile <name> <base64>`
+/// sends a small file inline instead.
 pub(crate) async fn say(node: &Arc<Node>, call_id: String, args: SayArgs) -> Result<LineReply, Error> {
     if args.text.is_empty() {
         return Err(Error::invalid(ErrorCode::EmptyMessage, "there is nothing to say: the text is empty"));
@@ -340,6 +369,7 @@ pub(crate) async fn say(node: &Arc<Node>, call_id: String, args: SayArgs) -> Res
     if args.text.len() > limit {
         return Err(Error::TooLarge { what: "message text", limit });
     }
+    let op = inline_file(&args.text)?.unwrap_or(CallOp::Say { text: args.text });
     node.transact(move |tx| {
         let (call, peer) = ours(tx, &call_id, now_ms() as i64)?;
         if call.state != CallState::Active {
@@ -351,7 +381,7 @@ pub(crate) async fn say(node: &Arc<Node>, call_id: String, args: SayArgs) -> Res
             return Err(wrong_state(&call, wanted));
         }
         callable(tx, &peer)?;
-        let line = queue(tx, &peer, &call_id, CallOp::Say { text: args.text })?;
+        let line = queue(tx, &peer, &call_id, op)?;
         let call = emit(tx, &call_id, Some(line.clone()))?;
         Ok(LineReply { call, line })
     })

@@ -6,6 +6,7 @@ pub(crate) mod calls;
 pub(crate) mod contacts;
 pub(crate) mod discovery;
 pub(crate) mod escalations;
+pub(crate) mod files;
 pub(crate) mod keys;
 pub(crate) mod messages;
 pub(crate) mod status;

@@ -37,6 +37,9 @@ pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     if let Some(rounds) = args.calls {
         return super::bench_calls::run(ctx, rounds, args.size).await;
     }
+    if let Some(mib) = args.file_mib {
+        return super::bench_files::run(ctx, mib).await;
+    }
     if let Some(messages) = args.events {
         return super::bench_events::run(ctx, messages, args.size).await;
     }

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_calls;
 mod bench_events;
+mod bench_files;
 mod bench_gossip;
 mod bench_mcp;
 mod bench_peer;
@@ -12,6 +13,7 @@ mod calls;
 mod contacts;
 mod demo;
 mod events;
+mod files;
 mod flood;
 mod init;
 mod keys;
@@ -192,6 +194,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Say { call_id, text } => calls::say(&ctx, &call_id, text).await,
         Command::End { call_id, reason } => calls::end(&ctx, &call_id, reason).await,
         Command::Transcript { call_id, format } => calls::transcript(&ctx, &call_id, format).await,
+        Command::SendFile(args) => files::send(&ctx, args).await,
+        Command::Files(args) => files::list(&ctx, args).await,
+        Command::AcceptFile { transfer_id } => files::accept(&ctx, &transfer_id).await,
+        Command::CancelFile { transfer_id, reason } => files::cancel(&ctx, &transfer_id, reason).await,
         Command::Calls(args) => calls::list(&ctx, args).await,
         Command::Delegate(args) => tasks::delegate(&ctx, args).await,
         Command::Tasks(args) => tasks::list(&ctx, args).await,

@@ -418,6 +418,36 @@ pub(super) struct EscalateParams {
     options: Option<Vec<String>>,
 }
 
+/// `send_file` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct SendFileParams {
+    /// The trusted contact: agent id, alias, name or unique prefix.
+    to: String,
+    /// Absolute path of the file on this machine (any size; the node reads it, the agent does not
+    /// pass its bytes).
+    path: String,
+    /// Offer it under this name (default: the file's own name; the receiver sanitises it).
+    #[serde(default)]
+    name: Option<String>,
+    /// A call with the same contact the file belongs to.
+    #[serde(default)]
+    call_id: Option<String>,
+}
+
+/// `list_files` arguments.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub(super) struct ListFilesParams {
+    /// Only transfers with this peer (agent id, alias, name or unique prefix).
+    #[serde(default)]
+    peer: Option<String>,
+    /// Only transfers still offered or under way (default false: all).
+    #[serde(default)]
+    open: Option<bool>,
+    /// At most this many, newest first (default 100, at most 1000).
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
 /// `p2p_add_peer` arguments (DAP).
 #[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct P2pAddPeerParams {
@@ -791,6 +821,31 @@ impl McpServer {
     }
 
     #[tool(
+        name = "send_file",
+        description = "Send a file (an absolute path on this machine, any size) to a trusted peer: the node hashes it and offers it; the peer's node pulls it in encrypted, authenticated chunks, verifies the SHA-256 and saves it. Returns the transfer (state offered); `file` events (wait_for_event kinds [\"file\"]) report progress and the end (done, declined, cancelled, failed).",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    async fn send_file(&self, Parameters(p): Parameters<SendFileParams>) -> CallToolResult {
+        let args = agentmesh_api::control::SendFileArgs { to: p.to, path: p.path, name: p.name, call_id: p.call_id };
+        outcome(self.call(|c| async move { c.send_file(&args).await }).await)
+    }
+
+    #[tool(
+        name = "list_files",
+        description = "File transfers both ways, newest first: peer, direction, name, size, SHA-256, state (offered, transferring, done, declined, cancelled, failed), bytes done, and where a received file was saved.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_files(&self, Parameters(p): Parameters<ListFilesParams>) -> CallToolResult {
+        let q = agentmesh_api::control::FilesQuery {
+            peer: p.peer,
+            direction: None,
+            open: p.open.unwrap_or(false),
+            limit: p.limit,
+        };
+        outcome(self.call(|c| async move { c.files(&q).await }).await)
+    }
+
+    #[tool(
         name = "p2p_add_peer",
         description = "DAP alias of request_contact: ask a known or discovered agent (by agent id; with url when it is not known yet) for contact.",
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
@@ -1024,7 +1079,7 @@ mod tests {
     fn every_tool_is_annotated_and_documented() {
         let router = McpServer::tool_router();
         let tools = router.list_all();
-        assert_eq!(tools.len(), 33);
+        assert_eq!(tools.len(), 35);
         for tool in tools {
             let a = tool.annotations.as_ref().unwrap_or_else(|| panic!("{} has no annotations", tool.name));
             assert!(

@@ -1231,3 +1231,88 @@ async fn updates_that_overtake_each_other_keep_every_artifact_and_late_answers_g
     let accepts = lines.iter().filter(|l| l.kind == agentmesh_api::LineKind::Accept).count();
     assert_eq!((accepts, ends), (2, 1), "{lines:#?}");
 }
+
+/// A file step from `from` to `t`: `body` as the file JSON, `thread` as the envelope's thread.
+fn file_step(t: &Target, from: &Fake, body: Value, thread: &str) -> Envelope {
+    let bytes = serde_json::to_vec(&body).expect("json");
+    let mut draft = Draft::new(
+        EnvelopeKind::Message,
+        from.id.agent_id(),
+        t.card.agent_id,
+        now_ms(),
+        3_600_000,
+        agentmesh_core::file::FILE_CONTENT_TYPE,
+        bytes,
+    );
+    draft.thread = Some(thread.to_owned());
+    draft.seal(&t.x25519).expect("seal").sign(&from.id, now_ms())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_steps_out_of_shape_from_strangers_or_about_unknown_transfers_are_refused() {
+    use agentmesh_core::file::{TransferKey, new_transfer_id};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, fake) = setup(dir.path()).await;
+    let id = new_transfer_id();
+    let key = TransferKey::generate().to_base64();
+    let offer = |name: &str, chunk_size: u32, key: &str| {
+        json!({"transfer_id": id, "op": "offer", "name": name, "size": 10, "sha256": "a".repeat(64),
+               "chunk_size": chunk_size, "key": key})
+    };
+    let before = counts(&t.node.home);
+    let received = json!({"transfer_id": id, "op": "received", "sha256": "a".repeat(64)});
+    let cases = [
+        ("a receipt for no transfer", received.clone(), id.clone(), 404, "unknown_transfer"),
+        ("an unknown step", json!({"transfer_id": id, "op": "dance"}), id.clone(), 400, "malformed_body"),
+        ("a thread that is not the transfer", offer("a", 65536, &key), "other".to_owned(), 400, "malformed_body"),
+        ("a chunk size out of range", offer("a", 1, &key), id.clone(), 400, "malformed_body"),
+        ("a key that is not 32 bytes", offer("a", 65536, "AAAA"), id.clone(), 400, "malformed_body"),
+        ("an empty name", offer("", 65536, &key), id.clone(), 400, "malformed_body"),
+        (
+            "a transfer id out of shape",
+            json!({"transfer_id": "file_X", "op": "cancel"}),
+            "file_X".to_owned(),
+            400,
+            "malformed_body",
+        ),
+    ];
+    for (what, body, thread, status, code) in cases {
+        t.refused(what, status, code, t.send(&file_step(&t, &fake, body, &thread)).await, &before).await;
+    }
+    let stranger = Fake::new("mallory");
+    t.refused(
+        "a stranger's offer",
+        403,
+        "unknown_sender",
+        t.send(&file_step(&t, &stranger, offer("a", 65536, &key), &id)).await,
+        &before,
+    )
+    .await;
+
+    // A real offer waits for the owner (the name as offered; sanitised only when saved).
+    let (status, _, text) = t.send(&file_step(&t, &fake, offer("../../evil", 65536, &key), &id)).await;
+    assert_eq!(status, 200, "{text}");
+    let offered = t.node.client.file(&id).await.expect("offered").transfer;
+    assert_eq!((offered.state, offered.name.as_str()), (agentmesh_api::TransferState::Offered, "../../evil"));
+    let before = counts(&t.node.home);
+    t.refused(
+        "the sender confirming its own file",
+        409,
+        "transfer_state",
+        t.send(&file_step(&t, &fake, received, &id)).await,
+        &before,
+    )
+    .await;
+    let other = another_contact(&t, "trudy", 0xce).await;
+    let before = counts(&t.node.home);
+    let cancel = json!({"transfer_id": id, "op": "cancel"});
+    t.refused(
+        "another peer cancelling it",
+        404,
+        "unknown_transfer",
+        t.send(&file_step(&t, &other, cancel, &id)).await,
+        &before,
+    )
+    .await;
+    assert_eq!(t.node.client.file(&id).await.expect("file").transfer.state, agentmesh_api::TransferState::Offered);
+}

@@ -10,6 +10,7 @@ mod calls;
 mod cli_flow;
 mod crash;
 mod events;
+mod files;
 mod gossip;
 mod hooks;
 mod hostile;

@@ -177,7 +177,7 @@ async fn mcp_over_stdio_calls_every_tool_against_real_nodes() {
 
     // The trust tools are not offered by default, and refuse with a code when called anyway.
     let names = tool_names(&mcp).await;
-    assert_eq!(names.len(), 30, "{names:?}");
+    assert_eq!(names.len(), 32, "{names:?}");
     for absent in ["approve_request", "block", "repin"] {
         assert!(!names.iter().any(|n| n == absent), "{absent} is offered: {names:?}");
         assert_eq!(
@@ -388,7 +388,7 @@ async fn mcp_per_request_mode_over_stdio_listens_for_inbox_updates() {
     let (alice, bob) = (node(dir.path(), "alice").await, node(dir.path(), "bob").await);
     trust(&alice, &bob).await;
     let (mcp, _) = stdio(&alice.home, per_request()).await;
-    assert_eq!(tool_names(&mcp).await.len(), 30);
+    assert_eq!(tool_names(&mcp).await.len(), 32);
     assert_eq!(ok_call(&mcp, "whoami", json!({})).await["agent_id"], alice.agent_id.as_str());
     let mut sub = mcp
         .peer()
@@ -437,7 +437,7 @@ async fn mcp_over_http_needs_the_bearer_token_and_offers_trust_tools_when_allowe
     // 2025-11-25 session: the trust tools are offered and work.
     let (mcp, mut updates) = server.session(legacy()).await;
     let names = tool_names(&mcp).await;
-    assert_eq!(names.len(), 33, "{names:?}");
+    assert_eq!(names.len(), 35, "{names:?}");
     for present in ["approve_request", "block", "repin"] {
         assert!(names.iter().any(|n| n == present), "{present} missing: {names:?}");
     }
@@ -456,7 +456,7 @@ async fn mcp_over_http_needs_the_bearer_token_and_offers_trust_tools_when_allowe
 
     // 2026-07-28 per-request mode over HTTP.
     let (mcp26, _) = server.session(per_request()).await;
-    assert_eq!(tool_names(&mcp26).await.len(), 33);
+    assert_eq!(tool_names(&mcp26).await.len(), 35);
     assert_eq!(ok_call(&mcp26, "status", json!({})).await["trusted_peers"], 1);
     let mut sub = mcp26
         .peer()
