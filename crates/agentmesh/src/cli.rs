@@ -674,6 +674,10 @@ pub(crate) struct DelegateArgs {
     /// Structured input, as JSON.
     #[arg(long, value_name = "JSON")]
     pub(crate) data: Option<String>,
+    /// A file to send with it (repeatable): offered to the same peer like `send-file`, and listed
+    /// in the task's data as `files: [{transfer_id, name, size, sha256}]`.
+    #[arg(long = "file", value_name = "PATH")]
+    pub(crate) files: Vec<std::path::PathBuf>,
     /// The task id to use (`task_` + 32 hex): running the command again with the same id, peer and
     /// text returns the task made the first time.
     #[arg(long, value_name = "TASK_ID")]

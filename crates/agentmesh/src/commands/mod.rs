@@ -22,7 +22,7 @@ mod node;
 mod peers;
 pub(crate) mod registry;
 mod scan;
-mod tasks;
+pub(crate) mod tasks;
 
 use std::path::PathBuf;
 

@@ -50,9 +50,56 @@ fn describe(task: &Task) -> String {
     state
 }
 
+/// Delegates `args` with `files` (absolute paths on the node's machine) offered to the same peer
+/// alongside: each is sent first (as `send-file` does) and listed in the task's data as
+/// `files: [{transfer_id, name, size, sha256}]` (data that is not an object moves to `input`).
+/// When `args` names a task id that exists already (a retry), that task is returned and nothing
+/// is sent again.
+pub(crate) async fn delegate_with_files(
+    client: &agentmesh_client::Client,
+    mut args: DelegateBody,
+    files: &[String],
+) -> Result<agentmesh_api::control::TaskReply, agentmesh_client::ClientError> {
+    if files.is_empty() {
+        return client.delegate(&args).await;
+    }
+    if let Some(id) = &args.task_id
+        && let Ok(detail) = client.task(id).await
+    {
+        return Ok(agentmesh_api::control::TaskReply { task: detail.task });
+    }
+    let mut refs = Vec::with_capacity(files.len());
+    for path in files {
+        let offer =
+            agentmesh_api::control::SendFileArgs { to: args.to.clone(), path: path.clone(), name: None, call_id: None };
+        let t = client.send_file(&offer).await?.transfer;
+        refs.push(
+            serde_json::json!({"transfer_id": t.transfer_id, "name": t.name, "size": t.size, "sha256": t.sha256}),
+        );
+    }
+    args.data = Some(match args.data.take() {
+        Some(serde_json::Value::Object(mut fields)) => {
+            fields.insert("files".into(), serde_json::Value::Array(refs));
+            serde_json::Value::Object(fields)
+        }
+        Some(other) => serde_json::json!({"input": other, "files": refs}),
+        None => serde_json::json!({"files": refs}),
+    });
+    client.delegate(&args).await
+}
+
 pub(crate) async fn delegate(ctx: &Ctx, args: DelegateArgs) -> Result<()> {
     let text = text_or_stdin(args.text, "the task")?;
     let data = args.data.as_deref().map(|d| json_arg(d, "--data")).transpose()?;
+    let files = args
+        .files
+        .iter()
+        .map(|f| {
+            std::path::absolute(f)
+                .map(|p| p.display().to_string())
+                .map_err(|e| fail(ErrorCode::Io, format!("{}: {e}", f.display())))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let client = ctx.client()?;
     let cursor = if args.wait {
         Some(ctx.check(client.event_list(&EventListQuery { after: None, limit: Some(1) }).await)?.last)
@@ -60,7 +107,7 @@ pub(crate) async fn delegate(ctx: &Ctx, args: DelegateArgs) -> Result<()> {
         None
     };
     let body = DelegateBody { to: args.peer, text, data, task_id: args.id };
-    let mut task = ctx.check(client.delegate(&body).await)?.task;
+    let mut task = ctx.check(delegate_with_files(&client, body, &files).await)?.task;
     if let Some(cursor) = cursor {
         task = wait_settled(ctx, cursor, task, Duration::from_secs(args.timeout)).await?;
     }

@@ -342,6 +342,10 @@ pub(super) struct DelegateParams {
     /// Structured input (any JSON).
     #[serde(default)]
     data: Option<serde_json::Value>,
+    /// Files to send with it: absolute paths on this machine, each offered to the same peer (as
+    /// send_file does) and listed in the task's data as `files: [{transfer_id, name, size, sha256}]`.
+    #[serde(default)]
+    files: Option<Vec<String>>,
     /// A task id of your own (`task_` + 32 lowercase hex): delegating again with the same id, peer
     /// and text returns the first task instead of making a second (safe retries).
     #[serde(default)]
@@ -1017,12 +1021,16 @@ impl McpServer {
 
     async fn delegate_task(&self, p: DelegateParams) -> Result<agentmesh_api::Task, ToolError> {
         let args = agentmesh_api::control::DelegateArgs { to: p.to, text: p.text, data: p.data, task_id: p.task_id };
+        let files = p.files.unwrap_or_default();
         if !p.wait.unwrap_or(false) {
-            return Ok(self.call(|c| async move { c.delegate(&args).await }).await?.task);
+            let made =
+                self.call(|c| async move { crate::commands::tasks::delegate_with_files(&c, args, &files).await });
+            return Ok(made.await?.task);
         }
         let until = deadline(p.timeout_ms);
         let cursor = self.link.last_cursor().await?;
-        let task = self.call(|c| async move { c.delegate(&args).await }).await?.task;
+        let made = self.call(|c| async move { crate::commands::tasks::delegate_with_files(&c, args, &files).await });
+        let task = made.await?.task;
         let settled = |t: &agentmesh_api::Task| {
             t.state.is_final()
                 || matches!(t.state, agentmesh_api::TaskState::InputRequired | agentmesh_api::TaskState::AuthRequired)

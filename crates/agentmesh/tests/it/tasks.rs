@@ -175,6 +175,38 @@ async fn tasks_can_be_canceled_rejected_failed_and_delegated_idempotently() {
     }
     let listed = ok(&b.home, &["tasks", "--incoming", "--open"]);
     assert_eq!(listed["tasks"].as_array().map(Vec::len), Some(1), "{listed}");
+
+    // A task with a file: offered alongside, listed in the task's data, fetched once accepted.
+    let path = dir.path().join("report.bin");
+    let bytes: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&path, &bytes).expect("file");
+    let with = ok(&a.home, &["delegate", &b.agent_id, "--text", "review it", "--file", path.to_str().expect("path")]);
+    let id = with["task_id"].as_str().expect("id").to_owned();
+    let file = &with["data"]["files"][0];
+    assert_eq!(
+        (file["name"].as_str(), file["size"].as_u64()),
+        (Some("report.bin"), Some(bytes.len() as u64)),
+        "{with}"
+    );
+    let transfer = file["transfer_id"].as_str().expect("transfer id").to_owned();
+    let at_bob = wait_task(&b, &id, |_| true).await;
+    assert_eq!(at_bob.task.data.as_ref().map(|d| d["files"][0]["transfer_id"].clone()), Some(json!(transfer)));
+    let accepted = wait_for(WAIT, || async { b.client.accept_file(&transfer).await.ok() }).await;
+    assert!(accepted.is_some(), "bob accepts the file");
+    let saved = wait_for(WAIT, || async {
+        let t = b
+            .client
+            .files(&Default::default())
+            .await
+            .ok()?
+            .transfers
+            .into_iter()
+            .find(|t| t.transfer_id == transfer)?;
+        (t.state == agentmesh_api::TransferState::Done).then_some(t.path?)
+    })
+    .await
+    .expect("the file arrives");
+    assert_eq!(std::fs::read(&saved).expect("saved file"), bytes);
 }
 
 #[tokio::test(flavor = "multi_thread")]
