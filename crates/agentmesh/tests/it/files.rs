@@ -215,7 +215,7 @@ async fn a_gib_survives_two_receiver_kills_in_bounded_memory() {
             t.bytes_done >= at || t.state != TransferState::Transferring
         })
         .await;
-        assert_eq!(t.state, TransferState::Transferring, "kill {kill}: still under way");
+        assert_eq!(t.state, TransferState::Transferring, "kill {kill}: still under way: {t:?}");
         peak_b = peak_b.max(b.memory_kib().map_or(0, |m| m.0));
         peak_a = peak_a.max(a.memory_kib().map_or(0, |m| m.0));
         b.kill();
