@@ -339,9 +339,9 @@ pub(super) struct DelegateParams {
     to: String,
     /// What the peer's agent should do.
     text: String,
-    /// Structured input (any JSON).
+    /// Structured input, a JSON object.
     #[serde(default)]
-    data: Option<serde_json::Value>,
+    data: Option<serde_json::Map<String, serde_json::Value>>,
     /// Files to send with it: absolute paths on this machine, each offered to the same peer (as
     /// send_file does) and listed in the task's data as `files: [{transfer_id, name, size, sha256}]`.
     #[serde(default)]
@@ -379,9 +379,9 @@ pub(super) struct UpdateTaskParams {
     /// Text results to add, one artifact each.
     #[serde(default)]
     results: Option<Vec<String>>,
-    /// A structured result to add (any JSON), as one artifact.
+    /// A structured result to add, a JSON object, as one artifact.
     #[serde(default)]
-    data: Option<serde_json::Value>,
+    data: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// `reply_task` arguments.
@@ -769,7 +769,7 @@ impl McpServer {
             artifacts.push(agentmesh_core::task::Artifact {
                 artifact_id: format!("data-{stamp}"),
                 name: None,
-                parts: vec![agentmesh_core::task::Part::Data { data }],
+                parts: vec![agentmesh_core::task::Part::Data { data: serde_json::Value::Object(data) }],
             });
         }
         let args = agentmesh_api::control::UpdateTaskArgs { state, text: p.text, artifacts };
@@ -1020,7 +1020,8 @@ impl McpServer {
     }
 
     async fn delegate_task(&self, p: DelegateParams) -> Result<agentmesh_api::Task, ToolError> {
-        let args = agentmesh_api::control::DelegateArgs { to: p.to, text: p.text, data: p.data, task_id: p.task_id };
+        let data = p.data.map(serde_json::Value::Object);
+        let args = agentmesh_api::control::DelegateArgs { to: p.to, text: p.text, data, task_id: p.task_id };
         let files = p.files.unwrap_or_default();
         if !p.wait.unwrap_or(false) {
             let made =
