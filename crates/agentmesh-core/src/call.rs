@@ -144,13 +144,12 @@ impl CallOp {
 
 /// A fresh call id: `call_` + 32 lowercase hex (128 random bits).
 pub fn new_call_id() -> String {
-    format!("call_{}", hex::encode(rand::random::<[u8; 16]>()))
+    crate::ids::random_id("call")
 }
 
 /// Whether `s` is `call_` followed by 32 lowercase hex characters.
 pub fn is_call_id(s: &str) -> bool {
-    s.strip_prefix("call_")
-        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    crate::ids::is_random_id(s, "call")
 }
 
 #[cfg(test)]

@@ -167,13 +167,12 @@ pub fn is_sha256_hex(s: &str) -> bool {
 
 /// A fresh transfer id: `file_` + 32 lowercase hex (128 random bits).
 pub fn new_transfer_id() -> String {
-    format!("file_{}", hex::encode(rand::random::<[u8; 16]>()))
+    crate::ids::random_id("file")
 }
 
 /// Whether `s` is `file_` followed by 32 lowercase hex characters.
 pub fn is_transfer_id(s: &str) -> bool {
-    s.strip_prefix("file_")
-        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    crate::ids::is_random_id(s, "file")
 }
 
 /// How many chunks a file of `size` bytes has in chunks of `chunk_size` (0 for an empty file).

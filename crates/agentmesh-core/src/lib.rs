@@ -32,6 +32,7 @@ pub mod canonical;
 pub mod card;
 pub mod envelope;
 pub mod file;
+pub mod ids;
 pub mod keys;
 pub mod peer;
 pub mod record;

@@ -139,13 +139,12 @@ pub enum Part {
 
 /// A fresh task id: `task_` + 32 lowercase hex (128 random bits).
 pub fn new_task_id() -> String {
-    format!("task_{}", hex::encode(rand::random::<[u8; 16]>()))
+    crate::ids::random_id("task")
 }
 
 /// Whether `s` is `task_` followed by 32 lowercase hex characters.
 pub fn is_task_id(s: &str) -> bool {
-    s.strip_prefix("task_")
-        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    crate::ids::is_random_id(s, "task")
 }
 
 #[cfg(test)]

@@ -46,13 +46,12 @@ impl<'a> Context<'a> {
 
 /// A fresh request id: `req_` + 32 hex.
 pub(crate) fn new_request_id() -> String {
-    format!("req_{}", hex::encode(rand::random::<[u8; 16]>()))
+    agentmesh_core::ids::random_id("req")
 }
 
 /// `req_` followed by 32 lowercase hex characters.
 pub(crate) fn is_request_id(s: &str) -> bool {
-    s.strip_prefix("req_")
-        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    agentmesh_core::ids::is_random_id(s, "req")
 }
 
 /// Where contact with `peer` stands, with its open requests.

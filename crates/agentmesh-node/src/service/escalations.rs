@@ -29,7 +29,7 @@ const REMIND_BATCH: u32 = 256;
 
 /// A fresh escalation id: `esc_` + 32 lowercase hex.
 fn new_escalation_id() -> String {
-    format!("esc_{}", hex::encode(rand::random::<[u8; 16]>()))
+    agentmesh_core::ids::random_id("esc")
 }
 
 /// The peer of a call or task, when we may still tell it something.
