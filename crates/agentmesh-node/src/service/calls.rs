@@ -38,6 +38,18 @@ pub(crate) struct Received<'a> {
     pub(crate) now: i64,
 }
 
+/// Refuses (409 `too_many_calls`, with `why`) a new call with `peer` past `max_open_calls_per_peer`
+/// or `max_open_calls`.
+fn room(tx: &Tx<'_>, peer: &agentmesh_api::PeerId, why: &str) -> Result<(), Error> {
+    let config = tx.node().config();
+    if tx.open_calls(Some(peer))? >= i64::from(config.max_open_calls_per_peer)
+        || tx.open_calls(None)? >= i64::from(config.max_open_calls)
+    {
+        return Err(Error::conflict(ErrorCode::TooManyCalls, why));
+    }
+    Ok(())
+}
+
 fn unknown(call_id: &str) -> Error {
     Error::conflict(ErrorCode::UnknownCall, format!("no call {call_id} with you"))
 }
@@ -75,12 +87,7 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: CallBody, line: &Received<
     };
     let mut call = match (existing, &op) {
         (None, CallOp::Invite { topic, ring_until }) => {
-            let config = tx.node().config();
-            if tx.open_calls(Some(from))? >= i64::from(config.max_open_calls_per_peer)
-                || tx.open_calls(None)? >= i64::from(config.max_open_calls)
-            {
-                return Err(Error::conflict(ErrorCode::TooManyCalls, "this agent has too many open calls; try later"));
-            }
+            room(tx, from, "this agent has too many open calls; try later")?;
             // Rings until the caller's deadline, on our clock, at most a day: an invitation that
             // arrives after it (the peer was offline) is a missed call at once.
             let until = (*ring_until).min(i64::MAX as u64) as i64;
@@ -275,15 +282,7 @@ pub(crate) async fn place(node: &Arc<Node>, args: CallArgs) -> Result<CallReply,
     node.transact(move |tx| {
         let peer = resolve(tx, &args.to)?;
         callable(tx, &peer)?;
-        let config = tx.node().config();
-        if tx.open_calls(Some(&peer.agent_id))? >= i64::from(config.max_open_calls_per_peer)
-            || tx.open_calls(None)? >= i64::from(config.max_open_calls)
-        {
-            return Err(Error::conflict(
-                ErrorCode::TooManyCalls,
-                "too many open calls (`max_open_calls`, `max_open_calls_per_peer`): end some first",
-            ));
-        }
+        room(tx, &peer.agent_id, "too many open calls (`max_open_calls`, `max_open_calls_per_peer`): end some first")?;
         let now = now_ms() as i64;
         let call = Call {
             call_id: new_call_id(),

@@ -29,6 +29,21 @@ use crate::{Node, Tx};
 /// Most artifacts a task keeps; an update past it is refused (409 `task_state`).
 const MAX_TASK_ARTIFACTS: usize = 256;
 
+/// Why a delegation to us is refused past the open-task limits.
+const BUSY: &str = "this agent has too many open tasks; try later";
+
+/// Refuses (409 `too_many_tasks`, with `why`) a new task with `peer` past
+/// `max_open_tasks_per_peer` or `max_open_tasks`.
+fn room(tx: &Tx<'_>, peer: &agentmesh_api::PeerId, why: &str) -> Result<(), Error> {
+    let config = tx.node().config();
+    if tx.open_tasks(Some(peer))? >= i64::from(config.max_open_tasks_per_peer)
+        || tx.open_tasks(None)? >= i64::from(config.max_open_tasks)
+    {
+        return Err(Error::conflict(ErrorCode::TooManyTasks, why));
+    }
+    Ok(())
+}
+
 fn unknown(task_id: &str) -> Error {
     Error::conflict(ErrorCode::UnknownTask, format!("no task {task_id} with you"))
 }
@@ -204,12 +219,7 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: TaskBody, step: &Received<
     }
     let (mut task, seq) = match (existing, &op) {
         (None, TaskOp::Create { text, data }) => {
-            let config = tx.node().config();
-            if tx.open_tasks(Some(from))? >= i64::from(config.max_open_tasks_per_peer)
-                || tx.open_tasks(None)? >= i64::from(config.max_open_tasks)
-            {
-                return Err(Error::conflict(ErrorCode::TooManyTasks, "this agent has too many open tasks; try later"));
-            }
+            room(tx, from, BUSY)?;
             let task = Task {
                 task_id: task_id.clone(),
                 peer_id: from.clone(),
@@ -355,15 +365,11 @@ pub(crate) async fn delegate(node: &Arc<Node>, args: DelegateArgs) -> Result<Tas
             return Err(Error::conflict(ErrorCode::DuplicateTask, format!("{task_id} is in use for another task")));
         }
         callable(tx, &peer)?;
-        let config = tx.node().config();
-        if tx.open_tasks(Some(&peer.agent_id))? >= i64::from(config.max_open_tasks_per_peer)
-            || tx.open_tasks(None)? >= i64::from(config.max_open_tasks)
-        {
-            return Err(Error::conflict(
-                ErrorCode::TooManyTasks,
-                "too many open tasks (`max_open_tasks`, `max_open_tasks_per_peer`): wait for some to finish",
-            ));
-        }
+        room(
+            tx,
+            &peer.agent_id,
+            "too many open tasks (`max_open_tasks`, `max_open_tasks_per_peer`): wait for some to finish",
+        )?;
         let now = now_ms() as i64;
         let task = Task {
             task_id: task_id.clone(),
@@ -548,12 +554,7 @@ pub(crate) async fn a2a_create(
             return Ok(task);
         }
         let peer_id = a2a_peer_id(&client)?;
-        let config = tx.node().config();
-        if tx.open_tasks(Some(&peer_id))? >= i64::from(config.max_open_tasks_per_peer)
-            || tx.open_tasks(None)? >= i64::from(config.max_open_tasks)
-        {
-            return Err(Error::conflict(ErrorCode::TooManyTasks, "this agent has too many open tasks; try later"));
-        }
+        room(tx, &peer_id, BUSY)?;
         let now = now_ms() as i64;
         let task = Task {
             task_id: new_task_id(),
