@@ -997,8 +997,9 @@ async fn another_contact(t: &Target, name: &str, n: u8) -> Fake {
     fake
 }
 
-/// A call step from `from` to `t`: `body` as the call JSON, `thread` as the envelope's thread.
-fn call_step(t: &Target, from: &Fake, body: Value, thread: &str) -> Envelope {
+/// A step of a conversation (call, task, file transfer) from `from` to `t`: a `message` envelope
+/// of `content_type` whose body is `body` (JSON) and whose thread is `thread`.
+fn conversation_step(t: &Target, from: &Fake, content_type: &str, body: Value, thread: &str) -> Envelope {
     let bytes = serde_json::to_vec(&body).expect("json");
     let mut draft = Draft::new(
         EnvelopeKind::Message,
@@ -1006,11 +1007,16 @@ fn call_step(t: &Target, from: &Fake, body: Value, thread: &str) -> Envelope {
         t.card.agent_id,
         now_ms(),
         3_600_000,
-        agentmesh_core::call::CALL_CONTENT_TYPE,
+        content_type,
         bytes,
     );
     draft.thread = Some(thread.to_owned());
     draft.seal(&t.x25519).expect("seal").sign(&from.id, now_ms())
+}
+
+/// A call step from `from` to `t`: `body` as the call JSON, `thread` as the envelope's thread.
+fn call_step(t: &Target, from: &Fake, body: Value, thread: &str) -> Envelope {
+    conversation_step(t, from, agentmesh_core::call::CALL_CONTENT_TYPE, body, thread)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1088,18 +1094,7 @@ async fn call_steps_out_of_shape_out_of_turn_or_about_another_peers_call_are_ref
 
 /// A task step from `from` to `t`.
 fn task_step(t: &Target, from: &Fake, body: Value, thread: &str) -> Envelope {
-    let bytes = serde_json::to_vec(&body).expect("json");
-    let mut draft = Draft::new(
-        EnvelopeKind::Message,
-        from.id.agent_id(),
-        t.card.agent_id,
-        now_ms(),
-        3_600_000,
-        agentmesh_core::task::TASK_CONTENT_TYPE,
-        bytes,
-    );
-    draft.thread = Some(thread.to_owned());
-    draft.seal(&t.x25519).expect("seal").sign(&from.id, now_ms())
+    conversation_step(t, from, agentmesh_core::task::TASK_CONTENT_TYPE, body, thread)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1234,18 +1229,7 @@ async fn updates_that_overtake_each_other_keep_every_artifact_and_late_answers_g
 
 /// A file step from `from` to `t`: `body` as the file JSON, `thread` as the envelope's thread.
 fn file_step(t: &Target, from: &Fake, body: Value, thread: &str) -> Envelope {
-    let bytes = serde_json::to_vec(&body).expect("json");
-    let mut draft = Draft::new(
-        EnvelopeKind::Message,
-        from.id.agent_id(),
-        t.card.agent_id,
-        now_ms(),
-        3_600_000,
-        agentmesh_core::file::FILE_CONTENT_TYPE,
-        bytes,
-    );
-    draft.thread = Some(thread.to_owned());
-    draft.seal(&t.x25519).expect("seal").sign(&from.id, now_ms())
+    conversation_step(t, from, agentmesh_core::file::FILE_CONTENT_TYPE, body, thread)
 }
 
 #[tokio::test(flavor = "multi_thread")]
