@@ -131,16 +131,20 @@ async def main(config):
     slow = await one(rpc, request("slow", now=True))
     check(state(slow) in ("TASK_STATE_SUBMITTED", "TASK_STATE_WORKING"), f"returned at once: {slow}")
 
+    subscribed = asyncio.Event()
+
     async def follow():
         seen = []
         async for ev in srpc.subscribe(SubscribeToTaskRequest(id=slow.id)):
             kind = ev.WhichOneof("payload")
             seen.append(state(ev.task) if kind == "task" else TaskState.Name(ev.status_update.status.state)
                         if kind == "status_update" else kind)
+            subscribed.set()
         return seen
 
     following = asyncio.create_task(follow())
-    await asyncio.sleep(0.5)
+    # Cancel once the subscription has its first event (the task), not after a guessed delay.
+    await asyncio.wait_for(subscribed.wait(), 20)
     canceled = await rpc.cancel_task(CancelTaskRequest(id=slow.id))
     check(state(canceled) == "TASK_STATE_CANCELED", f"canceled: {canceled}")
     seen = await asyncio.wait_for(following, 20)

@@ -51,7 +51,6 @@ async fn play_agent(client: Client) {
             _ => vec![],
         };
         for step in steps {
-            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
             client.update_task(&task.task_id, &step).await.expect("the agent reports");
         }
     }
