@@ -1,6 +1,12 @@
 //! Checks our implementation against the published test vectors in `docs/vectors/` (described in
-//! `docs/PROTOCOL.md`, section "Test vectors"): canonical JSON, and the bytes our signatures
-//! cover.
+//! `docs/PROTOCOL.md`, section "Test vectors"): canonical JSON and the bytes our signatures cover
+//! here, HPKE bodies, file chunks, key rotations and peer records in the submodules. The vectors
+//! come from `docs/vectors/generate.py`, which shares no code with ours.
+
+mod file;
+mod hpke;
+mod record;
+mod rotation;
 
 use std::collections::BTreeMap;
 
@@ -44,11 +50,19 @@ fn secret(value: &Value, key: &str, case: &str) -> [u8; 32] {
     out
 }
 
-/// The identities of `signing.json`, rebuilt from their secrets and checked against the public
-/// values the file lists; each with the Ed25519 key as the file states it.
-fn identities(file: &Value) -> BTreeMap<String, (Identity, VerifyingKey)> {
-    let listed = file["identities"].as_object().expect("signing.json: identities");
-    assert!(!listed.is_empty(), "signing.json lists no identities");
+fn hex_at(value: &Value, key: &str, case: &str) -> Vec<u8> {
+    hex::decode(str_at(value, key, case)).unwrap_or_else(|e| panic!("{case}: {key}: {e}"))
+}
+
+fn u64_at(value: &Value, key: &str, case: &str) -> u64 {
+    value[key].as_u64().unwrap_or_else(|| panic!("{case}: `{key}` is not an unsigned integer"))
+}
+
+/// The identities a vector file (`fname`) lists, rebuilt from their secrets and checked against
+/// the public values the file lists; each with the Ed25519 key as the file states it.
+fn identities(file: &Value, fname: &str) -> BTreeMap<String, (Identity, VerifyingKey)> {
+    let listed = file["identities"].as_object().unwrap_or_else(|| panic!("{fname}: identities"));
+    assert!(!listed.is_empty(), "{fname} lists no identities");
     listed
         .iter()
         .map(|(name, entry)| {
@@ -81,9 +95,9 @@ fn assert_verifies(key: &VerifyingKey, message: &[u8], sig: &str, case: &str) {
     assert!(key.verify_strict(&altered, &sig).is_err(), "{case}: signature verifies over altered bytes");
 }
 
-fn cases<'a>(file: &'a Value, kind: &str) -> &'a [Value] {
-    let cases = file[kind].as_array().unwrap_or_else(|| panic!("signing.json: `{kind}` is not an array"));
-    assert!(!cases.is_empty(), "signing.json has no {kind}");
+fn cases<'a>(file: &'a Value, fname: &str, kind: &str) -> &'a [Value] {
+    let cases = file[kind].as_array().unwrap_or_else(|| panic!("{fname}: `{kind}` is not an array"));
+    assert!(!cases.is_empty(), "{fname} has no {kind}");
     cases
 }
 
@@ -99,8 +113,8 @@ fn signer<'a>(
 #[test]
 fn card_signing_vectors() {
     let file: Value = serde_json::from_str(SIGNING).expect("signing.json parses");
-    let keys = identities(&file);
-    for case in cases(&file, "cards") {
+    let keys = identities(&file, "signing.json");
+    for case in cases(&file, "signing.json", "cards") {
         let name = str_at(case, "name", "card");
         let (identity, key) = signer(&keys, case, name);
         let card: AgentCard =
@@ -143,8 +157,8 @@ fn card_signing_vectors() {
 #[test]
 fn envelope_signing_vectors() {
     let file: Value = serde_json::from_str(SIGNING).expect("signing.json parses");
-    let keys = identities(&file);
-    for case in cases(&file, "envelopes") {
+    let keys = identities(&file, "signing.json");
+    for case in cases(&file, "signing.json", "envelopes") {
         let name = str_at(case, "name", "envelope");
         let (identity, key) = signer(&keys, case, name);
         let envelope: Envelope =
@@ -168,8 +182,8 @@ fn envelope_signing_vectors() {
 #[test]
 fn receipt_signing_vectors() {
     let file: Value = serde_json::from_str(SIGNING).expect("signing.json parses");
-    let keys = identities(&file);
-    for case in cases(&file, "receipts") {
+    let keys = identities(&file, "signing.json");
+    for case in cases(&file, "signing.json", "receipts") {
         let name = str_at(case, "name", "receipt");
         let (identity, key) = signer(&keys, case, name);
         let receipt: DeliveryReceipt =
