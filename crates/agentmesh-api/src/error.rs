@@ -219,6 +219,9 @@ codes! {
     /// MCP: a tool that changes trust (approve, block, repin) while the owner has not set
     /// `mcp_allow_trust_changes = true`.
     TrustChangesDisabled = "trust_changes_disabled",
+    /// A path the node will not read for this caller: a file of the agent's home under any name
+    /// (its keys, control token, database), or, over MCP, a path outside `mcp_file_roots`.
+    PathNotAllowed = "path_not_allowed",
     /// MCP `send_message` with `wait_for_delivery`: the message failed for good and the peer
     /// gave no code of its own (the message says why: attempts, expiry).
     DeliveryFailed = "delivery_failed",

@@ -269,7 +269,7 @@ pub struct ContactRequest {
     pub direction: Direction,
     /// The other agent.
     pub peer_id: PeerId,
-    /// Its display name.
+    /// Its display name (from its card: the peer's words). Absent in events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_name: Option<String>,
     /// Its fingerprint.
@@ -277,11 +277,13 @@ pub struct ContactRequest {
     pub fingerprint: Option<String>,
     /// The protocol the request travels over.
     pub protocol: Protocol,
-    /// What the requester said it wants.
+    /// What the requester said it wants (the requester's words). Absent (empty) in events.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub purpose: String,
     /// Where it stands.
     pub status: RequestStatus,
-    /// The answering owner's reason, as they wrote it.
+    /// The answering owner's reason, as they wrote it (for an outgoing request, the peer's
+    /// owner's words). Absent in events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// A machine code for how it closed: the peer node's refusal code (`blocked_sender`, …),
@@ -304,6 +306,16 @@ pub struct ContactRequest {
     /// may have been sent to other agents too (it proves who asked, not that it asked us).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unbound: bool,
+}
+
+impl ContactRequest {
+    /// The request without the text its peer chose (`peer_name`, `purpose`, and `reason`),
+    /// as events carry it: until the owner trusts a peer, nothing it wrote may reach an agent's
+    /// context, and events feed agents (SSE, hooks, MCP). The owner reads the whole request with
+    /// `GET /control/requests/{id}`.
+    pub fn without_peer_text(self) -> Self {
+        ContactRequest { peer_name: None, purpose: String::new(), reason: None, ..self }
+    }
 }
 
 /// A message, either direction.

@@ -181,6 +181,12 @@ impl Client {
         self.get_query("/control/requests", query).await
     }
 
+    /// `GET /control/requests/{id}`: one request with the text its peer wrote (events leave it
+    /// out), and the peer. 404 `not_found` for an id we do not have.
+    pub async fn request_detail(&self, request_id: &str) -> Result<RequestReply, ClientError> {
+        self.get(&format!("/control/requests/{}", segment(request_id))).await
+    }
+
     /// `POST /control/requests/{id}/approve`: both agents then trust each other.
     pub async fn approve(&self, request_id: &str) -> Result<RequestReply, ClientError> {
         self.post_empty(&format!("/control/requests/{}/approve", segment(request_id))).await

@@ -187,15 +187,20 @@ pub fn chunk_len(size: u64, chunk_size: u32, index: u64) -> usize {
 }
 
 /// A file name safe to create in a directory of our own: the last component of what the
-/// sender named (after `/` or `\`), control characters, `:` and other characters some file
-/// systems refuse replaced by `_`, leading dots and spaces and trailing dots and spaces removed,
+/// sender named (after `/` or `\`), control and other invisible characters (bidirectional
+/// overrides, zero-width characters: [`crate::text::is_invisible`], and U+FFFD, which shows where
+/// one was), `:` and other characters
+/// some file systems refuse replaced by `_`, leading dots and spaces and trailing dots and spaces removed,
 /// cut to [`MAX_SAVED_NAME_BYTES`] on a character boundary (keeping a short extension); `file`
 /// when nothing is left.
 pub fn sanitise_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
     let cleaned: String = last
         .chars()
-        .map(|c| if c.is_control() || matches!(c, ':' | '*' | '?' | '"' | '<' | '>' | '|') { '_' } else { c })
+        .map(|c| {
+            let hidden = crate::text::is_invisible(c) || c == crate::text::SHOWN_AS;
+            if hidden || matches!(c, ':' | '*' | '?' | '"' | '<' | '>' | '|') { '_' } else { c }
+        })
         .collect();
     let trimmed = cleaned.trim_start_matches(['.', ' ']).trim_end_matches(['.', ' ']);
     let mut out = trimmed.to_owned();

@@ -38,6 +38,7 @@ pub mod peer;
 pub mod record;
 pub mod rotation;
 pub mod task;
+pub mod text;
 pub mod time;
 
 pub use card::{AgentCard, CardError};

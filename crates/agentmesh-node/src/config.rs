@@ -170,6 +170,11 @@ pub struct Config {
     /// `repin`, `p2p_add_peer` approving a request). Default false: the agent asks, the owner
     /// decides.
     pub mcp_allow_trust_changes: bool,
+    /// Directories whose files an agent may name over MCP (`send_file`, `delegate` files):
+    /// a path is allowed when it resolves (links followed) to a place inside one of them.
+    /// Default none: over MCP no file is read. Whatever is listed, no file of the home (keys,
+    /// control token, database) is ever offered.
+    pub mcp_file_roots: Vec<std::path::PathBuf>,
     /// Push events to an OpenClaw gateway's webhooks (`[hooks]`); default none.
     pub hooks: Option<HooksConfig>,
 }
@@ -262,6 +267,7 @@ impl Default for Config {
             max_task_artifact_bytes: 4 * 1024 * 1024,
             escalation_remind_secs: 900,
             mcp_allow_trust_changes: false,
+            mcp_file_roots: Vec::new(),
             hooks: None,
         }
     }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use agentmesh_api::control::{
     AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, CancelFileArgs, ContactArgs, DiscoverQuery, DiscoveredArgs,
     EndArgs, EventList, EventListQuery, EventsQuery, FilesQuery, HealthReply, MessagesQuery, PeerList, PeerReply,
-    PeersQuery, RejectArgs, RejectManyArgs, RepinArgs, RequestList, RequestsQuery, SayArgs, SendArgs, SendFileArgs,
-    TransferList, TransferReply,
+    PeersQuery, RejectArgs, RejectManyArgs, RepinArgs, RequestList, RequestReply, RequestsQuery, SayArgs, SendArgs,
+    SendFileArgs, TransferList, TransferReply,
 };
 use agentmesh_api::control::{
     DelegateArgs, EscalateArgs, EscalationList, EscalationReply, EscalationsQuery, ResolveArgs, TaskList,
@@ -75,6 +75,7 @@ pub(crate) fn router(
         .route("/control/contacts", post(request_contact))
         .route("/control/requests", get(list_requests))
         .route("/control/requests/reject", post(reject_many))
+        .route("/control/requests/{id}", get(request_detail))
         .route("/control/requests/{id}/approve", post(approve))
         .route("/control/requests/{id}/reject", post(reject))
         .route("/control/requests/{id}/withdraw", post(withdraw))
@@ -182,6 +183,10 @@ async fn list_requests(
     let q = query(q)?;
     let requests = st.node.db(move |s| Ok(s.requests(q.direction, q.status, 10_000)?)).await?;
     Ok(Json(RequestList { requests }))
+}
+
+async fn request_detail(State(st): State<ControlState>, Path(id): Path<String>) -> Reply<RequestReply> {
+    Ok(Json(contacts::request_detail(&st.node, id).await?))
 }
 
 async fn approve(State(st): State<ControlState>, Path(id): Path<String>) -> Response {

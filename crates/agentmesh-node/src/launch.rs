@@ -258,7 +258,7 @@ pub async fn launch_with(
     let keys = Keys { identity: key_state.identity, card, previous: key_state.previous };
     let db = Db::spawn(store).context("starting the database thread")?;
     let node = Arc::new(Node::new(keys, config, endpoint, db, http).with_warnings(warnings));
-    node.files().set_dir(home.root().join("files"));
+    node.files().set_home(home.root());
 
     let token = hex::encode(rand::random::<[u8; 32]>());
     let info = RuntimeInfo {

@@ -50,6 +50,7 @@ pub mod mdns;
 mod native;
 pub mod net;
 mod outbox;
+pub mod paths;
 mod peer_api;
 mod pipeline;
 mod registration;

@@ -81,7 +81,7 @@ impl Store {
             )?
             .execute(params![
                 e.agent_id.as_str(),
-                e.name,
+                agentmesh_core::text::display_name(&e.name),
                 e.endpoint,
                 e.protocol.as_str(),
                 e.fingerprint,

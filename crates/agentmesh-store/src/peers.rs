@@ -180,7 +180,8 @@ fn peer_from_row(row: &Row<'_>) -> rusqlite::Result<Peer> {
 }
 
 impl Store {
-    /// Inserts a peer, or refreshes the name, protocol, endpoint, card, capabilities and
+    /// Inserts a peer, or refreshes the name (kept with its invisible characters made visible:
+    /// [`agentmesh_core::text::display_name`]), protocol, endpoint, card, capabilities and
     /// last-seen time of a known one.
     ///
     /// The Ed25519 key is pinned on first sight (TOFU): when a peer with this id is stored with a
@@ -206,7 +207,7 @@ impl Store {
         )?
         .execute(params![
             peer.agent_id.as_str(),
-            peer.name,
+            agentmesh_core::text::display_name(&peer.name),
             peer.protocol.as_str(),
             peer.endpoint,
             &peer.ed25519[..],
@@ -238,7 +239,7 @@ impl Store {
                 rotated.x25519.as_ref().map(|k| &k[..]),
                 rotated.fingerprint,
                 rotated.card,
-                rotated.name,
+                agentmesh_core::text::display_name(&rotated.name),
                 rotated.endpoint,
                 rotated.last_seen,
             ],

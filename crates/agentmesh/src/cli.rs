@@ -67,7 +67,8 @@ pub(crate) enum Command {
     /// Probe HTTP endpoints for agents (native card, then Agent Mesh V1 discovery) and record
     /// what answers as discovered (never trusted).
     Scan(ScanArgs),
-    /// List contact requests.
+    /// List contact requests (with what each requester wrote: for the owner).
+    #[command(visible_alias = "requests")]
     ListRequests(ListRequestsArgs),
     /// Approve an incoming contact request: both agents then trust each other.
     ApproveRequest {

@@ -25,13 +25,15 @@ pub(crate) fn json_doc<T: Serialize + ?Sized>(value: &T) {
 }
 
 /// Makes peer-supplied text safe for a terminal: control characters (escape sequences, carriage
-/// returns, …) become U+FFFD; newlines and tabs are kept only when `multiline`.
+/// returns, …) and other invisible ones (bidirectional overrides, zero-width characters:
+/// [`agentmesh_core::text::is_invisible`]) become U+FFFD; newlines and tabs are kept only when
+/// `multiline`.
 pub(crate) fn clean(text: &str, multiline: bool) -> String {
     text.chars()
         .map(|c| match c {
             '\n' | '\t' if multiline => c,
             '\n' | '\t' => ' ',
-            c if c.is_control() => '\u{fffd}',
+            c if agentmesh_core::text::is_invisible(c) => agentmesh_core::text::SHOWN_AS,
             c => c,
         })
         .collect()

@@ -431,7 +431,13 @@ async fn deliver_one(node: &Node, peer: &Peer, item: &OutboxItem) -> Outcome {
                     json!({"protocol": PROTOCOL_AGENT_MESH_V1, "signed": false, "result": result}).to_string(),
                 );
             }
-            let code = parsed.as_ref().and_then(|v| v.get("error")).and_then(Value::as_str).map(str::to_owned);
+            // Only a well-formed code, never the peer's free text (see `native::refusal`).
+            let code = parsed
+                .as_ref()
+                .and_then(|v| v.get("error"))
+                .and_then(Value::as_str)
+                .filter(|c| crate::native::is_code(c))
+                .map(str::to_owned);
             let error = format!("peer answered {}: {}", status.as_u16(), code.as_deref().unwrap_or("no error given"));
             let after_secs = parsed.as_ref().and_then(|v| v.get("retry_after")).and_then(Value::as_u64).unwrap_or(0);
             let stale = code.as_deref() == Some(ErrorCode::StaleTimestamp.as_str());

@@ -121,7 +121,7 @@ pub(crate) fn apply(tx: &Tx<'_>, peer: &Peer, input: Input<'_>, context: &Contex
             tx.close_request(&change.request_id, &closing)?;
         }
         if let Some(request) = tx.request(&change.request_id)? {
-            tx.emit(Event::ContactRequest { request });
+            tx.emit(Event::ContactRequest { request: request.without_peer_text() });
         }
     }
     let next = &step.next;
@@ -222,14 +222,26 @@ fn check_text(text: &str, code: ErrorCode, what: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Checks an alias and that no other peer has it.
-fn check_alias(store: &Store, alias: &str, for_peer: &PeerId) -> Result<(), Error> {
-    if alias.is_empty() || alias.chars().count() > MAX_ALIAS_CHARS || alias.chars().any(char::is_control) {
+/// Checks that an alias is 1 to [`MAX_ALIAS_CHARS`] characters, all of them visible: no control,
+/// bidirectional or zero-width one that would make it show as another name (`invalid_alias`).
+fn check_alias_shape(alias: &str) -> Result<(), Error> {
+    if alias.is_empty()
+        || alias.chars().count() > MAX_ALIAS_CHARS
+        || alias.chars().any(agentmesh_core::text::is_invisible)
+    {
         return Err(Error::invalid(
             ErrorCode::InvalidAlias,
-            format!("an alias is 1 to {MAX_ALIAS_CHARS} printable characters"),
+            format!(
+                "an alias is 1 to {MAX_ALIAS_CHARS} visible characters (no control, bidirectional or zero-width ones)"
+            ),
         ));
     }
+    Ok(())
+}
+
+/// Checks an alias and that no other peer has it.
+fn check_alias(store: &Store, alias: &str, for_peer: &PeerId) -> Result<(), Error> {
+    check_alias_shape(alias)?;
     let taken = store
         .find_peers(alias)?
         .into_iter()
@@ -343,10 +355,8 @@ fn outbound_mismatch(tx: &Tx<'_>, fetched: &Peer, history: &[[u8; 32]]) -> Resul
 pub(crate) async fn request_contact(node: &Arc<Node>, args: ContactArgs) -> Result<ContactReply, Error> {
     check_text(&args.purpose, ErrorCode::InvalidPurpose, "purpose")?;
     let alias = args.alias.as_deref().map(str::trim).map(str::to_owned);
-    if let Some(alias) = &alias
-        && (alias.is_empty() || alias.chars().count() > MAX_ALIAS_CHARS)
-    {
-        return Err(Error::invalid(ErrorCode::InvalidAlias, format!("an alias is 1 to {MAX_ALIAS_CHARS} characters")));
+    if let Some(alias) = &alias {
+        check_alias_shape(alias)?;
     }
     let target = args.to.trim().to_owned();
     let fetched = if target.starts_with("http://") || target.starts_with("https://") {
@@ -606,6 +616,16 @@ pub(crate) async fn withdraw(node: &Arc<Node>, request_id: String) -> Result<Req
         check_open(&request)?;
         let peer = apply(tx, &peer, Input::Withdraw, &Context::default())?;
         let request = tx.request(&request_id)?.ok_or_else(|| Error::internal("a request vanished"))?;
+        Ok(RequestReply { request, peer: peer.view() })
+    })
+    .await
+}
+
+/// `GET /control/requests/{id}`: one request as stored, with the text its peer wrote (for the
+/// owner: events leave that text out), and the peer.
+pub(crate) async fn request_detail(node: &Arc<Node>, request_id: String) -> Result<RequestReply, Error> {
+    node.db(move |s| {
+        let (request, peer) = request_and_peer(s, &request_id)?;
         Ok(RequestReply { request, peer: peer.view() })
     })
     .await

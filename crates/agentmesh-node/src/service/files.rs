@@ -78,6 +78,8 @@ const MAX_SUFFIX: u32 = 100;
 
 /// The node's transfer machinery: where files go, the downloads running, the fetch budget.
 pub(crate) struct Files {
+    /// The agent's home: nothing in it is ever offered ([`crate::paths`]).
+    home: OnceLock<PathBuf>,
     dir: OnceLock<PathBuf>,
     running: Mutex<HashMap<String, CancellationToken>>,
     wake: Notify,
@@ -87,6 +89,7 @@ pub(crate) struct Files {
 impl Files {
     pub(crate) fn new() -> Self {
         Files {
+            home: OnceLock::new(),
             dir: OnceLock::new(),
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
@@ -94,9 +97,14 @@ impl Files {
         }
     }
 
-    /// Sets `<home>/files` (once, at launch).
-    pub(crate) fn set_dir(&self, dir: PathBuf) {
-        let _ = self.dir.set(dir);
+    /// Sets the home, and `<home>/files` where received files go (once, at launch).
+    pub(crate) fn set_home(&self, home: &Path) {
+        let _ = self.home.set(home.to_path_buf());
+        let _ = self.dir.set(home.join("files"));
+    }
+
+    fn home(&self) -> Result<PathBuf, Error> {
+        self.home.get().cloned().ok_or_else(|| Error::internal("no home directory"))
     }
 
     fn dir(&self) -> Result<&Path, Error> {
@@ -196,7 +204,9 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: FileBody, now: i64) -> Res
                     transfer_id: id.clone(),
                     peer_id: peer.agent_id.clone(),
                     direction: Direction::Incoming,
-                    name,
+                    // Kept as the owner will see it: bidirectional overrides and other invisible
+                    // characters shown (the saved file's name is sanitised apart).
+                    name: agentmesh_core::text::display_name(&name),
                     size,
                     sha256,
                     chunk_size,
@@ -280,10 +290,21 @@ fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// Size, modification time (ns) and SHA-256 (hex) of the regular file at `path`, read once in
-/// chunks; refused when it changes meanwhile.
-fn digest_file(path: &Path) -> std::io::Result<(u64, i64, String)> {
-    let mut file = std::fs::File::open(path)?;
+/// Opens the file at `path` for sending, refused (`path_not_allowed`) when it is a file of the
+/// home under any name; `invalid_argument` when it cannot be opened or examined.
+fn open_outside_home(home: &Path, path: &Path) -> Result<std::fs::File, Error> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::invalid(ErrorCode::InvalidArgument, format!("cannot read {}: {e}", path.display())))?;
+    crate::paths::check_outside_home(home, path, &file).map_err(|refusal| match refusal {
+        crate::paths::PathRefusal::Unreadable(..) => Error::invalid(ErrorCode::InvalidArgument, refusal.to_string()),
+        _ => Error::refused(ErrorCode::PathNotAllowed, refusal.to_string()),
+    })?;
+    Ok(file)
+}
+
+/// Size, modification time (ns) and SHA-256 (hex) of the regular file `file` (opened from
+/// `path`), read once in chunks; refused when it changes meanwhile.
+fn digest_file(mut file: std::fs::File, path: &Path) -> std::io::Result<(u64, i64, String)> {
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
@@ -326,11 +347,13 @@ pub(crate) async fn send(node: &Arc<Node>, args: SendFileArgs) -> Result<Transfe
     // The peer first: no point in reading a large file for a peer we cannot send to.
     let to = args.to.clone();
     node.db(move |s| sendable(s, &resolve(s, &to)?)).await?;
-    let source = path.clone();
-    let (size, mtime, sha256) = tokio::task::spawn_blocking(move || digest_file(&source))
-        .await
-        .map_err(Error::internal)?
-        .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+    let (source, home) = (path.clone(), node.files().home()?);
+    let (size, mtime, sha256) = tokio::task::spawn_blocking(move || {
+        let file = open_outside_home(&home, &source)?;
+        digest_file(file, &source).map_err(|e| invalid(format!("cannot read {}: {e}", source.display())))
+    })
+    .await
+    .map_err(Error::internal)??;
     if size > MAX_FILE_BYTES {
         return Err(Error::TooLarge { what: "file", limit: MAX_FILE_BYTES as usize });
     }
@@ -548,7 +571,10 @@ async fn serve_chunks(
         return Err(Error::malformed(format!("from: the file has {count} chunks")));
     }
     let source = PathBuf::from(t.path.clone().unwrap_or_default());
-    let file = std::fs::File::open(&source).ok();
+    // Checked again: the path may name another file now (a link swapped in since the offer).
+    let home = node.files().home()?;
+    let file =
+        tokio::task::spawn_blocking(move || open_outside_home(&home, &source).ok()).await.map_err(Error::internal)?;
     let unchanged = file
         .as_ref()
         .and_then(|f| f.metadata().ok())
@@ -1110,7 +1136,7 @@ pub(crate) fn save_inline(
             transfer_id: id.clone(),
             peer_id: peer.agent_id.clone(),
             direction: Direction::Incoming,
-            name: name.to_owned(),
+            name: agentmesh_core::text::display_name(name),
             size: bytes.len() as u64,
             sha256: hex::encode(Sha256::digest(bytes)),
             chunk_size: (bytes.len() as u32).max(1),

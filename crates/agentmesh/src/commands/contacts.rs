@@ -156,13 +156,17 @@ async fn follow(
         }
     };
     listed.requests.iter().for_each(print);
-    super::events::follow(ctx, cursor, |item| {
+    super::events::follow(ctx, cursor, async |item| {
         if let StreamItem::Event(logged) = item
             && let Event::ContactRequest { request } = &logged.event
             && direction.is_none_or(|d| d == request.direction)
             && status.is_none_or(|s| s == request.status)
         {
-            print(request);
+            // Events leave out what the peer wrote: the owner reads it from the request itself.
+            match client.request_detail(&request.request_id).await {
+                Ok(whole) => print(&whole.request),
+                Err(_) => print(request),
+            }
         }
     })
     .await

@@ -16,7 +16,7 @@ pub(crate) async fn events(ctx: &Ctx, args: EventsArgs) -> Result<()> {
     let client = ctx.client()?;
     if args.follow && args.after.is_none() {
         let last = ctx.check(client.event_list(&EventListQuery { after: None, limit: Some(1) }).await)?.last;
-        return follow(ctx, last, |item| print_item(ctx, item)).await;
+        return follow(ctx, last, async |item| print_item(ctx, item)).await;
     }
     let page = ctx.check(client.event_list(&EventListQuery { after: args.after, limit: Some(args.limit) }).await)?;
     for event in &page.events {
@@ -24,7 +24,7 @@ pub(crate) async fn events(ctx: &Ctx, args: EventsArgs) -> Result<()> {
     }
     if args.follow {
         let cursor = page.events.last().map_or(page.last.min(args.after.unwrap_or(0)), |e| e.seq);
-        return follow(ctx, cursor, |item| print_item(ctx, item)).await;
+        return follow(ctx, cursor, async |item| print_item(ctx, item)).await;
     }
     if !ctx.json && page.events.is_empty() {
         output::line("No events.");
@@ -35,7 +35,7 @@ pub(crate) async fn events(ctx: &Ctx, args: EventsArgs) -> Result<()> {
 /// Streams the events after `cursor` to `handle` until interrupted. When the node stops, waits
 /// for it to come back (its control URL may change) and resumes after the last event seen, so
 /// nothing is missed or repeated across restarts.
-pub(crate) async fn follow(ctx: &Ctx, mut cursor: i64, mut handle: impl FnMut(&StreamItem)) -> Result<()> {
+pub(crate) async fn follow(ctx: &Ctx, mut cursor: i64, mut handle: impl AsyncFnMut(&StreamItem)) -> Result<()> {
     let mut gone = false;
     loop {
         let stream = match ctx.client() {
@@ -57,7 +57,7 @@ pub(crate) async fn follow(ctx: &Ctx, mut cursor: i64, mut handle: impl FnMut(&S
             if let Some(seq) = item.seq() {
                 cursor = seq;
             }
-            handle(&item);
+            handle(&item).await;
         }
         if !ctx.json {
             eprintln!("(the node stopped; waiting for it to come back)");

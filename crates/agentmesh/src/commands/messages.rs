@@ -144,7 +144,7 @@ async fn follow(ctx: &Ctx, args: &ListMessagesArgs, q: &MessagesQuery) -> Result
             print_message(ctx, m);
         }
     }
-    super::events::follow(ctx, cursor, |item| {
+    super::events::follow(ctx, cursor, async |item| {
         let StreamItem::Event(logged) = item else { return };
         match &logged.event {
             Event::Message { message } => {

@@ -10,6 +10,7 @@
 
 mod http;
 mod link;
+mod peer_text;
 mod resources;
 mod tools;
 
@@ -40,6 +41,9 @@ pub(crate) struct McpServer {
     link: Arc<NodeLink>,
     /// `mcp_allow_trust_changes`, read when the session started.
     allow_trust: bool,
+    /// `mcp_file_roots`, read when the session started: the directories whose files tools may
+    /// name.
+    file_roots: Vec<std::path::PathBuf>,
     tools: Arc<ToolRouter<McpServer>>,
     /// Legacy `resources/subscribe` subscriptions of this session.
     subscribed: Arc<Mutex<HashSet<String>>>,
@@ -58,6 +62,7 @@ impl McpServer {
         Ok(McpServer {
             link,
             allow_trust: config.mcp_allow_trust_changes,
+            file_roots: config.mcp_file_roots,
             tools,
             subscribed: Arc::default(),
             pumping: AtomicBool::new(false),

@@ -52,7 +52,7 @@ pub(super) async fn read(link: &NodeLink, uri: &str) -> Result<String, McpError>
         }
         PEERS => {
             let list = client.peers(false).await.map_err(|e| fail(link.error(e)))?;
-            serde_json::to_string(&list)
+            serde_json::to_string(&super::peer_text::peers(list))
         }
         other => {
             return Err(McpError::resource_not_found(

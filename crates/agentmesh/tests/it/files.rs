@@ -343,3 +343,76 @@ async fn a_small_file_goes_inline_in_a_call() {
     let e = a.client.say(&id, &format!("sendfile big.bin {big}")).await.expect_err("too big inline");
     assert!(e.to_string().contains("send-file"), "{e}");
 }
+
+#[tokio::test]
+async fn regression_send_file_never_offers_the_nodes_own_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = node(dir.path(), "alice").await;
+    let b = node_with(dir.path(), "bob", AUTO, &[]).await;
+    trust(&a, &b).await;
+    let key = a.home.join("keys").join("ed25519.key");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    let symlink = outside.join("notes.txt");
+    std::os::unix::fs::symlink(&key, &symlink).expect("symlink");
+    let hard = outside.join("backup.bin");
+    std::fs::hard_link(a.home.join("control.token"), &hard).expect("hard link");
+    let dotted = outside.join("../alice/keys/../keys/x25519.key");
+    let home_files = [
+        key.clone(),
+        a.home.join("keys").join("x25519.key"),
+        a.home.join("control.token"),
+        a.home.join("agentmesh.db"),
+        a.home.join("config.toml"),
+        symlink,
+        hard,
+        dotted,
+    ];
+    for path in &home_files {
+        if !path.exists() && path.ends_with("config.toml") {
+            std::fs::write(path, "").expect("config");
+        }
+        let out = cli(&a.home, &["send-file", &b.agent_id, &path.to_string_lossy()]);
+        let err: serde_json::Value = serde_json::from_slice(&out.stderr).expect("json error");
+        assert_eq!(err["error"]["code"], "path_not_allowed", "{}: {err}", path.display());
+    }
+    assert!(a.client.files(&Default::default()).await.expect("files").transfers.is_empty(), "nothing offered");
+
+    // A file offered in good faith and then swapped for a link to the key (same size and
+    // modification time) is not served: the receiver never gets the key's bytes.
+    let decoy = outside.join("decoy.txt");
+    let key_meta = std::fs::metadata(&key).expect("key meta");
+    std::fs::write(&decoy, vec![b'x'; key_meta.len() as usize]).expect("decoy");
+    std::fs::File::options()
+        .write(true)
+        .open(&decoy)
+        .expect("open")
+        .set_modified(key_meta.modified().expect("mtime"))
+        .expect("set mtime");
+    let sent = offer(&a, &b, &decoy, None).await;
+    std::fs::remove_file(&decoy).expect("rm");
+    std::os::unix::fs::symlink(&key, &decoy).expect("swap in a link");
+    let failed = wait_transfer(&b, &sent.transfer_id, WAIT, |t| !t.state.is_open()).await;
+    assert_eq!(failed.state, TransferState::Failed, "{failed:?}");
+    let secret = std::fs::read(&key).expect("key");
+    let received = b.home.join("files");
+    if received.exists() {
+        for entry in walk(&received) {
+            assert_ne!(std::fs::read(&entry).expect("read"), secret, "{} holds alice's key", entry.display());
+        }
+    }
+}
+
+/// Every regular file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").map(|e| e.expect("entry")) {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -14,6 +14,7 @@ mod files;
 mod gossip;
 mod hooks;
 mod hostile;
+mod injection;
 mod keys;
 mod mcp;
 mod mdns;
