@@ -55,7 +55,35 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 // After a key rotation, a contact first gets the `key_rotation` envelope, alone:
                 // everything else is signed with the new key it announces.
                 let rotating = if check_rotation { s.peers_awaiting(EnvelopeKind::KeyRotation)? } else { Vec::new() };
+                // A peer's contact envelopes leave one at a time, oldest first: a change never
+                // overtakes an earlier one, even when that one waits for a retry.
+                let mut contact_heads: HashMap<PeerId, Option<i64>> = HashMap::new();
                 for item in s.due(now, fetch_limit)? {
+                    if is_contact(item.kind) {
+                        let head = match contact_heads.get(&item.peer_id) {
+                            Some(head) => *head,
+                            None => {
+                                let head = s.oldest_pending_contact(&item.peer_id)?;
+                                contact_heads.insert(item.peer_id.clone(), head);
+                                head
+                            }
+                        };
+                        if head != Some(item.seq) {
+                            held_back = true;
+                            continue;
+                        }
+                        // Alone in its request, like a contact request always is.
+                        if !rotating.contains(&item.peer_id) {
+                            let running = busy.get(&item.peer_id).copied().unwrap_or(0);
+                            let chunks = groups.iter().filter(|(p, _)| *p == item.peer_id).count();
+                            if running + chunks < per_peer {
+                                groups.push((item.peer_id.clone(), vec![item]));
+                            } else {
+                                held_back = true;
+                            }
+                            continue;
+                        }
+                    }
                     if rotating.contains(&item.peer_id) {
                         if item.kind == EnvelopeKind::KeyRotation && !busy.contains_key(&item.peer_id) {
                             groups.push((item.peer_id.clone(), vec![item]));
@@ -131,6 +159,11 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     }
     tracker.close();
     let _ = tokio::time::timeout(Duration::from_millis(config.outbound_timeout_ms + 1_000), tracker.wait()).await;
+}
+
+/// Whether `kind` is one of the contact envelopes that go to a peer in order.
+fn is_contact(kind: EnvelopeKind) -> bool {
+    matches!(kind, EnvelopeKind::ContactRequest | EnvelopeKind::ContactResponse | EnvelopeKind::ContactUpdate)
 }
 
 async fn deliver_group(node: &Arc<Node>, peer: Option<Peer>, items: Vec<OutboxItem>) {

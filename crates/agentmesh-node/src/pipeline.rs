@@ -233,9 +233,18 @@ pub(crate) async fn process(node: &Arc<Node>, envelopes: Vec<Inbound>) -> Vec<Re
     let mut key_cache: HashMap<[u8; 32], VerifyingKey> = HashMap::new();
     let mut slots: Vec<Option<Inbound>> = envelopes.into_iter().map(Some).collect();
     let mut to_verify: Vec<(usize, Inbound, Sender, Option<String>)> = Vec::new();
+    let mut told_blocks: Vec<PeerId> = Vec::new();
     for (i, replay) in replays {
         let Some(env) = slots[i].take() else { continue };
         let peer = peers.get(&env.from).cloned().flatten();
+        // A peer blocked without being told learns of it from our refusal: noted once, so that
+        // an unblock is told to it too.
+        if peer.as_ref().is_some_and(|p| {
+            p.trust == TrustState::Blocked && p.trust_reason.as_ref().is_some_and(|r| r.code == trust::BLOCKED_SILENTLY)
+        }) && !told_blocks.contains(&env.from)
+        {
+            told_blocks.push(env.from.clone());
+        }
         let checked = sender(&env, peer, &mut key_cache, now as i64).and_then(|sender| {
             if let Some(to) = env.to
                 && to != me
@@ -258,6 +267,10 @@ pub(crate) async fn process(node: &Arc<Node>, envelopes: Vec<Inbound>) -> Vec<Re
             Err(e) => results[i] = Some(Err(e)),
             Ok(sender) => to_verify.push((i, env, sender, replay)),
         }
+    }
+
+    for peer_id in told_blocks {
+        contacts::note_block_refused(node, peer_id).await;
     }
 
     // Signatures (batched), then replays, budgets, decryption and acknowledgements: CPU work,

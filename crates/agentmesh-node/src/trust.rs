@@ -29,7 +29,7 @@
 //! | `requested_in` → reject | `rejected` (by us: `rejected`) | `contact_response i, rejected` |
 //! | `requested_out` → withdraw | `discovered` | `contact_update withdrawn o` |
 //! | any → block | `blocked` (open requests closed) | `contact_update blocked`, when the peer dealt with us (`trusted`, `requested_*`, or we rejected it) |
-//! | `blocked` → unblock | `discovered` (trust is not restored: ask again) | `contact_update unblocked`, if the block was told |
+//! | `blocked` → unblock | `discovered` (trust is not restored: ask again) | `contact_update unblocked`, if the block was told (or our node refused the peer for it since) |
 //! | any → remove | `removed` (open requests closed, pin dropped) | `contact_update removed`, if the peer dealt with us (`trusted`, `requested_*`, a told block) |
 //!
 //! What the peer tells us (signed envelopes, admitted as in the first table):
@@ -43,12 +43,13 @@
 //! | `requested_out` → `o` accepted / rejected | `trusted` / `rejected` (by peer: `rejected`) |
 //! | `requested_in` → withdrawn `i` | `discovered` |
 //! | any but `blocked`, `removed` → blocked / removed | `rejected` (by peer: `blocked` / `removed`), open requests closed |
-//! | `rejected` (by peer: `blocked`) → unblocked | `discovered` |
+//! | `rejected` (by peer: `blocked` or `blocked_sender`) → unblocked | `discovered` |
 //! | `trusted` → its node refuses our envelope with `blocked_sender` | `rejected` (by peer: `blocked_sender`) |
 //! | `trusted` → its node refuses our envelope with `unknown_sender` or `untrusted_sender` | `requested_out` (we ask again: it lost its state, or a change crossed ours) |
 //! | `requested_out` → its node refuses `o` for good | `rejected` (by peer: its code), `o` `refused` |
 //! | `requested_out` → `o` undeliverable within the retry limits | `discovered`, `o` `failed` |
 //! | `requested_in` → `i` unanswered for `contact_request_ttl_secs` | `rejected` (by us: `expired`), `i` `expired`; told as a rejection |
+//! | `blocked` (silently) → our node refuses its envelope with `blocked_sender` | `blocked` (told: the refusal told it) |
 //!
 //! Anything else the peer says about a request we never had is `unknown_request`; about one that
 //! closed meanwhile, it changes nothing. Every transition that changes what the other side may do
@@ -126,6 +127,9 @@ pub(crate) enum Input<'a> {
     Undeliverable { request: &'a str },
     /// The peer's open request was not answered in time.
     Expire,
+    /// We refused an envelope of the blocked peer (`blocked_sender`): it knows of the block now,
+    /// so an unblock must be told to it.
+    BlockRefused,
 }
 
 /// What to tell the peer.
@@ -192,6 +196,14 @@ fn peer_involved(r: &Relation) -> bool {
     }
 }
 
+/// Whether the peer blocks us, as far as we know: it told us (`blocked`), or its node refused
+/// an envelope of ours for it (`blocked_sender`). Its `unblocked` undoes either.
+pub(crate) fn blocked_by_peer(r: &Relation) -> bool {
+    r.reason
+        .as_ref()
+        .is_some_and(|reason| reason.by == Side::Peer && matches!(reason.code.as_str(), "blocked" | "blocked_sender"))
+}
+
 /// When the peer closes contact, a request of ours it has not answered may still be on its way
 /// (it crossed the peer's change): withdraw it, so that it cannot open there later.
 fn withdraw_in_flight(current: &Relation) -> Option<Tell> {
@@ -202,7 +214,7 @@ fn withdraw_in_flight(current: &Relation) -> Option<Tell> {
 /// The reason code of a block the peer was told of.
 const BLOCKED_TOLD: &str = "blocked";
 /// The reason code of a block the peer was not told of (it never dealt with us).
-const BLOCKED_SILENTLY: &str = "blocked_silently";
+pub(crate) const BLOCKED_SILENTLY: &str = "blocked_silently";
 
 /// Applies `input` to `current`; `fresh` is the id a request made by this step gets.
 pub(crate) fn step(current: &Relation, input: Input<'_>, fresh: &str) -> Result<Step, Refusal> {
@@ -293,6 +305,13 @@ pub(crate) fn step(current: &Relation, input: Input<'_>, fresh: &str) -> Result<
             if told {
                 tell = Some(Tell::Update { change: ContactChange::Blocked, request: None });
             }
+        }
+        Input::BlockRefused => {
+            let silent = current.reason.as_ref().is_some_and(|r| r.code == BLOCKED_SILENTLY);
+            if current.state != Blocked || !silent {
+                return same();
+            }
+            next = Relation::at(Blocked, reason(Side::Us, BLOCKED_TOLD));
         }
         Input::Unblock => {
             if current.state != Blocked {
@@ -416,8 +435,7 @@ pub(crate) fn step(current: &Relation, input: Input<'_>, fresh: &str) -> Result<
                 next = Relation::at(Rejected, reason(Side::Peer, code));
             }
             ContactChange::Unblocked => {
-                let blocked_us = current.reason.as_ref().is_some_and(|r| r.by == Side::Peer && r.code == "blocked");
-                if current.state != Rejected || !blocked_us {
+                if current.state != Rejected || !blocked_by_peer(current) {
                     return same();
                 }
                 next = Relation::at(Discovered, None);
@@ -510,6 +528,27 @@ mod tests {
     }
 
     #[test]
+    fn regression_an_unblock_reaches_a_peer_whose_request_the_block_refused() {
+        // Bob blocks alice (told); alice asks again and bob's node refuses it (blocked_sender).
+        let trusted = Relation::at(TrustState::Trusted, None);
+        let bob = step(&trusted, Input::Block, "req_b").expect("block").next;
+        let alice = step(&trusted, Input::PeerChanged { change: ContactChange::Blocked, request: None }, "req_a")
+            .expect("told")
+            .next;
+        let alice = step(&alice, Input::Ask, "req_a2").expect("ask").next;
+        let alice = step(&alice, Input::Refused { code: "blocked_sender", request: Some("req_a2") }, "req_a3")
+            .expect("ref")
+            .next;
+        assert_eq!(alice.state, TrustState::Rejected);
+        // Bob unblocks: alice hears it and may ask again, as bob sees it.
+        let unblocked = step(&bob, Input::Unblock, "req_b2").expect("unblock");
+        assert_eq!(unblocked.tell, Some(Tell::Update { change: ContactChange::Unblocked, request: None }));
+        let alice =
+            step(&alice, Input::PeerChanged { change: ContactChange::Unblocked, request: None }, "req_a4").expect("u");
+        assert_eq!((alice.next.state, unblocked.next.state), (TrustState::Discovered, TrustState::Discovered));
+    }
+
+    #[test]
     fn asking_twice_collapses_and_asking_back_approves() {
         let asked = step(&Relation::discovered(), Input::Ask, "req_a").expect("ask");
         assert_eq!(asked.tell, Some(Tell::Request("req_a".into())));
@@ -548,6 +587,9 @@ mod tests {
         Message,
         /// One envelope in flight arrives.
         Deliver,
+        /// The envelope at the head of the wire is lost for good: the sender's outbox gives up
+        /// on it after its retries (a contact request is then undeliverable).
+        Lose,
     }
 
     /// An envelope in flight, and the refusals coming back.
@@ -597,7 +639,7 @@ mod tests {
             Action::Unblock => Input::Unblock,
             Action::Remove => Input::Remove,
             Action::Expire => Input::Expire,
-            Action::Message | Action::Deliver => return None,
+            Action::Message | Action::Deliver | Action::Lose => return None,
         };
         node.apply(input).ok()?.tell
     }
@@ -617,6 +659,9 @@ mod tests {
         };
         let known = Some(node.relation.state).filter(|s| *s != TrustState::Removed);
         if let Err(code) = admit(known, kind) {
+            if code == ErrorCode::BlockedSender {
+                let _ = node.apply(Input::BlockRefused);
+            }
             let request = match &wire {
                 Wire::Envelope(Tell::Request(r)) => Some(r.clone()),
                 _ => None,
@@ -656,6 +701,7 @@ mod tests {
             1 => Just(Action::Expire),
             1 => Just(Action::Message),
             6 => Just(Action::Deliver),
+            1 => Just(Action::Lose),
         ];
         (any::<bool>(), a)
     }
@@ -676,9 +722,49 @@ mod tests {
         }
     }
 
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+    /// The envelope at the head of `wires[from]` is lost for good; returns whether one was (a
+    /// refusal travels in the answer to an attempt, so it is never lost on its own: the attempt
+    /// is retried and refused again).
+    fn lose_one(nodes: &mut [Node; 2], wires: &mut [VecDeque<Wire>; 2], from: usize) -> bool {
+        let Some(wire) = wires[from].front() else { return false };
+        if matches!(wire, Wire::Refusal { .. }) {
+            return false;
+        }
+        let Some(wire) = wires[from].pop_front() else { return false };
+        if let Wire::Envelope(Tell::Request(request)) = wire {
+            let tell = nodes[from].apply(Input::Undeliverable { request: &request }).ok().and_then(|s| s.tell);
+            if let Some(tell) = tell {
+                wires[from].push_back(Wire::Envelope(tell));
+            }
+        }
+        true
+    }
 
+    /// Delivers everything in flight, answers and refusals included; whether the network went
+    /// quiet.
+    fn quiesce(nodes: &mut [Node; 2], wires: &mut [VecDeque<Wire>; 2]) -> bool {
+        for _ in 0..1_000 {
+            if wires[0].is_empty() && wires[1].is_empty() {
+                return true;
+            }
+            deliver_one(nodes, wires, 0);
+            deliver_one(nodes, wires, 1);
+        }
+        wires[0].is_empty() && wires[1].is_empty()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3_000, ..ProptestConfig::default() })]
+
+        /// Random owner actions on both sides, envelopes delivered in order (the outbox sends a
+        /// peer's contact envelopes one at a time, oldest first) or lost for good. Duplicates
+        /// and replays never reach the machine (the replay log answers them), and a restart
+        /// loses nothing (the outbox and the relation are stored), so neither is modelled here;
+        /// `tests/it/trust.rs` runs real nodes through restarts and outages.
+        ///
+        /// Once the network is quiet: without loss, both views agree exactly (trust, open
+        /// requests, a block one side believes in); with loss, once each trusted side has sent a
+        /// message (the way a lost change comes to light), trust is two-sided or absent.
         #[test]
         fn two_views_converge_and_no_request_is_stuck(
             start in prop_oneof![Just(TrustState::Discovered), Just(TrustState::Removed)],
@@ -690,10 +776,12 @@ mod tests {
                 Node { name: 'b', relation: fresh, next_id: 0, had_out: Vec::new() },
             ];
             let mut wires: [VecDeque<Wire>; 2] = [VecDeque::new(), VecDeque::new()];
+            let mut lost = false;
             for (first, action) in actions {
                 let side = usize::from(!first);
                 match action {
                     Action::Deliver => deliver_one(&mut nodes, &mut wires, side),
+                    Action::Lose => lost |= lose_one(&mut nodes, &mut wires, side),
                     Action::Message => {
                         if nodes[side].relation.state == TrustState::Trusted {
                             wires[side].push_back(Wire::Message);
@@ -706,17 +794,33 @@ mod tests {
                     }
                 }
             }
-            // Quiesce: everything in flight arrives (answers and refusals included).
-            for _ in 0..1_000 {
-                if wires[0].is_empty() && wires[1].is_empty() {
-                    break;
-                }
-                deliver_one(&mut nodes, &mut wires, 0);
-                deliver_one(&mut nodes, &mut wires, 1);
-            }
-            prop_assert!(wires[0].is_empty() && wires[1].is_empty(), "the network never went quiet");
-            let (a, b) = (&nodes[0].relation, &nodes[1].relation);
+            prop_assert!(quiesce(&mut nodes, &mut wires), "the network never went quiet");
             let trusted = |r: &Relation| r.state == TrustState::Trusted;
+            if lost {
+                // A change lost for good shows when a message is refused: each trusted side
+                // sends one, until nothing moves.
+                for _ in 0..8 {
+                    let mut sent = false;
+                    for side in 0..2 {
+                        if trusted(&nodes[side].relation) && !trusted(&nodes[1 - side].relation) {
+                            wires[side].push_back(Wire::Message);
+                            sent = true;
+                        }
+                    }
+                    prop_assert!(quiesce(&mut nodes, &mut wires), "the network never went quiet");
+                    if !sent {
+                        break;
+                    }
+                }
+                let (a, b) = (&nodes[0].relation, &nodes[1].relation);
+                prop_assert_eq!(trusted(a), trusted(b), "one-sided trust after loss: {:?} / {:?}", a, b);
+                for me in [a, b] {
+                    prop_assert_eq!(me.open_in.is_some(), me.state == TrustState::RequestedIn);
+                    prop_assert_eq!(me.open_out.is_some(), me.state == TrustState::RequestedOut);
+                }
+                return Ok(());
+            }
+            let (a, b) = (&nodes[0].relation, &nodes[1].relation);
             prop_assert_eq!(trusted(a), trusted(b), "one-sided trust: {:?} / {:?}", a, b);
             prop_assert_eq!(&a.open_out, &b.open_in, "a's open request is not open at b: {:?} / {:?}", a, b);
             prop_assert_eq!(&b.open_out, &a.open_in, "b's open request is not open at a: {:?} / {:?}", a, b);
@@ -726,6 +830,10 @@ mod tests {
                 }
                 if me.state == TrustState::Blocked {
                     prop_assert!(them.state != TrustState::Trusted && them.open_out.is_none());
+                }
+                // Believing oneself blocked is true: an unblock always reaches the blocked side.
+                if me.state == TrustState::Rejected && blocked_by_peer(me) {
+                    prop_assert_eq!(them.state, TrustState::Blocked, "a block the other side lifted: {:?} / {:?}", me, them);
                 }
                 prop_assert_eq!(me.open_in.is_some(), me.state == TrustState::RequestedIn);
                 prop_assert_eq!(me.open_out.is_some(), me.state == TrustState::RequestedOut);

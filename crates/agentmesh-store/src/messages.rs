@@ -277,6 +277,18 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The sequence number of the oldest contact envelope (request, response, update) to `peer`
+    /// still pending (queued or sent), if any: the only one of them that may go out now.
+    pub fn oldest_pending_contact(&self, peer: &PeerId) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT MIN(seq) FROM outbox WHERE peer_id = ?1 AND status IN ('queued', 'sent')
+                 AND kind IN ('contact_request', 'contact_response', 'contact_update')",
+            )?
+            .query_row([peer.as_str()], |r| r.get(0))?)
+    }
+
     /// The outbox entry with this id, whatever its state.
     pub fn outbox_item(&self, id: &str) -> Result<Option<OutboxItem>> {
         Ok(self

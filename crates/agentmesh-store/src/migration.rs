@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/008_tasks.sql"),
     include_str!("../migrations/009_a2a.sql"),
     include_str!("../migrations/010_files.sql"),
+    include_str!("../migrations/011_hardening.sql"),
 ];
 
 pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {

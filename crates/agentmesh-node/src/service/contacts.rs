@@ -167,6 +167,23 @@ pub(crate) fn rotate_pin(tx: &Tx<'_>, rotated: &Peer, prev_until: i64) -> Result
     Ok(())
 }
 
+/// Records that our node refused an envelope of `peer_id`, blocked without being told, with
+/// `blocked_sender`: the refusal told it, so unblocking it later tells it too
+/// ([`Input::BlockRefused`]).
+pub(crate) async fn note_block_refused(node: &Arc<Node>, peer_id: PeerId) {
+    let noted = node
+        .transact(move |tx| {
+            if let Some(peer) = tx.peer(&peer_id)? {
+                apply(tx, &peer, Input::BlockRefused, &Context::default())?;
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = noted {
+        tracing::warn!(error = %e, "could not record that a blocked peer was refused");
+    }
+}
+
 /// Stores a key mismatch and tells watchers; the caller refuses the peer.
 pub(crate) async fn record_key_mismatch(node: &Arc<Node>, mismatch: KeyMismatch) {
     tracing::warn!(

@@ -49,6 +49,10 @@ pub(crate) fn not_sendable(store: &Store, peer: &Peer) -> Result<Option<Error>, 
             Some(r) if r.by == Side::Us => not_trusted(format!(
                 "you rejected {id}'s contact request; to talk after all, ask it: `agentmesh request-contact {id}`"
             )),
+            Some(r) if matches!(r.code.as_str(), "blocked" | "blocked_sender") => not_trusted(format!(
+                "{id} blocked you: it accepts nothing from you, not even a contact request, until its owner \
+                 unblocks you (you are told when it does)"
+            )),
             Some(r) => not_trusted(format!(
                 "{id} declined contact ({}); you may ask again: `agentmesh request-contact {id}`",
                 r.code

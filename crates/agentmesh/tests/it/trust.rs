@@ -174,3 +174,193 @@ async fn regression_failed_messages_can_be_retried_or_cleared() {
     assert_eq!(ok(&a.home, &["clear-failed"])["cleared"], 1);
     assert_eq!(ok(&a.home, &["status"])["failed_deliveries"], 0);
 }
+
+/// A small deterministic generator (xorshift64*), so a failing sequence can be replayed from its
+/// printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// What one side of the model-based test does.
+#[derive(Clone, Copy, Debug)]
+enum Act {
+    Ask,
+    Approve,
+    Reject,
+    Withdraw,
+    Block,
+    Unblock,
+    Remove,
+    /// The node is down for a while: what the other sends meanwhile waits in its outbox.
+    Outage,
+    /// SIGKILL and start again at once.
+    Crash,
+}
+
+/// The open request of `node` in `direction` with `other`, if any.
+async fn open_request(node: &LocalNode, other: &str, direction: agentmesh_api::Direction) -> Option<String> {
+    let q = agentmesh_api::control::RequestsQuery { direction: Some(direction), status: Some(RequestStatus::Pending) };
+    let list = node.client.requests(&q).await.ok()?.requests;
+    list.into_iter().find(|r| r.peer_id.as_str() == other).map(|r| r.request_id)
+}
+
+/// Waits until neither node has anything left in its outbox (twice in a row, a little apart).
+async fn quiet(nodes: &[&LocalNode; 2]) {
+    let mut calm = 0;
+    for _ in 0..400 {
+        let mut depth = 0;
+        for n in nodes {
+            depth += n.client.status().await.map(|s| s.outbox_depth).unwrap_or(1);
+        }
+        calm = if depth == 0 { calm + 1 } else { 0 };
+        if calm >= 3 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the outboxes never emptied");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trust_views_converge_over_random_owner_actions_outages_and_crashes() {
+    // Retries come quickly, so an outage is a delay, not a loss.
+    let config = "retry_base_ms = 50\nretry_max_ms = 400\nmax_attempts = 1000\n";
+    for seed in (1..=6u64).map(|s| 0x5eed_0000 + s) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes =
+            [node_with(dir.path(), "alice", config, &[]).await, node_with(dir.path(), "bob", config, &[]).await];
+        let ids = [nodes[0].agent_id.clone(), nodes[1].agent_id.clone()];
+        let urls = [nodes[0].peer_url.clone(), nodes[1].peer_url.clone()];
+        let mut rng = Rng(seed);
+        let mut trail = Vec::new();
+        let acts = [
+            (Act::Ask, 4),
+            (Act::Approve, 3),
+            (Act::Reject, 1),
+            (Act::Withdraw, 1),
+            (Act::Block, 2),
+            (Act::Unblock, 2),
+            (Act::Remove, 1),
+            (Act::Outage, 1),
+            (Act::Crash, 1),
+        ];
+        let total: u64 = acts.iter().map(|(_, w)| w).sum();
+        for _ in 0..18 {
+            let side = rng.below(2) as usize;
+            let mut pick = rng.below(total);
+            let act = acts
+                .iter()
+                .find(|(_, w)| {
+                    if pick < *w {
+                        true
+                    } else {
+                        pick -= w;
+                        false
+                    }
+                })
+                .map_or(Act::Ask, |(a, _)| *a);
+            let other = &ids[1 - side];
+            let me = &nodes[side];
+            trail.push(format!("{}:{act:?}", ["alice", "bob"][side]));
+            match act {
+                Act::Ask => {
+                    let args = agentmesh_api::control::ContactArgs {
+                        to: urls[1 - side].clone(),
+                        purpose: "model".into(),
+                        wait_ms: Some(0),
+                        ..Default::default()
+                    };
+                    let _ = me.client.request_contact(&args).await;
+                }
+                Act::Approve | Act::Reject => {
+                    if let Some(id) = open_request(me, other, agentmesh_api::Direction::Incoming).await {
+                        let _ = if matches!(act, Act::Approve) {
+                            me.client.approve(&id).await
+                        } else {
+                            me.client.reject(&id, None).await
+                        };
+                    }
+                }
+                Act::Withdraw => {
+                    if let Some(id) = open_request(me, other, agentmesh_api::Direction::Outgoing).await {
+                        let _ = me.client.withdraw(&id).await;
+                    }
+                }
+                Act::Block => drop(me.client.block(other).await),
+                Act::Unblock => drop(me.client.unblock(other).await),
+                Act::Remove => drop(me.client.remove(other).await),
+                Act::Outage => {
+                    let node = &mut nodes[side];
+                    assert!(node.stop().await, "stopped");
+                    // The other side acts meanwhile; its envelopes wait in its outbox.
+                    let (bob_side, q) = (&nodes[1 - side], rng.below(3));
+                    if q == 0 {
+                        let _ = bob_side.client.block(&ids[side]).await;
+                    } else if q == 1 {
+                        let _ = bob_side.client.unblock(&ids[side]).await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    nodes[side].restart().await.expect("restart");
+                }
+                Act::Crash => {
+                    nodes[side].kill();
+                    nodes[side].restart().await.expect("restart");
+                }
+            }
+            if rng.below(2) == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(rng.below(150))).await;
+            }
+        }
+        quiet(&[&nodes[0], &nodes[1]]).await;
+        let views = [peer(&nodes[0], &ids[1]).await, peer(&nodes[1], &ids[0]).await];
+        let state = |v: &Option<agentmesh_api::Peer>| v.as_ref().map(|p| p.trust);
+        let context = format!("seed {seed:#x}, {}: {:?} / {:?}", trail.join(" "), state(&views[0]), state(&views[1]));
+        let trusted = |v: &Option<agentmesh_api::Peer>| state(v) == Some(TrustState::Trusted);
+        assert_eq!(trusted(&views[0]), trusted(&views[1]), "one-sided trust; {context}");
+        for side in 0..2 {
+            let (me, them) = (&views[side], &views[1 - side]);
+            if state(me) == Some(TrustState::RequestedOut) {
+                let out = open_request(&nodes[side], &ids[1 - side], agentmesh_api::Direction::Outgoing).await;
+                let incoming = open_request(&nodes[1 - side], &ids[side], agentmesh_api::Direction::Incoming).await;
+                assert!(
+                    out.is_some() && out == incoming,
+                    "a request open on one side only ({out:?} / {incoming:?}); {context}"
+                );
+            }
+            let believes_blocked = me.as_ref().is_some_and(|p| {
+                p.trust == TrustState::Rejected
+                    && p.trust_reason.as_ref().is_some_and(|r| r.by == Side::Peer && r.code.starts_with("blocked"))
+            });
+            if believes_blocked {
+                assert_eq!(state(them), Some(TrustState::Blocked), "a lifted block still believed; {context}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_an_unblock_reaches_a_peer_whose_request_the_block_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (node(dir.path(), "alice").await, node(dir.path(), "bob").await);
+    trust(&a, &b).await;
+    ok(&b.home, &["block", &a.agent_id]);
+    wait_trust(&a, &b.agent_id, TrustState::Rejected).await;
+    // While blocked, alice is told so, not that she may ask again; asking is refused.
+    let said = fails(&a.home, &["send-message", "--to", "bob", "--text", "hello?"]);
+    let message = said["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("blocked you") && !message.contains("may ask again"), "{said}");
+    assert_eq!(fails_with(&a.home, &["request-contact", &b.peer_url, "--purpose", "again"]), "contact_refused");
+    let refused = wait_trust(&a, &b.agent_id, TrustState::Rejected).await;
+    assert_eq!(refused.trust_reason.map(|r| r.code).as_deref(), Some("blocked_sender"));
+    // bob unblocks: both see the other as merely discovered.
+    ok(&b.home, &["unblock", &a.agent_id]);
+    wait_trust(&a, &b.agent_id, TrustState::Discovered).await;
+    wait_trust(&b, &a.agent_id, TrustState::Discovered).await;
+}
