@@ -142,6 +142,9 @@ codes! {
     SelfContact = "self_contact",
     /// Missing or wrong control token.
     Unauthorized = "unauthorized",
+    /// Control API: the `Host` header names none of the listener's own names (`127.0.0.1`,
+    /// `localhost`, `[::1]` with its port): a guard against DNS rebinding.
+    WrongHost = "wrong_host",
     /// The peer is not a contact (see `trust` for where contact stands).
     NotTrusted = "not_trusted",
     /// A name or prefix that fits more than one peer.
@@ -178,6 +181,9 @@ codes! {
     /// The task is not in a state that allows this step (an update of a final task, an answer
     /// to a task that asked nothing, …); the message says where it stands.
     TaskState = "task_state",
+    /// Our agent's escalations waiting for the owner fill `max_open_escalations`, or the four
+    /// one conversation may have open: the owner answers some first.
+    TooManyEscalations = "too_many_escalations",
     /// The request was answered already.
     AlreadyDecided = "already_decided",
     /// The request is ours: the peer answers it (withdraw it instead).

@@ -235,13 +235,8 @@ fn unauthorized() -> Response {
 
 /// The client a request's bearer token belongs to.
 async fn client_of(node: &Arc<Node>, headers: &HeaderMap) -> Result<Option<String>, Error> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else { return Ok(None) };
+    // Exactly as RFC 6750 writes it: "Bearer <token> " is not the token.
+    let Some(token) = crate::credentials::bearer_token(headers) else { return Ok(None) };
     let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     node.db(move |s| Ok(s.a2a_client_by_token(&hash)?)).await
 }
@@ -441,7 +436,7 @@ struct StreamState {
     done: bool,
     until: tokio::time::Instant,
     checked: tokio::time::Instant,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: crate::limits::Slot<String>,
 }
 
 impl StreamState {
@@ -511,12 +506,14 @@ impl StreamState {
 /// An SSE stream of task `task_id` from the client's view: the task first, then a
 /// `statusUpdate` per change of state or status text and an `artifactUpdate` per artifact an
 /// update carries, until the task is final or asks for input (then the response closes). At most
-/// `max_event_streams` at once, each for at most an hour; a revoked token ends them.
+/// `max_event_streams` at once (a quarter of them for one client), each for at most an hour; a
+/// revoked token ends them.
 async fn stream_task(node: &Arc<Node>, client: String, id: Value, task_id: String) -> Result<Response, Error> {
+    // One client cannot take every stream: it has a quarter of them.
     let permit = node
         .a2a_streams()
-        .try_acquire_owned()
-        .map_err(|_| Error::RateLimited { what: "A2A streams open at once", retry_after: 1 })?;
+        .try_take(&client)
+        .ok_or(Error::RateLimited { what: "A2A streams open at once", retry_after: 1 })?;
     let (detail, context, cursor) = snapshot(node, client.clone(), task_id.clone()).await?;
     let feed = Feed::open(Arc::clone(node), Some(cursor)).await?;
     let first = json!({"jsonrpc": "2.0", "id": id, "result": {"task": task_json(&detail, &context, None, true)}});

@@ -110,13 +110,16 @@ impl Admission {
     }
 
     /// Admits a connection from `ip`, shedding an idle one when a limit is in the way; `None`
-    /// when the newcomer must be turned away.
-    pub(crate) fn admit(&self, ip: IpAddr) -> Option<Ticket> {
+    /// when the newcomer must be turned away. A trusted reverse proxy (`proxy`) carries many
+    /// clients: it is not held to the per-address cap, and counts as our contacts' (it carries
+    /// theirs too); each of its requests is limited by the client it names.
+    pub(crate) fn admit(&self, ip: IpAddr, proxy: bool) -> Option<Ticket> {
         let ip = client_key(ip);
-        let known = self.is_known(ip);
+        let known = proxy || self.is_known(ip);
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let grace = self.limits.grace;
-        if table.by_ip.get(&ip).copied().unwrap_or(0) >= self.limits.per_ip
+        if !proxy
+            && table.by_ip.get(&ip).copied().unwrap_or(0) >= self.limits.per_ip
             && !shed_idle(&mut table, grace, |o| o.ip == ip)
         {
             return None;
@@ -198,48 +201,48 @@ mod tests {
     fn one_address_cannot_crowd_out_the_others() {
         let admission = Admission::new(Limits { max: 10, per_ip: 4, reserved: 2, grace: Duration::ZERO });
         // One address: its fifth connection sheds its own oldest idle one.
-        let first: Vec<Ticket> = (0..4).map(|_| admission.admit(ip(2)).expect("admitted")).collect();
-        let fifth = admission.admit(ip(2)).expect("admitted by shedding");
+        let first: Vec<Ticket> = (0..4).map(|_| admission.admit(ip(2), false).expect("admitted")).collect();
+        let fifth = admission.admit(ip(2), false).expect("admitted by shedding");
         assert!(first[0].shed.is_cancelled(), "the oldest idle connection of that address went");
         assert_eq!(admission.open(), 4);
         // Busy connections are not shed: with all four busy, a fifth is refused.
         for t in first.iter().skip(1).chain([&fifth]) {
             t.active.store(1, Ordering::SeqCst);
         }
-        assert!(admission.admit(ip(2)).is_none());
+        assert!(admission.admit(ip(2), false).is_none());
         // Strangers fill up to max - reserved, then shed each other's idle connections.
-        let others: Vec<Ticket> = (3..7).map(|n| admission.admit(ip(n)).expect("admitted")).collect();
+        let others: Vec<Ticket> = (3..7).map(|n| admission.admit(ip(n), false).expect("admitted")).collect();
         assert_eq!(admission.open(), 8);
-        let newcomer = admission.admit(ip(9)).expect("sheds an idle stranger");
+        let newcomer = admission.admit(ip(9), false).expect("sheds an idle stranger");
         assert!(others[0].shed.is_cancelled());
         assert_eq!(admission.open(), 8);
         // A contact's address may use the reserved share.
         admission.note_contact(ip(1));
-        let contact: Vec<Ticket> = (0..2).map(|_| admission.admit(ip(1)).expect("reserved share")).collect();
+        let contact: Vec<Ticket> = (0..2).map(|_| admission.admit(ip(1), false).expect("reserved share")).collect();
         assert_eq!(admission.open(), 10);
         assert!(!newcomer.shed.is_cancelled() && !contact[0].shed.is_cancelled());
         // Full: a stranger gets in only by shedding an idle stranger, never a contact.
-        let late = admission.admit(ip(8)).expect("sheds an idle stranger");
+        let late = admission.admit(ip(8), false).expect("sheds an idle stranger");
         assert!(others[1].shed.is_cancelled() && !contact[0].shed.is_cancelled());
         assert_eq!(admission.open(), 10);
         // With every stranger busy, the next stranger is turned away; a contact still sheds.
         for t in others.iter().skip(2).chain([&newcomer, &late]) {
             t.active.store(1, Ordering::SeqCst);
         }
-        assert!(admission.admit(ip(10)).is_none());
+        assert!(admission.admit(ip(10), false).is_none());
         admission.release(contact[0].id);
         assert_eq!(admission.open(), 9);
-        assert!(admission.admit(ip(10)).is_none(), "the free slot is in the reserved share");
-        assert!(admission.admit(ip(1)).is_some(), "a contact takes it");
+        assert!(admission.admit(ip(10), false).is_none(), "the free slot is in the reserved share");
+        assert!(admission.admit(ip(1), false).is_some(), "a contact takes it");
     }
 
     #[test]
     fn an_ipv6_64_counts_as_one_client() {
         let admission = Admission::new(Limits { max: 10, per_ip: 2, reserved: 0, grace: Duration::from_secs(60) });
         let host = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
-        let _held: Vec<Ticket> = (1..=2).map(|n| admission.admit(host(n)).expect("admitted")).collect();
-        assert!(admission.admit(host(3)).is_none(), "another address in the same /64");
-        assert!(admission.admit(IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1])).is_some(), "another /64");
+        let _held: Vec<Ticket> = (1..=2).map(|n| admission.admit(host(n), false).expect("admitted")).collect();
+        assert!(admission.admit(host(3), false).is_none(), "another address in the same /64");
+        assert!(admission.admit(IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]), false).is_some(), "another /64");
         let mapped: IpAddr = "::ffff:127.0.0.5".parse().expect("ip");
         assert_eq!(client_key(mapped), IpAddr::from([127, 0, 0, 5]), "IPv4-mapped is IPv4");
     }
@@ -247,7 +250,7 @@ mod tests {
     #[test]
     fn a_fresh_connection_is_not_shed_before_its_first_request() {
         let admission = Admission::new(Limits { max: 10, per_ip: 2, reserved: 0, grace: Duration::from_secs(60) });
-        let _held: Vec<Ticket> = (0..2).map(|_| admission.admit(ip(2)).expect("admitted")).collect();
-        assert!(admission.admit(ip(2)).is_none(), "both are within their grace: the newcomer waits its turn");
+        let _held: Vec<Ticket> = (0..2).map(|_| admission.admit(ip(2), false).expect("admitted")).collect();
+        assert!(admission.admit(ip(2), false).is_none(), "both are within their grace: the newcomer waits its turn");
     }
 }

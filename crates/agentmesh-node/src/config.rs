@@ -72,6 +72,13 @@ pub struct Config {
     pub body_read_timeout_secs: u64,
     /// Largest request head (request line and headers), bytes. Default 16,384.
     pub max_header_bytes: usize,
+    /// Addresses or networks (CIDR) of reverse proxies in front of the peer API, e.g.
+    /// `["127.0.0.1"]` for a TLS proxy on this host. From them only, the client is taken from
+    /// `Forwarded` (RFC 7239) or `X-Forwarded-For`, so that rate limits, address shares and
+    /// contact-request sources apply to each client rather than to the proxy; their connections
+    /// are not held to `max_connections_per_ip`. Anyone else's forwarding headers are ignored.
+    /// Default none.
+    pub trusted_proxies: Vec<String>,
     /// Peer API connections open at once. At the limit, the oldest idle connection (kept alive,
     /// or trickling its request head) is closed to make room; a newcomer is turned away only when
     /// none is idle. Default 1,024.
@@ -130,11 +137,16 @@ pub struct Config {
     /// Most events the event log keeps (the oldest go first). Default 100,000.
     pub max_events: u64,
     /// Most event streams (`GET /v1/events`) open at once; more are refused with 429
-    /// `rate_limited`. Default 64.
+    /// `rate_limited`. The A2A endpoint's streams have as many places again, a quarter of them
+    /// (rounded up) for one A2A client. Default 64.
     pub max_event_streams: usize,
     /// A control API client that takes no bytes for this long while we have some to send (a
     /// stalled event stream consumer) is disconnected, seconds. Default 30.
     pub control_write_timeout_secs: u64,
+    /// A peer API client that takes no bytes for this long while we have some to send (a chunk
+    /// fetch that stopped reading, an A2A stream) is disconnected, seconds; what it held (a
+    /// fetch slot) is freed. Default 30.
+    pub peer_write_timeout_secs: u64,
     /// How long a call rings before it is missed, seconds, unless the caller says otherwise.
     /// Default 120.
     pub call_ring_secs: u64,
@@ -152,9 +164,18 @@ pub struct Config {
     /// Largest file accepted, bytes; a bigger offer is declined at once (the sender is told).
     /// Default 17,179,869,184 (16 GiB).
     pub max_file_bytes: u64,
-    /// Most incoming transfers offered or under way at once; more offers are declined.
-    /// Default 100.
+    /// Most incoming transfers offered or under way at once (offers and inline files of calls;
+    /// our own outgoing transfers do not count); more are declined. Default 100.
     pub max_open_transfers: u32,
+    /// Of `max_open_transfers`, most from one contact, so that one contact cannot fill them.
+    /// Default 20.
+    pub max_open_transfers_per_peer: u32,
+    /// An incoming offer the owner has not accepted within this many seconds is declined (the
+    /// sender told), freeing its place. `0` keeps offers until answered. Default 86,400 (a day).
+    pub file_offer_ttl_secs: u64,
+    /// A download that brings no byte for this many seconds (its sender down or stalled) gives
+    /// its slot up for as long again, so that others go first; it resumes later. Default 60.
+    pub download_stall_secs: u64,
     /// Most delegated tasks not yet final at once, both directions; more are refused with 409
     /// `too_many_tasks`. Default 1,000.
     pub max_open_tasks: u32,
@@ -166,6 +187,9 @@ pub struct Config {
     /// An escalation still waiting for the owner is announced again (an `escalation` event with
     /// `reminder`) this often, seconds; 0 never. Default 900.
     pub escalation_remind_secs: u64,
+    /// Most escalations waiting for the owner at once (of them, at most four about one call or
+    /// task); more are refused with 409 `too_many_escalations`. Default 100.
+    pub max_open_escalations: u32,
     /// Whether `agentmesh mcp` offers the tools that change trust (`approve_request`, `block`,
     /// `repin`, `p2p_add_peer` approving a request). Default false: the agent asks, the owner
     /// decides.
@@ -230,6 +254,7 @@ impl Default for Config {
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 10,
             max_header_bytes: 16 * 1024,
+            trusted_proxies: Vec::new(),
             max_connections: 1_024,
             max_connections_per_ip: 128,
             reserved_connections: 128,
@@ -251,6 +276,9 @@ impl Default for Config {
             file_auto_accept_from: Vec::new(),
             max_file_bytes: 16 << 30,
             max_open_transfers: 100,
+            max_open_transfers_per_peer: 20,
+            file_offer_ttl_secs: 86_400,
+            download_stall_secs: 60,
             registry_description: String::new(),
             registry_visibility: "public".into(),
             registry_api_key_file: None,
@@ -259,6 +287,7 @@ impl Default for Config {
             max_events: 100_000,
             max_event_streams: 64,
             control_write_timeout_secs: 30,
+            peer_write_timeout_secs: 30,
             call_ring_secs: 120,
             max_open_calls: 1_000,
             max_open_calls_per_peer: 100,
@@ -266,6 +295,7 @@ impl Default for Config {
             max_open_tasks_per_peer: 100,
             max_task_artifact_bytes: 4 * 1024 * 1024,
             escalation_remind_secs: 900,
+            max_open_escalations: 100,
             mcp_allow_trust_changes: false,
             mcp_file_roots: Vec::new(),
             hooks: None,
@@ -312,6 +342,8 @@ impl Config {
         if let Some(ca_file) = std::env::var_os("AGENTMESH_CA_FILE") {
             config.tls_ca_file = Some(ca_file.into());
         }
+        crate::forwarded::TrustedProxies::parse(&config.trusted_proxies)
+            .map_err(|e| ConfigError(format!("{}: {e}", config_path.display())))?;
         Ok(config)
     }
 }

@@ -38,6 +38,9 @@ use crate::service::{calls, contacts, discovery, escalations, files, keys, messa
 pub(crate) struct ControlState {
     node: Arc<Node>,
     token: Arc<str>,
+    /// The control listener's own address (`ip:port`): the only `Host` it answers, with the
+    /// loopback names for its port.
+    bound: std::net::SocketAddr,
     peer_url: Arc<str>,
     home: Arc<Home>,
     /// Serializes key rotations.
@@ -50,12 +53,13 @@ pub(crate) struct ControlState {
 
 type Reply<T> = Result<Json<T>, Error>;
 
-/// Builds the control router; `token` is the bearer credential, `peer_url` our bound peer URL;
-/// event streams end when `stop` is cancelled.
+/// Builds the control router; `token` is the bearer credential, `bound` the control listener's
+/// address, `peer_url` our bound peer URL; event streams end when `stop` is cancelled.
 pub(crate) fn router(
     node: Arc<Node>,
     home: Home,
     token: String,
+    bound: std::net::SocketAddr,
     peer_url: String,
     stop: tokio_util::sync::CancellationToken,
 ) -> Router {
@@ -63,6 +67,7 @@ pub(crate) fn router(
     let state = ControlState {
         node,
         token: token.into(),
+        bound,
         peer_url: peer_url.into(),
         home: Arc::new(home),
         rotating: Arc::default(),
@@ -122,13 +127,14 @@ async fn not_found() -> Error {
     Error::not_found("no such control route")
 }
 
+/// The listener's own `Host` first (a page that reached us through a rebound DNS name is turned
+/// away before anything else: 421 `wrong_host`), then the bearer token (401).
 async fn authenticate(State(state): State<ControlState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !crate::credentials::is_own_host(host, state.bound.port(), &state.bound.to_string()) {
+        return Error::WrongHost(format!("{host:?}")).into_response();
+    }
+    let presented = crate::credentials::bearer_token(request.headers()).unwrap_or("");
     if !constant_time_eq(presented.as_bytes(), state.token.as_bytes()) {
         return Error::Unauthorized.into_response();
     }

@@ -119,6 +119,9 @@ pub enum Error {
     /// Missing or wrong control token (401).
     #[error("missing or wrong control token")]
     Unauthorized,
+    /// Control API: a `Host` that is not the listener's own (421).
+    #[error("{0} is not this control API's host: reach it at 127.0.0.1, localhost or [::1] with its port")]
+    WrongHost(String),
     /// No such route, request, message or peer (404).
     #[error("{0}")]
     NotFound(String),
@@ -226,6 +229,7 @@ impl Error {
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::TooManyPending { .. } => ErrorCode::TooManyPendingRequests,
             Error::Unauthorized => ErrorCode::Unauthorized,
+            Error::WrongHost(_) => ErrorCode::WrongHost,
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::AmbiguousPeer { .. } => ErrorCode::AmbiguousPeer,
             Error::Internal => ErrorCode::Internal,
@@ -259,6 +263,7 @@ impl Error {
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::RateLimited { .. } | Error::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::WrongHost(_) => StatusCode::MISDIRECTED_REQUEST,
             Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

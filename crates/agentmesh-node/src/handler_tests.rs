@@ -26,6 +26,8 @@ use crate::home::{Home, Profile};
 use crate::{Config, Keys, Node, control, peer_api};
 
 const TOKEN: &str = "test-token";
+/// The control listener's address the fixture's router answers as.
+const CONTROL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9);
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -86,14 +88,20 @@ async fn fixture() -> Fixture {
         crate::net::client(&crate::net::ClientOptions { timeout_ms: Some(500), ..Default::default() }).expect("http");
     let keys = Keys { identity: state.identity, card, previous: None };
     let node = Arc::new(Node::new(keys, config, "http://127.0.0.1:8".into(), Db::spawn(store).expect("db"), http));
-    let control =
-        control::router(Arc::clone(&node), home, TOKEN.into(), "http://127.0.0.1:8".into(), Default::default());
+    let control = control::router(
+        Arc::clone(&node),
+        home,
+        TOKEN.into(),
+        CONTROL,
+        "http://127.0.0.1:8".into(),
+        Default::default(),
+    );
     let peers = peer_api::router(Arc::clone(&node));
     Fixture { _dir: dir, node, control, peers, contact, asker }
 }
 
 async fn call(router: &Router, method: Method, uri: &str, body: Option<Value>, auth: bool) -> (StatusCode, Vec<u8>) {
-    let mut request = Request::builder().method(method).uri(uri);
+    let mut request = Request::builder().method(method).uri(uri).header(header::HOST, "127.0.0.1:9");
     if auth {
         request = request.header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
     }
@@ -219,6 +227,7 @@ async fn every_control_route_answers_typed_replies() {
     let first_frame = |resume: Option<i64>, query: &str| {
         let mut request = Request::builder()
             .uri(format!("/v1/events{query}"))
+            .header(header::HOST, "127.0.0.1:9")
             .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
         if let Some(resume) = resume {
             request = request.header("last-event-id", resume.to_string());

@@ -202,11 +202,17 @@ impl Hooks {
             {
                 // Only what identifies the requester: its name and purpose are a stranger's words,
                 // and a stranger never talks to a model (the event carries neither).
+                // A native agent id is derived from the key; an Agent Mesh V1 agent picks its own,
+                // so its id is its words too.
+                let who = if request.protocol == agentmesh_api::Protocol::Native {
+                    format!("agent {}", request.peer_id)
+                } else {
+                    format!("an {} agent", request.protocol)
+                };
                 wake(format!(
-                    "agentmesh: agent {} (key fingerprint {}) asks the owner for contact (request {}). Only the owner \
+                    "agentmesh: {who} (key fingerprint {}) asks the owner for contact (request {}). Only the owner \
                      decides, after reading what it wrote with agentmesh requests: agentmesh approve-request {} or \
                      agentmesh reject-request {}",
-                    request.peer_id,
                     request.fingerprint.as_deref().unwrap_or("unknown"),
                     request.request_id,
                     request.request_id,

@@ -285,7 +285,9 @@ pub async fn launch_with(
 
     let tracker = TaskTracker::new();
     let peer_app = peer_api::router(Arc::clone(&node));
-    let control_app = control::router(Arc::clone(&node), home.clone(), token.clone(), peer_url, shutdown.clone());
+    let control_addr = control_listener.local_addr()?;
+    let control_app =
+        control::router(Arc::clone(&node), home.clone(), token.clone(), control_addr, peer_url, shutdown.clone());
     // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm meets delayed
     // ACKs and a reply can stall for ~40 ms (serve_peers sets it on each peer connection).
     let control_listener = crate::stall::StallGuard::new(
@@ -531,6 +533,7 @@ async fn serve_peers(listener: TcpListener, app: axum::Router, node: Arc<Node>, 
     use tower::ServiceExt as _;
 
     let config = node.config();
+    let write_timeout = Duration::from_secs(config.peer_write_timeout_secs.max(1));
     let connections = TaskTracker::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -554,7 +557,8 @@ async fn serve_peers(listener: TcpListener, app: axum::Router, node: Arc<Node>, 
         // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`: count it, limit it
         // and record it as the IPv4 address it is.
         let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
-        let Some(ticket) = node.admission().admit(remote.ip()) else {
+        let proxy = node.proxies().contains(remote.ip());
+        let Some(ticket) = node.admission().admit(remote.ip(), proxy) else {
             // Every connection in the way is busy: turned away at once rather than queued.
             drop(stream);
             continue;
@@ -564,8 +568,11 @@ async fn serve_peers(listener: TcpListener, app: axum::Router, node: Arc<Node>, 
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let active = Arc::clone(&ticket.active);
+        let proxies = node.proxies().clone();
         let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+            // Behind a trusted reverse proxy, the client it names is the remote every limit sees.
+            let client = if proxy { proxies.client(remote.ip(), request.headers()) } else { remote.ip() };
+            request.extensions_mut().insert(axum::extract::ConnectInfo(SocketAddr::new(client, remote.port())));
             let (app, busy) = (app.clone(), Busy::start(&active));
             async move {
                 let response = app.oneshot(request.map(axum::body::Body::new)).await;
@@ -573,6 +580,9 @@ async fn serve_peers(listener: TcpListener, app: axum::Router, node: Arc<Node>, 
                 response
             }
         });
+        // A client that stops reading what we send (a chunk fetch, an A2A stream) is cut off
+        // after `peer_write_timeout_secs`, and what its request held is freed.
+        let stream = crate::stall::Guarded::new(stream, write_timeout);
         let connection = http.serve_connection(TokioIo::new(stream), service);
         let stop = stop.clone();
         connections.spawn(async move {

@@ -33,10 +33,12 @@ mod admission;
 pub mod compat;
 pub mod config;
 mod control;
+pub mod credentials;
 mod db;
 pub mod discovery;
 mod error;
 mod events;
+mod forwarded;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod gossip;
@@ -142,14 +144,17 @@ pub(crate) struct Node {
     warnings: Vec<String>,
     /// Which peer API connections are kept (per-address caps, a share for contacts).
     admission: admission::Admission,
+    /// Reverse proxies whose forwarding headers name the client (`trusted_proxies`).
+    proxies: forwarded::TrustedProxies,
     /// Recipients of recent sends as last read, by the text the owner named them with: lets a
     /// send seal before its one database visit, which checks the peer again (bounded by
     /// [`MAX_SEND_PEERS`]; a stale entry only costs a second visit).
     /// File transfers: where files go, the downloads running, the fetch budget.
     files: service::files::Files,
     send_peers: Mutex<HashMap<String, agentmesh_store::Peer>>,
-    /// A2A streams that may be open at once (`max_event_streams`).
-    a2a_streams: Arc<tokio::sync::Semaphore>,
+    /// A2A streams that may be open at once (`max_event_streams`, a quarter of them for one
+    /// client), by client name.
+    a2a_streams: limits::SharedSlots<String>,
 }
 
 /// Most peers whose reachability is remembered.
@@ -233,7 +238,8 @@ impl Node {
             reachability: Mutex::new(HashMap::new()),
             warnings: Vec::new(),
             send_peers: Mutex::new(HashMap::new()),
-            a2a_streams: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams.max(1))),
+            a2a_streams: limits::SharedSlots::new(config.max_event_streams, config.max_event_streams.div_ceil(4)),
+            proxies: forwarded::TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default(),
             admission: admission::Admission::new(admission::Limits {
                 max: config.max_connections,
                 per_ip: config.max_connections_per_ip,
@@ -342,14 +348,20 @@ impl Node {
         &self.http
     }
 
-    /// Permits for A2A streams (`SendStreamingMessage`, `SubscribeToTask`) open at once.
-    pub(crate) fn a2a_streams(&self) -> Arc<tokio::sync::Semaphore> {
-        Arc::clone(&self.a2a_streams)
+    /// Slots for A2A streams (`SendStreamingMessage`, `SubscribeToTask`) open at once, shared
+    /// out among clients.
+    pub(crate) fn a2a_streams(&self) -> &limits::SharedSlots<String> {
+        &self.a2a_streams
     }
 
     /// Which peer API connections are kept.
     pub(crate) fn admission(&self) -> &admission::Admission {
         &self.admission
+    }
+
+    /// Reverse proxies whose forwarding headers name the client.
+    pub(crate) fn proxies(&self) -> &forwarded::TrustedProxies {
+        &self.proxies
     }
 
     /// Rate limits of the peer API.

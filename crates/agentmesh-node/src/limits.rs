@@ -141,9 +141,70 @@ impl RateLimits {
     }
 }
 
+/// A pool of `total` slots of which one key (a peer, an A2A client) may hold at most `per_key`,
+/// so that one caller cannot take them all. A slot is given back when its [`Slot`] drops.
+pub(crate) struct SharedSlots<K: Eq + std::hash::Hash + Clone> {
+    total: std::sync::Arc<tokio::sync::Semaphore>,
+    held: std::sync::Arc<Mutex<HashMap<K, usize>>>,
+    per_key: usize,
+}
+
+/// One slot of a [`SharedSlots`].
+pub(crate) struct Slot<K: Eq + std::hash::Hash + Clone> {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    held: std::sync::Arc<Mutex<HashMap<K, usize>>>,
+    key: K,
+}
+
+impl<K: Eq + std::hash::Hash + Clone> SharedSlots<K> {
+    /// `total` slots (at least 1), at most `per_key` (at least 1) for one key.
+    pub(crate) fn new(total: usize, per_key: usize) -> Self {
+        SharedSlots {
+            total: std::sync::Arc::new(tokio::sync::Semaphore::new(total.max(1))),
+            held: std::sync::Arc::default(),
+            per_key: per_key.max(1),
+        }
+    }
+
+    /// A slot for `key`; `None` when every slot, or the key's share, is taken.
+    pub(crate) fn try_take(&self, key: &K) -> Option<Slot<K>> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.get(key).copied().unwrap_or(0) >= self.per_key {
+            return None;
+        }
+        let permit = std::sync::Arc::clone(&self.total).try_acquire_owned().ok()?;
+        *held.entry(key.clone()).or_default() += 1;
+        Some(Slot { _permit: permit, held: std::sync::Arc::clone(&self.held), key: key.clone() })
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Clone> Drop for Slot<K> {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_slots_keep_a_share_for_others() {
+        let slots = SharedSlots::new(4, 2);
+        let a: Vec<_> = (0..2).map(|_| slots.try_take(&"a").expect("a's share")).collect();
+        assert!(slots.try_take(&"a").is_none(), "a's share is 2");
+        let b: Vec<_> = (0..2).map(|_| slots.try_take(&"b").expect("b's share")).collect();
+        assert!(slots.try_take(&"c").is_none(), "all 4 taken");
+        drop(a);
+        assert!(slots.try_take(&"c").is_some() && slots.try_take(&"a").is_some(), "given back on drop");
+        drop(b);
+    }
 
     #[test]
     fn retry_after_is_the_real_wait_rounded_up() {

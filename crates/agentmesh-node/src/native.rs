@@ -585,10 +585,11 @@ async fn verify_receipts(
 /// peer finds stale are retried (each attempt signs a fresh `sent_at`), any other refusal is
 /// final.
 ///
-/// The outcome keeps the peer's code (when it is a well-formed code: lowercase letters, digits and
-/// `_`, at most 64) but not its message: the refusing node may be a stranger's, and the error of
-/// an outbox entry reaches the owner's agent (status events, hooks), where a stranger's words
-/// must never go. The message is logged at debug level for the owner.
+/// The outcome keeps the peer's code when it is one of ours ([`ErrorCode`]), but not its message:
+/// the refusing node may be a stranger's, and the error of an outbox entry reaches the owner's
+/// agent (status events, hooks), where a stranger's words must never go. A code this build does
+/// not know counts as `unknown` for the same reason. The message is logged at debug level for
+/// the owner.
 pub(crate) fn refusal(status: u16, error: Option<&ErrorDetail>) -> Outcome {
     let code = error.map(|e| e.code.clone()).filter(|c| is_code(c));
     if let Some(e) = error {
@@ -608,9 +609,9 @@ pub(crate) fn refusal(status: u16, error: Option<&ErrorDetail>) -> Outcome {
     }
 }
 
-/// Whether `code` has the shape of an error code (`[a-z0-9_]{1,64}`).
+/// Whether `code` is one of our error codes (a peer's code we pass on to the owner's agent).
 pub(crate) fn is_code(code: &str) -> bool {
-    (1..=64).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    code.parse::<ErrorCode>().is_ok()
 }
 
 fn error_detail(body: &[u8]) -> Option<ErrorDetail> {

@@ -1,4 +1,4 @@
-//! Control API connections that stop taking our bytes are closed.
+//! Connections that stop taking our bytes are closed (control API and peer API alike).
 //!
 //! An event stream writes for as long as the node runs. A consumer that stops reading would keep
 //! its connection, and the task writing to it, forever: the socket buffers fill and every write
@@ -51,6 +51,12 @@ pub(crate) struct Guarded<T> {
 }
 
 impl<T> Guarded<T> {
+    /// `io` whose writes fail once one has waited longer than `timeout` (for connections not
+    /// accepted through a [`StallGuard`]: the peer API's own accept loop).
+    pub(crate) fn new(io: T, timeout: Duration) -> Self {
+        Guarded { io, timeout, stalled: None }
+    }
+
     /// Passes a ready result through; on `Pending`, fails once the write has waited too long.
     fn watch<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         match poll {

@@ -20,6 +20,9 @@ pub struct TransferRecord {
     pub chunks_done: u64,
     /// Outgoing: the source's modification time when offered, ns since the Unix epoch.
     pub source_mtime: Option<i64>,
+    /// Incoming, verified and being saved: the path it is linked to (recorded before the link,
+    /// so a restart finishes the save instead of saving a second copy).
+    pub saving_path: Option<String>,
 }
 
 impl std::fmt::Debug for TransferRecord {
@@ -29,6 +32,7 @@ impl std::fmt::Debug for TransferRecord {
             .field("key", &"..")
             .field("chunks_done", &self.chunks_done)
             .field("source_mtime", &self.source_mtime)
+            .field("saving_path", &self.saving_path)
             .finish()
     }
 }
@@ -60,6 +64,14 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<TransferRecord> {
     let size: i64 = row.get(4)?;
     let bytes_done: i64 = row.get(11)?;
     let chunks_done: i64 = row.get(10)?;
+    let state: TransferState = parsed(row, 9)?;
+    // An incoming transfer's path is the saved file's, once saved; before, the path it is being
+    // saved to, if any, is the node's own business.
+    let (path, saving_path) = match direction {
+        Direction::Outgoing => (source, None),
+        Direction::Incoming if state == TransferState::Done => (saved, None),
+        Direction::Incoming => (None, saved),
+    };
     Ok(TransferRecord {
         transfer: Transfer {
             transfer_id: row.get(0)?,
@@ -70,9 +82,9 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<TransferRecord> {
             sha256: row.get(5)?,
             chunk_size: row.get(6)?,
             call_id: row.get(8)?,
-            state: parsed(row, 9)?,
+            state,
             bytes_done: bytes_done.max(0) as u64,
-            path: if direction == Direction::Outgoing { source } else { saved },
+            path,
             error: row.get(15)?,
             created_at: row.get(16)?,
             updated_at: row.get(17)?,
@@ -80,6 +92,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<TransferRecord> {
         key,
         chunks_done: chunks_done.max(0) as u64,
         source_mtime: row.get(13)?,
+        saving_path,
     })
 }
 
@@ -126,7 +139,8 @@ impl Store {
         Ok(self.conn.prepare_cached(&sql)?.query_row([transfer_id], from_row).optional()?)
     }
 
-    /// Sets a transfer's state, error and (when given) saved path, at `now`.
+    /// Sets a transfer's state, error and (when given) saved path, at `now`. A state that ends
+    /// the transfer drops an inline file's bytes.
     pub fn set_transfer_state(
         &self,
         transfer_id: &str,
@@ -137,11 +151,39 @@ impl Store {
     ) -> Result<()> {
         self.conn
             .prepare_cached(
-                "UPDATE transfers SET state = ?2, error = ?3, final_path = COALESCE(?4, final_path), updated_at = ?5
+                "UPDATE transfers SET state = ?2, error = ?3, final_path = COALESCE(?4, final_path), updated_at = ?5,
+                     inline = CASE WHEN ?2 IN ('offered', 'transferring') THEN inline END
                  WHERE transfer_id = ?1",
             )?
             .execute(params![transfer_id, state.as_str(), error, final_path, now])?;
         Ok(())
+    }
+
+    /// Records where an incoming transfer, verified, is about to be linked (before the link).
+    pub fn set_transfer_saving(&self, transfer_id: &str, path: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE transfers SET final_path = ?2 WHERE transfer_id = ?1 AND state = 'transferring'")?
+            .execute(params![transfer_id, path])?;
+        Ok(())
+    }
+
+    /// Keeps the bytes of a small file sent inline (a call's `file` line) with its transfer,
+    /// until it is saved, declined or cancelled.
+    pub fn set_transfer_inline(&self, transfer_id: &str, bytes: &[u8]) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE transfers SET inline = ?2 WHERE transfer_id = ?1")?
+            .execute(params![transfer_id, bytes])?;
+        Ok(())
+    }
+
+    /// The bytes of an inline file not saved yet; `None` for any other transfer.
+    pub fn transfer_inline(&self, transfer_id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT inline FROM transfers WHERE transfer_id = ?1")?
+            .query_row([transfer_id], |r| r.get::<_, Option<Vec<u8>>>(0))
+            .optional()?
+            .flatten())
     }
 
     /// Records progress: `chunks` chunks, `bytes` bytes, at `now`.
@@ -169,14 +211,16 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// How many transfers are offered or transferring: with `peer`, or in all.
-    pub fn open_transfers(&self, peer: Option<&PeerId>) -> Result<i64> {
+    /// How many transfers are offered or transferring: in `direction` (or both), with `peer`
+    /// (or any).
+    pub fn open_transfers(&self, direction: Option<Direction>, peer: Option<&PeerId>) -> Result<i64> {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT COUNT(*) FROM transfers WHERE state IN ('offered', 'transferring') AND (?1 IS NULL OR peer_id = ?1)",
+                "SELECT COUNT(*) FROM transfers WHERE state IN ('offered', 'transferring')
+                 AND (?1 IS NULL OR direction = ?1) AND (?2 IS NULL OR peer_id = ?2)",
             )?
-            .query_row([peer.map(PeerId::as_str)], |r| r.get(0))?)
+            .query_row(params![direction.map(Direction::as_str), peer.map(PeerId::as_str)], |r| r.get(0))?)
     }
 }
 
@@ -205,6 +249,7 @@ mod tests {
             key: [7; 32],
             chunks_done: 0,
             source_mtime: Some(5),
+            saving_path: None,
         }
     }
 
@@ -222,7 +267,19 @@ mod tests {
         let inc = s.transfer("f2").expect("ok").expect("there");
         assert_eq!((inc.chunks_done, inc.transfer.bytes_done, inc.transfer.state), (1, 10, TransferState::Done));
         assert_eq!(inc.transfer.path.as_deref(), Some("/home/files/a.bin"));
-        assert_eq!(s.open_transfers(None).expect("ok"), 1);
+        assert_eq!(s.open_transfers(None, None).expect("ok"), 1);
+        assert_eq!(s.open_transfers(Some(Direction::Incoming), None).expect("ok"), 0);
+        // An inline file's bytes stay while it is open, and go with its end.
+        s.insert_transfer(&record("f3", Direction::Incoming)).expect("ok");
+        s.set_transfer_inline("f3", b"tiny").expect("ok");
+        assert_eq!(s.transfer_inline("f3").expect("ok").as_deref(), Some(&b"tiny"[..]));
+        s.set_transfer_state("f3", TransferState::Transferring, None, None, 11).expect("ok");
+        s.set_transfer_saving("f3", "/home/files/t.bin").expect("ok");
+        let saving = s.transfer("f3").expect("ok").expect("there");
+        assert_eq!((saving.transfer.path, saving.saving_path.as_deref()), (None, Some("/home/files/t.bin")));
+        assert!(s.transfer_inline("f3").expect("ok").is_some());
+        s.set_transfer_state("f3", TransferState::Declined, Some("no"), None, 12).expect("ok");
+        assert_eq!(s.transfer_inline("f3").expect("ok"), None);
         let open = s.transfers(&TransferFilter { open: true, ..TransferFilter::default() }).expect("ok");
         assert_eq!(open.len(), 1);
         assert!(!format!("{:?}", open[0]).contains("7, 7"), "the key never prints");

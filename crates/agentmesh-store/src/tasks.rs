@@ -292,12 +292,15 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// How many escalations wait for the owner.
-    pub fn open_escalations(&self) -> Result<i64> {
+    /// How many escalations wait for the owner: about `conversation` (a call or task id), or in
+    /// all.
+    pub fn open_escalations(&self, conversation: Option<&str>) -> Result<i64> {
         Ok(self
             .conn
-            .prepare_cached("SELECT COUNT(*) FROM escalations WHERE state = 'open'")?
-            .query_row([], |r| r.get(0))?)
+            .prepare_cached(
+                "SELECT COUNT(*) FROM escalations WHERE state = 'open' AND (?1 IS NULL OR conversation_id = ?1)",
+            )?
+            .query_row([conversation], |r| r.get(0))?)
     }
 }
 
@@ -382,7 +385,7 @@ mod tests {
         assert!(s.resolve_escalation("e1", "yes", 30).expect("resolve"));
         assert!(!s.resolve_escalation("e1", "no", 31).expect("once"));
         assert_eq!(s.escalation("e1").expect("read").expect("there").answer.as_deref(), Some("yes"));
-        assert_eq!(s.open_escalations().expect("count"), 0);
+        assert_eq!(s.open_escalations(None).expect("count"), 0);
         assert_eq!(s.task("t1").expect("read").expect("there").0.waiting_for_owner, None);
     }
 }

@@ -3,6 +3,11 @@
 // (each line it says one turn in the call's own session) and the tasks it delegates (each a turn
 // in the task's own session, the reply its result), and tell the owner (never a peer) about
 // contact requests, calls left ringing for them, escalations and key problems.
+//
+// Strangers never talk to a model: only what a trusted contact wrote reaches a session (framed as
+// its words). Of a peer the node does not trust, the owner's session learns only that it asked
+// and who it is by key; its name, purpose and any other text it chose stay with the node, for the
+// owner to read from the CLI.
 
 import type { ChannelGatewayContext } from "openclaw/plugin-sdk/channel-contract";
 import { resolveChannelInboundRouteEnvelope } from "openclaw/plugin-sdk/channel-inbound";
@@ -33,8 +38,14 @@ const MIN_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 30_000;
 /** Message ids remembered to drop a repeat within one gateway run (the cursor covers restarts). */
 const REMEMBERED_IDS = 4096;
-/** Peer-supplied text quoted to the owner is cut to this length. */
+/** A contact's words quoted to the owner are cut to this length. */
 const MAX_QUOTE_CHARS = 300;
+/** A native agent id: 16 lowercase hex, derived from the agent's key (no words in it). */
+const NATIVE_AGENT_ID = /^[0-9a-f]{16}$/;
+/** A key fingerprint as the node writes it. */
+const FINGERPRINT = /^sha256:[0-9a-f]{64}$/;
+/** A contact request id as the node checks it. */
+const REQUEST_ID = /^req_[0-9a-f]{32}$/;
 
 /** The ledgers of turns taken: call lines, task steps. */
 interface Ledgers {
@@ -82,9 +93,22 @@ function retryable(error: unknown, signal: AbortSignal): boolean {
   return signal.aborted || (error instanceof NodeError && error.code === "node_unreachable");
 }
 
-/** A peer as named to the owner: its alias or name (their words, quoted) and its agent id. */
+/**
+ * A trusted contact as named to the owner: its alias (the owner's word) or its name (the
+ * contact's words, quoted) and its agent id. Only for peers the node trusts: a stranger's name
+ * never reaches a session (see `ownerSafePeerId`).
+ */
 function describePeer(peer: Peer): string {
   return `${quote(peer.alias ?? peer.name)} (${peer.agent_id})`;
+}
+
+/**
+ * A peer that is not (or no longer) a contact, as named to the owner's session: a native agent
+ * id is derived from its key and safe to show; an Agent Mesh V1 agent picks its own id (up to
+ * 128 characters of its choosing), so that id is its words and stays out.
+ */
+function ownerSafePeerId(peerId: string): string {
+  return NATIVE_AGENT_ID.test(peerId) ? `agent ${peerId}` : "an Agent Mesh V1 agent (its id is its own choice, not shown here)";
 }
 
 /**
@@ -544,7 +568,8 @@ class AccountRunner {
 
   private async tellEscalation(node: NodeClient, escalation: Escalation, reminder: boolean, signal: AbortSignal): Promise<void> {
     const peer = await this.peers.get(node, escalation.peer_id, signal).catch(() => undefined);
-    const who = peer ? describePeer(peer) : escalation.peer_id;
+    // A peer that is no contact now is named by its key-derived id only.
+    const who = peer ? describePeer(peer) : ownerSafePeerId(escalation.peer_id);
     const kind = escalation.conversation_id.startsWith("call_") ? "call" : "task";
     const about = `${kind} ${escalation.conversation_id} with ${who}`;
     const id = escalation.escalation_id;
@@ -564,13 +589,25 @@ class AccountRunner {
     );
   }
 
+  /**
+   * A stranger asks for contact: the owner is told that a request waits, who it is by key (agent
+   * id, fingerprint) and where to decide. Nothing the requester chose reaches the owner's session
+   * (a model reads it): not its name, not its purpose, not an id it picked itself (Agent Mesh
+   * V1). The owner reads those with the CLI.
+   */
   private onContactRequest(request: ContactRequest): void {
     if (request.direction !== "incoming" || request.status !== "pending") return;
-    const who = request.peer_name ? `${quote(request.peer_name)} (${request.peer_id})` : request.peer_id;
+    if (!REQUEST_ID.test(request.request_id)) {
+      this.notifyOwner("a contact request waits (its id is malformed, not shown here): see `agentmesh requests --incoming --open`.");
+      return;
+    }
+    const id = request.request_id;
+    const fingerprint = request.fingerprint && FINGERPRINT.test(request.fingerprint) ? request.fingerprint : "unknown";
     this.notifyOwner(
-      `${who} asks to become a contact, fingerprint ${request.fingerprint ?? "unknown"}, ` +
-        `purpose (their words) ${quote(request.purpose)}. Only the owner decides: ` +
-        `\`agentmesh approve-request ${request.request_id}\` or \`agentmesh reject-request ${request.request_id}\`.`,
+      `${ownerSafePeerId(request.peer_id)} (key fingerprint ${fingerprint}) asks to become a contact (request ${id}). ` +
+        `What it wrote (its name, its purpose) is not shown here: a stranger's words are for the owner's eyes, ` +
+        `with \`agentmesh requests --incoming --open\`. Only the owner decides: ` +
+        `\`agentmesh approve-request ${id}\` or \`agentmesh reject-request ${id}\`.`,
     );
   }
 

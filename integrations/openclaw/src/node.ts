@@ -43,14 +43,29 @@ export interface Message {
   created_at: number;
 }
 
+/**
+ * A contact request as a `contact_request` event carries it: who asked and where it stands,
+ * never what the requester wrote. Its display name, its purpose and a rejection reason are a
+ * stranger's words: events leave them out (a stranger never talks to a model), and only the
+ * owner reads them (`agentmesh requests`, `GET /control/requests`). The plugin never uses
+ * them, even from an older node that still sends them.
+ */
 export interface ContactRequest {
+  /** `req_` + 32 hex. */
   request_id: string;
   direction: "incoming" | "outgoing";
+  /** A native agent id (16 hex, derived from its key), or the id an Agent Mesh V1 agent chose. */
   peer_id: string;
-  peer_name?: string;
+  /** `sha256:` + 64 hex of the requester's key. */
   fingerprint?: string;
-  purpose: string;
+  protocol?: string;
   status: string;
+  /** The requester's words: absent from events; never shown to a model. */
+  peer_name?: never;
+  /** The requester's words: absent from events; never shown to a model. */
+  purpose?: never;
+  /** The answering side's words: absent from events; never shown to a model. */
+  reason?: never;
 }
 
 export type CallState = "ringing" | "active" | "rejected" | "ended" | "missed";

@@ -431,13 +431,14 @@ async fn deliver_one(node: &Node, peer: &Peer, item: &OutboxItem) -> Outcome {
                     json!({"protocol": PROTOCOL_AGENT_MESH_V1, "signed": false, "result": result}).to_string(),
                 );
             }
-            // Only a well-formed code, never the peer's free text (see `native::refusal`).
+            // V1 nodes answer a short phrase ("untrusted sender"): kept as our code when it is one
+            // ("untrusted_sender"), never as the peer's free text (see `native::refusal`).
             let code = parsed
                 .as_ref()
                 .and_then(|v| v.get("error"))
                 .and_then(Value::as_str)
-                .filter(|c| crate::native::is_code(c))
-                .map(str::to_owned);
+                .map(|e| e.trim().to_ascii_lowercase().replace([' ', '-'], "_"))
+                .filter(|c| crate::native::is_code(c));
             let error = format!("peer answered {}: {}", status.as_u16(), code.as_deref().unwrap_or("no error given"));
             let after_secs = parsed.as_ref().and_then(|v| v.get("retry_after")).and_then(Value::as_u64).unwrap_or(0);
             let stale = code.as_deref() == Some(ErrorCode::StaleTimestamp.as_str());

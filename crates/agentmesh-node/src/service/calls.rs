@@ -177,7 +177,7 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: CallBody, line: &Received<
     {
         let bytes = agentmesh_core::b64::decode(data)
             .ok_or_else(|| Error::invalid(ErrorCode::MalformedBody, "data must be base64"))?;
-        crate::service::files::save_inline(tx, peer, &call_id, name, &bytes, line.now)?;
+        crate::service::files::receive_inline(tx, peer, &call_id, name, &bytes, line.now)?;
     }
     record(tx, line, &call, &op)
 }

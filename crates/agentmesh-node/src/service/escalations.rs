@@ -24,6 +24,9 @@ use crate::{Node, Tx};
 const MAX_OPTIONS: usize = 16;
 const MAX_OPTION_CHARS: usize = 100;
 
+/// Most escalations open about one call or task.
+const MAX_OPEN_PER_CONVERSATION: i64 = 4;
+
 /// Most reminders announced per sweep.
 const REMIND_BATCH: u32 = 256;
 
@@ -96,6 +99,17 @@ pub(crate) async fn escalate(node: &Arc<Node>, args: EscalateArgs) -> Result<Esc
             None
         };
         let peer_id = peer_id.ok_or_else(|| Error::not_found(format!("no call or task {id}")))?;
+        // The owner is one person: an agent cannot bury them in questions.
+        let limit = i64::from(tx.node().config().max_open_escalations);
+        if tx.open_escalations(Some(&id))? >= MAX_OPEN_PER_CONVERSATION || tx.open_escalations(None)? >= limit {
+            return Err(Error::conflict(
+                ErrorCode::TooManyEscalations,
+                format!(
+                    "the owner has {MAX_OPEN_PER_CONVERSATION} questions open about {id}, or {limit} in all: wait \
+                     for answers (agentmesh escalations lists them)"
+                ),
+            ));
+        }
         let now = now_ms() as i64;
         let escalation = Escalation {
             escalation_id: new_escalation_id(),

@@ -17,13 +17,22 @@
 //! | state (each side) | event | next |
 //! |---|---|---|
 //! | `offered` | receiver: `accept-file`, or auto-accept | `transferring` |
-//! | `offered` | receiver: `cancel-file` (a `decline` is sent) / over `max_file_bytes` | `declined` |
+//! | `offered` | receiver: `cancel-file` (a `decline` is sent) / over `max_file_bytes` or the open-transfer limits / not accepted within `file_offer_ttl_secs` (a `decline` is sent) | `declined` |
 //! | `offered`, `transferring` | sender: the first fetch | `transferring` |
 //! | `offered`, `transferring` | either: `cancel-file` (a `cancel` is sent), or the peer's `cancel` | `cancelled` |
 //! | `transferring` | receiver: digest verified, saved (a `received` is sent) | `done` |
 //! | `offered`, `transferring` | sender: `received` with the offer's digest | `done` |
 //! | `transferring` | receiver: digest mismatch, chunks refused too often, the sender refuses for good | `failed` (a `cancel` is sent) |
 //! | `offered`, `transferring` | sender: the source changed on disk | `failed` |
+//!
+//! A small file a contact sends inline in a call (`file` line, at most 64 KiB) is an incoming
+//! transfer under the same rules, its bytes kept in the database until it is saved or declined;
+//! its sender has no transfer and is told nothing. Slots are shared out: at most
+//! [`MAX_DOWNLOADS`] downloads run, [`MAX_DOWNLOADS_PER_PEER`] from one sender, and one without
+//! progress for `download_stall_secs` gives its slot up for as long; at most [`MAX_SERVING`] fetches are
+//! served, [`MAX_SERVING_PER_PEER`] to one receiver, and one whose receiver stops reading is ended
+//! after `peer_write_timeout_secs`. A save is recorded before it is linked, so a restart
+//! finishes it rather than saving a second copy.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -35,6 +44,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use agentmesh_api::control::{CancelFileArgs, FilesQuery, SendFileArgs, TransferList, TransferReply};
 use agentmesh_api::{Direction, ErrorCode, ErrorDetail, Event, Protocol, Transfer, TransferState};
+use agentmesh_core::PeerId;
 use agentmesh_core::file::{
     ChunkCipher, FileBody, FileOp, MAX_FILE_BYTES, MAX_OFFER_NAME_BYTES, TAG_BYTES, TransferKey, chunk_count,
     chunk_len, is_transfer_id, new_transfer_id, sanitise_name,
@@ -48,10 +58,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
+use crate::limits::SharedSlots;
 use crate::service::contacts::resolve;
 use crate::service::messages::not_sendable;
 use crate::transport::Outgoing;
@@ -65,8 +76,12 @@ const COMMIT_BYTES: u64 = 16 << 20;
 const PIPE_CHUNKS: usize = 4;
 /// Downloads running at once; more wait their turn.
 const MAX_DOWNLOADS: usize = 4;
+/// Of those, most from one sender: one contact's transfers cannot hold every slot.
+const MAX_DOWNLOADS_PER_PEER: usize = 2;
 /// Fetches served at once; more are refused with 429.
 const MAX_SERVING: usize = 16;
+/// Of those, most for one receiver (then 429 for it alone).
+const MAX_SERVING_PER_PEER: usize = 4;
 /// Chunks that fail authentication before a transfer fails.
 const MAX_BAD_CHUNKS: u32 = 5;
 /// A fetch that brings no byte for this long is dropped and retried.
@@ -81,9 +96,13 @@ pub(crate) struct Files {
     /// The agent's home: nothing in it is ever offered ([`crate::paths`]).
     home: OnceLock<PathBuf>,
     dir: OnceLock<PathBuf>,
-    running: Mutex<HashMap<String, CancellationToken>>,
+    /// Downloads running: their sender and how to stop them.
+    running: Mutex<HashMap<String, (PeerId, CancellationToken)>>,
+    /// Downloads that gave their slot up for want of progress, and when they may try again.
+    paused: Mutex<HashMap<String, Instant>>,
     wake: Notify,
-    serving: Arc<Semaphore>,
+    /// Fetches served at once: [`MAX_SERVING`], [`MAX_SERVING_PER_PEER`] for one receiver.
+    serving: SharedSlots<PeerId>,
 }
 
 impl Files {
@@ -92,8 +111,9 @@ impl Files {
             home: OnceLock::new(),
             dir: OnceLock::new(),
             running: Mutex::new(HashMap::new()),
+            paused: Mutex::new(HashMap::new()),
             wake: Notify::new(),
-            serving: Arc::new(Semaphore::new(MAX_SERVING)),
+            serving: SharedSlots::new(MAX_SERVING, MAX_SERVING_PER_PEER),
         }
     }
 
@@ -122,9 +142,10 @@ impl Files {
 
     /// Stops the download of `id` if it runs.
     fn stop(&self, id: &str) {
-        if let Some(token) = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
+        if let Some((_, token)) = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
             token.cancel();
         }
+        self.paused.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
     fn running(&self) -> usize {
@@ -167,9 +188,38 @@ fn queue(tx: &Tx<'_>, peer: &Peer, id: &str, op: FileOp) -> Result<(), Error> {
     tx.enqueue(&outbound)
 }
 
+/// Why an incoming file of `size` bytes from `peer` is declined at once, if it is: over
+/// `max_file_bytes`, or the peer's share (`max_open_transfers_per_peer`) or every place
+/// (`max_open_transfers`) of incoming transfers is taken.
+fn decline_reason(tx: &Tx<'_>, peer: &Peer, size: u64) -> Result<Option<String>, Error> {
+    let config = tx.node().config();
+    if size > config.max_file_bytes {
+        return Ok(Some(format!("the file is over this agent's limit of {} bytes", config.max_file_bytes)));
+    }
+    let from_peer = tx.open_transfers(Some(Direction::Incoming), Some(&peer.agent_id))?;
+    if from_peer >= i64::from(config.max_open_transfers_per_peer) {
+        return Ok(Some(format!(
+            "this agent has {from_peer} of your transfers open, its limit per contact; offer it again once one is done"
+        )));
+    }
+    if tx.open_transfers(Some(Direction::Incoming), None)? >= i64::from(config.max_open_transfers) {
+        return Ok(Some("this agent has too many transfers open; offer it again later".to_owned()));
+    }
+    Ok(None)
+}
+
+/// Whether files from `peer` are accepted without the owner.
+fn auto_accepted(tx: &Tx<'_>, peer: &Peer) -> bool {
+    let config = tx.node().config();
+    config.file_auto_accept
+        || config.file_auto_accept_from.iter().any(|a| a.eq_ignore_ascii_case(peer.agent_id.as_str()))
+}
+
 /// Applies a file step `peer` sent, inside the pipeline's transaction. An offer is stored
 /// (accepted at once when auto-accept covers the peer; declined at once, the sender told, when
-/// over `max_file_bytes` or `max_open_transfers`); the same offer again changes nothing.
+/// over `max_file_bytes`, or when the incoming transfers fill the peer's share
+/// (`max_open_transfers_per_peer`) or every place (`max_open_transfers`)); the same offer again
+/// changes nothing.
 /// Refused (nothing stored): a step about a transfer we do not have with this peer (404
 /// `unknown_transfer`), `received` or `decline` about a transfer the peer sends (409
 /// `transfer_state`).
@@ -184,16 +234,8 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: FileBody, now: i64) -> Res
         (None, FileOp::Offer { name, size, sha256, chunk_size, key, call_id }) => {
             let key = TransferKey::from_base64(&key)
                 .ok_or_else(|| Error::invalid(ErrorCode::MalformedBody, "key must be 32 bytes of base64"))?;
-            let config = tx.node().config();
-            let declined = if size > config.max_file_bytes {
-                Some(format!("the file is over this agent's limit of {} bytes", config.max_file_bytes))
-            } else if tx.open_transfers(None)? >= i64::from(config.max_open_transfers) {
-                Some("this agent has too many transfers open; offer it again later".to_owned())
-            } else {
-                None
-            };
-            let auto = config.file_auto_accept
-                || config.file_auto_accept_from.iter().any(|a| a.eq_ignore_ascii_case(peer.agent_id.as_str()));
+            let declined = decline_reason(tx, peer, size)?;
+            let auto = auto_accepted(tx, peer);
             let state = match (&declined, auto) {
                 (Some(_), _) => TransferState::Declined,
                 (None, true) => TransferState::Transferring,
@@ -221,6 +263,7 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: FileBody, now: i64) -> Res
                 key: key.to_bytes(),
                 chunks_done: 0,
                 source_mtime: None,
+                saving_path: None,
             })?;
             if let Some(reason) = declined {
                 queue(tx, peer, &id, FileOp::Decline { reason: Some(reason) })?;
@@ -389,6 +432,7 @@ pub(crate) async fn send(node: &Arc<Node>, args: SendFileArgs) -> Result<Transfe
             key: key.to_bytes(),
             chunks_done: 0,
             source_mtime: Some(mtime),
+            saving_path: None,
         })?;
         let offer =
             FileOp::Offer { name, size, sha256, chunk_size: CHUNK_SIZE, key: key.to_base64(), call_id: args.call_id };
@@ -440,6 +484,8 @@ pub(crate) async fn cancel(node: &Arc<Node>, id: String, args: CancelFileArgs) -
                 return Err(wrong_state(t, "it is over already"));
             }
             let decline = t.direction == Direction::Incoming && t.state == TransferState::Offered;
+            // An inline file's sender has no transfer to be told about.
+            let inline = tx.transfer_inline(&id)?.is_some();
             let (state, op) = if decline {
                 (TransferState::Declined, FileOp::Decline { reason: args.reason.clone() })
             } else {
@@ -447,7 +493,8 @@ pub(crate) async fn cancel(node: &Arc<Node>, id: String, args: CancelFileArgs) -
             };
             let why = args.reason.clone().unwrap_or_else(|| if decline { "declined" } else { "cancelled" }.into());
             tx.set_transfer_state(&id, state, Some(&why), None, now_ms() as i64)?;
-            if let Some(peer) = tx.peer(&t.peer_id)?
+            if !inline
+                && let Some(peer) = tx.peer(&t.peer_id)?
                 && not_sendable(tx, &peer)?.is_none()
             {
                 queue(tx, &peer, &id, op)?;
@@ -510,7 +557,8 @@ fn same_token(a: &str, b: &str) -> bool {
 /// `N` to the end, each a frame of its length (4 bytes, big-endian) and ciphertext with tag.
 /// Needs `Authorization: Bearer <token>` (401 `unauthorized`); 404 `unknown_transfer` for a
 /// transfer we do not send; 403 `untrusted_sender` when the receiver is no longer a contact; 409 `transfer_state` when it is over; 409 `file_changed` when the
-/// source changed since the offer (the transfer fails); 429 over [`MAX_SERVING`] fetches.
+/// source changed since the offer (the transfer fails); 429 over [`MAX_SERVING`] fetches, or
+/// [`MAX_SERVING_PER_PEER`] for this receiver.
 pub(crate) async fn serve(
     State(node): State<Arc<Node>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -533,18 +581,10 @@ async fn serve_chunks(
 ) -> Result<Response, Error> {
     node.limits().other_from_ip(remote.ip())?;
     let from = query.map_err(|e| Error::malformed(e.body_text()))?.0.from;
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned)
-        .ok_or(Error::Unauthorized)?;
+    let token = crate::credentials::bearer_token(&headers).map(str::to_owned).ok_or(Error::Unauthorized)?;
     if !is_transfer_id(&id) {
         return Err(unknown(&id));
     }
-    let permit = Arc::clone(&node.files().serving)
-        .try_acquire_owned()
-        .map_err(|_| Error::RateLimited { what: "file fetches", retry_after: 1 })?;
     let lookup = id.clone();
     let (r, trusted) = node
         .db(move |s| {
@@ -562,6 +602,11 @@ async fn serve_chunks(
     if !trusted {
         return Err(Error::refused(ErrorCode::UntrustedSender, "you are no longer a contact of this agent"));
     }
+    let slot = node
+        .files()
+        .serving
+        .try_take(&r.transfer.peer_id)
+        .ok_or(Error::RateLimited { what: "file fetches", retry_after: 1 })?;
     let t = r.transfer.clone();
     if !t.state.is_open() {
         return Err(wrong_state(&t, "it is not served any more"));
@@ -627,8 +672,15 @@ async fn serve_chunks(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+    // A receiver that stops taking frames is let go after `peer_write_timeout_secs`, and its
+    // slot freed.
+    let runtime = tokio::runtime::Handle::current();
+    let stall = Duration::from_secs(node.config().peer_write_timeout_secs.max(1));
+    let send = move |frame: Result<Vec<u8>, std::io::Error>| {
+        runtime.block_on(tokio::time::timeout(stall, frames.send(frame))).is_ok_and(|sent| sent.is_ok())
+    };
     tokio::task::spawn_blocking(move || {
-        let _permit = permit;
+        let _slot = slot;
         let cipher = key.chunks(&id);
         for index in from..count {
             let len = chunk_len(size, chunk_size, index);
@@ -637,15 +689,12 @@ async fn serve_chunks(
             let mut sealed = vec![0u8; len];
             sealed.reserve_exact(TAG_BYTES);
             if let Err(e) = file.read_exact_at(&mut sealed, index * u64::from(chunk_size)) {
-                let _ = frames.blocking_send(Err(e));
+                send(Err(e));
                 return;
             }
             cipher.seal(index, index + 1 == count, &mut sealed);
             let head = ((len + TAG_BYTES) as u32).to_be_bytes().to_vec();
-            if frames.blocking_send(Ok(head)).is_err() {
-                return;
-            }
-            if frames.blocking_send(Ok(sealed)).is_err() {
+            if !send(Ok(head)) || !send(Ok(sealed)) {
                 return;
             }
             sent.send_replace(index + 1);
@@ -656,9 +705,14 @@ async fn serve_chunks(
         .into_response())
 }
 
-/// Starts the downloads of accepted transfers (at most [`MAX_DOWNLOADS`] at once), at start
-/// (resuming those a restart interrupted), when one is accepted, and every few seconds.
+/// Starts the downloads of accepted transfers (at most [`MAX_DOWNLOADS`] at once,
+/// [`MAX_DOWNLOADS_PER_PEER`] from one sender, oldest first), at start (resuming those a restart
+/// interrupted), when one is accepted, and every few seconds; declines offers left unanswered
+/// past `file_offer_ttl_secs`.
 pub(crate) async fn run(node: Arc<Node>, stop: CancellationToken) {
+    if let Err(e) = sweep_partials(&node).await {
+        tracing::warn!(error = %e, "could not clean up partial files");
+    }
     loop {
         if let Err(e) = start_downloads(&node, &stop).await {
             tracing::warn!(error = %e, "could not start file downloads");
@@ -671,26 +725,69 @@ pub(crate) async fn run(node: Arc<Node>, stop: CancellationToken) {
     }
 }
 
+/// Removes partial files of transfers that are over (a file saved just before a restart leaves
+/// its partial name behind, a second link to the saved file).
+async fn sweep_partials(node: &Arc<Node>) -> Result<(), Error> {
+    let dir = node.files().dir()?.join(".partial");
+    let names: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect(),
+        Err(_) => return Ok(()),
+    };
+    let over = node
+        .db(move |s| {
+            let mut over = Vec::new();
+            for name in names {
+                if s.transfer(&name)?.is_none_or(|r| !r.transfer.state.is_open()) {
+                    over.push(name);
+                }
+            }
+            Ok(over)
+        })
+        .await?;
+    for name in over {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    Ok(())
+}
+
 async fn start_downloads(node: &Arc<Node>, stop: &CancellationToken) -> Result<(), Error> {
     let files = node.files();
+    let filter = TransferFilter {
+        direction: Some(Direction::Incoming),
+        open: true,
+        limit: Some(10_000),
+        ..TransferFilter::default()
+    };
+    let open = node.db(move |s| Ok(s.transfers(&filter)?)).await?;
+    let ttl_ms = node.config().file_offer_ttl_secs.saturating_mul(1000) as i64;
+    let now = now_ms() as i64;
+    for r in open.iter().filter(|r| r.transfer.state == TransferState::Offered) {
+        if ttl_ms > 0 && r.transfer.created_at.saturating_add(ttl_ms) <= now {
+            expire_offer(node, &r.transfer.transfer_id).await?;
+        }
+    }
     if files.running() >= MAX_DOWNLOADS {
         return Ok(());
     }
-    let filter = TransferFilter { direction: Some(Direction::Incoming), open: true, ..TransferFilter::default() };
-    let open = node.db(move |s| Ok(s.transfers(&filter)?)).await?;
+    let instant = Instant::now();
+    files.paused.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, until| *until > instant);
     // Oldest first.
     for r in open.into_iter().rev().filter(|r| r.transfer.state == TransferState::Transferring) {
         let id = r.transfer.transfer_id.clone();
+        if files.paused.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id) {
+            continue;
+        }
         let token = {
             let mut running = files.running.lock().unwrap_or_else(|p| p.into_inner());
             if running.len() >= MAX_DOWNLOADS {
                 break;
             }
-            if running.contains_key(&id) {
+            let from_peer = running.values().filter(|(p, _)| *p == r.transfer.peer_id).count();
+            if running.contains_key(&id) || from_peer >= MAX_DOWNLOADS_PER_PEER {
                 continue;
             }
             let token = stop.child_token();
-            running.insert(id.clone(), token.clone());
+            running.insert(id.clone(), (r.transfer.peer_id.clone(), token.clone()));
             token
         };
         let node = Arc::clone(node);
@@ -698,12 +795,17 @@ async fn start_downloads(node: &Arc<Node>, stop: &CancellationToken) -> Result<(
             let outcome = download(&node, &id, &token).await;
             {
                 let mut running = node.files().running.lock().unwrap_or_else(|p| p.into_inner());
-                if running.get(&id).is_some_and(|t| !t.is_cancelled()) {
+                if running.get(&id).is_some_and(|(_, t)| !t.is_cancelled()) {
                     running.remove(&id);
                 }
             }
             match outcome {
                 Ok(()) | Err(Stop::Stopped) => {}
+                Err(Stop::Stalled) => {
+                    tracing::info!(transfer = %id, "no progress: the download gives its slot up for a while");
+                    let until = Instant::now() + stall_time(&node);
+                    node.files().paused.lock().unwrap_or_else(|p| p.into_inner()).insert(id, until);
+                }
                 Err(Stop::Failed(why)) => {
                     tracing::warn!(transfer = %id, error = %why, "file transfer failed");
                     if let Err(e) = fail(&node, &id, why).await {
@@ -717,10 +819,36 @@ async fn start_downloads(node: &Arc<Node>, stop: &CancellationToken) -> Result<(
     Ok(())
 }
 
+/// Declines offer `id`, unanswered past `file_offer_ttl_secs`; the sender is told (not the
+/// sender of an inline file, which has no transfer).
+async fn expire_offer(node: &Arc<Node>, id: &str) -> Result<(), Error> {
+    let (tid, ttl) = (id.to_owned(), node.config().file_offer_ttl_secs);
+    node.transact(move |tx| {
+        let Some(r) = tx.transfer(&tid)? else { return Ok(()) };
+        if r.transfer.state != TransferState::Offered {
+            return Ok(());
+        }
+        let inline = tx.transfer_inline(&tid)?.is_some();
+        let why = format!("not accepted within {ttl} s");
+        tx.set_transfer_state(&tid, TransferState::Declined, Some(&why), None, now_ms() as i64)?;
+        if !inline
+            && let Some(peer) = tx.peer(&r.transfer.peer_id)?
+            && not_sendable(tx, &peer)?.is_none()
+        {
+            queue(tx, &peer, &tid, FileOp::Decline { reason: Some(why) })?;
+        }
+        emit(tx, &tid)?;
+        Ok(())
+    })
+    .await
+}
+
 /// Why a download ended before the file was saved.
 enum Stop {
     /// Cancelled (by the owner, the peer or shutdown).
     Stopped,
+    /// No progress for `download_stall_secs`: it gives its slot up and tries again later.
+    Stalled,
     /// It cannot complete: the transfer fails with this reason.
     Failed(String),
 }
@@ -745,8 +873,10 @@ async fn fail(node: &Arc<Node>, id: &str, why: String) -> Result<(), Error> {
         if !r.transfer.state.is_open() {
             return Ok(());
         }
+        let inline = tx.transfer_inline(&tid)?.is_some();
         tx.set_transfer_state(&tid, TransferState::Failed, Some(&why), None, now_ms() as i64)?;
-        if let Some(peer) = tx.peer(&r.transfer.peer_id)?
+        if !inline
+            && let Some(peer) = tx.peer(&r.transfer.peer_id)?
             && not_sendable(tx, &peer)?.is_none()
         {
             queue(tx, &peer, &tid, FileOp::Cancel { reason: Some(why.clone()) })?;
@@ -774,19 +904,33 @@ enum Written {
 }
 
 /// Downloads accepted transfer `id`, from its committed prefix to the end, then verifies and
-/// saves it.
+/// saves it. An inline file is saved from the bytes kept with it; a save a restart interrupted
+/// is finished.
 async fn download(node: &Arc<Node>, id: &str, stop: &CancellationToken) -> Result<(), Stop> {
     let tid = id.to_owned();
-    let Some(r) = node.db(move |s| Ok(s.transfer(&tid)?)).await? else { return Err(Stop::Stopped) };
+    let found = node
+        .db(move |s| {
+            let Some(r) = s.transfer(&tid)? else { return Ok(None) };
+            let inline = s.transfer_inline(&tid)?;
+            Ok(Some((r, inline)))
+        })
+        .await?;
+    let Some((r, inline)) = found else { return Err(Stop::Stopped) };
     if r.transfer.state != TransferState::Transferring {
         return Err(Stop::Stopped);
+    }
+    let partial = node.files().partial(id)?;
+    if let Some(target) = &r.saving_path {
+        return resume_save(node, id, &r.transfer, &partial, PathBuf::from(target), inline.is_none()).await;
+    }
+    if let Some(bytes) = inline {
+        return save_inline(node, id, &r.transfer, &partial, bytes).await;
     }
     let pid = r.transfer.peer_id.clone();
     let peer = node.db(move |s| Ok(s.peer(&pid)?)).await?.ok_or_else(|| Stop::Failed("the sender is gone".into()))?;
     let t = r.transfer.clone();
     let key = TransferKey::from_bytes(r.key);
     let count = chunk_count(t.size, t.chunk_size);
-    let partial = node.files().partial(id)?;
     let committed = r.chunks_done.min(count);
     // Reopen: keep the committed prefix (synced before it was committed), hash it again.
     let (prefix, chunk_size) = (committed.saturating_mul(u64::from(t.chunk_size)).min(t.size), t.chunk_size);
@@ -821,9 +965,15 @@ async fn download(node: &Arc<Node>, id: &str, stop: &CancellationToken) -> Resul
     let mut progress = Progress::new(t.size);
     let mut bad = 0u32;
     let mut backoff = Duration::from_millis(250);
+    let mut moved = Instant::now();
+    let stall = stall_time(node);
     while sink.next < count {
         if stop.is_cancelled() {
             return Err(Stop::Stopped);
+        }
+        // A sender that gives nothing (down, stalled, refusing for now) does not keep the slot.
+        if moved.elapsed() >= stall {
+            return Err(Stop::Stalled);
         }
         let url = format!("{}/v1/files/{id}?from={}", peer.endpoint.trim_end_matches('/'), sink.next);
         let sent = node.http().get(&url).bearer_auth(key.token(id)).timeout(Duration::from_secs(365 * 86_400)).send();
@@ -853,6 +1003,7 @@ async fn download(node: &Arc<Node>, id: &str, stop: &CancellationToken) -> Resul
         sink = next;
         if sink.next > before {
             backoff = Duration::from_millis(250);
+            moved = Instant::now();
         }
         if let Some(index) = failed_chunk {
             bad += 1;
@@ -866,7 +1017,12 @@ async fn download(node: &Arc<Node>, id: &str, stop: &CancellationToken) -> Resul
             retry_wait(stop, &mut backoff).await?;
         }
     }
-    save(node, id, &t, sink, &partial).await
+    verify_and_save(node, id, &t, sink, &partial, true).await
+}
+
+/// `download_stall_secs`.
+fn stall_time(node: &Node) -> Duration {
+    Duration::from_secs(node.config().download_stall_secs.max(1))
 }
 
 async fn retry_wait(stop: &CancellationToken, backoff: &mut Duration) -> Result<(), Stop> {
@@ -1073,107 +1229,170 @@ async fn commit(node: &Arc<Node>, id: &str, t: &Transfer, w: Written, progress: 
     Ok(())
 }
 
-/// Links `partial` into `dir` under `name` (sanitised already), or `name (1).ext`, … when taken,
-/// never over an existing file; removes `partial` and syncs `dir`. Returns the saved path.
-fn place(partial: &Path, dir: &Path, name: &str, id: &str) -> std::io::Result<PathBuf> {
+/// The first of `name`, `name (1).ext`, … `name (<id>).ext` that names nothing in `dir` yet
+/// (creating `dir` 0700).
+fn free_name(dir: &Path, name: &str, id: &str) -> std::io::Result<PathBuf> {
     private_dir(dir)?;
     let (stem, ext) = match name.rfind('.') {
         Some(i) if i > 0 => (&name[..i], &name[i..]),
         _ => (name, ""),
     };
-    let candidates = std::iter::once(name.to_owned())
+    std::iter::once(name.to_owned())
         .chain((1..=MAX_SUFFIX).map(|n| format!("{stem} ({n}){ext}")))
-        .chain(std::iter::once(format!("{stem} ({id}){ext}")));
-    for candidate in candidates {
-        let target = dir.join(&candidate);
-        // A hard link never replaces an existing file.
-        match std::fs::hard_link(partial, &target) {
-            Ok(()) => {
-                std::fs::remove_file(partial)?;
-                std::fs::File::open(dir)?.sync_all()?;
-                return Ok(target);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+        .chain(std::iter::once(format!("{stem} ({id}){ext}")))
+        .map(|candidate| dir.join(candidate))
+        .find(|target| std::fs::symlink_metadata(target).is_err())
+        .ok_or_else(|| std::io::Error::other("no free file name"))
+}
+
+/// The SHA-256 state of everything `file` holds from where it stands, read in chunks.
+fn hash_all(file: &mut std::fs::File) -> std::io::Result<Sha256> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK_SIZE as usize];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hasher),
+            n => hasher.update(&buf[..n]),
         }
     }
-    Err(std::io::Error::other("no free file name"))
 }
 
-/// Saves a small file a peer sent inline in call `call_id` (at most 64 KiB, so on the database
-/// thread, synced before the step is acknowledged) under `<home>/files/<peer>/`, and lists it as
-/// a completed incoming transfer with a `file` event. Returns the saved path.
-pub(crate) fn save_inline(
-    tx: &Tx<'_>,
-    peer: &Peer,
-    call_id: &str,
-    name: &str,
-    bytes: &[u8],
-    now: i64,
-) -> Result<String, Error> {
-    let files = tx.node().files();
-    let id = new_transfer_id();
-    let partial = files.partial(&id)?;
-    let dir = files.dir()?.join(peer.agent_id.as_str());
-    let written = (|| -> std::io::Result<PathBuf> {
-        if let Some(parent) = partial.parent() {
-            private_dir(parent)?;
-        }
-        let mut f = private_file(&partial, true)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        place(&partial, &dir, &sanitise_name(name), &id)
-    })();
-    let path = match written {
-        Ok(p) => p.to_string_lossy().into_owned(),
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(Error::internal(format!("saving an inline file: {e}")));
-        }
-    };
-    tx.insert_transfer(&TransferRecord {
-        transfer: Transfer {
-            transfer_id: id.clone(),
-            peer_id: peer.agent_id.clone(),
-            direction: Direction::Incoming,
-            name: agentmesh_core::text::display_name(name),
-            size: bytes.len() as u64,
-            sha256: hex::encode(Sha256::digest(bytes)),
-            chunk_size: (bytes.len() as u32).max(1),
-            state: TransferState::Done,
-            bytes_done: bytes.len() as u64,
-            path: Some(path.clone()),
-            call_id: Some(call_id.to_owned()),
-            error: None,
-            created_at: now,
-            updated_at: now,
-        },
-        key: TransferKey::generate().to_bytes(),
-        chunks_done: u64::from(!bytes.is_empty()),
-        source_mtime: None,
-    })?;
-    emit(tx, &id)?;
-    Ok(path)
+/// How linking a verified partial file to its saved name went.
+enum Linked {
+    /// `target` is the file now (linked here, or before a restart).
+    Saved,
+    /// Another file took the name meanwhile.
+    Taken,
 }
 
-/// Verifies the digest, links the file into `<home>/files/<peer>/` under its sanitised name
-/// (with a suffix rather than over an existing file), records it and tells the sender.
-async fn save(node: &Arc<Node>, id: &str, t: &Transfer, sink: Sink, partial: &Path) -> Result<(), Stop> {
+/// Links `partial` to `target`; a hard link never replaces an existing file.
+fn link_into(partial: &Path, target: &Path) -> std::io::Result<Linked> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::hard_link(partial, target) {
+        Ok(()) => Ok(Linked::Saved),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let (a, b) = (std::fs::metadata(partial)?, std::fs::symlink_metadata(target)?);
+            Ok(if (a.dev(), a.ino()) == (b.dev(), b.ino()) { Linked::Saved } else { Linked::Taken })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Saves an accepted inline file: its bytes (kept with the transfer since the call line
+/// arrived) to the partial file, synced, then as a download is saved (the sender, which has no
+/// transfer, is not told).
+async fn save_inline(node: &Arc<Node>, id: &str, t: &Transfer, partial: &Path, bytes: Vec<u8>) -> Result<(), Stop> {
+    let path = partial.to_owned();
+    let sink = tokio::task::spawn_blocking(move || -> std::io::Result<Sink> {
+        if let Some(dir) = path.parent() {
+            private_dir(dir)?;
+        }
+        let mut file = private_file(&path, true)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        let mut hasher = Sha256::new();
+        hasher.update(&bytes);
+        Ok(Sink { file, hasher, next: 1 })
+    })
+    .await
+    .map_err(|e| Stop::Failed(e.to_string()))??;
+    verify_and_save(node, id, t, sink, partial, false).await
+}
+
+/// Verifies the digest, then saves the file under `<home>/files/<peer>/` with its sanitised
+/// name (a suffix rather than over an existing file): the chosen path is recorded first, then
+/// linked, then the transfer marked done (and the sender told, when `tell`), then the partial
+/// name removed. A restart at any point finishes the same save ([`resume_save`]): never a
+/// second copy, never a saved file marked failed.
+async fn verify_and_save(
+    node: &Arc<Node>,
+    id: &str,
+    t: &Transfer,
+    sink: Sink,
+    partial: &Path,
+    tell: bool,
+) -> Result<(), Stop> {
     let digest = hex::encode(sink.hasher.finalize());
     if digest != t.sha256 {
         return Err(Stop::Failed("the file's SHA-256 does not match the offer".into()));
     }
-    let dir = node.files().dir()?.join(t.peer_id.as_str());
-    let (name, partial_path, id_owned) = (sanitise_name(&t.name), partial.to_owned(), id.to_owned());
     let file = sink.file;
-    let saved = tokio::task::spawn_blocking(move || -> std::io::Result<PathBuf> {
-        file.sync_all()?;
-        drop(file);
-        place(&partial_path, &dir, &name, &id_owned)
+    tokio::task::spawn_blocking(move || file.sync_all()).await.map_err(|e| Stop::Failed(e.to_string()))??;
+    let dir = node.files().dir()?.join(t.peer_id.as_str());
+    let name = sanitise_name(&t.name);
+    for _ in 0..=MAX_SUFFIX {
+        let (dir, name, tid) = (dir.clone(), name.clone(), id.to_owned());
+        let target = tokio::task::spawn_blocking(move || free_name(&dir, &name, &tid))
+            .await
+            .map_err(|e| Stop::Failed(e.to_string()))??;
+        let (tid, chosen) = (id.to_owned(), target.to_string_lossy().into_owned());
+        node.db(move |s| Ok(s.set_transfer_saving(&tid, &chosen)?)).await?;
+        let (from, to) = (partial.to_owned(), target.clone());
+        let linked = tokio::task::spawn_blocking(move || link_into(&from, &to))
+            .await
+            .map_err(|e| Stop::Failed(e.to_string()))??;
+        if let Linked::Saved = linked {
+            return finish_save(node, id, t, partial, &target, tell).await;
+        }
+    }
+    Err(Stop::Failed("no free file name".into()))
+}
+
+/// Finishes a save a restart interrupted after its path was recorded: links the partial file
+/// if that did not happen yet (or picks another name if one was taken meanwhile), or, with the
+/// partial file gone, accepts the saved file when it holds the offered bytes.
+async fn resume_save(
+    node: &Arc<Node>,
+    id: &str,
+    t: &Transfer,
+    partial: &Path,
+    target: PathBuf,
+    tell: bool,
+) -> Result<(), Stop> {
+    let (from, to, size, sha256) = (partial.to_owned(), target.clone(), t.size, t.sha256.clone());
+    let state = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Linked>> {
+        if from.exists() {
+            return link_into(&from, &to).map(Some);
+        }
+        // The partial name is gone: only a saved file that holds the offered bytes will do.
+        let mut file = std::fs::File::open(&to)?;
+        if file.metadata()?.len() != size {
+            return Ok(None);
+        }
+        Ok((hex::encode(hash_all(&mut file)?.finalize()) == sha256).then_some(Linked::Saved))
     })
     .await
-    .map_err(|e| Stop::Failed(e.to_string()))??;
-    let (tid, sha256, path) = (id.to_owned(), t.sha256.clone(), saved.to_string_lossy().into_owned());
+    .map_err(|e| Stop::Failed(e.to_string()))?;
+    match state {
+        Ok(Some(Linked::Saved)) => finish_save(node, id, t, partial, &target, tell).await,
+        Ok(Some(Linked::Taken)) => {
+            // Verified before its path was recorded: hash it again all the same, it is cheap
+            // next to what a wrong file would cost.
+            let path = partial.to_owned();
+            let sink = tokio::task::spawn_blocking(move || -> std::io::Result<Sink> {
+                let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+                let hasher = hash_all(&mut file)?;
+                Ok(Sink { file, hasher, next: 0 })
+            })
+            .await
+            .map_err(|e| Stop::Failed(e.to_string()))??;
+            verify_and_save(node, id, t, sink, partial, tell).await
+        }
+        Ok(None) | Err(_) => Err(Stop::Failed("the received file vanished before it was saved".into())),
+    }
+}
+
+/// Marks the transfer done with its saved path and tells the sender (when `tell`), then removes
+/// the partial name and syncs the directories.
+async fn finish_save(
+    node: &Arc<Node>,
+    id: &str,
+    t: &Transfer,
+    partial: &Path,
+    target: &Path,
+    tell: bool,
+) -> Result<(), Stop> {
+    let (tid, sha256, path) = (id.to_owned(), t.sha256.clone(), target.to_string_lossy().into_owned());
     let (count, size) = (chunk_count(t.size, t.chunk_size), t.size);
     node.transact(move |tx| {
         let Some(r) = tx.transfer(&tid)? else { return Ok(()) };
@@ -1183,7 +1402,8 @@ async fn save(node: &Arc<Node>, id: &str, t: &Transfer, sink: Sink, partial: &Pa
         let now = now_ms() as i64;
         tx.set_transfer_progress(&tid, count, size, now)?;
         tx.set_transfer_state(&tid, TransferState::Done, None, Some(&path), now)?;
-        if let Some(peer) = tx.peer(&r.transfer.peer_id)?
+        if tell
+            && let Some(peer) = tx.peer(&r.transfer.peer_id)?
             && not_sendable(tx, &peer)?.is_none()
         {
             queue(tx, &peer, &tid, FileOp::Received { sha256 })?;
@@ -1192,5 +1412,75 @@ async fn save(node: &Arc<Node>, id: &str, t: &Transfer, sink: Sink, partial: &Pa
         Ok(())
     })
     .await?;
+    let (partial, target) = (partial.to_owned(), target.to_owned());
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::remove_file(&partial)?;
+        for dir in [target.parent(), partial.parent()].into_iter().flatten() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Stop::Failed(e.to_string()))?
+    .map_err(|e| {
+        // Saved and recorded: a partial name left behind is swept at the next start.
+        tracing::warn!(transfer = %id, error = %e, "could not remove a partial file");
+        e
+    })
+    .ok();
+    Ok(())
+}
+
+/// Receives a small file `peer` sent inline in call `call_id` (p2p-comm's `sendfile`, at most
+/// 64 KiB), inside the pipeline's transaction: it follows the rules of an offer. Declined at once
+/// (kept as a declined transfer, without its bytes) over `max_file_bytes` or the open-transfer
+/// caps; otherwise its bytes are kept with the transfer, `offered` until the owner accepts it
+/// (`accept-file`) or `transferring` when auto-accept covers the peer, and saved off the
+/// database thread like a downloaded file. The sender, whose side has no transfer, is not told.
+pub(crate) fn receive_inline(
+    tx: &Tx<'_>,
+    peer: &Peer,
+    call_id: &str,
+    name: &str,
+    bytes: &[u8],
+    now: i64,
+) -> Result<(), Error> {
+    let size = bytes.len() as u64;
+    let declined = decline_reason(tx, peer, size)?;
+    let state = match (&declined, auto_accepted(tx, peer)) {
+        (Some(_), _) => TransferState::Declined,
+        (None, true) => TransferState::Transferring,
+        (None, false) => TransferState::Offered,
+    };
+    let id = new_transfer_id();
+    tx.insert_transfer(&TransferRecord {
+        transfer: Transfer {
+            transfer_id: id.clone(),
+            peer_id: peer.agent_id.clone(),
+            direction: Direction::Incoming,
+            name: agentmesh_core::text::display_name(name),
+            size,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            chunk_size: (bytes.len() as u32).max(1),
+            state,
+            bytes_done: 0,
+            path: None,
+            call_id: Some(call_id.to_owned()),
+            error: declined.clone(),
+            created_at: now,
+            updated_at: now,
+        },
+        key: TransferKey::generate().to_bytes(),
+        chunks_done: 0,
+        source_mtime: None,
+        saving_path: None,
+    })?;
+    if declined.is_none() {
+        tx.set_transfer_inline(&id, bytes)?;
+        if state == TransferState::Transferring {
+            tx.node().files().wake();
+        }
+    }
+    emit(tx, &id)?;
     Ok(())
 }

@@ -47,12 +47,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// Lets through requests with the right bearer token; 401 otherwise.
 async fn authorize(State(token): State<Arc<String>>, request: Request, next: Next) -> Response {
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
+    let given = agentmesh_node::credentials::bearer_token(request.headers());
     if given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
         return next.run(request).await;
     }

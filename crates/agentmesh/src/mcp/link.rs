@@ -106,6 +106,12 @@ impl NodeLink {
     pub(super) fn error(&self, e: ClientError) -> ToolError {
         match e {
             ClientError::Unreachable { .. } => self.not_running(),
+            // The node's message lists the candidates by name, and some may be strangers whose
+            // names are their own words (see `peer_text`): the agent gets the code and a way out.
+            other if other.error_code() == Some(ErrorCode::AmbiguousPeer) => ToolError::new(
+                other.code(),
+                "that name or prefix fits more than one peer: give the agent id (the `peers` tool lists them)",
+            ),
             other => ToolError::new(other.code(), other.to_string()),
         }
     }

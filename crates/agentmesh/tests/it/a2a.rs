@@ -160,3 +160,83 @@ async fn the_a2a_sdk_client_delegates_streams_lists_and_cancels() {
         .expect("json");
     assert_eq!(card["capabilities"]["extensions"][0]["params"]["agent_id"], alice.agent_id.as_str());
 }
+
+/// Opens a `SendStreamingMessage` stream for the client of `token`; returns the HTTP response
+/// (its body unread) and its content type.
+async fn open_stream(url: &str, token: &str, text: &str) -> reqwest::Response {
+    let http = agentmesh_node::net::client(&Default::default()).expect("http client");
+    let message =
+        json!({"message": {"messageId": format!("m-{text}"), "role": "ROLE_USER", "parts": [{"text": text}]}});
+    http.post(format!("{url}/a2a/v1"))
+        .header("content-type", "application/json")
+        .header("a2a-version", "1.0")
+        .bearer_auth(token)
+        .body(json!({"jsonrpc": "2.0", "id": "s", "method": "SendStreamingMessage", "params": message}).to_string())
+        .send()
+        .await
+        .expect("stream request")
+}
+
+fn is_stream(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_one_a2a_client_cannot_take_every_stream_and_a_revoked_one_loses_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 8 A2A streams in all, 2 for one client.
+    let alice = node_with(dir.path(), "alice", "max_event_streams = 8\n", &[]).await;
+    let token = |name: &str| {
+        let issued = ok(&alice.home, &["a2a", "add-client", name]);
+        std::fs::read_to_string(issued["token_file"].as_str().expect("file")).expect("token").trim().to_owned()
+    };
+    let (alpha, beta) = (token("alpha"), token("beta"));
+    let mut alphas = Vec::new();
+    for n in 0..2 {
+        let response = open_stream(&alice.peer_url, &alpha, &format!("a{n}")).await;
+        assert!(is_stream(&response), "alpha's stream {n}: {:?}", response.status());
+        alphas.push(response);
+    }
+    let third = open_stream(&alice.peer_url, &alpha, "a2").await;
+    assert!(!is_stream(&third));
+    let refused: Value = third.json().await.expect("json");
+    assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains("A2A streams")), "{refused}");
+    let mut beta_stream = open_stream(&alice.peer_url, &beta, "b0").await;
+    assert!(is_stream(&beta_stream), "beta still gets a stream");
+    assert!(beta_stream.chunk().await.expect("frame").is_some(), "beta's stream starts with its task");
+
+    // A token exactly as RFC 6750 writes it; whitespace or words around it make another one
+    // (a space at the very end is not in the header's value at all: RFC 9110 §5.5).
+    for header in
+        [format!("Bearer {beta}x"), format!("Bearer \t{beta}"), format!("Bearer {beta} extra"), format!("Basic {beta}")]
+    {
+        let http = agentmesh_node::net::client(&Default::default()).expect("http client");
+        let status = http
+            .post(format!("{}/a2a/v1", alice.peer_url))
+            .header("content-type", "application/json")
+            .header("authorization", header.as_str())
+            .body(json!({"jsonrpc": "2.0", "id": "1", "method": "ListTasks", "params": {}}).to_string())
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16();
+        assert_eq!(status, 401, "{header:?}");
+    }
+
+    // Revoked, alpha's open streams end within 30 s; beta's goes on.
+    ok(&alice.home, &["a2a", "revoke", "alpha"]);
+    let started = std::time::Instant::now();
+    for mut stream in alphas {
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Ok(Some(_)) = stream.chunk().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "a revoked client's stream still open after {:?}", started.elapsed());
+    }
+    assert!(is_stream(&open_stream(&alice.peer_url, &beta, "b1").await), "beta's share is its own");
+}

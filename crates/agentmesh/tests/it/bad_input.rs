@@ -427,6 +427,24 @@ async fn control_api_requires_its_token() {
     // The control routes are not on the peer port.
     let r = http.get(format!("{}/control/status", node.peer_url)).send().await.expect("send");
     assert_eq!(r.status().as_u16(), 404);
+    // A page that reached the control port through a rebound DNS name (another Host) is turned
+    // away, token or not; the listener's own names work.
+    let token = std::fs::read_to_string(node.home.join("control.token")).expect("token");
+    let port = url.trim_start_matches("http://127.0.0.1:").split('/').next().expect("port").to_owned();
+    for (host, want) in [
+        (format!("attacker.example:{port}"), 421),
+        (format!("127.0.0.1.attacker.example:{port}"), 421),
+        ("127.0.0.1:1".to_owned(), 421),
+        (format!("localhost:{port}"), 200),
+        (format!("127.0.0.1:{port}"), 200),
+    ] {
+        let r = http.get(&url).header("host", host.as_str()).bearer_auth(token.trim()).send().await.expect("send");
+        assert_eq!(r.status().as_u16(), want, "Host {host}");
+        if want == 421 {
+            let body: Value = r.json().await.expect("json");
+            assert_eq!(body["error"]["code"], "wrong_host", "{body}");
+        }
+    }
     // Token and runtime files are private.
     use std::os::unix::fs::PermissionsExt;
     for f in ["control.token", "node.json"] {

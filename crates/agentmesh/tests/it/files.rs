@@ -303,9 +303,9 @@ async fn a_tampered_chunk_is_refused_and_fetched_again() {
     assert!(*tampered.lock().expect("lock") >= 2, "the tampered fetch was refused and the chunk fetched again");
 }
 
-/// p2p-comm's `sendfile <name> <base64>` in a call: saved like a received file, listed with the
-/// call's id, a `file` line in both transcripts; over 64 KiB it is refused with a pointer to
-/// `send-file`.
+/// p2p-comm's `sendfile <name> <base64>` in a call: offered like any file, saved once the owner
+/// accepts it, listed with the call's id, a `file` line in both transcripts; over 64 KiB it is
+/// refused with a pointer to `send-file`.
 #[tokio::test]
 async fn a_small_file_goes_inline_in_a_call() {
     use agentmesh_api::control::{AnswerArgs, CallArgs, FilesQuery};
@@ -332,7 +332,10 @@ async fn a_small_file_goes_inline_in_a_call() {
     })
     .await
     .expect("the inline file is listed");
-    assert_eq!(got.state, TransferState::Done);
+    assert_eq!(got.state, TransferState::Offered, "it waits for the owner, like an offer");
+    b.client.accept_file(&got.transfer_id).await.expect("accept");
+    let got = wait_transfer(&b, &got.transfer_id, WAIT, |t| !t.state.is_open()).await;
+    assert_eq!(got.state, TransferState::Done, "{got:?}");
     let saved = PathBuf::from(got.path.expect("path"));
     assert_eq!(saved, b.home.join("files").join(a.agent_id.as_str()).join("notes.txt"));
     assert_eq!(std::fs::read(&saved).expect("read"), b"hello inline\n");
@@ -415,4 +418,298 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Says `sendfile <name> <base64 of bytes>` in call `id`.
+async fn say_file(from: &LocalNode, id: &str, name: &str, bytes: &[u8]) {
+    let text = format!("sendfile {name} {}", agentmesh_core::b64::encode(bytes));
+    from.client.say(id, &text).await.expect("sendfile");
+}
+
+/// A call from `a` to `b`, answered; its id.
+async fn active_call(a: &LocalNode, b: &LocalNode) -> String {
+    use agentmesh_api::CallState;
+    use agentmesh_api::control::{AnswerArgs, CallArgs};
+    let args = CallArgs { to: b.agent_id.clone(), topic: "files".into(), ring_secs: None };
+    let id = a.client.call(&args).await.expect("call").call.call_id;
+    wait_for(WAIT, || async { (b.client.transcript(&id).await.ok()?.call.state == CallState::Ringing).then_some(()) })
+        .await
+        .expect("rings");
+    b.client.answer(&id, &AnswerArgs { accept: true, reason: None }).await.expect("answer");
+    wait_for(WAIT, || async { (a.client.transcript(&id).await.ok()?.call.state == CallState::Active).then_some(()) })
+        .await
+        .expect("answered");
+    id
+}
+
+#[tokio::test]
+async fn regression_files_inside_a_call_wait_for_the_owner_within_the_limits_of_offers() {
+    use agentmesh_api::control::FilesQuery;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = "max_file_bytes = 4096\nmax_open_transfers_per_peer = 5\n";
+    let (a, b) = (node(dir.path(), "alice").await, node_with(dir.path(), "bob", config, &[]).await);
+    trust(&a, &b).await;
+    let id = active_call(&a, &b).await;
+    say_file(&a, &id, "big.bin", &[1u8; 5000]).await;
+    for n in 0..7u8 {
+        say_file(&a, &id, &format!("f{n}.txt"), &[n; 1000]).await;
+    }
+    let q = FilesQuery { peer: Some(a.agent_id.clone()), limit: Some(100), ..FilesQuery::default() };
+    let listed = wait_for(WAIT, || async {
+        let t = b.client.files(&q).await.ok()?.transfers;
+        (t.len() == 8).then_some(t)
+    })
+    .await
+    .expect("eight inline files listed");
+    let state = |name: &str| listed.iter().find(|t| t.name == name).map(|t| (t.state, t.error.clone()));
+    let (big, why) = state("big.bin").expect("big");
+    assert_eq!(big, TransferState::Declined);
+    assert!(why.is_some_and(|w| w.contains("4096")), "over max_file_bytes");
+    let offered: Vec<_> = listed.iter().filter(|t| t.state == TransferState::Offered).collect();
+    let declined = listed.iter().filter(|t| t.state == TransferState::Declined).count();
+    assert_eq!((offered.len(), declined), (5, 3), "the contact's share is 5: {listed:#?}");
+    // Nothing was written to disk without the owner.
+    assert!(!b.home.join("files").join(a.agent_id.as_str()).exists(), "files were saved before any was accepted");
+    // The owner accepts one (saved with its bytes) and declines another (its bytes dropped).
+    let first = offered.iter().find(|t| t.name == "f0.txt").expect("f0 offered");
+    b.client.accept_file(&first.transfer_id).await.expect("accept");
+    let done = wait_transfer(&b, &first.transfer_id, WAIT, |t| !t.state.is_open()).await;
+    assert_eq!(done.state, TransferState::Done);
+    assert_eq!(std::fs::read(done.path.expect("path")).expect("read"), vec![0u8; 1000]);
+    let second = offered.iter().find(|t| t.name == "f1.txt").expect("f1 offered");
+    b.client.cancel_file(&second.transfer_id, None).await.expect("decline");
+    let store = agentmesh_store::Store::open(&b.home.join("agentmesh.db")).expect("db");
+    assert_eq!(store.transfer_inline(&second.transfer_id).expect("read"), None, "a declined file's bytes are dropped");
+    let third = offered.iter().find(|t| t.name == "f2.txt").expect("f2 offered");
+    assert!(store.transfer_inline(&third.transfer_id).expect("read").is_some(), "an offered one keeps them");
+    // Both transcripts list every file line.
+    let lines = b.client.transcript(&id).await.expect("transcript").lines;
+    assert_eq!(lines.iter().filter(|l| l.kind == agentmesh_api::LineKind::File).count(), 8);
+}
+
+/// Writes `bytes` bytes of the byte `fill` to `dir/name`; returns the path.
+fn small_file(dir: &Path, name: &str, bytes: usize, fill: u8) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, vec![fill; bytes]).expect("write");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_one_contact_cannot_fill_every_offer_place_and_offers_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = "max_open_transfers = 8\nmax_open_transfers_per_peer = 5\nfile_offer_ttl_secs = 3\n";
+    let alice = node_with(dir.path(), "alice", config, &[]).await;
+    let (bob, carol) = (node(dir.path(), "bob").await, node(dir.path(), "carol").await);
+    trust(&bob, &alice).await;
+    trust(&carol, &alice).await;
+    // alice's own offers to carol do not count against what she accepts.
+    for n in 0..4 {
+        offer(&alice, &carol, &small_file(dir.path(), &format!("out{n}"), 100, n), None).await;
+    }
+    let mut from_bob = Vec::new();
+    for n in 0..7 {
+        from_bob.push(offer(&bob, &alice, &small_file(dir.path(), &format!("bob{n}"), 100, n), None).await);
+    }
+    let mut states = Vec::new();
+    for sent in &from_bob {
+        states.push(wait_transfer(&alice, &sent.transfer_id, WAIT, |_| true).await.state);
+    }
+    let offered = states.iter().filter(|s| **s == TransferState::Offered).count();
+    assert_eq!((offered, states.len() - offered), (5, 2), "bob's share is 5: {states:?}");
+    let refused = wait_transfer(&bob, &from_bob[6].transfer_id, WAIT, |t| !t.state.is_open()).await;
+    assert_eq!(refused.state, TransferState::Declined);
+    assert!(refused.error.as_deref().is_some_and(|e| e.contains("limit per contact")), "{refused:?}");
+    // carol still gets a place: 6 incoming of 8 (with alice's 4 outgoing, 10 would not fit).
+    let from_carol = offer(&carol, &alice, &small_file(dir.path(), "carol.txt", 100, 9), None).await;
+    let got = wait_transfer(&alice, &from_carol.transfer_id, WAIT, |_| true).await;
+    assert_eq!(got.state, TransferState::Offered, "{got:?}");
+    // Unanswered, the offers expire and free their places; each sender is told.
+    let expired = wait_transfer(&alice, &from_carol.transfer_id, Duration::from_secs(20), |t| !t.state.is_open()).await;
+    assert_eq!(expired.state, TransferState::Declined);
+    assert!(expired.error.as_deref().is_some_and(|e| e.contains("not accepted within 3 s")), "{expired:?}");
+    let told = wait_transfer(&carol, &from_carol.transfer_id, WAIT, |t| !t.state.is_open()).await;
+    assert_eq!(told.state, TransferState::Declined);
+    for sent in &from_bob {
+        let t = wait_transfer(&alice, &sent.transfer_id, Duration::from_secs(20), |t| !t.state.is_open()).await;
+        assert_eq!(t.state, TransferState::Declined);
+    }
+    let again = offer(&bob, &alice, &small_file(dir.path(), "bob-again", 100, 1), None).await;
+    assert_eq!(wait_transfer(&alice, &again.transfer_id, WAIT, |_| true).await.state, TransferState::Offered);
+}
+
+/// Opens a fetch of transfer `id` at `base` with `token` and reads only the response head;
+/// returns the status and the open connection (never read again).
+async fn raw_fetch(base: &str, id: &str, token: &str) -> (u16, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!("GET /v1/files/{id}?from=0 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.expect("read head");
+        seen.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+    (status, stream)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_one_contact_cannot_hold_every_serving_slot_and_a_stalled_fetch_lets_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = node_with(dir.path(), "alice", "peer_write_timeout_secs = 2\n", &[]).await;
+    let bob = node(dir.path(), "bob").await;
+    let carol = node_with(dir.path(), "carol", AUTO, &[]).await;
+    trust(&alice, &bob).await;
+    trust(&alice, &carol).await;
+    let big = dir.path().join("big.bin");
+    make_file(&big, 24, 0);
+    let to_bob = offer(&alice, &bob, &big, None).await;
+    wait_transfer(&bob, &to_bob.transfer_id, WAIT, |t| t.state == TransferState::Offered).await;
+    // bob's node holds the transfer key: bob, gone hostile, fetches and never reads.
+    let store = agentmesh_store::Store::open(&bob.home.join("agentmesh.db")).expect("db");
+    let key = store.transfer(&to_bob.transfer_id).expect("read").expect("transfer").key;
+    let token = agentmesh_core::file::TransferKey::from_bytes(key).token(&to_bob.transfer_id);
+    let mut held = Vec::new();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let (status, stream) = raw_fetch(&alice.peer_url, &to_bob.transfer_id, &token).await;
+        statuses.push(status);
+        held.push(stream);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 4, "a receiver's share is 4: {statuses:?}");
+    assert!(statuses.iter().filter(|s| **s != 200).all(|s| *s == 429), "{statuses:?}");
+    // Another contact's file goes through meanwhile.
+    let src = dir.path().join("for-carol.bin");
+    make_file(&src, 2, 10);
+    let to_carol = offer(&alice, &carol, &src, None).await;
+    let got = wait_transfer(&carol, &to_carol.transfer_id, WAIT, |t| !t.state.is_open()).await;
+    assert_eq!(got.state, TransferState::Done, "{got:?}");
+    // bob's stalled fetches are let go after peer_write_timeout_secs: his slots are free again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, stream) = raw_fetch(&alice.peer_url, &to_bob.transfer_id, &token).await;
+        held.push(stream);
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stalled fetches still hold their slots");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_one_senders_stalled_downloads_leave_slots_for_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = node(dir.path(), "alice").await;
+    let mut bob = node(dir.path(), "bob").await;
+    let carol = node(dir.path(), "carol").await;
+    trust(&bob, &alice).await;
+    trust(&carol, &alice).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let sent = offer(&bob, &alice, &small_file(dir.path(), &format!("b{n}"), 1000, n), None).await;
+        wait_transfer(&alice, &sent.transfer_id, WAIT, |t| t.state == TransferState::Offered).await;
+        ids.push(sent.transfer_id);
+    }
+    // bob goes away; alice accepts his five files, whose downloads cannot progress.
+    assert!(bob.stop().await);
+    for id in &ids {
+        alice.client.accept_file(id).await.expect("accept");
+    }
+    let src = small_file(dir.path(), "from-carol", 5000, 7);
+    let sent = offer(&carol, &alice, &src, None).await;
+    wait_transfer(&alice, &sent.transfer_id, WAIT, |t| t.state == TransferState::Offered).await;
+    alice.client.accept_file(&sent.transfer_id).await.expect("accept");
+    let got = wait_transfer(&alice, &sent.transfer_id, WAIT, |t| !t.state.is_open()).await;
+    assert_eq!(got.state, TransferState::Done, "{got:?}");
+    // bob is back: his files arrive too.
+    bob.restart().await.expect("restart");
+    for id in &ids {
+        let t = wait_transfer(&alice, id, Duration::from_secs(90), |t| !t.state.is_open()).await;
+        assert_eq!(t.state, TransferState::Done, "{t:?}");
+    }
+}
+
+/// Runs `sql` on the database of a stopped node.
+fn edit_db(home: &Path, sql: &str, params: &[&str]) {
+    let db = rusqlite::Connection::open(home.join("agentmesh.db")).expect("open db");
+    db.execute(sql, rusqlite::params_from_iter(params)).expect("edit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_a_save_cut_short_by_a_kill_is_finished_once_on_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = node(dir.path(), "alice").await;
+    let mut bob = node_with(dir.path(), "bob", AUTO, &[]).await;
+    trust(&alice, &bob).await;
+    let first = offer(&alice, &bob, &small_file(dir.path(), "one.txt", 3000, 1), None).await;
+    let second = offer(&alice, &bob, &small_file(dir.path(), "two.txt", 4000, 2), None).await;
+    let saved_one = wait_transfer(&bob, &first.transfer_id, WAIT, |t| !t.state.is_open()).await.path.expect("path");
+    let saved_two = wait_transfer(&bob, &second.transfer_id, WAIT, |t| !t.state.is_open()).await.path.expect("path");
+    assert!(bob.stop().await);
+    // The state a kill leaves between recording the path and marking the transfer done:
+    // (one) linked already, the partial name still there; (two) not linked yet.
+    let partials = bob.home.join("files").join(".partial");
+    std::fs::create_dir_all(&partials).expect("partial dir");
+    std::fs::hard_link(&saved_one, partials.join(&first.transfer_id)).expect("link");
+    std::fs::rename(&saved_two, partials.join(&second.transfer_id)).expect("unlink");
+    for id in [&first.transfer_id, &second.transfer_id] {
+        edit_db(&bob.home, "UPDATE transfers SET state = 'transferring' WHERE transfer_id = ?1", &[id.as_str()]);
+    }
+    bob.restart().await.expect("restart");
+    for (id, saved, fill, size) in
+        [(&first.transfer_id, &saved_one, 1u8, 3000), (&second.transfer_id, &saved_two, 2, 4000)]
+    {
+        let t = wait_transfer(&bob, id, WAIT, |t| !t.state.is_open()).await;
+        assert_eq!(t.state, TransferState::Done, "{t:?}");
+        assert_eq!(t.path.as_deref(), Some(saved.as_str()));
+        assert_eq!(std::fs::read(saved).expect("read"), vec![fill; size]);
+        assert!(!partials.join(id).exists(), "the partial name is gone");
+    }
+    let saved: Vec<_> = walk(&bob.home.join("files").join(alice.agent_id.as_str()));
+    assert_eq!(saved.len(), 2, "no second copy: {saved:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_a_download_without_progress_gives_its_slot_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = node_with(dir.path(), "alice", "download_stall_secs = 3\n", &[]).await;
+    let (mut bob, mut dave, carol) =
+        (node(dir.path(), "bob").await, node(dir.path(), "dave").await, node(dir.path(), "carol").await);
+    for sender in [&bob, &dave, &carol] {
+        trust(sender, &alice).await;
+    }
+    // Two senders, two files each: together they fill every download slot, then go away.
+    let mut stalled = Vec::new();
+    for (sender, tag) in [(&bob, 1u8), (&dave, 2)] {
+        for n in 0..2u8 {
+            let path = small_file(dir.path(), &format!("s{tag}{n}"), 1000, tag);
+            let sent = offer(sender, &alice, &path, None).await;
+            wait_transfer(&alice, &sent.transfer_id, WAIT, |t| t.state == TransferState::Offered).await;
+            stalled.push(sent.transfer_id);
+        }
+    }
+    assert!(bob.stop().await && dave.stop().await);
+    for id in &stalled {
+        alice.client.accept_file(id).await.expect("accept");
+    }
+    let sent = offer(&carol, &alice, &small_file(dir.path(), "from-carol", 1000, 3), None).await;
+    wait_transfer(&alice, &sent.transfer_id, WAIT, |t| t.state == TransferState::Offered).await;
+    alice.client.accept_file(&sent.transfer_id).await.expect("accept");
+    // A download that made no progress for download_stall_secs gives its slot up: carol's goes.
+    let got = wait_transfer(&alice, &sent.transfer_id, Duration::from_secs(30), |t| !t.state.is_open()).await;
+    assert_eq!(got.state, TransferState::Done, "{got:?}");
+    for id in &stalled {
+        let t = alice.client.file(id).await.expect("transfer").transfer;
+        assert_eq!(t.state, TransferState::Transferring, "a stalled download waits, it does not fail: {t:?}");
+    }
+    bob.restart().await.expect("restart");
+    dave.restart().await.expect("restart");
+    for id in &stalled {
+        let t = wait_transfer(&alice, id, Duration::from_secs(60), |t| !t.state.is_open()).await;
+        assert_eq!(t.state, TransferState::Done, "{t:?}");
+    }
 }

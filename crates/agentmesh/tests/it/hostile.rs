@@ -291,3 +291,57 @@ async fn regression_clients_that_half_close_get_their_answer() {
     }
     assert_eq!(answered, 200, "every half-closed client gets its answer");
 }
+
+/// `GET /v1/card` from loopback address `from` with extra header lines: the status, or `None`
+/// when the connection was closed unanswered.
+async fn card_with(from: [u8; 4], to: SocketAddr, extra: &str) -> Option<u16> {
+    let mut stream = connect_from(from, to).await;
+    let head = format!("GET /v1/card HTTP/1.1\r\nhost: {to}\r\n{extra}connection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.ok()?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut reply)).await.ok()?.ok()?;
+    String::from_utf8_lossy(&reply).split(' ').nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_behind_a_trusted_proxy_each_client_has_its_own_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = "trusted_proxies = [\"127.0.0.2\"]\nother_requests_per_minute = 3\nmax_connections_per_ip = 2\n";
+    let node = node_with(dir.path(), "alice", config, &[]).await;
+    let to: SocketAddr = node.peer_url.trim_start_matches("http://").parse().expect("addr");
+    let via_proxy = |client: &str| format!("x-forwarded-for: {client}, 127.0.0.2\r\n");
+    // Through the proxy, each client has its own budget.
+    for _ in 0..3 {
+        assert_eq!(card_with([127, 0, 0, 2], to, &via_proxy("198.51.100.1")).await, Some(200));
+    }
+    assert_eq!(
+        card_with([127, 0, 0, 2], to, &via_proxy("198.51.100.1")).await,
+        Some(429),
+        "client 1's budget is spent"
+    );
+    assert_eq!(card_with([127, 0, 0, 2], to, &via_proxy("198.51.100.2")).await, Some(200), "client 2 has its own");
+    let forwarded = "forwarded: for=198.51.100.3;proto=https\r\n";
+    assert_eq!(card_with([127, 0, 0, 2], to, forwarded).await, Some(200), "RFC 7239 Forwarded too");
+    // Anyone else's forwarding headers are ignored: a new name each time changes nothing.
+    for n in 0..3 {
+        assert_eq!(card_with([127, 0, 0, 3], to, &via_proxy(&format!("203.0.113.{n}"))).await, Some(200));
+    }
+    assert_eq!(card_with([127, 0, 0, 3], to, &via_proxy("203.0.113.99")).await, Some(429), "not a proxy of ours");
+    // The proxy holds more connections than one address may (it carries many clients).
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(connect_from([127, 0, 0, 2], to).await);
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut newest = connect_from([127, 0, 0, 2], to).await;
+    newest
+        .write_all(format!("GET /v1/card HTTP/1.1\r\nhost: {to}\r\nx-forwarded-for: 198.51.100.9\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    for stream in &mut held {
+        assert!(
+            !closed(stream, Duration::from_millis(200)).await,
+            "a proxy connection was shed for the per-address cap"
+        );
+    }
+}

@@ -297,3 +297,32 @@ async fn an_escalation_waits_for_the_owner_whose_answer_reaches_the_conversation
         "not_found"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_an_agent_cannot_bury_its_owner_in_escalations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = node_with(dir.path(), "alice", "max_open_escalations = 6\n", &[]).await;
+    let b = node(dir.path(), "bob").await;
+    trust(&a, &b).await;
+    let mut calls = Vec::new();
+    for topic in ["one", "two"] {
+        let call = a.client.call(&CallArgs { to: b.agent_id.clone(), topic: topic.into(), ring_secs: None }).await;
+        calls.push(call.expect("call").call.call_id);
+    }
+    // Four open questions about one call; the fifth waits for an answer.
+    let mut first = None;
+    for n in 0..4 {
+        let raised = ok(&a.home, &["escalate", &calls[0], "--reason", &format!("question {n}")]);
+        first.get_or_insert(raised["escalation_id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(fails_with(&a.home, &["escalate", &calls[0], "--reason", "one more"]), "too_many_escalations");
+    // Six in all: the other call has two places left.
+    ok(&a.home, &["escalate", &calls[1], "--reason", "other 1"]);
+    ok(&a.home, &["escalate", &calls[1], "--reason", "other 2"]);
+    assert_eq!(fails_with(&a.home, &["escalate", &calls[1], "--reason", "other 3"]), "too_many_escalations");
+    let open = a.client.escalations(&Default::default()).await.expect("list").escalations;
+    assert_eq!(open.len(), 6, "nothing was stored for the refused ones");
+    // Answered, a question frees its place.
+    ok(&a.home, &["resolve-escalation", first.as_deref().expect("first"), "--answer", "yes"]);
+    ok(&a.home, &["escalate", &calls[0], "--reason", "one more"]);
+}

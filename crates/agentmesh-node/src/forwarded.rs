@@ -1,0 +1,116 @@
+//! Who a request really comes from, behind a reverse proxy (the README's way to serve HTTPS).
+//!
+//! A proxy connects to us from its own address, so every peer behind it would share one address's
+//! budget, connection share and pending-request share. From the addresses listed in
+//! `trusted_proxies` only, the client is taken from the `Forwarded` header (RFC 7239 §4, its
+//! `for=` parameters, parsed by the `rfc7239` crate) or, when that is absent, from
+//! `X-Forwarded-For` (a comma-separated list of addresses): the right-most address that is not
+//! itself a trusted proxy, the one our own proxy saw. Anyone else's forwarding headers are
+//! ignored; a trusted proxy that names no usable client is taken for the client.
+
+use std::net::IpAddr;
+
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+
+/// The networks whose forwarding headers are believed (`trusted_proxies`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Parses `trusted_proxies` entries: addresses (`127.0.0.1`, `::1`) or networks
+    /// (`10.0.0.0/8`). Errors: the first entry that is neither.
+    pub(crate) fn parse(entries: &[String]) -> Result<Self, String> {
+        entries
+            .iter()
+            .map(|e| {
+                e.parse::<IpNet>()
+                    .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("trusted_proxies: {e:?} is not an address or a network (CIDR)"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(TrustedProxies)
+    }
+
+    /// Whether `ip` is one of the trusted proxies.
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client of a request that reached us from `peer`: `peer` itself unless it is a trusted
+    /// proxy, else the right-most forwarded address that is not a trusted proxy (or `peer` when
+    /// the headers name none, or are out of shape).
+    pub(crate) fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.contains(peer) {
+            return peer;
+        }
+        let chain = forwarded_for(headers).or_else(|| x_forwarded_for(headers)).unwrap_or_default();
+        chain.into_iter().rev().find(|ip| !self.contains(*ip)).map_or(peer, |ip| ip.to_canonical())
+    }
+}
+
+/// The `for=` addresses of every `Forwarded` header, in order; `None` when there is none, or one
+/// is out of shape (then nothing of it is believed).
+fn forwarded_for(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    let mut any = false;
+    for value in headers.get_all(axum::http::header::FORWARDED) {
+        any = true;
+        for node in rfc7239::parse(value.to_str().ok()?) {
+            if let Some(rfc7239::NodeIdentifier { name: rfc7239::NodeName::Ip(ip), .. }) = node.ok()?.forwarded_for {
+                out.push(ip);
+            }
+        }
+    }
+    any.then_some(out)
+}
+
+/// The addresses of every `X-Forwarded-For` header, in order; `None` when there is none, or an
+/// entry is not an address.
+fn x_forwarded_for(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    let mut any = false;
+    for value in headers.get_all("x-forwarded-for") {
+        any = true;
+        for entry in value.to_str().ok()?.split(',') {
+            out.push(entry.trim().parse().ok()?);
+        }
+    }
+    any.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"), v.parse().expect("value"));
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn only_trusted_proxies_are_believed() {
+        let proxies = TrustedProxies::parse(&["127.0.0.2".into(), "10.0.0.0/8".into()]).expect("parse");
+        let xff = headers(&[("x-forwarded-for", "198.51.100.7, 10.1.2.3")]);
+        assert_eq!(proxies.client(ip("127.0.0.2"), &xff), ip("198.51.100.7"), "the right-most untrusted");
+        assert_eq!(proxies.client(ip("127.0.0.3"), &xff), ip("127.0.0.3"), "an untrusted peer's header is ignored");
+        let fwd = headers(&[("forwarded", "for=192.0.2.60;proto=https, for=\"[2001:db8::1]:4711\"")]);
+        assert_eq!(proxies.client(ip("127.0.0.2"), &fwd), ip("2001:db8::1"));
+        // Forwarded wins over X-Forwarded-For; nonsense names no client.
+        let both = headers(&[("forwarded", "for=192.0.2.60"), ("x-forwarded-for", "203.0.113.9")]);
+        assert_eq!(proxies.client(ip("127.0.0.2"), &both), ip("192.0.2.60"));
+        let bad = headers(&[("x-forwarded-for", "198.51.100.7, not-an-ip")]);
+        assert_eq!(proxies.client(ip("127.0.0.2"), &bad), ip("127.0.0.2"));
+        assert_eq!(proxies.client(ip("127.0.0.2"), &HeaderMap::new()), ip("127.0.0.2"));
+        assert_eq!(proxies.client(ip("::ffff:127.0.0.2"), &xff), ip("198.51.100.7"), "an IPv4-mapped proxy");
+        assert!(TrustedProxies::parse(&["proxy.example".into()]).is_err());
+    }
+}
