@@ -6,7 +6,9 @@
 mod a2a;
 mod agent_mesh_v1;
 mod bad_input;
+mod bad_input_routes;
 mod calls;
+mod claims;
 mod cli_flow;
 mod crash;
 mod events;
