@@ -292,9 +292,23 @@ async fn every_peer_route_checks_its_input() {
     let message = seal(&f.contact, EnvelopeKind::Message, b"hi", TEXT_PLAIN, None);
     let (status, bytes) = call(p, Method::POST, "/v1/message", Some(message.clone()), false).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    // Acknowledged: a receipt for this very message, to its sender, signed by our key...
+    let answer: Value = serde_json::from_slice(&bytes).expect("json");
+    let receipt: agentmesh_core::DeliveryReceipt =
+        serde_json::from_value(answer["receipt"].clone()).expect("a delivery receipt");
+    assert_eq!((receipt.message_id.as_str(), receipt.to), (message["id"].as_str().expect("id"), f.contact.agent_id()));
+    receipt.verify(&f.node.keys().identity.public().ed25519).expect("the receipt verifies under our key");
+    // ...and stored before that: the owner reads it.
+    let inbox: MessageList = ok(&f.control, Method::GET, "/control/messages?direction=incoming", None).await;
+    assert!(
+        inbox.messages.iter().any(|m| m.id == message["id"].as_str().expect("id") && m.text.as_deref() == Some("hi")),
+        "{inbox:?}"
+    );
     let (status, bytes) = call(p, Method::POST, "/v1/batch", Some(json!({"envelopes": [message]})), false).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(serde_json::from_slice::<Value>(&bytes).expect("json")["results"][0]["ok"], true, "a replay in a batch");
+    let replayed: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(replayed["results"][0]["ok"], true, "a replay in a batch");
+    assert_eq!(replayed["results"][0]["receipt"], answer["receipt"], "the replay gets the same receipt");
     // A stranger may only ask.
     let stranger = Identity::generate();
     let stranger_card = AgentCard::new(&stranger, "s", vec!["http://127.0.0.1:6".into()], vec![], vec![], 1);
@@ -306,6 +320,11 @@ async fn every_peer_route_checks_its_input() {
     let request = seal(&stranger, EnvelopeKind::ContactRequest, &ask, APPLICATION_JSON, Some(stranger_card.clone()));
     let (status, _) = call(p, Method::POST, "/v1/contact-request", Some(request), false).await;
     assert_eq!(status, StatusCode::OK);
+    let pending: RequestList = ok(&f.control, Method::GET, "/control/requests?direction=incoming", None).await;
+    assert!(
+        pending.requests.iter().any(|r| r.request_id == format!("req_{}", "bb".repeat(16)) && r.status.is_open()),
+        "the stranger's request is stored, pending: {pending:?}"
+    );
     let update =
         seal(&Identity::generate(), EnvelopeKind::ContactUpdate, br#"{"change":"blocked"}"#, APPLICATION_JSON, None);
     let (status, bytes) = call(p, Method::POST, "/v1/contact-update", Some(update), false).await;

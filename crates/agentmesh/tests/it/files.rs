@@ -216,8 +216,8 @@ async fn a_gib_survives_two_receiver_kills_in_bounded_memory() {
         })
         .await;
         assert_eq!(t.state, TransferState::Transferring, "kill {kill}: still under way: {t:?}");
-        peak_b = peak_b.max(b.memory_kib().map_or(0, |m| m.0));
-        peak_a = peak_a.max(a.memory_kib().map_or(0, |m| m.0));
+        peak_b = peak_b.max(b.memory_kib().expect("the receiver's memory (/proc)").0);
+        peak_a = peak_a.max(a.memory_kib().expect("the sender's memory (/proc)").0);
         b.kill();
         b.restart().await.expect("restart");
         let t = b.client.file(&sent.transfer_id).await.expect("file").transfer;
@@ -226,8 +226,8 @@ async fn a_gib_survives_two_receiver_kills_in_bounded_memory() {
     }
     let got = wait_transfer(&b, &sent.transfer_id, Duration::from_secs(180), |t| !t.state.is_open()).await;
     assert_eq!(got.state, TransferState::Done, "{got:?}");
-    peak_b = peak_b.max(b.memory_kib().map_or(0, |m| m.0));
-    peak_a = peak_a.max(a.memory_kib().map_or(0, |m| m.0));
+    peak_b = peak_b.max(b.memory_kib().expect("the receiver's memory (/proc)").0);
+    peak_a = peak_a.max(a.memory_kib().expect("the sender's memory (/proc)").0);
     let elapsed = started.elapsed();
     let saved = PathBuf::from(got.path.expect("path"));
     assert!(same_bytes(&src, &saved), "the saved file is the file sent");

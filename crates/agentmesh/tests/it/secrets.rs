@@ -3,7 +3,9 @@
 
 use crate::support::*;
 
-fn secrets_of(home: &std::path::Path) -> Vec<String> {
+/// Every secret of `home`; with `rotated`, the previous keys a rotation keeps too (which must be
+/// there).
+fn secrets_of(home: &std::path::Path, rotated: bool) -> Vec<String> {
     let mut out = Vec::new();
     for file in ["keys/ed25519.key", "keys/x25519.key", "control.token"] {
         let text = std::fs::read_to_string(home.join(file)).expect("secret file");
@@ -15,7 +17,8 @@ fn secrets_of(home: &std::path::Path) -> Vec<String> {
         out.push(text);
     }
     // After a rotation: the previous secret keys kept for the grace period.
-    if let Ok(text) = std::fs::read_to_string(home.join("keys/rotation.json")) {
+    if rotated {
+        let text = std::fs::read_to_string(home.join("keys/rotation.json")).expect("rotation.json after a rotation");
         let state: serde_json::Value = serde_json::from_str(&text).expect("rotation.json");
         for key in ["ed25519", "x25519"] {
             let b64 = state["previous"][key].as_str().expect("previous secret").to_owned();
@@ -45,7 +48,7 @@ async fn trace_logs_hold_no_keys_tokens_or_bodies() {
     wait_status(alice, &id, agentmesh_api::MessageStatus::Read).await;
 
     // A key rotation in the middle of the flow: old and new secrets alike stay out of sight.
-    let mut secrets = secrets_of(&alice.home);
+    let mut secrets = secrets_of(&alice.home, false);
     let mut printed = ok(&alice.home, &["rotate-key"]).to_string();
     let after = send(alice, &bob.agent_id, body).await;
     wait_status(alice, &after, agentmesh_api::MessageStatus::Delivered).await;
@@ -55,8 +58,8 @@ async fn trace_logs_hold_no_keys_tokens_or_bodies() {
         printed.push_str(&ok(&alice.home, args).to_string());
     }
 
-    secrets.extend(secrets_of(&alice.home));
-    secrets.extend(secrets_of(&bob.home));
+    secrets.extend(secrets_of(&alice.home, true));
+    secrets.extend(secrets_of(&bob.home, false));
     for node in &mut nodes {
         assert!(node.stop().await);
     }
