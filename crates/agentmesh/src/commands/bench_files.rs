@@ -71,6 +71,29 @@ pub(crate) async fn run(ctx: &Ctx, mib: u64) -> Result<()> {
     if std::fs::metadata(&saved).map(|m| m.len()).ok() != Some(size) {
         bail!("the saved file is not {size} bytes");
     }
+    // The figure stands on verified work: the file saved holds the bytes sent.
+    let (sent_digest, saved_digest) = (sha256_of(&src)?, sha256_of(std::path::Path::new(&saved))?);
+    if saved_digest != sent_digest {
+        bail!("the saved file's SHA-256 {saved_digest} is not the sent file's {sent_digest}");
+    }
+    if saved_digest != done.sha256 {
+        bail!("the saved file's SHA-256 {saved_digest} is not the offer's {}", done.sha256);
+    }
+    // And the sender heard so (the receiver's signed `received`).
+    let confirmed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match sender.client.file(&id).await {
+                Ok(r) if r.transfer.state == TransferState::Done => return true,
+                Ok(r) if !r.transfer.state.is_open() => return false,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if !confirmed {
+        bail!("the sender never saw the transfer confirmed");
+    }
     let (a_ok, b_ok) = (sender.stop().await, receiver.stop().await);
     let secs = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
     let mb_s = |d: Duration| (size as f64 / 1e6 / d.as_secs_f64()).round();
@@ -86,7 +109,8 @@ pub(crate) async fn run(ctx: &Ctx, mib: u64) -> Result<()> {
         "peak_rss_kib": {"sender": peak_a, "receiver": peak_b},
         "idle_rss_kib": {"sender": idle.0, "receiver": idle.1},
         "cpu_s": {"sender": (cpu_used.0 * 100.0).round() / 100.0, "receiver": (cpu_used.1 * 100.0).round() / 100.0},
-        "digest_verified": true,
+        "sha256": saved_digest,
+        "digest_verified": saved_digest == sent_digest,
         "clean_shutdown": a_ok && b_ok,
     });
     if ctx.json {
@@ -109,6 +133,20 @@ pub(crate) async fn run(ctx: &Ctx, mib: u64) -> Result<()> {
 /// Peak and current RSS, KiB (0 when unknown).
 fn rss(node: &LocalNode) -> (u64, u64) {
     node.memory_kib().unwrap_or((0, 0))
+}
+
+/// The SHA-256 of the file at `path`, hex, read in 1 MiB pieces.
+fn sha256_of(path: &std::path::Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let (mut hasher, mut buf) = (Sha256::new(), vec![0u8; 1 << 20]);
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hex::encode(hasher.finalize())),
+            n => hasher.update(&buf[..n]),
+        }
+    }
 }
 
 /// `mib` MiB of random-looking bytes, each MiB distinct.

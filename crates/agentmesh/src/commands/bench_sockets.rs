@@ -206,10 +206,7 @@ async fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStrea
 
 /// `count` messages of 1 KiB from `sender`, one at a time: each one's send→receipt latency.
 async fn messages(sender: &LocalNode, to: &str, count: usize) -> Result<Vec<Duration>> {
-    let (_, latencies, lost) = super::bench::blast(sender, to, &"x".repeat(1024), count, 1).await?;
-    if lost > 0 {
-        bail!("{lost} receipts were not seen");
-    }
+    let (_, latencies) = super::bench::blast(sender, to, &"x".repeat(1024), count, 1).await?;
     Ok(latencies)
 }
 
