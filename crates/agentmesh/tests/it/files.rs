@@ -308,20 +308,12 @@ async fn a_tampered_chunk_is_refused_and_fetched_again() {
 /// refused with a pointer to `send-file`.
 #[tokio::test]
 async fn a_small_file_goes_inline_in_a_call() {
-    use agentmesh_api::control::{AnswerArgs, CallArgs, FilesQuery};
-    use agentmesh_api::{CallState, LineKind};
+    use agentmesh_api::LineKind;
+    use agentmesh_api::control::FilesQuery;
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = (node(dir.path(), "alice").await, node(dir.path(), "bob").await);
     trust(&a, &b).await;
-    let args = CallArgs { to: b.agent_id.clone(), topic: "files".into(), ring_secs: None };
-    let id = a.client.call(&args).await.expect("call").call.call_id;
-    wait_for(WAIT, || async { (b.client.transcript(&id).await.ok()?.call.state == CallState::Ringing).then_some(()) })
-        .await
-        .expect("rings");
-    b.client.answer(&id, &AnswerArgs { accept: true, reason: None }).await.expect("answer");
-    wait_for(WAIT, || async { (a.client.transcript(&id).await.ok()?.call.state == CallState::Active).then_some(()) })
-        .await
-        .expect("answered");
+    let id = active_call(&a, &b).await;
 
     let data = agentmesh_core::b64::encode(b"hello inline\n");
     let said = a.client.say(&id, &format!("sendfile ../../notes.txt {data}")).await.expect("sendfile");

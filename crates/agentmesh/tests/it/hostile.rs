@@ -31,12 +31,7 @@ async fn closed(stream: &mut TcpStream, wait: Duration) -> bool {
 /// `GET /v1/card` over a fresh connection from `from`: the status, or `None` when the connection
 /// was closed unanswered.
 async fn card_from(from: [u8; 4], to: SocketAddr) -> Option<u16> {
-    let mut stream = connect_from(from, to).await;
-    let head = format!("GET /v1/card HTTP/1.1\r\nhost: {to}\r\nconnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).await.ok()?;
-    let mut reply = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut reply)).await.ok()?.ok()?;
-    String::from_utf8_lossy(&reply).split(' ').nth(1)?.parse().ok()
+    card_with(from, to, "").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
