@@ -79,6 +79,10 @@ pub struct Config {
     /// are not held to `max_connections_per_ip`. Anyone else's forwarding headers are ignored.
     /// Default none.
     pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies write the client into: `x-forwarded-for` (the default;
+    /// nginx's `proxy_add_x_forwarded_for`, HAProxy's `option forwardfor`, Caddy) or `forwarded`
+    /// (RFC 7239). The other one is ignored: a proxy passes it on from the client as it came.
+    pub forwarded_header: String,
     /// Peer API connections open at once. At the limit, the oldest idle connection (kept alive,
     /// or trickling its request head) is closed to make room; a newcomer is turned away only when
     /// none is idle. Default 1,024.
@@ -171,7 +175,8 @@ pub struct Config {
     /// Default 20.
     pub max_open_transfers_per_peer: u32,
     /// An incoming offer the owner has not accepted within this many seconds is declined (the
-    /// sender told), freeing its place. `0` keeps offers until answered. Default 86,400 (a day).
+    /// sender told), and an accepted one whose sender sent nothing for as long fails, freeing
+    /// their places. `0` keeps them. Default 86,400 (a day).
     pub file_offer_ttl_secs: u64,
     /// A download that brings no byte for this many seconds (its sender down or stalled) gives
     /// its slot up for as long again, so that others go first; it resumes later. Default 60.
@@ -255,6 +260,7 @@ impl Default for Config {
             body_read_timeout_secs: 10,
             max_header_bytes: 16 * 1024,
             trusted_proxies: Vec::new(),
+            forwarded_header: "x-forwarded-for".into(),
             max_connections: 1_024,
             max_connections_per_ip: 128,
             reserved_connections: 128,
@@ -342,7 +348,7 @@ impl Config {
         if let Some(ca_file) = std::env::var_os("AGENTMESH_CA_FILE") {
             config.tls_ca_file = Some(ca_file.into());
         }
-        crate::forwarded::TrustedProxies::parse(&config.trusted_proxies)
+        crate::forwarded::TrustedProxies::parse(&config.trusted_proxies, &config.forwarded_header)
             .map_err(|e| ConfigError(format!("{}: {e}", config_path.display())))?;
         Ok(config)
     }

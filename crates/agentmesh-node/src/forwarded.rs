@@ -2,40 +2,64 @@
 //!
 //! A proxy connects to us from its own address, so every peer behind it would share one address's
 //! budget, connection share and pending-request share. From the addresses listed in
-//! `trusted_proxies` only, the client is taken from the `Forwarded` header (RFC 7239 §4, its
-//! `for=` parameters, parsed by the `rfc7239` crate) or, when that is absent, from
-//! `X-Forwarded-For` (a comma-separated list of addresses): the right-most address that is not
-//! itself a trusted proxy, the one our own proxy saw. Anyone else's forwarding headers are
-//! ignored; a trusted proxy that names no usable client is taken for the client.
+//! `trusted_proxies` only, the client is taken from the one header the proxy writes
+//! (`forwarded_header`): `X-Forwarded-For` (a comma-separated list of addresses, the default:
+//! what nginx, HAProxy and Caddy append to) or `Forwarded` (RFC 7239 §4, its `for=` parameters,
+//! parsed by the `rfc7239` crate). The other header is ignored, whatever it says: a proxy passes
+//! it through from the client untouched, so believing it would let a client pick its address.
+//! The client is the right-most address that is not itself a trusted proxy, the one our own proxy
+//! saw. Anyone else's forwarding headers are ignored; a trusted proxy that names no usable client
+//! is taken for the client.
 
 use std::net::IpAddr;
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-/// The networks whose forwarding headers are believed (`trusted_proxies`).
+/// The header a trusted proxy writes the client into (`forwarded_header`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Header {
+    /// `X-Forwarded-For`.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+}
+
+/// The networks whose forwarding header is believed (`trusted_proxies`), and which header.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct TrustedProxies(Vec<IpNet>);
+pub(crate) struct TrustedProxies {
+    nets: Vec<IpNet>,
+    header: Header,
+}
 
 impl TrustedProxies {
-    /// Parses `trusted_proxies` entries: addresses (`127.0.0.1`, `::1`) or networks
-    /// (`10.0.0.0/8`). Errors: the first entry that is neither.
-    pub(crate) fn parse(entries: &[String]) -> Result<Self, String> {
-        entries
+    /// Parses `trusted_proxies` entries, addresses (`127.0.0.1`, `::1`) or networks
+    /// (`10.0.0.0/8`), and `forwarded_header` (`x-forwarded-for` or `forwarded`, any case).
+    /// Errors: the first entry that is neither, or another header.
+    pub(crate) fn parse(entries: &[String], header: &str) -> Result<Self, String> {
+        let header = match header.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Header::XForwardedFor,
+            "forwarded" => Header::Forwarded,
+            other => {
+                return Err(format!("forwarded_header: {other:?} is neither \"x-forwarded-for\" nor \"forwarded\""));
+            }
+        };
+        let nets = entries
             .iter()
             .map(|e| {
                 e.parse::<IpNet>()
                     .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
                     .map_err(|_| format!("trusted_proxies: {e:?} is not an address or a network (CIDR)"))
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map(TrustedProxies)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TrustedProxies { nets, header })
     }
 
     /// Whether `ip` is one of the trusted proxies.
     pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.0.iter().any(|net| net.contains(&ip))
+        self.nets.iter().any(|net| net.contains(&ip))
     }
 
     /// The client of a request that reached us from `peer`: `peer` itself unless it is a trusted
@@ -45,7 +69,11 @@ impl TrustedProxies {
         if !self.contains(peer) {
             return peer;
         }
-        let chain = forwarded_for(headers).or_else(|| x_forwarded_for(headers)).unwrap_or_default();
+        let chain = match self.header {
+            Header::XForwardedFor => x_forwarded_for(headers),
+            Header::Forwarded => forwarded_for(headers),
+        };
+        let chain = chain.unwrap_or_default();
         chain.into_iter().rev().find(|ip| !self.contains(*ip)).map_or(peer, |ip| ip.to_canonical())
     }
 }
@@ -97,20 +125,27 @@ mod tests {
     }
 
     #[test]
-    fn only_trusted_proxies_are_believed() {
-        let proxies = TrustedProxies::parse(&["127.0.0.2".into(), "10.0.0.0/8".into()]).expect("parse");
+    fn only_trusted_proxies_and_their_own_header_are_believed() {
+        let nets: Vec<String> = vec!["127.0.0.2".into(), "10.0.0.0/8".into()];
+        let proxies = TrustedProxies::parse(&nets, "x-forwarded-for").expect("parse");
         let xff = headers(&[("x-forwarded-for", "198.51.100.7, 10.1.2.3")]);
         assert_eq!(proxies.client(ip("127.0.0.2"), &xff), ip("198.51.100.7"), "the right-most untrusted");
         assert_eq!(proxies.client(ip("127.0.0.3"), &xff), ip("127.0.0.3"), "an untrusted peer's header is ignored");
-        let fwd = headers(&[("forwarded", "for=192.0.2.60;proto=https, for=\"[2001:db8::1]:4711\"")]);
-        assert_eq!(proxies.client(ip("127.0.0.2"), &fwd), ip("2001:db8::1"));
-        // Forwarded wins over X-Forwarded-For; nonsense names no client.
+        // The header the proxy does not write is the client's own: ignored.
         let both = headers(&[("forwarded", "for=192.0.2.60"), ("x-forwarded-for", "203.0.113.9")]);
-        assert_eq!(proxies.client(ip("127.0.0.2"), &both), ip("192.0.2.60"));
+        assert_eq!(proxies.client(ip("127.0.0.2"), &both), ip("203.0.113.9"));
+        let only_forwarded = headers(&[("forwarded", "for=192.0.2.60")]);
+        assert_eq!(proxies.client(ip("127.0.0.2"), &only_forwarded), ip("127.0.0.2"));
         let bad = headers(&[("x-forwarded-for", "198.51.100.7, not-an-ip")]);
         assert_eq!(proxies.client(ip("127.0.0.2"), &bad), ip("127.0.0.2"));
         assert_eq!(proxies.client(ip("127.0.0.2"), &HeaderMap::new()), ip("127.0.0.2"));
         assert_eq!(proxies.client(ip("::ffff:127.0.0.2"), &xff), ip("198.51.100.7"), "an IPv4-mapped proxy");
-        assert!(TrustedProxies::parse(&["proxy.example".into()]).is_err());
+        // A proxy that writes RFC 7239's Forwarded.
+        let rfc = TrustedProxies::parse(&nets, "Forwarded").expect("parse");
+        let fwd = headers(&[("forwarded", "for=192.0.2.60;proto=https, for=\"[2001:db8::1]:4711\"")]);
+        assert_eq!(rfc.client(ip("127.0.0.2"), &fwd), ip("2001:db8::1"));
+        assert_eq!(rfc.client(ip("127.0.0.2"), &both), ip("192.0.2.60"), "X-Forwarded-For ignored then");
+        assert!(TrustedProxies::parse(&["proxy.example".into()], "x-forwarded-for").is_err());
+        assert!(TrustedProxies::parse(&nets, "x-real-ip").is_err());
     }
 }

@@ -258,7 +258,10 @@ pub async fn launch_with(
     let keys = Keys { identity: key_state.identity, card, previous: key_state.previous };
     let db = Db::spawn(store).context("starting the database thread")?;
     let node = Arc::new(Node::new(keys, config, endpoint, db, http).with_warnings(warnings));
-    node.files().set_home(home.root());
+    // Secrets the node reads from outside its home are never offered either.
+    let secrets =
+        node.config().hooks.iter().map(|h| h.token_file.clone()).chain(node.config().registry_api_key_file.clone());
+    node.files().set_home(home.root(), secrets.collect());
 
     let token = hex::encode(rand::random::<[u8; 32]>());
     let info = RuntimeInfo {

@@ -239,7 +239,8 @@ impl Node {
             warnings: Vec::new(),
             send_peers: Mutex::new(HashMap::new()),
             a2a_streams: limits::SharedSlots::new(config.max_event_streams, config.max_event_streams.div_ceil(4)),
-            proxies: forwarded::TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default(),
+            proxies: forwarded::TrustedProxies::parse(&config.trusted_proxies, &config.forwarded_header)
+                .unwrap_or_default(),
             admission: admission::Admission::new(admission::Limits {
                 max: config.max_connections,
                 per_ip: config.max_connections_per_ip,

@@ -55,23 +55,11 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 // After a key rotation, a contact first gets the `key_rotation` envelope, alone:
                 // everything else is signed with the new key it announces.
                 let rotating = if check_rotation { s.peers_awaiting(EnvelopeKind::KeyRotation)? } else { Vec::new() };
-                // A peer's contact envelopes leave one at a time, oldest first: a change never
-                // overtakes an earlier one, even when that one waits for a retry.
-                let mut contact_heads: HashMap<PeerId, Option<i64>> = HashMap::new();
+                // A peer's contact envelopes leave one at a time, oldest first (`due` lists only
+                // the oldest pending one per peer): a change never overtakes an earlier one, even
+                // when that one waits for a retry.
                 for item in s.due(now, fetch_limit)? {
                     if is_contact(item.kind) {
-                        let head = match contact_heads.get(&item.peer_id) {
-                            Some(head) => *head,
-                            None => {
-                                let head = s.oldest_pending_contact(&item.peer_id)?;
-                                contact_heads.insert(item.peer_id.clone(), head);
-                                head
-                            }
-                        };
-                        if head != Some(item.seq) {
-                            held_back = true;
-                            continue;
-                        }
                         // Alone in its request, like a contact request always is.
                         if !rotating.contains(&item.peer_id) {
                             let running = busy.get(&item.peer_id).copied().unwrap_or(0);

@@ -1,8 +1,11 @@
 //! Which local files the node may read on someone's behalf. The home holds the identity (its
 //! secret keys), the control token and the database, so no file of it is ever offered to a peer,
-//! whatever path names it: a symbolic link is resolved, and a hard link is found by comparing
-//! device and inode numbers with every file of the home. An agent reaching the node through MCP
-//! is held to the directories its owner listed (`mcp_file_roots`) besides.
+//! whatever path names it: a symbolic link is resolved; the file's device and inode are compared
+//! with those of the home's own files (all but the received ones under `files/`) and of the
+//! node's secrets kept elsewhere (a hooks token, a registry key), which also catches the home
+//! reached through a bind mount; and a file with several hard links is compared with every file
+//! of the home. An agent reaching the node through MCP is held to the directories its owner
+//! listed (`mcp_file_roots`) besides.
 
 use std::collections::HashSet;
 use std::fs::{File, Metadata};
@@ -42,13 +45,14 @@ fn identity(meta: &Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
 
-/// Checks that `file`, opened from `path`, is no file of the home at `home`: its resolved path is
-/// outside the home, that path still names the same file, and, when the file has several names
-/// (hard links), none of the home's files is it.
+/// Checks that `file`, opened from `path`, is no file of the home at `home` and none of the
+/// `secrets` kept elsewhere: its resolved path is outside the home, that path still names the
+/// same file, it is not one of the home's own files or the secrets under another name, and, when
+/// the file has several names (hard links), none of the home's files at all is it.
 ///
 /// Errors: [`PathRefusal::InsideHome`]; [`PathRefusal::Unreadable`] when `path` no longer names
 /// the opened file or the home cannot be searched.
-pub fn check_outside_home(home: &Path, path: &Path, file: &File) -> Result<(), PathRefusal> {
+pub fn check_outside_home(home: &Path, secrets: &[PathBuf], path: &Path, file: &File) -> Result<(), PathRefusal> {
     let shown = path.display().to_string();
     let unreadable = |e: std::io::Error| PathRefusal::Unreadable(shown.clone(), e.to_string());
     let opened = file.metadata().map_err(unreadable)?;
@@ -61,21 +65,32 @@ pub fn check_outside_home(home: &Path, path: &Path, file: &File) -> Result<(), P
     if identity(&named) != identity(&opened) {
         return Err(PathRefusal::Unreadable(shown, "it changed while it was checked".into()));
     }
-    if opened.nlink() > 1 && home_identities(&home).map_err(unreadable)?.contains(&identity(&opened)) {
+    // The home's own files (and the secrets kept elsewhere) under any other name: a bind mount of
+    // the home, a second mount of the same disk.
+    let mut own = home_identities(&home, true).map_err(unreadable)?;
+    own.extend(secrets.iter().filter_map(|s| std::fs::metadata(s).ok()).map(|m| identity(&m)));
+    // Several names: any file of the home, the received ones too.
+    if own.contains(&identity(&opened))
+        || (opened.nlink() > 1 && home_identities(&home, false).map_err(unreadable)?.contains(&identity(&opened)))
+    {
         return Err(PathRefusal::InsideHome(shown));
     }
     Ok(())
 }
 
 /// The `(device, inode)` of every entry under `home` (not following links), at most
-/// [`MAX_HOME_ENTRIES`] of them.
-fn home_identities(home: &Path) -> std::io::Result<HashSet<(u64, u64)>> {
+/// [`MAX_HOME_ENTRIES`] of them; without the received files (`files/`) when `skip_received`.
+fn home_identities(home: &Path, skip_received: bool) -> std::io::Result<HashSet<(u64, u64)>> {
     let mut seen = HashSet::new();
     let mut dirs = vec![(home.to_path_buf(), 0usize)];
     seen.insert(identity(&std::fs::symlink_metadata(home)?));
+    let received = home.join("files");
     while let Some((dir, depth)) = dirs.pop() {
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
+            if skip_received && entry.path() == received {
+                continue;
+            }
             let meta = entry.metadata()?;
             seen.insert(identity(&meta));
             if seen.len() > MAX_HOME_ENTRIES {
@@ -123,20 +138,29 @@ mod tests {
         let outside = dir.path().join("notes.txt");
         std::fs::write(&outside, "fine").expect("notes");
         let open = |p: &Path| File::open(p).expect("open");
-        assert!(check_outside_home(&home, &outside, &open(&outside)).is_ok());
-        assert!(matches!(check_outside_home(&home, &key, &open(&key)), Err(PathRefusal::InsideHome(_))));
+        let check = |p: &Path| check_outside_home(&home, &[], p, &open(p));
+        assert!(check(&outside).is_ok());
+        assert!(matches!(check(&key), Err(PathRefusal::InsideHome(_))));
         let via_dots = dir.path().join("home/keys/../keys/ed25519.key");
-        assert!(matches!(check_outside_home(&home, &via_dots, &open(&via_dots)), Err(PathRefusal::InsideHome(_))));
+        assert!(matches!(check(&via_dots), Err(PathRefusal::InsideHome(_))));
         let symlink = dir.path().join("link.txt");
         std::os::unix::fs::symlink(&key, &symlink).expect("symlink");
-        assert!(matches!(check_outside_home(&home, &symlink, &open(&symlink)), Err(PathRefusal::InsideHome(_))));
+        assert!(matches!(check(&symlink), Err(PathRefusal::InsideHome(_))));
         let hard = dir.path().join("hard.txt");
         std::fs::hard_link(&key, &hard).expect("hard link");
-        assert!(matches!(check_outside_home(&home, &hard, &open(&hard)), Err(PathRefusal::InsideHome(_))));
+        assert!(matches!(check(&hard), Err(PathRefusal::InsideHome(_))));
+        // A secret kept outside the home (a hooks token).
+        let token = dir.path().join("hooks.token");
+        std::fs::write(&token, "t").expect("token");
+        assert!(check(&token).is_ok());
+        assert!(matches!(
+            check_outside_home(&home, std::slice::from_ref(&token), &token, &open(&token)),
+            Err(PathRefusal::InsideHome(_))
+        ));
         // A file opened under one name and swapped for another before the check.
         let swapped = open(&outside);
         std::fs::rename(&hard, &outside).expect("swap");
-        assert!(check_outside_home(&home, &outside, &swapped).is_err());
+        assert!(check_outside_home(&home, &[], &outside, &swapped).is_err());
     }
 
     #[test]

@@ -238,9 +238,12 @@ pub(crate) async fn process(node: &Arc<Node>, envelopes: Vec<Inbound>) -> Vec<Re
         let Some(env) = slots[i].take() else { continue };
         let peer = peers.get(&env.from).cloned().flatten();
         // A peer blocked without being told learns of it from our refusal: noted once, so that
-        // an unblock is told to it too.
+        // an unblock is told to it too. Only for an envelope its pinned key signed: a forgery in
+        // its name changes nothing.
         if peer.as_ref().is_some_and(|p| {
-            p.trust == TrustState::Blocked && p.trust_reason.as_ref().is_some_and(|r| r.code == trust::BLOCKED_SILENTLY)
+            p.trust == TrustState::Blocked
+                && p.trust_reason.as_ref().is_some_and(|r| r.code == trust::BLOCKED_SILENTLY)
+                && signed_by(&env, &p.ed25519)
         }) && !told_blocks.contains(&env.from)
         {
             told_blocks.push(env.from.clone());
@@ -364,6 +367,12 @@ pub(crate) async fn process(node: &Arc<Node>, envelopes: Vec<Inbound>) -> Vec<Re
         results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::internal("envelope left unprocessed")))).collect();
     tracing::debug!(received = n, refused = results.iter().filter(|r| r.is_err()).count(), "processed envelopes");
     results
+}
+
+/// Whether `env`'s signature verifies under the key `key` (32 bytes).
+fn signed_by(env: &Inbound, key: &[u8; 32]) -> bool {
+    let (Ok(key), Some(sig)) = (VerifyingKey::from_bytes(key), env.signature) else { return false };
+    key.verify_strict(&env.signed, &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
 }
 
 enum Checked {

@@ -267,26 +267,21 @@ impl Store {
         Ok(())
     }
 
-    /// Up to `limit` entries due at `now`, oldest first.
+    /// Up to `limit` entries due at `now`, oldest first. A contact envelope (request, response,
+    /// update) is due only when it is the oldest one still pending to its peer: they leave in
+    /// order, and those waiting behind another neither take places in the list nor are polled.
     pub fn due(&self, now: i64, limit: u32) -> Result<Vec<OutboxItem>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, id, kind, peer_id, protocol, payload, attempts, created_at, expires_at, clock_refusals FROM outbox
-             WHERE status IN ('queued', 'sent') AND next_attempt_at <= ?1 ORDER BY next_attempt_at, seq LIMIT ?2",
+             WHERE status IN ('queued', 'sent') AND next_attempt_at <= ?1
+             AND NOT (kind IN ('contact_request', 'contact_response', 'contact_update') AND EXISTS (
+                 SELECT 1 FROM outbox older WHERE older.peer_id = outbox.peer_id AND older.seq < outbox.seq
+                 AND older.status IN ('queued', 'sent')
+                 AND older.kind IN ('contact_request', 'contact_response', 'contact_update')))
+             ORDER BY next_attempt_at, seq LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![now, limit], item_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// The sequence number of the oldest contact envelope (request, response, update) to `peer`
-    /// still pending (queued or sent), if any: the only one of them that may go out now.
-    pub fn oldest_pending_contact(&self, peer: &PeerId) -> Result<Option<i64>> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT MIN(seq) FROM outbox WHERE peer_id = ?1 AND status IN ('queued', 'sent')
-                 AND kind IN ('contact_request', 'contact_response', 'contact_update')",
-            )?
-            .query_row([peer.as_str()], |r| r.get(0))?)
     }
 
     /// The outbox entry with this id, whatever its state.
@@ -640,6 +635,37 @@ mod tests {
         assert_eq!((m.status, m.attempts), (MessageStatus::Delivered, Some(2)));
         assert!(s.mark_outgoing_read(&peer(), "m1", 70).expect("read"));
         assert!(!s.mark_outgoing_read(&PeerId::parse("other").expect("id"), "m1", 70).expect("wrong peer"));
+    }
+
+    #[test]
+    fn a_peers_contact_envelopes_are_due_one_at_a_time_oldest_first() {
+        let s = Store::open_in_memory().expect("db");
+        let contact = |id: &str, kind| NewOutbound { kind, text: None, ..outbound(id) };
+        s.enqueue(&contact("c1", EnvelopeKind::ContactUpdate)).expect("enqueue");
+        s.enqueue(&contact("c2", EnvelopeKind::ContactRequest)).expect("enqueue");
+        s.enqueue(&outbound("m1")).expect("enqueue");
+        let ids = |s: &Store, now| s.due(now, 10).expect("due").into_iter().map(|i| i.id).collect::<Vec<_>>();
+        assert_eq!(ids(&s, 10), ["c1", "m1"], "the later contact envelope waits behind the first");
+        // The first waits for a retry: the second still waits (and is not listed), messages go.
+        let later = Attempt {
+            id: "c1".into(),
+            status: MessageStatus::Queued,
+            next_attempt_at: 500,
+            error: "unreachable".into(),
+            code: None,
+            clock_refusal: false,
+        };
+        s.mark_attempt(&later).expect("attempt");
+        assert_eq!(ids(&s, 20), ["m1"]);
+        s.mark_delivered(&[("c1".into(), "{}".into(), 30)]).expect("delivered");
+        assert_eq!(ids(&s, 30), ["c2", "m1"], "its turn once the first is delivered");
+        // Another peer's contact envelopes are not held by these.
+        s.enqueue(&NewOutbound {
+            peer_id: PeerId::parse("q").expect("id"),
+            ..contact("d1", EnvelopeKind::ContactUpdate)
+        })
+        .expect("enqueue");
+        assert!(ids(&s, 30).contains(&"d1".to_owned()));
     }
 
     #[test]

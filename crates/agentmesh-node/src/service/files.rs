@@ -93,8 +93,9 @@ const MAX_SUFFIX: u32 = 100;
 
 /// The node's transfer machinery: where files go, the downloads running, the fetch budget.
 pub(crate) struct Files {
-    /// The agent's home: nothing in it is ever offered ([`crate::paths`]).
-    home: OnceLock<PathBuf>,
+    /// The agent's home, and the node's secrets kept elsewhere: none of them is ever offered
+    /// ([`crate::paths`]).
+    home: OnceLock<(PathBuf, Vec<PathBuf>)>,
     dir: OnceLock<PathBuf>,
     /// Downloads running: their sender and how to stop them.
     running: Mutex<HashMap<String, (PeerId, CancellationToken)>>,
@@ -117,13 +118,14 @@ impl Files {
         }
     }
 
-    /// Sets the home, and `<home>/files` where received files go (once, at launch).
-    pub(crate) fn set_home(&self, home: &Path) {
-        let _ = self.home.set(home.to_path_buf());
+    /// Sets the home, the node's `secrets` kept outside it (a hooks token file, a registry key
+    /// file), and `<home>/files` where received files go (once, at launch).
+    pub(crate) fn set_home(&self, home: &Path, secrets: Vec<PathBuf>) {
+        let _ = self.home.set((home.to_path_buf(), secrets));
         let _ = self.dir.set(home.join("files"));
     }
 
-    fn home(&self) -> Result<PathBuf, Error> {
+    fn home(&self) -> Result<(PathBuf, Vec<PathBuf>), Error> {
         self.home.get().cloned().ok_or_else(|| Error::internal("no home directory"))
     }
 
@@ -150,6 +152,16 @@ impl Files {
 
     fn running(&self) -> usize {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Removes what an incoming transfer that ended unsaved left on disk: its partial file and,
+    /// when a save had begun (`saving`), the saved name if it is the partial file's own link.
+    fn drop_partial(&self, id: &str, saving: Option<&str>) {
+        let Ok(partial) = self.partial(id) else { return };
+        if let Some(saving) = saving {
+            discard_save(&partial, Path::new(saving));
+        }
+        let _ = std::fs::remove_file(partial);
     }
 }
 
@@ -305,9 +317,7 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: FileBody, now: i64) -> Res
             if t.direction == Direction::Incoming {
                 let files = tx.node().files();
                 files.stop(&id);
-                if let Ok(partial) = files.partial(&id) {
-                    let _ = std::fs::remove_file(partial);
-                }
+                files.drop_partial(&id, r.saving_path.as_deref());
             }
         }
     }
@@ -335,10 +345,10 @@ fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
 
 /// Opens the file at `path` for sending, refused (`path_not_allowed`) when it is a file of the
 /// home under any name; `invalid_argument` when it cannot be opened or examined.
-fn open_outside_home(home: &Path, path: &Path) -> Result<std::fs::File, Error> {
+fn open_outside_home(home: &(PathBuf, Vec<PathBuf>), path: &Path) -> Result<std::fs::File, Error> {
     let file = std::fs::File::open(path)
         .map_err(|e| Error::invalid(ErrorCode::InvalidArgument, format!("cannot read {}: {e}", path.display())))?;
-    crate::paths::check_outside_home(home, path, &file).map_err(|refusal| match refusal {
+    crate::paths::check_outside_home(&home.0, &home.1, path, &file).map_err(|refusal| match refusal {
         crate::paths::PathRefusal::Unreadable(..) => Error::invalid(ErrorCode::InvalidArgument, refusal.to_string()),
         _ => Error::refused(ErrorCode::PathNotAllowed, refusal.to_string()),
     })?;
@@ -499,13 +509,14 @@ pub(crate) async fn cancel(node: &Arc<Node>, id: String, args: CancelFileArgs) -
             {
                 queue(tx, &peer, &id, op)?;
             }
-            Ok(TransferReply { transfer: emit(tx, &id)? })
+            Ok((TransferReply { transfer: emit(tx, &id)? }, r.saving_path.clone()))
         })
         .await?;
+    let (reply, saving) = reply;
     let files = node.files();
     files.stop(&stop_id);
     if reply.transfer.direction == Direction::Incoming {
-        let _ = std::fs::remove_file(files.partial(&stop_id)?);
+        files.drop_partial(&stop_id, saving.as_deref());
     }
     Ok(reply)
 }
@@ -766,6 +777,15 @@ async fn start_downloads(node: &Arc<Node>, stop: &CancellationToken) -> Result<(
             expire_offer(node, &r.transfer.transfer_id).await?;
         }
     }
+    // An accepted transfer whose sender sent nothing for as long gives its place up too.
+    for r in open.iter().filter(|r| r.transfer.state == TransferState::Transferring) {
+        let id = &r.transfer.transfer_id;
+        let running = files.running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id);
+        if ttl_ms > 0 && !running && r.transfer.updated_at.saturating_add(ttl_ms) <= now {
+            let why = format!("no progress for {} s", ttl_ms / 1000);
+            fail(node, id, why).await?;
+        }
+    }
     if files.running() >= MAX_DOWNLOADS {
         return Ok(());
     }
@@ -868,24 +888,25 @@ impl From<std::io::Error> for Stop {
 /// Marks `id` failed, tells the sender, deletes the partial file.
 async fn fail(node: &Arc<Node>, id: &str, why: String) -> Result<(), Error> {
     let tid = id.to_owned();
-    node.transact(move |tx| {
-        let Some(r) = tx.transfer(&tid)? else { return Ok(()) };
-        if !r.transfer.state.is_open() {
-            return Ok(());
-        }
-        let inline = tx.transfer_inline(&tid)?.is_some();
-        tx.set_transfer_state(&tid, TransferState::Failed, Some(&why), None, now_ms() as i64)?;
-        if !inline
-            && let Some(peer) = tx.peer(&r.transfer.peer_id)?
-            && not_sendable(tx, &peer)?.is_none()
-        {
-            queue(tx, &peer, &tid, FileOp::Cancel { reason: Some(why.clone()) })?;
-        }
-        emit(tx, &tid)?;
-        Ok(())
-    })
-    .await?;
-    let _ = std::fs::remove_file(node.files().partial(id)?);
+    let saving = node
+        .transact(move |tx| {
+            let Some(r) = tx.transfer(&tid)? else { return Ok(None) };
+            if !r.transfer.state.is_open() {
+                return Ok(None);
+            }
+            let inline = tx.transfer_inline(&tid)?.is_some();
+            tx.set_transfer_state(&tid, TransferState::Failed, Some(&why), None, now_ms() as i64)?;
+            if !inline
+                && let Some(peer) = tx.peer(&r.transfer.peer_id)?
+                && not_sendable(tx, &peer)?.is_none()
+            {
+                queue(tx, &peer, &tid, FileOp::Cancel { reason: Some(why.clone()) })?;
+            }
+            emit(tx, &tid)?;
+            Ok(r.saving_path)
+        })
+        .await?;
+    node.files().drop_partial(id, saving.as_deref());
     Ok(())
 }
 
@@ -977,8 +998,10 @@ async fn download(node: &Arc<Node>, id: &str, stop: &CancellationToken) -> Resul
         }
         let url = format!("{}/v1/files/{id}?from={}", peer.endpoint.trim_end_matches('/'), sink.next);
         let sent = node.http().get(&url).bearer_auth(key.token(id)).timeout(Duration::from_secs(365 * 86_400)).send();
+        // A sender that takes the request and never answers does not keep the slot either.
         let response = tokio::select! {
             _ = stop.cancelled() => return Err(Stop::Stopped),
+            _ = tokio::time::sleep_until((moved + stall).into()) => return Err(Stop::Stalled),
             r = sent => r,
         };
         let response = match response {
@@ -999,7 +1022,7 @@ async fn download(node: &Arc<Node>, id: &str, stop: &CancellationToken) -> Resul
             }
         };
         let before = sink.next;
-        let (next, failed_chunk) = fetch(node, id, &key, &t, sink, response, stop, &mut progress).await?;
+        let (next, failed_chunk) = fetch(node, id, &key, &t, sink, response, stop, &mut progress, stall).await?;
         sink = next;
         if sink.next > before {
             backoff = Duration::from_millis(250);
@@ -1076,6 +1099,7 @@ async fn fetch(
     mut response: reqwest::Response,
     stop: &CancellationToken,
     progress: &mut Progress,
+    stall: Duration,
 ) -> Result<(Sink, Option<u64>), Stop> {
     let count = chunk_count(t.size, t.chunk_size);
     let (size, chunk_size) = (t.size, t.chunk_size);
@@ -1148,11 +1172,15 @@ async fn fetch(
     let mut want: Option<usize> = None;
     let mut stopped = false;
     let mut bad_frame = None;
+    // A read that brings nothing for IDLE ends the fetch; so does a sender trickling bytes that
+    // complete no chunk within `stall` (the download loop then gives the slot up).
+    let mut chunk_at = Instant::now();
     'read: while index < count {
+        let wait = IDLE.min(stall.saturating_sub(chunk_at.elapsed()));
         let next = tokio::select! {
             _ = stop.cancelled() => { stopped = true; break 'read; }
             Some(w) = written_rx.recv() => { commit(node, id, t, w, progress).await?; continue 'read; }
-            r = tokio::time::timeout(IDLE, response.chunk()) => r,
+            r = tokio::time::timeout(wait, response.chunk()) => r,
         };
         let bytes = match next {
             Ok(Ok(Some(b))) => b,
@@ -1187,6 +1215,7 @@ async fn fetch(
                 break 'read;
             }
             index += 1;
+            chunk_at = Instant::now();
             if index == count {
                 break 'read;
             }
@@ -1265,16 +1294,38 @@ enum Linked {
     Taken,
 }
 
-/// Links `partial` to `target`; a hard link never replaces an existing file.
-fn link_into(partial: &Path, target: &Path) -> std::io::Result<Linked> {
+/// Whether `a` and `b` name the same file (device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Links `partial` to `target` (a hard link never replaces an existing file) and syncs the
+/// directory, so the saved name survives a power cut before the transfer is marked done.
+fn link_into(partial: &Path, target: &Path) -> std::io::Result<Linked> {
     match std::fs::hard_link(partial, target) {
-        Ok(()) => Ok(Linked::Saved),
+        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let (a, b) = (std::fs::metadata(partial)?, std::fs::symlink_metadata(target)?);
-            Ok(if (a.dev(), a.ino()) == (b.dev(), b.ino()) { Linked::Saved } else { Linked::Taken })
+            if !same_file(partial, target) {
+                return Ok(Linked::Taken);
+            }
         }
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = target.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(Linked::Saved)
+}
+
+/// Undoes a save that will not be finished (the transfer was cancelled or failed meanwhile):
+/// removes the saved name when it is the partial file's own link, never another file.
+fn discard_save(partial: &Path, target: &Path) {
+    if same_file(partial, target) {
+        let _ = std::fs::remove_file(target);
     }
 }
 
@@ -1394,28 +1445,34 @@ async fn finish_save(
 ) -> Result<(), Stop> {
     let (tid, sha256, path) = (id.to_owned(), t.sha256.clone(), target.to_string_lossy().into_owned());
     let (count, size) = (chunk_count(t.size, t.chunk_size), t.size);
-    node.transact(move |tx| {
-        let Some(r) = tx.transfer(&tid)? else { return Ok(()) };
-        if r.transfer.state != TransferState::Transferring {
-            return Ok(());
-        }
-        let now = now_ms() as i64;
-        tx.set_transfer_progress(&tid, count, size, now)?;
-        tx.set_transfer_state(&tid, TransferState::Done, None, Some(&path), now)?;
-        if tell
-            && let Some(peer) = tx.peer(&r.transfer.peer_id)?
-            && not_sendable(tx, &peer)?.is_none()
-        {
-            queue(tx, &peer, &tid, FileOp::Received { sha256 })?;
-        }
-        emit(tx, &tid)?;
-        Ok(())
-    })
-    .await?;
+    let finished = node
+        .transact(move |tx| {
+            let Some(r) = tx.transfer(&tid)? else { return Ok(false) };
+            if r.transfer.state != TransferState::Transferring {
+                return Ok(false);
+            }
+            let now = now_ms() as i64;
+            tx.set_transfer_progress(&tid, count, size, now)?;
+            tx.set_transfer_state(&tid, TransferState::Done, None, Some(&path), now)?;
+            if tell
+                && let Some(peer) = tx.peer(&r.transfer.peer_id)?
+                && not_sendable(tx, &peer)?.is_none()
+            {
+                queue(tx, &peer, &tid, FileOp::Received { sha256 })?;
+            }
+            emit(tx, &tid)?;
+            Ok(true)
+        })
+        .await?;
     let (partial, target) = (partial.to_owned(), target.to_owned());
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        // Cancelled (or failed) while it was being saved: the saved name, our own link, goes
+        // too (if the cancel removed the partial name first, the link is still ours).
+        if !finished && (same_file(&partial, &target) || !partial.exists()) {
+            let _ = std::fs::remove_file(&target);
+        }
         std::fs::remove_file(&partial)?;
-        for dir in [target.parent(), partial.parent()].into_iter().flatten() {
+        if let Some(dir) = partial.parent() {
             std::fs::File::open(dir)?.sync_all()?;
         }
         Ok(())

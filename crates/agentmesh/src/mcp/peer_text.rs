@@ -7,7 +7,7 @@
 //! Capability tags stay, as long as they look like tags (see [`is_tag`]): agents pick peers by
 //! them, and a tag cannot carry a sentence.
 
-use agentmesh_api::control::{AgentList, ContactReply, PeerList, RequestList};
+use agentmesh_api::control::{AgentList, ContactReply, PeerList, PeerReply, RequestList, RequestReply};
 use agentmesh_api::{KnownAgent, Peer, TrustState};
 
 /// The longest capability tag passed on, bytes (a card allows 64).
@@ -71,6 +71,16 @@ pub(super) fn requests(list: RequestList, include_peer_text: bool) -> RequestLis
 /// [`peer`] gives it.
 pub(super) fn contact_reply(reply: ContactReply) -> ContactReply {
     ContactReply { request: reply.request.map(|r| r.without_peer_text()), peer: peer(reply.peer), ..reply }
+}
+
+/// A request's answer (approve, reject) as an agent may read it.
+pub(super) fn request_reply(reply: RequestReply) -> RequestReply {
+    RequestReply { request: reply.request.without_peer_text(), peer: peer(reply.peer) }
+}
+
+/// A peer after a change (block, repin) as an agent may read it.
+pub(super) fn peer_reply(reply: PeerReply) -> PeerReply {
+    PeerReply { peer: peer(reply.peer), ..reply }
 }
 
 #[cfg(test)]

@@ -591,7 +591,7 @@ impl McpServer {
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
     )]
     async fn approve_request(&self, Parameters(p): Parameters<ApproveParams>) -> CallToolResult {
-        outcome(self.call(|c| async move { c.approve(&p.request_id).await }).await)
+        outcome(self.call(|c| async move { c.approve(&p.request_id).await }).await.map(peer_text::request_reply))
     }
 
     #[tool(
@@ -600,7 +600,8 @@ impl McpServer {
         annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = true)
     )]
     async fn reject_request(&self, Parameters(p): Parameters<RejectParams>) -> CallToolResult {
-        outcome(self.call(|c| async move { c.reject(&p.request_id, p.reason.as_deref()).await }).await)
+        let rejected = self.call(|c| async move { c.reject(&p.request_id, p.reason.as_deref()).await }).await;
+        outcome(rejected.map(peer_text::request_reply))
     }
 
     #[tool(
@@ -609,7 +610,7 @@ impl McpServer {
         annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = true)
     )]
     async fn block(&self, Parameters(p): Parameters<BlockParams>) -> CallToolResult {
-        outcome(self.call(|c| async move { c.block(&p.peer).await }).await)
+        outcome(self.call(|c| async move { c.block(&p.peer).await }).await.map(peer_text::peer_reply))
     }
 
     #[tool(
@@ -618,7 +619,7 @@ impl McpServer {
         annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
     )]
     async fn repin(&self, Parameters(p): Parameters<RepinParams>) -> CallToolResult {
-        outcome(self.call(|c| async move { c.repin(&p.peer, &p.fingerprint).await }).await)
+        outcome(self.call(|c| async move { c.repin(&p.peer, &p.fingerprint).await }).await.map(peer_text::peer_reply))
     }
 
     #[tool(
@@ -837,10 +838,15 @@ impl McpServer {
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
     )]
     async fn send_file(&self, Parameters(p): Parameters<SendFileParams>) -> CallToolResult {
-        if let Err(e) = self.allowed_path(&p.path) {
-            return e.into_result();
-        }
-        let args = agentmesh_api::control::SendFileArgs { to: p.to, path: p.path, name: p.name, call_id: p.call_id };
+        let path = match self.allowed_path(&p.path) {
+            Ok(path) => path,
+            Err(e) => return e.into_result(),
+        };
+        // Offered under the name the agent gave, or the one it named the file by (not the name
+        // a link leads to).
+        let name =
+            p.name.or_else(|| std::path::Path::new(&p.path).file_name().map(|n| n.to_string_lossy().into_owned()));
+        let args = agentmesh_api::control::SendFileArgs { to: p.to, path, name, call_id: p.call_id };
         outcome(self.call(|c| async move { c.send_file(&args).await }).await)
     }
 
@@ -934,15 +940,17 @@ struct Whoami {
 }
 
 impl McpServer {
-    /// Refuses (`path_not_allowed`) a path outside the directories the owner listed in
-    /// `mcp_file_roots` (none by default); the node refuses the home's files on its own.
-    fn allowed_path(&self, path: &str) -> Result<(), ToolError> {
-        agentmesh_node::paths::check_within_roots(std::path::Path::new(path), &self.file_roots).map(|_| ()).map_err(
-            |refusal| match refusal {
+    /// The resolved path (links followed) of `path`, or `path_not_allowed` when that lies
+    /// outside the directories the owner listed in `mcp_file_roots` (none by default); the node
+    /// refuses the home's files on its own. The node is given the resolved path, so a link
+    /// changed after this check cannot lead it elsewhere.
+    fn allowed_path(&self, path: &str) -> Result<String, ToolError> {
+        agentmesh_node::paths::check_within_roots(std::path::Path::new(path), &self.file_roots)
+            .map(|resolved| resolved.to_string_lossy().into_owned())
+            .map_err(|refusal| match refusal {
                 agentmesh_node::paths::PathRefusal::Unreadable(..) => ToolError::invalid(refusal.to_string()),
                 _ => ToolError::new(ErrorCode::PathNotAllowed.as_str(), refusal.to_string()),
-            },
-        )
+            })
     }
 
     /// Runs one control API call against the node running now.
@@ -1044,10 +1052,7 @@ impl McpServer {
     async fn delegate_task(&self, p: DelegateParams) -> Result<agentmesh_api::Task, ToolError> {
         let data = p.data.map(serde_json::Value::Object);
         let args = agentmesh_api::control::DelegateArgs { to: p.to, text: p.text, data, task_id: p.task_id };
-        let files = p.files.unwrap_or_default();
-        for path in &files {
-            self.allowed_path(path)?;
-        }
+        let files = p.files.unwrap_or_default().iter().map(|f| self.allowed_path(f)).collect::<Result<Vec<_>, _>>()?;
         if !p.wait.unwrap_or(false) {
             let made =
                 self.call(|c| async move { crate::commands::tasks::delegate_with_files(&c, args, &files).await });

@@ -705,3 +705,84 @@ async fn regression_a_download_without_progress_gives_its_slot_up() {
         assert_eq!(t.state, TransferState::Done, "{t:?}");
     }
 }
+
+/// How a stalling sender's proxy answers chunk fetches.
+#[derive(Clone, Copy)]
+enum Stall {
+    /// Takes the request and never answers.
+    Silent,
+    /// Answers 200, then one byte a second: never a whole chunk.
+    Trickle,
+}
+
+/// A sender whose chunk fetches stall: a node advertising a proxy that passes every other request
+/// on and answers fetches the way `how` says. Returns the node (its card names the proxy).
+async fn stalling_sender(dir: &Path, name: &str, how: Stall) -> LocalNode {
+    use axum::body::{Body, Bytes};
+    use axum::http::{HeaderMap, Method, Uri};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let proxy_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let home = dir.join(name);
+    local::init(&exe(), &home, name, &["chat"]).expect("init");
+    let node =
+        LocalNode::start(&exe(), &home, "127.0.0.1:0", &[("AGENTMESH_ENDPOINT", &proxy_url)]).await.expect("start");
+    let (upstream, http) = (node.peer_url.clone(), agentmesh_node::net::client(&Default::default()).expect("client"));
+    let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (upstream, http) = (upstream.clone(), http.clone());
+        async move {
+            if uri.path().starts_with("/v1/files/") {
+                return match how {
+                    Stall::Silent => std::future::pending().await,
+                    Stall::Trickle => {
+                        let drip = futures_util::stream::unfold((), |()| async {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            Some((Ok::<_, std::io::Error>(vec![0u8]), ()))
+                        });
+                        axum::response::Response::new(Body::from_stream(drip))
+                    }
+                };
+            }
+            let url = format!("{upstream}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+            let mut req = http.request(method, &url).body(body);
+            for (name, value) in &headers {
+                if name != "host" && name != "content-length" {
+                    req = req.header(name, value);
+                }
+            }
+            let resp = req.send().await.expect("upstream");
+            let mut out = axum::response::Response::new(Body::from(resp.bytes().await.expect("body")));
+            *out.status_mut() = axum::http::StatusCode::OK;
+            out.headers_mut().insert("content-type", "application/json".parse().expect("header"));
+            out
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    node
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_a_sender_that_stalls_mid_fetch_cannot_hold_a_download_slot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = node_with(dir.path(), "alice", "download_stall_secs = 3\nfile_auto_accept = true\n", &[]).await;
+    let silent = stalling_sender(dir.path(), "silent", Stall::Silent).await;
+    let trickle = stalling_sender(dir.path(), "trickle", Stall::Trickle).await;
+    let carol = node(dir.path(), "carol").await;
+    for sender in [&silent, &trickle, &carol] {
+        trust(sender, &alice).await;
+    }
+    // Four downloads that cannot progress take every slot: two never answered, two trickled.
+    let mut stuck = Vec::new();
+    for (sender, tag) in [(&silent, 1u8), (&silent, 2), (&trickle, 3), (&trickle, 4)] {
+        let sent = offer(sender, &alice, &small_file(dir.path(), &format!("stuck{tag}"), 4000, tag), None).await;
+        wait_transfer(&alice, &sent.transfer_id, WAIT, |t| t.state == TransferState::Transferring).await;
+        stuck.push(sent.transfer_id);
+    }
+    // Each gives its slot up after download_stall_secs: carol's file goes through.
+    let sent = offer(&carol, &alice, &small_file(dir.path(), "from-carol", 3000, 9), None).await;
+    let got = wait_transfer(&alice, &sent.transfer_id, Duration::from_secs(30), |t| !t.state.is_open()).await;
+    assert_eq!(got.state, TransferState::Done, "{got:?}");
+    for id in &stuck {
+        let t = alice.client.file(id).await.expect("transfer").transfer;
+        assert_eq!(t.state, TransferState::Transferring, "a stalled download waits its turn: {t:?}");
+    }
+}

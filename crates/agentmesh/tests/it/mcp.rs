@@ -584,6 +584,10 @@ async fn regression_mcp_results_carry_no_strangers_words() {
         other => panic!("not text: {other:?}"),
     };
     clean("agentmesh://peers", &Value::String(text));
+    // Rejecting the request (a tool the agent always has) returns none of its words either.
+    let rejected = ok_call(&mcp, "reject_request", json!({"request_id": request_id})).await;
+    assert_eq!(rejected["request"]["status"], "rejected", "{rejected}");
+    clean("reject_request", &rejected);
     // Asking another stranger for contact returns no words of it either (its card's name).
     let home = dir.path().join("eve");
     local::init(&exe(), &home, &format!("Eve {NAME_MARK}"), &["chat"]).expect("init");

@@ -51,6 +51,60 @@ async fn regression_a_blocked_requester_sees_the_refusal_at_once() {
     // Nothing stays pending, and nothing counts as a failed message.
     let status = ok(&z.home, &["status"]);
     assert_eq!((status["outgoing_requests"].as_i64(), status["failed_deliveries"].as_i64()), (Some(0), Some(0)));
+    // The refusal told zed of the block, so the unblock is told too: zed may ask again.
+    ok(&b.home, &["unblock", "zed"]);
+    wait_trust(&z, &b.agent_id, TrustState::Discovered).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_a_forgery_in_a_silently_blocked_peers_name_changes_nothing() {
+    use agentmesh_core::envelope::{APPLICATION_JSON, ContactRequestBody, Draft};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (b, z) = (node(dir.path(), "bob").await, node(dir.path(), "zed").await);
+    ok(&b.home, &["scan", &z.peer_url]);
+    ok(&b.home, &["block", "zed"]);
+    let store = || agentmesh_store::Store::open(&b.home.join("agentmesh.db")).expect("db");
+    let reason = || peer_reason(&store(), &z.agent_id);
+    assert_eq!(reason().as_deref(), Some("blocked_silently"));
+    // Someone else signs a contact request and puts zed's id and public card on it.
+    let mallory = agentmesh_core::Identity::generate();
+    let bob_card = b.client.card().await.expect("card");
+    let x25519 = bob_card.verify().expect("keys").x25519;
+    let body = serde_json::to_vec(&ContactRequestBody {
+        request_id: format!("req_{}", "cd".repeat(16)),
+        purpose: String::new(),
+    })
+    .expect("json");
+    let now = agentmesh_core::time::now_ms();
+    let mut draft = Draft::new(
+        agentmesh_core::EnvelopeKind::ContactRequest,
+        mallory.agent_id(),
+        bob_card.agent_id,
+        now,
+        60_000,
+        APPLICATION_JSON,
+        body,
+    );
+    // zed's own public card, as anyone can fetch it.
+    draft.card = Some(z.client.card().await.expect("zed's card"));
+    let mut forged = serde_json::to_value(draft.seal(&x25519).expect("seal").sign(&mallory, now)).expect("json");
+    forged["from"] = serde_json::Value::from(z.agent_id.as_str());
+    let http = agentmesh_node::net::client(&Default::default()).expect("client");
+    let answer = http.post(format!("{}/v1/contact-request", b.peer_url)).json(&forged).send().await.expect("post");
+    let status = answer.status().as_u16();
+    assert_eq!(status, 403, "refused as blocked: {}", answer.text().await.unwrap_or_default());
+    assert_eq!(reason().as_deref(), Some("blocked_silently"), "a forgery told nothing and changed nothing");
+    // Unblocked, zed (which never dealt with bob) is told nothing.
+    let before = store().table_counts().expect("counts");
+    ok(&b.home, &["unblock", "zed"]);
+    let outbox = |counts: &[(&str, i64)]| counts.iter().find(|(t, _)| *t == "outbox").map(|(_, n)| *n);
+    assert_eq!(outbox(&store().table_counts().expect("counts")), outbox(&before), "nothing queued to zed");
+}
+
+/// The code of the trust reason `store` keeps for peer `id`.
+fn peer_reason(store: &agentmesh_store::Store, id: &str) -> Option<String> {
+    let id = agentmesh_api::PeerId::parse(id).expect("id");
+    store.peer(&id).expect("read").and_then(|p| p.trust_reason).map(|r| r.code)
 }
 
 #[tokio::test(flavor = "multi_thread")]
