@@ -147,9 +147,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 const CONTROL_BODY_LIMIT: usize = 1024 * 1024;
 
+/// A control request's body: a JSON object of `T`'s shape. An array is refused like any other
+/// non-object (serde would take it as `T`'s fields by position).
 async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body, limit: usize) -> Result<T, Error> {
     let bytes = read_json_body(headers, body, limit, "request body", std::time::Duration::from_secs(30)).await?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::malformed(e.to_string()))
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::malformed(e.to_string()))?;
+    if !value.is_object() {
+        return Err(Error::malformed("the request body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| Error::malformed(e.to_string()))
 }
 
 /// An optional JSON body: none at all is the default value.
@@ -518,6 +524,9 @@ async fn list_events(
     q: Result<Query<EventListQuery>, QueryRejection>,
 ) -> Reply<EventList> {
     let q = query(q)?;
+    if q.after.is_some_and(|a| a < 0) {
+        return Err(Error::malformed("after: a cursor is 0 or more"));
+    }
     let limit = q.limit.unwrap_or(100).clamp(1, 1_000) as usize;
     let (events, last) = st
         .node
@@ -551,7 +560,10 @@ async fn events(
                 .filter(|n| *n >= 0)
                 .ok_or_else(|| Error::malformed("Last-Event-ID is not a cursor"))?,
         ),
-        None => q.after,
+        None => match q.after {
+            Some(after) if after < 0 => return Err(Error::malformed("after: a cursor is 0 or more")),
+            after => after,
+        },
     };
     let permit = Arc::clone(&st.streams)
         .try_acquire_owned()

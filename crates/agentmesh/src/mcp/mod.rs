@@ -140,7 +140,17 @@ impl ServerHandler for McpServer {
             let error = tools::trust_changes_disabled(&format!("`{}`", request.name));
             return Ok(error.into_result().into());
         }
-        self.tools.call(ToolCallContext::new(self, request, context)).await
+        let response = self.tools.call(ToolCallContext::new(self, request, context)).await?;
+        // Arguments out of shape: rmcp answers with text alone; every failure of ours carries
+        // our error body, so the agent gets a code (`invalid_argument`) to act on.
+        if let CallToolResponse::Complete(result) = &response
+            && result.is_error == Some(true)
+            && result.structured_content.is_none()
+        {
+            let text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default();
+            return Ok(link::ToolError::invalid(text).into_result().into());
+        }
+        Ok(response)
     }
 
     async fn list_resources(
