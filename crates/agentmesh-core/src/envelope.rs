@@ -514,6 +514,16 @@ pub struct ContactRequestBody {
     pub purpose: String,
 }
 
+/// A fresh contact request id: `req_` + 32 lowercase hex.
+pub fn new_request_id() -> String {
+    crate::ids::random_id("req")
+}
+
+/// Whether `s` is a contact request id: `req_` followed by 32 lowercase hex characters.
+pub fn is_request_id(s: &str) -> bool {
+    crate::ids::is_random_id(s, "req")
+}
+
 /// What a [`ContactUpdateBody`] tells the recipient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -46,9 +46,9 @@ use serde_json::value::RawValue;
 
 use crate::error::{ApiError, Error, read_json_body};
 use crate::pipeline::{self, AnswerContext, Body, Inbound, Payload, Presented, Sealed};
-use crate::service::contacts::is_request_id;
 use crate::transport::{Outcome, Outgoing, Transport};
 use crate::{Keys, Node, net};
+use agentmesh_core::envelope::is_request_id;
 
 /// The native routes, merged into the peer API.
 pub(crate) fn router() -> Router<Arc<Node>> {

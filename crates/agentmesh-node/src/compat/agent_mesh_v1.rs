@@ -42,9 +42,9 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, Error, read_json_body};
 use crate::pipeline::{self, AnswerContext, Body, Inbound, Payload, Presented};
-use crate::service::contacts::is_request_id;
 use crate::transport::{Outcome, Outgoing, Transport};
 use crate::{Node, net};
+use agentmesh_core::envelope::is_request_id;
 
 /// A V1 identity card.
 #[derive(Clone, Debug, Serialize, Deserialize)]

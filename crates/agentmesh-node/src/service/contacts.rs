@@ -10,7 +10,7 @@ use agentmesh_api::control::{
 use agentmesh_api::{
     ContactRequest, Direction, ErrorCode, Event, MessageStatus, MismatchDirection, RequestStatus, TrustState,
 };
-use agentmesh_core::envelope::ContactUpdateBody;
+use agentmesh_core::envelope::{ContactUpdateBody, new_request_id};
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentCard, EnvelopeKind, PeerId, Protocol};
 use agentmesh_store::{Closing, KeyMismatch, NewRequest, Peer, Store};
@@ -42,16 +42,6 @@ impl<'a> Context<'a> {
     pub(crate) fn purpose(purpose: &'a str) -> Self {
         Context { purpose, reason: None, source: None }
     }
-}
-
-/// A fresh request id: `req_` + 32 hex.
-pub(crate) fn new_request_id() -> String {
-    agentmesh_core::ids::random_id("req")
-}
-
-/// `req_` followed by 32 lowercase hex characters.
-pub(crate) fn is_request_id(s: &str) -> bool {
-    agentmesh_core::ids::is_random_id(s, "req")
 }
 
 /// Where contact with `peer` stands, with its open requests.
