@@ -25,6 +25,12 @@ macro_rules! codes {
             /// Every code, in declaration order.
             pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)+];
 
+            /// Whether `code` is one of these codes (a peer's code may be passed on to the
+            /// owner's agent only then: anything else is the peer's free text).
+            pub fn is_known(code: &str) -> bool {
+                code.parse::<ErrorCode>().is_ok()
+            }
+
             /// The code as it appears on the wire.
             pub fn as_str(self) -> &'static str {
                 match self {

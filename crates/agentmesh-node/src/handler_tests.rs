@@ -52,7 +52,8 @@ async fn fixture() -> Fixture {
     let profile = Profile { name: "node".into(), endpoint: None, capabilities: vec![], created_at: 0 };
     home.init(&profile, false).expect("init");
     let state = home.load_keys().expect("keys");
-    let card = crate::launch::our_card(&state.identity, &home.load_profile().expect("profile"), "http://127.0.0.1:8");
+    let card =
+        crate::service::keys::card_for(&state.identity, &home.load_profile().expect("profile"), "http://127.0.0.1:8");
     let store = Store::open_in_memory().expect("store");
     let contact = Identity::generate();
     let asker = Identity::generate();

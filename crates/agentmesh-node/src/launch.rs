@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use agentmesh_api::ErrorCode;
 use agentmesh_core::time::now_ms;
-use agentmesh_core::{AgentCard, Identity, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE};
 use agentmesh_store::Store;
 use anyhow::{Context, Result};
 use axum::serve::ListenerExt;
@@ -17,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::db::Db;
-use crate::home::{Home, Profile, RuntimeInfo, write_private};
+use crate::home::{Home, RuntimeInfo, write_private};
 use crate::{Config, Keys, Node, control, outbox, peer_api, service};
 
 /// Options of `agentmesh up` that override the config file.
@@ -237,7 +236,7 @@ pub async fn launch_with(
         tracing::warn!("{warning}");
     }
 
-    let card = our_card(&key_state.identity, &profile, &endpoint);
+    let card = service::keys::card_for(&key_state.identity, &profile, &endpoint);
     let client_options = crate::net::ClientOptions {
         timeout_ms: Some(config.outbound_timeout_ms),
         connect_timeout_ms: Some(config.outbound_timeout_ms.min(3_000)),
@@ -651,18 +650,6 @@ fn signals() -> impl std::future::Future<Output = ()> {
             _ = int.recv() => {}
         }
     }
-}
-
-/// Our card for `identity` as `profile` and the advertised `endpoint` describe it.
-pub(crate) fn our_card(identity: &Identity, profile: &Profile, endpoint: &str) -> AgentCard {
-    AgentCard::new(
-        identity,
-        &profile.name,
-        vec![endpoint.to_owned()],
-        profile.capabilities.clone(),
-        vec![PROTOCOL_NATIVE.into(), PROTOCOL_AGENT_MESH_V1.into()],
-        profile.created_at,
-    )
 }
 
 #[cfg(test)]

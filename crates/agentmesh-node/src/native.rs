@@ -591,7 +591,7 @@ async fn verify_receipts(
 /// not know counts as `unknown` for the same reason. The message is logged at debug level for
 /// the owner.
 pub(crate) fn refusal(status: u16, error: Option<&ErrorDetail>) -> Outcome {
-    let code = error.map(|e| e.code.clone()).filter(|c| is_code(c));
+    let code = error.map(|e| e.code.clone()).filter(|c| ErrorCode::is_known(c));
     if let Some(e) = error {
         tracing::debug!(status, code = %e.code.escape_debug(), message = %e.message.escape_debug(), "a peer refused an envelope");
     }
@@ -607,11 +607,6 @@ pub(crate) fn refusal(status: u16, error: Option<&ErrorDetail>) -> Outcome {
         }
         _ => Outcome::Failed { error: text, code },
     }
-}
-
-/// Whether `code` is one of our error codes (a peer's code we pass on to the owner's agent).
-pub(crate) fn is_code(code: &str) -> bool {
-    code.parse::<ErrorCode>().is_ok()
 }
 
 fn error_detail(body: &[u8]) -> Option<ErrorDetail> {

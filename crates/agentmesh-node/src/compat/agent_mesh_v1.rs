@@ -438,7 +438,7 @@ async fn deliver_one(node: &Node, peer: &Peer, item: &OutboxItem) -> Outcome {
                 .and_then(|v| v.get("error"))
                 .and_then(Value::as_str)
                 .map(|e| e.trim().to_ascii_lowercase().replace([' ', '-'], "_"))
-                .filter(|c| crate::native::is_code(c));
+                .filter(|c| ErrorCode::is_known(c));
             let error = format!("peer answered {}: {}", status.as_u16(), code.as_deref().unwrap_or("no error given"));
             let after_secs = parsed.as_ref().and_then(|v| v.get("retry_after")).and_then(Value::as_u64).unwrap_or(0);
             let stale = code.as_deref() == Some(ErrorCode::StaleTimestamp.as_str());

@@ -4,14 +4,26 @@ use std::sync::Arc;
 
 use agentmesh_api::TrustState;
 use agentmesh_api::control::RotateReply;
-use agentmesh_core::Protocol;
+use agentmesh_core::{AgentCard, Identity, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE, Protocol};
 
 use crate::error::Error;
-use crate::home::Home;
+use crate::home::{Home, Profile};
 use crate::transport::Outgoing;
 use crate::{Keys, Node};
 
 const ANNOUNCED_KEY: &str = "announced_fingerprint";
+
+/// Our card for `identity` as `profile` and the advertised `endpoint` describe it.
+pub(crate) fn card_for(identity: &Identity, profile: &Profile, endpoint: &str) -> AgentCard {
+    AgentCard::new(
+        identity,
+        &profile.name,
+        vec![endpoint.to_owned()],
+        profile.capabilities.clone(),
+        vec![PROTOCOL_NATIVE.into(), PROTOCOL_AGENT_MESH_V1.into()],
+        profile.created_at,
+    )
+}
 
 /// Rotates our keys (see [`Home::rotate_keys`]), installs them, and queues a `key_rotation`
 /// envelope with the new card to every contact. The caller serializes rotations.
@@ -25,7 +37,7 @@ pub(crate) async fn rotate(node: &Arc<Node>, home: &Home) -> Result<RotateReply,
     .await
     .map_err(Error::internal)?
     .map_err(|e| Error::internal(format!("{e:#}")))?;
-    let card = crate::launch::our_card(&state.identity, &profile, node.endpoint());
+    let card = card_for(&state.identity, &profile, node.endpoint());
     let fingerprint = state.identity.fingerprint().to_string();
     let key_rotations = state.identity.rotations().len();
     let previous_key_until = state.previous.as_ref().map(|(_, until)| *until as i64);
