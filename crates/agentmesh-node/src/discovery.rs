@@ -11,7 +11,7 @@ use std::time::Duration;
 use agentmesh_api::TrustState;
 use agentmesh_api::control::Recorded;
 use agentmesh_core::time::now_ms;
-use agentmesh_core::{AgentCard, AgentId, PROTOCOL_AGENT_MESH_V1, PeerId, Protocol, PublicKeys};
+use agentmesh_core::{AgentCard, AgentId, PeerId, Protocol, PublicKeys};
 use agentmesh_store::{Peer, Store};
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
@@ -20,8 +20,7 @@ use serde_json::Value;
 use crate::compat::agent_mesh_v1::V1Agent;
 use crate::net;
 
-/// Largest card or discovery document read from a probed endpoint, bytes.
-pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+pub use crate::net::MAX_DOCUMENT_BYTES;
 
 /// An agent found at an endpoint.
 #[derive(Clone, Debug, Serialize)]
@@ -50,21 +49,12 @@ pub struct Found {
 /// Probes `base` (no trailing slash) for an agent, each request bounded by `timeout`.
 /// `Ok(None)`: something answered, but not an agent; `Err`: nothing answered.
 pub async fn probe(http: &reqwest::Client, base: &str, timeout: Duration) -> Result<Option<Found>, String> {
-    let get = |path: &str| {
-        let url = format!("{base}{path}");
-        async move {
-            match tokio::time::timeout(timeout, net::get(http, &url, MAX_DOCUMENT_BYTES)).await {
-                Ok(Ok((status, body))) if status.is_success() => Ok(Some(body)),
-                Ok(Ok(_)) => Ok(None),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-            }
-        }
-    };
     // The native card first; a connection failure there means nothing listens.
-    if let Some(body) = get("/v1/card").await?
-        && let Ok(card) = serde_json::from_slice::<AgentCard>(&body)
-    {
+    let card = match crate::native::fetch_card(http, base, Some(timeout)).await {
+        Err(net::ProbeError::Unreachable(why)) => return Err(why),
+        card => card.ok(),
+    };
+    if let Some(card) = card {
         let verdict = card.verify();
         return Ok(Some(Found {
             agent_id: card.agent_id.to_string(),
@@ -77,12 +67,7 @@ pub async fn probe(http: &reqwest::Client, base: &str, timeout: Duration) -> Res
             document: serde_json::to_value(&card).unwrap_or(Value::Null),
         }));
     }
-    let Some(body) = get("/agent-mesh/discovery").await.ok().flatten() else { return Ok(None) };
-    let Ok(doc) = serde_json::from_slice::<Value>(&body) else { return Ok(None) };
-    if doc.get("protocol").and_then(Value::as_str) != Some(PROTOCOL_AGENT_MESH_V1) {
-        return Ok(None);
-    }
-    let Some(agent) = doc.get("agent").cloned().and_then(|a| serde_json::from_value::<V1Agent>(a).ok()) else {
+    let Ok(agent) = crate::compat::agent_mesh_v1::fetch_agent(http, base, Some(timeout)).await else {
         return Ok(None);
     };
     let verdict = agent.validate();

@@ -271,6 +271,16 @@ pub(crate) fn inbound(envelope: Envelope, now: i64, remote: Option<std::net::IpA
     })
 }
 
+/// The native agent card served at `base` (`GET /v1/card`), parsed but not verified yet.
+pub(crate) async fn fetch_card(
+    http: &reqwest::Client,
+    base: &str,
+    timeout: Option<std::time::Duration>,
+) -> Result<AgentCard, net::ProbeError> {
+    let body = net::get_document(http, &format!("{base}/v1/card"), timeout).await?;
+    serde_json::from_slice(&body).map_err(|_| net::ProbeError::NotADocument(format!("{base} serves no agent card")))
+}
+
 /// The peer a verified card describes.
 fn presented(card: &AgentCard, from: agentmesh_core::AgentId, now: i64) -> Result<Presented, Error> {
     let keys = card.verify().map_err(|e| Error::invalid(ErrorCode::InvalidCard, e.to_string()))?;
@@ -498,12 +508,8 @@ impl Transport for HttpTransport {
     fn health<'a>(&'a self, node: &'a Node, peer: &'a Peer) -> BoxFuture<'a, Result<u64, String>> {
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let url = format!("{}/v1/card", peer.endpoint.trim_end_matches('/'));
-            let (status, body) = net::get(node.http(), &url, 64 * 1024).await.map_err(|e| e.to_string())?;
-            if !status.is_success() {
-                return Err(format!("{url} answered {status}"));
-            }
-            let card: AgentCard = serde_json::from_slice(&body).map_err(|_| format!("{url} served no agent card"))?;
+            let card =
+                fetch_card(node.http(), peer.endpoint.trim_end_matches('/'), None).await.map_err(|e| e.to_string())?;
             let keys = card.verify().map_err(|e| format!("its card does not verify: {e}"))?;
             if keys.ed25519.to_bytes() != peer.ed25519 {
                 return Err("it presents another key than the one pinned".into());

@@ -207,6 +207,47 @@ pub async fn post_json(
     read_capped(response, cap).await
 }
 
+/// Largest card or discovery document read from a probed endpoint, bytes.
+pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+
+/// Why an agent document (a card, a V1 discovery document) could not be had from an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProbeError {
+    /// Nothing answered (connection refused, timed out, unreadable answer): what happened.
+    Unreachable(String),
+    /// Something answered, but not with the document: why (a status, not JSON, another shape).
+    NotADocument(String),
+}
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeError::Unreachable(why) | ProbeError::NotADocument(why) => f.write_str(why),
+        }
+    }
+}
+
+/// `GET url` for an agent document: its body on a success status, at most
+/// [`MAX_DOCUMENT_BYTES`], within `timeout` (the client's own when `None`).
+pub(crate) async fn get_document(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Option<Duration>,
+) -> Result<Bytes, ProbeError> {
+    let fetched = get(client, url, MAX_DOCUMENT_BYTES);
+    let answered = match timeout {
+        Some(limit) => tokio::time::timeout(limit, fetched)
+            .await
+            .map_err(|_| ProbeError::Unreachable(format!("{url}: no answer within {} ms", limit.as_millis())))?,
+        None => fetched.await,
+    };
+    match answered {
+        Ok((status, body)) if status.is_success() => Ok(body),
+        Ok((status, _)) => Err(ProbeError::NotADocument(format!("{url} answered {status}"))),
+        Err(e) => Err(ProbeError::Unreachable(format!("{url}: {e}"))),
+    }
+}
+
 /// `GET url`; returns the status and body (at most `cap` bytes).
 pub async fn get(client: &reqwest::Client, url: &str, cap: usize) -> Result<(StatusCode, Bytes), TransportError> {
     let response = client.get(url).send().await.map_err(transport)?;

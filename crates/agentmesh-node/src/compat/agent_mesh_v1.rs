@@ -309,22 +309,29 @@ async fn message(
     run(&node, inbound).await
 }
 
-/// Fetches and validates a V1 peer's discovery document at `base` (no trailing slash).
-pub(crate) async fn fetch_discovery(node: &Node, base: &str) -> Result<(V1Agent, PeerId, VerifyingKey), String> {
+/// The V1 agent of the discovery document at `base` (no trailing slash; `GET
+/// /agent-mesh/discovery`), parsed but not validated yet.
+pub(crate) async fn fetch_agent(
+    http: &reqwest::Client,
+    base: &str,
+    timeout: Option<std::time::Duration>,
+) -> Result<V1Agent, net::ProbeError> {
     let url = format!("{base}/agent-mesh/discovery");
-    let (status, body) = net::get(node.http(), &url, 64 * 1024).await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("{url} answered {status}"));
-    }
-    let doc: Value = serde_json::from_slice(&body).map_err(|_| format!("{url} did not return JSON"))?;
+    let body = net::get_document(http, &url, timeout).await?;
+    let not = |why: String| net::ProbeError::NotADocument(why);
+    let doc: Value = serde_json::from_slice(&body).map_err(|_| not(format!("{url} did not return JSON")))?;
     if doc.get("protocol").and_then(Value::as_str) != Some(PROTOCOL_AGENT_MESH_V1) {
-        return Err(format!("{url} does not speak {PROTOCOL_AGENT_MESH_V1}"));
+        return Err(not(format!("{url} does not speak {PROTOCOL_AGENT_MESH_V1}")));
     }
-    let agent: V1Agent = doc
-        .get("agent")
+    doc.get("agent")
         .cloned()
         .and_then(|a| serde_json::from_value(a).ok())
-        .ok_or_else(|| format!("{url} returned no valid agent"))?;
+        .ok_or_else(|| not(format!("{url} returned no valid agent")))
+}
+
+/// Fetches and validates a V1 peer's discovery document at `base` (no trailing slash).
+pub(crate) async fn fetch_discovery(node: &Node, base: &str) -> Result<(V1Agent, PeerId, VerifyingKey), String> {
+    let agent = fetch_agent(node.http(), base, None).await.map_err(|e| e.to_string())?;
     let (id, key) = agent.validate().map_err(|e| e.to_string())?;
     Ok((agent, id, key))
 }

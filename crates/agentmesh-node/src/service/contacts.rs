@@ -12,7 +12,7 @@ use agentmesh_api::{
 };
 use agentmesh_core::envelope::{ContactUpdateBody, new_request_id};
 use agentmesh_core::time::now_ms;
-use agentmesh_core::{AgentCard, EnvelopeKind, PeerId, Protocol};
+use agentmesh_core::{EnvelopeKind, PeerId, Protocol};
 use agentmesh_store::{Closing, KeyMismatch, NewRequest, Peer, Store};
 
 use crate::error::Error;
@@ -276,24 +276,15 @@ pub(crate) fn normalize_url(url: &str) -> Result<String, Error> {
 /// Returns the peer row and every key its verified rotation chain holds.
 pub(crate) async fn fetch_peer(node: &Node, base: &str) -> Result<(Peer, Vec<[u8; 32]>), Error> {
     let now = now_ms() as i64;
-    let native_error = match net::get(node.http(), &format!("{base}/v1/card"), 64 * 1024).await {
-        Ok((status, body)) if status.is_success() => match serde_json::from_slice::<AgentCard>(&body) {
-            Ok(card) => match card.verify() {
-                Ok(keys) => {
-                    let history = card.key_history();
-                    return Ok((crate::discovery::native_peer(&card, &keys, base, now), history));
-                }
-                Err(e) => {
-                    return Err(Error::upstream(
-                        ErrorCode::InvalidCard,
-                        format!("{base} served a card that does not verify: {e}"),
-                    ));
-                }
-            },
-            Err(_) => "no agentmesh card".to_owned(),
-        },
-        Ok((status, _)) => format!("{status} for /v1/card"),
-        Err(e) => return Err(Error::upstream(ErrorCode::PeerUnreachable, format!("{base}: {e}"))),
+    let native_error = match crate::native::fetch_card(node.http(), base, None).await {
+        Ok(card) => {
+            let keys = card.verify().map_err(|e| {
+                Error::upstream(ErrorCode::InvalidCard, format!("{base} served a card that does not verify: {e}"))
+            })?;
+            return Ok((crate::discovery::native_peer(&card, &keys, base, now), card.key_history()));
+        }
+        Err(net::ProbeError::Unreachable(why)) => return Err(Error::upstream(ErrorCode::PeerUnreachable, why)),
+        Err(net::ProbeError::NotADocument(why)) => why,
     };
     match crate::compat::agent_mesh_v1::fetch_discovery(node, base).await {
         Ok((agent, id, key)) => Ok((crate::discovery::v1_peer(&agent, id, &key, base, now), vec![key.to_bytes()])),
