@@ -8,12 +8,10 @@
 
 use std::time::Duration;
 
-use agentmesh_api::TrustState;
 use agentmesh_api::control::Recorded;
 use agentmesh_core::time::now_ms;
-use agentmesh_core::{AgentCard, AgentId, PeerId, Protocol, PublicKeys};
-use agentmesh_store::{Peer, Store};
-use ed25519_dalek::VerifyingKey;
+use agentmesh_core::{AgentCard, AgentId, Protocol};
+use agentmesh_store::Store;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -83,51 +81,6 @@ pub async fn probe(http: &reqwest::Client, base: &str, timeout: Duration) -> Res
     }))
 }
 
-fn peer_row(agent_id: PeerId, name: &str, protocol: Protocol, endpoint: &str, now: i64) -> Peer {
-    Peer {
-        agent_id,
-        name: name.to_owned(),
-        protocol,
-        endpoint: endpoint.to_owned(),
-        ed25519: [0; 32],
-        x25519: None,
-        fingerprint: String::new(),
-        card: None,
-        capabilities: Vec::new(),
-        trust: TrustState::Discovered,
-        trust_reason: None,
-        trust_via: None,
-        trust_mutual: None,
-        first_seen: now,
-        last_seen: now,
-        alias: None,
-        prev_ed25519: None,
-        prev_until: None,
-    }
-}
-
-/// A `discovered` peer row for a native agent whose `card` verified to `keys`, reached at `endpoint`.
-pub(crate) fn native_peer(card: &AgentCard, keys: &PublicKeys, endpoint: &str, now: i64) -> Peer {
-    Peer {
-        ed25519: keys.ed25519.to_bytes(),
-        x25519: Some(keys.x25519),
-        fingerprint: card.fingerprint.to_string(),
-        card: serde_json::to_string(card).ok(),
-        capabilities: card.capabilities.clone(),
-        ..peer_row(PeerId::from(card.agent_id), &card.name, Protocol::Native, endpoint, now)
-    }
-}
-
-/// A `discovered` peer row for an Agent Mesh V1 agent whose document validated to `id` and `key`.
-pub(crate) fn v1_peer(agent: &V1Agent, id: PeerId, key: &VerifyingKey, endpoint: &str, now: i64) -> Peer {
-    Peer {
-        ed25519: key.to_bytes(),
-        fingerprint: agent.fingerprint.clone(),
-        card: serde_json::to_string(agent).ok(),
-        ..peer_row(id, &agent.display_name, Protocol::AgentMeshV1, endpoint, now)
-    }
-}
-
 /// Verifies a find again (the caller may be another process) and stores it as discovered.
 /// `me` is our own id: a scan that reaches ourselves records nothing.
 pub fn record(
@@ -144,14 +97,14 @@ pub fn record(
                 return Ok(Recorded::Refused);
             };
             let Ok((id, key)) = agent.validate() else { return Ok(Recorded::Refused) };
-            v1_peer(&agent, id, &key, endpoint, now)
+            crate::compat::agent_mesh_v1::v1_peer(&agent, id, &key, endpoint, now)
         }
         _ => {
             let Ok(card) = serde_json::from_value::<AgentCard>(document.clone()) else {
                 return Ok(Recorded::Refused);
             };
             let Ok(keys) = card.verify() else { return Ok(Recorded::Refused) };
-            native_peer(&card, &keys, endpoint, now)
+            crate::native::native_peer(&card, &keys, endpoint, now)
         }
     };
     if peer.agent_id == me {

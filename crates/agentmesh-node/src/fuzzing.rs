@@ -118,7 +118,7 @@ impl PeerApiHarness {
             let contact = contact_identity();
             let card = AgentCard::new(&contact, "contact", vec!["http://127.0.0.1:9".into()], vec![], vec![], 1);
             let keys = contact.public();
-            let peer = crate::discovery::native_peer(&card, keys, "http://127.0.0.1:9", 1);
+            let peer = crate::native::native_peer(&card, keys, "http://127.0.0.1:9", 1);
             store.upsert_peer(&peer).expect("contact stored");
             store.set_trust(&PeerId::from(contact.agent_id()), TrustState::Trusted, None).expect("trusted");
             let identity = node_identity();
@@ -132,8 +132,14 @@ impl PeerApiHarness {
             };
             let db = Db::spawn(store).expect("database thread");
             let http = crate::net::client(&crate::net::ClientOptions::default()).expect("http client");
-            let node =
-                Node::new(Keys { identity, card, previous: None }, config, "http://127.0.0.1:8".into(), db, http);
+            let node = Node::new(
+                Keys { identity, card, previous: None },
+                config,
+                "http://127.0.0.1:8".into(),
+                db,
+                http,
+                crate::launch::standard_transports(),
+            );
             peer_api::router(Arc::new(node))
         });
         PeerApiHarness { runtime, router }

@@ -43,7 +43,7 @@ struct Fixture {
 fn peer_row(identity: &Identity, name: &str, trust: TrustState) -> agentmesh_store::Peer {
     let card = AgentCard::new(identity, name, vec!["http://127.0.0.1:9".into()], vec!["chat".into()], vec![], 1);
     let keys = card.verify().expect("card");
-    agentmesh_store::Peer { trust, ..crate::discovery::native_peer(&card, &keys, "http://127.0.0.1:9", 1) }
+    agentmesh_store::Peer { trust, ..crate::native::native_peer(&card, &keys, "http://127.0.0.1:9", 1) }
 }
 
 async fn fixture() -> Fixture {
@@ -88,7 +88,9 @@ async fn fixture() -> Fixture {
     let http =
         crate::net::client(&crate::net::ClientOptions { timeout_ms: Some(500), ..Default::default() }).expect("http");
     let keys = Keys { identity: state.identity, card, previous: None };
-    let node = Arc::new(Node::new(keys, config, "http://127.0.0.1:8".into(), Db::spawn(store).expect("db"), http));
+    let transports = crate::launch::standard_transports();
+    let node =
+        Arc::new(Node::new(keys, config, "http://127.0.0.1:8".into(), Db::spawn(store).expect("db"), http, transports));
     let control = control::router(
         Arc::clone(&node),
         home,

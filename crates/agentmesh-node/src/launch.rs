@@ -256,7 +256,7 @@ pub async fn launch_with(
     };
     let keys = Keys { identity: key_state.identity, card, previous: key_state.previous };
     let db = Db::spawn(store).context("starting the database thread")?;
-    let node = Arc::new(Node::new(keys, config, endpoint, db, http).with_warnings(warnings));
+    let node = Arc::new(Node::new(keys, config, endpoint, db, http, standard_transports()).with_warnings(warnings));
     // Secrets the node reads from outside its home are never offered either.
     let secrets =
         node.config().hooks.iter().map(|h| h.token_file.clone()).chain(node.config().registry_api_key_file.clone());
@@ -650,6 +650,15 @@ fn signals() -> impl std::future::Future<Output = ()> {
             _ = int.recv() => {}
         }
     }
+}
+
+/// The protocols a node speaks: our native envelopes first (tried first on a new URL), then
+/// Agent Mesh V1.
+pub(crate) fn standard_transports() -> crate::transport::Transports {
+    crate::transport::Transports::new(vec![
+        Arc::new(crate::native::HttpTransport),
+        Arc::new(crate::compat::agent_mesh_v1::V1Transport),
+    ])
 }
 
 #[cfg(test)]

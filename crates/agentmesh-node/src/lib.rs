@@ -218,8 +218,16 @@ impl Tx<'_> {
 }
 
 impl Node {
-    /// Assembles a node from its parts (what `launch` does after loading the home).
-    pub(crate) fn new(keys: Keys, config: Config, endpoint: String, db: Db, http: reqwest::Client) -> Self {
+    /// Assembles a node from its parts (what `launch` does after loading the home), with the
+    /// transports of the protocols it speaks.
+    pub(crate) fn new(
+        keys: Keys,
+        config: Config,
+        endpoint: String,
+        db: Db,
+        http: reqwest::Client,
+        transports: Transports,
+    ) -> Self {
         let limits = RateLimits::new(&config);
         Node {
             agent_id: keys.identity.agent_id(),
@@ -229,7 +237,7 @@ impl Node {
             outbox_wake: Notify::new(),
             http,
             limits,
-            transports: Transports::new(),
+            transports,
             rotation_pending: AtomicBool::new(true),
             own_record: Mutex::new(None),
             waiters: Mutex::new(HashMap::new()),

@@ -271,6 +271,19 @@ pub(crate) fn inbound(envelope: Envelope, now: i64, remote: Option<std::net::IpA
     })
 }
 
+/// A `discovered` peer row for a native agent whose `card` verified to `keys`, reached at
+/// `endpoint`.
+pub(crate) fn native_peer(card: &AgentCard, keys: &agentmesh_core::PublicKeys, endpoint: &str, now: i64) -> Peer {
+    Peer {
+        ed25519: keys.ed25519.to_bytes(),
+        x25519: Some(keys.x25519),
+        fingerprint: card.fingerprint.to_string(),
+        card: serde_json::to_string(card).ok(),
+        capabilities: card.capabilities.clone(),
+        ..Peer::discovered(PeerId::from(card.agent_id), &card.name, Protocol::Native, endpoint, now)
+    }
+}
+
 /// The native agent card served at `base` (`GET /v1/card`), parsed but not verified yet.
 pub(crate) async fn fetch_card(
     http: &reqwest::Client,
@@ -289,7 +302,7 @@ fn presented(card: &AgentCard, from: agentmesh_core::AgentId, now: i64) -> Resul
     }
     let endpoint =
         card.endpoints.first().ok_or_else(|| Error::invalid(ErrorCode::InvalidCard, "the card lists no endpoint"))?;
-    Ok(Presented { peer: crate::discovery::native_peer(card, &keys, endpoint, now), history: card.key_history() })
+    Ok(Presented { peer: native_peer(card, &keys, endpoint, now), history: card.key_history() })
 }
 
 /// A native envelope's body, sealed to us with HPKE.
@@ -422,8 +435,29 @@ fn receipt(context: &AnswerContext<'_>) -> Result<String, Error> {
 pub(crate) struct HttpTransport;
 
 impl Transport for HttpTransport {
+    fn protocol(&self) -> Protocol {
+        Protocol::Native
+    }
+
     fn carries(&self, _kind: EnvelopeKind) -> bool {
         true
+    }
+
+    fn fetch_peer<'a>(
+        &'a self,
+        node: &'a Node,
+        base: &'a str,
+    ) -> BoxFuture<'a, Result<crate::transport::Fetched, crate::transport::FetchError>> {
+        Box::pin(async move {
+            let card = fetch_card(node.http(), base, None).await.map_err(crate::transport::FetchError::Probe)?;
+            let keys = card.verify().map_err(|e| {
+                crate::transport::FetchError::Invalid(Error::upstream(
+                    ErrorCode::InvalidCard,
+                    format!("{base} served a card that does not verify: {e}"),
+                ))
+            })?;
+            Ok((native_peer(&card, &keys, base, now_ms() as i64), card.key_history()))
+        })
     }
 
     fn prepare(&self, node: &Node, peer: &Peer, what: Outgoing) -> Result<NewOutbound, Error> {

@@ -3,8 +3,9 @@
 //! A transport turns what we want to say ([`Outgoing`]) into an outbox entry for a peer
 //! ([`Transport::prepare`], run inside the transaction that queues it, so nothing is sent before
 //! it is stored), delivers due entries ([`Transport::deliver`]) and checks whether a peer answers
-//! ([`Transport::health`]). Adding a protocol means one module that implements this trait and
-//! its inbound adapter, registered in [`Transports`].
+//! ([`Transport::health`]), and finds the agent at a base URL ([`Transport::fetch_peer`]). Adding
+//! a protocol means one module that implements this trait and its inbound adapter, registered in
+//! [`Transports`] where the node is built: this module knows no protocol.
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use agentmesh_store::{NewOutbound, OutboxItem, Peer};
 use futures_util::future::BoxFuture;
 
 use crate::error::Error;
-use crate::{Node, compat, native};
+use crate::{Node, net};
 
 /// What we want to tell a peer.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,8 +98,24 @@ impl Outcome {
     }
 }
 
+/// The agent a protocol found at a base URL: its verified document as a `discovered` peer row,
+/// and every key its verified rotation chain holds.
+pub(crate) type Fetched = (Peer, Vec<[u8; 32]>);
+
+/// Why a protocol found no agent at a base URL.
+#[derive(Debug)]
+pub(crate) enum FetchError {
+    /// Nothing answered, or not with this protocol's document.
+    Probe(net::ProbeError),
+    /// The document does not verify (`invalid_card`): nothing else is tried.
+    Invalid(Error),
+}
+
 /// One protocol's way out.
 pub(crate) trait Transport: Send + Sync {
+    /// The protocol it speaks: peers stored with it are reached through it.
+    fn protocol(&self) -> Protocol;
+
     /// Whether envelopes of `kind` travel over this protocol at all (Agent Mesh V1 has no
     /// contact responses, updates, read receipts or key rotations).
     fn carries(&self, kind: EnvelopeKind) -> bool;
@@ -119,25 +136,64 @@ pub(crate) trait Transport: Send + Sync {
     /// Whether `peer` answers at its endpoint with the key we pinned: `Ok` with its
     /// round-trip time in ms, or why not.
     fn health<'a>(&'a self, node: &'a Node, peer: &'a Peer) -> BoxFuture<'a, Result<u64, String>>;
+
+    /// The agent this protocol finds at `base` (an http(s) base URL, no trailing slash).
+    fn fetch_peer<'a>(&'a self, node: &'a Node, base: &'a str) -> BoxFuture<'a, Result<Fetched, FetchError>>;
 }
 
-/// The transports, one per protocol.
-pub(crate) struct Transports {
-    native: native::HttpTransport,
-    agent_mesh_v1: compat::agent_mesh_v1::V1Transport,
-}
+/// The node's transports, one per protocol, in the order a base URL is probed.
+pub(crate) struct Transports(Vec<Arc<dyn Transport>>);
 
 impl Transports {
-    /// Every protocol's transport.
-    pub(crate) fn new() -> Self {
-        Transports { native: native::HttpTransport, agent_mesh_v1: compat::agent_mesh_v1::V1Transport }
+    /// The transports registered, the first one the default.
+    pub(crate) fn new(all: Vec<Arc<dyn Transport>>) -> Self {
+        Transports(all)
     }
 
-    /// The transport of `protocol`.
+    /// The transport of `protocol` (the first registered when none speaks it).
     pub(crate) fn get(&self, protocol: Protocol) -> &dyn Transport {
-        match protocol {
-            Protocol::AgentMeshV1 => &self.agent_mesh_v1,
-            _ => &self.native,
-        }
+        let found = self.0.iter().find(|t| t.protocol() == protocol).or_else(|| self.0.first());
+        found.map(|t| &**t).unwrap_or(&NONE)
+    }
+
+    /// Every transport, in the order registered.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &dyn Transport> {
+        self.0.iter().map(|t| &**t)
+    }
+}
+
+/// What a node with no transport at all has: nothing can be sent or found.
+struct NoTransport;
+
+static NONE: NoTransport = NoTransport;
+
+impl Transport for NoTransport {
+    fn protocol(&self) -> Protocol {
+        Protocol::Native
+    }
+
+    fn carries(&self, _: EnvelopeKind) -> bool {
+        false
+    }
+
+    fn prepare(&self, _: &Node, _: &Peer, _: Outgoing) -> Result<NewOutbound, Error> {
+        Err(Error::internal("no transport is registered"))
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        _: &'a Arc<Node>,
+        _: &'a Peer,
+        items: Vec<OutboxItem>,
+    ) -> BoxFuture<'a, Vec<(OutboxItem, Outcome)>> {
+        Box::pin(async move { items.into_iter().map(|i| (i, Outcome::failed("no transport is registered"))).collect() })
+    }
+
+    fn health<'a>(&'a self, _: &'a Node, _: &'a Peer) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async { Err("no transport is registered".to_owned()) })
+    }
+
+    fn fetch_peer<'a>(&'a self, _: &'a Node, _: &'a str) -> BoxFuture<'a, Result<Fetched, FetchError>> {
+        Box::pin(async { Err(FetchError::Probe(net::ProbeError::NotADocument("no transport is registered".into()))) })
     }
 }

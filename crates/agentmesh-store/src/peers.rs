@@ -49,6 +49,31 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// A `discovered` peer with no key or card yet: its adapter fills in what its verified
+    /// document says.
+    pub fn discovered(agent_id: PeerId, name: &str, protocol: Protocol, endpoint: &str, now: i64) -> Self {
+        Peer {
+            agent_id,
+            name: name.to_owned(),
+            protocol,
+            endpoint: endpoint.to_owned(),
+            ed25519: [0; 32],
+            x25519: None,
+            fingerprint: String::new(),
+            card: None,
+            capabilities: Vec::new(),
+            trust: TrustState::Discovered,
+            trust_reason: None,
+            trust_via: None,
+            trust_mutual: None,
+            first_seen: now,
+            last_seen: now,
+            alias: None,
+            prev_ed25519: None,
+            prev_until: None,
+        }
+    }
+
     /// The previous key while the rotation grace period lasts at `now` (ms).
     pub fn previous_key(&self, now: i64) -> Option<[u8; 32]> {
         self.prev_ed25519.filter(|_| self.prev_until.is_some_and(|until| until > now))

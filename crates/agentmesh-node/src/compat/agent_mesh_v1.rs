@@ -237,7 +237,7 @@ async fn contact_request(
         sent_at,
         expires_at: None,
         presented: Some(Presented {
-            peer: crate::discovery::v1_peer(&from, id, &key, &from.endpoint, now),
+            peer: v1_peer(&from, id, &key, &from.endpoint, now),
             history: vec![key.to_bytes()],
         }),
         signed,
@@ -309,6 +309,17 @@ async fn message(
     run(&node, inbound).await
 }
 
+/// A `discovered` peer row for an Agent Mesh V1 agent whose document validated to `id` and
+/// `key`.
+pub(crate) fn v1_peer(agent: &V1Agent, id: PeerId, key: &VerifyingKey, endpoint: &str, now: i64) -> Peer {
+    Peer {
+        ed25519: key.to_bytes(),
+        fingerprint: agent.fingerprint.clone(),
+        card: serde_json::to_string(agent).ok(),
+        ..Peer::discovered(id, &agent.display_name, Protocol::AgentMeshV1, endpoint, now)
+    }
+}
+
 /// The V1 agent of the discovery document at `base` (no trailing slash; `GET
 /// /agent-mesh/discovery`), parsed but not validated yet.
 pub(crate) async fn fetch_agent(
@@ -346,8 +357,27 @@ fn new_message_id() -> String {
 pub(crate) struct V1Transport;
 
 impl Transport for V1Transport {
+    fn protocol(&self) -> Protocol {
+        Protocol::AgentMeshV1
+    }
+
     fn carries(&self, kind: EnvelopeKind) -> bool {
         matches!(kind, EnvelopeKind::ContactRequest | EnvelopeKind::Message)
+    }
+
+    fn fetch_peer<'a>(
+        &'a self,
+        node: &'a Node,
+        base: &'a str,
+    ) -> BoxFuture<'a, Result<crate::transport::Fetched, crate::transport::FetchError>> {
+        use crate::transport::FetchError;
+        Box::pin(async move {
+            let agent = fetch_agent(node.http(), base, None).await.map_err(FetchError::Probe)?;
+            let (id, key) = agent
+                .validate()
+                .map_err(|e| FetchError::Probe(net::ProbeError::NotADocument(format!("{base}: {e}"))))?;
+            Ok((v1_peer(&agent, id, &key, base, now_ms() as i64), vec![key.to_bytes()]))
+        })
     }
 
     fn prepare(&self, node: &Node, peer: &Peer, what: Outgoing) -> Result<NewOutbound, Error> {

@@ -16,7 +16,7 @@ use agentmesh_core::{EnvelopeKind, PeerId, Protocol};
 use agentmesh_store::{Closing, KeyMismatch, NewRequest, Peer, Store};
 
 use crate::error::Error;
-use crate::transport::Outgoing;
+use crate::transport::{FetchError, Outgoing};
 use crate::trust::{self, Input, Relation, Tell};
 use crate::{FirstOutcome, Node, Tx, net};
 
@@ -275,24 +275,22 @@ pub(crate) fn normalize_url(url: &str) -> Result<String, Error> {
 /// Fetches the agent at `base`: its native card, or failing that its V1 discovery document.
 /// Returns the peer row and every key its verified rotation chain holds.
 pub(crate) async fn fetch_peer(node: &Node, base: &str) -> Result<(Peer, Vec<[u8; 32]>), Error> {
-    let now = now_ms() as i64;
-    let native_error = match crate::native::fetch_card(node.http(), base, None).await {
-        Ok(card) => {
-            let keys = card.verify().map_err(|e| {
-                Error::upstream(ErrorCode::InvalidCard, format!("{base} served a card that does not verify: {e}"))
-            })?;
-            return Ok((crate::discovery::native_peer(&card, &keys, base, now), card.key_history()));
+    // Each protocol in turn; the first that finds its document there wins.
+    let mut not_found = Vec::new();
+    for transport in node.transports().all() {
+        match transport.fetch_peer(node, base).await {
+            Ok(fetched) => return Ok(fetched),
+            Err(FetchError::Invalid(e)) => return Err(e),
+            Err(FetchError::Probe(net::ProbeError::Unreachable(why))) => {
+                return Err(Error::upstream(ErrorCode::PeerUnreachable, why));
+            }
+            Err(FetchError::Probe(net::ProbeError::NotADocument(why))) => not_found.push(why),
         }
-        Err(net::ProbeError::Unreachable(why)) => return Err(Error::upstream(ErrorCode::PeerUnreachable, why)),
-        Err(net::ProbeError::NotADocument(why)) => why,
-    };
-    match crate::compat::agent_mesh_v1::fetch_discovery(node, base).await {
-        Ok((agent, id, key)) => Ok((crate::discovery::v1_peer(&agent, id, &key, base, now), vec![key.to_bytes()])),
-        Err(v1_error) => Err(Error::upstream(
-            ErrorCode::NotAnAgent,
-            format!("{base} is not an agentmesh or Agent Mesh V1 agent ({native_error}; {v1_error})"),
-        )),
     }
+    Err(Error::upstream(
+        ErrorCode::NotAnAgent,
+        format!("{base} is not an agentmesh or Agent Mesh V1 agent ({})", not_found.join("; ")),
+    ))
 }
 
 /// Compares a fetched peer with its pin and stores it: the same key; a key its verified rotation
