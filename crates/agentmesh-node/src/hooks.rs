@@ -202,9 +202,10 @@ impl Hooks {
             {
                 // Only what identifies the requester: its name and purpose are a stranger's words,
                 // and a stranger never talks to a model (the event carries neither).
-                // A native agent id is derived from the key; an Agent Mesh V1 agent picks its own,
-                // so its id is its words too.
-                let who = if request.protocol == agentmesh_api::Protocol::Native {
+                // An id derived from the key is no word of the agent's; an Agent Mesh V1 agent picks
+                // its own, so its id is its words too.
+                let derived = node.transports().get(request.protocol).can(crate::transport::Capability::DerivedIds);
+                let who = if derived {
                     format!("agent {}", request.peer_id)
                 } else {
                     format!("an {} agent", request.protocol)

@@ -665,6 +665,26 @@ pub(crate) fn standard_transports() -> crate::transport::Transports {
 mod tests {
     use super::*;
 
+    #[test]
+    fn each_protocol_says_what_it_can_do() {
+        use crate::transport::Capability::*;
+        use agentmesh_core::Protocol;
+        let transports = standard_transports();
+        let all = [Calls, Tasks, Files, KeyRotation, Encrypted, MutualTrust, DerivedIds];
+        let native = transports.get(Protocol::Native);
+        assert!(all.iter().all(|c| native.can(*c)), "our own protocol does everything");
+        let v1 = transports.get(Protocol::AgentMeshV1);
+        assert_eq!(v1.protocol(), Protocol::AgentMeshV1);
+        assert!(all.iter().all(|c| !v1.can(*c)), "Agent Mesh V1: signed messages and one-sided trust only");
+        assert!(
+            v1.carries(agentmesh_core::EnvelopeKind::Message) && !v1.carries(agentmesh_core::EnvelopeKind::KeyRotation)
+        );
+        assert_eq!(
+            transports.all().map(|t| t.protocol()).collect::<Vec<_>>(),
+            [Protocol::Native, Protocol::AgentMeshV1]
+        );
+    }
+
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("addr")
     }

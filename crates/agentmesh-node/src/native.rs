@@ -439,6 +439,10 @@ impl Transport for HttpTransport {
         Protocol::Native
     }
 
+    fn can(&self, _what: crate::transport::Capability) -> bool {
+        true
+    }
+
     fn carries(&self, _kind: EnvelopeKind) -> bool {
         true
     }

@@ -38,6 +38,7 @@ use ed25519_dalek::VerifyingKey;
 
 use crate::error::Error;
 use crate::service::{calls, contacts, files, tasks};
+use crate::transport::Capability;
 use crate::trust::{self, Input};
 use crate::{Keys, Node, Tx};
 
@@ -248,7 +249,8 @@ pub(crate) async fn process(node: &Arc<Node>, envelopes: Vec<Inbound>) -> Vec<Re
         {
             told_blocks.push(env.from.clone());
         }
-        let checked = sender(&env, peer, &mut key_cache, now as i64).and_then(|sender| {
+        let rotations = node.transports().get(env.protocol).can(Capability::KeyRotation);
+        let checked = sender(&env, peer, rotations, &mut key_cache, now as i64).and_then(|sender| {
             if let Some(to) = env.to
                 && to != me
             {
@@ -381,9 +383,11 @@ enum Checked {
 }
 
 /// Admission and the key the envelope must be signed with.
+/// `rotations`: whether the envelope's protocol lets a pin follow a verified rotation chain.
 fn sender(
     env: &Inbound,
     peer: Option<Peer>,
+    rotations: bool,
     cache: &mut HashMap<[u8; 32], VerifyingKey>,
     now: i64,
 ) -> Result<Sender, Error> {
@@ -438,7 +442,7 @@ fn sender(
         if p.prev_ed25519 == Some(shown) {
             return Err(Error::SupersededKey { peer: env.from.clone(), direction: MismatchDirection::Inbound });
         }
-        if env.protocol == Protocol::Native && presented.history.contains(&p.ed25519) {
+        if rotations && presented.history.contains(&p.ed25519) {
             sender.rotates_pin = true;
         } else {
             sender.mismatch = Some(KeyMismatch {
@@ -547,7 +551,7 @@ fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Er
                 peer_id: from.clone(),
                 id: inbound.id.clone(),
                 protocol: inbound.protocol,
-                encrypted: inbound.protocol.encrypts(),
+                encrypted: tx.node().transports().get(inbound.protocol).can(Capability::Encrypted),
                 content_type,
                 text,
                 reply_to,

@@ -111,10 +111,35 @@ pub(crate) enum FetchError {
     Invalid(Error),
 }
 
+/// What a protocol can do, asked by the services instead of which protocol a peer speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Capability {
+    /// Calls between contacts.
+    Calls,
+    /// Delegated tasks.
+    Tasks,
+    /// File transfers (offers and chunk fetches).
+    Files,
+    /// Key rotation: announcements of ours, and a contact's pin following its verified rotation
+    /// chain.
+    KeyRotation,
+    /// Bodies are end-to-end encrypted.
+    Encrypted,
+    /// Trust is mutual: a peer becomes a contact when both owners agree. Without it (Agent Mesh
+    /// V1) trust is one-sided: once we asked, our messages wait at its door until its owner
+    /// approves, and a request of ours is always sent, even to a peer that asked us.
+    MutualTrust,
+    /// An agent id derives from its key, so the id is no word of the agent's own.
+    DerivedIds,
+}
+
 /// One protocol's way out.
 pub(crate) trait Transport: Send + Sync {
     /// The protocol it speaks: peers stored with it are reached through it.
     fn protocol(&self) -> Protocol;
+
+    /// Whether it can do `what`.
+    fn can(&self, what: Capability) -> bool;
 
     /// Whether envelopes of `kind` travel over this protocol at all (Agent Mesh V1 has no
     /// contact responses, updates, read receipts or key rotations).
@@ -170,6 +195,10 @@ static NONE: NoTransport = NoTransport;
 impl Transport for NoTransport {
     fn protocol(&self) -> Protocol {
         Protocol::Native
+    }
+
+    fn can(&self, _: Capability) -> bool {
+        false
     }
 
     fn carries(&self, _: EnvelopeKind) -> bool {

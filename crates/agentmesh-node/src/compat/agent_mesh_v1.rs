@@ -361,6 +361,12 @@ impl Transport for V1Transport {
         Protocol::AgentMeshV1
     }
 
+    /// V1 signs but does not encrypt, trusts one way, lets an agent choose its id, and has no
+    /// calls, tasks, files or rotations.
+    fn can(&self, _what: crate::transport::Capability) -> bool {
+        false
+    }
+
     fn carries(&self, kind: EnvelopeKind) -> bool {
         matches!(kind, EnvelopeKind::ContactRequest | EnvelopeKind::Message)
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use agentmesh_api::control::{AnswerArgs, CallArgs, CallList, CallReply, CallsQuery, EndArgs, LineReply, SayArgs};
 use agentmesh_api::{
-    Call, CallLine, CallState, Direction, ErrorCode, Event, LineKind, MessageStatus, Protocol, Side, Transcript,
+    Call, CallLine, CallState, Direction, ErrorCode, Event, LineKind, MessageStatus, Side, Transcript,
 };
 use agentmesh_core::call::{CallBody, CallOp, MAX_CALL_NOTE_CHARS, new_call_id};
 use agentmesh_core::time::now_ms;
@@ -21,7 +21,7 @@ use agentmesh_store::{CallFilter, Peer, Store};
 use crate::error::Error;
 use crate::service::contacts::resolve;
 use crate::service::messages::not_sendable;
-use crate::transport::Outgoing;
+use crate::transport::{Capability, Outgoing};
 use crate::{Node, Tx};
 
 /// Longest a call may ring, ms (one day).
@@ -229,11 +229,11 @@ pub(crate) fn queue(tx: &Tx<'_>, peer: &Peer, call_id: &str, op: CallOp) -> Resu
 }
 
 /// The peer, when we may call it (or delegate to it) now: a contact over our own protocol.
-pub(crate) fn callable(store: &Store, peer: &Peer) -> Result<(), Error> {
-    if let Some(error) = not_sendable(store, peer)? {
+pub(crate) fn callable(node: &Node, store: &Store, peer: &Peer) -> Result<(), Error> {
+    if let Some(error) = not_sendable(node, store, peer)? {
         return Err(error);
     }
-    if peer.protocol != Protocol::Native {
+    if !node.transports().get(peer.protocol).can(Capability::Calls) {
         return Err(Error::conflict(
             ErrorCode::UnsupportedByPeer,
             format!(
@@ -281,7 +281,7 @@ pub(crate) async fn place(node: &Arc<Node>, args: CallArgs) -> Result<CallReply,
     let ring_ms = args.ring_secs.unwrap_or(node.config().call_ring_secs).clamp(1, 86_400).saturating_mul(1000) as i64;
     node.transact(move |tx| {
         let peer = resolve(tx, &args.to)?;
-        callable(tx, &peer)?;
+        callable(tx.node(), tx, &peer)?;
         room(tx, &peer.agent_id, "too many open calls (`max_open_calls`, `max_open_calls_per_peer`): end some first")?;
         let now = now_ms() as i64;
         let call = Call {
@@ -319,7 +319,7 @@ pub(crate) async fn answer(node: &Arc<Node>, call_id: String, args: AnswerArgs) 
         if call.state != CallState::Ringing {
             return Err(wrong_state(&call, "only a ringing call can be answered"));
         }
-        callable(tx, &peer)?;
+        callable(tx.node(), tx, &peer)?;
         let op = if args.accept {
             call.state = CallState::Active;
             call.answered_at = Some(now);
@@ -379,7 +379,7 @@ pub(crate) async fn say(node: &Arc<Node>, call_id: String, args: SayArgs) -> Res
             };
             return Err(wrong_state(&call, wanted));
         }
-        callable(tx, &peer)?;
+        callable(tx.node(), tx, &peer)?;
         let line = queue(tx, &peer, &call_id, op)?;
         let call = emit(tx, &call_id, Some(line.clone()))?;
         Ok(LineReply { call, line })
@@ -400,7 +400,7 @@ pub(crate) async fn end(node: &Arc<Node>, call_id: String, args: EndArgs) -> Res
             }
             _ => return Err(wrong_state(&call, "it is over already")),
         }
-        callable(tx, &peer)?;
+        callable(tx.node(), tx, &peer)?;
         call.state = CallState::Ended;
         call.reason = args.reason.clone();
         call.ended_by = Some(Side::Us);

@@ -12,11 +12,11 @@ use agentmesh_api::{
 };
 use agentmesh_core::envelope::{ContactUpdateBody, new_request_id};
 use agentmesh_core::time::now_ms;
-use agentmesh_core::{EnvelopeKind, PeerId, Protocol};
+use agentmesh_core::{EnvelopeKind, PeerId};
 use agentmesh_store::{Closing, KeyMismatch, NewRequest, Peer, Store};
 
 use crate::error::Error;
-use crate::transport::{FetchError, Outgoing};
+use crate::transport::{Capability, FetchError, Outgoing};
 use crate::trust::{self, Input, Relation, Tell};
 use crate::{FirstOutcome, Node, Tx, net};
 
@@ -307,7 +307,7 @@ fn pin_fetched(tx: &Tx<'_>, fetched: &Peer, history: &[[u8; 32]], grace_ms: i64)
                 direction: MismatchDirection::Outbound,
             });
         }
-        if pinned.protocol == Protocol::Native && history.contains(&pinned.ed25519) {
+        if follows_rotations(tx, &pinned) && history.contains(&pinned.ed25519) {
             rotate_pin(tx, fetched, now.saturating_add(grace_ms))?;
         } else {
             // Recorded by the caller, in a transaction of its own (see `outbound_mismatch`).
@@ -320,13 +320,18 @@ fn pin_fetched(tx: &Tx<'_>, fetched: &Peer, history: &[[u8; 32]], grace_ms: i64)
     Ok(())
 }
 
+/// Whether `peer`'s protocol moves a pin along a verified rotation chain.
+fn follows_rotations(tx: &Tx<'_>, peer: &Peer) -> bool {
+    tx.node().transports().get(peer.protocol).can(Capability::KeyRotation)
+}
+
 /// The mismatch `pin_fetched` would refuse `fetched` for: a pinned (not removed) peer whose key
 /// is neither `fetched`'s nor one its rotation chain (`history`) leads from, nor its previous key.
 fn outbound_mismatch(tx: &Tx<'_>, fetched: &Peer, history: &[[u8; 32]]) -> Result<Option<KeyMismatch>, Error> {
     let Some(pinned) = tx.peer(&fetched.agent_id)?.filter(|p| p.trust != TrustState::Removed) else {
         return Ok(None);
     };
-    let rotated = pinned.protocol == Protocol::Native && history.contains(&pinned.ed25519);
+    let rotated = follows_rotations(tx, &pinned) && history.contains(&pinned.ed25519);
     if pinned.ed25519 == fetched.ed25519 || pinned.prev_ed25519 == Some(fetched.ed25519) || rotated {
         return Ok(None);
     }
@@ -428,7 +433,8 @@ pub(crate) async fn request_contact(node: &Arc<Node>, args: ContactArgs) -> Resu
             }
             let open_in = tx.open_request(&peer.agent_id, Direction::Incoming)?;
             let peer = apply(tx, &peer, Input::Ask, &Context::purpose(&purpose))?;
-            if peer.protocol == Protocol::AgentMeshV1 {
+            // One-sided trust: the request goes out even to a peer that asked us.
+            if !tx.node().transports().get(peer.protocol).can(Capability::MutualTrust) {
                 ask_v1(tx, &peer, &purpose)?;
             }
             let open_out = tx.open_request(&peer.agent_id, Direction::Outgoing)?;

@@ -18,6 +18,7 @@ use agentmesh_store::{EscalationFilter, Peer};
 
 use crate::error::Error;
 use crate::service::{calls, messages, tasks};
+use crate::transport::Capability;
 use crate::{Node, Tx};
 
 /// Most options an escalation offers, and the longest one in characters.
@@ -37,7 +38,8 @@ fn new_escalation_id() -> String {
 
 /// The peer of a call or task, when we may still tell it something.
 fn reachable(tx: &Tx<'_>, peer: &Peer) -> Result<bool, Error> {
-    Ok(messages::not_sendable(tx, peer)?.is_none() && peer.protocol == agentmesh_api::Protocol::Native)
+    let can = |what| tx.node().transports().get(peer.protocol).can(what);
+    Ok(messages::not_sendable(tx.node(), tx, peer)?.is_none() && can(Capability::Calls) && can(Capability::Tasks))
 }
 
 /// Tells the peer of conversation `id` about an escalation (our line in the call or entry in the

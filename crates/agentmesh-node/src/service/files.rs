@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use agentmesh_api::control::{CancelFileArgs, FilesQuery, SendFileArgs, TransferList, TransferReply};
-use agentmesh_api::{Direction, ErrorCode, ErrorDetail, Event, Protocol, Transfer, TransferState};
+use agentmesh_api::{Direction, ErrorCode, ErrorDetail, Event, Transfer, TransferState};
 use agentmesh_core::PeerId;
 use agentmesh_core::file::{
     ChunkCipher, FileBody, FileOp, MAX_FILE_BYTES, MAX_OFFER_NAME_BYTES, TAG_BYTES, TransferKey, chunk_count,
@@ -65,7 +65,7 @@ use crate::error::Error;
 use crate::limits::SharedSlots;
 use crate::service::contacts::resolve;
 use crate::service::messages::not_sendable;
-use crate::transport::Outgoing;
+use crate::transport::{Capability, Outgoing};
 use crate::{Node, Tx};
 
 /// Bytes per chunk of the files we send.
@@ -326,11 +326,11 @@ pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: FileBody, now: i64) -> Res
 }
 
 /// The peer, when we may send it files now.
-fn sendable(store: &Store, peer: &Peer) -> Result<(), Error> {
-    if let Some(error) = not_sendable(store, peer)? {
+fn sendable(node: &Node, store: &Store, peer: &Peer) -> Result<(), Error> {
+    if let Some(error) = not_sendable(node, store, peer)? {
         return Err(error);
     }
-    if peer.protocol != Protocol::Native {
+    if !node.transports().get(peer.protocol).can(Capability::Files) {
         return Err(Error::conflict(
             ErrorCode::UnsupportedByPeer,
             format!("{} speaks {}, which has no file transfers", peer.agent_id, peer.protocol),
@@ -399,7 +399,8 @@ pub(crate) async fn send(node: &Arc<Node>, args: SendFileArgs) -> Result<Transfe
     }
     // The peer first: no point in reading a large file for a peer we cannot send to.
     let to = args.to.clone();
-    node.db(move |s| sendable(s, &resolve(s, &to)?)).await?;
+    let n = Arc::clone(node);
+    node.db(move |s| sendable(&n, s, &resolve(s, &to)?)).await?;
     let (source, home) = (path.clone(), node.files().home()?);
     let (size, mtime, sha256) = tokio::task::spawn_blocking(move || {
         let file = open_outside_home(&home, &source)?;
@@ -412,7 +413,7 @@ pub(crate) async fn send(node: &Arc<Node>, args: SendFileArgs) -> Result<Transfe
     }
     node.transact(move |tx| {
         let peer = resolve(tx, &args.to)?;
-        sendable(tx, &peer)?;
+        sendable(tx.node(), tx, &peer)?;
         if let Some(call_id) = &args.call_id {
             match tx.call(call_id)? {
                 Some(c) if c.peer_id == peer.agent_id => {}
@@ -505,7 +506,7 @@ pub(crate) async fn cancel(node: &Arc<Node>, id: String, args: CancelFileArgs) -
             tx.set_transfer_state(&id, state, Some(&why), None, now_ms() as i64)?;
             if !inline
                 && let Some(peer) = tx.peer(&t.peer_id)?
-                && not_sendable(tx, &peer)?.is_none()
+                && not_sendable(tx.node(), tx, &peer)?.is_none()
             {
                 queue(tx, &peer, &id, op)?;
             }
@@ -853,7 +854,7 @@ async fn expire_offer(node: &Arc<Node>, id: &str) -> Result<(), Error> {
         tx.set_transfer_state(&tid, TransferState::Declined, Some(&why), None, now_ms() as i64)?;
         if !inline
             && let Some(peer) = tx.peer(&r.transfer.peer_id)?
-            && not_sendable(tx, &peer)?.is_none()
+            && not_sendable(tx.node(), tx, &peer)?.is_none()
         {
             queue(tx, &peer, &tid, FileOp::Decline { reason: Some(why) })?;
         }
@@ -898,7 +899,7 @@ async fn fail(node: &Arc<Node>, id: &str, why: String) -> Result<(), Error> {
             tx.set_transfer_state(&tid, TransferState::Failed, Some(&why), None, now_ms() as i64)?;
             if !inline
                 && let Some(peer) = tx.peer(&r.transfer.peer_id)?
-                && not_sendable(tx, &peer)?.is_none()
+                && not_sendable(tx.node(), tx, &peer)?.is_none()
             {
                 queue(tx, &peer, &tid, FileOp::Cancel { reason: Some(why.clone()) })?;
             }
@@ -1456,7 +1457,7 @@ async fn finish_save(
             tx.set_transfer_state(&tid, TransferState::Done, None, Some(&path), now)?;
             if tell
                 && let Some(peer) = tx.peer(&r.transfer.peer_id)?
-                && not_sendable(tx, &peer)?.is_none()
+                && not_sendable(tx.node(), tx, &peer)?.is_none()
             {
                 queue(tx, &peer, &tid, FileOp::Received { sha256 })?;
             }

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use agentmesh_api::TrustState;
 use agentmesh_api::control::RotateReply;
-use agentmesh_core::{AgentCard, Identity, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE, Protocol};
+use agentmesh_core::{AgentCard, Identity, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE};
 
 use crate::error::Error;
 use crate::home::{Home, Profile};
-use crate::transport::Outgoing;
+use crate::transport::{Capability, Outgoing};
 use crate::{Keys, Node};
 
 const ANNOUNCED_KEY: &str = "announced_fingerprint";
@@ -72,7 +72,7 @@ pub(crate) async fn announce_card(node: &Arc<Node>) -> Result<usize, Error> {
             for peer in tx.peers(false)? {
                 let related =
                     matches!(peer.trust, TrustState::Trusted | TrustState::RequestedIn | TrustState::RequestedOut);
-                if peer.protocol != Protocol::Native || !related {
+                if !tx.node().transports().get(peer.protocol).can(Capability::KeyRotation) || !related {
                     continue;
                 }
                 let outbound =

@@ -5,24 +5,25 @@ use std::sync::Arc;
 
 use agentmesh_api::control::{ClearedReply, MessageList, MessageReply, MessagesQuery, SendArgs, SendReply};
 use agentmesh_api::{ErrorCode, MessageStatus, Side, TrustState};
+use agentmesh_core::EnvelopeKind;
 use agentmesh_core::time::now_ms;
-use agentmesh_core::{EnvelopeKind, Protocol};
 use agentmesh_store::{MessageFilter, Peer, Store};
 
 use crate::Node;
 use crate::error::Error;
 use crate::service::contacts::resolve;
-use crate::transport::Outgoing;
+use crate::transport::{Capability, Outgoing};
 
 /// Why `peer` cannot be messaged now, and what the owner can do; `None` when it can.
-pub(crate) fn not_sendable(store: &Store, peer: &Peer) -> Result<Option<Error>, Error> {
+pub(crate) fn not_sendable(node: &Node, store: &Store, peer: &Peer) -> Result<Option<Error>, Error> {
     let id = &peer.agent_id;
     let open = |direction| store.open_request(id, direction).map(|r| r.map(|r| r.request_id).unwrap_or_default());
-    let sendable = match peer.protocol {
-        // V1 trust is one-sided: once we asked, our messages wait at its door until its owner
-        // approves.
-        Protocol::AgentMeshV1 => matches!(peer.trust, TrustState::Trusted | TrustState::RequestedOut),
-        _ => peer.trust == TrustState::Trusted,
+    // One-sided trust (Agent Mesh V1): once we asked, our messages wait at its door until its
+    // owner approves.
+    let sendable = if node.transports().get(peer.protocol).can(Capability::MutualTrust) {
+        peer.trust == TrustState::Trusted
+    } else {
+        matches!(peer.trust, TrustState::Trusted | TrustState::RequestedOut)
     };
     if sendable {
         return Ok(None);
@@ -82,11 +83,11 @@ pub(crate) async fn send(node: &Arc<Node>, args: SendArgs) -> Result<SendReply, 
         let peer = match cached.take() {
             Some(peer) => peer,
             None => {
-                let to = args.to.clone();
+                let (to, n) = (args.to.clone(), Arc::clone(node));
                 let peer = node
                     .db(move |s| {
                         let peer = resolve(s, &to)?;
-                        match not_sendable(s, &peer)? {
+                        match not_sendable(&n, s, &peer)? {
                             Some(error) => Err(error),
                             None => Ok(peer),
                         }
@@ -108,7 +109,7 @@ pub(crate) async fn send(node: &Arc<Node>, args: SendArgs) -> Result<SendReply, 
                 if !same {
                     return Ok(None);
                 }
-                if let Some(error) = not_sendable(tx, &current)? {
+                if let Some(error) = not_sendable(tx.node(), tx, &current)? {
                     return Err(error);
                 }
                 tracing::debug!(id = %outbound.id, to = %outbound.peer_id, encrypted = outbound.encrypted, "queueing message");
@@ -186,6 +187,7 @@ pub(crate) async fn read(node: &Arc<Node>, id: String) -> Result<MessageReply, E
 /// attempts and time to live.
 pub(crate) async fn retry(node: &Arc<Node>, id: String) -> Result<MessageReply, Error> {
     let ttl_ms = node.config().message_ttl_secs.saturating_mul(1000) as i64;
+    let n = Arc::clone(node);
     let message = node
         .db(move |s| {
             let message = s.outgoing(&id)?.ok_or_else(|| Error::not_found(format!("no outgoing message {id}")))?;
@@ -193,7 +195,7 @@ pub(crate) async fn retry(node: &Arc<Node>, id: String) -> Result<MessageReply, 
                 return Err(Error::conflict(ErrorCode::NotFailed, format!("{id} is {}, not failed", message.status)));
             }
             if let Some(peer) = s.peer(&message.peer_id)?
-                && let Some(error) = not_sendable(s, &peer)?
+                && let Some(error) = not_sendable(&n, s, &peer)?
             {
                 return Err(error);
             }

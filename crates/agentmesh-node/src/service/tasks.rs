@@ -166,7 +166,7 @@ impl Counterpart {
     /// Checks that we may write to it now (an A2A client always may).
     fn writable(&self, tx: &Tx<'_>) -> Result<(), Error> {
         match self {
-            Counterpart::Peer(peer) => callable(tx, peer),
+            Counterpart::Peer(peer) => callable(tx.node(), tx, peer),
             Counterpart::A2a => Ok(()),
         }
     }
@@ -364,7 +364,7 @@ pub(crate) async fn delegate(node: &Arc<Node>, args: DelegateArgs) -> Result<Tas
             }
             return Err(Error::conflict(ErrorCode::DuplicateTask, format!("{task_id} is in use for another task")));
         }
-        callable(tx, &peer)?;
+        callable(tx.node(), tx, &peer)?;
         room(
             tx,
             &peer.agent_id,
