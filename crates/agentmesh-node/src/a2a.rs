@@ -19,14 +19,13 @@
 //! waits for input. A request without `A2A-Version` is taken as 1.0; another major version is
 //! -32009.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agentmesh_api::{ErrorCode, Event, Task, TaskDetail, TaskEntryKind, TaskState};
 use agentmesh_core::task::Part;
 use axum::body::Body as HttpBody;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -186,8 +185,11 @@ fn task_json(detail: &TaskDetail, context: &str, history: Option<usize>, artifac
 
 /// `GET /.well-known/agent-card.json`: our A2A agent card (A2A v1.0 `AgentCard`), with our signed
 /// agentmesh card as an extension so a caller can check whose agent it reaches.
-async fn card(State(node): State<Arc<Node>>, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
-    if let Err(e) = node.limits().other_from_ip(remote.ip()) {
+async fn card(
+    State(node): State<Arc<Node>>,
+    crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
+) -> Response {
+    if let Err(e) = node.limits().other_from(remote) {
         return e.into_response();
     }
     let ours = node.keys().card.clone();
@@ -252,11 +254,11 @@ fn rpc_error(id: &Value, e: RpcError) -> Response {
 /// `POST /a2a/v1`.
 async fn rpc(
     State(node): State<Arc<Node>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
     headers: HeaderMap,
     body: HttpBody,
 ) -> Response {
-    if let Err(e) = node.limits().other_from_ip(remote.ip()) {
+    if let Err(e) = node.limits().other_from(remote) {
         return e.into_response();
     }
     let client = match client_of(&node, &headers).await {

@@ -22,7 +22,6 @@
 //! trusted: it only lets the owner find agents to send contact requests to.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +31,7 @@ use agentmesh_core::{PeerId, PeerRecord, Protocol};
 use agentmesh_store::{DirectoryEntry, Store};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -59,11 +58,11 @@ pub(crate) fn router() -> Router<Arc<Node>> {
 
 async fn announce(
     State(node): State<Arc<Node>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(e) = node.limits().other_from_ip(remote.ip()) {
+    if let Err(e) = node.limits().other_from(remote) {
         return e.into_response();
     }
     let limit = node.config().max_contact_request_bytes;
@@ -87,8 +86,11 @@ async fn announce(
     reply(&node, Some(announcer)).await
 }
 
-async fn peers(State(node): State<Arc<Node>>, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
-    if let Err(e) = node.limits().other_from_ip(remote.ip()) {
+async fn peers(
+    State(node): State<Arc<Node>>,
+    crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
+) -> Response {
+    if let Err(e) = node.limits().other_from(remote) {
         return e.into_response();
     }
     reply(&node, None).await

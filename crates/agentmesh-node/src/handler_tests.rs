@@ -68,6 +68,7 @@ async fn fixture() -> Fixture {
             protocol: Protocol::Native,
             created_at: 1,
             source_ip: None,
+            source_net: None,
         })
         .expect("request");
     store

@@ -38,6 +38,7 @@ mod db;
 pub mod discovery;
 mod error;
 mod events;
+mod extract;
 mod forwarded;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
@@ -56,6 +57,7 @@ pub mod paths;
 mod peer_api;
 mod pipeline;
 mod registration;
+mod remote;
 mod service;
 mod stall;
 mod transport;

@@ -18,7 +18,6 @@
 //! cheap for us and away from other senders.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,13 +27,14 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::Config;
 use crate::error::Error;
+use crate::remote::Remote;
 
 /// The node's rate limiters.
 pub(crate) struct RateLimits {
     contact_by_id: Option<DefaultKeyedRateLimiter<String>>,
-    contact_by_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    contact_by_remote: Option<DefaultKeyedRateLimiter<Remote>>,
     messages_by_id: Option<DefaultKeyedRateLimiter<String>>,
-    other_by_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    other_by_remote: Option<DefaultKeyedRateLimiter<Remote>>,
     clock: DefaultClock,
     /// Proven senders over their message budget, until when.
     throttled: Mutex<HashMap<String, Instant>>,
@@ -60,9 +60,9 @@ impl RateLimits {
         let minute = Duration::from_secs(60);
         RateLimits {
             contact_by_id: per(config.contact_requests_per_hour, hour).map(RateLimiter::keyed),
-            contact_by_ip: per(config.contact_requests_per_hour, hour).map(RateLimiter::keyed),
+            contact_by_remote: per(config.contact_requests_per_hour, hour).map(RateLimiter::keyed),
             messages_by_id: per(config.messages_per_minute, minute).map(RateLimiter::keyed),
-            other_by_ip: per(config.other_requests_per_minute, minute).map(RateLimiter::keyed),
+            other_by_remote: per(config.other_requests_per_minute, minute).map(RateLimiter::keyed),
             clock: DefaultClock::default(),
             throttled: Mutex::default(),
         }
@@ -99,8 +99,8 @@ impl RateLimits {
     }
 
     /// A contact request attempt from `ip` (before it is parsed).
-    pub(crate) fn contact_from_ip(&self, ip: IpAddr) -> Result<(), Error> {
-        self.check(&self.contact_by_ip, &ip, "contact requests from this address")
+    pub(crate) fn contact_from(&self, remote: Remote) -> Result<(), Error> {
+        self.check(&self.contact_by_remote, &remote, "contact requests from this address")
     }
 
     /// A contact request claiming to come from agent `id`.
@@ -122,8 +122,8 @@ impl RateLimits {
     }
 
     /// Any other peer request from `ip`.
-    pub(crate) fn other_from_ip(&self, ip: IpAddr) -> Result<(), Error> {
-        self.check(&self.other_by_ip, &ip, "requests from this address")
+    pub(crate) fn other_from(&self, remote: Remote) -> Result<(), Error> {
+        self.check(&self.other_by_remote, &remote, "requests from this address")
     }
 
     /// Forgets keys whose buckets are full again (called every minute).
@@ -134,7 +134,7 @@ impl RateLimits {
             l.retain_recent();
             l.shrink_to_fit();
         }
-        for l in [&self.contact_by_ip, &self.other_by_ip].into_iter().flatten() {
+        for l in [&self.contact_by_remote, &self.other_by_remote].into_iter().flatten() {
             l.retain_recent();
             l.shrink_to_fit();
         }
@@ -193,6 +193,7 @@ impl<K: Eq + std::hash::Hash + Clone> Drop for Slot<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     #[test]
     fn shared_slots_keep_a_share_for_others() {
@@ -210,17 +211,18 @@ mod tests {
     fn retry_after_is_the_real_wait_rounded_up() {
         let config = Config { contact_requests_per_hour: 10, ..Config::default() };
         let limits = RateLimits::new(&config);
-        let ip = IpAddr::from([127, 0, 0, 1]);
+        let ip = Remote::Ip(IpAddr::from([127, 0, 0, 1]));
         for _ in 0..10 {
-            limits.contact_from_ip(ip).expect("within the burst");
+            limits.contact_from(ip).expect("within the burst");
         }
-        let refused = crate::ApiError::from(limits.contact_from_ip(ip).expect_err("over the limit"));
+        let refused = crate::ApiError::from(limits.contact_from(ip).expect_err("over the limit"));
         assert_eq!((refused.status.as_u16(), refused.code.as_str()), (429, "rate_limited"));
         // One token per 360 s: the next is allowed in (just under) 360 s.
         let secs = refused.retry_after.expect("retry after");
         assert!((359..=360).contains(&secs), "{secs}");
         // Other keys are unaffected.
-        limits.contact_from_ip(IpAddr::from([127, 0, 0, 2])).expect("another address");
+        limits.contact_from(Remote::Ip(IpAddr::from([127, 0, 0, 2]))).expect("another address");
+        limits.contact_from(Remote::Key([7; 32])).expect("another carrier's sender");
     }
 
     #[test]

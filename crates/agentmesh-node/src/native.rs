@@ -19,7 +19,6 @@
 //! "status","error":{…}}` per envelope.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use agentmesh_api::{ErrorCode, ErrorDetail};
@@ -33,7 +32,7 @@ use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentCard, DeliveryReceipt, Envelope, EnvelopeKind, PeerId, Protocol, b64};
 use agentmesh_store::{NewOutbound, OutboxItem, Peer};
 use axum::body::Body as HttpBody;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -64,8 +63,11 @@ pub(crate) fn router() -> Router<Arc<Node>> {
         .route("/v1/files/{id}", get(crate::service::files::serve))
 }
 
-async fn card(State(node): State<Arc<Node>>, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
-    match node.limits().other_from_ip(remote.ip()) {
+async fn card(
+    State(node): State<Arc<Node>>,
+    crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
+) -> Response {
+    match node.limits().other_from(remote) {
         Ok(()) => Json(node.keys().card.clone()).into_response(),
         Err(e) => e.into_response(),
     }
@@ -86,44 +88,44 @@ fn route_kind(path: &str) -> Option<EnvelopeKind> {
 
 async fn contact_request(
     State(node): State<Arc<Node>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: HttpBody,
 ) -> Response {
     // Every attempt counts, before any parsing: a flood costs us as little as possible.
-    if let Err(e) = node.limits().contact_from_ip(remote.ip()) {
+    if let Err(e) = node.limits().contact_from(remote) {
         return e.into_response();
     }
     let limit = node.config().max_contact_request_bytes;
-    single(node, uri, headers, body, limit, Some(remote.ip())).await
+    single(node, uri, headers, body, limit, Some(remote)).await
 }
 
 /// Contact responses, updates and key rotations: the per-IP budget of other routes, the
 /// contact-request body limit (they may carry a card).
 async fn other_single(
     State(node): State<Arc<Node>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: HttpBody,
 ) -> Response {
-    if let Err(e) = node.limits().other_from_ip(remote.ip()) {
+    if let Err(e) = node.limits().other_from(remote) {
         return e.into_response();
     }
     let limit = node.config().max_contact_request_bytes;
-    single(node, uri, headers, body, limit, Some(remote.ip())).await
+    single(node, uri, headers, body, limit, Some(remote)).await
 }
 
 async fn message(
     State(node): State<Arc<Node>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: HttpBody,
 ) -> Response {
     let limit = node.config().max_message_bytes;
-    single(node, uri, headers, body, limit, Some(remote.ip())).await
+    single(node, uri, headers, body, limit, Some(remote)).await
 }
 
 fn receipt_response(receipt_json: String) -> Response {
@@ -137,7 +139,7 @@ async fn single(
     headers: HeaderMap,
     body: HttpBody,
     limit: usize,
-    remote: Option<std::net::IpAddr>,
+    remote: Option<crate::remote::Remote>,
 ) -> Response {
     let Some(kind) = route_kind(uri.path()) else { return Error::not_found("no such route").into_response() };
     let bytes = match read_json_body(&headers, body, limit, "request body", node.body_timeout()).await {
@@ -174,7 +176,7 @@ struct Batch<'a> {
 
 async fn batch(
     State(node): State<Arc<Node>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
     headers: HeaderMap,
     body: HttpBody,
 ) -> Response {
@@ -204,7 +206,7 @@ async fn batch(
             ))),
             Ok(env) => {
                 let id = env.id.clone();
-                match inbound(env, now, Some(remote.ip())) {
+                match inbound(env, now, Some(remote)) {
                     Ok(i) => {
                         slots.push(Ok(inbounds.len()));
                         inbounds.push(i);
@@ -248,7 +250,7 @@ async fn batch(
 
 /// Parses a native envelope into an [`Inbound`]: shape, the attached card (verified for
 /// itself), the signed bytes; the body stays sealed until the pipeline opens it.
-pub(crate) fn inbound(envelope: Envelope, now: i64, remote: Option<std::net::IpAddr>) -> Result<Inbound, Error> {
+pub(crate) fn inbound(envelope: Envelope, now: i64, remote: Option<crate::remote::Remote>) -> Result<Inbound, Error> {
     envelope.check_shape().map_err(|e| Error::malformed(e.to_string()))?;
     let presented = match &envelope.card {
         Some(card) if envelope.kind.carries_card() => Some(presented(card, envelope.from, now)?),

@@ -2,13 +2,13 @@
 //! [`crate::compat::agent_mesh_v1`]) plus gossip ([`crate::gossip`]), merged here; anything else
 //! is 404 (counted against the caller's per-IP budget of other routes).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, State};
 
 use crate::error::Error;
+use crate::extract::PeerRemote;
 use crate::{Node, a2a, compat, gossip, native};
 
 /// Builds the peer API router.
@@ -23,6 +23,6 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
-async fn not_found(State(node): State<Arc<Node>>, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Error {
-    node.limits().other_from_ip(remote.ip()).err().unwrap_or_else(|| Error::not_found("no such route"))
+async fn not_found(State(node): State<Arc<Node>>, PeerRemote(remote): PeerRemote) -> Error {
+    node.limits().other_from(remote).err().unwrap_or_else(|| Error::not_found("no such route"))
 }

@@ -72,7 +72,7 @@ pub(crate) struct Inbound {
     pub(crate) answer: Answer,
     /// The address it came from: counted against its network's share of pending requests, and
     /// remembered as a contact's when it brings a new message.
-    pub(crate) remote: Option<std::net::IpAddr>,
+    pub(crate) remote: Option<crate::remote::Remote>,
 }
 
 /// A peer as the identity document of an envelope describes it.
@@ -563,7 +563,7 @@ fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Er
             tx.emit(agentmesh_api::Event::Message { message: message.view() });
             // A new message from a contact (never a replay, which returned above): the address
             // it came from may use the share of connections kept for contacts.
-            if let Some(ip) = inbound.remote {
+            if let Some(ip) = inbound.remote.and_then(|r| r.ip()) {
                 tx.node().admission().note_contact(ip);
             }
         }
@@ -591,9 +591,9 @@ fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Er
                 if pending >= i64::from(room) {
                     return Err(Error::TooManyPending { limit: room, scope: "" });
                 }
-                if let Some(ip) = inbound.remote
+                if let Some(remote) = inbound.remote
                     && !known_before
-                    && tx.pending_from_net(ip)? >= i64::from(settings.max_pending_per_network)
+                    && tx.pending_from_net(&remote.network())? >= i64::from(settings.max_pending_per_network)
                 {
                     return Err(Error::TooManyPending {
                         limit: settings.max_pending_per_network,

@@ -22,8 +22,11 @@ pub struct NewRequest {
     pub protocol: Protocol,
     /// Created, ms.
     pub created_at: i64,
-    /// Incoming: the sender's address.
+    /// Incoming: the sender's address, when it came over TCP.
     pub source_ip: Option<std::net::IpAddr>,
+    /// Incoming: the network its pending share counts against (`source_net` of the address, or
+    /// another carrier's key for the sender).
+    pub source_net: Option<String>,
 }
 
 /// The network an address counts against: its /24 (IPv4) or /48 (IPv6).
@@ -109,7 +112,7 @@ impl Store {
             r.protocol.as_str(),
             r.created_at,
             r.source_ip.map(|ip| ip.to_string()),
-            r.source_ip.map(source_net),
+            r.source_net,
         ])?;
         Ok(n == 1)
     }
@@ -203,14 +206,15 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Number of incoming requests waiting for the owner that came from `ip`'s network.
-    pub fn pending_from_net(&self, ip: std::net::IpAddr) -> Result<i64> {
+    /// Number of incoming requests waiting for the owner that came from network `net` (as
+    /// `NewRequest::source_net` gave it).
+    pub fn pending_from_net(&self, net: &str) -> Result<i64> {
         Ok(self
             .conn
             .prepare_cached(
                 "SELECT COUNT(*) FROM contact_requests WHERE status = 'pending' AND direction = 'incoming' AND source_net = ?1",
             )?
-            .query_row([source_net(ip)], |r| r.get(0))?)
+            .query_row([net], |r| r.get(0))?)
     }
 
     /// Pending incoming requests, oldest first, at most `limit`.
@@ -254,6 +258,7 @@ mod tests {
             protocol: Protocol::Native,
             created_at: 1,
             source_ip: None,
+            source_net: None,
         }
     }
 

@@ -19,7 +19,6 @@
 //! request sent to one agent could be replayed to another within the freshness window; list them
 //! with that in mind.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use agentmesh_api::ErrorCode;
@@ -30,7 +29,7 @@ use agentmesh_core::{
 };
 use agentmesh_store::{NewOutbound, OutboxItem, Peer};
 use axum::body::Body as HttpBody;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -139,9 +138,9 @@ pub(crate) fn router() -> Router<Arc<Node>> {
 
 async fn discovery(
     State(node): State<Arc<Node>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
 ) -> Result<Json<Value>, V1Error> {
-    node.limits().other_from_ip(remote.ip())?;
+    node.limits().other_from(remote)?;
     Ok(Json(json!({"ok": true, "protocol": PROTOCOL_AGENT_MESH_V1, "agent": our(&node)})))
 }
 
@@ -194,11 +193,11 @@ async fn run(node: &Arc<Node>, inbound: Inbound) -> Result<Response, V1Error> {
 
 async fn contact_request(
     State(node): State<Arc<Node>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
     headers: HeaderMap,
     body: HttpBody,
 ) -> Result<Response, V1Error> {
-    node.limits().contact_from_ip(remote.ip())?;
+    node.limits().contact_from(remote)?;
     let limit = node.config().max_contact_request_bytes;
     let object = parse_object(&node, &headers, body, limit, "contact_request").await?;
     let request_id = object.get("request_id").and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -244,7 +243,7 @@ async fn contact_request(
         signature,
         body: Body::Open(Payload::ContactRequest { request_id, purpose }),
         answer: request_answer,
-        remote: Some(remote.ip()),
+        remote: Some(remote),
     };
     run(&node, inbound).await
 }
@@ -261,7 +260,7 @@ fn message_answer(context: &AnswerContext<'_>) -> Result<String, Error> {
 
 async fn message(
     State(node): State<Arc<Node>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
     headers: HeaderMap,
     body: HttpBody,
 ) -> Result<Response, V1Error> {
@@ -304,7 +303,7 @@ async fn message(
             created_at: sent_at,
         }),
         answer: message_answer,
-        remote: Some(remote.ip()),
+        remote: Some(remote),
     };
     run(&node, inbound).await
 }

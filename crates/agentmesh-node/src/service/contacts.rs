@@ -35,7 +35,7 @@ pub(crate) struct Context<'a> {
     pub(crate) purpose: &'a str,
     pub(crate) reason: Option<&'a str>,
     /// The address a peer's request came from.
-    pub(crate) source: Option<std::net::IpAddr>,
+    pub(crate) source: Option<crate::remote::Remote>,
 }
 
 impl<'a> Context<'a> {
@@ -94,7 +94,8 @@ pub(crate) fn apply(tx: &Tx<'_>, peer: &Peer, input: Input<'_>, context: &Contex
                 purpose: carried.clone(),
                 protocol: peer.protocol,
                 created_at: now,
-                source_ip: if change.direction == Direction::Incoming { context.source } else { None },
+                source_ip: context.source.filter(|_| change.direction == Direction::Incoming).and_then(|r| r.ip()),
+                source_net: context.source.filter(|_| change.direction == Direction::Incoming).map(|r| r.network()),
             };
             if !tx.insert_request(&request)? {
                 return Err(Error::DuplicateRequest);
@@ -481,6 +482,7 @@ fn ask_v1(tx: &Tx<'_>, peer: &Peer, purpose: &str) -> Result<(), Error> {
         protocol: peer.protocol,
         created_at: now_ms() as i64,
         source_ip: None,
+        source_net: None,
     };
     tx.insert_request(&request)?;
     let what = Outgoing::ContactRequest { request_id, purpose: purpose.to_owned() };

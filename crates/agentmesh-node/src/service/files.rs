@@ -36,7 +36,6 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -53,7 +52,7 @@ use agentmesh_core::time::now_ms;
 use agentmesh_store::{Peer, Store, TransferFilter, TransferRecord};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -573,7 +572,7 @@ fn same_token(a: &str, b: &str) -> bool {
 /// [`MAX_SERVING_PER_PEER`] for this receiver.
 pub(crate) async fn serve(
     State(node): State<Arc<Node>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
     UrlPath(id): UrlPath<String>,
     query: Result<Query<FetchQuery>, QueryRejection>,
     headers: HeaderMap,
@@ -586,12 +585,12 @@ pub(crate) async fn serve(
 
 async fn serve_chunks(
     node: Arc<Node>,
-    remote: SocketAddr,
+    remote: crate::remote::Remote,
     id: String,
     query: Result<Query<FetchQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    node.limits().other_from_ip(remote.ip())?;
+    node.limits().other_from(remote)?;
     let from = query.map_err(|e| Error::malformed(e.body_text()))?.0.from;
     let token = crate::credentials::bearer_token(&headers).map(str::to_owned).ok_or(Error::Unauthorized)?;
     if !is_transfer_id(&id) {
