@@ -229,8 +229,12 @@ pub struct Peer {
     pub alias: Option<String>,
     /// The protocol we speak with it.
     pub protocol: Protocol,
-    /// Base URL of its node.
+    /// Base URL of its node (what HTTP reaches).
     pub endpoint: String,
+    /// Every endpoint its card lists, in its order of preference (URI strings: http(s) base
+    /// URLs, `iroh:<endpoint id>`, schemes this build does not use).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
     /// Fingerprint of the pinned key (`sha256:` + 64 hex).
     pub fingerprint: String,
     /// Capability tags from its card.

@@ -30,6 +30,7 @@ pub mod b64;
 pub mod call;
 pub mod canonical;
 pub mod card;
+pub mod endpoint;
 pub mod envelope;
 pub mod file;
 pub mod ids;

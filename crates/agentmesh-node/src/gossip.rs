@@ -179,7 +179,8 @@ pub(crate) async fn ingest(
                     let entry = DirectoryEntry {
                         agent_id: PeerId::from(r.card.agent_id),
                         name: r.card.name.clone(),
-                        endpoint: r.card.endpoints.first().cloned().unwrap_or_default(),
+                        // Gossip travels over HTTP: the first endpoint of the card it can use.
+                        endpoint: agentmesh_core::endpoint::first_http(&r.card.endpoints).unwrap_or_default(),
                         protocol: Protocol::Native,
                         fingerprint: r.card.fingerprint.to_string(),
                         ed25519: keys.ed25519.to_bytes(),
@@ -190,7 +191,7 @@ pub(crate) async fn ingest(
                         last_seen: now as i64,
                         expires_at: r.expires_at as i64,
                     };
-                    if !entry.endpoint.starts_with("http://") && !entry.endpoint.starts_with("https://") {
+                    if entry.endpoint.is_empty() {
                         return Err(Error::invalid(ErrorCode::InvalidRecord, "the card lists no http(s) endpoint"));
                     }
                     Ok((entry, r.card.key_history()))

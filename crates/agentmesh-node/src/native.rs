@@ -282,6 +282,7 @@ pub(crate) fn native_peer(card: &AgentCard, keys: &agentmesh_core::PublicKeys, e
         fingerprint: card.fingerprint.to_string(),
         card: serde_json::to_string(card).ok(),
         capabilities: card.capabilities.clone(),
+        endpoints: card.endpoints.clone(),
         ..Peer::discovered(PeerId::from(card.agent_id), &card.name, Protocol::Native, endpoint, now)
     }
 }
@@ -302,9 +303,11 @@ fn presented(card: &AgentCard, from: agentmesh_core::AgentId, now: i64) -> Resul
     if card.agent_id != from {
         return Err(Error::invalid(ErrorCode::InvalidCard, "the attached card is not the sender's"));
     }
-    let endpoint =
-        card.endpoints.first().ok_or_else(|| Error::invalid(ErrorCode::InvalidCard, "the card lists no endpoint"))?;
-    Ok(Presented { peer: native_peer(card, &keys, endpoint, now), history: card.key_history() })
+    // Reached over HTTP at its first http(s) endpoint, else (a carrier of its own) its first.
+    let endpoint = agentmesh_core::endpoint::first_http(&card.endpoints)
+        .or_else(|| card.endpoints.first().cloned())
+        .ok_or_else(|| Error::invalid(ErrorCode::InvalidCard, "the card lists no endpoint"))?;
+    Ok(Presented { peer: native_peer(card, &keys, &endpoint, now), history: card.key_history() })
 }
 
 /// A native envelope's body, sealed to us with HPKE.

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/009_a2a.sql"),
     include_str!("../migrations/010_files.sql"),
     include_str!("../migrations/011_hardening.sql"),
+    include_str!("../migrations/012_endpoints.sql"),
 ];
 
 pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {
@@ -88,5 +89,36 @@ mod tests {
         );
         assert_eq!(store.peer_by_text("IN").expect("get").expect("case").capabilities, vec!["search".to_string()]);
         assert!(store.request("req_1").expect("get").is_some());
+    }
+
+    #[test]
+    fn version_11_peers_get_every_endpoint_of_their_card() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.sqlite");
+        let conn = rusqlite::Connection::open(&path).expect("raw");
+        for sql in &MIGRATIONS[..11] {
+            conn.execute_batch(sql).expect("old schema");
+        }
+        conn.pragma_update(None, "user_version", 11).expect("version");
+        let native = r#"{"endpoints":["http://10.0.0.5:8787","iroh:00"]}"#;
+        let v1 = r#"{"agent_id":"agent-1","endpoint":"http://10.0.0.6:8787"}"#;
+        for (id, protocol, endpoint, card) in [
+            ("n1", "agentmesh/1", "http://10.0.0.5:8787", Some(native)),
+            ("v1", "openclaw-agent-mesh/v1", "http://10.0.0.6:8787", Some(v1)),
+            ("bare", "agentmesh/1", "http://10.0.0.7:8787", None),
+        ] {
+            conn.execute(
+                "INSERT INTO peers (agent_id, name, protocol, endpoint, ed25519, fingerprint, card, trust, first_seen, last_seen)
+                 VALUES (?1, 'n', ?2, ?3, zeroblob(32), 'f', ?4, 'discovered', 1, 1)",
+                rusqlite::params![id, protocol, endpoint, card],
+            )
+            .expect("peer");
+        }
+        drop(conn);
+        let store = crate::Store::open(&path).expect("migrate");
+        let endpoints = |id: &str| store.peer_by_text(id).expect("get").expect("exists").endpoints;
+        assert_eq!(endpoints("n1"), ["http://10.0.0.5:8787", "iroh:00"]);
+        assert_eq!(endpoints("v1"), ["http://10.0.0.6:8787"]);
+        assert_eq!(endpoints("bare"), ["http://10.0.0.7:8787"]);
     }
 }

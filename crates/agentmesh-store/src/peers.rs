@@ -15,8 +15,11 @@ pub struct Peer {
     pub name: String,
     /// The protocol we speak with it.
     pub protocol: Protocol,
-    /// Base URL of the peer's node.
+    /// Base URL of the peer's node: the endpoint the HTTP carrier reaches.
     pub endpoint: String,
+    /// Every endpoint its card lists, in its order of preference (see
+    /// [`agentmesh_core::endpoint`]).
+    pub endpoints: Vec<String>,
     /// Ed25519 public key (pinned on first sight, moved only along a verified rotation chain or
     /// by the owner's `repin`).
     pub ed25519: [u8; 32],
@@ -57,6 +60,7 @@ impl Peer {
             name: name.to_owned(),
             protocol,
             endpoint: endpoint.to_owned(),
+            endpoints: vec![endpoint.to_owned()],
             ed25519: [0; 32],
             x25519: None,
             fingerprint: String::new(),
@@ -87,6 +91,7 @@ impl Peer {
             alias: self.alias.clone(),
             protocol: self.protocol,
             endpoint: self.endpoint.clone(),
+            endpoints: self.endpoints.clone(),
             fingerprint: self.fingerprint.clone(),
             capabilities: self.capabilities.clone(),
             trust: self.trust,
@@ -175,7 +180,7 @@ where
 }
 
 const PEER_COLUMNS: &str = "agent_id, name, protocol, endpoint, ed25519, x25519, fingerprint, card, trust, first_seen, \
-     last_seen, alias, prev_ed25519, prev_until, capabilities, trust_by, trust_code, trust_via, trust_mutual";
+     last_seen, alias, prev_ed25519, prev_until, capabilities, trust_by, trust_code, trust_via, trust_mutual, endpoints";
 
 fn peer_from_row(row: &Row<'_>) -> rusqlite::Result<Peer> {
     let x: Option<Vec<u8>> = row.get(5)?;
@@ -187,6 +192,7 @@ fn peer_from_row(row: &Row<'_>) -> rusqlite::Result<Peer> {
         name: row.get(1)?,
         protocol: parsed(row, 2)?,
         endpoint: row.get(3)?,
+        endpoints: serde_json::from_str(&row.get::<_, String>(19)?).unwrap_or_default(),
         ed25519: blob32(row, 4)?,
         x25519: x.and_then(|v| v.try_into().ok()),
         fingerprint: row.get(6)?,
@@ -217,10 +223,11 @@ impl Store {
         let capabilities = serde_json::to_string(&peer.capabilities).unwrap_or_else(|_| "[]".into());
         let changed = self.conn.prepare_cached(
             "INSERT INTO peers (agent_id, name, protocol, endpoint, ed25519, x25519, fingerprint, card, capabilities,
-                                trust, trust_by, trust_code, first_seen, last_seen, alias)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)
+                                trust, trust_by, trust_code, first_seen, last_seen, alias, endpoints)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15)
              ON CONFLICT (agent_id) DO UPDATE SET
                  name = excluded.name, protocol = excluded.protocol, endpoint = excluded.endpoint,
+                 endpoints = excluded.endpoints,
                  ed25519 = excluded.ed25519,
                  x25519 = CASE WHEN peers.ed25519 = excluded.ed25519 THEN COALESCE(excluded.x25519, peers.x25519)
                                ELSE excluded.x25519 END,
@@ -245,6 +252,7 @@ impl Store {
             peer.trust_reason.as_ref().map(|r| r.code.as_str()),
             peer.last_seen,
             peer.alias,
+            serde_json::to_string(&peer.endpoints).unwrap_or_else(|_| "[]".into()),
         ])?;
         Ok(changed == 1)
     }
@@ -255,7 +263,7 @@ impl Store {
         let n = self.conn.execute(
             "UPDATE peers SET prev_ed25519 = ed25519, prev_until = ?2, ed25519 = ?3, x25519 = ?4,
                  fingerprint = ?5, card = COALESCE(?6, card), name = ?7, endpoint = ?8,
-                 last_seen = MAX(last_seen, ?9)
+                 last_seen = MAX(last_seen, ?9), endpoints = ?10
              WHERE agent_id = ?1 AND ed25519 != ?3",
             params![
                 rotated.agent_id.as_str(),
@@ -267,6 +275,7 @@ impl Store {
                 agentmesh_core::text::display_name(&rotated.name),
                 rotated.endpoint,
                 rotated.last_seen,
+                serde_json::to_string(&rotated.endpoints).unwrap_or_else(|_| "[]".into()),
             ],
         )?;
         Ok(n == 1)
@@ -520,6 +529,7 @@ mod tests {
             name: "bob".into(),
             protocol: Protocol::Native,
             endpoint: "http://127.0.0.1:1".into(),
+            endpoints: vec!["http://127.0.0.1:1".into(), format!("iroh:{}", "0a".repeat(32))],
             ed25519: [key; 32],
             x25519: Some([2; 32]),
             fingerprint: "sha256:00".into(),
