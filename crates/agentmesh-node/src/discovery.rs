@@ -15,10 +15,11 @@ use agentmesh_store::Store;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::carrier::http::HttpCarrier;
+use crate::carrier::{Carriers, ProbeError};
 use crate::compat::agent_mesh_v1::V1Agent;
-use crate::net;
 
-pub use crate::net::MAX_DOCUMENT_BYTES;
+pub use crate::carrier::MAX_DOCUMENT_BYTES;
 
 /// An agent found at an endpoint.
 #[derive(Clone, Debug, Serialize)]
@@ -47,9 +48,11 @@ pub struct Found {
 /// Probes `base` (no trailing slash) for an agent, each request bounded by `timeout`.
 /// `Ok(None)`: something answered, but not an agent; `Err`: nothing answered.
 pub async fn probe(http: &reqwest::Client, base: &str, timeout: Duration) -> Result<Option<Found>, String> {
+    let carriers = Carriers::new(vec![std::sync::Arc::new(HttpCarrier::new(http.clone()))]);
+    let endpoint = base.parse().unwrap_or_else(|never| match never {});
     // The native card first; a connection failure there means nothing listens.
-    let card = match crate::native::fetch_card(http, base, Some(timeout)).await {
-        Err(net::ProbeError::Unreachable(why)) => return Err(why),
+    let card = match crate::native::fetch_card(&carriers, &endpoint, Some(timeout)).await {
+        Err(ProbeError::Unreachable(why)) => return Err(why),
         card => card.ok(),
     };
     if let Some(card) = card {
@@ -65,7 +68,7 @@ pub async fn probe(http: &reqwest::Client, base: &str, timeout: Duration) -> Res
             document: serde_json::to_value(&card).unwrap_or(Value::Null),
         }));
     }
-    let Ok(agent) = crate::compat::agent_mesh_v1::fetch_agent(http, base, Some(timeout)).await else {
+    let Ok(agent) = crate::compat::agent_mesh_v1::fetch_agent(&carriers, &endpoint, Some(timeout)).await else {
         return Ok(None);
     };
     let verdict = agent.validate();

@@ -132,6 +132,7 @@ impl PeerApiHarness {
             };
             let db = Db::spawn(store).expect("database thread");
             let http = crate::net::client(&crate::net::ClientOptions::default()).expect("http client");
+            let carriers = crate::launch::standard_carriers(&http);
             let node = Node::new(
                 Keys { identity, card, previous: None },
                 config,
@@ -139,6 +140,7 @@ impl PeerApiHarness {
                 db,
                 http,
                 crate::launch::standard_transports(),
+                carriers,
             );
             peer_api::router(Arc::new(node))
         });

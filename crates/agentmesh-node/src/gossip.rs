@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentmesh_api::{ErrorCode, Source};
+use agentmesh_core::endpoint::Endpoint;
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{PeerId, PeerRecord, Protocol};
 use agentmesh_store::{DirectoryEntry, Store};
@@ -39,8 +40,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
+use crate::Node;
+use crate::carrier::Request;
 use crate::error::{Error, read_json_body};
-use crate::{Node, net};
 
 /// Records in an answer from an ordinary node.
 const REPLY_RECORDS: usize = 50;
@@ -252,10 +254,12 @@ async fn announce_to(
     record: &str,
     source: Source,
 ) -> Result<Vec<DirectoryEntry>, String> {
-    let url = format!("{}/v1/gossip/announce", base.trim_end_matches('/'));
-    let (status, body) = net::post_json(node.http(), &url, record.to_owned(), node.config().max_response_bytes)
-        .await
-        .map_err(|e| e.to_string())?;
+    let endpoint: Endpoint = base.parse().unwrap_or_else(|never| match never {});
+    let url = format!("{endpoint}/v1/gossip/announce");
+    let request = Request::post_json("/v1/gossip/announce", record.to_owned());
+    let response = node.carriers().send(&endpoint, request).await.map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status;
+    let body = response.read(node.config().max_response_bytes).await.map_err(|e| format!("{url}: {e}"))?;
     if !status.is_success() {
         return Err(format!("{url} answered {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)])));
     }

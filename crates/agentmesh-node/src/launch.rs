@@ -256,7 +256,9 @@ pub async fn launch_with(
     };
     let keys = Keys { identity: key_state.identity, card, previous: key_state.previous };
     let db = Db::spawn(store).context("starting the database thread")?;
-    let node = Arc::new(Node::new(keys, config, endpoint, db, http, standard_transports()).with_warnings(warnings));
+    let carriers = standard_carriers(&http);
+    let node =
+        Arc::new(Node::new(keys, config, endpoint, db, http, standard_transports(), carriers).with_warnings(warnings));
     // Secrets the node reads from outside its home are never offered either.
     let secrets =
         node.config().hooks.iter().map(|h| h.token_file.clone()).chain(node.config().registry_api_key_file.clone());
@@ -659,6 +661,11 @@ pub(crate) fn standard_transports() -> crate::transport::Transports {
         Arc::new(crate::native::HttpTransport),
         Arc::new(crate::compat::agent_mesh_v1::V1Transport),
     ])
+}
+
+/// The ways a node reaches peers' nodes: HTTP, with the node's outbound client.
+pub(crate) fn standard_carriers(http: &reqwest::Client) -> crate::carrier::Carriers {
+    crate::carrier::Carriers::new(vec![Arc::new(crate::carrier::http::HttpCarrier::new(http.clone()))])
 }
 
 #[cfg(test)]

@@ -12,8 +12,9 @@
 //!   (`service::*`) and encode.
 //!
 //! Where trust with each peer stands is one state machine ([`trust`]); everything sent goes
-//! through the durable outbox and a [`transport::Transport`] per protocol; everything received is
-//! verified and stored before it is acknowledged.
+//! through the durable outbox and a [`transport::Transport`] per protocol, whose requests reach
+//! peers' nodes on a [`carrier::Carrier`] (HTTP today); everything received is verified and
+//! stored before it is acknowledged.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -30,6 +31,7 @@
 
 mod a2a;
 mod admission;
+mod carrier;
 pub mod compat;
 pub mod config;
 mod control;
@@ -78,6 +80,7 @@ pub use error::{ApiError, Error};
 pub use home::{Home, Profile, RuntimeInfo};
 pub use launch::{LaunchError, Listeners, NodeHandle, UpOptions, launch, launch_with, run};
 
+use crate::carrier::Carriers;
 use crate::db::Db;
 use crate::limits::RateLimits;
 use crate::transport::Transports;
@@ -131,6 +134,7 @@ pub(crate) struct Node {
     http: reqwest::Client,
     limits: RateLimits,
     transports: Transports,
+    carriers: Carriers,
     /// Set while `key_rotation` announcements may be queued: the outbox then sends them to each
     /// contact before anything else (signed with the new key, which the contact learns from them).
     rotation_pending: AtomicBool,
@@ -221,7 +225,7 @@ impl Tx<'_> {
 
 impl Node {
     /// Assembles a node from its parts (what `launch` does after loading the home), with the
-    /// transports of the protocols it speaks.
+    /// transports of the protocols it speaks and the carriers that reach peers' nodes.
     pub(crate) fn new(
         keys: Keys,
         config: Config,
@@ -229,6 +233,7 @@ impl Node {
         db: Db,
         http: reqwest::Client,
         transports: Transports,
+        carriers: Carriers,
     ) -> Self {
         let limits = RateLimits::new(&config);
         Node {
@@ -240,6 +245,7 @@ impl Node {
             http,
             limits,
             transports,
+            carriers,
             rotation_pending: AtomicBool::new(true),
             own_record: Mutex::new(None),
             waiters: Mutex::new(HashMap::new()),
@@ -354,7 +360,8 @@ impl Node {
         &self.endpoint
     }
 
-    /// The outbound HTTP client (timeouts set; proxies ignored).
+    /// The outbound HTTP client (timeouts set; proxies ignored) for what is not a peer's node:
+    /// the registry, the hooks gateway. Peers are reached through [`carriers`](Self::carriers).
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
     }
@@ -383,6 +390,11 @@ impl Node {
     /// The transport of each protocol.
     pub(crate) fn transports(&self) -> &Transports {
         &self.transports
+    }
+
+    /// The ways requests reach peers' nodes.
+    pub(crate) fn carriers(&self) -> &Carriers {
+        &self.carriers
     }
 
     /// How long a client may take to send a request body.

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use agentmesh_api::{ErrorCode, ErrorDetail};
 use agentmesh_core::call::{CALL_CONTENT_TYPE, CallBody, is_call_id};
+use agentmesh_core::endpoint::Endpoint;
 use agentmesh_core::envelope::{
     APPLICATION_JSON, ContactRequestBody, ContactResponseBody, ContactUpdateBody, Draft, ReceiptBody, TEXT_PLAIN,
 };
@@ -43,10 +44,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::carrier::{Carriers, ProbeError, Request};
 use crate::error::{ApiError, Error, read_json_body};
 use crate::pipeline::{self, AnswerContext, Body, Inbound, Payload, Presented, Sealed};
 use crate::transport::{Outcome, Outgoing, Transport};
-use crate::{Keys, Node, net};
+use crate::{Keys, Node};
 use agentmesh_core::envelope::is_request_id;
 
 /// The native routes, merged into the peer API.
@@ -287,14 +289,14 @@ pub(crate) fn native_peer(card: &AgentCard, keys: &agentmesh_core::PublicKeys, e
     }
 }
 
-/// The native agent card served at `base` (`GET /v1/card`), parsed but not verified yet.
+/// The native agent card served at `endpoint` (`GET /v1/card`), parsed but not verified yet.
 pub(crate) async fn fetch_card(
-    http: &reqwest::Client,
-    base: &str,
+    carriers: &Carriers,
+    endpoint: &Endpoint,
     timeout: Option<std::time::Duration>,
-) -> Result<AgentCard, net::ProbeError> {
-    let body = net::get_document(http, &format!("{base}/v1/card"), timeout).await?;
-    serde_json::from_slice(&body).map_err(|_| net::ProbeError::NotADocument(format!("{base} serves no agent card")))
+) -> Result<AgentCard, ProbeError> {
+    let body = carriers.get_document(endpoint, "/v1/card", timeout).await?;
+    serde_json::from_slice(&body).map_err(|_| ProbeError::NotADocument(format!("{endpoint} serves no agent card")))
 }
 
 /// The peer a verified card describes.
@@ -455,17 +457,18 @@ impl Transport for HttpTransport {
     fn fetch_peer<'a>(
         &'a self,
         node: &'a Node,
-        base: &'a str,
+        endpoint: &'a Endpoint,
     ) -> BoxFuture<'a, Result<crate::transport::Fetched, crate::transport::FetchError>> {
         Box::pin(async move {
-            let card = fetch_card(node.http(), base, None).await.map_err(crate::transport::FetchError::Probe)?;
+            let card =
+                fetch_card(node.carriers(), endpoint, None).await.map_err(crate::transport::FetchError::Probe)?;
             let keys = card.verify().map_err(|e| {
                 crate::transport::FetchError::Invalid(Error::upstream(
                     ErrorCode::InvalidCard,
-                    format!("{base} served a card that does not verify: {e}"),
+                    format!("{endpoint} served a card that does not verify: {e}"),
                 ))
             })?;
-            Ok((native_peer(&card, &keys, base, now_ms() as i64), card.key_history()))
+            Ok((native_peer(&card, &keys, &endpoint.to_string(), now_ms() as i64), card.key_history()))
         })
     }
 
@@ -551,8 +554,8 @@ impl Transport for HttpTransport {
     fn health<'a>(&'a self, node: &'a Node, peer: &'a Peer) -> BoxFuture<'a, Result<u64, String>> {
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let card =
-                fetch_card(node.http(), peer.endpoint.trim_end_matches('/'), None).await.map_err(|e| e.to_string())?;
+            let endpoint = node.carriers().route(peer).ok_or("no carrier of this node reaches its endpoints")?;
+            let card = fetch_card(node.carriers(), &endpoint, None).await.map_err(|e| e.to_string())?;
             let keys = card.verify().map_err(|e| format!("its card does not verify: {e}"))?;
             if keys.ed25519.to_bytes() != peer.ed25519 {
                 return Err("it presents another key than the one pinned".into());
@@ -674,9 +677,9 @@ async fn deliver_single(node: &Arc<Node>, peer: &Peer, item: &OutboxItem) -> Out
         EnvelopeKind::Receipt => "receipt",
         EnvelopeKind::Message => "message",
     };
-    let url = format!("{}/v1/{route}", peer.endpoint.trim_end_matches('/'));
     let body = serde_json::to_string(&envelope).unwrap_or_default();
-    match net::post_json(node.http(), &url, body, node.config().max_response_bytes).await {
+    let request = Request::post_json(format!("/v1/{route}"), body);
+    match node.carriers().exchange(peer, request, node.config().max_response_bytes).await {
         Err(e) => Outcome::retry(!e.before_send, e.message),
         Ok((status, bytes)) if status.is_success() => {
             let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -735,8 +738,8 @@ async fn deliver_batch(node: &Arc<Node>, peer: &Peer, items: Vec<OutboxItem>) ->
         }
     }
     body.push_str("]}");
-    let url = format!("{}/v1/batch", peer.endpoint.trim_end_matches('/'));
-    match net::post_json(node.http(), &url, body, node.config().max_response_bytes).await {
+    let request = Request::post_json("/v1/batch", body);
+    match node.carriers().exchange(peer, request, node.config().max_response_bytes).await {
         Err(e) => out.extend(sendable.into_iter().map(|i| (i, Outcome::retry(!e.before_send, e.message.clone())))),
         Ok((status, bytes)) if !status.is_success() => {
             let outcome = refusal(status.as_u16(), error_detail(&bytes).as_ref());

@@ -1,15 +1,16 @@
-//! Outbound HTTP: every client is built by [`client`] (plain HTTP and HTTPS), every request has
-//! a timeout (set on the client) and every response body is read up to a cap.
+//! Outbound HTTP clients: every one is built by [`client`] (plain HTTP and HTTPS), with its
+//! timeouts set on it. Requests to peers' nodes go through [`crate::carrier`], which caps every
+//! answer it reads.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use axum::http::StatusCode;
-use bytes::Bytes;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+
+use crate::carrier::CarrierError;
 
 /// Settings of an outbound HTTP client built by [`client`]. The defaults are reqwest's own
 /// (no timeouts, an unbounded idle pool, idle connections closed after 90 s), our user agent
@@ -142,22 +143,9 @@ fn add_pem_roots(roots: &mut rustls::RootCertStore, pem: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Why an outbound request produced no response.
-#[derive(Debug)]
-pub struct TransportError {
-    /// `true` when no connection was made, so the peer cannot have seen the request.
-    pub before_send: bool,
-    /// What went wrong, without URLs' secrets (we put none in URLs).
-    pub message: String,
-}
-
-impl std::fmt::Display for TransportError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-pub(crate) fn transport(e: reqwest::Error) -> TransportError {
+/// What a reqwest error means for a request: whether it reached the peer, and what went wrong
+/// (its causes, without the URL).
+pub(crate) fn transport(e: reqwest::Error) -> CarrierError {
     let before_send = e.is_connect() || e.is_builder();
     let what = if e.is_timeout() {
         "timed out"
@@ -172,84 +160,5 @@ pub(crate) fn transport(e: reqwest::Error) -> TransportError {
         message = format!("{what}: {s}");
         source = s.source();
     }
-    TransportError { before_send, message }
-}
-
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<(StatusCode, Bytes), TransportError> {
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    if response.content_length().is_some_and(|n| n as usize > cap) {
-        return Err(TransportError { before_send: false, message: format!("response larger than {cap} bytes") });
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > cap {
-            return Err(TransportError { before_send: false, message: format!("response larger than {cap} bytes") });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok((status, Bytes::from(body)))
-}
-
-/// `POST url` with a JSON body; returns the status and body (at most `cap` bytes).
-pub async fn post_json(
-    client: &reqwest::Client,
-    url: &str,
-    body: String,
-    cap: usize,
-) -> Result<(StatusCode, Bytes), TransportError> {
-    let response = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(transport)?;
-    read_capped(response, cap).await
-}
-
-/// Largest card or discovery document read from a probed endpoint, bytes.
-pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
-
-/// Why an agent document (a card, a V1 discovery document) could not be had from an endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ProbeError {
-    /// Nothing answered (connection refused, timed out, unreadable answer): what happened.
-    Unreachable(String),
-    /// Something answered, but not with the document: why (a status, not JSON, another shape).
-    NotADocument(String),
-}
-
-impl std::fmt::Display for ProbeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ProbeError::Unreachable(why) | ProbeError::NotADocument(why) => f.write_str(why),
-        }
-    }
-}
-
-/// `GET url` for an agent document: its body on a success status, at most
-/// [`MAX_DOCUMENT_BYTES`], within `timeout` (the client's own when `None`).
-pub(crate) async fn get_document(
-    client: &reqwest::Client,
-    url: &str,
-    timeout: Option<Duration>,
-) -> Result<Bytes, ProbeError> {
-    let fetched = get(client, url, MAX_DOCUMENT_BYTES);
-    let answered = match timeout {
-        Some(limit) => tokio::time::timeout(limit, fetched)
-            .await
-            .map_err(|_| ProbeError::Unreachable(format!("{url}: no answer within {} ms", limit.as_millis())))?,
-        None => fetched.await,
-    };
-    match answered {
-        Ok((status, body)) if status.is_success() => Ok(body),
-        Ok((status, _)) => Err(ProbeError::NotADocument(format!("{url} answered {status}"))),
-        Err(e) => Err(ProbeError::Unreachable(format!("{url}: {e}"))),
-    }
-}
-
-/// `GET url`; returns the status and body (at most `cap` bytes).
-pub async fn get(client: &reqwest::Client, url: &str, cap: usize) -> Result<(StatusCode, Bytes), TransportError> {
-    let response = client.get(url).send().await.map_err(transport)?;
-    read_capped(response, cap).await
+    CarrierError { before_send, message }
 }

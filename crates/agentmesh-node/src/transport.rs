@@ -3,13 +3,15 @@
 //! A transport turns what we want to say ([`Outgoing`]) into an outbox entry for a peer
 //! ([`Transport::prepare`], run inside the transaction that queues it, so nothing is sent before
 //! it is stored), delivers due entries ([`Transport::deliver`]) and checks whether a peer answers
-//! ([`Transport::health`]), and finds the agent at a base URL ([`Transport::fetch_peer`]). Adding
-//! a protocol means one module that implements this trait and its inbound adapter, registered in
-//! [`Transports`] where the node is built: this module knows no protocol.
+//! ([`Transport::health`]), and finds the agent at an endpoint ([`Transport::fetch_peer`]); its
+//! bytes travel on the node's [`crate::carrier`]s. Adding a protocol means one module that
+//! implements this trait and its inbound adapter, registered in [`Transports`] where the node is
+//! built: this module knows no protocol.
 
 use std::sync::Arc;
 
 use agentmesh_core::call::CallBody;
+use agentmesh_core::endpoint::Endpoint;
 use agentmesh_core::envelope::ContactUpdateBody;
 use agentmesh_core::file::FileBody;
 use agentmesh_core::task::TaskBody;
@@ -17,8 +19,9 @@ use agentmesh_core::{EnvelopeKind, Protocol};
 use agentmesh_store::{NewOutbound, OutboxItem, Peer};
 use futures_util::future::BoxFuture;
 
+use crate::Node;
+use crate::carrier::ProbeError;
 use crate::error::Error;
-use crate::{Node, net};
 
 /// What we want to tell a peer.
 #[derive(Clone, Debug, PartialEq)]
@@ -106,7 +109,7 @@ pub(crate) type Fetched = (Peer, Vec<[u8; 32]>);
 #[derive(Debug)]
 pub(crate) enum FetchError {
     /// Nothing answered, or not with this protocol's document.
-    Probe(net::ProbeError),
+    Probe(ProbeError),
     /// The document does not verify (`invalid_card`): nothing else is tried.
     Invalid(Error),
 }
@@ -162,8 +165,8 @@ pub(crate) trait Transport: Send + Sync {
     /// round-trip time in ms, or why not.
     fn health<'a>(&'a self, node: &'a Node, peer: &'a Peer) -> BoxFuture<'a, Result<u64, String>>;
 
-    /// The agent this protocol finds at `base` (an http(s) base URL, no trailing slash).
-    fn fetch_peer<'a>(&'a self, node: &'a Node, base: &'a str) -> BoxFuture<'a, Result<Fetched, FetchError>>;
+    /// The agent this protocol finds at `endpoint`.
+    fn fetch_peer<'a>(&'a self, node: &'a Node, endpoint: &'a Endpoint) -> BoxFuture<'a, Result<Fetched, FetchError>>;
 }
 
 /// The node's transports, one per protocol, in the order a base URL is probed.
@@ -222,7 +225,7 @@ impl Transport for NoTransport {
         Box::pin(async { Err("no transport is registered".to_owned()) })
     }
 
-    fn fetch_peer<'a>(&'a self, _: &'a Node, _: &'a str) -> BoxFuture<'a, Result<Fetched, FetchError>> {
-        Box::pin(async { Err(FetchError::Probe(net::ProbeError::NotADocument("no transport is registered".into()))) })
+    fn fetch_peer<'a>(&'a self, _: &'a Node, _: &'a Endpoint) -> BoxFuture<'a, Result<Fetched, FetchError>> {
+        Box::pin(async { Err(FetchError::Probe(ProbeError::NotADocument("no transport is registered".into()))) })
     }
 }

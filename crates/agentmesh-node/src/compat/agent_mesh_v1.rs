@@ -22,6 +22,7 @@
 use std::sync::Arc;
 
 use agentmesh_api::ErrorCode;
+use agentmesh_core::endpoint::Endpoint;
 use agentmesh_core::envelope::TEXT_PLAIN;
 use agentmesh_core::time::{iso_seconds, now_ms, parse_iso};
 use agentmesh_core::{
@@ -39,10 +40,11 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::Node;
+use crate::carrier::{Carriers, ProbeError, Request};
 use crate::error::{ApiError, Error, read_json_body};
 use crate::pipeline::{self, AnswerContext, Body, Inbound, Payload, Presented};
 use crate::transport::{Outcome, Outgoing, Transport};
-use crate::{Node, net};
 use agentmesh_core::envelope::is_request_id;
 
 /// A V1 identity card.
@@ -319,29 +321,29 @@ pub(crate) fn v1_peer(agent: &V1Agent, id: PeerId, key: &VerifyingKey, endpoint:
     }
 }
 
-/// The V1 agent of the discovery document at `base` (no trailing slash; `GET
-/// /agent-mesh/discovery`), parsed but not validated yet.
+/// The V1 agent of the discovery document at `endpoint` (`GET /agent-mesh/discovery`), parsed
+/// but not validated yet.
 pub(crate) async fn fetch_agent(
-    http: &reqwest::Client,
-    base: &str,
+    carriers: &Carriers,
+    endpoint: &Endpoint,
     timeout: Option<std::time::Duration>,
-) -> Result<V1Agent, net::ProbeError> {
-    let url = format!("{base}/agent-mesh/discovery");
-    let body = net::get_document(http, &url, timeout).await?;
-    let not = |why: String| net::ProbeError::NotADocument(why);
-    let doc: Value = serde_json::from_slice(&body).map_err(|_| not(format!("{url} did not return JSON")))?;
+) -> Result<V1Agent, ProbeError> {
+    let body = carriers.get_document(endpoint, "/agent-mesh/discovery", timeout).await?;
+    let not = |why: String| ProbeError::NotADocument(why);
+    let doc: Value = serde_json::from_slice(&body).map_err(|_| not(format!("{endpoint} did not return JSON")))?;
     if doc.get("protocol").and_then(Value::as_str) != Some(PROTOCOL_AGENT_MESH_V1) {
-        return Err(not(format!("{url} does not speak {PROTOCOL_AGENT_MESH_V1}")));
+        return Err(not(format!("{endpoint} does not speak {PROTOCOL_AGENT_MESH_V1}")));
     }
     doc.get("agent")
         .cloned()
         .and_then(|a| serde_json::from_value(a).ok())
-        .ok_or_else(|| not(format!("{url} returned no valid agent")))
+        .ok_or_else(|| not(format!("{endpoint} returned no valid agent")))
 }
 
-/// Fetches and validates a V1 peer's discovery document at `base` (no trailing slash).
-pub(crate) async fn fetch_discovery(node: &Node, base: &str) -> Result<(V1Agent, PeerId, VerifyingKey), String> {
-    let agent = fetch_agent(node.http(), base, None).await.map_err(|e| e.to_string())?;
+/// Fetches and validates the discovery document of V1 peer `peer`.
+async fn fetch_discovery(node: &Node, peer: &Peer) -> Result<(V1Agent, PeerId, VerifyingKey), String> {
+    let endpoint = node.carriers().route(peer).ok_or("no carrier of this node reaches its endpoint")?;
+    let agent = fetch_agent(node.carriers(), &endpoint, None).await.map_err(|e| e.to_string())?;
     let (id, key) = agent.validate().map_err(|e| e.to_string())?;
     Ok((agent, id, key))
 }
@@ -373,15 +375,15 @@ impl Transport for V1Transport {
     fn fetch_peer<'a>(
         &'a self,
         node: &'a Node,
-        base: &'a str,
+        endpoint: &'a Endpoint,
     ) -> BoxFuture<'a, Result<crate::transport::Fetched, crate::transport::FetchError>> {
         use crate::transport::FetchError;
         Box::pin(async move {
-            let agent = fetch_agent(node.http(), base, None).await.map_err(FetchError::Probe)?;
+            let agent = fetch_agent(node.carriers(), endpoint, None).await.map_err(FetchError::Probe)?;
             let (id, key) = agent
                 .validate()
-                .map_err(|e| FetchError::Probe(net::ProbeError::NotADocument(format!("{base}: {e}"))))?;
-            Ok((v1_peer(&agent, id, &key, base, now_ms() as i64), vec![key.to_bytes()]))
+                .map_err(|e| FetchError::Probe(ProbeError::NotADocument(format!("{endpoint}: {e}"))))?;
+            Ok((v1_peer(&agent, id, &key, &endpoint.to_string(), now_ms() as i64), vec![key.to_bytes()]))
         })
     }
 
@@ -437,7 +439,7 @@ impl Transport for V1Transport {
     fn health<'a>(&'a self, node: &'a Node, peer: &'a Peer) -> BoxFuture<'a, Result<u64, String>> {
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let (_, _, key) = fetch_discovery(node, peer.endpoint.trim_end_matches('/')).await?;
+            let (_, _, key) = fetch_discovery(node, peer).await?;
             if key.to_bytes() != peer.ed25519 {
                 return Err("it presents another key than the one pinned".into());
             }
@@ -461,8 +463,8 @@ async fn deliver_one(node: &Node, peer: &Peer, item: &OutboxItem) -> Outcome {
     let signature =
         b64::encode(node.keys().identity.sign(canonical::to_string_without(&object, "signature").as_bytes()));
     object.insert("signature".into(), Value::String(signature));
-    let url = format!("{}/agent-mesh/{route}", peer.endpoint.trim_end_matches('/'));
-    match net::post_json(node.http(), &url, Value::Object(object).to_string(), node.config().max_response_bytes).await {
+    let request = Request::post_json(format!("/agent-mesh/{route}"), Value::Object(object).to_string());
+    match node.carriers().exchange(peer, request, node.config().max_response_bytes).await {
         Err(e) => Outcome::retry(!e.before_send, e.message),
         Ok((status, body)) => {
             let parsed: Option<Value> = serde_json::from_slice(&body).ok();

@@ -10,15 +10,17 @@ use agentmesh_api::control::{
 use agentmesh_api::{
     ContactRequest, Direction, ErrorCode, Event, MessageStatus, MismatchDirection, RequestStatus, TrustState,
 };
+use agentmesh_core::endpoint::Endpoint;
 use agentmesh_core::envelope::{ContactUpdateBody, new_request_id};
 use agentmesh_core::time::now_ms;
 use agentmesh_core::{EnvelopeKind, PeerId};
 use agentmesh_store::{Closing, KeyMismatch, NewRequest, Peer, Store};
 
+use crate::carrier::ProbeError;
 use crate::error::Error;
 use crate::transport::{Capability, FetchError, Outgoing};
 use crate::trust::{self, Input, Relation, Tell};
-use crate::{FirstOutcome, Node, Tx, net};
+use crate::{FirstOutcome, Node, Tx};
 
 /// Longest purpose or rejection reason, in characters.
 const MAX_TEXT_CHARS: usize = 1000;
@@ -276,16 +278,17 @@ pub(crate) fn normalize_url(url: &str) -> Result<String, Error> {
 /// Fetches the agent at `base`: its native card, or failing that its V1 discovery document.
 /// Returns the peer row and every key its verified rotation chain holds.
 pub(crate) async fn fetch_peer(node: &Node, base: &str) -> Result<(Peer, Vec<[u8; 32]>), Error> {
+    let endpoint: Endpoint = base.parse().unwrap_or_else(|never| match never {});
     // Each protocol in turn; the first that finds its document there wins.
     let mut not_found = Vec::new();
     for transport in node.transports().all() {
-        match transport.fetch_peer(node, base).await {
+        match transport.fetch_peer(node, &endpoint).await {
             Ok(fetched) => return Ok(fetched),
             Err(FetchError::Invalid(e)) => return Err(e),
-            Err(FetchError::Probe(net::ProbeError::Unreachable(why))) => {
+            Err(FetchError::Probe(ProbeError::Unreachable(why))) => {
                 return Err(Error::upstream(ErrorCode::PeerUnreachable, why));
             }
-            Err(FetchError::Probe(net::ProbeError::NotADocument(why))) => not_found.push(why),
+            Err(FetchError::Probe(ProbeError::NotADocument(why))) => not_found.push(why),
         }
     }
     Err(Error::upstream(

@@ -60,12 +60,16 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::carrier::{Request, Response as PeerResponse};
 use crate::error::Error;
 use crate::limits::SharedSlots;
 use crate::service::contacts::resolve;
 use crate::service::messages::not_sendable;
 use crate::transport::{Capability, Outgoing};
 use crate::{Node, Tx};
+
+/// Largest error body read from a sender that refuses a fetch, bytes.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Bytes per chunk of the files we send.
 pub(crate) const CHUNK_SIZE: u32 = 1 << 20;
@@ -996,8 +1000,11 @@ async fn download(node: &Arc<Node>, id: &str, stop: &CancellationToken) -> Resul
         if moved.elapsed() >= stall {
             return Err(Stop::Stalled);
         }
-        let url = format!("{}/v1/files/{id}?from={}", peer.endpoint.trim_end_matches('/'), sink.next);
-        let sent = node.http().get(&url).bearer_auth(key.token(id)).timeout(Duration::from_secs(365 * 86_400)).send();
+        // No timeout of the carrier's: the stall checks below bound the wait instead.
+        let request = Request::get(format!("/v1/files/{id}?from={}", sink.next))
+            .bearer(key.token(id))
+            .timeout(Duration::from_secs(365 * 86_400));
+        let sent = node.carriers().send_to(&peer, request);
         // A sender that takes the request and never answers does not keep the slot either.
         let response = tokio::select! {
             _ = stop.cancelled() => return Err(Stop::Stopped),
@@ -1005,10 +1012,11 @@ async fn download(node: &Arc<Node>, id: &str, stop: &CancellationToken) -> Resul
             r = sent => r,
         };
         let response = match response {
-            Ok(r) if r.status() == StatusCode::OK => r,
+            Ok(r) if r.status == StatusCode::OK => r,
             Ok(r) => {
-                let status = r.status();
-                let detail = r.json::<agentmesh_api::ErrorBody>().await.ok().map(|b| b.error);
+                let status = r.status;
+                let body = r.read(MAX_ERROR_BODY_BYTES).await.unwrap_or_default();
+                let detail = serde_json::from_slice::<agentmesh_api::ErrorBody>(&body).ok().map(|b| b.error);
                 if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
                     retry_wait(stop, &mut backoff).await?;
                     continue;
@@ -1096,7 +1104,7 @@ async fn fetch(
     key: &TransferKey,
     t: &Transfer,
     sink: Sink,
-    mut response: reqwest::Response,
+    mut response: PeerResponse,
     stop: &CancellationToken,
     progress: &mut Progress,
     stall: Duration,
