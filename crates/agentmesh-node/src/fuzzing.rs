@@ -6,7 +6,6 @@
 //! value). The fuzz targets call them under libFuzzer; `tests/fuzz_corpus.rs` replays the seed
 //! corpus and every past finding through them on stable Rust in CI.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use agentmesh_api::TrustState;
@@ -15,7 +14,6 @@ use agentmesh_core::{AgentCard, Envelope, EnvelopeKind, Identity, PeerId, canoni
 use agentmesh_store::Store;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -166,7 +164,7 @@ impl PeerApiHarness {
             .header(header::CONTENT_LENGTH, body.len())
             .body(Body::from(body))
             .expect("a request builds");
-        request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
+        request.extensions_mut().insert(crate::remote::Remote::Ip(std::net::Ipv4Addr::LOCALHOST.into()));
         self.runtime.block_on(async {
             let response = self.router.clone().oneshot(request).await.expect("the router is infallible");
             let status = response.status();

@@ -15,7 +15,6 @@ use agentmesh_core::{AgentCard, EnvelopeKind, Identity, PeerId, Protocol};
 use agentmesh_store::{IncomingMessage, NewRequest, Store};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -117,7 +116,7 @@ async fn call(router: &Router, method: Method, uri: &str, body: Option<Value>, a
         None => Body::empty(),
     };
     let mut request = request.body(body).expect("request");
-    request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
+    request.extensions_mut().insert(crate::remote::Remote::Ip(std::net::Ipv4Addr::LOCALHOST.into()));
     let response = router.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.expect("body");

@@ -24,6 +24,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::Node;
 
 /// Largest card or discovery document read from a probed endpoint, bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
@@ -147,6 +150,18 @@ pub(crate) trait Carrier: Send + Sync {
     /// Sends `request` to the node at `endpoint` (one it [`reaches`](Self::reaches)) and
     /// returns the answer's head; its body is read from the [`Response`].
     fn send<'a>(&'a self, endpoint: &'a Endpoint, request: Request) -> BoxFuture<'a, Result<Response, CarrierError>>;
+}
+
+/// The inbound side of a carrier: takes peers' requests off its medium and hands each to the
+/// peer API's router, with the [`Remote`](crate::remote::Remote) it came from in the request's
+/// extensions (what [`crate::extract::PeerRemote`] reads), until `stop`; then lets the requests
+/// in flight finish for a bounded time.
+pub(crate) trait Accept: Send {
+    /// Its name in logs: `http`.
+    fn name(&self) -> &'static str;
+
+    /// Serves `app` until `stop`.
+    fn serve(self: Box<Self>, app: axum::Router, node: Arc<Node>, stop: CancellationToken) -> BoxFuture<'static, ()>;
 }
 
 /// The node's carriers, in order of preference.
