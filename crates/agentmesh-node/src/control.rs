@@ -250,7 +250,7 @@ async fn show_peer(State(st): State<ControlState>, Path(peer): Path<String>) -> 
 
 async fn health(State(st): State<ControlState>, Path(peer): Path<String>) -> Reply<HealthReply> {
     let peer = st.node.db(move |s| contacts::resolve(s, &peer)).await?;
-    let check = st.node.transports().get(peer.protocol).health(&st.node, &peer).await;
+    let check = st.node.adapters().get(peer.protocol).health(&st.node, &peer).await;
     let (reachable, rtt_ms, error) = match check {
         Ok(ms) => (true, Some(ms), None),
         Err(e) => (false, None, Some(e)),

@@ -137,7 +137,7 @@ impl PeerApiHarness {
                 "http://127.0.0.1:8".into(),
                 db,
                 http,
-                crate::launch::standard_transports(),
+                crate::launch::standard_adapters(),
                 carriers,
             );
             peer_api::router(Arc::new(node))

@@ -88,9 +88,9 @@ async fn fixture() -> Fixture {
     let http =
         crate::net::client(&crate::net::ClientOptions { timeout_ms: Some(500), ..Default::default() }).expect("http");
     let keys = Keys { identity: state.identity, card, previous: None };
-    let (transports, carriers) = (crate::launch::standard_transports(), crate::launch::standard_carriers(&http));
+    let (adapters, carriers) = (crate::launch::standard_adapters(), crate::launch::standard_carriers(&http));
     let db = Db::spawn(store).expect("db");
-    let node = Arc::new(Node::new(keys, config, "http://127.0.0.1:8".into(), db, http, transports, carriers));
+    let node = Arc::new(Node::new(keys, config, "http://127.0.0.1:8".into(), db, http, adapters, carriers));
     let control = control::router(
         Arc::clone(&node),
         home,

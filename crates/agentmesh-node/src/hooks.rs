@@ -204,7 +204,7 @@ impl Hooks {
                 // and a stranger never talks to a model (the event carries neither).
                 // An id derived from the key is no word of the agent's; an Agent Mesh V1 agent picks
                 // its own, so its id is its words too.
-                let derived = node.transports().get(request.protocol).can(crate::transport::Capability::DerivedIds);
+                let derived = node.adapters().get(request.protocol).can(crate::adapter::Capability::DerivedIds);
                 let who = if derived {
                     format!("agent {}", request.peer_id)
                 } else {

@@ -258,7 +258,7 @@ pub async fn launch_with(
     let db = Db::spawn(store).context("starting the database thread")?;
     let carriers = standard_carriers(&http);
     let node =
-        Arc::new(Node::new(keys, config, endpoint, db, http, standard_transports(), carriers).with_warnings(warnings));
+        Arc::new(Node::new(keys, config, endpoint, db, http, standard_adapters(), carriers).with_warnings(warnings));
     // Secrets the node reads from outside its home are never offered either.
     let secrets =
         node.config().hooks.iter().map(|h| h.token_file.clone()).chain(node.config().registry_api_key_file.clone());
@@ -548,10 +548,10 @@ fn signals() -> impl std::future::Future<Output = ()> {
 
 /// The protocols a node speaks: our native envelopes first (tried first on a new URL), then
 /// Agent Mesh V1.
-pub(crate) fn standard_transports() -> crate::transport::Transports {
-    crate::transport::Transports::new(vec![
-        Arc::new(crate::native::HttpTransport),
-        Arc::new(crate::compat::agent_mesh_v1::V1Transport),
+pub(crate) fn standard_adapters() -> crate::adapter::Adapters {
+    crate::adapter::Adapters::new(vec![
+        Arc::new(crate::native::NativeAdapter),
+        Arc::new(crate::compat::agent_mesh_v1::V1Adapter),
     ])
 }
 
@@ -566,22 +566,19 @@ mod tests {
 
     #[test]
     fn each_protocol_says_what_it_can_do() {
-        use crate::transport::Capability::*;
+        use crate::adapter::Capability::*;
         use agentmesh_core::Protocol;
-        let transports = standard_transports();
+        let adapters = standard_adapters();
         let all = [Calls, Tasks, Files, KeyRotation, Encrypted, MutualTrust, DerivedIds];
-        let native = transports.get(Protocol::Native);
+        let native = adapters.get(Protocol::Native);
         assert!(all.iter().all(|c| native.can(*c)), "our own protocol does everything");
-        let v1 = transports.get(Protocol::AgentMeshV1);
+        let v1 = adapters.get(Protocol::AgentMeshV1);
         assert_eq!(v1.protocol(), Protocol::AgentMeshV1);
         assert!(all.iter().all(|c| !v1.can(*c)), "Agent Mesh V1: signed messages and one-sided trust only");
         assert!(
             v1.carries(agentmesh_core::EnvelopeKind::Message) && !v1.carries(agentmesh_core::EnvelopeKind::KeyRotation)
         );
-        assert_eq!(
-            transports.all().map(|t| t.protocol()).collect::<Vec<_>>(),
-            [Protocol::Native, Protocol::AgentMeshV1]
-        );
+        assert_eq!(adapters.all().map(|t| t.protocol()).collect::<Vec<_>>(), [Protocol::Native, Protocol::AgentMeshV1]);
     }
 
     fn addr(s: &str) -> SocketAddr {

@@ -12,7 +12,7 @@
 //!   (`service::*`) and encode.
 //!
 //! Where trust with each peer stands is one state machine ([`trust`]); everything sent goes
-//! through the durable outbox and a [`transport::Transport`] per protocol, whose requests reach
+//! through the durable outbox and a [`adapter::Adapter`] per protocol, whose requests reach
 //! peers' nodes on a [`carrier::Carrier`] (HTTP today); everything received is verified and
 //! stored before it is acknowledged.
 //!
@@ -30,6 +30,7 @@
 //! ```
 
 mod a2a;
+mod adapter;
 mod admission;
 mod carrier;
 pub mod compat;
@@ -62,7 +63,6 @@ mod registration;
 mod remote;
 mod service;
 mod stall;
-mod transport;
 mod trust;
 
 use std::cell::{Cell, RefCell};
@@ -80,10 +80,10 @@ pub use error::{ApiError, Error};
 pub use home::{Home, Profile, RuntimeInfo};
 pub use launch::{LaunchError, Listeners, NodeHandle, UpOptions, launch, launch_with, run};
 
+use crate::adapter::Adapters;
 use crate::carrier::Carriers;
 use crate::db::Db;
 use crate::limits::RateLimits;
-use crate::transport::Transports;
 
 /// Batches up to this many envelopes are signed, verified and opened on the calling task.
 const INLINE_CRYPTO_ITEMS: usize = 4;
@@ -133,7 +133,7 @@ pub(crate) struct Node {
     outbox_wake: Notify,
     http: reqwest::Client,
     limits: RateLimits,
-    transports: Transports,
+    adapters: Adapters,
     carriers: Carriers,
     /// Set while `key_rotation` announcements may be queued: the outbox then sends them to each
     /// contact before anything else (signed with the new key, which the contact learns from them).
@@ -225,14 +225,14 @@ impl Tx<'_> {
 
 impl Node {
     /// Assembles a node from its parts (what `launch` does after loading the home), with the
-    /// transports of the protocols it speaks and the carriers that reach peers' nodes.
+    /// adapters of the protocols it speaks and the carriers that reach peers' nodes.
     pub(crate) fn new(
         keys: Keys,
         config: Config,
         endpoint: String,
         db: Db,
         http: reqwest::Client,
-        transports: Transports,
+        adapters: Adapters,
         carriers: Carriers,
     ) -> Self {
         let limits = RateLimits::new(&config);
@@ -244,7 +244,7 @@ impl Node {
             outbox_wake: Notify::new(),
             http,
             limits,
-            transports,
+            adapters,
             carriers,
             rotation_pending: AtomicBool::new(true),
             own_record: Mutex::new(None),
@@ -387,9 +387,9 @@ impl Node {
         &self.limits
     }
 
-    /// The transport of each protocol.
-    pub(crate) fn transports(&self) -> &Transports {
-        &self.transports
+    /// The adapter of each protocol.
+    pub(crate) fn adapters(&self) -> &Adapters {
+        &self.adapters
     }
 
     /// The ways requests reach peers' nodes.

@@ -1,6 +1,6 @@
 //! Our own protocol, `agentmesh/1` (docs/PROTOCOL.md): signed, HPKE-encrypted [`Envelope`]s
 //! over HTTP. This module is its adapter both ways: the peer routes that parse envelopes into
-//! [`Inbound`] values for the [pipeline](crate::pipeline), and the [`HttpTransport`] that seals,
+//! [`Inbound`] values for the [pipeline](crate::pipeline), and the [`NativeAdapter`] that seals,
 //! signs and posts what the outbox holds.
 //!
 //! | route | body | success |
@@ -44,10 +44,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::adapter::{Adapter, Outcome, Outgoing};
 use crate::carrier::{Carriers, ProbeError, Request};
 use crate::error::{ApiError, Error, read_json_body};
 use crate::pipeline::{self, AnswerContext, Body, Inbound, Payload, Presented, Sealed};
-use crate::transport::{Outcome, Outgoing, Transport};
 use crate::{Keys, Node};
 use agentmesh_core::envelope::is_request_id;
 
@@ -439,14 +439,14 @@ fn receipt(context: &AnswerContext<'_>) -> Result<String, Error> {
 /// everything else in batches to `/v1/batch`. Each attempt signs the stored sealed envelope anew
 /// with a fresh `sent_at`; a signed receipt from the pinned key (or its previous one during a
 /// rotation's grace period) marks an entry delivered.
-pub(crate) struct HttpTransport;
+pub(crate) struct NativeAdapter;
 
-impl Transport for HttpTransport {
+impl Adapter for NativeAdapter {
     fn protocol(&self) -> Protocol {
         Protocol::Native
     }
 
-    fn can(&self, _what: crate::transport::Capability) -> bool {
+    fn can(&self, _what: crate::adapter::Capability) -> bool {
         true
     }
 
@@ -458,12 +458,11 @@ impl Transport for HttpTransport {
         &'a self,
         node: &'a Node,
         endpoint: &'a Endpoint,
-    ) -> BoxFuture<'a, Result<crate::transport::Fetched, crate::transport::FetchError>> {
+    ) -> BoxFuture<'a, Result<crate::adapter::Fetched, crate::adapter::FetchError>> {
         Box::pin(async move {
-            let card =
-                fetch_card(node.carriers(), endpoint, None).await.map_err(crate::transport::FetchError::Probe)?;
+            let card = fetch_card(node.carriers(), endpoint, None).await.map_err(crate::adapter::FetchError::Probe)?;
             let keys = card.verify().map_err(|e| {
-                crate::transport::FetchError::Invalid(Error::upstream(
+                crate::adapter::FetchError::Invalid(Error::upstream(
                     ErrorCode::InvalidCard,
                     format!("{endpoint} served a card that does not verify: {e}"),
                 ))

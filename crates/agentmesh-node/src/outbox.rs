@@ -1,10 +1,10 @@
-//! The delivery worker: takes due outbox entries, hands them to their peer's transport, records
+//! The delivery worker: takes due outbox entries, hands them to their peer's adapter, records
 //! receipts and retries.
 //!
 //! Entries are written to the outbox before any network I/O. The worker leases what it sends (its
 //! `next_attempt_at` moves past the request timeout) so nothing is sent twice at once, groups
 //! entries per peer within the in-flight caps, and gives each group to the
-//! [`Transport`](crate::transport::Transport) of the peer's protocol. A signed receipt marks an
+//! [`Adapter`](crate::adapter::Adapter) of the peer's protocol. A signed receipt marks an
 //! entry `delivered`. A failure schedules a retry after `min(retry_base · 2^attempts, retry_max)`,
 //! half of it random jitter, until `max_attempts` or the entry's expiry, after which it is
 //! `failed`. A final refusal follows the trust state machine: a refused contact request closes as
@@ -25,8 +25,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::adapter::Outcome;
 use crate::service::contacts;
-use crate::transport::Outcome;
 use crate::{FirstOutcome, Node};
 
 /// Runs the worker until `shutdown`; in-flight deliveries are awaited (bounded by the request
@@ -177,7 +177,7 @@ async fn deliver_group(node: &Arc<Node>, peer: Option<Peer>, items: Vec<OutboxIt
             let why = format!("the peer is {}", p.trust);
             outcomes.extend(dropped.into_iter().map(|i| (i, Outcome::failed(why.clone()))));
             if !sendable.is_empty() {
-                outcomes.extend(node.transports().get(p.protocol).deliver(node, &p, sendable).await);
+                outcomes.extend(node.adapters().get(p.protocol).deliver(node, &p, sendable).await);
             }
         }
     }

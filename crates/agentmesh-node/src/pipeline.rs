@@ -36,9 +36,9 @@ use agentmesh_core::{AgentId, EnvelopeKind, Identity, PeerId, Protocol};
 use agentmesh_store::{IncomingMessage, KeyMismatch, Peer};
 use ed25519_dalek::VerifyingKey;
 
+use crate::adapter::Capability;
 use crate::error::Error;
 use crate::service::{calls, contacts, files, tasks};
-use crate::transport::Capability;
 use crate::trust::{self, Input};
 use crate::{Keys, Node, Tx};
 
@@ -249,7 +249,7 @@ pub(crate) async fn process(node: &Arc<Node>, envelopes: Vec<Inbound>) -> Vec<Re
         {
             told_blocks.push(env.from.clone());
         }
-        let rotations = node.transports().get(env.protocol).can(Capability::KeyRotation);
+        let rotations = node.adapters().get(env.protocol).can(Capability::KeyRotation);
         let checked = sender(&env, peer, rotations, &mut key_cache, now as i64).and_then(|sender| {
             if let Some(to) = env.to
                 && to != me
@@ -551,7 +551,7 @@ fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Er
                 peer_id: from.clone(),
                 id: inbound.id.clone(),
                 protocol: inbound.protocol,
-                encrypted: tx.node().transports().get(inbound.protocol).can(Capability::Encrypted),
+                encrypted: tx.node().adapters().get(inbound.protocol).can(Capability::Encrypted),
                 content_type,
                 text,
                 reply_to,

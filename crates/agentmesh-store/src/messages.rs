@@ -18,7 +18,7 @@ pub struct NewOutbound {
     pub peer_id: PeerId,
     /// Protocol to deliver with.
     pub protocol: Protocol,
-    /// What to send, as the protocol's transport prepared it (native: the sealed, unsigned
+    /// What to send, as the protocol's adapter prepared it (native: the sealed, unsigned
     /// envelope JSON; V1: the unsigned body JSON).
     pub payload: String,
     /// Our own plaintext, kept for listings (messages only).

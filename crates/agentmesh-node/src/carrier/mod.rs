@@ -1,5 +1,5 @@
 //! How bytes reach a peer's node: one [`Carrier`] per way of carrying them (HTTP over TCP today),
-//! chosen per endpoint. What the bytes mean is an adapter's business ([`crate::transport`]);
+//! chosen per endpoint. What the bytes mean is an adapter's business ([`crate::adapter`]);
 //! a carrier moves one request to a node and its answer back, and knows nothing of envelopes.
 //!
 //! Every exchange with a peer's node goes through [`Carriers`]: delivering envelopes, checking a

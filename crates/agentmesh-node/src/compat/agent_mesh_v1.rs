@@ -1,7 +1,7 @@
 //! OpenClaw Agent Mesh V1 (`openclaw-agent-mesh/v1`), as documented in `../shared/PROTOCOLS.md` §1:
 //! an adapter both ways. Inbound, its routes parse V1 bodies into [`Inbound`] values for the one
 //! [pipeline](crate::pipeline) (same freshness, replay, trust, pinning, budgets and storage as
-//! native envelopes); outbound, [`V1Transport`] signs and posts what the outbox holds.
+//! native envelopes); outbound, [`V1Adapter`] signs and posts what the outbox holds.
 //!
 //! * Identity: `{agent_id, display_name, endpoint, public_key, fingerprint}` where `public_key` is
 //!   the Ed25519 key as SPKI PEM text and `fingerprint` is `sha256:` + hex SHA-256 of that exact
@@ -41,10 +41,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::Node;
+use crate::adapter::{Adapter, Outcome, Outgoing};
 use crate::carrier::{Carriers, ProbeError, Request};
 use crate::error::{ApiError, Error, read_json_body};
 use crate::pipeline::{self, AnswerContext, Body, Inbound, Payload, Presented};
-use crate::transport::{Outcome, Outgoing, Transport};
 use agentmesh_core::envelope::is_request_id;
 
 /// A V1 identity card.
@@ -355,16 +355,16 @@ fn new_message_id() -> String {
 
 /// Sends V1 bodies: each attempt stamps a fresh `timestamp`, signs, and posts one entry. V1
 /// carries contact requests and messages only.
-pub(crate) struct V1Transport;
+pub(crate) struct V1Adapter;
 
-impl Transport for V1Transport {
+impl Adapter for V1Adapter {
     fn protocol(&self) -> Protocol {
         Protocol::AgentMeshV1
     }
 
     /// V1 signs but does not encrypt, trusts one way, lets an agent choose its id, and has no
     /// calls, tasks, files or rotations.
-    fn can(&self, _what: crate::transport::Capability) -> bool {
+    fn can(&self, _what: crate::adapter::Capability) -> bool {
         false
     }
 
@@ -376,8 +376,8 @@ impl Transport for V1Transport {
         &'a self,
         node: &'a Node,
         endpoint: &'a Endpoint,
-    ) -> BoxFuture<'a, Result<crate::transport::Fetched, crate::transport::FetchError>> {
-        use crate::transport::FetchError;
+    ) -> BoxFuture<'a, Result<crate::adapter::Fetched, crate::adapter::FetchError>> {
+        use crate::adapter::FetchError;
         Box::pin(async move {
             let agent = fetch_agent(node.carriers(), endpoint, None).await.map_err(FetchError::Probe)?;
             let (id, key) = agent

@@ -18,10 +18,10 @@ use agentmesh_core::call::{CallBody, CallOp, MAX_CALL_NOTE_CHARS, new_call_id};
 use agentmesh_core::time::now_ms;
 use agentmesh_store::{CallFilter, Peer, Store};
 
+use crate::adapter::{Capability, Outgoing};
 use crate::error::Error;
 use crate::service::contacts::resolve;
 use crate::service::messages::not_sendable;
-use crate::transport::{Capability, Outgoing};
 use crate::{Node, Tx};
 
 /// Longest a call may ring, ms (one day).
@@ -212,7 +212,7 @@ pub(crate) fn queue(tx: &Tx<'_>, peer: &Peer, call_id: &str, op: CallOp) -> Resu
     let kind = line_kind(&op);
     let text = op.text().map(str::to_owned);
     let what = Outgoing::Call(CallBody { call_id: call_id.to_owned(), op });
-    let outbound = tx.node().transports().get(peer.protocol).prepare(tx.node(), peer, what)?;
+    let outbound = tx.node().adapters().get(peer.protocol).prepare(tx.node(), peer, what)?;
     tx.enqueue(&outbound)?;
     let line = CallLine {
         line_id: outbound.id,
@@ -233,7 +233,7 @@ pub(crate) fn callable(node: &Node, store: &Store, peer: &Peer) -> Result<(), Er
     if let Some(error) = not_sendable(node, store, peer)? {
         return Err(error);
     }
-    if !node.transports().get(peer.protocol).can(Capability::Calls) {
+    if !node.adapters().get(peer.protocol).can(Capability::Calls) {
         return Err(Error::conflict(
             ErrorCode::UnsupportedByPeer,
             format!(

@@ -16,9 +16,9 @@ use agentmesh_core::time::now_ms;
 use agentmesh_core::{EnvelopeKind, PeerId};
 use agentmesh_store::{Closing, KeyMismatch, NewRequest, Peer, Store};
 
+use crate::adapter::{Capability, FetchError, Outgoing};
 use crate::carrier::ProbeError;
 use crate::error::Error;
-use crate::transport::{Capability, FetchError, Outgoing};
 use crate::trust::{self, Input, Relation, Tell};
 use crate::{FirstOutcome, Node, Tx};
 
@@ -141,9 +141,9 @@ pub(crate) fn apply(tx: &Tx<'_>, peer: &Peer, input: Input<'_>, context: &Contex
                 Outgoing::ContactUpdate(ContactUpdateBody { change, request_id: request })
             }
         };
-        let transport = tx.node().transports().get(peer.protocol);
-        if transport.carries(what.kind()) {
-            let outbound = transport.prepare(tx.node(), peer, what)?;
+        let adapter = tx.node().adapters().get(peer.protocol);
+        if adapter.carries(what.kind()) {
+            let outbound = adapter.prepare(tx.node(), peer, what)?;
             tx.enqueue(&outbound)?;
         }
     }
@@ -281,8 +281,8 @@ pub(crate) async fn fetch_peer(node: &Node, base: &str) -> Result<(Peer, Vec<[u8
     let endpoint: Endpoint = base.parse().unwrap_or_else(|never| match never {});
     // Each protocol in turn; the first that finds its document there wins.
     let mut not_found = Vec::new();
-    for transport in node.transports().all() {
-        match transport.fetch_peer(node, &endpoint).await {
+    for adapter in node.adapters().all() {
+        match adapter.fetch_peer(node, &endpoint).await {
             Ok(fetched) => return Ok(fetched),
             Err(FetchError::Invalid(e)) => return Err(e),
             Err(FetchError::Probe(ProbeError::Unreachable(why))) => {
@@ -326,7 +326,7 @@ fn pin_fetched(tx: &Tx<'_>, fetched: &Peer, history: &[[u8; 32]], grace_ms: i64)
 
 /// Whether `peer`'s protocol moves a pin along a verified rotation chain.
 fn follows_rotations(tx: &Tx<'_>, peer: &Peer) -> bool {
-    tx.node().transports().get(peer.protocol).can(Capability::KeyRotation)
+    tx.node().adapters().get(peer.protocol).can(Capability::KeyRotation)
 }
 
 /// The mismatch `pin_fetched` would refuse `fetched` for: a pinned (not removed) peer whose key
@@ -438,7 +438,7 @@ pub(crate) async fn request_contact(node: &Arc<Node>, args: ContactArgs) -> Resu
             let open_in = tx.open_request(&peer.agent_id, Direction::Incoming)?;
             let peer = apply(tx, &peer, Input::Ask, &Context::purpose(&purpose))?;
             // One-sided trust: the request goes out even to a peer that asked us.
-            if !tx.node().transports().get(peer.protocol).can(Capability::MutualTrust) {
+            if !tx.node().adapters().get(peer.protocol).can(Capability::MutualTrust) {
                 ask_v1(tx, &peer, &purpose)?;
             }
             let open_out = tx.open_request(&peer.agent_id, Direction::Outgoing)?;
@@ -489,7 +489,7 @@ fn ask_v1(tx: &Tx<'_>, peer: &Peer, purpose: &str) -> Result<(), Error> {
     };
     tx.insert_request(&request)?;
     let what = Outgoing::ContactRequest { request_id, purpose: purpose.to_owned() };
-    let outbound = tx.node().transports().get(peer.protocol).prepare(tx.node(), peer, what)?;
+    let outbound = tx.node().adapters().get(peer.protocol).prepare(tx.node(), peer, what)?;
     tx.enqueue(&outbound)
 }
 

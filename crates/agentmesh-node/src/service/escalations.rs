@@ -16,9 +16,9 @@ use agentmesh_core::task::TaskOp;
 use agentmesh_core::time::now_ms;
 use agentmesh_store::{EscalationFilter, Peer};
 
+use crate::adapter::Capability;
 use crate::error::Error;
 use crate::service::{calls, messages, tasks};
-use crate::transport::Capability;
 use crate::{Node, Tx};
 
 /// Most options an escalation offers, and the longest one in characters.
@@ -38,7 +38,7 @@ fn new_escalation_id() -> String {
 
 /// The peer of a call or task, when we may still tell it something.
 fn reachable(tx: &Tx<'_>, peer: &Peer) -> Result<bool, Error> {
-    let can = |what| tx.node().transports().get(peer.protocol).can(what);
+    let can = |what| tx.node().adapters().get(peer.protocol).can(what);
     Ok(messages::not_sendable(tx.node(), tx, peer)?.is_none() && can(Capability::Calls) && can(Capability::Tasks))
 }
 

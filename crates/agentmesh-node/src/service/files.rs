@@ -60,12 +60,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::adapter::{Capability, Outgoing};
 use crate::carrier::{Request, Response as PeerResponse};
 use crate::error::Error;
 use crate::limits::SharedSlots;
 use crate::service::contacts::resolve;
 use crate::service::messages::not_sendable;
-use crate::transport::{Capability, Outgoing};
 use crate::{Node, Tx};
 
 /// Largest error body read from a sender that refuses a fetch, bytes.
@@ -199,7 +199,7 @@ fn emit(tx: &Tx<'_>, id: &str) -> Result<Transfer, Error> {
 /// Queues `op` about transfer `id` to `peer`.
 fn queue(tx: &Tx<'_>, peer: &Peer, id: &str, op: FileOp) -> Result<(), Error> {
     let what = Outgoing::File(FileBody { transfer_id: id.to_owned(), op });
-    let outbound = tx.node().transports().get(peer.protocol).prepare(tx.node(), peer, what)?;
+    let outbound = tx.node().adapters().get(peer.protocol).prepare(tx.node(), peer, what)?;
     tx.enqueue(&outbound)
 }
 
@@ -333,7 +333,7 @@ fn sendable(node: &Node, store: &Store, peer: &Peer) -> Result<(), Error> {
     if let Some(error) = not_sendable(node, store, peer)? {
         return Err(error);
     }
-    if !node.transports().get(peer.protocol).can(Capability::Files) {
+    if !node.adapters().get(peer.protocol).can(Capability::Files) {
         return Err(Error::conflict(
             ErrorCode::UnsupportedByPeer,
             format!("{} speaks {}, which has no file transfers", peer.agent_id, peer.protocol),

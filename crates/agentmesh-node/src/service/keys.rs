@@ -6,9 +6,9 @@ use agentmesh_api::TrustState;
 use agentmesh_api::control::RotateReply;
 use agentmesh_core::{AgentCard, Identity, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE};
 
+use crate::adapter::{Capability, Outgoing};
 use crate::error::Error;
 use crate::home::{Home, Profile};
-use crate::transport::{Capability, Outgoing};
 use crate::{Keys, Node};
 
 const ANNOUNCED_KEY: &str = "announced_fingerprint";
@@ -72,11 +72,11 @@ pub(crate) async fn announce_card(node: &Arc<Node>) -> Result<usize, Error> {
             for peer in tx.peers(false)? {
                 let related =
                     matches!(peer.trust, TrustState::Trusted | TrustState::RequestedIn | TrustState::RequestedOut);
-                if !tx.node().transports().get(peer.protocol).can(Capability::KeyRotation) || !related {
+                if !tx.node().adapters().get(peer.protocol).can(Capability::KeyRotation) || !related {
                     continue;
                 }
                 let outbound =
-                    tx.node().transports().get(peer.protocol).prepare(tx.node(), &peer, Outgoing::KeyRotation)?;
+                    tx.node().adapters().get(peer.protocol).prepare(tx.node(), &peer, Outgoing::KeyRotation)?;
                 tx.enqueue(&outbound)?;
                 told += 1;
             }

@@ -1,4 +1,4 @@
-//! Messages: sending (through the transport of the peer's protocol, via the outbox), listing,
+//! Messages: sending (through the adapter of the peer's protocol, via the outbox), listing,
 //! reading (with a signed read receipt), and retrying or clearing what failed.
 
 use std::sync::Arc;
@@ -10,9 +10,9 @@ use agentmesh_core::time::now_ms;
 use agentmesh_store::{MessageFilter, Peer, Store};
 
 use crate::Node;
+use crate::adapter::{Capability, Outgoing};
 use crate::error::Error;
 use crate::service::contacts::resolve;
-use crate::transport::{Capability, Outgoing};
 
 /// Why `peer` cannot be messaged now, and what the owner can do; `None` when it can.
 pub(crate) fn not_sendable(node: &Node, store: &Store, peer: &Peer) -> Result<Option<Error>, Error> {
@@ -20,7 +20,7 @@ pub(crate) fn not_sendable(node: &Node, store: &Store, peer: &Peer) -> Result<Op
     let open = |direction| store.open_request(id, direction).map(|r| r.map(|r| r.request_id).unwrap_or_default());
     // One-sided trust (Agent Mesh V1): once we asked, our messages wait at its door until its
     // owner approves.
-    let sendable = if node.transports().get(peer.protocol).can(Capability::MutualTrust) {
+    let sendable = if node.adapters().get(peer.protocol).can(Capability::MutualTrust) {
         peer.trust == TrustState::Trusted
     } else {
         matches!(peer.trust, TrustState::Trusted | TrustState::RequestedOut)
@@ -99,7 +99,7 @@ pub(crate) async fn send(node: &Arc<Node>, args: SendArgs) -> Result<SendReply, 
         };
         let what =
             Outgoing::Message { text: args.text.clone(), reply_to: args.reply_to.clone(), thread: args.thread.clone() };
-        let outbound = node.transports().get(peer.protocol).prepare(node, &peer, what)?;
+        let outbound = node.adapters().get(peer.protocol).prepare(node, &peer, what)?;
         let to = args.to.clone();
         let queued = node
             .transact(move |tx| {
@@ -166,10 +166,10 @@ pub(crate) async fn read(node: &Arc<Node>, id: String) -> Result<MessageReply, E
             && let Some(peer) = tx.peer(&message.peer_id)?
             && peer.trust == TrustState::Trusted
         {
-            let transport = tx.node().transports().get(peer.protocol);
-            if transport.carries(EnvelopeKind::Receipt) {
+            let adapter = tx.node().adapters().get(peer.protocol);
+            if adapter.carries(EnvelopeKind::Receipt) {
                 let what = Outgoing::Read { message_id: message.id.clone(), at: now };
-                let outbound = transport.prepare(tx.node(), &peer, what)?;
+                let outbound = adapter.prepare(tx.node(), &peer, what)?;
                 tx.enqueue(&outbound)?;
             }
         }

@@ -20,10 +20,10 @@ use agentmesh_core::task::{Artifact, MAX_ARTIFACTS, MAX_PARTS, TaskBody, TaskOp,
 use agentmesh_core::time::now_ms;
 use agentmesh_store::{Peer, TaskFilter};
 
+use crate::adapter::Outgoing;
 use crate::error::Error;
 use crate::service::calls::{Received, callable};
 use crate::service::contacts::resolve;
-use crate::transport::Outgoing;
 use crate::{Node, Tx};
 
 /// Most artifacts a task keeps; an update past it is refused (409 `task_state`).
@@ -144,7 +144,7 @@ pub(crate) fn emit(tx: &Tx<'_>, task_id: &str, entry: Option<TaskEntry>) -> Resu
 pub(crate) fn queue(tx: &Tx<'_>, peer: &Peer, task_id: &str, op: TaskOp) -> Result<TaskEntry, Error> {
     let mut line = entry(task_id, &op);
     let what = Outgoing::Task(TaskBody { task_id: task_id.to_owned(), op });
-    let outbound = tx.node().transports().get(peer.protocol).prepare(tx.node(), peer, what)?;
+    let outbound = tx.node().adapters().get(peer.protocol).prepare(tx.node(), peer, what)?;
     tx.enqueue(&outbound)?;
     line.entry_id = outbound.id;
     line.at = outbound.created_at;

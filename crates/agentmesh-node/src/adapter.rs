@@ -1,12 +1,14 @@
-//! Outbound: one [`Transport`] per wire protocol, chosen per peer by the outbox.
+//! What the bytes mean: one [`Adapter`] per wire protocol (our native envelopes, Agent Mesh V1),
+//! chosen per peer by the outbox. How they travel is a [`crate::carrier`]'s business.
 //!
-//! A transport turns what we want to say ([`Outgoing`]) into an outbox entry for a peer
-//! ([`Transport::prepare`], run inside the transaction that queues it, so nothing is sent before
-//! it is stored), delivers due entries ([`Transport::deliver`]) and checks whether a peer answers
-//! ([`Transport::health`]), and finds the agent at an endpoint ([`Transport::fetch_peer`]); its
-//! bytes travel on the node's [`crate::carrier`]s. Adding a protocol means one module that
-//! implements this trait and its inbound adapter, registered in [`Transports`] where the node is
-//! built: this module knows no protocol.
+//! An adapter turns what we want to say ([`Outgoing`]) into an outbox entry for a peer
+//! ([`Adapter::prepare`], run inside the transaction that queues it, so nothing is sent before
+//! it is stored), delivers due entries ([`Adapter::deliver`]) and checks whether a peer answers
+//! ([`Adapter::health`]), and finds the agent at an endpoint ([`Adapter::fetch_peer`]); its
+//! bytes travel on the node's carriers. Adding a protocol means one module that implements this
+//! trait and its inbound side (routes of the peer API that parse and verify its format into a
+//! [`crate::pipeline::Inbound`]), registered in [`Adapters`] where the node is built: this module
+//! knows no protocol.
 
 use std::sync::Arc;
 
@@ -90,7 +92,7 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    /// A retry after a transport error.
+    /// A retry after a carrier error.
     pub(crate) fn retry(sent: bool, error: impl Into<String>) -> Self {
         Outcome::Retry { sent, error: error.into(), after_secs: 0, code: None, peer_now: None }
     }
@@ -137,7 +139,7 @@ pub(crate) enum Capability {
 }
 
 /// One protocol's way out.
-pub(crate) trait Transport: Send + Sync {
+pub(crate) trait Adapter: Send + Sync {
     /// The protocol it speaks: peers stored with it are reached through it.
     fn protocol(&self) -> Protocol;
 
@@ -169,33 +171,33 @@ pub(crate) trait Transport: Send + Sync {
     fn fetch_peer<'a>(&'a self, node: &'a Node, endpoint: &'a Endpoint) -> BoxFuture<'a, Result<Fetched, FetchError>>;
 }
 
-/// The node's transports, one per protocol, in the order a base URL is probed.
-pub(crate) struct Transports(Vec<Arc<dyn Transport>>);
+/// The node's adapters, one per protocol, in the order a base URL is probed.
+pub(crate) struct Adapters(Vec<Arc<dyn Adapter>>);
 
-impl Transports {
-    /// The transports registered, the first one the default.
-    pub(crate) fn new(all: Vec<Arc<dyn Transport>>) -> Self {
-        Transports(all)
+impl Adapters {
+    /// The adapters registered, the first one the default.
+    pub(crate) fn new(all: Vec<Arc<dyn Adapter>>) -> Self {
+        Adapters(all)
     }
 
-    /// The transport of `protocol` (the first registered when none speaks it).
-    pub(crate) fn get(&self, protocol: Protocol) -> &dyn Transport {
+    /// The adapter of `protocol` (the first registered when none speaks it).
+    pub(crate) fn get(&self, protocol: Protocol) -> &dyn Adapter {
         let found = self.0.iter().find(|t| t.protocol() == protocol).or_else(|| self.0.first());
         found.map(|t| &**t).unwrap_or(&NONE)
     }
 
-    /// Every transport, in the order registered.
-    pub(crate) fn all(&self) -> impl Iterator<Item = &dyn Transport> {
+    /// Every adapter, in the order registered.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &dyn Adapter> {
         self.0.iter().map(|t| &**t)
     }
 }
 
-/// What a node with no transport at all has: nothing can be sent or found.
-struct NoTransport;
+/// What a node with no adapter at all has: nothing can be sent or found.
+struct NoAdapter;
 
-static NONE: NoTransport = NoTransport;
+static NONE: NoAdapter = NoAdapter;
 
-impl Transport for NoTransport {
+impl Adapter for NoAdapter {
     fn protocol(&self) -> Protocol {
         Protocol::Native
     }
@@ -209,7 +211,7 @@ impl Transport for NoTransport {
     }
 
     fn prepare(&self, _: &Node, _: &Peer, _: Outgoing) -> Result<NewOutbound, Error> {
-        Err(Error::internal("no transport is registered"))
+        Err(Error::internal("no adapter is registered"))
     }
 
     fn deliver<'a>(
@@ -218,14 +220,14 @@ impl Transport for NoTransport {
         _: &'a Peer,
         items: Vec<OutboxItem>,
     ) -> BoxFuture<'a, Vec<(OutboxItem, Outcome)>> {
-        Box::pin(async move { items.into_iter().map(|i| (i, Outcome::failed("no transport is registered"))).collect() })
+        Box::pin(async move { items.into_iter().map(|i| (i, Outcome::failed("no adapter is registered"))).collect() })
     }
 
     fn health<'a>(&'a self, _: &'a Node, _: &'a Peer) -> BoxFuture<'a, Result<u64, String>> {
-        Box::pin(async { Err("no transport is registered".to_owned()) })
+        Box::pin(async { Err("no adapter is registered".to_owned()) })
     }
 
     fn fetch_peer<'a>(&'a self, _: &'a Node, _: &'a Endpoint) -> BoxFuture<'a, Result<Fetched, FetchError>> {
-        Box::pin(async { Err(FetchError::Probe(ProbeError::NotADocument("no transport is registered".into()))) })
+        Box::pin(async { Err(FetchError::Probe(ProbeError::NotADocument("no adapter is registered".into()))) })
     }
 }
