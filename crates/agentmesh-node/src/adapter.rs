@@ -150,7 +150,8 @@ pub(crate) trait Adapter: Send + Sync {
     /// contact responses, updates, read receipts or key rotations).
     fn carries(&self, kind: EnvelopeKind) -> bool;
 
-    /// The outbox entry that tells `peer` `what` (sealed and signed: CPU work, no I/O). Called
+    /// The outbox entry that tells `peer` `what`: no I/O and no cryptography (an adapter that
+    /// seals or signs does it in [`deliver`](Self::deliver), off the database thread). Called
     /// inside the transaction that queues it, or before it for messages, whose sender checks the
     /// peer again when it queues. The entry's id is the request id for contact requests.
     fn prepare(&self, node: &Node, peer: &Peer, what: Outgoing) -> Result<NewOutbound, Error>;

@@ -28,13 +28,13 @@ const TOKEN: &str = "test-token";
 /// The control listener's address the fixture's router answers as.
 const CONTROL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9);
 
-struct Fixture {
+pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
-    node: Arc<Node>,
+    pub(crate) node: Arc<Node>,
     control: Router,
     peers: Router,
     /// A trusted contact (keys we hold, so we can sign as it).
-    contact: Identity,
+    pub(crate) contact: Identity,
     /// A peer that asked us for contact (`req_…aa`).
     asker: Identity,
 }
@@ -45,7 +45,8 @@ fn peer_row(identity: &Identity, name: &str, trust: TrustState) -> agentmesh_sto
     agentmesh_store::Peer { trust, ..crate::native::native_peer(&card, &keys, "http://127.0.0.1:9", 1) }
 }
 
-async fn fixture() -> Fixture {
+/// A node over an in-memory store with a contact and a pending request, and both routers.
+pub(crate) async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = Home::new(dir.path().join("home"));
     let profile = Profile { name: "node".into(), endpoint: None, capabilities: vec![], created_at: 0 };

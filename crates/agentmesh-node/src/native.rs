@@ -40,7 +40,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ed25519_dalek::VerifyingKey;
 use futures_util::future::BoxFuture;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -473,7 +473,6 @@ impl Adapter for NativeAdapter {
 
     fn prepare(&self, node: &Node, peer: &Peer, what: Outgoing) -> Result<NewOutbound, Error> {
         let kind = what.kind();
-        let x25519 = peer.x25519.ok_or_else(|| Error::internal("native peer without X25519 key"))?;
         let to = peer.agent_id.agent_id().ok_or_else(|| Error::internal("native peer without an agent id"))?;
         let (plaintext, content_type, text, reply_to, thread, id) = match &what {
             Outgoing::Message { text, reply_to, thread } => {
@@ -500,32 +499,42 @@ impl Adapter for NativeAdapter {
             }
             Outgoing::Task(body) => (to_json(body), TASK_CONTENT_TYPE, None, None, Some(body.task_id.clone()), None),
         };
+        if peer.x25519.is_none() {
+            return Err(Error::internal("native peer without X25519 key"));
+        }
         let now = now_ms();
         let ttl = node.config().message_ttl_secs.saturating_mul(1000);
         let mut draft = Draft::new(kind, node.id(), to, now, ttl, content_type, plaintext);
         if let Some(id) = id {
             draft.id = id;
         }
-        if kind.carries_card() {
-            draft.card = Some(node.keys().card.clone());
-        }
-        draft.reply_to = reply_to.clone();
-        draft.thread = thread.clone();
-        let expires_at = draft.expires_at as i64;
-        let sealed = draft.seal(&x25519).map_err(|e| Error::internal(e.to_string()))?;
+        let queued = Queued {
+            draft: QueuedDraft {
+                id: draft.id.clone(),
+                kind,
+                to,
+                created_at: now,
+                expires_at: draft.expires_at,
+                reply_to: reply_to.clone(),
+                thread: thread.clone(),
+                content_type: content_type.into(),
+                body: b64::encode(&draft.plaintext),
+                card: kind.carries_card(),
+            },
+        };
         Ok(NewOutbound {
-            id: sealed.id.clone(),
+            id: draft.id,
             kind,
             peer_id: peer.agent_id.clone(),
             protocol: Protocol::Native,
-            payload: serde_json::to_string(&sealed).map_err(Error::internal)?,
+            payload: serde_json::to_string(&queued).map_err(Error::internal)?,
             text,
             content_type: content_type.into(),
             reply_to,
             thread,
             encrypted: true,
             created_at: now as i64,
-            expires_at,
+            expires_at: draft.expires_at as i64,
         })
     }
 
@@ -569,13 +578,63 @@ fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// Signs each entry's envelope with a fresh `sent_at`; `None` for corrupt payloads.
-fn sign_all(node: &Node, items: &[OutboxItem]) -> Vec<Option<Envelope>> {
+/// An outbox entry of ours as stored: the envelope's plaintext parts, sealed to the peer's
+/// current X25519 key and signed at each delivery attempt (off the database thread, with the card
+/// we have then). Entries queued by builds before this one hold the sealed, unsigned envelope
+/// itself; those are signed as they are.
+#[derive(Serialize, Deserialize)]
+struct Queued {
+    draft: QueuedDraft,
+}
+
+/// The plaintext parts of a queued envelope ([`Draft`] without the sender, which is us).
+#[derive(Serialize, Deserialize)]
+struct QueuedDraft {
+    id: String,
+    kind: EnvelopeKind,
+    to: agentmesh_core::AgentId,
+    /// ms.
+    created_at: u64,
+    /// ms.
+    expires_at: u64,
+    reply_to: Option<String>,
+    thread: Option<String>,
+    content_type: String,
+    /// The plaintext body, base64 (RFC 4648 §4, padded).
+    body: String,
+    /// Whether our card goes with it.
+    card: bool,
+}
+
+/// Seals (when queued as a draft) and signs each entry's envelope with a fresh `sent_at`; `None`
+/// for a corrupt payload or one that cannot be sealed to `peer`.
+fn seal_and_sign_all(node: &Node, peer: &Peer, items: &[OutboxItem]) -> Vec<Option<Envelope>> {
     let now = now_ms();
     let keys = node.keys();
     items
         .iter()
-        .map(|i| serde_json::from_str::<Envelope>(&i.payload).ok().map(|e| e.sign(&keys.identity, now)))
+        .map(|item| {
+            let envelope = match serde_json::from_str::<Queued>(&item.payload) {
+                Ok(Queued { draft: d }) => {
+                    let draft = Draft {
+                        id: d.id,
+                        kind: d.kind,
+                        from: node.id(),
+                        to: d.to,
+                        created_at: d.created_at,
+                        expires_at: d.expires_at,
+                        reply_to: d.reply_to,
+                        thread: d.thread,
+                        content_type: d.content_type,
+                        plaintext: b64::decode(&d.body)?,
+                        card: d.card.then(|| keys.card.clone()),
+                    };
+                    draft.seal(peer.x25519.as_ref()?).ok()?
+                }
+                Err(_) => serde_json::from_str::<Envelope>(&item.payload).ok()?,
+            };
+            Some(envelope.sign(&keys.identity, now))
+        })
         .collect()
 }
 
@@ -665,7 +724,7 @@ fn error_detail(body: &[u8]) -> Option<ErrorDetail> {
 }
 
 async fn deliver_single(node: &Arc<Node>, peer: &Peer, item: &OutboxItem) -> Outcome {
-    let Some(Some(envelope)) = sign_all(node, std::slice::from_ref(item)).pop() else {
+    let Some(Some(envelope)) = seal_and_sign_all(node, peer, std::slice::from_ref(item)).pop() else {
         return Outcome::failed("corrupt outbox payload");
     };
     let route = match item.kind {
@@ -713,10 +772,10 @@ struct BatchResult {
 }
 
 async fn deliver_batch(node: &Arc<Node>, peer: &Peer, items: Vec<OutboxItem>) -> Vec<(OutboxItem, Outcome)> {
-    let node2 = Arc::clone(node);
+    let (node2, peer2) = (Arc::clone(node), peer.clone());
     let (items, signed) = node
         .crypto(items.len(), move || {
-            let signed = sign_all(&node2, &items);
+            let signed = seal_and_sign_all(&node2, &peer2, &items);
             (items, signed)
         })
         .await
@@ -769,6 +828,66 @@ async fn deliver_batch(node: &Arc<Node>, peer: &Peer, items: Vec<OutboxItem>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn item(outbound: NewOutbound) -> OutboxItem {
+        OutboxItem {
+            seq: 1,
+            id: outbound.id,
+            kind: outbound.kind,
+            peer_id: outbound.peer_id,
+            protocol: outbound.protocol,
+            payload: outbound.payload,
+            attempts: 0,
+            clock_refusals: 0,
+            created_at: outbound.created_at,
+            expires_at: outbound.expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_are_queued_in_plaintext_and_sealed_to_the_peer_at_delivery() {
+        let f = crate::handler_tests::fixture().await;
+        let (node, contact) = (&f.node, &f.contact);
+        let id = PeerId::from(contact.agent_id());
+        let peer = node.db(move |s| Ok(s.peer(&id)?)).await.expect("db").expect("the contact");
+        let what = Outgoing::Message { text: "hi carol".into(), reply_to: None, thread: Some("t".into()) };
+        let queued = item(NativeAdapter.prepare(node, &peer, what).expect("prepare"));
+        assert!(queued.payload.starts_with("{\"draft\":"), "{}", queued.payload);
+
+        // Entries an older build queued hold the sealed envelope: signed as they are.
+        let draft = Draft::new(
+            EnvelopeKind::Message,
+            node.id(),
+            contact.agent_id(),
+            now_ms(),
+            60_000,
+            TEXT_PLAIN,
+            b"old".to_vec(),
+        );
+        let sealed = draft.seal(&contact.public().x25519).expect("seal");
+        let legacy = OutboxItem {
+            id: sealed.id.clone(),
+            payload: serde_json::to_string(&sealed).expect("json"),
+            ..queued.clone()
+        };
+        let corrupt = OutboxItem { payload: "{\"draft\":{}}".into(), ..queued.clone() };
+
+        let ours = node.keys().identity.public().ed25519;
+        let envelopes = seal_and_sign_all(node, &peer, &[queued.clone(), legacy, corrupt]);
+        let [Some(new), Some(old), None] = envelopes.as_slice() else { panic!("{envelopes:?}") };
+        new.verify(&ours).expect("signed by us");
+        assert_eq!(new.open(contact).expect("sealed to the contact"), b"hi carol");
+        assert_eq!((new.id.as_str(), new.thread.as_deref(), new.card.is_none()), (queued.id.as_str(), Some("t"), true));
+        old.verify(&ours).expect("signed by us");
+        assert_eq!(old.open(contact).expect("sealed to the contact"), b"old");
+
+        // Sealed to the key the peer has when it is sent, not when it was queued.
+        let rotated = agentmesh_core::Identity::generate();
+        let moved = Peer { x25519: Some(rotated.public().x25519), ..peer };
+        let again = seal_and_sign_all(node, &moved, std::slice::from_ref(&queued)).pop().flatten().expect("sealed");
+        assert!(again.open(contact).is_err());
+        assert_eq!(again.open(&rotated).expect("the new key opens it"), b"hi carol");
+    }
 
     fn detail(code: &str, retry_after: Option<u64>) -> ErrorDetail {
         ErrorDetail { code: code.into(), message: "m".into(), retry_after, now: None }

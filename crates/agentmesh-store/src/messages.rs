@@ -18,8 +18,8 @@ pub struct NewOutbound {
     pub peer_id: PeerId,
     /// Protocol to deliver with.
     pub protocol: Protocol,
-    /// What to send, as the protocol's adapter prepared it (native: the sealed, unsigned
-    /// envelope JSON; V1: the unsigned body JSON).
+    /// What to send, as the protocol's adapter prepared it (native: the envelope's plaintext
+    /// parts, `{"draft":{…}}`, sealed and signed at each delivery; V1: the unsigned body JSON).
     pub payload: String,
     /// Our own plaintext, kept for listings (messages only).
     pub text: Option<String>,
