@@ -1,6 +1,9 @@
 //! Errors: the domain error every service returns ([`Error`]), and the one HTTP error
 //! ([`ApiError`]) built from it at the edge, rendered as
-//! `{"error":{"code":"stale_timestamp","message":"…"}}` with the status of the README's tables.
+//! `{"error":{"code":"stale_timestamp","message":"…"}}` with the status of the README's tables;
+//! and why a node did not start ([`LaunchError`]).
+
+use std::net::SocketAddr;
 
 use agentmesh_api::{ErrorBody, ErrorCode, ErrorDetail, MismatchDirection};
 use agentmesh_core::PeerId;
@@ -407,4 +410,34 @@ pub(crate) async fn read_json_body(
         return Err(Error::TooLarge { what, limit });
     }
     Ok(bytes::Bytes::from(buf))
+}
+
+/// Why a node did not start. Other failures (unreadable files, a corrupt database) come as
+/// plain errors with context.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LaunchError {
+    /// Another node holds this home's lock.
+    #[error("another agentmesh node is already running for {0}")]
+    NodeRunning(String),
+    /// The listen address is taken.
+    #[error("{addr} is in use by another program; pick another with `agentmesh up --listen 127.0.0.1:<port>`")]
+    AddressInUse {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// The endpoint peers would be told cannot reach this node; the message says how to fix it.
+    #[error("{0}")]
+    InvalidEndpoint(String),
+}
+
+impl LaunchError {
+    /// The error code the CLI reports.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            LaunchError::NodeRunning(_) => ErrorCode::NodeRunning,
+            LaunchError::AddressInUse { .. } => ErrorCode::AddressInUse,
+            LaunchError::InvalidEndpoint(_) => ErrorCode::InvalidEndpoint,
+        }
+    }
 }

@@ -131,15 +131,16 @@ impl PeerApiHarness {
             let db = Db::spawn(store).expect("database thread");
             let http = crate::net::client(&crate::net::ClientOptions::default()).expect("http client");
             let carriers = crate::launch::standard_carriers(&http);
-            let node = Node::new(
-                Keys { identity, card, previous: None },
+            let node = Node::assemble(crate::Parts {
+                keys: Keys { identity, card, previous: None },
                 config,
-                "http://127.0.0.1:8".into(),
+                endpoints: vec!["http://127.0.0.1:8".into()],
                 db,
                 http,
-                crate::launch::standard_adapters(),
+                adapters: crate::launch::standard_adapters(),
                 carriers,
-            );
+                warnings: Vec::new(),
+            });
             peer_api::router(Arc::new(node))
         });
         PeerApiHarness { runtime, router }

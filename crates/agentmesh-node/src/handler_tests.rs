@@ -52,8 +52,11 @@ pub(crate) async fn fixture() -> Fixture {
     let profile = Profile { name: "node".into(), endpoint: None, capabilities: vec![], created_at: 0 };
     home.init(&profile, false).expect("init");
     let state = home.load_keys().expect("keys");
-    let card =
-        crate::service::keys::card_for(&state.identity, &home.load_profile().expect("profile"), "http://127.0.0.1:8");
+    let card = crate::service::keys::card_for(
+        &state.identity,
+        &home.load_profile().expect("profile"),
+        &["http://127.0.0.1:8".into()],
+    );
     let store = Store::open_in_memory().expect("store");
     let contact = Identity::generate();
     let asker = Identity::generate();
@@ -91,7 +94,16 @@ pub(crate) async fn fixture() -> Fixture {
     let keys = Keys { identity: state.identity, card, previous: None };
     let (adapters, carriers) = (crate::launch::standard_adapters(), crate::launch::standard_carriers(&http));
     let db = Db::spawn(store).expect("db");
-    let node = Arc::new(Node::new(keys, config, "http://127.0.0.1:8".into(), db, http, adapters, carriers));
+    let node = Arc::new(Node::assemble(crate::Parts {
+        keys,
+        config,
+        endpoints: vec!["http://127.0.0.1:8".into()],
+        db,
+        http,
+        adapters,
+        carriers,
+        warnings: Vec::new(),
+    }));
     let control = control::router(
         Arc::clone(&node),
         home,

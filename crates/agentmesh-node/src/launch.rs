@@ -1,23 +1,27 @@
-//! Starting and stopping a node: [`launch`] loads the home, binds (or takes) the listeners,
-//! spawns every task on one [`TaskTracker`] and returns a [`NodeHandle`]; cancelling the
-//! shutdown token drains them. The binary ([`run`]) and the tests both go through it.
+//! Starting and stopping a node. [`Node::builder`] composes one from the carriers that reach
+//! it, the adapters of the protocols it speaks and its background tasks, then
+//! [`NodeBuilder::spawn`] loads the home, starts the carriers, spawns every task on one
+//! [`TaskTracker`] and returns a [`NodeHandle`]; cancelling the shutdown token drains them.
+//! [`launch`] is the standard composition, which the binary ([`run`]) and the tests go through.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentmesh_api::ErrorCode;
 use agentmesh_core::time::now_ms;
 use agentmesh_store::Store;
 use anyhow::{Context, Result};
 use axum::serve::ListenerExt;
+use futures_util::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::adapter::{Adapter, Adapters};
+use crate::carrier::{Accept, Carrier, Carriers, StartCarrier, StartContext};
 use crate::db::Db;
 use crate::home::{Home, RuntimeInfo, write_private};
-use crate::{Config, Keys, Node, control, outbox, peer_api, service};
+use crate::{Config, Keys, LaunchError, Node, Parts, control, outbox, peer_api, service};
 
 /// Options of `agentmesh up` that override the config file.
 #[derive(Clone, Debug, Default)]
@@ -34,36 +38,6 @@ pub struct UpOptions {
     pub no_mdns: bool,
     /// Registry to stay listed in (overrides `registry` in config.toml).
     pub registry: Option<String>,
-}
-
-/// Why a node did not start. Other failures (unreadable files, a corrupt database) come as
-/// plain errors with context.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LaunchError {
-    /// Another node holds this home's lock.
-    #[error("another agentmesh node is already running for {0}")]
-    NodeRunning(String),
-    /// The listen address is taken.
-    #[error("{addr} is in use by another program; pick another with `agentmesh up --listen 127.0.0.1:<port>`")]
-    AddressInUse {
-        /// The address.
-        addr: SocketAddr,
-    },
-    /// The endpoint peers would be told cannot reach this node; the message says how to fix it.
-    #[error("{0}")]
-    InvalidEndpoint(String),
-}
-
-impl LaunchError {
-    /// The error code the CLI reports.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            LaunchError::NodeRunning(_) => ErrorCode::NodeRunning,
-            LaunchError::AddressInUse { .. } => ErrorCode::AddressInUse,
-            LaunchError::InvalidEndpoint(_) => ErrorCode::InvalidEndpoint,
-        }
-    }
 }
 
 /// A running node.
@@ -116,54 +90,239 @@ impl NodeHandle {
     }
 }
 
-/// Pre-bound listeners for [`launch`]; `None` binds from the config (tests bind port 0 first).
-#[derive(Debug, Default)]
-pub struct Listeners {
-    /// The peer API's.
-    pub peer: Option<TcpListener>,
-    /// The control API's (must be on loopback).
-    pub control: Option<TcpListener>,
-}
-
-/// Where the advertised endpoint came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum EndpointSource {
-    Flag,
-    Environment,
-    Profile,
-    Config,
-    Default,
-}
-
-/// Starts a node for `home` (see [`launch_with`]), binding its listeners from the config.
+/// Starts the standard node for `home`: HTTP (advertising `options.endpoint` when given), our
+/// native protocol and Agent Mesh V1, gossip with the bootstrap nodes. It runs until `shutdown`
+/// is cancelled and [`NodeHandle::wait`] drains it.
+///
+/// Errors: a [`LaunchError`] the owner can fix (another node runs for this home, the address is
+/// in use, an endpoint no peer could reach), or what stopped the start (unreadable files, a
+/// corrupt database), with context.
 pub async fn launch(home: Home, options: UpOptions, shutdown: CancellationToken) -> Result<NodeHandle> {
-    launch_with(home, options, Listeners::default(), shutdown).await
+    let endpoint = options.endpoint.clone();
+    Node::builder(home)
+        .options(options)
+        .carrier(crate::carrier::http::HttpStart::new(endpoint))
+        .adapter(crate::compat::agent_mesh_v1::V1Adapter)
+        .task("gossip", |node, stop| {
+            Box::pin(async move { crate::gossip::run(Arc::clone(&node), node.config().bootstrap.clone(), stop).await })
+        })
+        .spawn(shutdown)
+        .await
 }
 
-/// Starts a node for `home` on the given (or configured) listeners; it runs until `shutdown` is
-/// cancelled and [`NodeHandle::wait`] drains it.
-pub async fn launch_with(
+/// A background task: runs with the node until the token is cancelled.
+pub(crate) type Task = Box<dyn FnOnce(Arc<Node>, CancellationToken) -> BoxFuture<'static, ()> + Send>;
+
+/// Composes a node: `Node::builder(home).carrier(http).adapter(v1).task(..).spawn(shutdown)`.
+///
+/// Every node speaks our native protocol and runs the domain's own tasks (the outbox, pruning,
+/// unanswered calls, file transfers, escalation reminders, WAL checkpoints, and the registry
+/// listing and the hooks push when configured); the builder adds carriers (at least one), the
+/// other protocols' adapters and more tasks.
+pub(crate) struct NodeBuilder {
     home: Home,
     options: UpOptions,
-    listeners: Listeners,
-    shutdown: CancellationToken,
-) -> Result<NodeHandle> {
-    let loaded = {
-        let home = home.clone();
-        tokio::task::spawn_blocking(move || -> Result<_> {
-            home.secure()?;
-            let keys = home.load_keys()?;
-            let profile = home.load_profile()?;
-            let config = Config::load(&home.config_path())?;
-            let lock = home.try_lock()?;
-            Ok((keys, profile, config, lock))
-        })
-        .await??
-    };
-    let (key_state, profile, mut config, lock) = loaded;
-    let Some(lock) = lock else {
-        return Err(LaunchError::NodeRunning(home.root().display().to_string()).into());
-    };
+    carriers: Vec<Box<dyn StartCarrier>>,
+    adapters: Vec<Arc<dyn Adapter>>,
+    tasks: Vec<(&'static str, Task)>,
+}
+
+impl Node {
+    /// A builder for the node of `home`.
+    pub(crate) fn builder(home: Home) -> NodeBuilder {
+        NodeBuilder {
+            home,
+            options: UpOptions::default(),
+            carriers: Vec::new(),
+            adapters: vec![Arc::new(crate::native::NativeAdapter)],
+            tasks: Vec::new(),
+        }
+    }
+}
+
+impl NodeBuilder {
+    /// Applies `agentmesh up`'s flags over the config file (the endpoint flag is the HTTP
+    /// carrier's: [`crate::carrier::http::HttpStart::new`]).
+    pub(crate) fn options(mut self, options: UpOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Adds a carrier; the first added is preferred where several reach an endpoint, and the
+    /// card lists their endpoints in the order added.
+    pub(crate) fn carrier(mut self, carrier: impl StartCarrier + 'static) -> Self {
+        self.carriers.push(Box::new(carrier));
+        self
+    }
+
+    /// Adds the adapter of another protocol, tried after those added before it.
+    pub(crate) fn adapter(mut self, adapter: impl Adapter + 'static) -> Self {
+        self.adapters.push(Arc::new(adapter));
+        self
+    }
+
+    /// Adds a background task, named in logs.
+    pub(crate) fn task<F>(mut self, name: &'static str, task: F) -> Self
+    where
+        F: FnOnce(Arc<Node>, CancellationToken) -> BoxFuture<'static, ()> + Send + 'static,
+    {
+        self.tasks.push((name, Box::new(task)));
+        self
+    }
+
+    /// Starts the node: loads and locks the home, applies the flags, starts the carriers (before
+    /// anything is written), opens the database, signs the card with every carrier's endpoints,
+    /// writes `node.json` and the control token, tells contacts of a rotation made while the node
+    /// was down, and spawns the servers and tasks. It runs until `shutdown` is cancelled and
+    /// [`NodeHandle::wait`] drains it.
+    ///
+    /// Errors: as [`launch`]'s; no carrier added is an error too.
+    pub(crate) async fn spawn(self, shutdown: CancellationToken) -> Result<NodeHandle> {
+        let NodeBuilder { home, options, carriers: to_start, adapters, tasks } = self;
+        anyhow::ensure!(!to_start.is_empty(), "a node needs at least one carrier to be reached on");
+        let loaded = {
+            let home = home.clone();
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                home.secure()?;
+                let keys = home.load_keys()?;
+                let profile = home.load_profile()?;
+                let config = Config::load(&home.config_path())?;
+                let lock = home.try_lock()?;
+                Ok((keys, profile, config, lock))
+            })
+            .await??
+        };
+        let (key_state, profile, config, lock) = loaded;
+        let Some(lock) = lock else {
+            return Err(LaunchError::NodeRunning(home.root().display().to_string()).into());
+        };
+        let config = apply(config, options)?;
+        let registry_api_key = match config.registry_api_key_file.clone() {
+            Some(path) => Some(tokio::task::spawn_blocking(move || crate::home::read_private_text(&path)).await??),
+            None => None,
+        };
+        let http = outbound_client(&config).await?;
+        // The owner asked for the hooks push: a token file that cannot be read stops the start.
+        let hooks = match config.hooks.clone() {
+            Some(hooks) => Some(tokio::task::spawn_blocking(move || crate::hooks::Hooks::new(hooks)).await??),
+            None => None,
+        };
+
+        let cx = StartContext { config: &config, profile: &profile, identity: &key_state.identity, http: &http };
+        let mut outbound: Vec<Arc<dyn Carrier>> = Vec::new();
+        let mut accepts: Vec<Box<dyn Accept>> = Vec::new();
+        let (mut endpoints, mut warnings, mut local_urls, mut lan) = (Vec::new(), Vec::new(), Vec::new(), None);
+        for carrier in to_start {
+            let name = carrier.name();
+            let started = carrier.start(&cx).await.with_context(|| format!("starting the {name} carrier"))?;
+            outbound.push(started.carrier);
+            accepts.extend(started.accept);
+            endpoints.extend(started.endpoints.into_iter().filter(|e| !endpoints.contains(e)).collect::<Vec<_>>());
+            warnings.extend(started.warnings);
+            local_urls.extend(started.local_url);
+            lan = lan.or(started.lan);
+        }
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
+
+        let (store, checkpointer) = {
+            let home = home.clone();
+            tokio::task::spawn_blocking(move || -> Result<(Store, agentmesh_store::Checkpointer)> {
+                let store = Store::open(&home.db_path())?;
+                let checkpointer = agentmesh_store::Checkpointer::open(&home.db_path())?;
+                // SQLite creates the database, WAL and shared-memory files with the umask's mode.
+                home.tighten()?;
+                Ok((store, checkpointer))
+            })
+            .await??
+        };
+        let released = store.release_leases(now_ms() as i64)?;
+
+        let card = service::keys::card_for(&key_state.identity, &profile, &endpoints);
+        let keys = Keys { identity: key_state.identity, card, previous: key_state.previous };
+        let db = Db::spawn(store).context("starting the database thread")?;
+        let node = Arc::new(Node::assemble(Parts {
+            keys,
+            config,
+            endpoints,
+            db,
+            http,
+            adapters: Adapters::new(adapters),
+            carriers: Carriers::new(outbound),
+            warnings,
+        }));
+        // Secrets the node reads from outside its home are never offered either.
+        let secrets =
+            node.config().hooks.iter().map(|h| h.token_file.clone()).chain(node.config().registry_api_key_file.clone());
+        node.files().set_home(home.root(), secrets.collect());
+
+        let control_listener =
+            TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.context("binding the control API")?;
+        let control_addr = control_listener.local_addr()?;
+        let peer_url = local_urls.first().cloned().unwrap_or_default();
+        let token = hex::encode(rand::random::<[u8; 32]>());
+        let info = RuntimeInfo {
+            pid: std::process::id(),
+            agent_id: node.id().to_string(),
+            peer_url: peer_url.clone(),
+            control_url: format!("http://{control_addr}"),
+        };
+        {
+            let (home, token, info) = (home.clone(), token.clone(), info.clone());
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                write_private(&home.token_path(), token.as_bytes())?;
+                write_private(&home.runtime_path(), &serde_json::to_vec_pretty(&info)?)
+            })
+            .await??;
+        }
+        tracing::info!(agent_id = %info.agent_id, peer = %peer_url, control = %info.control_url, endpoints = ?node.endpoints(), resumed = released, "node started");
+
+        // A rotation made while the node was down: tell contacts now.
+        let told = service::keys::announce_card(&node).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if told > 0 {
+            tracing::info!(contacts = told, "announcing rotated keys");
+        }
+
+        let tracker = TaskTracker::new();
+        let peer_app = peer_api::router(Arc::clone(&node));
+        for accept in accepts {
+            tracing::debug!(carrier = accept.name(), "serving the peer API");
+            tracker.spawn(accept.serve(peer_app.clone(), Arc::clone(&node), shutdown.clone()));
+        }
+        let control_app =
+            control::router(Arc::clone(&node), home.clone(), token.clone(), control_addr, peer_url, shutdown.clone());
+        let write_timeout = Duration::from_secs(node.config().control_write_timeout_secs.max(1));
+        tracker.spawn(serve_control(control_listener, control_app, write_timeout, shutdown.clone()));
+        tracker.spawn(outbox::run(Arc::clone(&node), shutdown.clone()));
+        if let Some(url) = node.config().registry.clone() {
+            tracker.spawn(crate::registration::run(Arc::clone(&node), url, registry_api_key, shutdown.clone()));
+        }
+        tracker.spawn(prune(Arc::clone(&node), shutdown.clone()));
+        tracker.spawn(missed_calls(Arc::clone(&node), shutdown.clone()));
+        tracker.spawn(crate::service::files::run(Arc::clone(&node), shutdown.clone()));
+        tracker.spawn(remind_escalations(Arc::clone(&node), shutdown.clone()));
+        tracker.spawn(checkpoint(checkpointer, shutdown.clone()));
+        if let Some(hooks) = hooks {
+            tracker.spawn(hooks.run(Arc::clone(&node), shutdown.clone()));
+        }
+        for (name, task) in tasks {
+            tracing::debug!(task = name, "starting");
+            tracker.spawn(task(Arc::clone(&node), shutdown.clone()));
+        }
+        let advertiser = match lan {
+            Some(addr) if node.config().mdns => advertise(&node, addr).await,
+            _ => None,
+        };
+        Ok(NodeHandle { info, token, node, home, tracker, shutdown, lock, advertiser })
+    }
+}
+
+/// `config` with `agentmesh up`'s flags applied (all but the endpoint, which is the HTTP
+/// carrier's).
+///
+/// Errors: a `--bootstrap` that is not an http(s) base URL.
+fn apply(mut config: Config, options: UpOptions) -> Result<Config> {
     if let Some(listen) = options.listen {
         config.listen = Some(listen);
     }
@@ -183,61 +342,13 @@ pub async fn launch_with(
     if options.registry.is_some() {
         config.registry = options.registry;
     }
-    let registry_api_key = match config.registry_api_key_file.clone() {
-        Some(path) => Some(tokio::task::spawn_blocking(move || crate::home::read_private_text(&path)).await??),
-        None => None,
-    };
-    // Flag, then environment, then the profile written by `init`, then config.toml.
-    let environment = std::env::var("AGENTMESH_ENDPOINT").ok();
-    let (chosen, source) = match (options.endpoint, environment, profile.endpoint.clone(), config.endpoint.clone()) {
-        (Some(e), _, _, _) => (Some(e), EndpointSource::Flag),
-        (None, Some(e), _, _) => (Some(e), EndpointSource::Environment),
-        (None, None, Some(e), _) => (Some(e), EndpointSource::Profile),
-        (None, None, None, Some(e)) => (Some(e), EndpointSource::Config),
-        _ => (None, EndpointSource::Default),
-    };
-    let listen = config.listen_addr(chosen.as_deref());
-    if chosen.is_none() && listen.ip().is_unspecified() {
-        // Refused before anything binds: the card would advertise 0.0.0.0.
-        check_endpoint(&format!("http://{listen}"), EndpointSource::Default, listen)
-            .map_err(LaunchError::InvalidEndpoint)?;
-    }
+    Ok(config)
+}
 
-    let (store, checkpointer) = {
-        let home = home.clone();
-        tokio::task::spawn_blocking(move || -> Result<(Store, agentmesh_store::Checkpointer)> {
-            let store = Store::open(&home.db_path())?;
-            let checkpointer = agentmesh_store::Checkpointer::open(&home.db_path())?;
-            // SQLite creates the database, WAL and shared-memory files with the umask's mode.
-            home.tighten()?;
-            Ok((store, checkpointer))
-        })
-        .await??
-    };
-    let released = store.release_leases(now_ms() as i64)?;
-
-    let peer_listener = match listeners.peer {
-        Some(l) => l,
-        None => bind_peer(listen).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => anyhow::Error::from(LaunchError::AddressInUse { addr: listen }),
-            _ => anyhow::Error::from(e).context(format!("binding {listen}")),
-        })?,
-    };
-    let control_listener = match listeners.control {
-        Some(l) => l,
-        None => TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.context("binding the control API")?,
-    };
-    let peer_addr = peer_listener.local_addr()?;
-    let control_addr = control_listener.local_addr()?;
-    let peer_url = format!("http://{peer_addr}");
-    let endpoint = chosen.unwrap_or_else(|| peer_url.clone());
-    let warnings = check_endpoint(&endpoint, source, peer_addr).map_err(LaunchError::InvalidEndpoint)?;
-    for warning in &warnings {
-        tracing::warn!("{warning}");
-    }
-
-    let card = service::keys::card_for(&key_state.identity, &profile, &endpoint);
-    let client_options = crate::net::ClientOptions {
+/// The node's one outbound HTTP client, built from the config off the async threads (it reads
+/// the system's CA certificates and the extra CA file).
+async fn outbound_client(config: &Config) -> Result<reqwest::Client> {
+    let options = crate::net::ClientOptions {
         timeout_ms: Some(config.outbound_timeout_ms),
         connect_timeout_ms: Some(config.outbound_timeout_ms.min(3_000)),
         pool_max_idle_per_host: 16,
@@ -247,93 +358,29 @@ pub async fn launch_with(
         extra_ca_file: config.tls_ca_file.clone(),
         ..crate::net::ClientOptions::default()
     };
-    // Reads the system's CA certificates (and the extra CA file): off the async threads.
-    let http = tokio::task::spawn_blocking(move || crate::net::client(&client_options)).await??;
-    // The owner asked for the hooks push: a token file that cannot be read stops the start.
-    let hooks = match config.hooks.clone() {
-        Some(hooks) => Some(tokio::task::spawn_blocking(move || crate::hooks::Hooks::new(hooks)).await??),
-        None => None,
-    };
-    let keys = Keys { identity: key_state.identity, card, previous: key_state.previous };
-    let db = Db::spawn(store).context("starting the database thread")?;
-    let carriers = standard_carriers(&http);
-    let node =
-        Arc::new(Node::new(keys, config, endpoint, db, http, standard_adapters(), carriers).with_warnings(warnings));
-    // Secrets the node reads from outside its home are never offered either.
-    let secrets =
-        node.config().hooks.iter().map(|h| h.token_file.clone()).chain(node.config().registry_api_key_file.clone());
-    node.files().set_home(home.root(), secrets.collect());
+    tokio::task::spawn_blocking(move || crate::net::client(&options)).await?
+}
 
-    let token = hex::encode(rand::random::<[u8; 32]>());
-    let info = RuntimeInfo {
-        pid: std::process::id(),
-        agent_id: node.id().to_string(),
-        peer_url: peer_url.clone(),
-        control_url: format!("http://{control_addr}"),
-    };
-    {
-        let (home, token, info) = (home.clone(), token.clone(), info.clone());
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            write_private(&home.token_path(), token.as_bytes())?;
-            write_private(&home.runtime_path(), &serde_json::to_vec_pretty(&info)?)
-        })
-        .await??;
-    }
-    tracing::info!(agent_id = %info.agent_id, peer = %peer_url, control = %info.control_url, endpoint = %node.endpoint(), resumed = released, "node started");
-
-    // A rotation made while the node was down: tell contacts now.
-    let told = service::keys::announce_card(&node).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    if told > 0 {
-        tracing::info!(contacts = told, "announcing rotated keys");
-    }
-
-    let tracker = TaskTracker::new();
-    let peer_app = peer_api::router(Arc::clone(&node));
-    let control_addr = control_listener.local_addr()?;
-    let control_app =
-        control::router(Arc::clone(&node), home.clone(), token.clone(), control_addr, peer_url, shutdown.clone());
+/// Serves the control API on `listener` (loopback) until `stop`; streaming watchers (events)
+/// would hold a graceful shutdown open, so they are cut 1 s after it.
+async fn serve_control(listener: TcpListener, app: axum::Router, write_timeout: Duration, stop: CancellationToken) {
     // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm meets delayed
     // ACKs and a reply can stall for ~40 ms (the HTTP carrier sets it on each peer connection).
-    let control_listener = crate::stall::StallGuard::new(
-        control_listener.tap_io(|tcp| {
+    let listener = crate::stall::StallGuard::new(
+        listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         }),
-        Duration::from_secs(node.config().control_write_timeout_secs.max(1)),
+        write_timeout,
     );
-    let accepts: Vec<Box<dyn crate::carrier::Accept>> =
-        vec![Box::new(crate::carrier::http::HttpAccept::new(peer_listener))];
-    for accept in accepts {
-        tracing::debug!(carrier = accept.name(), "serving the peer API");
-        tracker.spawn(accept.serve(peer_app.clone(), Arc::clone(&node), shutdown.clone()));
+    let served = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let cut = async {
+        stop.cancelled().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    tokio::select! {
+        _ = served => {}
+        _ = cut => {}
     }
-    let stop = shutdown.clone();
-    tracker.spawn(async move {
-        let served = axum::serve(control_listener, control_app).with_graceful_shutdown(stop.clone().cancelled_owned());
-        // Streaming watchers (events) would hold a graceful shutdown open: cut them after 1 s.
-        let cut = async {
-            stop.cancelled().await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        };
-        tokio::select! {
-            _ = served => {}
-            _ = cut => {}
-        }
-    });
-    tracker.spawn(outbox::run(Arc::clone(&node), shutdown.clone()));
-    if let Some(url) = node.config().registry.clone() {
-        tracker.spawn(crate::registration::run(Arc::clone(&node), url, registry_api_key, shutdown.clone()));
-    }
-    tracker.spawn(crate::gossip::run(Arc::clone(&node), node.config().bootstrap.clone(), shutdown.clone()));
-    tracker.spawn(prune(Arc::clone(&node), shutdown.clone()));
-    tracker.spawn(missed_calls(Arc::clone(&node), shutdown.clone()));
-    tracker.spawn(crate::service::files::run(Arc::clone(&node), shutdown.clone()));
-    tracker.spawn(remind_escalations(Arc::clone(&node), shutdown.clone()));
-    tracker.spawn(checkpoint(checkpointer, shutdown.clone()));
-    if let Some(hooks) = hooks {
-        tracker.spawn(hooks.run(Arc::clone(&node), shutdown.clone()));
-    }
-    let advertiser = if node.config().mdns { advertise(&node, peer_addr).await } else { None };
-    Ok(NodeHandle { info, token, node, home, tracker, shutdown, lock, advertiser })
 }
 
 /// Five times a second, copies the WAL back into the database from a connection of its own, off the
@@ -476,61 +523,6 @@ pub async fn run(
     handle.wait().await
 }
 
-/// Checks the endpoint peers will be told against the address the node listens on. Refuses one
-/// no peer could use, with the fix; returns warnings for the doubtful ones.
-fn check_endpoint(endpoint: &str, source: EndpointSource, bound: SocketAddr) -> Result<Vec<String>, String> {
-    let mut warnings = Vec::new();
-    let advertised = endpoint.trim_end_matches('/');
-    let unspecified_host = ["0.0.0.0", "[::]"].iter().any(|h| {
-        advertised.strip_prefix("http://").or_else(|| advertised.strip_prefix("https://")).is_some_and(|rest| {
-            rest.starts_with(h) && rest[h.len()..].chars().next().is_none_or(|c| c == ':' || c == '/')
-        })
-    });
-    if unspecified_host {
-        let port = bound.port();
-        return Err(format!(
-            "the card would advertise {advertised}, which no peer can reach ({} means \"every address\" only to a \
-             listener). Give the URL peers use: `agentmesh up --listen {bound} --endpoint http://<this host's address>:{port}`",
-            bound.ip()
-        ));
-    }
-    if let Some(target) = crate::config::loopback_http_addr(advertised) {
-        let serves = target.port() == bound.port() && (bound.ip().is_unspecified() || bound.ip().is_loopback());
-        if !serves {
-            let fix = format!(
-                "start it with `agentmesh up --listen {target}`, or advertise another URL with `agentmesh up --endpoint <URL>`"
-            );
-            let what = format!(
-                "the endpoint {advertised} names this host, but the node listens on {bound}: peers would knock on the wrong door"
-            );
-            match source {
-                // Said on purpose (a proxy in front, say): warn only.
-                EndpointSource::Flag | EndpointSource::Environment => warnings.push(format!("{what}; {fix}")),
-                _ => return Err(format!("{what}; {fix}")),
-            }
-        }
-    } else if bound.ip().is_loopback() && !advertised.starts_with("https://") {
-        warnings.push(format!(
-            "the node listens on {bound} (this host only) but advertises {advertised}: peers elsewhere reach it only \
-             through a proxy; to serve them directly, use `agentmesh up --listen 0.0.0.0:{}`",
-            bound.port()
-        ));
-    }
-    Ok(warnings)
-}
-
-/// Pending connections the kernel holds for the peer listener (capped by `net.core.somaxconn`):
-/// room for a burst of thousands of connects without dropping a contact's handshake.
-const PEER_BACKLOG: u32 = 4096;
-
-/// Binds the peer listener with [`PEER_BACKLOG`] (`SO_REUSEADDR` as `TcpListener::bind` sets it).
-fn bind_peer(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(PEER_BACKLOG)
-}
-
 /// Registers for SIGTERM and SIGINT now; the future resolves on the first of them.
 fn signals() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -546,18 +538,18 @@ fn signals() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// The protocols a node speaks: our native envelopes first (tried first on a new URL), then
-/// Agent Mesh V1.
-pub(crate) fn standard_adapters() -> crate::adapter::Adapters {
-    crate::adapter::Adapters::new(vec![
-        Arc::new(crate::native::NativeAdapter),
-        Arc::new(crate::compat::agent_mesh_v1::V1Adapter),
-    ])
+/// The adapters of [`launch`]'s node (our native protocol, then Agent Mesh V1), for nodes
+/// assembled in-process by tests.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn standard_adapters() -> Adapters {
+    Adapters::new(vec![Arc::new(crate::native::NativeAdapter), Arc::new(crate::compat::agent_mesh_v1::V1Adapter)])
 }
 
-/// The ways a node reaches peers' nodes: HTTP, with the node's outbound client.
-pub(crate) fn standard_carriers(http: &reqwest::Client) -> crate::carrier::Carriers {
-    crate::carrier::Carriers::new(vec![Arc::new(crate::carrier::http::HttpCarrier::new(http.clone()))])
+/// The outbound carriers of [`launch`]'s node (HTTP over `http`), for nodes assembled
+/// in-process by tests.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn standard_carriers(http: &reqwest::Client) -> Carriers {
+    Carriers::new(vec![Arc::new(crate::carrier::http::HttpCarrier::new(http.clone()))])
 }
 
 #[cfg(test)]
@@ -581,36 +573,103 @@ mod tests {
         assert_eq!(adapters.all().map(|t| t.protocol()).collect::<Vec<_>>(), [Protocol::Native, Protocol::AgentMeshV1]);
     }
 
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().expect("addr")
+    /// A carrier that never starts.
+    struct Refusing;
+
+    impl StartCarrier for Refusing {
+        fn name(&self) -> &'static str {
+            "refusing"
+        }
+
+        fn start<'a>(self: Box<Self>, _: &'a StartContext<'a>) -> BoxFuture<'a, Result<crate::carrier::Started>> {
+            Box::pin(async { Err(LaunchError::InvalidEndpoint("no peer could reach it".into()).into()) })
+        }
     }
 
-    #[test]
-    fn regression_listening_on_every_address_never_advertises_it() {
-        let bound = addr("0.0.0.0:8787");
-        let refused = check_endpoint("http://0.0.0.0:8787", EndpointSource::Default, bound).expect_err("refused");
-        assert!(refused.contains("--endpoint http://<this host's address>:8787"), "{refused}");
-        assert!(check_endpoint("http://[::]:8787", EndpointSource::Flag, addr("[::]:8787")).is_err());
-        assert_eq!(check_endpoint("http://10.0.0.5:8787", EndpointSource::Flag, bound), Ok(vec![]));
+    fn new_home(dir: &tempfile::TempDir) -> Home {
+        let home = Home::new(dir.path().join("home"));
+        let profile = crate::Profile { name: "built".into(), endpoint: None, capabilities: vec![], created_at: 0 };
+        home.init(&profile, false).expect("init");
+        home
     }
 
-    #[test]
-    fn regression_init_endpoint_port_that_up_does_not_listen_on_is_refused_with_the_fix() {
-        let refused =
-            check_endpoint("http://127.0.0.1:18787", EndpointSource::Profile, addr("127.0.0.1:8787")).expect_err("no");
-        assert!(refused.contains("agentmesh up --listen 127.0.0.1:18787"), "{refused}");
-        // Said on purpose (a proxy in front): a warning only.
-        let warned = check_endpoint("http://127.0.0.1:18787", EndpointSource::Flag, addr("127.0.0.1:8787"));
-        assert_eq!(warned.map(|w| w.len()), Ok(1));
-        assert_eq!(
-            check_endpoint("http://127.0.0.1:8787", EndpointSource::Default, addr("127.0.0.1:8787")),
-            Ok(vec![])
-        );
-        assert_eq!(
-            check_endpoint("https://localhost:8443", EndpointSource::Environment, addr("127.0.0.1:8787")),
-            Ok(vec![])
-        );
-        let lan = check_endpoint("http://10.0.0.5:8787", EndpointSource::Profile, addr("127.0.0.1:8787"));
-        assert_eq!(lan.map(|w| w.len()), Ok(1), "loopback listener advertising a LAN address is warned about");
+    fn quiet() -> UpOptions {
+        UpOptions { no_mdns: true, ..UpOptions::default() }
+    }
+
+    #[tokio::test]
+    async fn a_node_built_in_process_serves_its_card_runs_its_tasks_and_stops_cleanly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = new_home(&dir);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (ran, mut ran_with) = tokio::sync::mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let handle = Node::builder(home.clone())
+            .options(quiet())
+            .carrier(crate::carrier::http::HttpStart::new(None).listener(listener))
+            .task("probe", move |node, _stop| {
+                Box::pin(async move {
+                    let _ = ran.send(node.id().to_string()).await;
+                })
+            })
+            .spawn(shutdown.clone())
+            .await
+            .expect("the node starts");
+        assert_eq!(handle.info().peer_url, base, "node.json names the listener given");
+        let id = tokio::time::timeout(Duration::from_secs(5), ran_with.recv()).await.expect("the task ran");
+        assert_eq!(id.as_deref(), Some(handle.info().agent_id.as_str()));
+
+        let client = crate::net::client(&crate::net::ClientOptions::default()).expect("client");
+        let card: agentmesh_core::AgentCard =
+            client.get(format!("{base}/v1/card")).send().await.expect("card").json().await.expect("json");
+        card.verify().expect("the card is signed");
+        assert_eq!(card.endpoints, std::slice::from_ref(&base), "the card lists the carrier's endpoint");
+        assert_eq!(card.agent_id.to_string(), handle.info().agent_id);
+
+        let again = Node::builder(home.clone())
+            .options(quiet())
+            .carrier(crate::carrier::http::HttpStart::new(None))
+            .spawn(CancellationToken::new())
+            .await
+            .err()
+            .expect("one node per home");
+        assert!(matches!(again.downcast_ref(), Some(LaunchError::NodeRunning(_))), "{again:#}");
+
+        shutdown.cancel();
+        handle.wait().await.expect("drains");
+        assert!(!home.runtime_path().exists() && !home.token_path().exists(), "runtime files removed");
+        assert!(client.get(format!("{base}/v1/card")).send().await.is_err(), "the listener is closed");
+    }
+
+    #[tokio::test]
+    async fn a_carrier_that_cannot_start_stops_the_start_with_nothing_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = new_home(&dir);
+        let none = Node::builder(home.clone()).options(quiet()).spawn(CancellationToken::new()).await;
+        assert!(format!("{:#}", none.err().expect("no carrier")).contains("at least one carrier"));
+
+        let refused = Node::builder(home.clone())
+            .options(quiet())
+            .carrier(Refusing)
+            .spawn(CancellationToken::new())
+            .await
+            .err()
+            .expect("refused");
+        assert!(format!("{refused:#}").contains("starting the refusing carrier"), "{refused:#}");
+        assert!(matches!(refused.downcast_ref(), Some(LaunchError::InvalidEndpoint(_))), "{refused:#}");
+        assert!(!home.db_path().exists() && !home.runtime_path().exists(), "nothing was written");
+
+        // The lock was let go: the home starts once a carrier does.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let shutdown = CancellationToken::new();
+        let handle = Node::builder(home)
+            .options(quiet())
+            .carrier(crate::carrier::http::HttpStart::new(None).listener(listener))
+            .spawn(shutdown.clone())
+            .await
+            .expect("starts");
+        shutdown.cancel();
+        handle.wait().await.expect("drains");
     }
 }

@@ -76,9 +76,9 @@ use agentmesh_store::{NewOutbound, Store};
 use tokio::sync::{Notify, broadcast, oneshot};
 
 pub use config::{Config, HooksConfig};
-pub use error::{ApiError, Error};
+pub use error::{ApiError, Error, LaunchError};
 pub use home::{Home, Profile, RuntimeInfo};
-pub use launch::{LaunchError, Listeners, NodeHandle, UpOptions, launch, launch_with, run};
+pub use launch::{NodeHandle, UpOptions, launch, run};
 
 use crate::adapter::Adapters;
 use crate::carrier::Carriers;
@@ -121,6 +121,26 @@ pub(crate) enum FirstOutcome {
     Failed { code: Option<String>, message: String },
 }
 
+/// What [`Node::assemble`] builds a node from.
+pub(crate) struct Parts {
+    /// Our keys and signed card.
+    pub(crate) keys: Keys,
+    /// Settings.
+    pub(crate) config: Config,
+    /// The endpoints the card lists, in order of preference (URI strings).
+    pub(crate) endpoints: Vec<String>,
+    /// The database thread.
+    pub(crate) db: Db,
+    /// The outbound client for what is not a peer's node (the registry, the hooks gateway).
+    pub(crate) http: reqwest::Client,
+    /// The adapter of each protocol spoken.
+    pub(crate) adapters: Adapters,
+    /// The carriers that reach peers' nodes.
+    pub(crate) carriers: Carriers,
+    /// What the owner should fix, found at start (shown by `status`).
+    pub(crate) warnings: Vec<String>,
+}
+
 /// Shared state of a running node. Its parts are private; the services reach them through
 /// methods that keep the invariants (an enqueue wakes the outbox, events leave only after their
 /// transaction commits).
@@ -128,7 +148,8 @@ pub(crate) struct Node {
     agent_id: AgentId,
     keys: RwLock<Arc<Keys>>,
     config: Config,
-    endpoint: String,
+    /// The endpoints our card lists, in order of preference.
+    endpoints: Vec<String>,
     db: Db,
     outbox_wake: Notify,
     http: reqwest::Client,
@@ -224,22 +245,15 @@ impl Tx<'_> {
 }
 
 impl Node {
-    /// Assembles a node from its parts (what `launch` does after loading the home), with the
-    /// adapters of the protocols it speaks and the carriers that reach peers' nodes.
-    pub(crate) fn new(
-        keys: Keys,
-        config: Config,
-        endpoint: String,
-        db: Db,
-        http: reqwest::Client,
-        adapters: Adapters,
-        carriers: Carriers,
-    ) -> Self {
+    /// Assembles a node from its parts: what [`Node::builder`] does once the home is loaded and
+    /// the carriers started, and what tests that need no process do.
+    pub(crate) fn assemble(parts: Parts) -> Self {
+        let Parts { keys, config, endpoints, db, http, adapters, carriers, warnings } = parts;
         let limits = RateLimits::new(&config);
         Node {
             agent_id: keys.identity.agent_id(),
             keys: RwLock::new(Arc::new(keys)),
-            endpoint,
+            endpoints,
             db,
             outbox_wake: Notify::new(),
             http,
@@ -252,7 +266,7 @@ impl Node {
             clock_skews: Mutex::new(HashMap::new()),
             files: service::files::Files::new(),
             reachability: Mutex::new(HashMap::new()),
-            warnings: Vec::new(),
+            warnings,
             send_peers: Mutex::new(HashMap::new()),
             a2a_streams: limits::SharedSlots::new(config.max_event_streams, config.max_event_streams.div_ceil(4)),
             proxies: forwarded::TrustedProxies::parse(&config.trusted_proxies, &config.forwarded_header)
@@ -265,12 +279,6 @@ impl Node {
             }),
             config,
         }
-    }
-
-    /// The node with start-up warnings for the owner (shown by `status`).
-    pub(crate) fn with_warnings(mut self, warnings: Vec<String>) -> Self {
-        self.warnings = warnings;
-        self
     }
 
     /// The recipient last resolved from `to` by a send, if remembered.
@@ -355,9 +363,18 @@ impl Node {
         &self.config
     }
 
-    /// The base URL our card advertises.
+    /// The http(s) base URL our card advertises (its first; empty when the node is reached on
+    /// no HTTP endpoint): where Agent Mesh V1 and A2A clients find us.
     pub(crate) fn endpoint(&self) -> &str {
-        &self.endpoint
+        self.endpoints
+            .iter()
+            .find(|e| matches!(e.parse(), Ok(agentmesh_core::endpoint::Endpoint::Http(_))))
+            .map_or("", String::as_str)
+    }
+
+    /// Every endpoint our card lists, in order of preference.
+    pub(crate) fn endpoints(&self) -> &[String] {
+        &self.endpoints
     }
 
     /// The outbound HTTP client (timeouts set; proxies ignored) for what is not a peer's node:

@@ -1,6 +1,7 @@
 //! The HTTP carrier: requests to a node's http(s) base URL over TCP (TLS for `https://`), with
-//! the node's one outbound client ([`crate::net::client`]); and the peer API served on a TCP
-//! listener ([`HttpAccept`]).
+//! the node's one outbound client ([`crate::net::client`]); the peer API served on a TCP
+//! listener ([`HttpAccept`]); and the endpoint the card advertises for them, checked against
+//! the address bound ([`HttpStart`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Accept, Carrier, CarrierError, Method, Request, Response};
+use super::{Accept, Carrier, CarrierError, Method, Request, Response, StartCarrier, StartContext, Started};
+use crate::LaunchError;
 use crate::Node;
 use crate::remote::Remote;
 
@@ -198,5 +200,179 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Starts the HTTP carrier: the outbound side over the node's client, and the peer API on a TCP
+/// listener (bound from the config unless one is given), advertising one http(s) endpoint.
+///
+/// The endpoint advertised is, first found: `--endpoint` (`endpoint_flag`), `AGENTMESH_ENDPOINT`,
+/// the profile's (`init --endpoint`), config.toml's `endpoint`, else the bound address. One no
+/// peer could reach is refused with the fix ([`LaunchError::InvalidEndpoint`]); a doubtful one
+/// is a warning.
+pub(crate) struct HttpStart {
+    endpoint_flag: Option<String>,
+    listener: Option<TcpListener>,
+}
+
+impl HttpStart {
+    /// The HTTP carrier advertising `endpoint_flag` when given (`agentmesh up --endpoint`).
+    pub(crate) fn new(endpoint_flag: Option<String>) -> Self {
+        HttpStart { endpoint_flag, listener: None }
+    }
+
+    /// Serves on `listener` instead of binding `listen` from the config (tests bind port 0).
+    #[cfg_attr(not(test), expect(dead_code, reason = "only tests bind first"))]
+    pub(crate) fn listener(mut self, listener: TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+}
+
+impl StartCarrier for HttpStart {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn start<'a>(self: Box<Self>, cx: &'a StartContext<'a>) -> BoxFuture<'a, anyhow::Result<Started>> {
+        Box::pin(async move {
+            let environment = std::env::var("AGENTMESH_ENDPOINT").ok();
+            let (chosen, source) =
+                match (self.endpoint_flag, environment, cx.profile.endpoint.clone(), cx.config.endpoint.clone()) {
+                    (Some(e), _, _, _) => (Some(e), EndpointSource::Flag),
+                    (None, Some(e), _, _) => (Some(e), EndpointSource::Environment),
+                    (None, None, Some(e), _) => (Some(e), EndpointSource::Profile),
+                    (None, None, None, Some(e)) => (Some(e), EndpointSource::Config),
+                    _ => (None, EndpointSource::Default),
+                };
+            let listen = cx.config.listen_addr(chosen.as_deref());
+            if chosen.is_none() && listen.ip().is_unspecified() {
+                // Refused before anything binds: the card would advertise 0.0.0.0.
+                check_endpoint(&format!("http://{listen}"), EndpointSource::Default, listen)
+                    .map_err(LaunchError::InvalidEndpoint)?;
+            }
+            let listener = match self.listener {
+                Some(l) => l,
+                None => bind_peer(listen).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AddrInUse => anyhow::Error::from(LaunchError::AddressInUse { addr: listen }),
+                    _ => anyhow::Error::from(e).context(format!("binding {listen}")),
+                })?,
+            };
+            let bound = listener.local_addr()?;
+            let local_url = format!("http://{bound}");
+            let endpoint = chosen.unwrap_or_else(|| local_url.clone());
+            let warnings = check_endpoint(&endpoint, source, bound).map_err(LaunchError::InvalidEndpoint)?;
+            Ok(Started {
+                carrier: Arc::new(HttpCarrier::new(cx.http.clone())),
+                accept: Some(Box::new(HttpAccept::new(listener))),
+                endpoints: vec![endpoint],
+                local_url: Some(local_url),
+                lan: Some(bound),
+                warnings,
+            })
+        })
+    }
+}
+
+/// Where the advertised endpoint came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EndpointSource {
+    Flag,
+    Environment,
+    Profile,
+    Config,
+    Default,
+}
+
+/// Checks the endpoint peers will be told against the address the node listens on. Refuses one
+/// no peer could use, with the fix; returns warnings for the doubtful ones.
+fn check_endpoint(endpoint: &str, source: EndpointSource, bound: SocketAddr) -> Result<Vec<String>, String> {
+    let mut warnings = Vec::new();
+    let advertised = endpoint.trim_end_matches('/');
+    let unspecified_host = ["0.0.0.0", "[::]"].iter().any(|h| {
+        advertised.strip_prefix("http://").or_else(|| advertised.strip_prefix("https://")).is_some_and(|rest| {
+            rest.starts_with(h) && rest[h.len()..].chars().next().is_none_or(|c| c == ':' || c == '/')
+        })
+    });
+    if unspecified_host {
+        let port = bound.port();
+        return Err(format!(
+            "the card would advertise {advertised}, which no peer can reach ({} means \"every address\" only to a \
+             listener). Give the URL peers use: `agentmesh up --listen {bound} --endpoint http://<this host's address>:{port}`",
+            bound.ip()
+        ));
+    }
+    if let Some(target) = crate::config::loopback_http_addr(advertised) {
+        let serves = target.port() == bound.port() && (bound.ip().is_unspecified() || bound.ip().is_loopback());
+        if !serves {
+            let fix = format!(
+                "start it with `agentmesh up --listen {target}`, or advertise another URL with `agentmesh up --endpoint <URL>`"
+            );
+            let what = format!(
+                "the endpoint {advertised} names this host, but the node listens on {bound}: peers would knock on the wrong door"
+            );
+            match source {
+                // Said on purpose (a proxy in front, say): warn only.
+                EndpointSource::Flag | EndpointSource::Environment => warnings.push(format!("{what}; {fix}")),
+                _ => return Err(format!("{what}; {fix}")),
+            }
+        }
+    } else if bound.ip().is_loopback() && !advertised.starts_with("https://") {
+        warnings.push(format!(
+            "the node listens on {bound} (this host only) but advertises {advertised}: peers elsewhere reach it only \
+             through a proxy; to serve them directly, use `agentmesh up --listen 0.0.0.0:{}`",
+            bound.port()
+        ));
+    }
+    Ok(warnings)
+}
+
+/// Pending connections the kernel holds for the peer listener (capped by `net.core.somaxconn`):
+/// room for a burst of thousands of connects without dropping a contact's handshake.
+const PEER_BACKLOG: u32 = 4096;
+
+/// Binds the peer listener with [`PEER_BACKLOG`] (`SO_REUSEADDR` as `TcpListener::bind` sets it).
+fn bind_peer(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(PEER_BACKLOG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    #[test]
+    fn regression_listening_on_every_address_never_advertises_it() {
+        let bound = addr("0.0.0.0:8787");
+        let refused = check_endpoint("http://0.0.0.0:8787", EndpointSource::Default, bound).expect_err("refused");
+        assert!(refused.contains("--endpoint http://<this host's address>:8787"), "{refused}");
+        assert!(check_endpoint("http://[::]:8787", EndpointSource::Flag, addr("[::]:8787")).is_err());
+        assert_eq!(check_endpoint("http://10.0.0.5:8787", EndpointSource::Flag, bound), Ok(vec![]));
+    }
+
+    #[test]
+    fn regression_init_endpoint_port_that_up_does_not_listen_on_is_refused_with_the_fix() {
+        let refused =
+            check_endpoint("http://127.0.0.1:18787", EndpointSource::Profile, addr("127.0.0.1:8787")).expect_err("no");
+        assert!(refused.contains("agentmesh up --listen 127.0.0.1:18787"), "{refused}");
+        // Said on purpose (a proxy in front): a warning only.
+        let warned = check_endpoint("http://127.0.0.1:18787", EndpointSource::Flag, addr("127.0.0.1:8787"));
+        assert_eq!(warned.map(|w| w.len()), Ok(1));
+        assert_eq!(
+            check_endpoint("http://127.0.0.1:8787", EndpointSource::Default, addr("127.0.0.1:8787")),
+            Ok(vec![])
+        );
+        assert_eq!(
+            check_endpoint("https://localhost:8443", EndpointSource::Environment, addr("127.0.0.1:8787")),
+            Ok(vec![])
+        );
+        let lan = check_endpoint("http://10.0.0.5:8787", EndpointSource::Profile, addr("127.0.0.1:8787"));
+        assert_eq!(lan.map(|w| w.len()), Ok(1), "loopback listener advertising a LAN address is warned about");
     }
 }

@@ -13,12 +13,12 @@ use crate::{Keys, Node};
 
 const ANNOUNCED_KEY: &str = "announced_fingerprint";
 
-/// Our card for `identity` as `profile` and the advertised `endpoint` describe it.
-pub(crate) fn card_for(identity: &Identity, profile: &Profile, endpoint: &str) -> AgentCard {
+/// Our card for `identity` as `profile` describes it, listing `endpoints` (in order of preference).
+pub(crate) fn card_for(identity: &Identity, profile: &Profile, endpoints: &[String]) -> AgentCard {
     AgentCard::new(
         identity,
         &profile.name,
-        vec![endpoint.to_owned()],
+        endpoints.to_vec(),
         profile.capabilities.clone(),
         vec![PROTOCOL_NATIVE.into(), PROTOCOL_AGENT_MESH_V1.into()],
         profile.created_at,
@@ -37,7 +37,7 @@ pub(crate) async fn rotate(node: &Arc<Node>, home: &Home) -> Result<RotateReply,
     .await
     .map_err(Error::internal)?
     .map_err(|e| Error::internal(format!("{e:#}")))?;
-    let card = card_for(&state.identity, &profile, node.endpoint());
+    let card = card_for(&state.identity, &profile, node.endpoints());
     let fingerprint = state.identity.fingerprint().to_string();
     let key_rotations = state.identity.rotations().len();
     let previous_key_until = state.previous.as_ref().map(|(_, until)| *until as i64);
