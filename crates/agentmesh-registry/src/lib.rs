@@ -4,10 +4,12 @@
 //!   signed writes, TTL, visibility, rate limits and an optional API key);
 //! * [`store`]: the [`RegistryStore`] trait, with two backends: [`sqlite::SqliteStore`] (FTS5,
 //!   embedded, the default) and [`postgres::PostgresStore`] (several registry processes in front
-//!   of one database); [`conformance`] is the suite both must pass;
+//!   of one database); `conformance` (the tests and the `conformance` feature) is the suite
+//!   both must pass;
 //! * [`client`]: a signing client, used by `agentmesh up --registry` and `agentmesh search`.
 
 pub mod client;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod model;
 pub mod postgres;

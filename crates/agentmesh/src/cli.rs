@@ -220,8 +220,10 @@ pub(crate) enum Command {
     /// offline), each with its cursor; `--follow` streams new ones.
     Events(EventsArgs),
     /// Run a local demo: two agents find, trust and message each other, survive a crash.
+    #[cfg(feature = "dev-tools")]
     Demo,
     /// Measure throughput and latency of the real delivery path between two local nodes.
+    #[cfg(feature = "dev-tools")]
     Bench(BenchArgs),
     /// Serve this agent's node to an MCP client (OpenClaw, Claude Code, …): tools and resources
     /// on stdio, or streamable HTTP on loopback with --http.
@@ -334,6 +336,7 @@ pub(crate) enum RegistryCommand {
     /// Serve the registry API in the foreground.
     Serve(RegistryServeArgs),
     /// Measure search latency and heartbeat ingest with many agents.
+    #[cfg(feature = "dev-tools")]
     Bench(RegistryBenchArgs),
 }
 
@@ -361,6 +364,7 @@ pub(crate) struct RegistryServeArgs {
 }
 
 /// `registry bench` arguments.
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args)]
 pub(crate) struct RegistryBenchArgs {
     /// Agents to load.
@@ -521,6 +525,7 @@ pub(crate) struct McpArgs {
 }
 
 /// `bench` arguments.
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// Messages to send.

@@ -1,19 +1,32 @@
 //! One module per command group; [`run`] dispatches.
 
+#[cfg(feature = "dev-tools")]
 mod bench;
+#[cfg(feature = "dev-tools")]
 mod bench_calls;
+#[cfg(feature = "dev-tools")]
 mod bench_events;
+#[cfg(feature = "dev-tools")]
 mod bench_files;
+#[cfg(feature = "dev-tools")]
 mod bench_gossip;
+#[cfg(feature = "dev-tools")]
 mod bench_mcp;
+#[cfg(feature = "dev-tools")]
 mod bench_peer;
+#[cfg(feature = "dev-tools")]
+mod bench_registry;
+#[cfg(feature = "dev-tools")]
 mod bench_sockets;
+#[cfg(feature = "dev-tools")]
 mod bench_tasks;
 mod calls;
 mod contacts;
+#[cfg(feature = "dev-tools")]
 mod demo;
 mod events;
 mod files;
+#[cfg(feature = "dev-tools")]
 mod flood;
 mod init;
 mod keys;
@@ -169,7 +182,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Scan(args) => scan::run(&ctx, args).await,
         Command::Search(args) => registry::search(&ctx, args).await,
         Command::Registry(crate::cli::RegistryCommand::Serve(args)) => registry::serve(&ctx, args).await,
-        Command::Registry(crate::cli::RegistryCommand::Bench(args)) => registry::bench(&ctx, args).await,
+        #[cfg(feature = "dev-tools")]
+        Command::Registry(crate::cli::RegistryCommand::Bench(args)) => bench_registry::bench(&ctx, args).await,
         Command::Discover(args) => scan::discover(&ctx, args).await,
         Command::ListRequests(args) => contacts::list(&ctx, args).await,
         Command::ApproveRequest { request_id } => {
@@ -210,7 +224,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::ResolveEscalation { escalation_id, answer } => tasks::resolve(&ctx, &escalation_id, &answer).await,
         Command::A2a(command) => tasks::a2a(&ctx, command).await,
         Command::Events(args) => events::events(&ctx, args).await,
+        #[cfg(feature = "dev-tools")]
         Command::Demo => demo::run(&ctx).await,
+        #[cfg(feature = "dev-tools")]
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Mcp(args) => crate::mcp::run(&ctx, args).await,
     }
