@@ -1,7 +1,7 @@
-//! Which connections the peer API keeps: at most `max_connections` at once, at most
-//! `max_connections_per_ip` from one address (an IPv6 /64 counts as one), and a share
-//! (`reserved_connections`) that only addresses our contacts sent new messages from in the last
-//! day may use. When a limit is reached, the oldest
+//! Which connections the peer API keeps, on any carrier: at most `max_connections` at once, at
+//! most `max_connections_per_ip` from one [`Remote`] (an address, an IPv6 /64 counting as one; or
+//! an endpoint key), and a share (`reserved_connections`) that only remotes our contacts sent new
+//! messages from in the last day may use. When a limit is reached, the oldest
 //! *idle* connection in the way (one not serving a request: kept alive, or still trickling its
 //! request head, and open for at least [`Limits::grace`] so a fresh one can send its first
 //! request) is closed to make room; only when none is idle is the newcomer turned away.
@@ -17,21 +17,26 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::remote::Remote;
+
 /// Most addresses remembered as our contacts'.
 const MAX_KNOWN_ADDRESSES: usize = 10_000;
 /// How long an address stays a contact's after the last new message from it.
 const KNOWN_FOR: Duration = Duration::from_secs(24 * 3600);
 
-/// The unit one client is counted in: an IPv4 address, or an IPv6 /64 (what one host or
-/// subscriber is usually given, so hopping addresses within it gains nothing).
-fn client_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::from(octets)
-        }
-        v4 => v4,
+/// The unit one client is counted in: an IPv4 address, an IPv6 /64 (what one host or
+/// subscriber is usually given, so hopping addresses within it gains nothing), or a key.
+fn client_key(remote: Remote) -> Remote {
+    match remote {
+        Remote::Ip(ip) => Remote::Ip(match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::from(octets)
+            }
+            v4 => v4,
+        }),
+        key => key,
     }
 }
 
@@ -55,7 +60,7 @@ pub(crate) struct Ticket {
 }
 
 struct Open {
-    ip: IpAddr,
+    remote: Remote,
     known: bool,
     since: Instant,
     active: Arc<AtomicUsize>,
@@ -67,7 +72,7 @@ struct Table {
     next: u64,
     /// By admission order: the first idle entry is the oldest idle connection.
     open: BTreeMap<u64, Open>,
-    by_ip: HashMap<IpAddr, usize>,
+    by_remote: HashMap<Remote, usize>,
     /// Open connections from addresses that were not our contacts' when admitted.
     strangers: usize,
 }
@@ -76,7 +81,7 @@ struct Table {
 pub(crate) struct Admission {
     limits: Limits,
     table: Mutex<Table>,
-    known: Mutex<HashMap<IpAddr, Instant>>,
+    known: Mutex<HashMap<Remote, Instant>>,
 }
 
 impl Admission {
@@ -90,37 +95,37 @@ impl Admission {
         Admission { limits, table: Mutex::default(), known: Mutex::default() }
     }
 
-    /// Remembers that a contact's envelope was accepted from `ip` (bounded; the least recently
-    /// seen address is forgotten first).
-    pub(crate) fn note_contact(&self, ip: IpAddr) {
-        let ip = client_key(ip);
+    /// Remembers that a contact's envelope was accepted from `remote` (bounded; the least
+    /// recently seen is forgotten first).
+    pub(crate) fn note_contact(&self, remote: Remote) {
+        let remote = client_key(remote);
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        if known.len() >= MAX_KNOWN_ADDRESSES && !known.contains_key(&ip) {
-            let oldest = known.iter().min_by_key(|(_, at)| **at).map(|(ip, _)| *ip);
+        if known.len() >= MAX_KNOWN_ADDRESSES && !known.contains_key(&remote) {
+            let oldest = known.iter().min_by_key(|(_, at)| **at).map(|(r, _)| *r);
             if let Some(oldest) = oldest {
                 known.remove(&oldest);
             }
         }
-        known.insert(ip, Instant::now());
+        known.insert(remote, Instant::now());
     }
 
-    fn is_known(&self, ip: IpAddr) -> bool {
+    fn is_known(&self, remote: Remote) -> bool {
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        known.get(&ip).is_some_and(|at| at.elapsed() < KNOWN_FOR)
+        known.get(&remote).is_some_and(|at| at.elapsed() < KNOWN_FOR)
     }
 
-    /// Admits a connection from `ip`, shedding an idle one when a limit is in the way; `None`
+    /// Admits a connection from `remote`, shedding an idle one when a limit is in the way; `None`
     /// when the newcomer must be turned away. A trusted reverse proxy (`proxy`) carries many
     /// clients: it is not held to the per-address cap, and counts as our contacts' (it carries
     /// theirs too); each of its requests is limited by the client it names.
-    pub(crate) fn admit(&self, ip: IpAddr, proxy: bool) -> Option<Ticket> {
-        let ip = client_key(ip);
-        let known = proxy || self.is_known(ip);
+    pub(crate) fn admit(&self, remote: Remote, proxy: bool) -> Option<Ticket> {
+        let remote = client_key(remote);
+        let known = proxy || self.is_known(remote);
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let grace = self.limits.grace;
         if !proxy
-            && table.by_ip.get(&ip).copied().unwrap_or(0) >= self.limits.per_ip
-            && !shed_idle(&mut table, grace, |o| o.ip == ip)
+            && table.by_remote.get(&remote).copied().unwrap_or(0) >= self.limits.per_ip
+            && !shed_idle(&mut table, grace, |o| o.remote == remote)
         {
             return None;
         }
@@ -140,8 +145,8 @@ impl Admission {
         let shed = CancellationToken::new();
         table
             .open
-            .insert(id, Open { ip, known, since: Instant::now(), active: Arc::clone(&active), shed: shed.clone() });
-        table.count(ip, known, 1);
+            .insert(id, Open { remote, known, since: Instant::now(), active: Arc::clone(&active), shed: shed.clone() });
+        table.count(remote, known, 1);
         Some(Ticket { id, active, shed })
     }
 
@@ -149,7 +154,7 @@ impl Admission {
     pub(crate) fn release(&self, id: u64) {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(open) = table.open.remove(&id) {
-            table.count(open.ip, open.known, -1);
+            table.count(open.remote, open.known, -1);
         }
     }
 
@@ -161,15 +166,15 @@ impl Admission {
 }
 
 impl Table {
-    /// Counts a connection from `ip` in (`1`) or out (`-1`).
-    fn count(&mut self, ip: IpAddr, known: bool, delta: isize) {
+    /// Counts a connection from `remote` in (`1`) or out (`-1`).
+    fn count(&mut self, remote: Remote, known: bool, delta: isize) {
         if !known {
             self.strangers = self.strangers.saturating_add_signed(delta);
         }
-        let n = self.by_ip.entry(ip).or_default();
+        let n = self.by_remote.entry(remote).or_default();
         *n = n.saturating_add_signed(delta);
         if *n == 0 {
-            self.by_ip.remove(&ip);
+            self.by_remote.remove(&remote);
         }
     }
 }
@@ -184,7 +189,7 @@ fn shed_idle(table: &mut Table, grace: Duration, which: impl Fn(&Open) -> bool) 
     let Some(id) = victim else { return false };
     if let Some(open) = table.open.remove(&id) {
         open.shed.cancel();
-        table.count(open.ip, open.known, -1);
+        table.count(open.remote, open.known, -1);
     }
     true
 }
@@ -193,8 +198,8 @@ fn shed_idle(table: &mut Table, grace: Duration, which: impl Fn(&Open) -> bool) 
 mod tests {
     use super::*;
 
-    fn ip(last: u8) -> IpAddr {
-        IpAddr::from([127, 0, 0, last])
+    fn ip(last: u8) -> Remote {
+        Remote::Ip(IpAddr::from([127, 0, 0, last]))
     }
 
     #[test]
@@ -239,12 +244,24 @@ mod tests {
     #[test]
     fn an_ipv6_64_counts_as_one_client() {
         let admission = Admission::new(Limits { max: 10, per_ip: 2, reserved: 0, grace: Duration::from_secs(60) });
-        let host = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        let host = |last: u16| Remote::Ip(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]));
         let _held: Vec<Ticket> = (1..=2).map(|n| admission.admit(host(n), false).expect("admitted")).collect();
         assert!(admission.admit(host(3), false).is_none(), "another address in the same /64");
-        assert!(admission.admit(IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]), false).is_some(), "another /64");
-        let mapped: IpAddr = "::ffff:127.0.0.5".parse().expect("ip");
-        assert_eq!(client_key(mapped), IpAddr::from([127, 0, 0, 5]), "IPv4-mapped is IPv4");
+        let other = Remote::Ip(IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]));
+        assert!(admission.admit(other, false).is_some(), "another /64");
+        let mapped = Remote::Ip("::ffff:127.0.0.5".parse().expect("ip"));
+        assert_eq!(client_key(mapped), ip(5), "IPv4-mapped is IPv4");
+    }
+
+    #[test]
+    fn a_key_is_a_client_of_its_own_and_may_be_a_contacts() {
+        let admission = Admission::new(Limits { max: 4, per_ip: 2, reserved: 2, grace: Duration::from_secs(60) });
+        let (stranger, contact) = (Remote::Key([1; 32]), Remote::Key([2; 32]));
+        let _held: Vec<Ticket> = (0..2).map(|_| admission.admit(stranger, false).expect("admitted")).collect();
+        assert!(admission.admit(stranger, false).is_none(), "the per-client cap holds for a key");
+        assert!(admission.admit(Remote::Key([3; 32]), false).is_none(), "strangers' share is full");
+        admission.note_contact(contact);
+        assert!(admission.admit(contact, false).is_some(), "a contact's key uses the reserved share");
     }
 
     #[test]

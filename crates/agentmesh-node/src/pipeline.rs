@@ -561,10 +561,10 @@ fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Er
             };
             tx.insert_incoming(&message)?;
             tx.emit(agentmesh_api::Event::Message { message: message.view() });
-            // A new message from a contact (never a replay, which returned above): the address
+            // A new message from a contact (never a replay, which returned above): the remote
             // it came from may use the share of connections kept for contacts.
-            if let Some(ip) = inbound.remote.and_then(|r| r.ip()) {
-                tx.node().admission().note_contact(ip);
+            if let Some(remote) = inbound.remote {
+                tx.node().admission().note_contact(remote);
             }
         }
         Payload::Read { message_id, at } => {

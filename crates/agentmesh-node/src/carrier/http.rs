@@ -126,7 +126,7 @@ async fn serve(listener: TcpListener, app: axum::Router, node: Arc<Node>, stop: 
         // and record it as the IPv4 address it is.
         let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
         let proxy = node.proxies().contains(remote.ip());
-        let Some(ticket) = node.admission().admit(remote.ip(), proxy) else {
+        let Some(ticket) = node.admission().admit(Remote::Ip(remote.ip()), proxy) else {
             // Every connection in the way is busy: turned away at once rather than queued.
             drop(stream);
             continue;
