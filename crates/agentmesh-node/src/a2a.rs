@@ -35,7 +35,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::Node;
-use crate::error::{Error, read_json_body};
+use crate::api_error::{Respond, read_json_body};
+use crate::error::Error;
 use crate::events::{Feed, Frame};
 use crate::service::tasks;
 
@@ -76,7 +77,7 @@ impl From<Error> for RpcError {
             ErrorCode::EmptyMessage | ErrorCode::TooLarge | ErrorCode::InvalidArgument => -32602,
             _ => -32603,
         };
-        RpcError(code, crate::error::ApiError::from(e).detail().message)
+        RpcError(code, crate::api_error::ApiError::from(e).detail().message)
     }
 }
 
@@ -190,7 +191,7 @@ async fn card(
     crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
 ) -> Response {
     if let Err(e) = node.limits().other_from(remote) {
-        return e.into_response();
+        return e.respond();
     }
     let ours = node.keys().card.clone();
     let skills: Vec<Value> = if ours.capabilities.is_empty() {
@@ -259,17 +260,17 @@ async fn rpc(
     body: HttpBody,
 ) -> Response {
     if let Err(e) = node.limits().other_from(remote) {
-        return e.into_response();
+        return e.respond();
     }
     let client = match client_of(&node, &headers).await {
         Ok(Some(client)) => client,
         Ok(None) => return unauthorized(),
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     };
     let limit = node.config().max_message_bytes;
     let bytes = match read_json_body(&headers, body, limit, "A2A request", node.body_timeout()).await {
         Ok(b) => b,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     };
     let request: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,

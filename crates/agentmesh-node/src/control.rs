@@ -28,7 +28,8 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
 use crate::Node;
-use crate::error::{Error, read_json_body};
+use crate::api_error::{ApiError, Respond, read_json_body};
+use crate::error::Error;
 use crate::events::{Feed, Frame};
 use crate::home::Home;
 use crate::service::{calls, contacts, discovery, escalations, files, keys, messages, status, tasks};
@@ -51,7 +52,7 @@ pub(crate) struct ControlState {
     stop: tokio_util::sync::CancellationToken,
 }
 
-type Reply<T> = Result<Json<T>, Error>;
+type Reply<T> = Result<Json<T>, ApiError>;
 
 /// Builds the control router; `token` is the bearer credential, `bound` the control listener's
 /// address, `peer_url` our bound peer URL; event streams end when `stop` is cancelled.
@@ -123,8 +124,8 @@ pub(crate) fn router(
         .with_state(state)
 }
 
-async fn not_found() -> Error {
-    Error::not_found("no such control route")
+async fn not_found() -> ApiError {
+    Error::not_found("no such control route").into()
 }
 
 /// The listener's own `Host` first (a page that reached us through a rebound DNS name is turned
@@ -132,11 +133,11 @@ async fn not_found() -> Error {
 async fn authenticate(State(state): State<ControlState>, request: Request, next: Next) -> Response {
     let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !crate::credentials::is_own_host(host, state.bound.port(), &state.bound.to_string()) {
-        return Error::WrongHost(format!("{host:?}")).into_response();
+        return Error::WrongHost(format!("{host:?}")).respond();
     }
     let presented = crate::credentials::bearer_token(request.headers()).unwrap_or("");
     if !constant_time_eq(presented.as_bytes(), state.token.as_bytes()) {
-        return Error::Unauthorized.into_response();
+        return Error::Unauthorized.respond();
     }
     next.run(request).await
 }
@@ -180,11 +181,11 @@ async fn card(State(st): State<ControlState>) -> Json<AgentCard> {
 async fn request_contact(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Response {
     let args: ContactArgs = match json_body(&headers, body, CONTROL_BODY_LIMIT).await {
         Ok(a) => a,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     };
     match contacts::request_contact(&st.node, args).await {
         Ok(reply) => Json(reply).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => e.respond(),
     }
 }
 
@@ -204,36 +205,36 @@ async fn request_detail(State(st): State<ControlState>, Path(id): Path<String>) 
 async fn approve(State(st): State<ControlState>, Path(id): Path<String>) -> Response {
     match contacts::decide(&st.node, id, true, None).await {
         Ok(reply) => Json(reply).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => e.respond(),
     }
 }
 
 async fn reject(State(st): State<ControlState>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
     let args: RejectArgs = match optional_body(&headers, body).await {
         Ok(a) => a,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     };
     match contacts::decide(&st.node, id, false, args.reason).await {
         Ok(reply) => Json(reply).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => e.respond(),
     }
 }
 
 async fn reject_many(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Response {
     let args: RejectManyArgs = match json_body(&headers, body, CONTROL_BODY_LIMIT).await {
         Ok(a) => a,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     };
     match contacts::reject_many(&st.node, args).await {
         Ok(reply) => Json(reply).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => e.respond(),
     }
 }
 
 async fn withdraw(State(st): State<ControlState>, Path(id): Path<String>) -> Response {
     match contacts::withdraw(&st.node, id).await {
         Ok(reply) => Json(reply).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => e.respond(),
     }
 }
 
@@ -277,11 +278,11 @@ async fn remove(State(st): State<ControlState>, Path(peer): Path<String>) -> Rep
 async fn repin(State(st): State<ControlState>, Path(peer): Path<String>, headers: HeaderMap, body: Body) -> Response {
     let args: RepinArgs = match json_body(&headers, body, CONTROL_BODY_LIMIT).await {
         Ok(a) => a,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     };
     match contacts::repin(&st.node, peer, args.fingerprint).await {
         Ok(reply) => Json(reply).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => e.respond(),
     }
 }
 
@@ -289,18 +290,18 @@ async fn rotate_key(State(st): State<ControlState>) -> Response {
     let _one_at_a_time = st.rotating.lock().await;
     match keys::rotate(&st.node, &st.home).await {
         Ok(reply) => Json(reply).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => e.respond(),
     }
 }
 
 async fn record_discovered(State(st): State<ControlState>, headers: HeaderMap, body: Body) -> Response {
     let args: DiscoveredArgs = match json_body(&headers, body, 16 * CONTROL_BODY_LIMIT).await {
         Ok(a) => a,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     };
     match discovery::record_discovered(&st.node, args).await {
         Ok(reply) => Json(reply).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => e.respond(),
     }
 }
 
@@ -318,13 +319,13 @@ async fn send_message(State(st): State<ControlState>, headers: HeaderMap, body: 
     let args: SendArgs = match json_body(&headers, body, text_limit.saturating_mul(6).saturating_add(64 * 1024)).await {
         Ok(a) => a,
         Err(Error::TooLarge { .. }) => {
-            return Error::TooLarge { what: "message text", limit: text_limit }.into_response();
+            return Error::TooLarge { what: "message text", limit: text_limit }.respond();
         }
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     };
     match messages::send(&st.node, args).await {
         Ok(reply) => Json(reply).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => e.respond(),
     }
 }
 
@@ -382,13 +383,13 @@ async fn say(State(st): State<ControlState>, Path(id): Path<String>, headers: He
     let args: SayArgs = match json_body(&headers, body, text_limit.saturating_mul(6).saturating_add(64 * 1024)).await {
         Ok(a) => a,
         Err(Error::TooLarge { .. }) => {
-            return Error::TooLarge { what: "message text", limit: text_limit }.into_response();
+            return Error::TooLarge { what: "message text", limit: text_limit }.respond();
         }
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     };
     match calls::say(&st.node, id, args).await {
         Ok(reply) => Json(reply).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => e.respond(),
     }
 }
 
@@ -525,7 +526,7 @@ async fn list_events(
 ) -> Reply<EventList> {
     let q = query(q)?;
     if q.after.is_some_and(|a| a < 0) {
-        return Err(Error::malformed("after: a cursor is 0 or more"));
+        return Err(Error::malformed("after: a cursor is 0 or more").into());
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1_000) as usize;
     let (events, last) = st
@@ -550,7 +551,7 @@ async fn events(
     State(st): State<ControlState>,
     headers: HeaderMap,
     q: Result<Query<EventsQuery>, QueryRejection>,
-) -> Result<Response, Error> {
+) -> Result<Response, ApiError> {
     let q = query(q)?;
     let resume = match headers.get("last-event-id") {
         Some(v) => Some(
@@ -561,7 +562,7 @@ async fn events(
                 .ok_or_else(|| Error::malformed("Last-Event-ID is not a cursor"))?,
         ),
         None => match q.after {
-            Some(after) if after < 0 => return Err(Error::malformed("after: a cursor is 0 or more")),
+            Some(after) if after < 0 => return Err(Error::malformed("after: a cursor is 0 or more").into()),
             after => after,
         },
     };

@@ -3,6 +3,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
+use crate::api_error::ApiError;
 use crate::error::Error;
 use crate::remote::Remote;
 
@@ -12,9 +13,9 @@ use crate::remote::Remote;
 pub(crate) struct PeerRemote(pub(crate) Remote);
 
 impl<S: Send + Sync> FromRequestParts<S> for PeerRemote {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let remote = parts
             .extensions
             .get::<Remote>()

@@ -136,7 +136,6 @@ impl PeerApiHarness {
                 config,
                 endpoints: vec!["http://127.0.0.1:8".into()],
                 db,
-                http,
                 adapters: crate::launch::standard_adapters(),
                 carriers,
                 warnings: Vec::new(),

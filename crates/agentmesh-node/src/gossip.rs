@@ -41,8 +41,9 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::Node;
+use crate::api_error::{Respond, read_json_body};
 use crate::carrier::Request;
-use crate::error::{Error, read_json_body};
+use crate::error::Error;
 
 /// Records in an answer from an ordinary node.
 const REPLY_RECORDS: usize = 50;
@@ -65,25 +66,25 @@ async fn announce(
     body: Body,
 ) -> Response {
     if let Err(e) = node.limits().other_from(remote) {
-        return e.into_response();
+        return e.respond();
     }
     let limit = node.config().max_contact_request_bytes;
     let bytes = match read_json_body(&headers, body, limit, "request body", node.body_timeout()).await {
         Ok(b) => b,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     };
     let record: PeerRecord = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
-        Err(e) => return Error::malformed(format!("not a peer record: {e}")).into_response(),
+        Err(e) => return Error::malformed(format!("not a peer record: {e}")).respond(),
     };
     let announcer = PeerId::from(record.card.agent_id);
     match ingest(&node, vec![record], Source::Gossip).await {
         Ok(mut results) => {
             if let Some(Err(e)) = results.pop() {
-                return e.into_response();
+                return e.respond();
             }
         }
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     }
     reply(&node, Some(announcer)).await
 }
@@ -93,7 +94,7 @@ async fn peers(
     crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
 ) -> Response {
     if let Err(e) = node.limits().other_from(remote) {
-        return e.into_response();
+        return e.respond();
     }
     reply(&node, None).await
 }
@@ -104,7 +105,7 @@ async fn reply(node: &Arc<Node>, exclude: Option<PeerId>) -> Response {
     let entries = node.db(move |s| Ok(s.directory(now_ms() as i64, None, &[], limit + 1)?)).await;
     let entries = match entries {
         Ok(e) => e,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     };
     // Our own record first: whoever asks learns the node it asked, too.
     let mut out = String::from("{\"peers\":[");

@@ -99,7 +99,6 @@ pub(crate) async fn fixture() -> Fixture {
         config,
         endpoints: vec!["http://127.0.0.1:8".into()],
         db,
-        http,
         adapters,
         carriers,
         warnings: Vec::new(),

@@ -247,7 +247,6 @@ impl NodeBuilder {
             config,
             endpoints,
             db,
-            http,
             adapters: Adapters::new(adapters),
             carriers: Carriers::new(outbound),
             warnings,
@@ -296,7 +295,7 @@ impl NodeBuilder {
         tracker.spawn(serve_control(control_listener, control_app, write_timeout, shutdown.clone()));
         tracker.spawn(outbox::run(Arc::clone(&node), shutdown.clone()));
         if let Some(url) = node.config().registry.clone() {
-            tracker.spawn(crate::registration::run(Arc::clone(&node), url, registry_api_key, shutdown.clone()));
+            tracker.spawn(crate::registration::run(Arc::clone(&node), http, url, registry_api_key, shutdown.clone()));
         }
         tracker.spawn(prune(Arc::clone(&node), shutdown.clone()));
         tracker.spawn(missed_calls(Arc::clone(&node), shutdown.clone()));

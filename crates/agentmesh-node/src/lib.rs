@@ -32,6 +32,7 @@
 mod a2a;
 mod adapter;
 mod admission;
+mod api_error;
 mod carrier;
 pub mod compat;
 pub mod config;
@@ -75,8 +76,9 @@ use agentmesh_core::{AgentCard, AgentId, Identity, PeerId};
 use agentmesh_store::{NewOutbound, Store};
 use tokio::sync::{Notify, broadcast, oneshot};
 
+pub use api_error::ApiError;
 pub use config::{Config, HooksConfig};
-pub use error::{ApiError, Error, LaunchError};
+pub use error::{Error, LaunchError};
 pub use home::{Home, Profile, RuntimeInfo};
 pub use launch::{NodeHandle, UpOptions, launch, run};
 
@@ -131,8 +133,6 @@ pub(crate) struct Parts {
     pub(crate) endpoints: Vec<String>,
     /// The database thread.
     pub(crate) db: Db,
-    /// The outbound client for what is not a peer's node (the registry, the hooks gateway).
-    pub(crate) http: reqwest::Client,
     /// The adapter of each protocol spoken.
     pub(crate) adapters: Adapters,
     /// The carriers that reach peers' nodes.
@@ -152,7 +152,6 @@ pub(crate) struct Node {
     endpoints: Vec<String>,
     db: Db,
     outbox_wake: Notify,
-    http: reqwest::Client,
     limits: RateLimits,
     adapters: Adapters,
     carriers: Carriers,
@@ -248,7 +247,7 @@ impl Node {
     /// Assembles a node from its parts: what [`Node::builder`] does once the home is loaded and
     /// the carriers started, and what tests that need no process do.
     pub(crate) fn assemble(parts: Parts) -> Self {
-        let Parts { keys, config, endpoints, db, http, adapters, carriers, warnings } = parts;
+        let Parts { keys, config, endpoints, db, adapters, carriers, warnings } = parts;
         let limits = RateLimits::new(&config);
         Node {
             agent_id: keys.identity.agent_id(),
@@ -256,7 +255,6 @@ impl Node {
             endpoints,
             db,
             outbox_wake: Notify::new(),
-            http,
             limits,
             adapters,
             carriers,
@@ -375,12 +373,6 @@ impl Node {
     /// Every endpoint our card lists, in order of preference.
     pub(crate) fn endpoints(&self) -> &[String] {
         &self.endpoints
-    }
-
-    /// The outbound HTTP client (timeouts set; proxies ignored) for what is not a peer's node:
-    /// the registry, the hooks gateway. Peers are reached through [`carriers`](Self::carriers).
-    pub(crate) fn http(&self) -> &reqwest::Client {
-        &self.http
     }
 
     /// Slots for A2A streams (`SendStreamingMessage`, `SubscribeToTask`) open at once, shared

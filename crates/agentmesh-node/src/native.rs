@@ -45,8 +45,9 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::adapter::{Adapter, Outcome, Outgoing};
+use crate::api_error::{ApiError, Respond, read_json_body};
 use crate::carrier::{Carriers, ProbeError, Request};
-use crate::error::{ApiError, Error, read_json_body};
+use crate::error::Error;
 use crate::pipeline::{self, AnswerContext, Body, Inbound, Payload, Presented, Sealed};
 use crate::{Keys, Node};
 use agentmesh_core::envelope::is_request_id;
@@ -71,7 +72,7 @@ async fn card(
 ) -> Response {
     match node.limits().other_from(remote) {
         Ok(()) => Json(node.keys().card.clone()).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => e.respond(),
     }
 }
 
@@ -97,7 +98,7 @@ async fn contact_request(
 ) -> Response {
     // Every attempt counts, before any parsing: a flood costs us as little as possible.
     if let Err(e) = node.limits().contact_from(remote) {
-        return e.into_response();
+        return e.respond();
     }
     let limit = node.config().max_contact_request_bytes;
     single(node, uri, headers, body, limit, Some(remote)).await
@@ -113,7 +114,7 @@ async fn other_single(
     body: HttpBody,
 ) -> Response {
     if let Err(e) = node.limits().other_from(remote) {
-        return e.into_response();
+        return e.respond();
     }
     let limit = node.config().max_contact_request_bytes;
     single(node, uri, headers, body, limit, Some(remote)).await
@@ -143,30 +144,30 @@ async fn single(
     limit: usize,
     remote: Option<crate::remote::Remote>,
 ) -> Response {
-    let Some(kind) = route_kind(uri.path()) else { return Error::not_found("no such route").into_response() };
+    let Some(kind) = route_kind(uri.path()) else { return Error::not_found("no such route").respond() };
     let bytes = match read_json_body(&headers, body, limit, "request body", node.body_timeout()).await {
         Ok(b) => b,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     };
     let envelope: Envelope = match serde_json::from_slice(&bytes) {
         Ok(e) => e,
-        Err(e) => return Error::malformed(format!("not an envelope: {e}")).into_response(),
+        Err(e) => return Error::malformed(format!("not an envelope: {e}")).respond(),
     };
     if envelope.kind != kind {
         return Error::invalid(
             ErrorCode::WrongRoute,
             format!("this route takes {kind} envelopes, not {}", envelope.kind),
         )
-        .into_response();
+        .respond();
     }
     let inbound = match inbound(envelope, now_ms() as i64, remote) {
         Ok(i) => i,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     };
     match pipeline::process(&node, vec![inbound]).await.pop() {
         Some(Ok(receipt)) => receipt_response(receipt),
-        Some(Err(e)) => e.into_response(),
-        None => Error::internal("empty result").into_response(),
+        Some(Err(e)) => e.respond(),
+        None => Error::internal("empty result").respond(),
     }
 }
 
@@ -185,15 +186,15 @@ async fn batch(
     let limit = node.config().max_batch_bytes;
     let bytes = match read_json_body(&headers, body, limit, "batch", node.body_timeout()).await {
         Ok(b) => b,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.respond(),
     };
     let batch: Batch<'_> = match serde_json::from_slice(&bytes) {
         Ok(b) => b,
-        Err(e) => return Error::malformed(format!("expected {{\"envelopes\":[…]}}: {e}")).into_response(),
+        Err(e) => return Error::malformed(format!("expected {{\"envelopes\":[…]}}: {e}")).respond(),
     };
     let max = node.config().max_batch_envelopes;
     if batch.envelopes.len() > max {
-        return Error::TooLarge { what: "batch (envelopes)", limit: max }.into_response();
+        return Error::TooLarge { what: "batch (envelopes)", limit: max }.respond();
     }
     // Parse each envelope on its own so one bad entry does not sink the others.
     let now = now_ms() as i64;

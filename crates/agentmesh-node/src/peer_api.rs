@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 
+use crate::api_error::ApiError;
 use crate::error::Error;
 use crate::extract::PeerRemote;
 use crate::{Node, a2a, compat, gossip, native};
@@ -23,6 +24,6 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
-async fn not_found(State(node): State<Arc<Node>>, PeerRemote(remote): PeerRemote) -> Error {
-    node.limits().other_from(remote).err().unwrap_or_else(|| Error::not_found("no such route"))
+async fn not_found(State(node): State<Arc<Node>>, PeerRemote(remote): PeerRemote) -> ApiError {
+    node.limits().other_from(remote).err().unwrap_or_else(|| Error::not_found("no such route")).into()
 }

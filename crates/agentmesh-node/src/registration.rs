@@ -48,9 +48,16 @@ fn registration(node: &Node) -> Registration {
     }
 }
 
-/// Runs until `shutdown`, then deregisters.
-pub(crate) async fn run(node: Arc<Node>, url: String, api_key: Option<String>, shutdown: CancellationToken) {
-    let client = RegistryClient::new(node.http().clone(), &url, api_key);
+/// Keeps us listed in the registry at `url` (with the node's outbound client `http`) until
+/// `shutdown`, then deregisters.
+pub(crate) async fn run(
+    node: Arc<Node>,
+    http: reqwest::Client,
+    url: String,
+    api_key: Option<String>,
+    shutdown: CancellationToken,
+) {
+    let client = RegistryClient::new(http, &url, api_key);
     let interval = Duration::from_secs(node.config().registry_heartbeat_secs.max(1));
     let id = node.id().to_string();
     let mut registered_as: Option<String> = None; // fingerprint of the key last registered

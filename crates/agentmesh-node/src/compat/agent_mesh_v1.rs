@@ -42,8 +42,9 @@ use serde_json::{Map, Value, json};
 
 use crate::Node;
 use crate::adapter::{Adapter, Outcome, Outgoing};
+use crate::api_error::{ApiError, read_json_body};
 use crate::carrier::{Carriers, ProbeError, Request};
-use crate::error::{ApiError, Error, read_json_body};
+use crate::error::Error;
 use crate::pipeline::{self, AnswerContext, Body, Inbound, Payload, Presented};
 use agentmesh_core::envelope::is_request_id;
 

@@ -61,6 +61,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::{Capability, Outgoing};
+use crate::api_error::Respond;
 use crate::carrier::{Request, Response as PeerResponse};
 use crate::error::Error;
 use crate::limits::SharedSlots;
@@ -583,7 +584,7 @@ pub(crate) async fn serve(
 ) -> Response {
     match serve_chunks(node, remote, id, query, headers).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => e.respond(),
     }
 }
 
