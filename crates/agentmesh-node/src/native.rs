@@ -33,7 +33,8 @@ use agentmesh_core::time::now_ms;
 use agentmesh_core::{AgentCard, DeliveryReceipt, Envelope, EnvelopeKind, PeerId, Protocol, b64};
 use agentmesh_store::{NewOutbound, OutboxItem, Peer};
 use axum::body::Body as HttpBody;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -48,6 +49,7 @@ use crate::adapter::{Adapter, Outcome, Outgoing};
 use crate::api_error::{ApiError, Respond, read_json_body};
 use crate::carrier::{Carriers, ProbeError, Request};
 use crate::error::Error;
+use crate::extract::PeerRemote;
 use crate::pipeline::{self, AnswerContext, Body, Inbound, Payload, Presented, Sealed};
 use crate::{Keys, Node};
 use agentmesh_core::envelope::is_request_id;
@@ -63,7 +65,43 @@ pub(crate) fn router() -> Router<Arc<Node>> {
         .route("/v1/message", post(message))
         .route("/v1/receipt", post(message))
         .route("/v1/batch", post(batch))
-        .route("/v1/files/{id}", get(crate::service::files::serve))
+        .route("/v1/files/{id}", get(serve_file))
+}
+
+/// Query of `GET /v1/files/{id}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FetchQuery {
+    /// The first chunk wanted (default 0).
+    #[serde(default)]
+    from: u64,
+}
+
+/// `GET /v1/files/{id}?from=N`: the chunks of a file we send
+/// ([`crate::service::files::serve_chunks`]), with `Authorization: Bearer <token>`, as
+/// `application/octet-stream`.
+async fn serve_file(
+    State(node): State<Arc<Node>>,
+    PeerRemote(remote): PeerRemote,
+    UrlPath(id): UrlPath<String>,
+    query: Result<Query<FetchQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let token = crate::credentials::bearer_token(&headers).map(str::to_owned);
+    let fetched = match query {
+        Ok(Query(FetchQuery { from })) => crate::service::files::serve_chunks(node, remote, id, from, token).await,
+        Err(e) => match node.limits().other_from(remote) {
+            Err(limited) => Err(limited),
+            Ok(()) => Err(Error::malformed(e.body_text())),
+        },
+    };
+    match fetched {
+        Ok(frames) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], HttpBody::from_stream(frames))
+                .into_response()
+        }
+        Err(e) => e.respond(),
+    }
 }
 
 async fn card(

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use agentmesh_core::endpoint::Endpoint;
 use agentmesh_store::Peer;
-use axum::http::StatusCode;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -28,6 +27,9 @@ use futures_util::stream::BoxStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::Node;
+
+/// A peer node's answer status (HTTP's codes, whatever carries the request).
+pub(crate) use axum::http::StatusCode;
 
 /// Largest card or discovery document read from a probed endpoint, bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;

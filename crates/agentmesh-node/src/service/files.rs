@@ -5,7 +5,7 @@
 //! (`agentmesh_core::file`), queued in the outbox like any message and received through the one
 //! pipeline, so they get the same signatures, encryption, trust checks, receipts and retries. The
 //! offer carries a per-transfer secret; the bytes never enter the outbox or SQLite. The receiver
-//! pulls them from the sender's peer API (`GET /v1/files/{id}?from=N`, [`serve`]) with a bearer
+//! pulls them from the sender's peer API (`GET /v1/files/{id}?from=N`, [`serve_chunks`]) with a bearer
 //! token derived from that secret, as length-prefixed ChaCha20-Poly1305 frames read from disk one
 //! chunk at a time; it checks each chunk, writes it to `<home>/files/.partial/<id>`, hashes as it
 //! goes, and every [`COMMIT_BYTES`] syncs the file and commits the chunk count. A restart
@@ -50,19 +50,12 @@ use agentmesh_core::file::{
 };
 use agentmesh_core::time::now_ms;
 use agentmesh_store::{Peer, Store, TransferFilter, TransferRecord};
-use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::{Capability, Outgoing};
-use crate::api_error::Respond;
-use crate::carrier::{Request, Response as PeerResponse};
+use crate::carrier::{Request, Response as PeerResponse, StatusCode};
 use crate::error::Error;
 use crate::limits::SharedSlots;
 use crate::service::contacts::resolve;
@@ -554,50 +547,33 @@ pub(crate) async fn get(node: &Arc<Node>, id: String) -> Result<TransferReply, E
     .await
 }
 
-/// Query of `GET /v1/files/{id}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FetchQuery {
-    /// The first chunk wanted (default 0).
-    #[serde(default)]
-    from: u64,
-}
-
 /// Whether two tokens are equal. Their SHA-256 digests are compared, so the time taken tells an
 /// attacker at most how much of a digest matched, nothing about the token.
 fn same_token(a: &str, b: &str) -> bool {
     Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes())
 }
 
-/// `GET /v1/files/{id}?from=N` (peer API): the sealed chunks of our transfer `id` from chunk
-/// `N` to the end, each a frame of its length (4 bytes, big-endian) and ciphertext with tag.
-/// Needs `Authorization: Bearer <token>` (401 `unauthorized`); 404 `unknown_transfer` for a
-/// transfer we do not send; 403 `untrusted_sender` when the receiver is no longer a contact; 409 `transfer_state` when it is over; 409 `file_changed` when the
-/// source changed since the offer (the transfer fails); 429 over [`MAX_SERVING`] fetches, or
-/// [`MAX_SERVING_PER_PEER`] for this receiver.
-pub(crate) async fn serve(
-    State(node): State<Arc<Node>>,
-    crate::extract::PeerRemote(remote): crate::extract::PeerRemote,
-    UrlPath(id): UrlPath<String>,
-    query: Result<Query<FetchQuery>, QueryRejection>,
-    headers: HeaderMap,
-) -> Response {
-    match serve_chunks(node, remote, id, query, headers).await {
-        Ok(r) => r,
-        Err(e) => e.respond(),
-    }
-}
+/// A chunk frame of [`serve_chunks`]'s stream: bytes to send, or the read error that ends it.
+pub(crate) type Frame = Result<Vec<u8>, std::io::Error>;
 
-async fn serve_chunks(
+/// The sealed chunks of our transfer `id` from chunk `from` to the end, for the receiver that
+/// presented `token` from `remote` (`GET /v1/files/{id}?from=N` on HTTP): each a frame of its
+/// length (4 bytes, big-endian) and ciphertext with tag, read from disk as the stream is taken.
+///
+/// Errors: [`Error::Unauthorized`] for a missing or wrong token; `unknown_transfer` for a
+/// transfer we do not send; `untrusted_sender` when the receiver is no longer a contact;
+/// `transfer_state` when it is over; `file_changed` when the source changed since the offer (the
+/// transfer fails); rate limited over [`MAX_SERVING`] fetches, or [`MAX_SERVING_PER_PEER`] for
+/// this receiver; `malformed` for a `from` past the end.
+pub(crate) async fn serve_chunks(
     node: Arc<Node>,
     remote: crate::remote::Remote,
     id: String,
-    query: Result<Query<FetchQuery>, QueryRejection>,
-    headers: HeaderMap,
-) -> Result<Response, Error> {
+    from: u64,
+    token: Option<String>,
+) -> Result<impl futures_util::Stream<Item = Frame> + Send + 'static, Error> {
     node.limits().other_from(remote)?;
-    let from = query.map_err(|e| Error::malformed(e.body_text()))?.0.from;
-    let token = crate::credentials::bearer_token(&headers).map(str::to_owned).ok_or(Error::Unauthorized)?;
+    let token = token.ok_or(Error::Unauthorized)?;
     if !is_transfer_id(&id) {
         return Err(unknown(&id));
     }
@@ -661,7 +637,7 @@ async fn serve_chunks(
         Ok(())
     })
     .await?;
-    let (frames, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(PIPE_CHUNKS);
+    let (frames, rx) = mpsc::channel::<Frame>(PIPE_CHUNKS);
     let (size, chunk_size) = (r.transfer.size, r.transfer.chunk_size);
     // How far the network took it, for the owner: the latest count only, committed now and then.
     let (sent, mut sent_rx) = tokio::sync::watch::channel(from);
@@ -692,7 +668,7 @@ async fn serve_chunks(
     // slot freed.
     let runtime = tokio::runtime::Handle::current();
     let stall = Duration::from_secs(node.config().peer_write_timeout_secs.max(1));
-    let send = move |frame: Result<Vec<u8>, std::io::Error>| {
+    let send = move |frame: Frame| {
         runtime.block_on(tokio::time::timeout(stall, frames.send(frame))).is_ok_and(|sent| sent.is_ok())
     };
     tokio::task::spawn_blocking(move || {
@@ -716,9 +692,7 @@ async fn serve_chunks(
             sent.send_replace(index + 1);
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(stream))
-        .into_response())
+    Ok(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
 }
 
 /// Starts the downloads of accepted transfers (at most [`MAX_DOWNLOADS`] at once,
