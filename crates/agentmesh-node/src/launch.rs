@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::adapter::{Adapter, Adapters};
-use crate::carrier::{Accept, Carrier, Carriers, StartCarrier, StartContext};
+use crate::carrier::start::{Accept, StartCarrier, StartContext};
+use crate::carrier::{Carrier, Carriers};
 use crate::db::Db;
 use crate::home::{Home, RuntimeInfo, write_private};
 use crate::{Config, Keys, LaunchError, Node, Parts, control, outbox, peer_api, service};
@@ -580,7 +581,10 @@ mod tests {
             "refusing"
         }
 
-        fn start<'a>(self: Box<Self>, _: &'a StartContext<'a>) -> BoxFuture<'a, Result<crate::carrier::Started>> {
+        fn start<'a>(
+            self: Box<Self>,
+            _: &'a StartContext<'a>,
+        ) -> BoxFuture<'a, Result<crate::carrier::start::Started>> {
             Box::pin(async { Err(LaunchError::InvalidEndpoint("no peer could reach it".into()).into()) })
         }
     }

@@ -170,8 +170,6 @@ pub(crate) struct Node {
     warnings: Vec<String>,
     /// Which peer API connections are kept (per-address caps, a share for contacts).
     admission: admission::Admission,
-    /// Reverse proxies whose forwarding headers name the client (`trusted_proxies`).
-    proxies: forwarded::TrustedProxies,
     /// Recipients of recent sends as last read, by the text the owner named them with: lets a
     /// send seal before its one database visit, which checks the peer again (bounded by
     /// [`MAX_SEND_PEERS`]; a stale entry only costs a second visit).
@@ -267,8 +265,6 @@ impl Node {
             warnings,
             send_peers: Mutex::new(HashMap::new()),
             a2a_streams: limits::SharedSlots::new(config.max_event_streams, config.max_event_streams.div_ceil(4)),
-            proxies: forwarded::TrustedProxies::parse(&config.trusted_proxies, &config.forwarded_header)
-                .unwrap_or_default(),
             admission: admission::Admission::new(admission::Limits {
                 max: config.max_connections,
                 per_ip: config.max_connections_per_ip,
@@ -384,11 +380,6 @@ impl Node {
     /// Which peer API connections are kept.
     pub(crate) fn admission(&self) -> &admission::Admission {
         &self.admission
-    }
-
-    /// Reverse proxies whose forwarding headers name the client.
-    pub(crate) fn proxies(&self) -> &forwarded::TrustedProxies {
-        &self.proxies
     }
 
     /// Rate limits of the peer API.

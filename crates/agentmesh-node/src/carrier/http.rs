@@ -15,9 +15,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Accept, Carrier, CarrierError, Method, Request, Response, StartCarrier, StartContext, Started};
+use super::start::{Accept, StartCarrier, StartContext, Started};
+use super::{Carrier, CarrierError, Method, Request, Response};
 use crate::LaunchError;
 use crate::Node;
+use crate::forwarded::TrustedProxies;
 use crate::remote::Remote;
 
 /// Carries requests to [`Endpoint::Http`] endpoints.
@@ -71,12 +73,14 @@ impl Carrier for HttpCarrier {
 /// Serves the peer API on a bound TCP listener (plain HTTP/1.1; TLS is a reverse proxy's).
 pub(crate) struct HttpAccept {
     listener: TcpListener,
+    proxies: TrustedProxies,
 }
 
 impl HttpAccept {
-    /// Serves on `listener` once [`Accept::serve`] runs.
-    pub(crate) fn new(listener: TcpListener) -> Self {
-        HttpAccept { listener }
+    /// Serves on `listener` once [`Accept::serve`] runs, taking the client from the forwarding
+    /// header of the `proxies` only.
+    pub(crate) fn new(listener: TcpListener, proxies: TrustedProxies) -> Self {
+        HttpAccept { listener, proxies }
     }
 }
 
@@ -86,7 +90,7 @@ impl Accept for HttpAccept {
     }
 
     fn serve(self: Box<Self>, app: axum::Router, node: Arc<Node>, stop: CancellationToken) -> BoxFuture<'static, ()> {
-        Box::pin(serve(self.listener, app, node, stop))
+        Box::pin(serve(self.listener, self.proxies, app, node, stop))
     }
 }
 
@@ -95,7 +99,13 @@ impl Accept for HttpAccept {
 /// in size and in time (a client that trickles bytes, or idles on a kept-alive connection, is cut
 /// off), `TCP_NODELAY`, a half-closed client still gets its answer, and on shutdown the requests
 /// in flight finish (up to 10 s) before connections close.
-async fn serve(listener: TcpListener, app: axum::Router, node: Arc<Node>, stop: CancellationToken) {
+async fn serve(
+    listener: TcpListener,
+    proxies: TrustedProxies,
+    app: axum::Router,
+    node: Arc<Node>,
+    stop: CancellationToken,
+) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use std::sync::atomic::Ordering;
     use tower::ServiceExt as _;
@@ -125,7 +135,7 @@ async fn serve(listener: TcpListener, app: axum::Router, node: Arc<Node>, stop: 
         // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`: count it, limit it
         // and record it as the IPv4 address it is.
         let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
-        let proxy = node.proxies().contains(remote.ip());
+        let proxy = proxies.contains(remote.ip());
         let Some(ticket) = node.admission().admit(Remote::Ip(remote.ip()), proxy) else {
             // Every connection in the way is busy: turned away at once rather than queued.
             drop(stream);
@@ -136,7 +146,7 @@ async fn serve(listener: TcpListener, app: axum::Router, node: Arc<Node>, stop: 
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let active = Arc::clone(&ticket.active);
-        let proxies = node.proxies().clone();
+        let proxies = proxies.clone();
         let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
             // Behind a trusted reverse proxy, the client it names is the remote every limit sees.
             let client = if proxy { proxies.client(remote.ip(), request.headers()) } else { remote.ip() };
@@ -246,6 +256,8 @@ impl StartCarrier for HttpStart {
                     _ => (None, EndpointSource::Default),
                 };
             let listen = cx.config.listen_addr(chosen.as_deref());
+            let proxies = TrustedProxies::parse(&cx.config.trusted_proxies, &cx.config.forwarded_header)
+                .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
             if chosen.is_none() && listen.ip().is_unspecified() {
                 // Refused before anything binds: the card would advertise 0.0.0.0.
                 check_endpoint(&format!("http://{listen}"), EndpointSource::Default, listen)
@@ -264,7 +276,7 @@ impl StartCarrier for HttpStart {
             let warnings = check_endpoint(&endpoint, source, bound).map_err(LaunchError::InvalidEndpoint)?;
             Ok(Started {
                 carrier: Arc::new(HttpCarrier::new(cx.http.clone())),
-                accept: Some(Box::new(HttpAccept::new(listener))),
+                accept: Some(Box::new(HttpAccept::new(listener, proxies))),
                 endpoints: vec![endpoint],
                 local_url: Some(local_url),
                 lan: Some(bound),

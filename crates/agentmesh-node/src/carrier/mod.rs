@@ -5,15 +5,16 @@
 //! Every exchange with a peer's node goes through [`Carriers`]: delivering envelopes, checking a
 //! peer's health, fetching its card, gossip and file chunks. A peer is reached at the first of
 //! its endpoints ([`endpoints_of`]) that a registered carrier reaches. Adding a carrier means one
-//! module that implements [`Carrier`] (outbound), [`Accept`] (inbound) and [`StartCarrier`]
-//! (both, started with what the node knows at start-up), registered with one line where the
-//! node is built (`launch::launch`, through [`crate::Node::builder`]).
+//! module that implements [`Carrier`] (outbound), [`start::Accept`] (inbound) and
+//! [`start::StartCarrier`] (both, started with what the node knows at start-up), registered with
+//! one line where the node is built (`launch::launch`, through [`crate::Node::builder`]).
 //!
 //! The request/answer shape is HTTP's (a method, a path under the endpoint's base, a JSON body,
 //! an optional bearer credential, a status and a streamed body), so the peer API's routes and
 //! their error bodies (`{"error":{"code":…,"message":…}}`) mean the same whatever carries them.
 
 pub(crate) mod http;
+pub(crate) mod start;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,9 +25,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
-use tokio_util::sync::CancellationToken;
-
-use crate::Node;
 
 /// A peer node's answer status (HTTP's codes, whatever carries the request).
 pub(crate) use axum::http::StatusCode;
@@ -153,63 +151,6 @@ pub(crate) trait Carrier: Send + Sync {
     /// Sends `request` to the node at `endpoint` (one it [`reaches`](Self::reaches)) and
     /// returns the answer's head; its body is read from the [`Response`].
     fn send<'a>(&'a self, endpoint: &'a Endpoint, request: Request) -> BoxFuture<'a, Result<Response, CarrierError>>;
-}
-
-/// The inbound side of a carrier: takes peers' requests off its medium and hands each to the
-/// peer API's router, with the [`Remote`](crate::remote::Remote) it came from in the request's
-/// extensions (what [`crate::extract::PeerRemote`] reads), until `stop`; then lets the requests
-/// in flight finish for a bounded time.
-pub(crate) trait Accept: Send {
-    /// Its name in logs: `http`.
-    fn name(&self) -> &'static str;
-
-    /// Serves `app` until `stop`.
-    fn serve(self: Box<Self>, app: axum::Router, node: Arc<Node>, stop: CancellationToken) -> BoxFuture<'static, ()>;
-}
-
-/// What a carrier is started with, before the node exists: the settings, the owner's profile,
-/// our identity (a carrier that names nodes by key binds its key to it) and the node's outbound
-/// HTTP client.
-pub(crate) struct StartContext<'a> {
-    /// Settings, with `agentmesh up`'s flags applied.
-    pub(crate) config: &'a crate::Config,
-    /// The owner's profile (name, capabilities, the endpoint `init` was given).
-    pub(crate) profile: &'a crate::Profile,
-    /// Our current keys.
-    #[expect(dead_code, reason = "HTTP needs no key; the iroh carrier binds its endpoint key to it")]
-    pub(crate) identity: &'a agentmesh_core::Identity,
-    /// The node's outbound client (timeouts set, the extra CA trusted).
-    pub(crate) http: &'a reqwest::Client,
-}
-
-/// A started carrier: both of its sides and what the card advertises for it.
-pub(crate) struct Started {
-    /// Its outbound side.
-    pub(crate) carrier: Arc<dyn Carrier>,
-    /// Its inbound side, when it takes peers' requests (served once the node is built).
-    pub(crate) accept: Option<Box<dyn Accept>>,
-    /// Endpoints the card lists for it, in order of preference (URI strings, as in
-    /// [`agentmesh_core::AgentCard::endpoints`]).
-    pub(crate) endpoints: Vec<String>,
-    /// Where this node serves on it, for `node.json` and the log (`http://127.0.0.1:8787`).
-    pub(crate) local_url: Option<String>,
-    /// A TCP address to advertise on the LAN with mDNS.
-    pub(crate) lan: Option<std::net::SocketAddr>,
-    /// What the owner should fix (an endpoint peers may not reach), shown by `status`.
-    pub(crate) warnings: Vec<String>,
-}
-
-/// A carrier as the node builder takes it ([`crate::Node::builder`]): started once, after the
-/// home is locked and before the database opens, so a carrier that cannot start (its address in
-/// use, an endpoint no peer could reach) stops the start with nothing written.
-pub(crate) trait StartCarrier: Send {
-    /// Its name in logs: `http`.
-    fn name(&self) -> &'static str;
-
-    /// Binds or connects what it needs.
-    ///
-    /// Errors: what stops the start; a [`crate::LaunchError`] where the owner can fix it.
-    fn start<'a>(self: Box<Self>, cx: &'a StartContext<'a>) -> BoxFuture<'a, anyhow::Result<Started>>;
 }
 
 /// The node's carriers, in order of preference.
