@@ -170,6 +170,11 @@ pub(crate) trait Adapter: Send + Sync {
 
     /// The agent this protocol finds at `endpoint`.
     fn fetch_peer<'a>(&'a self, node: &'a Node, endpoint: &'a Endpoint) -> BoxFuture<'a, Result<Fetched, FetchError>>;
+
+    /// The `discovered` peer row a discovery document of this protocol describes (our card, a
+    /// V1 agent document, as served at `endpoint`), seen at `now` (ms); `None` when it is out of
+    /// shape or does not verify.
+    fn peer_from_document(&self, endpoint: &str, document: &serde_json::Value, now: i64) -> Option<Peer>;
 }
 
 /// The node's adapters, one per protocol, in the order a base URL is probed.
@@ -230,5 +235,9 @@ impl Adapter for NoAdapter {
 
     fn fetch_peer<'a>(&'a self, _: &'a Node, _: &'a Endpoint) -> BoxFuture<'a, Result<Fetched, FetchError>> {
         Box::pin(async { Err(FetchError::Probe(ProbeError::NotADocument("no adapter is registered".into()))) })
+    }
+
+    fn peer_from_document(&self, _: &str, _: &serde_json::Value, _: i64) -> Option<Peer> {
+        None
     }
 }

@@ -9,15 +9,13 @@
 use std::time::Duration;
 
 use agentmesh_api::control::Recorded;
-use agentmesh_core::time::now_ms;
-use agentmesh_core::{AgentCard, AgentId, Protocol};
+use agentmesh_core::{AgentId, Protocol};
 use agentmesh_store::Store;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::carrier::http::HttpCarrier;
 use crate::carrier::{Carriers, ProbeError};
-use crate::compat::agent_mesh_v1::V1Agent;
 
 pub use crate::carrier::MAX_DOCUMENT_BYTES;
 
@@ -84,8 +82,9 @@ pub async fn probe(http: &reqwest::Client, base: &str, timeout: Duration) -> Res
     }))
 }
 
-/// Verifies a find again (the caller may be another process) and stores it as discovered.
-/// `me` is our own id: a scan that reaches ourselves records nothing.
+/// Verifies a find again (the caller may be another process) and stores it as discovered, with
+/// the protocols this build speaks. `me` is our own id: a scan that reaches ourselves records
+/// nothing.
 pub fn record(
     store: &Store,
     protocol: Protocol,
@@ -93,37 +92,5 @@ pub fn record(
     document: &Value,
     me: AgentId,
 ) -> agentmesh_store::Result<Recorded> {
-    let now = now_ms() as i64;
-    let peer = match protocol {
-        Protocol::AgentMeshV1 => {
-            let Ok(agent) = serde_json::from_value::<V1Agent>(document.clone()) else {
-                return Ok(Recorded::Refused);
-            };
-            let Ok((id, key)) = agent.validate() else { return Ok(Recorded::Refused) };
-            crate::compat::agent_mesh_v1::v1_peer(&agent, id, &key, endpoint, now)
-        }
-        _ => {
-            let Ok(card) = serde_json::from_value::<AgentCard>(document.clone()) else {
-                return Ok(Recorded::Refused);
-            };
-            let Ok(keys) = card.verify() else { return Ok(Recorded::Refused) };
-            crate::native::native_peer(&card, &keys, endpoint, now)
-        }
-    };
-    if peer.agent_id == me {
-        return Ok(Recorded::Refused);
-    }
-    let recorded = match store.peer(&peer.agent_id)? {
-        Some(known) if known.ed25519 == peer.ed25519 => {
-            store.touch_peer(&peer.agent_id, now)?;
-            Recorded::Refreshed
-        }
-        Some(_) => Recorded::Refused,
-        None if store.upsert_peer(&peer)? => Recorded::New,
-        None => Recorded::Refused,
-    };
-    if recorded != Recorded::Refused {
-        store.mark_found(&peer.agent_id)?;
-    }
-    Ok(recorded)
+    crate::service::discovery::record(&crate::launch::standard_adapters(), store, protocol, endpoint, document, me)
 }

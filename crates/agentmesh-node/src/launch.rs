@@ -538,9 +538,8 @@ fn signals() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// The adapters of [`launch`]'s node (our native protocol, then Agent Mesh V1), for nodes
-/// assembled in-process by tests.
-#[cfg(any(test, feature = "fuzzing"))]
+/// The adapters of [`launch`]'s node (our native protocol, then Agent Mesh V1): what a scan
+/// without a node verifies finds with, and what tests assemble nodes with.
 pub(crate) fn standard_adapters() -> Adapters {
     Adapters::new(vec![Arc::new(crate::native::NativeAdapter), Arc::new(crate::compat::agent_mesh_v1::V1Adapter)])
 }

@@ -510,6 +510,12 @@ impl Adapter for NativeAdapter {
         })
     }
 
+    fn peer_from_document(&self, endpoint: &str, document: &Value, now: i64) -> Option<Peer> {
+        let card = serde_json::from_value::<AgentCard>(document.clone()).ok()?;
+        let keys = card.verify().ok()?;
+        Some(native_peer(&card, &keys, endpoint, now))
+    }
+
     fn prepare(&self, node: &Node, peer: &Peer, what: Outgoing) -> Result<NewOutbound, Error> {
         let kind = what.kind();
         let to = peer.agent_id.agent_id().ok_or_else(|| Error::internal("native peer without an agent id"))?;

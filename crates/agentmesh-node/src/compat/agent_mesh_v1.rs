@@ -363,6 +363,12 @@ impl Adapter for V1Adapter {
         Protocol::AgentMeshV1
     }
 
+    fn peer_from_document(&self, endpoint: &str, document: &serde_json::Value, now: i64) -> Option<Peer> {
+        let agent = serde_json::from_value::<V1Agent>(document.clone()).ok()?;
+        let (id, key) = agent.validate().ok()?;
+        Some(v1_peer(&agent, id, &key, endpoint, now))
+    }
+
     /// V1 signs but does not encrypt, trusts one way, lets an agent choose its id, and has no
     /// calls, tasks, files or rotations.
     fn can(&self, _what: crate::adapter::Capability) -> bool {

@@ -2,12 +2,15 @@
 
 use std::sync::Arc;
 
-use agentmesh_api::control::{AgentList, DiscoverQuery, DiscoveredArgs, DiscoveredReply, RecordedFind};
+use agentmesh_api::control::{AgentList, DiscoverQuery, DiscoveredArgs, DiscoveredReply, Recorded, RecordedFind};
 use agentmesh_api::{KnownAgent, Source};
 use agentmesh_core::time::now_ms;
+use agentmesh_core::{AgentId, Protocol};
+use agentmesh_store::Store;
 use serde_json::Value;
 
 use crate::Node;
+use crate::adapter::Adapters;
 use crate::error::Error;
 
 /// Most finds recorded per call.
@@ -88,16 +91,50 @@ pub(crate) async fn record_discovered(node: &Arc<Node>, args: DiscoveredArgs) ->
         return Err(Error::TooLarge { what: "finds per call", limit: MAX_DISCOVERED });
     }
     let me = node.id();
+    let node2 = Arc::clone(node);
     let recorded = node
         .db(move |s| {
             let mut out = Vec::with_capacity(args.found.len());
             for f in args.found {
                 let agent_id = f.document.get("agent_id").and_then(Value::as_str).unwrap_or_default().to_owned();
-                let outcome = crate::discovery::record(s, f.protocol, &f.endpoint, &f.document, me)?;
+                let outcome = record(node2.adapters(), s, f.protocol, &f.endpoint, &f.document, me)?;
                 out.push(RecordedFind { agent_id, outcome });
             }
             Ok(out)
         })
         .await?;
     Ok(DiscoveredReply { recorded })
+}
+
+/// Verifies a find again (the caller may be another process) with the adapter of its
+/// `protocol` and stores it as `discovered`; a key already pinned for its id is never replaced.
+/// `me` is our own id: a scan that reaches ourselves records nothing.
+pub(crate) fn record(
+    adapters: &Adapters,
+    store: &Store,
+    protocol: Protocol,
+    endpoint: &str,
+    document: &Value,
+    me: AgentId,
+) -> agentmesh_store::Result<Recorded> {
+    let now = now_ms() as i64;
+    let Some(peer) = adapters.get(protocol).peer_from_document(endpoint, document, now) else {
+        return Ok(Recorded::Refused);
+    };
+    if peer.agent_id == me {
+        return Ok(Recorded::Refused);
+    }
+    let recorded = match store.peer(&peer.agent_id)? {
+        Some(known) if known.ed25519 == peer.ed25519 => {
+            store.touch_peer(&peer.agent_id, now)?;
+            Recorded::Refreshed
+        }
+        Some(_) => Recorded::Refused,
+        None if store.upsert_peer(&peer)? => Recorded::New,
+        None => Recorded::Refused,
+    };
+    if recorded != Recorded::Refused {
+        store.mark_found(&peer.agent_id)?;
+    }
+    Ok(recorded)
 }
