@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::carrier::http::HttpCarrier;
 use crate::carrier::{Carriers, ProbeError};
 
-pub use crate::carrier::MAX_DOCUMENT_BYTES;
+pub use agentmesh_domain::carrier::MAX_DOCUMENT_BYTES;
 
 /// An agent found at an endpoint.
 #[derive(Clone, Debug, Serialize)]

@@ -129,7 +129,7 @@ pub(crate) fn own_record(node: &Node) -> String {
     let ttl_ms =
         node.config().peer_record_ttl_secs.max(1).saturating_mul(1000).min(agentmesh_core::record::MAX_RECORD_TTL_MS);
     let now = now_ms();
-    let mut cached = node.own_record.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cached = node.own_record().lock().unwrap_or_else(|p| p.into_inner());
     if let Some((issued, fp, json)) = cached.as_ref()
         && *fp == fingerprint
         && now < issued.saturating_add(ttl_ms / 2)

@@ -1,4 +1,4 @@
-//! Starting and stopping a node. [`Node::builder`] composes one from the carriers that reach
+//! Starting and stopping a node. [`NodeBuilder::new`] composes one from the carriers that reach
 //! it, the adapters of the protocols it speaks and its background tasks, then
 //! [`NodeBuilder::spawn`] loads the home, starts the carriers, spawns every task on one
 //! [`TaskTracker`] and returns a [`NodeHandle`]; cancelling the shutdown token drains them.
@@ -100,7 +100,7 @@ impl NodeHandle {
 /// corrupt database), with context.
 pub async fn launch(home: Home, options: UpOptions, shutdown: CancellationToken) -> Result<NodeHandle> {
     let endpoint = options.endpoint.clone();
-    Node::builder(home)
+    NodeBuilder::new(home)
         .options(options)
         .carrier(crate::carrier::http::HttpStart::new(endpoint))
         .adapter(crate::compat::agent_mesh_v1::V1Adapter)
@@ -114,7 +114,7 @@ pub async fn launch(home: Home, options: UpOptions, shutdown: CancellationToken)
 /// A background task: runs with the node until the token is cancelled.
 pub(crate) type Task = Box<dyn FnOnce(Arc<Node>, CancellationToken) -> BoxFuture<'static, ()> + Send>;
 
-/// Composes a node: `Node::builder(home).carrier(http).adapter(v1).task(..).spawn(shutdown)`.
+/// Composes a node: `NodeBuilder::new(home).carrier(http).adapter(v1).task(..).spawn(shutdown)`.
 ///
 /// Every node speaks our native protocol and runs the domain's own tasks (the outbox, pruning,
 /// unanswered calls, file transfers, escalation reminders, WAL checkpoints, and the registry
@@ -128,9 +128,9 @@ pub(crate) struct NodeBuilder {
     tasks: Vec<(&'static str, Task)>,
 }
 
-impl Node {
+impl NodeBuilder {
     /// A builder for the node of `home`.
-    pub(crate) fn builder(home: Home) -> NodeBuilder {
+    pub(crate) fn new(home: Home) -> NodeBuilder {
         NodeBuilder {
             home,
             options: UpOptions::default(),
@@ -607,7 +607,7 @@ mod tests {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (ran, mut ran_with) = tokio::sync::mpsc::channel(1);
         let shutdown = CancellationToken::new();
-        let handle = Node::builder(home.clone())
+        let handle = NodeBuilder::new(home.clone())
             .options(quiet())
             .carrier(crate::carrier::http::HttpStart::new(None).listener(listener))
             .task("probe", move |node, _stop| {
@@ -629,7 +629,7 @@ mod tests {
         assert_eq!(card.endpoints, std::slice::from_ref(&base), "the card lists the carrier's endpoint");
         assert_eq!(card.agent_id.to_string(), handle.info().agent_id);
 
-        let again = Node::builder(home.clone())
+        let again = NodeBuilder::new(home.clone())
             .options(quiet())
             .carrier(crate::carrier::http::HttpStart::new(None))
             .spawn(CancellationToken::new())
@@ -648,10 +648,10 @@ mod tests {
     async fn a_carrier_that_cannot_start_stops_the_start_with_nothing_written() {
         let dir = tempfile::tempdir().expect("tempdir");
         let home = new_home(&dir);
-        let none = Node::builder(home.clone()).options(quiet()).spawn(CancellationToken::new()).await;
+        let none = NodeBuilder::new(home.clone()).options(quiet()).spawn(CancellationToken::new()).await;
         assert!(format!("{:#}", none.err().expect("no carrier")).contains("at least one carrier"));
 
-        let refused = Node::builder(home.clone())
+        let refused = NodeBuilder::new(home.clone())
             .options(quiet())
             .carrier(Refusing)
             .spawn(CancellationToken::new())
@@ -665,7 +665,7 @@ mod tests {
         // The lock was let go: the home starts once a carrier does.
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let shutdown = CancellationToken::new();
-        let handle = Node::builder(home)
+        let handle = NodeBuilder::new(home)
             .options(quiet())
             .carrier(crate::carrier::http::HttpStart::new(None).listener(listener))
             .spawn(shutdown.clone())

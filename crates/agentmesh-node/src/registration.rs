@@ -40,7 +40,7 @@ fn registration(node: &Node) -> Registration {
             .clone()
             .unwrap_or_else(|| default_hostname(&card.name, &node.id().to_string())),
         display_name: card.name.clone(),
-        description: node.config.registry_description.clone(),
+        description: node.config().registry_description.clone(),
         capabilities: card.capabilities.clone(),
         p2p_endpoint: node.endpoint().to_owned(),
         visibility: Visibility::parse(&node.config().registry_visibility),

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentmesh_core::endpoint::Endpoint;
-use axum::http::StatusCode;
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::net::TcpListener;
@@ -62,7 +61,7 @@ impl Carrier for HttpCarrier {
                 builder = builder.timeout(timeout);
             }
             let response = builder.send().await.map_err(crate::net::transport)?;
-            let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let status = super::Status(response.status().as_u16());
             let declared_len = response.content_length();
             let body = response.bytes_stream().map_err(crate::net::transport).boxed();
             Ok(Response::new(status, declared_len, body))

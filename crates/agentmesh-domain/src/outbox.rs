@@ -31,7 +31,7 @@ use crate::{FirstOutcome, Node};
 
 /// Runs the worker until `shutdown`; in-flight deliveries are awaited (bounded by the request
 /// timeout).
-pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
+pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let config = node.config();
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(config.delivery_concurrency.max(1)));

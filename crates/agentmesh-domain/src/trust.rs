@@ -64,30 +64,32 @@ use agentmesh_core::envelope::ContactChange;
 
 /// Where contact with one peer stands: its state and the open request each way.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Relation {
-    pub(crate) state: TrustState,
-    pub(crate) reason: Option<TrustReason>,
+pub struct Relation {
+    /// Where trust stands.
+    pub state: TrustState,
+    /// Why, for the states that say (rejected, blocked: by whom and how).
+    pub reason: Option<TrustReason>,
     /// The pending request the peer sent us.
-    pub(crate) open_in: Option<String>,
+    pub open_in: Option<String>,
     /// The pending request we sent the peer.
-    pub(crate) open_out: Option<String>,
+    pub open_out: Option<String>,
     /// While trusted: the peer's request whose approval made us contacts. If the peer withdraws
     /// it (the withdrawal crossed our approval), the trust it gave is void.
-    pub(crate) approved_in: Option<String>,
+    pub approved_in: Option<String>,
     /// While trusted through `approved_in`: our own request, approved with it because both sides
     /// asked. It opens again if `approved_in` is withdrawn.
-    pub(crate) mutual_out: Option<String>,
+    pub mutual_out: Option<String>,
 }
 
 impl Relation {
     /// A peer we only know of.
     #[cfg(test)]
-    pub(crate) fn discovered() -> Self {
+    pub fn discovered() -> Self {
         Relation::at(TrustState::Discovered, None)
     }
 
     /// A relation in `state` with nothing open.
-    pub(crate) fn at(state: TrustState, reason: Option<TrustReason>) -> Self {
+    pub fn at(state: TrustState, reason: Option<TrustReason>) -> Self {
         Relation { state, reason, open_in: None, open_out: None, approved_in: None, mutual_out: None }
     }
 
@@ -99,7 +101,7 @@ impl Relation {
 
 /// What moves a relation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Input<'a> {
+pub enum Input<'a> {
     /// Our owner asks for contact.
     Ask,
     /// Our owner approves the open incoming request.
@@ -115,16 +117,37 @@ pub(crate) enum Input<'a> {
     /// Our owner removes the peer.
     Remove,
     /// The peer sent contact request `request`.
-    PeerAsked { request: &'a str },
+    PeerAsked {
+        /// The request's id.
+        request: &'a str,
+    },
     /// The peer answered our request `request`.
-    PeerAnswered { request: &'a str, accepted: bool },
+    PeerAnswered {
+        /// Our request's id.
+        request: &'a str,
+        /// Whether it approved.
+        accepted: bool,
+    },
     /// The peer told us of a change.
-    PeerChanged { change: ContactChange, request: Option<&'a str> },
+    PeerChanged {
+        /// What changed.
+        change: ContactChange,
+        /// The request it concerns, when one.
+        request: Option<&'a str>,
+    },
     /// The peer's node refused our envelope for good with `code`; `request` when it was our
     /// contact request.
-    Refused { code: &'a str, request: Option<&'a str> },
+    Refused {
+        /// The peer's error code.
+        code: &'a str,
+        /// Our contact request's id, when the refused envelope was one.
+        request: Option<&'a str>,
+    },
     /// Our contact request `request` could not be delivered within the retry limits.
-    Undeliverable { request: &'a str },
+    Undeliverable {
+        /// Our request's id.
+        request: &'a str,
+    },
     /// The peer's open request was not answered in time.
     Expire,
     /// We refused an envelope of the blocked peer (`blocked_sender`): it knows of the block now,
@@ -134,40 +157,55 @@ pub(crate) enum Input<'a> {
 
 /// What to tell the peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Tell {
+pub enum Tell {
     /// A `contact_request` with this id.
     Request(String),
     /// A `contact_response` to this request.
-    Answer { request: String, accepted: bool },
+    Answer {
+        /// The peer's request's id.
+        request: String,
+        /// Whether we approved.
+        accepted: bool,
+    },
     /// A `contact_update`.
-    Update { change: ContactChange, request: Option<String> },
+    Update {
+        /// What changed.
+        change: ContactChange,
+        /// The request it concerns, when one.
+        request: Option<String>,
+    },
 }
 
 /// A contact request that changes: recorded anew, or closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct RequestChange {
-    pub(crate) request_id: String,
-    pub(crate) direction: Direction,
+pub struct RequestChange {
+    /// The request's id.
+    pub request_id: String,
+    /// Whether we sent it (outgoing) or the peer did (incoming).
+    pub direction: Direction,
     /// Recorded now (it was not stored before).
-    pub(crate) new: bool,
+    pub new: bool,
     /// Its state after the step.
-    pub(crate) status: RequestStatus,
+    pub status: RequestStatus,
     /// How it closed, for closed ones (a machine code: `approved`, `blocked`, the peer's
     /// refusal code, …).
-    pub(crate) code: Option<String>,
+    pub code: Option<String>,
 }
 
 /// The result of one input.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Step {
-    pub(crate) next: Relation,
-    pub(crate) tell: Option<Tell>,
-    pub(crate) requests: Vec<RequestChange>,
+pub struct Step {
+    /// The relation after the input.
+    pub next: Relation,
+    /// What to tell the peer, if anything.
+    pub tell: Option<Tell>,
+    /// The contact requests recorded or closed by it.
+    pub requests: Vec<RequestChange>,
 }
 
 /// Why an owner action or a peer's answer was refused; nothing changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     /// Approve, reject or withdraw without an open request that way.
     NoOpenRequest,
     /// Ask while the peer is blocked.
@@ -198,7 +236,7 @@ fn peer_involved(r: &Relation) -> bool {
 
 /// Whether the peer blocks us, as far as we know: it told us (`blocked`), or its node refused
 /// an envelope of ours for it (`blocked_sender`). Its `unblocked` undoes either.
-pub(crate) fn blocked_by_peer(r: &Relation) -> bool {
+pub fn blocked_by_peer(r: &Relation) -> bool {
     r.reason
         .as_ref()
         .is_some_and(|reason| reason.by == Side::Peer && matches!(reason.code.as_str(), "blocked" | "blocked_sender"))
@@ -214,10 +252,10 @@ fn withdraw_in_flight(current: &Relation) -> Option<Tell> {
 /// The reason code of a block the peer was told of.
 const BLOCKED_TOLD: &str = "blocked";
 /// The reason code of a block the peer was not told of (it never dealt with us).
-pub(crate) const BLOCKED_SILENTLY: &str = "blocked_silently";
+pub const BLOCKED_SILENTLY: &str = "blocked_silently";
 
 /// Applies `input` to `current`; `fresh` is the id a request made by this step gets.
-pub(crate) fn step(current: &Relation, input: Input<'_>, fresh: &str) -> Result<Step, Refusal> {
+pub fn step(current: &Relation, input: Input<'_>, fresh: &str) -> Result<Step, Refusal> {
     use TrustState::*;
     let same = || Ok(Step { next: current.clone(), tell: None, requests: Vec::new() });
     let mut next = current.clone();
@@ -485,7 +523,7 @@ pub(crate) fn step(current: &Relation, input: Input<'_>, fresh: &str) -> Result<
 
 /// Whether a peer in `state` may send us an envelope of `kind`; the refusal code otherwise.
 /// `None` for `state` is a sender we do not know.
-pub(crate) fn admit(state: Option<TrustState>, kind: EnvelopeKind) -> Result<(), ErrorCode> {
+pub fn admit(state: Option<TrustState>, kind: EnvelopeKind) -> Result<(), ErrorCode> {
     use TrustState::*;
     match (state, kind) {
         (Some(Blocked), _) => Err(ErrorCode::BlockedSender),
@@ -499,7 +537,7 @@ pub(crate) fn admit(state: Option<TrustState>, kind: EnvelopeKind) -> Result<(),
 
 /// Whether a final refusal of our envelope with `code` means the peer does not accept us, so the
 /// relation must follow ([`Input::Refused`]).
-pub(crate) fn is_trust_refusal(code: &str) -> bool {
+pub fn is_trust_refusal(code: &str) -> bool {
     matches!(code, "unknown_sender" | "untrusted_sender" | "blocked_sender")
 }
 

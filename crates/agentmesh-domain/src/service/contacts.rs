@@ -33,15 +33,18 @@ const DEFAULT_WAIT_MS: u64 = 15_000;
 
 /// Texts that go with an input: the purpose of a request it makes, the reason of an answer.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Context<'a> {
-    pub(crate) purpose: &'a str,
-    pub(crate) reason: Option<&'a str>,
+pub struct Context<'a> {
+    /// The purpose of a request the input makes.
+    pub purpose: &'a str,
+    /// The reason of an answer, when given.
+    pub reason: Option<&'a str>,
     /// The address a peer's request came from.
-    pub(crate) source: Option<crate::remote::Remote>,
+    pub source: Option<crate::remote::Remote>,
 }
 
 impl<'a> Context<'a> {
-    pub(crate) fn purpose(purpose: &'a str) -> Self {
+    /// Just a request's purpose.
+    pub fn purpose(purpose: &'a str) -> Self {
         Context { purpose, reason: None, source: None }
     }
 }
@@ -77,7 +80,7 @@ fn refusal_error(refusal: trust::Refusal, peer: &Peer) -> Error {
 /// Applies `input` to the relation with `peer`: runs the state machine, records the requests it
 /// opens and closes, stores the new state, queues what to tell the peer (when its protocol can
 /// carry it) and emits the events. Returns the peer as stored now.
-pub(crate) fn apply(tx: &Tx<'_>, peer: &Peer, input: Input<'_>, context: &Context<'_>) -> Result<Peer, Error> {
+pub fn apply(tx: &Tx<'_>, peer: &Peer, input: Input<'_>, context: &Context<'_>) -> Result<Peer, Error> {
     let relation = relation_of(tx, peer)?;
     let fresh = new_request_id();
     let step = trust::step(&relation, input, &fresh).map_err(|r| refusal_error(r, peer))?;
@@ -152,7 +155,7 @@ pub(crate) fn apply(tx: &Tx<'_>, peer: &Peer, input: Input<'_>, context: &Contex
 
 /// Moves a peer's pin along its verified rotation chain (the old key honoured until
 /// `prev_until`, ms) and tells watchers.
-pub(crate) fn rotate_pin(tx: &Tx<'_>, rotated: &Peer, prev_until: i64) -> Result<(), Error> {
+pub fn rotate_pin(tx: &Tx<'_>, rotated: &Peer, prev_until: i64) -> Result<(), Error> {
     if tx.rotate_peer_key(rotated, prev_until)? {
         tracing::info!(peer = %rotated.agent_id, fingerprint = %rotated.fingerprint, "contact rotated its keys; pin updated");
         tx.emit(Event::KeyRotated { peer_id: rotated.agent_id.clone(), fingerprint: rotated.fingerprint.clone() });
@@ -163,7 +166,7 @@ pub(crate) fn rotate_pin(tx: &Tx<'_>, rotated: &Peer, prev_until: i64) -> Result
 /// Records that our node refused an envelope of `peer_id`, blocked without being told, with
 /// `blocked_sender`: the refusal told it, so unblocking it later tells it too
 /// ([`Input::BlockRefused`]).
-pub(crate) async fn note_block_refused(node: &Arc<Node>, peer_id: PeerId) {
+pub async fn note_block_refused(node: &Arc<Node>, peer_id: PeerId) {
     let noted = node
         .transact(move |tx| {
             if let Some(peer) = tx.peer(&peer_id)? {
@@ -178,7 +181,7 @@ pub(crate) async fn note_block_refused(node: &Arc<Node>, peer_id: PeerId) {
 }
 
 /// Stores a key mismatch and tells watchers; the caller refuses the peer.
-pub(crate) async fn record_key_mismatch(node: &Arc<Node>, mismatch: KeyMismatch) {
+pub async fn record_key_mismatch(node: &Arc<Node>, mismatch: KeyMismatch) {
     tracing::warn!(
         peer = %mismatch.peer_id,
         pinned = %mismatch.pinned_fingerprint,
@@ -202,7 +205,7 @@ pub(crate) async fn record_key_mismatch(node: &Arc<Node>, mismatch: KeyMismatch)
 
 /// The one peer `text` names: an agent id, alias or display name, or a prefix of one of these
 /// that fits one peer only (removed peers only when nothing else fits).
-pub(crate) fn resolve(store: &Store, text: &str) -> Result<Peer, Error> {
+pub fn resolve(store: &Store, text: &str) -> Result<Peer, Error> {
     let text = text.trim();
     let mut found = store.find_peers(text)?;
     if found.iter().any(|p| p.trust != TrustState::Removed) {
@@ -266,7 +269,7 @@ fn check_alias(store: &Store, alias: &str, for_peer: &PeerId) -> Result<(), Erro
 }
 
 /// A base URL as given, checked: `http(s)://host[:port]`, no trailing slash.
-pub(crate) fn normalize_url(url: &str) -> Result<String, Error> {
+pub fn normalize_url(url: &str) -> Result<String, Error> {
     let url = url.trim().trim_end_matches('/');
     let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
     match rest {
@@ -277,7 +280,7 @@ pub(crate) fn normalize_url(url: &str) -> Result<String, Error> {
 
 /// Fetches the agent at `base`: its native card, or failing that its V1 discovery document.
 /// Returns the peer row and every key its verified rotation chain holds.
-pub(crate) async fn fetch_peer(node: &Node, base: &str) -> Result<(Peer, Vec<[u8; 32]>), Error> {
+pub async fn fetch_peer(node: &Node, base: &str) -> Result<(Peer, Vec<[u8; 32]>), Error> {
     let endpoint: Endpoint = base.parse().unwrap_or_else(|never| match never {});
     // Each protocol in turn; the first that finds its document there wins.
     let mut not_found = Vec::new();
@@ -357,7 +360,7 @@ fn outbound_mismatch(tx: &Tx<'_>, fetched: &Peer, history: &[[u8; 32]]) -> Resul
 
 /// `POST /control/contacts`: asks an agent for contact (see [`ContactArgs`]), and waits up to
 /// `wait_ms` for the request's first delivery attempt.
-pub(crate) async fn request_contact(node: &Arc<Node>, args: ContactArgs) -> Result<ContactReply, Error> {
+pub async fn request_contact(node: &Arc<Node>, args: ContactArgs) -> Result<ContactReply, Error> {
     check_text(&args.purpose, ErrorCode::InvalidPurpose, "purpose")?;
     let alias = args.alias.as_deref().map(str::trim).map(str::to_owned);
     if let Some(alias) = &alias {
@@ -527,7 +530,7 @@ async fn first_delivery(node: &Arc<Node>, id: &str, wait_ms: u64) -> Result<(Con
 }
 
 /// Approves or rejects an incoming request.
-pub(crate) async fn decide(
+pub async fn decide(
     node: &Arc<Node>,
     request_id: String,
     approve: bool,
@@ -559,7 +562,7 @@ const MAX_BULK_REJECT: usize = 1000;
 /// Rejects every pending incoming request that matches all of `args`' filters; each requester
 /// is told. Errors: `invalid_argument` (no filter, or `from` is neither an IP address nor a CIDR
 /// network), `invalid_reason`.
-pub(crate) async fn reject_many(node: &Arc<Node>, args: RejectManyArgs) -> Result<RejectedReply, Error> {
+pub async fn reject_many(node: &Arc<Node>, args: RejectManyArgs) -> Result<RejectedReply, Error> {
     if args.from.is_none() && args.older_than_secs.is_none() {
         return Err(Error::invalid(
             ErrorCode::InvalidArgument,
@@ -611,7 +614,7 @@ fn parse_net(text: &str) -> Result<ipnet::IpNet, Error> {
 }
 
 /// Withdraws an outgoing request; the peer is told.
-pub(crate) async fn withdraw(node: &Arc<Node>, request_id: String) -> Result<RequestReply, Error> {
+pub async fn withdraw(node: &Arc<Node>, request_id: String) -> Result<RequestReply, Error> {
     node.transact(move |tx| {
         let (request, peer) = request_and_peer(tx, &request_id)?;
         if request.direction == Direction::Incoming {
@@ -630,7 +633,7 @@ pub(crate) async fn withdraw(node: &Arc<Node>, request_id: String) -> Result<Req
 
 /// `GET /control/requests/{id}`: one request as stored, with the text its peer wrote (for the
 /// owner: events leave that text out), and the peer.
-pub(crate) async fn request_detail(node: &Arc<Node>, request_id: String) -> Result<RequestReply, Error> {
+pub async fn request_detail(node: &Arc<Node>, request_id: String) -> Result<RequestReply, Error> {
     node.db(move |s| {
         let (request, peer) = request_and_peer(s, &request_id)?;
         Ok(RequestReply { request, peer: peer.view() })
@@ -660,15 +663,18 @@ fn check_open(request: &ContactRequest) -> Result<(), Error> {
 
 /// An owner's change of a peer: block, unblock or remove.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Change {
+pub enum Change {
+    /// Block it (it is told).
     Block,
+    /// Unblock it.
     Unblock,
+    /// Forget it.
     Remove,
 }
 
 /// Blocks, unblocks or removes the peer `text` names; the peer is told when the state machine
 /// says so. What is still queued for a blocked or removed peer fails (but the news itself).
-pub(crate) async fn change(node: &Arc<Node>, text: String, change: Change) -> Result<PeerReply, Error> {
+pub async fn change(node: &Arc<Node>, text: String, change: Change) -> Result<PeerReply, Error> {
     let me = node.peer_id();
     node.transact(move |tx| {
         let peer = resolve(tx, &text)?;
@@ -711,7 +717,7 @@ pub(crate) async fn change(node: &Arc<Node>, text: String, change: Change) -> Re
 
 /// Pins the key a peer presented in an open key mismatch, once the owner has checked its
 /// fingerprint out of band. Only through here does a mismatched peer become reachable again.
-pub(crate) async fn repin(node: &Arc<Node>, text: String, fingerprint: String) -> Result<PeerReply, Error> {
+pub async fn repin(node: &Arc<Node>, text: String, fingerprint: String) -> Result<PeerReply, Error> {
     node.transact(move |tx| {
         let agent_id = match resolve(tx, &text) {
             Ok(p) => p.agent_id,
@@ -741,7 +747,7 @@ pub(crate) async fn repin(node: &Arc<Node>, text: String, fingerprint: String) -
 
 /// Closes incoming requests left unanswered for `contact_request_ttl_secs` (at most 100 per
 /// call); their requesters are told. Returns how many expired.
-pub(crate) async fn expire_requests(node: &Arc<Node>) -> Result<usize, Error> {
+pub async fn expire_requests(node: &Arc<Node>) -> Result<usize, Error> {
     let ttl_ms = node.config().contact_request_ttl_secs.saturating_mul(1000) as i64;
     if ttl_ms == 0 {
         return Ok(0);
@@ -766,7 +772,7 @@ pub(crate) async fn expire_requests(node: &Arc<Node>) -> Result<usize, Error> {
 
 /// Follows a delivery that failed for good: a contact request the peer refused (or that could
 /// not be delivered), or an envelope its node refused because it does not count us as a contact.
-pub(crate) fn delivery_failed(
+pub fn delivery_failed(
     tx: &Tx<'_>,
     peer_id: &PeerId,
     kind: EnvelopeKind,

@@ -30,7 +30,7 @@ use crate::error::Error;
 use crate::remote::Remote;
 
 /// The node's rate limiters.
-pub(crate) struct RateLimits {
+pub struct RateLimits {
     contact_by_id: Option<DefaultKeyedRateLimiter<String>>,
     contact_by_remote: Option<DefaultKeyedRateLimiter<Remote>>,
     messages_by_id: Option<DefaultKeyedRateLimiter<String>>,
@@ -55,7 +55,7 @@ fn per(count: u32, period: Duration) -> Option<Quota> {
 
 impl RateLimits {
     /// Limiters per `config`; a rate of 0 disables that bucket.
-    pub(crate) fn new(config: &Config) -> Self {
+    pub fn new(config: &Config) -> Self {
         let hour = Duration::from_secs(3600);
         let minute = Duration::from_secs(60);
         RateLimits {
@@ -87,7 +87,7 @@ impl RateLimits {
 
     /// Refuses, before any lookup, an envelope claiming to come from a sender that proved itself
     /// over its message budget and is still waiting for its next token.
-    pub(crate) fn throttled(&self, id: &str) -> Result<(), Error> {
+    pub fn throttled(&self, id: &str) -> Result<(), Error> {
         let mut map = self.throttle_map();
         let Some(until) = map.get(id).copied() else { return Ok(()) };
         let now = Instant::now();
@@ -99,17 +99,17 @@ impl RateLimits {
     }
 
     /// A contact request attempt from `ip` (before it is parsed).
-    pub(crate) fn contact_from(&self, remote: Remote) -> Result<(), Error> {
+    pub fn contact_from(&self, remote: Remote) -> Result<(), Error> {
         self.check(&self.contact_by_remote, &remote, "contact requests from this address")
     }
 
     /// A contact request claiming to come from agent `id`.
-    pub(crate) fn contact_from_agent(&self, id: &str) -> Result<(), Error> {
+    pub fn contact_from_agent(&self, id: &str) -> Result<(), Error> {
         self.check(&self.contact_by_id, &id.to_owned(), "contact requests from this agent")
     }
 
     /// A message or read receipt whose signature proved it comes from trusted peer `id`.
-    pub(crate) fn message_from(&self, id: &str) -> Result<(), Error> {
+    pub fn message_from(&self, id: &str) -> Result<(), Error> {
         let Some(limiter) = &self.messages_by_id else { return Ok(()) };
         limiter.check_key(&id.to_owned()).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
@@ -122,12 +122,12 @@ impl RateLimits {
     }
 
     /// Any other peer request from `ip`.
-    pub(crate) fn other_from(&self, remote: Remote) -> Result<(), Error> {
+    pub fn other_from(&self, remote: Remote) -> Result<(), Error> {
         self.check(&self.other_by_remote, &remote, "requests from this address")
     }
 
     /// Forgets keys whose buckets are full again (called every minute).
-    pub(crate) fn prune(&self) {
+    pub fn prune(&self) {
         let now = Instant::now();
         self.throttle_map().retain(|_, until| *until > now);
         for l in [&self.contact_by_id, &self.messages_by_id].into_iter().flatten() {
@@ -143,14 +143,14 @@ impl RateLimits {
 
 /// A pool of `total` slots of which one key (a peer, an A2A client) may hold at most `per_key`,
 /// so that one caller cannot take them all. A slot is given back when its [`Slot`] drops.
-pub(crate) struct SharedSlots<K: Eq + std::hash::Hash + Clone> {
+pub struct SharedSlots<K: Eq + std::hash::Hash + Clone> {
     total: std::sync::Arc<tokio::sync::Semaphore>,
     held: std::sync::Arc<Mutex<HashMap<K, usize>>>,
     per_key: usize,
 }
 
 /// One slot of a [`SharedSlots`].
-pub(crate) struct Slot<K: Eq + std::hash::Hash + Clone> {
+pub struct Slot<K: Eq + std::hash::Hash + Clone> {
     _permit: tokio::sync::OwnedSemaphorePermit,
     held: std::sync::Arc<Mutex<HashMap<K, usize>>>,
     key: K,
@@ -158,7 +158,7 @@ pub(crate) struct Slot<K: Eq + std::hash::Hash + Clone> {
 
 impl<K: Eq + std::hash::Hash + Clone> SharedSlots<K> {
     /// `total` slots (at least 1), at most `per_key` (at least 1) for one key.
-    pub(crate) fn new(total: usize, per_key: usize) -> Self {
+    pub fn new(total: usize, per_key: usize) -> Self {
         SharedSlots {
             total: std::sync::Arc::new(tokio::sync::Semaphore::new(total.max(1))),
             held: std::sync::Arc::default(),
@@ -167,7 +167,7 @@ impl<K: Eq + std::hash::Hash + Clone> SharedSlots<K> {
     }
 
     /// A slot for `key`; `None` when every slot, or the key's share, is taken.
-    pub(crate) fn try_take(&self, key: &K) -> Option<Slot<K>> {
+    pub fn try_take(&self, key: &K) -> Option<Slot<K>> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         if held.get(key).copied().unwrap_or(0) >= self.per_key {
             return None;
@@ -215,10 +215,10 @@ mod tests {
         for _ in 0..10 {
             limits.contact_from(ip).expect("within the burst");
         }
-        let refused = crate::ApiError::from(limits.contact_from(ip).expect_err("over the limit"));
-        assert_eq!((refused.status.as_u16(), refused.code.as_str()), (429, "rate_limited"));
+        let refused = limits.contact_from(ip).expect_err("over the limit");
+        assert_eq!(refused.code().as_str(), "rate_limited");
         // One token per 360 s: the next is allowed in (just under) 360 s.
-        let secs = refused.retry_after.expect("retry after");
+        let crate::Error::RateLimited { retry_after: secs, .. } = refused else { panic!("{refused:?}") };
         assert!((359..=360).contains(&secs), "{secs}");
         // Other keys are unaffected.
         limits.contact_from(Remote::Ip(IpAddr::from([127, 0, 0, 2]))).expect("another address");

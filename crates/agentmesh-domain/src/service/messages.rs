@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::service::contacts::resolve;
 
 /// Why `peer` cannot be messaged now, and what the owner can do; `None` when it can.
-pub(crate) fn not_sendable(node: &Node, store: &Store, peer: &Peer) -> Result<Option<Error>, Error> {
+pub fn not_sendable(node: &Node, store: &Store, peer: &Peer) -> Result<Option<Error>, Error> {
     let id = &peer.agent_id;
     let open = |direction| store.open_request(id, direction).map(|r| r.map(|r| r.request_id).unwrap_or_default());
     // One-sided trust (Agent Mesh V1): once we asked, our messages wait at its door until its
@@ -65,7 +65,7 @@ pub(crate) fn not_sendable(node: &Node, store: &Store, peer: &Peer) -> Result<Op
 }
 
 /// `POST /control/messages`.
-pub(crate) async fn send(node: &Arc<Node>, args: SendArgs) -> Result<SendReply, Error> {
+pub async fn send(node: &Arc<Node>, args: SendArgs) -> Result<SendReply, Error> {
     if args.text.is_empty() {
         return Err(Error::invalid(ErrorCode::EmptyMessage, "the message text is empty"));
     }
@@ -134,7 +134,7 @@ pub(crate) async fn send(node: &Arc<Node>, args: SendArgs) -> Result<SendReply, 
 }
 
 /// `GET /control/messages`.
-pub(crate) async fn list(node: &Arc<Node>, query: MessagesQuery) -> Result<MessageList, Error> {
+pub async fn list(node: &Arc<Node>, query: MessagesQuery) -> Result<MessageList, Error> {
     node.db(move |s| {
         let peer = match &query.peer {
             Some(text) => Some(resolve(s, text)?.agent_id),
@@ -154,7 +154,7 @@ pub(crate) async fn list(node: &Arc<Node>, query: MessagesQuery) -> Result<Messa
 
 /// `POST /control/messages/{id}/read`: marks an incoming message read and, for a contact whose
 /// protocol carries them, queues a signed read receipt.
-pub(crate) async fn read(node: &Arc<Node>, id: String) -> Result<MessageReply, Error> {
+pub async fn read(node: &Arc<Node>, id: String) -> Result<MessageReply, Error> {
     node.transact(move |tx| {
         let message = tx
             .incoming(&id)?
@@ -185,7 +185,7 @@ pub(crate) async fn read(node: &Arc<Node>, id: String) -> Result<MessageReply, E
 
 /// `POST /control/messages/{id}/retry`: a failed outgoing message is due again, with fresh
 /// attempts and time to live.
-pub(crate) async fn retry(node: &Arc<Node>, id: String) -> Result<MessageReply, Error> {
+pub async fn retry(node: &Arc<Node>, id: String) -> Result<MessageReply, Error> {
     let ttl_ms = node.config().message_ttl_secs.saturating_mul(1000) as i64;
     let n = Arc::clone(node);
     let message = node
@@ -208,7 +208,7 @@ pub(crate) async fn retry(node: &Arc<Node>, id: String) -> Result<MessageReply, 
 }
 
 /// `POST /control/outbox/clear-failed`: deletes every failed outbox entry.
-pub(crate) async fn clear_failed(node: &Arc<Node>) -> Result<ClearedReply, Error> {
+pub async fn clear_failed(node: &Arc<Node>) -> Result<ClearedReply, Error> {
     let cleared = node.db(|s| Ok(s.clear_failed()?)).await?;
     Ok(ClearedReply { cleared })
 }

@@ -14,7 +14,7 @@ use crate::{Keys, Node};
 const ANNOUNCED_KEY: &str = "announced_fingerprint";
 
 /// Our card for `identity` as `profile` describes it, listing `endpoints` (in order of preference).
-pub(crate) fn card_for(identity: &Identity, profile: &Profile, endpoints: &[String]) -> AgentCard {
+pub fn card_for(identity: &Identity, profile: &Profile, endpoints: &[String]) -> AgentCard {
     AgentCard::new(
         identity,
         &profile.name,
@@ -27,7 +27,7 @@ pub(crate) fn card_for(identity: &Identity, profile: &Profile, endpoints: &[Stri
 
 /// Rotates our keys (see [`Home::rotate_keys`]), installs them, and queues a `key_rotation`
 /// envelope with the new card to every contact. The caller serializes rotations.
-pub(crate) async fn rotate(node: &Arc<Node>, home: &Home) -> Result<RotateReply, Error> {
+pub async fn rotate(node: &Arc<Node>, home: &Home) -> Result<RotateReply, Error> {
     let grace_ms = node.config().rotation_grace_secs.saturating_mul(1000);
     let old_fingerprint = node.keys().identity.fingerprint().to_string();
     let home = home.clone();
@@ -57,7 +57,7 @@ pub(crate) async fn rotate(node: &Arc<Node>, home: &Home) -> Result<RotateReply,
 /// Queues our current card in a `key_rotation` envelope to every native contact (trusted, or
 /// with a request open either way) unless it was announced already; returns how many were
 /// queued. Run at start (a rotation made while the node was down) and after each rotation.
-pub(crate) async fn announce_card(node: &Arc<Node>) -> Result<usize, Error> {
+pub async fn announce_card(node: &Arc<Node>) -> Result<usize, Error> {
     let keys = node.keys();
     let fingerprint = keys.identity.fingerprint().to_string();
     let rotated = !keys.identity.rotations().is_empty();

@@ -81,7 +81,7 @@ fn tell(tx: &Tx<'_>, id: &str, peer_id: &PeerId, escalate: (String, String), res
 }
 
 /// `POST /control/escalations`: our agent asks our owner about a call or task.
-pub(crate) async fn escalate(node: &Arc<Node>, args: EscalateArgs) -> Result<EscalationReply, Error> {
+pub async fn escalate(node: &Arc<Node>, args: EscalateArgs) -> Result<EscalationReply, Error> {
     let reason = args.reason.trim().to_owned();
     if reason.is_empty() || reason.chars().count() > 1000 {
         return Err(Error::invalid(ErrorCode::InvalidArgument, "the reason must be 1 to 1000 characters"));
@@ -134,7 +134,7 @@ pub(crate) async fn escalate(node: &Arc<Node>, args: EscalateArgs) -> Result<Esc
 }
 
 /// `POST /control/escalations/{id}/resolve`: the owner answers.
-pub(crate) async fn resolve(node: &Arc<Node>, escalation_id: String, answer: String) -> Result<EscalationReply, Error> {
+pub async fn resolve(node: &Arc<Node>, escalation_id: String, answer: String) -> Result<EscalationReply, Error> {
     let answer = answer.trim().to_owned();
     if answer.is_empty() || answer.chars().count() > 1000 {
         return Err(Error::invalid(ErrorCode::InvalidArgument, "the answer must be 1 to 1000 characters"));
@@ -157,7 +157,7 @@ pub(crate) async fn resolve(node: &Arc<Node>, escalation_id: String, answer: Str
 }
 
 /// `GET /control/escalations`.
-pub(crate) async fn list(node: &Arc<Node>, query: EscalationsQuery) -> Result<EscalationList, Error> {
+pub async fn list(node: &Arc<Node>, query: EscalationsQuery) -> Result<EscalationList, Error> {
     node.db(move |s| {
         let filter = EscalationFilter { open: query.open, limit: Some(query.limit.unwrap_or(100).min(1000)) };
         Ok(EscalationList { escalations: s.escalations(&filter)? })
@@ -167,7 +167,7 @@ pub(crate) async fn list(node: &Arc<Node>, query: EscalationsQuery) -> Result<Es
 
 /// Announces again, as reminders, the escalations open for `escalation_remind_secs` since they
 /// were raised or last announced; returns how many.
-pub(crate) async fn remind(node: &Arc<Node>) -> Result<usize, Error> {
+pub async fn remind(node: &Arc<Node>) -> Result<usize, Error> {
     let every = node.config().escalation_remind_secs;
     if every == 0 {
         return Ok(0);

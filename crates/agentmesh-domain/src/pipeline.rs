@@ -1,6 +1,6 @@
 //! The inbound pipeline: the one path every received envelope takes, whatever its protocol.
 //!
-//! A protocol adapter ([`crate::native`], [`crate::compat::agent_mesh_v1`]) parses its wire
+//! A protocol adapter (`agentmesh-node`'s `native` and `compat::agent_mesh_v1`) parses its wire
 //! format and checks its shape, then hands an [`Inbound`] to [`process`], which applies, cheapest
 //! first:
 //!
@@ -43,48 +43,48 @@ use crate::trust::{self, Input};
 use crate::{Keys, Node, Tx};
 
 /// A received envelope after its protocol's adapter parsed it.
-pub(crate) struct Inbound {
+pub struct Inbound {
     /// The protocol it came over.
-    pub(crate) protocol: Protocol,
+    pub protocol: Protocol,
     /// Who claims to have sent it.
-    pub(crate) from: PeerId,
+    pub from: PeerId,
     /// The recipient it names (`None`: the format names none, as V1 contact requests).
-    pub(crate) to: Option<AgentId>,
+    pub to: Option<AgentId>,
     /// Its id, unique per sender: the replay key.
-    pub(crate) id: String,
+    pub id: String,
     /// What it carries.
-    pub(crate) kind: EnvelopeKind,
+    pub kind: EnvelopeKind,
     /// When the sender signed this copy, ms.
-    pub(crate) sent_at: u64,
+    pub sent_at: u64,
     /// After this instant (ms) it must not be accepted; `None` when the format has no expiry
     /// (then a replay is refused as stale after the freshness window).
-    pub(crate) expires_at: Option<u64>,
+    pub expires_at: Option<u64>,
     /// The identity document it carries (card, V1 `from`), already verified for itself: the
     /// peer it describes and every key its rotation chain holds.
-    pub(crate) presented: Option<Presented>,
+    pub presented: Option<Presented>,
     /// The bytes the signature covers.
-    pub(crate) signed: Vec<u8>,
+    pub signed: Vec<u8>,
     /// The Ed25519 signature; `None` when it is not 64 bytes of base64.
-    pub(crate) signature: Option<[u8; 64]>,
+    pub signature: Option<[u8; 64]>,
     /// The body.
-    pub(crate) body: Body,
+    pub body: Body,
     /// How to acknowledge it.
-    pub(crate) answer: Answer,
+    pub answer: Answer,
     /// The address it came from: counted against its network's share of pending requests, and
     /// remembered as a contact's when it brings a new message.
-    pub(crate) remote: Option<crate::remote::Remote>,
+    pub remote: Option<crate::remote::Remote>,
 }
 
 /// A peer as the identity document of an envelope describes it.
-pub(crate) struct Presented {
+pub struct Presented {
     /// The peer row it would make (trust `discovered`).
-    pub(crate) peer: Peer,
+    pub peer: Peer,
     /// Every key its verified rotation chain holds (genesis first); just the key without one.
-    pub(crate) history: Vec<[u8; 32]>,
+    pub history: Vec<[u8; 32]>,
 }
 
 /// An envelope's body: readable already, or sealed to us.
-pub(crate) enum Body {
+pub enum Body {
     /// Plain (the format does not encrypt).
     Open(Payload),
     /// Sealed to our key: opened after the signature is checked.
@@ -92,7 +92,7 @@ pub(crate) enum Body {
 }
 
 /// A body sealed to our keys.
-pub(crate) trait Sealed: Send {
+pub trait Sealed: Send {
     /// Opens it with our current keys, or our previous ones during a rotation's grace period;
     /// returns the payload and whether the previous keys opened it.
     fn open(&self, keys: &Keys, now: u64) -> Result<(Payload, bool), Error>;
@@ -100,68 +100,87 @@ pub(crate) trait Sealed: Send {
 
 /// What an envelope says, in our own terms.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Payload {
+pub enum Payload {
     /// A message for our agent.
     Message {
+        /// The text (UTF-8).
         text: String,
+        /// Its MIME type (`text/plain`, or the JSON of another content type).
         content_type: String,
+        /// The id of the message it answers.
         reply_to: Option<String>,
+        /// The conversation it belongs to.
         thread: Option<String>,
+        /// When the sender wrote it, ms since the epoch.
         created_at: u64,
     },
     /// The peer read our message.
     Read {
+        /// Our message's id.
         message_id: String,
+        /// When it was read, ms since the epoch.
         at: u64,
     },
     /// The peer asks for contact.
     ContactRequest {
+        /// The request's id (`req_` and 32 hex digits).
         request_id: String,
+        /// Why it asks, in its words (never shown to a model before its owner trusts it).
         purpose: String,
     },
     /// The peer answers our request.
     ContactResponse {
+        /// Our request's id.
         request_id: String,
+        /// Whether it approved.
         accepted: bool,
+        /// Its reason, when it gave one.
         reason: Option<String>,
     },
     /// The peer changed what we may do.
     ContactUpdate {
+        /// What changed.
         change: ContactChange,
+        /// The request it concerns, when one.
         request_id: Option<String>,
     },
     /// The peer rotated its keys (its new card is `presented`).
     KeyRotation,
-    /// A step of a call.
     /// A step of a file transfer.
     File {
+        /// The step.
         body: FileBody,
     },
+    /// A step of a call.
     Call {
+        /// The step.
         body: CallBody,
+        /// When the sender sent it, ms since the epoch.
         created_at: u64,
     },
     /// A step of a task.
     Task {
+        /// The step.
         body: TaskBody,
+        /// When the sender sent it, ms since the epoch.
         created_at: u64,
     },
 }
 
 /// What an acknowledgement is built from.
-pub(crate) struct AnswerContext<'a> {
+pub struct AnswerContext<'a> {
     /// The key the sender pins for us (our previous one during a rotation's grace period).
-    pub(crate) signer: &'a Identity,
+    pub signer: &'a Identity,
     /// The envelope's id.
-    pub(crate) id: &'a str,
+    pub id: &'a str,
     /// Its sender.
-    pub(crate) from: &'a PeerId,
+    pub from: &'a PeerId,
     /// Now, ms.
-    pub(crate) now: u64,
+    pub now: u64,
 }
 
 /// Builds a protocol's acknowledgement (stored, and replayed byte for byte for the same id).
-pub(crate) type Answer = fn(&AnswerContext<'_>) -> Result<String, Error>;
+pub type Answer = fn(&AnswerContext<'_>) -> Result<String, Error>;
 
 /// What the checks before the signature found out about a sender.
 struct Sender {
@@ -189,7 +208,7 @@ struct Verified {
 
 /// Runs the pipeline on envelopes; one result per envelope, in order: the acknowledgement to
 /// answer with, or why it was refused.
-pub(crate) async fn process(node: &Arc<Node>, envelopes: Vec<Inbound>) -> Vec<Result<String, Error>> {
+pub async fn process(node: &Arc<Node>, envelopes: Vec<Inbound>) -> Vec<Result<String, Error>> {
     let n = envelopes.len();
     let mut results: Vec<Option<Result<String, Error>>> = (0..n).map(|_| None).collect();
 

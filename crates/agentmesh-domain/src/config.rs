@@ -348,14 +348,12 @@ impl Config {
         if let Some(ca_file) = std::env::var_os("AGENTMESH_CA_FILE") {
             config.tls_ca_file = Some(ca_file.into());
         }
-        crate::forwarded::TrustedProxies::parse(&config.trusted_proxies, &config.forwarded_header)
-            .map_err(|e| ConfigError(format!("{}: {e}", config_path.display())))?;
         Ok(config)
     }
 }
 
 /// The socket address of an `http://` URL whose host is a loopback IP (`localhost` too).
-pub(crate) fn loopback_http_addr(url: &str) -> Option<SocketAddr> {
+pub fn loopback_http_addr(url: &str) -> Option<SocketAddr> {
     let rest = url.trim().strip_prefix("http://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
     let (host, port) = match authority.rsplit_once(':') {

@@ -42,21 +42,25 @@ fn client_key(remote: Remote) -> Remote {
 
 /// The limits, from the config.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Limits {
-    pub(crate) max: usize,
-    pub(crate) per_ip: usize,
-    pub(crate) reserved: usize,
+pub struct Limits {
+    /// Connections open at once (`max_connections`).
+    pub max: usize,
+    /// Connections from one client at once (`max_connections_per_ip`).
+    pub per_ip: usize,
+    /// The share only our contacts' remotes may use (`reserved_connections`; at most half).
+    pub reserved: usize,
     /// How long a connection is safe from shedding after it opens.
-    pub(crate) grace: Duration,
+    pub grace: Duration,
 }
 
 /// An admitted connection: release it when it ends.
-pub(crate) struct Ticket {
-    pub(crate) id: u64,
+pub struct Ticket {
+    /// The connection's number, to [`release`](Admission::release) it by.
+    pub id: u64,
     /// Requests being served on it right now.
-    pub(crate) active: Arc<AtomicUsize>,
+    pub active: Arc<AtomicUsize>,
     /// Cancelled when the connection is shed to make room.
-    pub(crate) shed: CancellationToken,
+    pub shed: CancellationToken,
 }
 
 struct Open {
@@ -78,14 +82,15 @@ struct Table {
 }
 
 /// The connection table and the addresses our contacts write from.
-pub(crate) struct Admission {
+pub struct Admission {
     limits: Limits,
     table: Mutex<Table>,
     known: Mutex<HashMap<Remote, Instant>>,
 }
 
 impl Admission {
-    pub(crate) fn new(limits: Limits) -> Self {
+    /// An empty table under `limits` (each at least 1; the reserved share at most half).
+    pub fn new(limits: Limits) -> Self {
         let limits = Limits {
             max: limits.max.max(1),
             per_ip: limits.per_ip.max(1),
@@ -97,7 +102,7 @@ impl Admission {
 
     /// Remembers that a contact's envelope was accepted from `remote` (bounded; the least
     /// recently seen is forgotten first).
-    pub(crate) fn note_contact(&self, remote: Remote) {
+    pub fn note_contact(&self, remote: Remote) {
         let remote = client_key(remote);
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         if known.len() >= MAX_KNOWN_ADDRESSES && !known.contains_key(&remote) {
@@ -118,7 +123,7 @@ impl Admission {
     /// when the newcomer must be turned away. A trusted reverse proxy (`proxy`) carries many
     /// clients: it is not held to the per-address cap, and counts as our contacts' (it carries
     /// theirs too); each of its requests is limited by the client it names.
-    pub(crate) fn admit(&self, remote: Remote, proxy: bool) -> Option<Ticket> {
+    pub fn admit(&self, remote: Remote, proxy: bool) -> Option<Ticket> {
         let remote = client_key(remote);
         let known = proxy || self.is_known(remote);
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
@@ -151,7 +156,7 @@ impl Admission {
     }
 
     /// Forgets a connection that ended.
-    pub(crate) fn release(&self, id: u64) {
+    pub fn release(&self, id: u64) {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(open) = table.open.remove(&id) {
             table.count(open.remote, open.known, -1);

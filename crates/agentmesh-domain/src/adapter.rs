@@ -27,15 +27,39 @@ use crate::error::Error;
 
 /// What we want to tell a peer.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Outgoing {
+pub enum Outgoing {
     /// A message for its agent.
-    Message { text: String, reply_to: Option<String>, thread: Option<String> },
+    Message {
+        /// The text.
+        text: String,
+        /// The id of the message it answers.
+        reply_to: Option<String>,
+        /// The conversation it belongs to.
+        thread: Option<String>,
+    },
     /// A read receipt for its message.
-    Read { message_id: String, at: u64 },
+    Read {
+        /// Its message's id.
+        message_id: String,
+        /// When our agent read it, ms since the epoch.
+        at: u64,
+    },
     /// A contact request (the entry's id is the request id).
-    ContactRequest { request_id: String, purpose: String },
+    ContactRequest {
+        /// The request's id (`req_` and 32 hex digits).
+        request_id: String,
+        /// Why we ask.
+        purpose: String,
+    },
     /// The answer to its contact request.
-    ContactResponse { request_id: String, accepted: bool, reason: Option<String> },
+    ContactResponse {
+        /// Its request's id.
+        request_id: String,
+        /// Whether our owner approved.
+        accepted: bool,
+        /// Our owner's reason, when given.
+        reason: Option<String>,
+    },
     /// A change of what it may do.
     ContactUpdate(ContactUpdateBody),
     /// Our new card after a key rotation.
@@ -50,7 +74,7 @@ pub(crate) enum Outgoing {
 
 impl Outgoing {
     /// The envelope kind that carries it.
-    pub(crate) fn kind(&self) -> EnvelopeKind {
+    pub fn kind(&self) -> EnvelopeKind {
         match self {
             Outgoing::Message { .. } | Outgoing::Call(_) | Outgoing::Task(_) | Outgoing::File(_) => {
                 EnvelopeKind::Message
@@ -66,7 +90,7 @@ impl Outgoing {
 
 /// How one delivery attempt of one entry went.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub enum Outcome {
     /// Acknowledged; the receipt (JSON) to store.
     Delivered(String),
     /// Try again later.
@@ -93,23 +117,23 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// A retry after a carrier error.
-    pub(crate) fn retry(sent: bool, error: impl Into<String>) -> Self {
+    pub fn retry(sent: bool, error: impl Into<String>) -> Self {
         Outcome::Retry { sent, error: error.into(), after_secs: 0, code: None, peer_now: None }
     }
 
     /// A final failure of ours (no peer code).
-    pub(crate) fn failed(error: impl Into<String>) -> Self {
+    pub fn failed(error: impl Into<String>) -> Self {
         Outcome::Failed { error: error.into(), code: None }
     }
 }
 
 /// The agent a protocol found at a base URL: its verified document as a `discovered` peer row,
 /// and every key its verified rotation chain holds.
-pub(crate) type Fetched = (Peer, Vec<[u8; 32]>);
+pub type Fetched = (Peer, Vec<[u8; 32]>);
 
 /// Why a protocol found no agent at a base URL.
 #[derive(Debug)]
-pub(crate) enum FetchError {
+pub enum FetchError {
     /// Nothing answered, or not with this protocol's document.
     Probe(ProbeError),
     /// The document does not verify (`invalid_card`): nothing else is tried.
@@ -118,7 +142,7 @@ pub(crate) enum FetchError {
 
 /// What a protocol can do, asked by the services instead of which protocol a peer speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Capability {
+pub enum Capability {
     /// Calls between contacts.
     Calls,
     /// Delegated tasks.
@@ -139,7 +163,7 @@ pub(crate) enum Capability {
 }
 
 /// One protocol's way out.
-pub(crate) trait Adapter: Send + Sync {
+pub trait Adapter: Send + Sync {
     /// The protocol it speaks: peers stored with it are reached through it.
     fn protocol(&self) -> Protocol;
 
@@ -178,22 +202,22 @@ pub(crate) trait Adapter: Send + Sync {
 }
 
 /// The node's adapters, one per protocol, in the order a base URL is probed.
-pub(crate) struct Adapters(Vec<Arc<dyn Adapter>>);
+pub struct Adapters(Vec<Arc<dyn Adapter>>);
 
 impl Adapters {
     /// The adapters registered, the first one the default.
-    pub(crate) fn new(all: Vec<Arc<dyn Adapter>>) -> Self {
+    pub fn new(all: Vec<Arc<dyn Adapter>>) -> Self {
         Adapters(all)
     }
 
     /// The adapter of `protocol` (the first registered when none speaks it).
-    pub(crate) fn get(&self, protocol: Protocol) -> &dyn Adapter {
+    pub fn get(&self, protocol: Protocol) -> &dyn Adapter {
         let found = self.0.iter().find(|t| t.protocol() == protocol).or_else(|| self.0.first());
         found.map(|t| &**t).unwrap_or(&NONE)
     }
 
     /// Every adapter, in the order registered.
-    pub(crate) fn all(&self) -> impl Iterator<Item = &dyn Adapter> {
+    pub fn all(&self) -> impl Iterator<Item = &dyn Adapter> {
         self.0.iter().map(|t| &**t)
     }
 }

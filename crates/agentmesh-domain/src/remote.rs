@@ -7,20 +7,16 @@ use std::net::IpAddr;
 
 /// The sender of a request at the carrier's level (not the agent it claims to be).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Remote {
+pub enum Remote {
     /// A TCP peer's address (an IPv4 client of a dual-stack listener as its IPv4 address).
     Ip(IpAddr),
     /// A peer known by the 32-byte public key of its transport endpoint.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the first carrier that names peers by key is iroh's (issue 17, part 2)")
-    )]
     Key([u8; 32]),
 }
 
 impl Remote {
     /// The address, for a TCP peer.
-    pub(crate) fn ip(self) -> Option<IpAddr> {
+    pub fn ip(self) -> Option<IpAddr> {
         match self {
             Remote::Ip(ip) => Some(ip),
             Remote::Key(_) => None,
@@ -30,7 +26,7 @@ impl Remote {
     /// The network whose pending contact requests it counts against: an address's /24 (IPv4) or
     /// /48 (IPv6); a key is a network of its own (keys cost nothing to make, so the global cap and
     /// the per-agent rate limits are what bound them).
-    pub(crate) fn network(self) -> String {
+    pub fn network(self) -> String {
         match self {
             Remote::Ip(ip) => agentmesh_store::source_net(ip),
             Remote::Key(key) => format!("key:{}", hex::encode(key)),

@@ -22,12 +22,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::error::Error;
 
 /// Most closures committed together.
-pub(crate) const MAX_GROUP: usize = 256;
+pub const MAX_GROUP: usize = 256;
 /// Closures waiting for the thread, at most (senders wait when it is full).
-pub(crate) const QUEUE: usize = 1024;
+pub const QUEUE: usize = 1024;
 /// Events kept for live watchers; one that falls further behind catches up from the log. Small:
 /// a watcher that stops reading pins up to this many events (a message event holds its text).
-pub(crate) const LIVE_EVENTS: usize = 256;
+pub const LIVE_EVENTS: usize = 256;
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
 type Job = Box<dyn FnOnce(&Store) -> Reply + Send>;
@@ -38,7 +38,7 @@ enum Request {
 }
 
 /// Handle to the database thread.
-pub(crate) struct Db {
+pub struct Db {
     tx: mpsc::Sender<Request>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     events: broadcast::Sender<Arc<LoggedEvent>>,
@@ -46,7 +46,7 @@ pub(crate) struct Db {
 
 impl Db {
     /// Moves `store` onto its own thread.
-    pub(crate) fn spawn(store: Store) -> std::io::Result<Self> {
+    pub fn spawn(store: Store) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let thread = std::thread::Builder::new().name("agentmesh-db".into()).spawn(move || serve(store, rx))?;
         let (events, _) = broadcast::channel(LIVE_EVENTS);
@@ -55,13 +55,13 @@ impl Db {
 
     /// Events as they are committed, in cursor order (bounded: a watcher that falls more than
     /// [`LIVE_EVENTS`] behind gets `Lagged` and should read the rest from the log).
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<LoggedEvent>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LoggedEvent>> {
         self.events.subscribe()
     }
 
     /// Like [`run`](Self::run) for a closure that also logged events: they are published once
     /// its group has committed (and dropped if it did not).
-    pub(crate) async fn run_logged<T, F>(&self, f: F) -> Result<T, Error>
+    pub async fn run_logged<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<(T, Vec<LoggedEvent>), Error> + Send + 'static,
@@ -92,7 +92,7 @@ impl Db {
     /// When `f` fails, its writes are rolled back (and only its own).
     ///
     /// Errors: whatever `f` returns; `internal` when SQLite fails or the thread has stopped.
-    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, Error>
+    pub async fn run<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, Error> + Send + 'static,
@@ -113,7 +113,7 @@ impl Db {
     }
 
     /// Finishes queued work, checkpoints the WAL and stops the thread.
-    pub(crate) async fn close(&self) -> Result<(), StoreError> {
+    pub async fn close(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Request::Close(tx)).await.is_ok() {
             rx.await.unwrap_or(Ok(()))?;

@@ -55,7 +55,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::{Capability, Outgoing};
-use crate::carrier::{Request, Response as PeerResponse, StatusCode};
+use crate::carrier::{Request, Response as PeerResponse, Status};
 use crate::error::Error;
 use crate::limits::SharedSlots;
 use crate::service::contacts::resolve;
@@ -66,7 +66,7 @@ use crate::{Node, Tx};
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Bytes per chunk of the files we send.
-pub(crate) const CHUNK_SIZE: u32 = 1 << 20;
+pub const CHUNK_SIZE: u32 = 1 << 20;
 /// The receiver syncs the partial file and commits its progress at least this often, bytes.
 const COMMIT_BYTES: u64 = 16 << 20;
 /// Chunks in flight between the network and the disk, each side (bounds memory: a few MiB).
@@ -89,7 +89,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_SUFFIX: u32 = 100;
 
 /// The node's transfer machinery: where files go, the downloads running, the fetch budget.
-pub(crate) struct Files {
+pub struct Files {
     /// The agent's home, and the node's secrets kept elsewhere: none of them is ever offered
     /// ([`crate::paths`]).
     home: OnceLock<(PathBuf, Vec<PathBuf>)>,
@@ -103,8 +103,15 @@ pub(crate) struct Files {
     serving: SharedSlots<PeerId>,
 }
 
+impl Default for Files {
+    fn default() -> Self {
+        Files::new()
+    }
+}
+
 impl Files {
-    pub(crate) fn new() -> Self {
+    /// No transfers running yet; [`set_home`](Self::set_home) before any.
+    pub fn new() -> Self {
         Files {
             home: OnceLock::new(),
             dir: OnceLock::new(),
@@ -117,7 +124,7 @@ impl Files {
 
     /// Sets the home, the node's `secrets` kept outside it (a hooks token file, a registry key
     /// file), and `<home>/files` where received files go (once, at launch).
-    pub(crate) fn set_home(&self, home: &Path, secrets: Vec<PathBuf>) {
+    pub fn set_home(&self, home: &Path, secrets: Vec<PathBuf>) {
         let _ = self.home.set((home.to_path_buf(), secrets));
         let _ = self.dir.set(home.join("files"));
     }
@@ -135,7 +142,7 @@ impl Files {
     }
 
     /// Wakes the download manager (a transfer was accepted).
-    pub(crate) fn wake(&self) {
+    pub fn wake(&self) {
         self.wake.notify_one();
     }
 
@@ -232,7 +239,7 @@ fn auto_accepted(tx: &Tx<'_>, peer: &Peer) -> bool {
 /// Refused (nothing stored): a step about a transfer we do not have with this peer (404
 /// `unknown_transfer`), `received` or `decline` about a transfer the peer sends (409
 /// `transfer_state`).
-pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: FileBody, now: i64) -> Result<(), Error> {
+pub fn receive(tx: &Tx<'_>, peer: &Peer, body: FileBody, now: i64) -> Result<(), Error> {
     let FileBody { transfer_id: id, op } = body;
     let existing = tx.transfer(&id)?;
     if existing.as_ref().is_some_and(|r| r.transfer.peer_id != peer.agent_id) {
@@ -376,7 +383,7 @@ fn digest_file(mut file: std::fs::File, path: &Path) -> std::io::Result<(u64, i6
 }
 
 /// `POST /control/files`: hashes the file, then offers it to a contact.
-pub(crate) async fn send(node: &Arc<Node>, args: SendFileArgs) -> Result<TransferReply, Error> {
+pub async fn send(node: &Arc<Node>, args: SendFileArgs) -> Result<TransferReply, Error> {
     let invalid = |m: String| Error::invalid(ErrorCode::InvalidArgument, m);
     let path = PathBuf::from(&args.path);
     if !path.is_absolute() {
@@ -451,7 +458,7 @@ pub(crate) async fn send(node: &Arc<Node>, args: SendFileArgs) -> Result<Transfe
 }
 
 /// `POST /control/files/{id}/accept`: accepts an incoming offer; the download starts.
-pub(crate) async fn accept(node: &Arc<Node>, id: String) -> Result<TransferReply, Error> {
+pub async fn accept(node: &Arc<Node>, id: String) -> Result<TransferReply, Error> {
     let reply = node
         .transact(move |tx| {
             let r = tx
@@ -477,7 +484,7 @@ pub(crate) async fn accept(node: &Arc<Node>, id: String) -> Result<TransferReply
 
 /// `POST /control/files/{id}/cancel`: declines an incoming offer, or stops a transfer either
 /// way; the peer is told.
-pub(crate) async fn cancel(node: &Arc<Node>, id: String, args: CancelFileArgs) -> Result<TransferReply, Error> {
+pub async fn cancel(node: &Arc<Node>, id: String, args: CancelFileArgs) -> Result<TransferReply, Error> {
     if args.reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
         return Err(Error::invalid(ErrorCode::InvalidArgument, "the reason is limited to 1000 characters"));
     }
@@ -520,7 +527,7 @@ pub(crate) async fn cancel(node: &Arc<Node>, id: String, args: CancelFileArgs) -
 }
 
 /// `GET /control/files`.
-pub(crate) async fn list(node: &Arc<Node>, query: FilesQuery) -> Result<TransferList, Error> {
+pub async fn list(node: &Arc<Node>, query: FilesQuery) -> Result<TransferList, Error> {
     node.db(move |s| {
         let peer = match &query.peer {
             Some(text) => Some(resolve(s, text)?.agent_id),
@@ -538,7 +545,7 @@ pub(crate) async fn list(node: &Arc<Node>, query: FilesQuery) -> Result<Transfer
 }
 
 /// `GET /control/files/{id}`.
-pub(crate) async fn get(node: &Arc<Node>, id: String) -> Result<TransferReply, Error> {
+pub async fn get(node: &Arc<Node>, id: String) -> Result<TransferReply, Error> {
     node.db(move |s| {
         let r =
             s.transfer(&id)?.ok_or_else(|| Error::conflict(ErrorCode::UnknownTransfer, format!("no transfer {id}")))?;
@@ -554,7 +561,7 @@ fn same_token(a: &str, b: &str) -> bool {
 }
 
 /// A chunk frame of [`serve_chunks`]'s stream: bytes to send, or the read error that ends it.
-pub(crate) type Frame = Result<Vec<u8>, std::io::Error>;
+pub type Frame = Result<Vec<u8>, std::io::Error>;
 
 /// The sealed chunks of our transfer `id` from chunk `from` to the end, for the receiver that
 /// presented `token` from `remote` (`GET /v1/files/{id}?from=N` on HTTP): each a frame of its
@@ -565,7 +572,7 @@ pub(crate) type Frame = Result<Vec<u8>, std::io::Error>;
 /// `transfer_state` when it is over; `file_changed` when the source changed since the offer (the
 /// transfer fails); rate limited over [`MAX_SERVING`] fetches, or [`MAX_SERVING_PER_PEER`] for
 /// this receiver; `malformed` for a `from` past the end.
-pub(crate) async fn serve_chunks(
+pub async fn serve_chunks(
     node: Arc<Node>,
     remote: crate::remote::Remote,
     id: String,
@@ -699,7 +706,7 @@ pub(crate) async fn serve_chunks(
 /// [`MAX_DOWNLOADS_PER_PEER`] from one sender, oldest first), at start (resuming those a restart
 /// interrupted), when one is accepted, and every few seconds; declines offers left unanswered
 /// past `file_offer_ttl_secs`.
-pub(crate) async fn run(node: Arc<Node>, stop: CancellationToken) {
+pub async fn run(node: Arc<Node>, stop: CancellationToken) {
     if let Err(e) = sweep_partials(&node).await {
         tracing::warn!(error = %e, "could not clean up partial files");
     }
@@ -987,12 +994,12 @@ async fn download(node: &Arc<Node>, id: &str, stop: &CancellationToken) -> Resul
             r = sent => r,
         };
         let response = match response {
-            Ok(r) if r.status == StatusCode::OK => r,
+            Ok(r) if r.status == Status::OK => r,
             Ok(r) => {
                 let status = r.status;
                 let body = r.read(MAX_ERROR_BODY_BYTES).await.unwrap_or_default();
                 let detail = serde_json::from_slice::<agentmesh_api::ErrorBody>(&body).ok().map(|b| b.error);
-                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                if status.is_server_error() || status == Status::TOO_MANY_REQUESTS {
                     retry_wait(stop, &mut backoff).await?;
                     continue;
                 }
@@ -1040,7 +1047,7 @@ async fn retry_wait(stop: &CancellationToken, backoff: &mut Duration) -> Result<
     Ok(())
 }
 
-fn refusal(status: StatusCode, detail: Option<ErrorDetail>) -> String {
+fn refusal(status: Status, detail: Option<ErrorDetail>) -> String {
     match detail {
         Some(d) => format!("the sender refused the fetch ({status}, {}): {}", d.code, d.message),
         None => format!("the sender refused the fetch ({status})"),
@@ -1477,7 +1484,7 @@ async fn finish_save(
 /// caps; otherwise its bytes are kept with the transfer, `offered` until the owner accepts it
 /// (`accept-file`) or `transferring` when auto-accept covers the peer, and saved off the
 /// database thread like a downloaded file. The sender, whose side has no transfer, is not told.
-pub(crate) fn receive_inline(
+pub fn receive_inline(
     tx: &Tx<'_>,
     peer: &Peer,
     call_id: &str,

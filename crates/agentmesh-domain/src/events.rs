@@ -21,7 +21,7 @@ const PAGE: usize = 256;
 
 /// What a feed yields.
 #[derive(Clone, Debug)]
-pub(crate) enum Frame {
+pub enum Frame {
     /// The next event.
     Event(Arc<LoggedEvent>),
     /// Something about the feed itself.
@@ -29,7 +29,7 @@ pub(crate) enum Frame {
 }
 
 /// A feed of events after a cursor.
-pub(crate) struct Feed {
+pub struct Feed {
     node: Arc<Node>,
     live: broadcast::Receiver<Arc<LoggedEvent>>,
     /// The last event yielded.
@@ -47,7 +47,7 @@ impl Feed {
     ///
     /// A cursor whose events were pruned yields a [`StreamNotice::Gap`] first; one past the
     /// newest event (another database) a [`StreamNotice::Reset`] and the whole log.
-    pub(crate) async fn open(node: Arc<Node>, after: Option<i64>) -> Result<Feed, Error> {
+    pub async fn open(node: Arc<Node>, after: Option<i64>) -> Result<Feed, Error> {
         let live = node.subscribe();
         let (last, first) = node.db(|s| Ok((s.last_event_seq()?, s.first_event_seq()?))).await?;
         let (cursor, notice) = match after {
@@ -67,7 +67,7 @@ impl Feed {
     }
 
     /// The next frame; `None` once the node stops.
-    pub(crate) async fn next(&mut self) -> Option<Result<Frame, Error>> {
+    pub async fn next(&mut self) -> Option<Result<Frame, Error>> {
         if let Some(notice) = self.notice.take() {
             return Some(Ok(Frame::Notice(notice)));
         }

@@ -1,5 +1,5 @@
 //! Errors: the domain error every service returns ([`Error`]; its HTTP form is
-//! [`crate::api_error::ApiError`], at the edge), and why a node did not start ([`LaunchError`]).
+//! `agentmesh_node::ApiError`, at the edge), and why a node did not start ([`LaunchError`]).
 
 use std::net::SocketAddr;
 
@@ -7,10 +7,12 @@ use agentmesh_api::{ErrorCode, MismatchDirection};
 use agentmesh_core::PeerId;
 
 /// Why a service refused or failed. Each variant maps to one [`ErrorCode`] ([`Error::code`]) and,
-/// at the HTTP edge, one status ([`crate::ApiError`]); the message is for a person and never holds
+/// at the HTTP edge, one status (`agentmesh_node::ApiError`); the message is for a person and never holds
 /// secrets.
+///
+/// Exhaustive on purpose: each edge maps every variant (the HTTP one to a status), and a new
+/// variant must be given one there.
 #[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// Something sent is out of shape (400); `code` names what (`malformed`, `malformed_body`,
     /// `invalid_card`, `wrong_route`, `invalid_url`, `empty_message`, the V1 `invalid_*` codes, …).

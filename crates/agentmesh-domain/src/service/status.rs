@@ -9,7 +9,7 @@ use crate::Node;
 use crate::error::Error;
 
 /// `GET /control/status`; `listen` is the peer API's bound URL.
-pub(crate) async fn status(node: &Arc<Node>, listen: &str) -> Result<Status, Error> {
+pub async fn status(node: &Arc<Node>, listen: &str) -> Result<Status, Error> {
     let (stats, mismatches) = node.db(|s| Ok((s.stats()?, s.key_mismatches(true)?))).await?;
     let keys = node.keys();
     let previous_key_until =

@@ -32,10 +32,13 @@ const SWEEP_BATCH: u32 = 256;
 
 /// A received call step's line: the envelope id, when its speaker said it and when we stored it
 /// (ms).
-pub(crate) struct Received<'a> {
-    pub(crate) line_id: &'a str,
-    pub(crate) at: i64,
-    pub(crate) now: i64,
+pub struct Received<'a> {
+    /// The envelope's id, which the line keeps.
+    pub line_id: &'a str,
+    /// When its speaker said it, ms since the epoch.
+    pub at: i64,
+    /// When we stored it, ms since the epoch.
+    pub now: i64,
 }
 
 /// Refuses (409 `too_many_calls`, with `why`) a new call with `peer` past `max_open_calls_per_peer`
@@ -73,7 +76,7 @@ fn line_kind(op: &CallOp) -> LineKind {
 /// id another peer holds (409 `duplicate_call`) or past the open-call limits (409
 /// `too_many_calls`), an answer to a call the peer did not receive, a line in a call we have not
 /// taken (409 `call_state`).
-pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: CallBody, line: &Received<'_>) -> Result<(), Error> {
+pub fn receive(tx: &Tx<'_>, peer: &Peer, body: CallBody, line: &Received<'_>) -> Result<(), Error> {
     let CallBody { call_id, op } = body;
     let from = &peer.agent_id;
     let existing = match tx.call(&call_id)? {
@@ -201,14 +204,14 @@ fn record(tx: &Tx<'_>, line: &Received<'_>, call: &Call, op: &CallOp) -> Result<
 }
 
 /// Emits the call's `call` event as it stands now, with the line that changed it; returns it.
-pub(crate) fn emit(tx: &Tx<'_>, call_id: &str, line: Option<CallLine>) -> Result<Call, Error> {
+pub fn emit(tx: &Tx<'_>, call_id: &str, line: Option<CallLine>) -> Result<Call, Error> {
     let call = tx.call(call_id)?.ok_or_else(|| Error::internal("a call vanished"))?;
     tx.emit(Event::Call { call: call.clone(), line });
     Ok(call)
 }
 
 /// Queues `op` to `peer` and adds it to the transcript as our line.
-pub(crate) fn queue(tx: &Tx<'_>, peer: &Peer, call_id: &str, op: CallOp) -> Result<CallLine, Error> {
+pub fn queue(tx: &Tx<'_>, peer: &Peer, call_id: &str, op: CallOp) -> Result<CallLine, Error> {
     let kind = line_kind(&op);
     let text = op.text().map(str::to_owned);
     let what = Outgoing::Call(CallBody { call_id: call_id.to_owned(), op });
@@ -229,7 +232,7 @@ pub(crate) fn queue(tx: &Tx<'_>, peer: &Peer, call_id: &str, op: CallOp) -> Resu
 }
 
 /// The peer, when we may call it (or delegate to it) now: a contact over our own protocol.
-pub(crate) fn callable(node: &Node, store: &Store, peer: &Peer) -> Result<(), Error> {
+pub fn callable(node: &Node, store: &Store, peer: &Peer) -> Result<(), Error> {
     if let Some(error) = not_sendable(node, store, peer)? {
         return Err(error);
     }
@@ -245,7 +248,8 @@ pub(crate) fn callable(node: &Node, store: &Store, peer: &Peer) -> Result<(), Er
     Ok(())
 }
 
-pub(crate) fn check_note(what: &str, note: Option<&str>) -> Result<(), Error> {
+/// Refuses (400 `invalid_argument`, naming `what`) a note over [`MAX_CALL_NOTE_CHARS`] characters.
+pub fn check_note(what: &str, note: Option<&str>) -> Result<(), Error> {
     if note.is_some_and(|n| n.chars().count() > MAX_CALL_NOTE_CHARS) {
         return Err(Error::invalid(ErrorCode::InvalidArgument, format!("{what} is limited to 1000 characters")));
     }
@@ -276,7 +280,7 @@ fn wrong_state(call: &Call, wanted: &str) -> Error {
 }
 
 /// `POST /control/calls`: rings a contact.
-pub(crate) async fn place(node: &Arc<Node>, args: CallArgs) -> Result<CallReply, Error> {
+pub async fn place(node: &Arc<Node>, args: CallArgs) -> Result<CallReply, Error> {
     check_note("the topic", Some(&args.topic))?;
     let ring_ms = args.ring_secs.unwrap_or(node.config().call_ring_secs).clamp(1, 86_400).saturating_mul(1000) as i64;
     node.transact(move |tx| {
@@ -308,7 +312,7 @@ pub(crate) async fn place(node: &Arc<Node>, args: CallArgs) -> Result<CallReply,
 }
 
 /// `POST /control/calls/{id}/answer`: takes or declines a ringing incoming call.
-pub(crate) async fn answer(node: &Arc<Node>, call_id: String, args: AnswerArgs) -> Result<CallReply, Error> {
+pub async fn answer(node: &Arc<Node>, call_id: String, args: AnswerArgs) -> Result<CallReply, Error> {
     check_note("the reason", args.reason.as_deref())?;
     node.transact(move |tx| {
         let now = now_ms() as i64;
@@ -360,7 +364,7 @@ fn inline_file(text: &str) -> Result<Option<CallOp>, Error> {
 
 /// `POST /control/calls/{id}/say`: says something in an active call; `sendfile <name> <base64>`
 /// sends a small file inline instead.
-pub(crate) async fn say(node: &Arc<Node>, call_id: String, args: SayArgs) -> Result<LineReply, Error> {
+pub async fn say(node: &Arc<Node>, call_id: String, args: SayArgs) -> Result<LineReply, Error> {
     if args.text.is_empty() {
         return Err(Error::invalid(ErrorCode::EmptyMessage, "there is nothing to say: the text is empty"));
     }
@@ -388,7 +392,7 @@ pub(crate) async fn say(node: &Arc<Node>, call_id: String, args: SayArgs) -> Res
 }
 
 /// `POST /control/calls/{id}/end`: hangs up an active call, or withdraws our ringing one.
-pub(crate) async fn end(node: &Arc<Node>, call_id: String, args: EndArgs) -> Result<CallReply, Error> {
+pub async fn end(node: &Arc<Node>, call_id: String, args: EndArgs) -> Result<CallReply, Error> {
     check_note("the reason", args.reason.as_deref())?;
     node.transact(move |tx| {
         let now = now_ms() as i64;
@@ -413,7 +417,7 @@ pub(crate) async fn end(node: &Arc<Node>, call_id: String, args: EndArgs) -> Res
 }
 
 /// `GET /control/calls`.
-pub(crate) async fn list(node: &Arc<Node>, query: CallsQuery) -> Result<CallList, Error> {
+pub async fn list(node: &Arc<Node>, query: CallsQuery) -> Result<CallList, Error> {
     node.db(move |s| {
         let peer = match &query.peer {
             Some(text) => Some(resolve(s, text)?.agent_id),
@@ -431,7 +435,7 @@ pub(crate) async fn list(node: &Arc<Node>, query: CallsQuery) -> Result<CallList
 }
 
 /// `GET /control/calls/{id}`: the call and its transcript.
-pub(crate) async fn transcript(node: &Arc<Node>, call_id: String) -> Result<Transcript, Error> {
+pub async fn transcript(node: &Arc<Node>, call_id: String) -> Result<Transcript, Error> {
     node.db(move |s| {
         let call =
             s.call(&call_id)?.ok_or_else(|| Error::conflict(ErrorCode::UnknownCall, format!("no call {call_id}")))?;
@@ -441,7 +445,7 @@ pub(crate) async fn transcript(node: &Arc<Node>, call_id: String) -> Result<Tran
 }
 
 /// Marks ringing calls whose time is up as missed, each with a `call` event; returns how many.
-pub(crate) async fn sweep(node: &Arc<Node>) -> Result<usize, Error> {
+pub async fn sweep(node: &Arc<Node>) -> Result<usize, Error> {
     let now = now_ms() as i64;
     let due = node.db(move |s| Ok(s.next_ring_deadline()?.is_some_and(|t| t <= now))).await?;
     if !due {

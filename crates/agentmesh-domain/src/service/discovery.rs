@@ -14,11 +14,11 @@ use crate::adapter::Adapters;
 use crate::error::Error;
 
 /// Most finds recorded per call.
-pub(crate) const MAX_DISCOVERED: usize = 4096;
+pub const MAX_DISCOVERED: usize = 4096;
 
 /// `GET /control/discover`: the directory (bootstrap, gossip, LAN) and our peers table (scans,
 /// contacts), newest first, each with its source, trust and age.
-pub(crate) async fn discover(node: &Arc<Node>, q: DiscoverQuery) -> Result<AgentList, Error> {
+pub async fn discover(node: &Arc<Node>, q: DiscoverQuery) -> Result<AgentList, Error> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let capabilities: Vec<String> = q
         .capability
@@ -86,7 +86,7 @@ pub(crate) async fn discover(node: &Arc<Node>, q: DiscoverQuery) -> Result<Agent
 
 /// `POST /control/discovered`: records what a scan found, as `discovered` (never trusted);
 /// each card or V1 document is verified again here, and our own is refused.
-pub(crate) async fn record_discovered(node: &Arc<Node>, args: DiscoveredArgs) -> Result<DiscoveredReply, Error> {
+pub async fn record_discovered(node: &Arc<Node>, args: DiscoveredArgs) -> Result<DiscoveredReply, Error> {
     if args.found.len() > MAX_DISCOVERED {
         return Err(Error::TooLarge { what: "finds per call", limit: MAX_DISCOVERED });
     }
@@ -109,7 +109,7 @@ pub(crate) async fn record_discovered(node: &Arc<Node>, args: DiscoveredArgs) ->
 /// Verifies a find again (the caller may be another process) with the adapter of its
 /// `protocol` and stores it as `discovered`; a key already pinned for its id is never replaced.
 /// `me` is our own id: a scan that reaches ourselves records nothing.
-pub(crate) fn record(
+pub fn record(
     adapters: &Adapters,
     store: &Store,
     protocol: Protocol,

@@ -134,14 +134,14 @@ fn summary(task: &Task, entry: Option<&TaskEntry>) -> Task {
 }
 
 /// Emits the task's `task` event as it stands now, with the entry that changed it; returns it.
-pub(crate) fn emit(tx: &Tx<'_>, task_id: &str, entry: Option<TaskEntry>) -> Result<Task, Error> {
+pub fn emit(tx: &Tx<'_>, task_id: &str, entry: Option<TaskEntry>) -> Result<Task, Error> {
     let (task, _) = tx.task(task_id)?.ok_or_else(|| Error::internal("a task vanished"))?;
     tx.emit(Event::Task { task: summary(&task, entry.as_ref()), entry });
     Ok(task)
 }
 
 /// Queues `op` to `peer` and adds it to the history as our entry.
-pub(crate) fn queue(tx: &Tx<'_>, peer: &Peer, task_id: &str, op: TaskOp) -> Result<TaskEntry, Error> {
+pub fn queue(tx: &Tx<'_>, peer: &Peer, task_id: &str, op: TaskOp) -> Result<TaskEntry, Error> {
     let mut line = entry(task_id, &op);
     let what = Outgoing::Task(TaskBody { task_id: task_id.to_owned(), op });
     let outbound = tx.node().adapters().get(peer.protocol).prepare(tx.node(), peer, what)?;
@@ -155,7 +155,7 @@ pub(crate) fn queue(tx: &Tx<'_>, peer: &Peer, task_id: &str, op: TaskOp) -> Resu
 
 /// Who a task is with: a contact, whose steps travel as envelopes, or a client of our A2A
 /// endpoint, which reads them from the endpoint (they are only recorded).
-pub(crate) enum Counterpart {
+pub enum Counterpart {
     /// A contact.
     Peer(Box<Peer>),
     /// An A2A client, by name.
@@ -174,7 +174,7 @@ impl Counterpart {
 
 /// Tells `to` about `op`: queued to a contact, or only recorded for an A2A client; our history
 /// entry either way.
-pub(crate) fn record(tx: &Tx<'_>, to: &Counterpart, task_id: &str, op: TaskOp) -> Result<TaskEntry, Error> {
+pub fn record(tx: &Tx<'_>, to: &Counterpart, task_id: &str, op: TaskOp) -> Result<TaskEntry, Error> {
     match to {
         Counterpart::Peer(peer) => queue(tx, peer, task_id, op),
         Counterpart::A2a => {
@@ -188,7 +188,7 @@ pub(crate) fn record(tx: &Tx<'_>, to: &Counterpart, task_id: &str, op: TaskOp) -
 }
 
 /// The counterpart of task `task_id` with peer `peer_id`.
-pub(crate) fn counterpart(tx: &Tx<'_>, task_id: &str, peer_id: &agentmesh_api::PeerId) -> Result<Counterpart, Error> {
+pub fn counterpart(tx: &Tx<'_>, task_id: &str, peer_id: &agentmesh_api::PeerId) -> Result<Counterpart, Error> {
     if tx.a2a_task(task_id)?.is_some() {
         return Ok(Counterpart::A2a);
     }
@@ -201,7 +201,7 @@ pub(crate) fn counterpart(tx: &Tx<'_>, task_id: &str, peer_id: &agentmesh_api::P
 /// (404 `unknown_task`), a new task under an id another peer holds (409 `duplicate_task`) or past
 /// the open-task limits (409 `too_many_tasks`), a step the sender's side does not take, or an
 /// answer to a final task (409 `task_state`).
-pub(crate) fn receive(tx: &Tx<'_>, peer: &Peer, body: TaskBody, step: &Received<'_>) -> Result<(), Error> {
+pub fn receive(tx: &Tx<'_>, peer: &Peer, body: TaskBody, step: &Received<'_>) -> Result<(), Error> {
     let TaskBody { task_id, op } = body;
     let from = &peer.agent_id;
     let existing = match tx.task(&task_id)? {
@@ -340,7 +340,7 @@ fn check_text(node: &Node, what: &'static str, text: &str) -> Result<(), Error> 
 }
 
 /// `POST /control/tasks`: delegates a task to a contact.
-pub(crate) async fn delegate(node: &Arc<Node>, args: DelegateArgs) -> Result<TaskReply, Error> {
+pub async fn delegate(node: &Arc<Node>, args: DelegateArgs) -> Result<TaskReply, Error> {
     check_text(node, "the task text", &args.text)?;
     if let Some(data) = &args.data
         && serde_json::to_vec(data).map_or(0, |v| v.len()) > node.config().max_text_bytes
@@ -393,7 +393,7 @@ pub(crate) async fn delegate(node: &Arc<Node>, args: DelegateArgs) -> Result<Tas
 }
 
 /// `POST /control/tasks/{id}/update`: the worker (us) reports where a task delegated to us stands.
-pub(crate) async fn update(node: &Arc<Node>, task_id: String, args: UpdateTaskArgs) -> Result<TaskReply, Error> {
+pub async fn update(node: &Arc<Node>, task_id: String, args: UpdateTaskArgs) -> Result<TaskReply, Error> {
     if let Some(text) = &args.text {
         check_text(node, "the status text", text)?;
     }
@@ -428,7 +428,7 @@ pub(crate) async fn update(node: &Arc<Node>, task_id: String, args: UpdateTaskAr
 }
 
 /// `POST /control/tasks/{id}/message`: the delegator (us) answers a task it delegated.
-pub(crate) async fn message(node: &Arc<Node>, task_id: String, text: String) -> Result<TaskReply, Error> {
+pub async fn message(node: &Arc<Node>, task_id: String, text: String) -> Result<TaskReply, Error> {
     check_text(node, "the answer", &text)?;
     node.transact(move |tx| {
         let (task, _, peer) = ours(tx, &task_id)?;
@@ -449,7 +449,7 @@ pub(crate) async fn message(node: &Arc<Node>, task_id: String, text: String) -> 
 }
 
 /// `POST /control/tasks/{id}/cancel`: asks the worker to stop a task we delegated.
-pub(crate) async fn cancel(node: &Arc<Node>, task_id: String) -> Result<TaskReply, Error> {
+pub async fn cancel(node: &Arc<Node>, task_id: String) -> Result<TaskReply, Error> {
     node.transact(move |tx| {
         let (mut task, seq, peer) = ours(tx, &task_id)?;
         if task.direction != Direction::Outgoing {
@@ -473,7 +473,7 @@ pub(crate) async fn cancel(node: &Arc<Node>, task_id: String) -> Result<TaskRepl
 }
 
 /// `GET /control/tasks`.
-pub(crate) async fn list(node: &Arc<Node>, query: TasksQuery) -> Result<TaskList, Error> {
+pub async fn list(node: &Arc<Node>, query: TasksQuery) -> Result<TaskList, Error> {
     node.db(move |s| {
         let peer = match &query.peer {
             Some(text) => Some(resolve(s, text)?.agent_id),
@@ -492,7 +492,7 @@ pub(crate) async fn list(node: &Arc<Node>, query: TasksQuery) -> Result<TaskList
 }
 
 /// `GET /control/tasks/{id}`: the task and its history.
-pub(crate) async fn detail(node: &Arc<Node>, task_id: String) -> Result<TaskDetail, Error> {
+pub async fn detail(node: &Arc<Node>, task_id: String) -> Result<TaskDetail, Error> {
     node.db(move |s| {
         let (task, _) =
             s.task(&task_id)?.ok_or_else(|| Error::conflict(ErrorCode::UnknownTask, format!("no task {task_id}")))?;
@@ -502,7 +502,7 @@ pub(crate) async fn detail(node: &Arc<Node>, task_id: String) -> Result<TaskDeta
 }
 
 /// The peer id an A2A client's tasks carry.
-pub(crate) fn a2a_peer_id(client: &str) -> Result<agentmesh_api::PeerId, Error> {
+pub fn a2a_peer_id(client: &str) -> Result<agentmesh_api::PeerId, Error> {
     agentmesh_api::PeerId::parse(&format!("a2a.{client}")).map_err(Error::internal)
 }
 
@@ -538,7 +538,7 @@ fn a2a_step(tx: &Tx<'_>, task: &mut Task, seq: u64, entry_id: &str, op: TaskOp) 
 
 /// A2A `SendMessage` without a task id: a new task delegated to us by A2A client `client`, in
 /// context `context_id`; `message_id` is the client's id for the message.
-pub(crate) async fn a2a_create(
+pub async fn a2a_create(
     node: &Arc<Node>,
     client: String,
     context_id: String,
@@ -592,7 +592,7 @@ fn a2a_own(tx: &Tx<'_>, client: &str, task_id: &str) -> Result<(Task, u64), Erro
 }
 
 /// A2A `SendMessage` naming a task: the client answers it (an input-required task goes on).
-pub(crate) async fn a2a_message(
+pub async fn a2a_message(
     node: &Arc<Node>,
     client: String,
     task_id: String,
@@ -611,7 +611,7 @@ pub(crate) async fn a2a_message(
 }
 
 /// A2A `CancelTask`: the client cancels its task (409 `task_state` when it is final already).
-pub(crate) async fn a2a_cancel(node: &Arc<Node>, client: String, task_id: String) -> Result<Task, Error> {
+pub async fn a2a_cancel(node: &Arc<Node>, client: String, task_id: String) -> Result<Task, Error> {
     node.transact(move |tx| {
         let (mut task, seq) = a2a_own(tx, &client, &task_id)?;
         if task.state.is_final() {
@@ -624,11 +624,7 @@ pub(crate) async fn a2a_cancel(node: &Arc<Node>, client: String, task_id: String
 }
 
 /// An A2A client's task with its history and context.
-pub(crate) async fn a2a_detail(
-    node: &Arc<Node>,
-    client: String,
-    task_id: String,
-) -> Result<(TaskDetail, String), Error> {
+pub async fn a2a_detail(node: &Arc<Node>, client: String, task_id: String) -> Result<(TaskDetail, String), Error> {
     node.db(move |s| {
         let (owner, context) = s.a2a_task(&task_id)?.ok_or_else(|| unknown(&task_id))?;
         if owner != client {
