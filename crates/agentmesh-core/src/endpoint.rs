@@ -9,11 +9,89 @@
 //! | scheme | form | variant |
 //! |---|---|---|
 //! | `http`, `https` | a base URL: `http(s)://host[:port][/path]`, no query, no fragment | [`Endpoint::Http`] |
-//! | `iroh` | `iroh:<64 lowercase hex>`: the node's iroh endpoint id (its Ed25519 public key) | [`Endpoint::Iroh`] |
+//! | `iroh` | `iroh:<64 lowercase hex>[?relay=<url>&addr=<ip:port>…]`: the node's iroh endpoint id (its Ed25519 public key), then where to dial it | [`Endpoint::Iroh`] |
 //! | anything else | as written | [`Endpoint::Other`] |
+//!
+//! An iroh endpoint's query is `application/x-www-form-urlencoded` (WHATWG URL §5): each `relay`
+//! an http(s) URL of a relay server the node is reachable through (at most
+//! [`MAX_IROH_RELAYS`]), each `addr` a direct UDP socket address (at most [`MAX_IROH_ADDRS`]),
+//! in order of preference; other parameters are ignored (room for more). Without either, a
+//! dialer needs some other way to learn where the node is. A card refuses an endpoint over 512
+//! bytes (`card.rs`), whatever its scheme.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
+
+/// Most relay URLs an iroh endpoint lists.
+pub const MAX_IROH_RELAYS: usize = 4;
+/// Most direct addresses an iroh endpoint lists.
+pub const MAX_IROH_ADDRS: usize = 8;
+
+/// An iroh endpoint: who (the id) and where to dial it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IrohEndpoint {
+    /// The endpoint id: the node's 32-byte Ed25519 public key.
+    pub id: [u8; 32],
+    /// Relay servers it is reachable through (http(s) URLs), in order of preference.
+    pub relays: Vec<String>,
+    /// Direct UDP socket addresses, in order of preference.
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl IrohEndpoint {
+    /// The endpoint `id`, with nowhere to dial it yet.
+    pub fn new(id: [u8; 32]) -> Self {
+        IrohEndpoint { id, relays: Vec::new(), addrs: Vec::new() }
+    }
+
+    /// Parses what follows `iroh:`; `None` when it is out of shape.
+    fn parse(rest: &str) -> Option<Self> {
+        let (id, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return None;
+        }
+        let mut endpoint = IrohEndpoint::new([0u8; 32]);
+        hex::decode_to_slice(id, &mut endpoint.id).ok()?;
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "relay" => {
+                    let clean = matches!(value.parse(), Ok(Endpoint::Http(_)));
+                    if !clean || endpoint.relays.len() == MAX_IROH_RELAYS {
+                        return None;
+                    }
+                    endpoint.relays.push(value.trim_end_matches('/').to_owned());
+                }
+                "addr" => {
+                    if endpoint.addrs.len() == MAX_IROH_ADDRS {
+                        return None;
+                    }
+                    endpoint.addrs.push(value.parse().ok()?);
+                }
+                _ => {}
+            }
+        }
+        Some(endpoint)
+    }
+}
+
+impl fmt::Display for IrohEndpoint {
+    /// The canonical form: the id, then the relays and the addresses, encoded.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "iroh:{}", hex::encode(self.id))?;
+        if self.relays.is_empty() && self.addrs.is_empty() {
+            return Ok(());
+        }
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for relay in &self.relays {
+            query.append_pair("relay", relay);
+        }
+        for addr in &self.addrs {
+            query.append_pair("addr", &addr.to_string());
+        }
+        write!(f, "?{}", query.finish())
+    }
+}
 
 /// One endpoint of a card (see the module docs for the forms).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -21,8 +99,8 @@ use std::str::FromStr;
 pub enum Endpoint {
     /// An http(s) base URL, without a trailing slash.
     Http(String),
-    /// An iroh endpoint, by its 32-byte endpoint id.
-    Iroh([u8; 32]),
+    /// An iroh endpoint: its id and where to dial it.
+    Iroh(IrohEndpoint),
     /// A scheme this build does not use (or an endpoint out of shape), as written.
     Other(String),
 }
@@ -52,14 +130,9 @@ impl FromStr for Endpoint {
                 && !trimmed.chars().any(char::is_control);
             return Ok(if clean { Endpoint::Http(trimmed.to_owned()) } else { Endpoint::Other(text.to_owned()) });
         }
-        if let Some(id) = text.strip_prefix("iroh:")
-            && id.len() == 64
-            && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            let mut key = [0u8; 32];
-            if hex::decode_to_slice(id, &mut key).is_ok() {
-                return Ok(Endpoint::Iroh(key));
-            }
+        let clean = !text.contains(char::is_whitespace) && !text.chars().any(char::is_control);
+        if let Some(iroh) = text.strip_prefix("iroh:").filter(|_| clean).and_then(IrohEndpoint::parse) {
+            return Ok(Endpoint::Iroh(iroh));
         }
         Ok(Endpoint::Other(text.to_owned()))
     }
@@ -69,7 +142,7 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Endpoint::Http(base) => f.write_str(base),
-            Endpoint::Iroh(id) => write!(f, "iroh:{}", hex::encode(id)),
+            Endpoint::Iroh(iroh) => iroh.fmt(f),
             Endpoint::Other(text) => f.write_str(text),
         }
     }
@@ -98,7 +171,7 @@ mod tests {
         assert_eq!(parse("http://127.0.0.1:8787"), Endpoint::Http("http://127.0.0.1:8787".into()));
         assert_eq!(parse("https://agent.example/mesh/"), Endpoint::Http("https://agent.example/mesh".into()));
         let id = "ab".repeat(32);
-        assert_eq!(parse(&format!("iroh:{id}")), Endpoint::Iroh([0xab; 32]));
+        assert_eq!(parse(&format!("iroh:{id}")), Endpoint::Iroh(IrohEndpoint::new([0xab; 32])));
         assert_eq!(parse(&format!("iroh:{id}")).to_string(), format!("iroh:{id}"));
         for other in ["nostr:npub1xyz", "http://", "http://a b", "http://h?x=1", "iroh:ABCD", "ftp://h"] {
             assert_eq!(parse(other), Endpoint::Other(other.into()), "{other}");
@@ -107,5 +180,38 @@ mod tests {
         let listed = vec![format!("iroh:{id}"), "nostr:x".into(), "http://10.0.0.5:8787".into()];
         assert_eq!(first_http(&listed).as_deref(), Some("http://10.0.0.5:8787"), "the first one HTTP can use");
         assert_eq!(first_http(&listed[..2]), None);
+    }
+
+    #[test]
+    fn an_iroh_endpoint_says_where_to_dial_it() {
+        let id = "cd".repeat(32);
+        let text = format!(
+            "iroh:{id}?relay=https%3A%2F%2Frelay.example%3A8443&addr=127.0.0.1%3A4433&addr=%5B%3A%3A1%5D%3A4433"
+        );
+        let Endpoint::Iroh(iroh) = parse(&text) else { panic!("{text} is an iroh endpoint") };
+        assert_eq!(iroh.id, [0xcd; 32]);
+        assert_eq!(iroh.relays, ["https://relay.example:8443"]);
+        assert_eq!(
+            iroh.addrs,
+            ["127.0.0.1:4433".parse::<SocketAddr>().expect("v4"), "[::1]:4433".parse().expect("v6")]
+        );
+        assert_eq!(iroh.to_string(), text, "written back in the canonical form");
+        assert_eq!(parse(&iroh.to_string()), Endpoint::Iroh(iroh.clone()));
+        // Parameters of later versions are passed over; out-of-shape ones make it unusable.
+        assert_eq!(parse(&format!("iroh:{id}?relay=https%3A%2F%2Fr.example&quic=v2")), {
+            let mut only_relay = IrohEndpoint::new([0xcd; 32]);
+            only_relay.relays.push("https://r.example".into());
+            Endpoint::Iroh(only_relay)
+        });
+        let too_many = format!("iroh:{id}?{}", "addr=127.0.0.1%3A1&".repeat(MAX_IROH_ADDRS + 1));
+        for bad in [
+            format!("iroh:{id}?addr=localhost%3A1"),
+            format!("iroh:{id}?relay=ftp%3A%2F%2Fr.example"),
+            format!("iroh:{id}?relay=https%3A%2F%2Fr.example%2F%3Fx%3D1"),
+            format!("iroh:{id}?addr=127.0.0.1:1 "),
+            too_many,
+        ] {
+            assert_eq!(parse(&bad), Endpoint::Other(bad.clone()), "{bad}");
+        }
     }
 }
