@@ -30,6 +30,8 @@ const CARD_DOMAIN: &[u8] = b"agentmesh/v1 card\n";
 
 /// Most endpoints a card may list.
 pub const MAX_ENDPOINTS: usize = 8;
+/// Longest endpoint a card may list, bytes.
+pub const MAX_ENDPOINT_BYTES: usize = 512;
 /// Most capabilities a card may list.
 pub const MAX_CAPABILITIES: usize = 64;
 /// Longest display name, in characters.
@@ -157,7 +159,7 @@ impl AgentCard {
         if name_chars > MAX_NAME_CHARS {
             return Err(CardError::TooLarge("name"));
         }
-        if self.endpoints.len() > MAX_ENDPOINTS || self.endpoints.iter().any(|e| e.len() > 512) {
+        if self.endpoints.len() > MAX_ENDPOINTS || self.endpoints.iter().any(|e| e.len() > MAX_ENDPOINT_BYTES) {
             return Err(CardError::TooLarge("endpoints"));
         }
         if self.capabilities.len() > MAX_CAPABILITIES || self.capabilities.iter().any(|c| c.len() > 64) {

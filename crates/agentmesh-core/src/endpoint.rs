@@ -16,8 +16,12 @@
 //! an http(s) URL of a relay server the node is reachable through (at most
 //! [`MAX_IROH_RELAYS`]), each `addr` a direct UDP socket address (at most [`MAX_IROH_ADDRS`]),
 //! in order of preference; other parameters are ignored (room for more). Without either, a
-//! dialer needs some other way to learn where the node is. A card refuses an endpoint over 512
-//! bytes (`card.rs`), whatever its scheme.
+//! dialer needs some other way to learn where the node is. A direct address must be dialable
+//! (not unspecified, not multicast, port not 0). A card refuses an endpoint over
+//! [`MAX_ENDPOINT_BYTES`](crate::card::MAX_ENDPOINT_BYTES), whatever its scheme, so relays and
+//! addresses together must fit in it. [`Display`](fmt::Display) writes an iroh endpoint in its
+//! canonical form (unknown parameters dropped, values encoded): code that needs the text a card
+//! signed keeps the card's string.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -47,6 +51,9 @@ impl IrohEndpoint {
 
     /// Parses what follows `iroh:`; `None` when it is out of shape.
     fn parse(rest: &str) -> Option<Self> {
+        if rest.contains('#') {
+            return None;
+        }
         let (id, query) = rest.split_once('?').unwrap_or((rest, ""));
         if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return None;
@@ -66,7 +73,11 @@ impl IrohEndpoint {
                     if endpoint.addrs.len() == MAX_IROH_ADDRS {
                         return None;
                     }
-                    endpoint.addrs.push(value.parse().ok()?);
+                    let addr: SocketAddr = value.parse().ok()?;
+                    if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
+                        return None;
+                    }
+                    endpoint.addrs.push(addr);
                 }
                 _ => {}
             }
@@ -167,7 +178,7 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_are_typed_and_written_back_as_they_were() {
+    fn endpoints_are_typed_and_written_back() {
         assert_eq!(parse("http://127.0.0.1:8787"), Endpoint::Http("http://127.0.0.1:8787".into()));
         assert_eq!(parse("https://agent.example/mesh/"), Endpoint::Http("https://agent.example/mesh".into()));
         let id = "ab".repeat(32);
@@ -209,6 +220,10 @@ mod tests {
             format!("iroh:{id}?relay=ftp%3A%2F%2Fr.example"),
             format!("iroh:{id}?relay=https%3A%2F%2Fr.example%2F%3Fx%3D1"),
             format!("iroh:{id}?addr=127.0.0.1:1 "),
+            format!("iroh:{id}?addr=0.0.0.0%3A4433"),
+            format!("iroh:{id}?addr=127.0.0.1%3A0"),
+            format!("iroh:{id}?addr=%5Bff02%3A%3A1%5D%3A4433"),
+            format!("iroh:{id}?later=x#frag"),
             too_many,
         ] {
             assert_eq!(parse(&bad), Endpoint::Other(bad.clone()), "{bad}");

@@ -2,10 +2,11 @@
 //! variables (`AGENTMESH_LISTEN`, `AGENTMESH_ENDPOINT`, `AGENTMESH_CA_FILE`), then by
 //! command-line flags.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// Node configuration. Every field has a default; `config.toml` may set any subset.
@@ -87,8 +88,9 @@ pub struct Config {
     /// or trickling its request head) is closed to make room; a newcomer is turned away only when
     /// none is idle. Default 1,024.
     pub max_connections: usize,
-    /// Peer API connections from one IP address (an IPv6 /64 counts as one) at once (its own
-    /// oldest idle one makes room for a new one). Default 128.
+    /// Peer API connections from one client at once: an IP address (an IPv6 /64 counts as one),
+    /// or the key of a carrier that names peers by key (its own oldest idle one makes room for a
+    /// new one). Default 128.
     pub max_connections_per_ip: usize,
     /// Of `max_connections`, how many (at most half) only addresses our contacts sent new
     /// messages from in the last day may use. Default 128.
@@ -318,6 +320,31 @@ pub struct ConfigError(String);
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8787);
 
 impl Config {
+    /// The networks of `trusted_proxies` (each an address, `127.0.0.1` or `::1`, or a CIDR
+    /// network, `10.0.0.0/8`) and whether `forwarded_header` names `Forwarded` (RFC 7239; any
+    /// case) rather than `X-Forwarded-For`.
+    ///
+    /// Errors: the first entry that is neither, or another header; the message names the key.
+    pub fn trusted_proxies(&self) -> Result<(Vec<IpNet>, bool), String> {
+        let rfc7239 = match self.forwarded_header.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => false,
+            "forwarded" => true,
+            other => {
+                return Err(format!("forwarded_header: {other:?} is neither \"x-forwarded-for\" nor \"forwarded\""));
+            }
+        };
+        let nets = self
+            .trusted_proxies
+            .iter()
+            .map(|e| {
+                e.parse::<IpNet>()
+                    .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("trusted_proxies: {e:?} is not an address or a network (CIDR)"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((nets, rfc7239))
+    }
+
     /// The address the peer API binds: `listen` when set, else the address of `endpoint` when it
     /// is an `http://` URL on a loopback IP (nothing else could serve it), else 127.0.0.1:8787.
     pub fn listen_addr(&self, endpoint: Option<&str>) -> SocketAddr {
@@ -348,6 +375,7 @@ impl Config {
         if let Some(ca_file) = std::env::var_os("AGENTMESH_CA_FILE") {
             config.tls_ca_file = Some(ca_file.into());
         }
+        config.trusted_proxies().map_err(|e| ConfigError(format!("{}: {e}", config_path.display())))?;
         Ok(config)
     }
 }
@@ -380,6 +408,20 @@ mod tests {
         assert_eq!(c.max_attempts, 3);
         assert_eq!(c.freshness_window_secs, 300);
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_out_of_shape_are_a_config_error_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "trusted_proxies = [\"proxy.example\"]\n").expect("write");
+        let refused = Config::load(&path).expect_err("refused");
+        assert!(refused.downcast_ref::<ConfigError>().is_some(), "{refused:#}");
+        assert!(format!("{refused:#}").contains("trusted_proxies: \"proxy.example\""), "{refused:#}");
+        std::fs::write(&path, "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nforwarded_header = \"Forwarded\"\n")
+            .expect("write");
+        let (nets, rfc7239) = Config::load(&path).expect("loads").trusted_proxies().expect("parses");
+        assert_eq!((nets.len(), rfc7239), (2, true));
     }
 }
 

@@ -16,6 +16,8 @@ use std::net::IpAddr;
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
+use crate::Config;
+
 /// The header a trusted proxy writes the client into (`forwarded_header`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum Header {
@@ -34,26 +36,12 @@ pub(crate) struct TrustedProxies {
 }
 
 impl TrustedProxies {
-    /// Parses `trusted_proxies` entries, addresses (`127.0.0.1`, `::1`) or networks
-    /// (`10.0.0.0/8`), and `forwarded_header` (`x-forwarded-for` or `forwarded`, any case).
-    /// Errors: the first entry that is neither, or another header.
-    pub(crate) fn parse(entries: &[String], header: &str) -> Result<Self, String> {
-        let header = match header.to_ascii_lowercase().as_str() {
-            "x-forwarded-for" => Header::XForwardedFor,
-            "forwarded" => Header::Forwarded,
-            other => {
-                return Err(format!("forwarded_header: {other:?} is neither \"x-forwarded-for\" nor \"forwarded\""));
-            }
-        };
-        let nets = entries
-            .iter()
-            .map(|e| {
-                e.parse::<IpNet>()
-                    .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("trusted_proxies: {e:?} is not an address or a network (CIDR)"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(TrustedProxies { nets, header })
+    /// The proxies `config` trusts ([`Config::trusted_proxies`]).
+    ///
+    /// Errors: as [`Config::trusted_proxies`] (which `Config::load` has checked already).
+    pub(crate) fn from_config(config: &Config) -> Result<Self, String> {
+        let (nets, rfc7239) = config.trusted_proxies()?;
+        Ok(TrustedProxies { nets, header: if rfc7239 { Header::Forwarded } else { Header::XForwardedFor } })
     }
 
     /// Whether `ip` is one of the trusted proxies.
@@ -112,6 +100,14 @@ fn x_forwarded_for(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
 mod tests {
     use super::*;
 
+    fn parse(entries: &[String], header: &str) -> Result<TrustedProxies, String> {
+        TrustedProxies::from_config(&Config {
+            trusted_proxies: entries.to_vec(),
+            forwarded_header: header.into(),
+            ..Config::default()
+        })
+    }
+
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -127,7 +123,7 @@ mod tests {
     #[test]
     fn only_trusted_proxies_and_their_own_header_are_believed() {
         let nets: Vec<String> = vec!["127.0.0.2".into(), "10.0.0.0/8".into()];
-        let proxies = TrustedProxies::parse(&nets, "x-forwarded-for").expect("parse");
+        let proxies = parse(&nets, "x-forwarded-for").expect("parse");
         let xff = headers(&[("x-forwarded-for", "198.51.100.7, 10.1.2.3")]);
         assert_eq!(proxies.client(ip("127.0.0.2"), &xff), ip("198.51.100.7"), "the right-most untrusted");
         assert_eq!(proxies.client(ip("127.0.0.3"), &xff), ip("127.0.0.3"), "an untrusted peer's header is ignored");
@@ -141,11 +137,11 @@ mod tests {
         assert_eq!(proxies.client(ip("127.0.0.2"), &HeaderMap::new()), ip("127.0.0.2"));
         assert_eq!(proxies.client(ip("::ffff:127.0.0.2"), &xff), ip("198.51.100.7"), "an IPv4-mapped proxy");
         // A proxy that writes RFC 7239's Forwarded.
-        let rfc = TrustedProxies::parse(&nets, "Forwarded").expect("parse");
+        let rfc = parse(&nets, "Forwarded").expect("parse");
         let fwd = headers(&[("forwarded", "for=192.0.2.60;proto=https, for=\"[2001:db8::1]:4711\"")]);
         assert_eq!(rfc.client(ip("127.0.0.2"), &fwd), ip("2001:db8::1"));
         assert_eq!(rfc.client(ip("127.0.0.2"), &both), ip("192.0.2.60"), "X-Forwarded-For ignored then");
-        assert!(TrustedProxies::parse(&["proxy.example".into()], "x-forwarded-for").is_err());
-        assert!(TrustedProxies::parse(&nets, "x-real-ip").is_err());
+        assert!(parse(&["proxy.example".into()], "x-forwarded-for").is_err());
+        assert!(parse(&nets, "x-real-ip").is_err());
     }
 }

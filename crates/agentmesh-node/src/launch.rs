@@ -119,7 +119,9 @@ pub(crate) type Task = Box<dyn FnOnce(Arc<Node>, CancellationToken) -> BoxFuture
 /// Every node speaks our native protocol and runs the domain's own tasks (the outbox, pruning,
 /// unanswered calls, file transfers, escalation reminders, WAL checkpoints, and the registry
 /// listing and the hooks push when configured); the builder adds carriers (at least one), the
-/// other protocols' adapters and more tasks.
+/// other protocols' adapters and more tasks. Not yet composed: the card always names both
+/// protocols we speak, and the peer router always serves the native, Agent Mesh V1, gossip and
+/// A2A routes, whatever adapters and tasks were added.
 pub(crate) struct NodeBuilder {
     home: Home,
     options: UpOptions,
@@ -215,7 +217,11 @@ impl NodeBuilder {
         let (mut endpoints, mut warnings, mut local_urls, mut lan) = (Vec::new(), Vec::new(), Vec::new(), None);
         for carrier in to_start {
             let name = carrier.name();
-            let started = carrier.start(&cx).await.with_context(|| format!("starting the {name} carrier"))?;
+            // What the owner can fix is said as it is; anything else names the carrier.
+            let started = carrier.start(&cx).await.map_err(|e| match e.downcast::<LaunchError>() {
+                Ok(owner) => anyhow::Error::from(owner),
+                Err(e) => e.context(format!("starting the {name} carrier")),
+            })?;
             outbound.push(started.carrier);
             accepts.extend(started.accept);
             endpoints.extend(started.endpoints.into_iter().filter(|e| !endpoints.contains(e)).collect::<Vec<_>>());
@@ -225,6 +231,17 @@ impl NodeBuilder {
         }
         for warning in &warnings {
             tracing::warn!("{warning}");
+        }
+        // A card over the limits would be refused by every peer: refused here, nothing written.
+        use agentmesh_core::card::{MAX_ENDPOINT_BYTES, MAX_ENDPOINTS};
+        if endpoints.len() > MAX_ENDPOINTS || endpoints.iter().any(|e: &String| e.len() > MAX_ENDPOINT_BYTES) {
+            return Err(LaunchError::InvalidEndpoint(format!(
+                "the carriers would list {} endpoints ({}); a card holds at most {MAX_ENDPOINTS}, each at most \
+                 {MAX_ENDPOINT_BYTES} bytes",
+                endpoints.len(),
+                endpoints.join(", ")
+            ))
+            .into());
         }
 
         let (store, checkpointer) = {
@@ -658,8 +675,8 @@ mod tests {
             .await
             .err()
             .expect("refused");
-        assert!(format!("{refused:#}").contains("starting the refusing carrier"), "{refused:#}");
         assert!(matches!(refused.downcast_ref(), Some(LaunchError::InvalidEndpoint(_))), "{refused:#}");
+        assert_eq!(format!("{refused:#}"), "no peer could reach it", "what the owner can fix is said as it is");
         assert!(!home.db_path().exists() && !home.runtime_path().exists(), "nothing was written");
 
         // The lock was let go: the home starts once a carrier does.
@@ -673,5 +690,52 @@ mod tests {
             .expect("starts");
         shutdown.cancel();
         handle.wait().await.expect("drains");
+    }
+
+    /// A carrier that advertises an endpoint over the card's limit.
+    struct Oversized;
+
+    impl StartCarrier for Oversized {
+        fn name(&self) -> &'static str {
+            "oversized"
+        }
+
+        fn start<'a>(
+            self: Box<Self>,
+            cx: &'a StartContext<'a>,
+        ) -> BoxFuture<'a, Result<crate::carrier::start::Started>> {
+            Box::pin(async move {
+                Ok(crate::carrier::start::Started {
+                    carrier: Arc::new(crate::carrier::http::HttpCarrier::new(cx.http.clone())),
+                    accept: None,
+                    endpoints: vec![format!("http://{}.example", "a".repeat(600))],
+                    local_url: None,
+                    lan: None,
+                    warnings: Vec::new(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_peers_could_not_use_stops_the_start_with_nothing_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = new_home(&dir);
+        for endpoint in ["agent.example:8787", "http://agent.example:8787/?x=1"] {
+            let refused = NodeBuilder::new(home.clone())
+                .options(quiet())
+                .carrier(crate::carrier::http::HttpStart::new(Some(endpoint.into())))
+                .spawn(CancellationToken::new())
+                .await
+                .err()
+                .expect("refused");
+            assert!(matches!(refused.downcast_ref(), Some(LaunchError::InvalidEndpoint(_))), "{refused:#}");
+            assert!(format!("{refused:#}").contains("--endpoint http://"), "says the fix: {refused:#}");
+        }
+        let refused =
+            NodeBuilder::new(home.clone()).options(quiet()).carrier(Oversized).spawn(CancellationToken::new()).await;
+        let refused = refused.err().expect("a card peers would refuse");
+        assert!(matches!(refused.downcast_ref(), Some(LaunchError::InvalidEndpoint(_))), "{refused:#}");
+        assert!(!home.db_path().exists() && !home.runtime_path().exists(), "nothing was written");
     }
 }

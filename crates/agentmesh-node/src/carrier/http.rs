@@ -255,8 +255,7 @@ impl StartCarrier for HttpStart {
                     _ => (None, EndpointSource::Default),
                 };
             let listen = cx.config.listen_addr(chosen.as_deref());
-            let proxies = TrustedProxies::parse(&cx.config.trusted_proxies, &cx.config.forwarded_header)
-                .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
+            let proxies = TrustedProxies::from_config(cx.config).map_err(anyhow::Error::msg)?;
             if chosen.is_none() && listen.ip().is_unspecified() {
                 // Refused before anything binds: the card would advertise 0.0.0.0.
                 check_endpoint(&format!("http://{listen}"), EndpointSource::Default, listen)
@@ -272,6 +271,17 @@ impl StartCarrier for HttpStart {
             let bound = listener.local_addr()?;
             let local_url = format!("http://{bound}");
             let endpoint = chosen.unwrap_or_else(|| local_url.clone());
+            let usable = matches!(endpoint.parse(), Ok(Endpoint::Http(_)));
+            if !usable || endpoint.len() > agentmesh_core::card::MAX_ENDPOINT_BYTES {
+                return Err(LaunchError::InvalidEndpoint(format!(
+                    "the endpoint {endpoint:?} is not a base URL peers can use: give one like `agentmesh up \
+                     --endpoint http://<this host's address>:{}` (http or https, no query or fragment, at most {} \
+                     bytes)",
+                    bound.port(),
+                    agentmesh_core::card::MAX_ENDPOINT_BYTES
+                ))
+                .into());
+            }
             let warnings = check_endpoint(&endpoint, source, bound).map_err(LaunchError::InvalidEndpoint)?;
             Ok(Started {
                 carrier: Arc::new(HttpCarrier::new(cx.http.clone())),

@@ -1,4 +1,4 @@
-//! A carrier's start-up and inbound side, which the node builder ([`crate::Node::builder`])
+//! A carrier's start-up and inbound side, which the node builder ([`crate::launch::NodeBuilder`])
 //! drives: [`StartCarrier`] starts a carrier with what the node knows before it exists and
 //! yields its outbound [`Carrier`], its inbound [`Accept`] and the endpoints the card lists.
 //! These are the edge's business (they bind sockets and serve the peer API's router); the
@@ -56,7 +56,7 @@ pub(crate) struct Started {
     pub(crate) warnings: Vec<String>,
 }
 
-/// A carrier as the node builder takes it ([`crate::Node::builder`]): started once, after the
+/// A carrier as the node builder takes it ([`crate::launch::NodeBuilder`]): started once, after the
 /// home is locked and before the database opens, so a carrier that cannot start (its address in
 /// use, an endpoint no peer could reach) stops the start with nothing written.
 pub(crate) trait StartCarrier: Send {
