@@ -216,6 +216,11 @@ impl Adapters {
         found.map(|t| &**t).unwrap_or(&NONE)
     }
 
+    /// Whether an adapter of `protocol` is registered.
+    pub fn speaks(&self, protocol: Protocol) -> bool {
+        self.0.iter().any(|a| a.protocol() == protocol)
+    }
+
     /// Every adapter, in the order registered.
     pub fn all(&self) -> impl Iterator<Item = &dyn Adapter> {
         self.0.iter().map(|t| &**t)

@@ -56,6 +56,7 @@ pub(crate) async fn fixture() -> Fixture {
         &state.identity,
         &home.load_profile().expect("profile"),
         &["http://127.0.0.1:8".into()],
+        &crate::launch::standard_adapters(),
     );
     let store = Store::open_in_memory().expect("store");
     let contact = Identity::generate();

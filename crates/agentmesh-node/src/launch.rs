@@ -119,9 +119,8 @@ pub(crate) type Task = Box<dyn FnOnce(Arc<Node>, CancellationToken) -> BoxFuture
 /// Every node speaks our native protocol and runs the domain's own tasks (the outbox, pruning,
 /// unanswered calls, file transfers, escalation reminders, WAL checkpoints, and the registry
 /// listing and the hooks push when configured); the builder adds carriers (at least one), the
-/// other protocols' adapters and more tasks. Not yet composed: the card always names both
-/// protocols we speak, and the peer router always serves the native, Agent Mesh V1, gossip and
-/// A2A routes, whatever adapters and tasks were added.
+/// other protocols' adapters and more tasks. The card names the protocols of the adapters added
+/// and the peer API serves their routes; the gossip and A2A routes are always served.
 pub(crate) struct NodeBuilder {
     home: Home,
     options: UpOptions,
@@ -257,7 +256,8 @@ impl NodeBuilder {
         };
         let released = store.release_leases(now_ms() as i64)?;
 
-        let card = service::keys::card_for(&key_state.identity, &profile, &endpoints);
+        let adapters = Adapters::new(adapters);
+        let card = service::keys::card_for(&key_state.identity, &profile, &endpoints, &adapters);
         let keys = Keys { identity: key_state.identity, card, previous: key_state.previous };
         let db = Db::spawn(store).context("starting the database thread")?;
         let node = Arc::new(Node::assemble(Parts {
@@ -265,7 +265,7 @@ impl NodeBuilder {
             config,
             endpoints,
             db,
-            adapters: Adapters::new(adapters),
+            adapters,
             carriers: Carriers::new(outbound),
             warnings,
         }));
@@ -644,6 +644,9 @@ mod tests {
             client.get(format!("{base}/v1/card")).send().await.expect("card").json().await.expect("json");
         card.verify().expect("the card is signed");
         assert_eq!(card.endpoints, std::slice::from_ref(&base), "the card lists the carrier's endpoint");
+        assert_eq!(card.protocols, [agentmesh_core::PROTOCOL_NATIVE], "built without Agent Mesh V1");
+        let v1 = client.get(format!("{base}/agent-mesh/discovery")).send().await.expect("answered");
+        assert_eq!(v1.status().as_u16(), 404, "nor are its routes served");
         assert_eq!(card.agent_id.to_string(), handle.info().agent_id);
 
         let again = NodeBuilder::new(home.clone())

@@ -12,16 +12,13 @@ use crate::error::Error;
 use crate::extract::PeerRemote;
 use crate::{Node, a2a, compat, gossip, native};
 
-/// Builds the peer API router.
+/// Builds the peer API router: the routes of each protocol the node has an adapter for.
 pub(crate) fn router(node: Arc<Node>) -> Router {
-    Router::new()
-        .merge(native::router())
-        .merge(a2a::router())
-        .merge(gossip::router())
-        .merge(compat::agent_mesh_v1::router())
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::disable())
-        .with_state(node)
+    let mut router = Router::new().merge(native::router()).merge(a2a::router()).merge(gossip::router());
+    if node.adapters().speaks(agentmesh_core::Protocol::AgentMeshV1) {
+        router = router.merge(compat::agent_mesh_v1::router());
+    }
+    router.fallback(not_found).layer(DefaultBodyLimit::disable()).with_state(node)
 }
 
 async fn not_found(State(node): State<Arc<Node>>, PeerRemote(remote): PeerRemote) -> ApiError {

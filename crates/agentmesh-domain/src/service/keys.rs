@@ -4,23 +4,24 @@ use std::sync::Arc;
 
 use agentmesh_api::TrustState;
 use agentmesh_api::control::RotateReply;
-use agentmesh_core::{AgentCard, Identity, PROTOCOL_AGENT_MESH_V1, PROTOCOL_NATIVE};
+use agentmesh_core::{AgentCard, Identity};
 
-use crate::adapter::{Capability, Outgoing};
+use crate::adapter::{Adapters, Capability, Outgoing};
 use crate::error::Error;
 use crate::home::{Home, Profile};
 use crate::{Keys, Node};
 
 const ANNOUNCED_KEY: &str = "announced_fingerprint";
 
-/// Our card for `identity` as `profile` describes it, listing `endpoints` (in order of preference).
-pub fn card_for(identity: &Identity, profile: &Profile, endpoints: &[String]) -> AgentCard {
+/// Our card for `identity` as `profile` describes it, listing `endpoints` (in order of
+/// preference) and the protocols of `adapters` (in the order they were registered).
+pub fn card_for(identity: &Identity, profile: &Profile, endpoints: &[String], adapters: &Adapters) -> AgentCard {
     AgentCard::new(
         identity,
         &profile.name,
         endpoints.to_vec(),
         profile.capabilities.clone(),
-        vec![PROTOCOL_NATIVE.into(), PROTOCOL_AGENT_MESH_V1.into()],
+        adapters.all().map(|a| a.protocol().as_str().to_owned()).collect(),
         profile.created_at,
     )
 }
@@ -37,7 +38,7 @@ pub async fn rotate(node: &Arc<Node>, home: &Home) -> Result<RotateReply, Error>
     .await
     .map_err(Error::internal)?
     .map_err(|e| Error::internal(format!("{e:#}")))?;
-    let card = card_for(&state.identity, &profile, node.endpoints());
+    let card = card_for(&state.identity, &profile, node.endpoints(), node.adapters());
     let fingerprint = state.identity.fingerprint().to_string();
     let key_rotations = state.identity.rotations().len();
     let previous_key_until = state.previous.as_ref().map(|(_, until)| *until as i64);
