@@ -396,6 +396,18 @@ fn signed_by(env: &Inbound, key: &[u8; 32]) -> bool {
     key.verify_strict(&env.signed, &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
 }
 
+/// [`trust::admit`] as the refusal the sender is answered with.
+fn admit(state: Option<TrustState>, kind: EnvelopeKind, from: &PeerId) -> Result<(), Error> {
+    trust::admit(state, kind).map_err(|code| {
+        let message = match code {
+            ErrorCode::BlockedSender => format!("{from} is blocked"),
+            ErrorCode::UnknownSender => format!("{from} is not a contact of this agent; send a contact request first"),
+            _ => format!("{from} has not been approved as a contact"),
+        };
+        Error::refused(code, message)
+    })
+}
+
 enum Checked {
     Replay(String),
     New(Box<Verified>),
@@ -418,17 +430,7 @@ fn sender(
         cache.insert(*bytes, key);
         Ok(key)
     };
-    let state = peer.as_ref().map(|p| p.trust);
-    if let Err(code) = trust::admit(state, env.kind) {
-        let message = match code {
-            ErrorCode::BlockedSender => format!("{} is blocked", env.from),
-            ErrorCode::UnknownSender => {
-                format!("{} is not a contact of this agent; send a contact request first", env.from)
-            }
-            _ => format!("{} has not been approved as a contact", env.from),
-        };
-        return Err(Error::refused(code, message));
-    }
+    admit(peer.as_ref().map(|p| p.trust), env.kind, &env.from)?;
     // A removed peer's pin was dropped: it is a stranger again.
     let pinned = peer.as_ref().filter(|p| p.trust != TrustState::Removed);
     if let Some(p) = pinned
@@ -531,8 +533,13 @@ fn store(tx: &Tx<'_>, accepted: Vec<Verified>, settings: &Settings) -> Vec<(usiz
 }
 
 fn store_one(tx: &Tx<'_>, v: Verified, settings: &Settings) -> Result<String, Error> {
-    let Verified { inbound, sender, payload, answer, .. } = v;
+    let Verified { inbound, mut sender, payload, answer, .. } = v;
     let from = &inbound.from;
+    // Trust may have moved since the checks ran (our owner blocked or removed the sender in
+    // between, or an earlier envelope of this batch changed it): the stored row is read again in
+    // the transaction that stores, and admitted again.
+    sender.peer = tx.peer(from)?;
+    admit(sender.peer.as_ref().map(|p| p.trust), inbound.kind, from)?;
     // Known before it wrote: found by our owner's discovery (a scan, the LAN) and not refused
     // since; never a row the peer's own requests made (whatever state it moves that row back to)
     // nor a gossip record, which anyone can mint. Such senders may use the share of pending

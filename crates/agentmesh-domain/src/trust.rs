@@ -379,7 +379,7 @@ pub fn step(current: &Relation, input: Input<'_>, fresh: &str) -> Result<Step, R
                 code: code.map(str::to_owned),
             };
             match current.state {
-                // Admission refuses them; nothing to do if one slips through.
+                // Admission refuses them, in the transaction that stores (the pipeline admits again).
                 Blocked => return same(),
                 Trusted | RequestedOut => {
                     // Both want contact (or it lost its side of an existing one): approve.
