@@ -108,6 +108,9 @@ codes! {
     KeyMismatch = "key_mismatch",
     /// The sender presents a key it has rotated away from.
     SupersededKey = "superseded_key",
+    /// The envelope came over a carrier that authenticates nodes by key (iroh), from a key that
+    /// the sender's signed card does not list as one of its endpoints.
+    EndpointMismatch = "endpoint_mismatch",
     /// No such route, request, message or peer.
     NotFound = "not_found",
     /// The request body did not arrive in time.

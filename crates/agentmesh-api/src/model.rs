@@ -252,6 +252,29 @@ pub struct Peer {
     /// After its key rotation, its previous key is honoured until then, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_key_until: Option<i64>,
+    /// The path this node last reached it on, while that path works (`peers`, `check`); absent
+    /// when nothing was sent to it since the node started, or its last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PeerPath>,
+}
+
+/// How a peer is reached: which of its endpoints, which carrier, and how the bytes go.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerPath {
+    /// The carrier: `http` or `iroh`.
+    pub carrier: String,
+    /// `http` (a TCP connection to its URL), `direct` (QUIC straight to one of its addresses,
+    /// a hole punched where NATs are in the way) or `relayed` (through a relay server).
+    pub kind: String,
+    /// The endpoint of its card in use.
+    pub endpoint: String,
+    /// The address (`direct`) or relay URL (`relayed`) the connection runs through, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// Round-trip time, microseconds: QUIC's live estimate for iroh, the last exchange's time to
+    /// its answer for HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<u64>,
 }
 
 impl Peer {

@@ -9,7 +9,7 @@
 //! | scheme | form | variant |
 //! |---|---|---|
 //! | `http`, `https` | a base URL: `http(s)://host[:port][/path]`, no query, no fragment | [`Endpoint::Http`] |
-//! | `iroh` | `iroh:<64 lowercase hex>[?relay=<url>&addr=<ip:port>…]`: the node's iroh endpoint id (its Ed25519 public key), then where to dial it | [`Endpoint::Iroh`] |
+//! | `iroh` | `iroh:<64 lowercase hex>[?relay=<url>&addr=<ip:port>…]`: the node's iroh endpoint id (the Ed25519 public key of its iroh endpoint: not the agent's key, bound to the agent by the signed card that lists it), then where to dial it | [`Endpoint::Iroh`] |
 //! | anything else | as written | [`Endpoint::Other`] |
 //!
 //! An iroh endpoint's query is `application/x-www-form-urlencoded` (WHATWG URL §5): each `relay`
@@ -35,7 +35,8 @@ pub const MAX_IROH_ADDRS: usize = 8;
 /// An iroh endpoint: who (the id) and where to dial it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct IrohEndpoint {
-    /// The endpoint id: the node's 32-byte Ed25519 public key.
+    /// The endpoint id: the 32-byte Ed25519 public key its iroh endpoint authenticates with
+    /// (TLS with raw public keys, RFC 7250), bound to the agent by the card that lists it.
     pub id: [u8; 32],
     /// Relay servers it is reachable through (http(s) URLs), in order of preference.
     pub relays: Vec<String>,
@@ -121,6 +122,17 @@ impl Endpoint {
     pub fn http_base(&self) -> Option<&str> {
         match self {
             Endpoint::Http(base) => Some(base),
+            _ => None,
+        }
+    }
+}
+
+impl Endpoint {
+    /// The 32-byte public key a carrier authenticates the node by at this endpoint (an iroh
+    /// endpoint id); `None` for endpoints reached by address (http(s)).
+    pub fn transport_key(&self) -> Option<[u8; 32]> {
+        match self {
+            Endpoint::Iroh(iroh) => Some(iroh.id),
             _ => None,
         }
     }

@@ -208,6 +208,64 @@ pub struct Config {
     pub mcp_file_roots: Vec<std::path::PathBuf>,
     /// Push events to an OpenClaw gateway's webhooks (`[hooks]`); default none.
     pub hooks: Option<HooksConfig>,
+    /// Be reachable over iroh (QUIC with hole punching and relays; `[iroh]`), besides HTTP.
+    /// Default none: HTTP only.
+    pub iroh: Option<IrohConfig>,
+}
+
+/// `[iroh]`: the iroh carrier. Peers dial the node by its iroh endpoint id (the public half of
+/// `<home>/iroh.key`, listed in the signed card), directly when they can reach one of its
+/// addresses or a hole can be punched, else through one of `relays`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IrohConfig {
+    /// The UDP address the endpoint binds. Default `127.0.0.1:0` (loopback, any free port):
+    /// bind `0.0.0.0:<port>` (or `[::]:<port>`) on purpose to be reached from other machines.
+    pub listen: SocketAddr,
+    /// Relay servers (http(s) URLs, at most 4; `agentmesh relay serve` runs one) the node keeps
+    /// a connection to, so peers behind NATs reach it and holes get punched. Default none: only
+    /// direct addresses.
+    pub relays: Vec<String>,
+    /// Direct UDP addresses to advertise in the card (e.g. a forwarded public port), at most 8.
+    /// Default none: the addresses the endpoint finds on its own interfaces at start-up.
+    pub addrs: Vec<SocketAddr>,
+    /// List the iroh endpoint before the HTTP one in the card, so peers try it first. Default
+    /// true (iroh goes direct whenever it can, and reaches through NATs when HTTP cannot).
+    pub first: bool,
+}
+
+impl Default for IrohConfig {
+    fn default() -> Self {
+        IrohConfig {
+            listen: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
+            relays: Vec::new(),
+            addrs: Vec::new(),
+            first: true,
+        }
+    }
+}
+
+impl IrohConfig {
+    /// Checks `relays` (http(s) URLs, at most 4) and `addrs` (dialable, at most 8).
+    ///
+    /// Errors: what is wrong, naming the key.
+    pub fn check(&self) -> Result<(), String> {
+        use agentmesh_core::endpoint::{Endpoint, MAX_IROH_ADDRS, MAX_IROH_RELAYS};
+        if self.relays.len() > MAX_IROH_RELAYS {
+            return Err(format!("iroh.relays: at most {MAX_IROH_RELAYS} relays"));
+        }
+        if let Some(bad) = self.relays.iter().find(|r| !matches!(r.parse(), Ok(Endpoint::Http(_)))) {
+            return Err(format!("iroh.relays: {bad:?} is not an http(s) URL"));
+        }
+        if self.addrs.len() > MAX_IROH_ADDRS {
+            return Err(format!("iroh.addrs: at most {MAX_IROH_ADDRS} addresses"));
+        }
+        if let Some(bad) = self.addrs.iter().find(|a| a.ip().is_unspecified() || a.ip().is_multicast() || a.port() == 0)
+        {
+            return Err(format!("iroh.addrs: {bad} cannot be dialled (unspecified, multicast or port 0)"));
+        }
+        Ok(())
+    }
 }
 
 /// `[hooks]`: events pushed to an OpenClaw gateway's webhook endpoint, from the event log (a
@@ -307,6 +365,7 @@ impl Default for Config {
             mcp_allow_trust_changes: false,
             mcp_file_roots: Vec::new(),
             hooks: None,
+            iroh: None,
         }
     }
 }
@@ -376,6 +435,9 @@ impl Config {
             config.tls_ca_file = Some(ca_file.into());
         }
         config.trusted_proxies().map_err(|e| ConfigError(format!("{}: {e}", config_path.display())))?;
+        if let Some(iroh) = &config.iroh {
+            iroh.check().map_err(|e| ConfigError(format!("{}: {e}", config_path.display())))?;
+        }
         Ok(config)
     }
 }

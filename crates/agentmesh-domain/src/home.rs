@@ -323,6 +323,22 @@ impl Home {
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", self.profile_path().display()))
     }
 
+    /// The 32-byte secret key of a carrier that names this node by a key of its own (`iroh`:
+    /// its endpoint key), from `keys/<carrier>.key` (base64, 0600), made from the system's
+    /// randomness and written there the first time. It is not the agent's key: the signed card
+    /// binds its public half to the agent, and it stays the same across key rotations.
+    ///
+    /// Errors: the file cannot be read or written, is readable by others, or holds no 32-byte key.
+    pub fn carrier_key(&self, carrier: &str) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+        let path = self.keys_dir().join(format!("{carrier}.key"));
+        if !path.exists() {
+            let fresh = zeroize::Zeroizing::new(rand::random::<[u8; 32]>());
+            create_private_dir(&self.keys_dir())?;
+            write_private(&path, zeroize::Zeroizing::new(b64::encode(*fresh)).as_bytes())?;
+        }
+        Ok(zeroize::Zeroizing::new(read_secret(&path)?))
+    }
+
     /// Reads `node.json` and `control.token` of the running node, if any.
     pub fn runtime(&self) -> Option<(RuntimeInfo, String)> {
         let info: RuntimeInfo = serde_json::from_slice(&fs::read(self.runtime_path()).ok()?).ok()?;

@@ -11,6 +11,8 @@
 //!    with: the pinned key, or for card-carrying kinds the card's key when it is the pinned one,
 //!    a rotation from it, or a new sender's (a key that is none of these is 403 `key_mismatch`,
 //!    a key it rotated away from 403 `superseded_key`);
+//!    an envelope that came over a carrier authenticating nodes by key (iroh) must come from a
+//!    key the sender's card lists as its endpoint (403 `endpoint_mismatch`);
 //! 4. recipient (400 `wrong_recipient`), freshness of `sent_at` (400 `stale_timestamp`, with our
 //!    clock in the answer), expiry (400 `expired`);
 //! 5. the signature (401 `bad_signature`), batched;
@@ -270,6 +272,18 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Inbound>) -> Vec<Result<St
         }
         let rotations = node.adapters().get(env.protocol).can(Capability::KeyRotation);
         let checked = sender(&env, peer, rotations, &mut key_cache, now as i64).and_then(|sender| {
+            if let Some(crate::remote::Remote::Key(key)) = env.remote
+                && !endpoint_bound(&env, &sender, key)
+            {
+                return Err(Error::Refused {
+                    code: ErrorCode::EndpointMismatch,
+                    message: format!(
+                        "this connection's key {} is not an endpoint of {}'s card",
+                        hex::encode(key),
+                        env.from
+                    ),
+                });
+            }
             if let Some(to) = env.to
                 && to != me
             {
@@ -388,6 +402,20 @@ pub async fn process(node: &Arc<Node>, envelopes: Vec<Inbound>) -> Vec<Result<St
         results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::internal("envelope left unprocessed")))).collect();
     tracing::debug!(received = n, refused = results.iter().filter(|r| r.is_err()).count(), "processed envelopes");
     results
+}
+
+/// Whether the transport key `key` (32 bytes) a carrier authenticated the sender of `env` by is
+/// one of the sender's endpoints: listed by the card it presents, or by the one we pinned. A
+/// card is signed by the agent's key (checked later, with the envelope's signature), so a node
+/// cannot speak over another agent's endpoint.
+fn endpoint_bound(env: &Inbound, sender: &Sender, key: [u8; 32]) -> bool {
+    let presented = env.presented.as_ref().map(|p| &p.peer);
+    presented.into_iter().chain(sender.peer.as_ref()).any(|peer| {
+        std::iter::once(&peer.endpoint)
+            .chain(&peer.endpoints)
+            .filter_map(|e| e.parse::<agentmesh_core::endpoint::Endpoint>().ok())
+            .any(|e| e.transport_key() == Some(key))
+    })
 }
 
 /// Whether `env`'s signature verifies under the key `key` (32 bytes).

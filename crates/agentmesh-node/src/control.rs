@@ -241,12 +241,25 @@ async fn withdraw(State(st): State<ControlState>, Path(id): Path<String>) -> Res
 async fn list_peers(State(st): State<ControlState>, q: Result<Query<PeersQuery>, QueryRejection>) -> Reply<PeerList> {
     let q = query(q)?;
     let peers = st.node.db(move |s| Ok(s.peers(q.all)?)).await?;
-    Ok(Json(PeerList { peers: peers.iter().map(|p| p.view()).collect() }))
+    Ok(Json(PeerList { peers: peers.iter().map(|p| view_with_path(&st.node, p)).collect() }))
+}
+
+/// `peer` as the owner sees it, with the path this node reaches it on.
+fn view_with_path(node: &Node, peer: &agentmesh_store::Peer) -> agentmesh_api::Peer {
+    let mut view = peer.view();
+    view.path = node.carriers().path(peer).map(|p| agentmesh_api::PeerPath {
+        carrier: p.carrier.to_owned(),
+        kind: p.kind.to_owned(),
+        endpoint: p.endpoint,
+        via: p.via,
+        rtt_us: p.rtt.map(|d| d.as_micros().min(u128::from(u64::MAX)) as u64),
+    });
+    view
 }
 
 async fn show_peer(State(st): State<ControlState>, Path(peer): Path<String>) -> Reply<PeerReply> {
     let peer = st.node.db(move |s| contacts::resolve(s, &peer)).await?;
-    Ok(Json(PeerReply { peer: peer.view(), told: false, hint: None }))
+    Ok(Json(PeerReply { peer: view_with_path(&st.node, &peer), told: false, hint: None }))
 }
 
 async fn health(State(st): State<ControlState>, Path(peer): Path<String>) -> Reply<HealthReply> {
@@ -256,7 +269,7 @@ async fn health(State(st): State<ControlState>, Path(peer): Path<String>) -> Rep
         Ok(ms) => (true, Some(ms), None),
         Err(e) => (false, None, Some(e)),
     };
-    Ok(Json(HealthReply { peer: peer.view(), reachable, rtt_ms, error }))
+    Ok(Json(HealthReply { peer: view_with_path(&st.node, &peer), reachable, rtt_ms, error }))
 }
 
 async fn change(st: &ControlState, peer: String, change: contacts::Change) -> Reply<PeerReply> {

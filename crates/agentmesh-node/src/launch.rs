@@ -103,6 +103,7 @@ pub async fn launch(home: Home, options: UpOptions, shutdown: CancellationToken)
     NodeBuilder::new(home)
         .options(options)
         .carrier(crate::carrier::http::HttpStart::new(endpoint))
+        .carrier(crate::carrier::iroh::IrohStart)
         .adapter(crate::compat::agent_mesh_v1::V1Adapter)
         .task("gossip", |node, stop| {
             Box::pin(async move { crate::gossip::run(Arc::clone(&node), node.config().bootstrap.clone(), stop).await })
@@ -210,10 +211,17 @@ impl NodeBuilder {
             None => None,
         };
 
-        let cx = StartContext { config: &config, profile: &profile, identity: &key_state.identity, http: &http };
+        let cx = StartContext {
+            home: &home,
+            config: &config,
+            profile: &profile,
+            identity: &key_state.identity,
+            http: &http,
+        };
         let mut outbound: Vec<Arc<dyn Carrier>> = Vec::new();
         let mut accepts: Vec<Box<dyn Accept>> = Vec::new();
         let (mut endpoints, mut warnings, mut local_urls, mut lan) = (Vec::new(), Vec::new(), Vec::new(), None);
+        let mut preferred = 0;
         for carrier in to_start {
             let name = carrier.name();
             // What the owner can fix is said as it is; anything else names the carrier.
@@ -221,13 +229,21 @@ impl NodeBuilder {
                 Ok(owner) => anyhow::Error::from(owner),
                 Err(e) => e.context(format!("starting the {name} carrier")),
             })?;
+            let Some(started) = started else { continue };
             outbound.push(started.carrier);
             accepts.extend(started.accept);
-            endpoints.extend(started.endpoints.into_iter().filter(|e| !endpoints.contains(e)).collect::<Vec<_>>());
+            let new: Vec<String> = started.endpoints.into_iter().filter(|e| !endpoints.contains(e)).collect();
+            if started.preferred {
+                preferred += new.len();
+                endpoints.splice(preferred - new.len()..preferred - new.len(), new);
+            } else {
+                endpoints.extend(new);
+            }
             warnings.extend(started.warnings);
             local_urls.extend(started.local_url);
             lan = lan.or(started.lan);
         }
+        anyhow::ensure!(!outbound.is_empty(), "no carrier was started: the settings turn every one off");
         for warning in &warnings {
             tracing::warn!("{warning}");
         }
@@ -600,7 +616,7 @@ mod tests {
         fn start<'a>(
             self: Box<Self>,
             _: &'a StartContext<'a>,
-        ) -> BoxFuture<'a, Result<crate::carrier::start::Started>> {
+        ) -> BoxFuture<'a, Result<Option<crate::carrier::start::Started>>> {
             Box::pin(async { Err(LaunchError::InvalidEndpoint("no peer could reach it".into()).into()) })
         }
     }
@@ -706,16 +722,17 @@ mod tests {
         fn start<'a>(
             self: Box<Self>,
             cx: &'a StartContext<'a>,
-        ) -> BoxFuture<'a, Result<crate::carrier::start::Started>> {
+        ) -> BoxFuture<'a, Result<Option<crate::carrier::start::Started>>> {
             Box::pin(async move {
-                Ok(crate::carrier::start::Started {
+                Ok(Some(crate::carrier::start::Started {
                     carrier: Arc::new(crate::carrier::http::HttpCarrier::new(cx.http.clone())),
                     accept: None,
                     endpoints: vec![format!("http://{}.example", "a".repeat(600))],
+                    preferred: false,
                     local_url: None,
                     lan: None,
                     warnings: Vec::new(),
-                })
+                }))
             })
         }
     }

@@ -99,6 +99,7 @@ impl Peer {
             first_seen: self.first_seen,
             last_seen: self.last_seen,
             previous_key_until: self.prev_until,
+            path: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::start::{Accept, StartCarrier, StartContext, Started};
+use super::start::{Accept, Admitted, Busy, StartCarrier, StartContext, Started};
 use super::{Carrier, CarrierError, Method, Request, Response};
 use crate::LaunchError;
 use crate::Node;
@@ -183,35 +183,6 @@ async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(11), connections.wait()).await;
 }
 
-/// An admitted peer connection; releases its place in [`crate::admission`] when dropped.
-struct Admitted {
-    node: Arc<Node>,
-    id: u64,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.node.admission().release(self.id);
-    }
-}
-
-/// A request being served on a connection (so the connection is not idle); counted out when
-/// dropped, however the request ends.
-struct Busy(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Busy {
-    fn start(active: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
-        active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Busy(Arc::clone(active))
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 /// Starts the HTTP carrier: the outbound side over the node's client, and the peer API on a TCP
 /// listener (bound from the config unless one is given), advertising one http(s) endpoint.
 ///
@@ -243,7 +214,7 @@ impl StartCarrier for HttpStart {
         "http"
     }
 
-    fn start<'a>(self: Box<Self>, cx: &'a StartContext<'a>) -> BoxFuture<'a, anyhow::Result<Started>> {
+    fn start<'a>(self: Box<Self>, cx: &'a StartContext<'a>) -> BoxFuture<'a, anyhow::Result<Option<Started>>> {
         Box::pin(async move {
             let environment = std::env::var("AGENTMESH_ENDPOINT").ok();
             let (chosen, source) =
@@ -283,14 +254,15 @@ impl StartCarrier for HttpStart {
                 .into());
             }
             let warnings = check_endpoint(&endpoint, source, bound).map_err(LaunchError::InvalidEndpoint)?;
-            Ok(Started {
+            Ok(Some(Started {
                 carrier: Arc::new(HttpCarrier::new(cx.http.clone())),
                 accept: Some(Box::new(HttpAccept::new(listener, proxies))),
                 endpoints: vec![endpoint],
+                preferred: false,
                 local_url: Some(local_url),
                 lan: Some(bound),
                 warnings,
-            })
+            }))
         })
     }
 }

@@ -3,6 +3,7 @@
 //! (`agentmesh_domain::carrier`), re-exported here.
 
 pub(crate) mod http;
+pub(crate) mod iroh;
 pub(crate) mod start;
 
 pub(crate) use agentmesh_domain::carrier::*;

@@ -24,16 +24,18 @@ pub(crate) trait Accept: Send {
     fn serve(self: Box<Self>, app: axum::Router, node: Arc<Node>, stop: CancellationToken) -> BoxFuture<'static, ()>;
 }
 
-/// What a carrier is started with, before the node exists: the settings, the owner's profile,
-/// our identity (a carrier that names nodes by key binds its key to it) and the node's outbound
-/// HTTP client.
+/// What a carrier is started with, before the node exists: the home (a carrier that names nodes
+/// by key keeps its key there), the settings, the owner's profile, our identity and the node's
+/// outbound HTTP client.
 pub(crate) struct StartContext<'a> {
+    /// The node's home.
+    pub(crate) home: &'a crate::home::Home,
     /// Settings, with `agentmesh up`'s flags applied.
     pub(crate) config: &'a crate::Config,
     /// The owner's profile (name, capabilities, the endpoint `init` was given).
     pub(crate) profile: &'a crate::Profile,
     /// Our current keys.
-    #[expect(dead_code, reason = "HTTP needs no key; the iroh carrier binds its endpoint key to it")]
+    #[expect(dead_code, reason = "no carrier needs the agent's keys yet: iroh's key is its own, bound by the card")]
     pub(crate) identity: &'a agentmesh_core::Identity,
     /// The node's outbound client (timeouts set, the extra CA trusted).
     pub(crate) http: &'a reqwest::Client,
@@ -48,6 +50,9 @@ pub(crate) struct Started {
     /// Endpoints the card lists for it, in order of preference (URI strings, as in
     /// [`agentmesh_core::AgentCard::endpoints`]).
     pub(crate) endpoints: Vec<String>,
+    /// The card lists these endpoints before those of carriers started without it (else in the
+    /// order the carriers were added).
+    pub(crate) preferred: bool,
     /// Where this node serves on it, for `node.json` and the log (`http://127.0.0.1:8787`).
     pub(crate) local_url: Option<String>,
     /// A TCP address to advertise on the LAN with mDNS.
@@ -63,8 +68,39 @@ pub(crate) trait StartCarrier: Send {
     /// Its name in logs: `http`.
     fn name(&self) -> &'static str;
 
-    /// Binds or connects what it needs.
+    /// Binds or connects what it needs; `None` when the settings do not ask for it (iroh
+    /// without `[iroh]`).
     ///
     /// Errors: what stops the start; a [`crate::LaunchError`] where the owner can fix it.
-    fn start<'a>(self: Box<Self>, cx: &'a StartContext<'a>) -> BoxFuture<'a, anyhow::Result<Started>>;
+    fn start<'a>(self: Box<Self>, cx: &'a StartContext<'a>) -> BoxFuture<'a, anyhow::Result<Option<Started>>>;
+}
+
+/// An admitted peer connection; releases its place in [`crate::admission`] when dropped.
+pub(crate) struct Admitted {
+    pub(crate) node: Arc<Node>,
+    pub(crate) id: u64,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.node.admission().release(self.id);
+    }
+}
+
+/// A request being served on a connection (so the connection is not idle); counted out when
+/// dropped, however the request ends.
+pub(crate) struct Busy(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Busy {
+    /// Counts a request in on `active`.
+    pub(crate) fn start(active: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(Arc::clone(active))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }

@@ -1,6 +1,6 @@
 //! `peers`, `check`, `block`, `unblock`, `remove`.
 
-use agentmesh_api::{Peer, TrustState};
+use agentmesh_api::{Peer, PeerPath, TrustState};
 use anyhow::Result;
 
 use super::Ctx;
@@ -44,13 +44,31 @@ pub(crate) async fn list(ctx: &Ctx, args: PeersArgs) -> Result<()> {
                 trust(p),
                 p.protocol.to_string(),
                 output::clean(&p.endpoint, false),
+                p.path.as_ref().map(path).unwrap_or_else(|| "-".into()),
                 output::short_fingerprint(&p.fingerprint),
                 output::time(p.last_seen),
             ]
         })
         .collect();
-    output::table(&["AGENT ID", "NAME", "TRUST", "PROTOCOL", "ENDPOINT", "FINGERPRINT", "LAST SEEN (UTC)"], &rows);
+    output::table(
+        &["AGENT ID", "NAME", "TRUST", "PROTOCOL", "ENDPOINT", "PATH", "FINGERPRINT", "LAST SEEN (UTC)"],
+        &rows,
+    );
     Ok(())
+}
+
+/// `iroh direct 127.0.0.1:7843 (RTT 0.4 ms)`, `iroh relayed https://relay.example (RTT 31.0 ms)`,
+/// `http http://127.0.0.1:8787 (RTT 1.2 ms)`.
+pub(crate) fn path(p: &PeerPath) -> String {
+    let how = match (&p.kind, &p.via) {
+        (kind, _) if *kind == p.carrier => format!("{} {}", p.carrier, output::clean(&p.endpoint, false)),
+        (kind, Some(via)) => format!("{} {kind} {}", p.carrier, output::clean(via, false)),
+        (kind, None) => format!("{} {kind}", p.carrier),
+    };
+    match p.rtt_us {
+        Some(us) => format!("{how} (RTT {:.1} ms)", us as f64 / 1000.0),
+        None => how,
+    }
 }
 
 pub(crate) async fn check(ctx: &Ctx, peer: &str) -> Result<()> {
@@ -63,7 +81,11 @@ pub(crate) async fn check(ctx: &Ctx, peer: &str) -> Result<()> {
     let who = format!("{} ({})", output::clean(&reply.peer.display_name(), false), reply.peer.agent_id);
     match (reply.reachable, reply.rtt_ms) {
         (true, Some(ms)) => {
-            output::line(&format!("{who} answers at {} with the pinned key ({ms} ms).", reply.peer.endpoint))
+            let over = match &reply.peer.path {
+                Some(p) => path(p),
+                None => output::clean(&reply.peer.endpoint, false),
+            };
+            output::line(&format!("{who} answers with the pinned key in {ms} ms, over {over}."))
         }
         _ => output::line(&format!(
             "{who} does not answer at {} as pinned: {}",
