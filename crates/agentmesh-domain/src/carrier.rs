@@ -223,6 +223,26 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 /// The longest it is passed over.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// A request dropped unanswered after this long counts against its path.
+pub const GAVE_UP_AFTER: Duration = Duration::from_secs(1);
+
+/// A request on its way; notes its path as failed when dropped unanswered after
+/// [`GAVE_UP_AFTER`].
+struct Waiting<'a> {
+    carriers: &'a Carriers,
+    endpoint: &'a Endpoint,
+    started: Instant,
+    armed: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.armed && self.started.elapsed() >= GAVE_UP_AFTER {
+            self.carriers.note(self.endpoint, None);
+        }
+    }
+}
+
 /// How one endpoint has fared lately.
 #[derive(Clone, Debug, Default)]
 struct Health {
@@ -276,10 +296,13 @@ impl Carriers {
         match self.reaching(endpoint) {
             Some(carrier) => {
                 let path = request.path.clone();
-                let started = Instant::now();
+                // A caller that gives up waiting (a stalled download, a shutdown) drops this
+                // future: a path that kept it waiting that long counts as failed.
+                let mut waiting = Waiting { carriers: self, endpoint, started: Instant::now(), armed: true };
                 let sent = carrier.send(endpoint, request).await;
+                waiting.armed = false;
                 match &sent {
-                    Ok(_) => self.note(endpoint, Some(started.elapsed())),
+                    Ok(_) => self.note(endpoint, Some(waiting.started.elapsed())),
                     Err(e) => {
                         tracing::debug!(carrier = carrier.name(), %endpoint, %path, error = %e, "no answer");
                         self.note(endpoint, None);

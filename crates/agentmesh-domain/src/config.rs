@@ -1,6 +1,6 @@
 //! Node settings: safe local defaults, overridden by `<home>/config.toml`, then by environment
-//! variables (`AGENTMESH_LISTEN`, `AGENTMESH_ENDPOINT`, `AGENTMESH_CA_FILE`), then by
-//! command-line flags.
+//! variables (`AGENTMESH_LISTEN`, `AGENTMESH_ENDPOINT`, `AGENTMESH_CA_FILE`,
+//! `AGENTMESH_IROH_LISTEN`), then by command-line flags.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -209,7 +209,8 @@ pub struct Config {
     /// Push events to an OpenClaw gateway's webhooks (`[hooks]`); default none.
     pub hooks: Option<HooksConfig>,
     /// Be reachable over iroh (QUIC with hole punching and relays; `[iroh]`), besides HTTP.
-    /// Default none: HTTP only.
+    /// Default none: HTTP only. The environment variable `AGENTMESH_IROH_LISTEN` (a UDP
+    /// address) turns it on, or overrides `[iroh] listen`.
     pub iroh: Option<IrohConfig>,
 }
 
@@ -433,6 +434,12 @@ impl Config {
         }
         if let Some(ca_file) = std::env::var_os("AGENTMESH_CA_FILE") {
             config.tls_ca_file = Some(ca_file.into());
+        }
+        if let Ok(listen) = std::env::var("AGENTMESH_IROH_LISTEN") {
+            let listen = listen
+                .parse()
+                .map_err(|_| ConfigError(format!("AGENTMESH_IROH_LISTEN={listen:?} is not a UDP address")))?;
+            config.iroh.get_or_insert_with(IrohConfig::default).listen = listen;
         }
         config.trusted_proxies().map_err(|e| ConfigError(format!("{}: {e}", config_path.display())))?;
         if let Some(iroh) = &config.iroh {

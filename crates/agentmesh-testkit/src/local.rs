@@ -59,6 +59,17 @@ pub struct LocalNode {
     exe: PathBuf,
 }
 
+/// The carrier the tests run over: `AGENTMESH_TEST_CARRIER` (`http`, the default, or `iroh`).
+///
+/// Panics on any other value: a typo must not run the suites over HTTP unnoticed.
+pub fn carrier() -> &'static str {
+    match std::env::var("AGENTMESH_TEST_CARRIER").as_deref() {
+        Ok("iroh") => "iroh",
+        Ok("http") | Err(_) => "http",
+        Ok(other) => panic!("AGENTMESH_TEST_CARRIER={other:?}: expected http or iroh"),
+    }
+}
+
 /// Runs `agentmesh --home HOME init --name NAME [--capability C]...`.
 pub fn init(exe: &Path, home: &Path, name: &str, capabilities: &[&str]) -> Result<(), LocalError> {
     let mut cmd = Command::new(exe);
@@ -81,7 +92,8 @@ pub fn init(exe: &Path, home: &Path, name: &str, capabilities: &[&str]) -> Resul
 
 impl LocalNode {
     /// Starts `agentmesh up --listen LISTEN` for `home` and waits (up to 20 s) until its control
-    /// API answers. Extra environment variables (e.g. `RUST_LOG`) may be given.
+    /// API answers. Extra environment variables (e.g. `RUST_LOG`) may be given; one with an
+    /// empty value is unset.
     pub async fn start(exe: &Path, home: &Path, listen: &str, env: &[(&str, &str)]) -> Result<Self, LocalError> {
         let log = home.join("node.log");
         let log_file = std::fs::OpenOptions::new()
@@ -96,8 +108,18 @@ impl LocalNode {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);
+        // The suites run over iroh too: `AGENTMESH_TEST_CARRIER=iroh` gives every node an iroh
+        // endpoint on loopback, listed first in its card, so peers reach each other over it.
+        if carrier() == "iroh" {
+            cmd.env("AGENTMESH_IROH_LISTEN", "127.0.0.1:0");
+        }
+        // An empty value unsets the variable (`("AGENTMESH_IROH_LISTEN", "")`: HTTP only).
         for (k, v) in env {
-            cmd.env(k, v);
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         let child = cmd.spawn().map_err(|source| LocalError::Spawn { what: "agentmesh up".into(), source })?;
         let pid = child.id();

@@ -64,6 +64,10 @@ pub(crate) enum Command {
     /// Run a registry server.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// Run a relay server for iroh: agents behind NATs keep a connection to it, reach each
+    /// other through it and punch holes with its help. It forwards sealed bytes only.
+    #[command(subcommand)]
+    Relay(RelayCommand),
     /// Probe HTTP endpoints for agents (native card, then Agent Mesh V1 discovery) and record
     /// what answers as discovered (never trusted).
     Scan(ScanArgs),
@@ -338,6 +342,43 @@ pub(crate) enum RegistryCommand {
     /// Measure search latency and heartbeat ingest with many agents.
     #[cfg(feature = "dev-tools")]
     Bench(RegistryBenchArgs),
+}
+
+/// `relay` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RelayCommand {
+    /// Serve the relay in the foreground: HTTPS (the relay protocol), plain HTTP (captive-portal
+    /// probes) and QUIC address discovery.
+    Serve(RelayServeArgs),
+}
+
+/// `relay serve` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct RelayServeArgs {
+    /// Address of the HTTPS listener agents connect to (`[iroh] relays = ["https://<host>:<port>"]`).
+    #[arg(long, default_value = "127.0.0.1:3443")]
+    pub(crate) https: SocketAddr,
+    /// Address of the plain HTTP listener (captive-portal probes; nothing relayed).
+    #[arg(long, default_value = "127.0.0.1:3340")]
+    pub(crate) http: SocketAddr,
+    /// UDP address of QUIC address discovery (agents learn their public address from it; they
+    /// look for it on port 7842 of the relay's host).
+    #[arg(long, default_value = "127.0.0.1:7842")]
+    pub(crate) quic: SocketAddr,
+    /// Serve no QUIC address discovery.
+    #[arg(long)]
+    pub(crate) no_quic: bool,
+    /// PEM certificate chain for HTTPS (with `--key`) [default: a self-signed certificate for
+    /// `--hostname`, kept in <home>/relay/].
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// PEM private key of `--cert` (mode 0600).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+    /// Names (DNS names or IP addresses) the self-signed certificate is for; repeatable
+    /// [default: localhost and 127.0.0.1].
+    #[arg(long = "hostname", value_name = "NAME")]
+    pub(crate) hostnames: Vec<String>,
 }
 
 /// `registry serve` arguments.

@@ -367,9 +367,28 @@ pub async fn request_contact(node: &Arc<Node>, args: ContactArgs) -> Result<Cont
         check_alias_shape(alias)?;
     }
     let target = args.to.trim().to_owned();
-    let fetched = if target.starts_with("http://") || target.starts_with("https://") {
-        let base = normalize_url(&target)?;
+    // An iroh endpoint (`iroh:<id>?addr=…`, from a card passed out of band) is dialled as given.
+    let by_key = match target.parse::<Endpoint>() {
+        Ok(endpoint @ Endpoint::Iroh(_)) if target.len() <= agentmesh_core::card::MAX_ENDPOINT_BYTES => Some(endpoint),
+        _ => None,
+    };
+    let fetched = if target.starts_with("http://") || target.starts_with("https://") || by_key.is_some() {
+        let base = match &by_key {
+            Some(endpoint) => endpoint.to_string(),
+            None => normalize_url(&target)?,
+        };
         let (peer, history) = fetch_peer(node, &base).await?;
+        // The card of a node dialled by key must list that key: else the key is not the agent's.
+        if let Some(key) = by_key.as_ref().and_then(Endpoint::transport_key) {
+            let listed =
+                agentmesh_core::endpoint::parse_all(&peer.endpoints).iter().any(|e| e.transport_key() == Some(key));
+            if !listed {
+                return Err(Error::upstream(
+                    ErrorCode::InvalidCard,
+                    format!("{base} serves the card of {}, which does not list that endpoint", peer.agent_id),
+                ));
+            }
+        }
         if let Some(expected) = &args.agent_id
             && !expected.eq_ignore_ascii_case(peer.agent_id.as_str())
         {

@@ -52,6 +52,9 @@ pub(crate) const ALPN: &[u8] = b"agentmesh/1";
 /// Most connections dialled and kept for reuse; past it, closed ones go first, then any.
 pub(crate) const MAX_CONNECTIONS: usize = 1024;
 
+/// A connection that hears nothing from its peer this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Time allowed for an accepted connection's handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -104,6 +107,13 @@ impl IrohCarrier {
         }
         table.insert(target.id, connection.clone());
         Ok(connection)
+    }
+
+    /// Forgets the connection kept for `id`, closing it.
+    fn forget_id(&self, id: &[u8; 32]) {
+        if let Some(connection) = self.table().remove(id) {
+            connection.close(0u32.into(), b"no answer");
+        }
     }
 
     /// Forgets `connection` for `id` (it failed), unless another took its place.
@@ -192,7 +202,16 @@ impl Carrier for IrohCarrier {
                     .map_err(|e| unsent(format!("request to {}: {e}", request.path)))?;
                 sender.send_request(outgoing).await.map_err(|e| sent(e.to_string()))
             };
-            let answer = tokio::time::timeout_at(deadline, exchange).await.map_err(|_| sent(late()))??;
+            let answer = tokio::time::timeout_at(deadline, exchange).await.unwrap_or_else(|_| Err(sent(late())));
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(e) => {
+                    // The connection may be dead without QUIC knowing yet (the peer's process
+                    // went away): the next request dials afresh.
+                    self.forget_id(&target.id);
+                    return Err(e);
+                }
+            };
             let status = Status(answer.status().as_u16());
             let declared_len = answer
                 .headers()
@@ -337,8 +356,12 @@ impl StartCarrier for IrohStart {
                 RelayMode::Custom(map)
             };
             let roots = trusted_roots(cx.config.tls_ca_file.as_deref())?;
+            // A peer whose process went away is noticed within 15 s (keep-alives every 5 s).
+            let idle = iroh::endpoint::IdleTimeout::try_from(IDLE_TIMEOUT).context("idle timeout")?;
+            let transport = iroh::endpoint::QuicTransportConfig::builder().max_idle_timeout(Some(idle)).build();
             let endpoint = iroh::Endpoint::builder(presets::Minimal)
                 .secret_key(secret)
+                .transport_config(transport)
                 .alpns(vec![ALPN.to_vec()])
                 .clear_ip_transports()
                 .bind_addr(settings.listen)

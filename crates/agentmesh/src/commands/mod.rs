@@ -34,6 +34,7 @@ mod messages;
 mod node;
 mod peers;
 pub(crate) mod registry;
+pub(crate) mod relay;
 mod scan;
 pub(crate) mod tasks;
 
@@ -182,6 +183,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Scan(args) => scan::run(&ctx, args).await,
         Command::Search(args) => registry::search(&ctx, args).await,
         Command::Registry(crate::cli::RegistryCommand::Serve(args)) => registry::serve(&ctx, args).await,
+        Command::Relay(crate::cli::RelayCommand::Serve(args)) => relay::serve(&ctx, args).await,
         #[cfg(feature = "dev-tools")]
         Command::Registry(crate::cli::RegistryCommand::Bench(args)) => bench_registry::bench(&ctx, args).await,
         Command::Discover(args) => scan::discover(&ctx, args).await,

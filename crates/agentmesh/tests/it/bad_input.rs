@@ -19,18 +19,18 @@ struct Fake {
     card: AgentCard,
 }
 
+/// The iroh key fake peers speak from when the suite runs over iroh (their cards list it).
+const FAKE_IROH_SECRET: [u8; 32] = [7; 32];
+
 impl Fake {
     fn new(name: &str) -> Self {
         let id = Identity::generate();
         // Port 9 (discard) on loopback: nothing listens, deliveries to us fail fast.
-        let card = AgentCard::new(
-            &id,
-            name,
-            vec!["http://127.0.0.1:9".into()],
-            vec![],
-            vec![PROTOCOL_NATIVE.into()],
-            now_ms(),
-        );
+        let mut endpoints = vec!["http://127.0.0.1:9".to_owned()];
+        if local::carrier() == "iroh" {
+            endpoints.push(agentmesh_testkit::iroh_peer::endpoint_of(FAKE_IROH_SECRET));
+        }
+        let card = AgentCard::new(&id, name, endpoints, vec![], vec![PROTOCOL_NATIVE.into()], now_ms());
         Fake { id, card }
     }
 
@@ -76,7 +76,28 @@ struct Target {
 }
 
 impl Target {
+    /// POSTs to the node's peer API: over iroh when the suite runs over iroh (from the key the
+    /// fake peers' cards list), unless the body is a stream (those go over HTTP).
     async fn post(&self, route: &str, body: impl Into<reqwest::Body>, content_type: &str) -> (u16, Value, String) {
+        let body: reqwest::Body = body.into();
+        if local::carrier() == "iroh"
+            && let Some(bytes) = body.as_bytes()
+        {
+            let peer = agentmesh_testkit::iroh_peer::IrohPeer::bind_as(FAKE_IROH_SECRET).await.expect("bind");
+            // The card of now: a restarted node listens on another port.
+            let card = self.node.client.card().await.expect("card");
+            let target = card.endpoints.iter().find(|e| e.starts_with("iroh:")).expect("an iroh endpoint");
+            let (status, text) = peer
+                .request(target, "POST", route, Some((bytes.to_vec(), content_type)))
+                .await
+                .unwrap_or_else(|e| panic!("POST {route} over iroh: {e}"));
+            return (status, serde_json::from_str(&text).unwrap_or(Value::Null), text);
+        }
+        self.post_http(route, body, content_type).await
+    }
+
+    /// POSTs to the node's peer API over HTTP.
+    async fn post_http(&self, route: &str, body: impl Into<reqwest::Body>, content_type: &str) -> (u16, Value, String) {
         let r = self
             .http
             .post(format!("{}{route}", self.node.peer_url))
@@ -706,7 +727,9 @@ async fn floods_get_429_with_an_accurate_retry_after() {
     // Contact requests: 3 per hour from one address, then 429 for the real remaining time.
     let fakes: Vec<Fake> = (0..3).map(|_| Fake::new("asker")).collect();
     for (n, fake) in fakes.iter().enumerate() {
-        assert_eq!(t.send(&ask(fake, n as u8)).await.0, 200);
+        // From one address: over HTTP, like the request that follows (it reads the headers).
+        let body = serde_json::to_string(&ask(fake, n as u8)).expect("json");
+        assert_eq!(t.post_http("/v1/contact-request", body, "application/json").await.0, 200);
     }
     let before = counts(&t.node.home);
     let response = t
@@ -873,7 +896,8 @@ fn uuid_hex() -> String {
 impl Target {
     /// A V1 refusal: status, V1 error code, nothing stored.
     async fn v1_refused(&self, what: &str, route: &str, body: Value, status: u16, code: &str, before: &[(&str, i64)]) {
-        let (got, reply, text) = self.post(route, body.to_string(), "application/json").await;
+        // V1 agents speak HTTP only.
+        let (got, reply, text) = self.post_http(route, body.to_string(), "application/json").await;
         assert_eq!(
             (got, reply["ok"].as_bool(), reply["error"].as_str()),
             (status, Some(false), Some(code)),
@@ -912,14 +936,14 @@ async fn the_bad_input_suite_through_the_v1_adapter() {
     forged["purpose"] = json!("changed after signing");
     t.v1_refused("forged request", request_route, forged, 401, "bad_signature", &base).await;
     let (status, reply, _) =
-        t.post(request_route, v1.request(1, now_ms() - 900_000).to_string(), "application/json").await;
+        t.post_http(request_route, v1.request(1, now_ms() - 900_000).to_string(), "application/json").await;
     assert_eq!((status, reply["error"].as_str()), (400, Some("stale_timestamp")));
     assert!(reply["now"].as_u64().is_some_and(|n| n.abs_diff(now_ms()) < 60_000), "{reply}");
     t.v1_refused("not JSON", request_route, json!("text"), 400, "invalid_json", &base).await;
     t.v1_refused("wrong type", request_route, json!({"type": "ping"}), 400, "invalid_type", &base).await;
-    let (status, _, _) = t.post(request_route, v1.request(1, now_ms()).to_string(), "text/plain").await;
+    let (status, _, _) = t.post_http(request_route, v1.request(1, now_ms()).to_string(), "text/plain").await;
     assert_eq!(status, 415);
-    let (status, _, _) = t.post(message_route, "x".repeat(300 * 1024), "application/json").await;
+    let (status, _, _) = t.post_http(message_route, "x".repeat(300 * 1024), "application/json").await;
     assert_eq!(status, 413);
 
     // Messages before any request: unknown sender.
@@ -928,10 +952,10 @@ async fn the_bad_input_suite_through_the_v1_adapter() {
     // A valid request is held for the owner; a replay gets the same answer byte for byte, and a
     // forged copy of the accepted id is refused for its signature.
     let good = v1.request(2, now_ms());
-    let (status, _, first) = t.post(request_route, good.to_string(), "application/json").await;
+    let (status, _, first) = t.post_http(request_route, good.to_string(), "application/json").await;
     assert_eq!(status, 200, "{first}");
     let after = counts(&t.node.home);
-    let (_, _, again) = t.post(request_route, good.to_string(), "application/json").await;
+    let (_, _, again) = t.post_http(request_route, good.to_string(), "application/json").await;
     assert_eq!(again, first);
     let mut zeroed = good.clone();
     zeroed["signature"] = json!(agentmesh_core::b64::encode([0u8; 64]));
@@ -951,12 +975,12 @@ async fn the_bad_input_suite_through_the_v1_adapter() {
     let mut tampered = v1.message(&me, "hi");
     tampered["body"]["text"] = json!("tampered");
     t.v1_refused("tampered message", message_route, tampered, 401, "bad_signature", &approved).await;
-    let (status, _, text) = t.post(message_route, v1.message(&me, "hello").to_string(), "application/json").await;
+    let (status, _, text) = t.post_http(message_route, v1.message(&me, "hello").to_string(), "application/json").await;
     assert_eq!(status, 200, "{text}");
 
     // A V1 agent posing under a contact's display name is flagged to the owner.
     let carol = V1Fake::new("agent-aaaaaaaaaaaa", "mallory");
-    let (status, _, _) = t.post(request_route, carol.request(3, now_ms()).to_string(), "application/json").await;
+    let (status, _, _) = t.post_http(request_route, carol.request(3, now_ms()).to_string(), "application/json").await;
     assert_eq!(status, 200);
     let flagged =
         incoming_requests(&t.node).await.into_iter().find(|r| r.peer_id == "agent-aaaaaaaaaaaa").expect("held");

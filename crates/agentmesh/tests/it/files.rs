@@ -290,7 +290,8 @@ async fn a_tampered_chunk_is_refused_and_fetched_again() {
     let tampered = Arc::new(Mutex::new(0u32));
     let proxy = tampering_proxy(Arc::clone(&upstream), Arc::clone(&tampered)).await;
     // Alice advertises the proxy: everything bob sends her, and every chunk he fetches, passes it.
-    let a = node_with(dir.path(), "alice", "", &[("AGENTMESH_ENDPOINT", &proxy)]).await;
+    // Over HTTP even when the suites run over iroh: the proxy is what this test is about.
+    let a = node_with(dir.path(), "alice", "[iroh]\nfirst = false\n", &[("AGENTMESH_ENDPOINT", &proxy)]).await;
     *upstream.lock().expect("lock") = a.peer_url.clone();
     let b = node_with(dir.path(), "bob", AUTO, &[]).await;
     trust(&a, &b).await;
@@ -724,6 +725,8 @@ async fn stalling_sender(dir: &Path, name: &str, how: Stall) -> LocalNode {
     let proxy_url = format!("http://{}", listener.local_addr().expect("addr"));
     let home = dir.join(name);
     local::init(&exe(), &home, name, &["chat"]).expect("init");
+    // Over HTTP even when the suites run over iroh: the proxy is what stalls.
+    std::fs::write(home.join("config.toml"), "[iroh]\nfirst = false\n").expect("config");
     let node =
         LocalNode::start(&exe(), &home, "127.0.0.1:0", &[("AGENTMESH_ENDPOINT", &proxy_url)]).await.expect("start");
     let (upstream, http) = (node.peer_url.clone(), agentmesh_node::net::client(&Default::default()).expect("client"));

@@ -17,6 +17,7 @@ mod gossip;
 mod hooks;
 mod hostile;
 mod injection;
+mod iroh;
 mod keys;
 mod mcp;
 mod mdns;
