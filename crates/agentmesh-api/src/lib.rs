@@ -17,9 +17,9 @@ pub mod model;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, UnknownErrorCode};
 pub use model::{
     A2aClient, Call, CallLine, CallState, ClockSkew, ContactRequest, Direction, Escalation, EscalationState, Event,
-    KeyMismatch, KnownAgent, LineKind, LoggedEvent, Message, MessageStatus, MismatchDirection, Peer, PeerPath,
-    RequestStatus, Side, Source, Status, StreamNotice, Task, TaskDetail, TaskEntry, TaskEntryKind, TaskState,
-    Transcript, Transfer, TransferState, TrustReason, TrustState, UnknownName,
+    KeyMismatch, KnownAgent, LineKind, LoggedEvent, Message, MessageStatus, MismatchDirection, PathCounts, Peer,
+    PeerPath, RelayState, RequestStatus, Side, Source, Status, StreamNotice, Task, TaskDetail, TaskEntry,
+    TaskEntryKind, TaskState, Transcript, Transfer, TransferState, TrustReason, TrustState, UnknownName,
 };
 
 pub use agentmesh_core::{AgentCard, AgentId, PeerId, Protocol};

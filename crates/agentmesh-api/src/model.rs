@@ -258,6 +258,26 @@ pub struct Peer {
     pub path: Option<PeerPath>,
 }
 
+/// Peer endpoints that answered lately, by the kind of path ([`PeerPath::kind`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathCounts {
+    /// Over HTTP.
+    pub http: u64,
+    /// Over iroh, straight to an address.
+    pub direct: u64,
+    /// Over iroh, through a relay.
+    pub relayed: u64,
+}
+
+/// A relay server our iroh endpoint keeps a connection to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayState {
+    /// Its URL.
+    pub url: String,
+    /// Whether the connection is up now.
+    pub connected: bool,
+}
+
 /// How a peer is reached: which of its endpoints, which carrier, and how the bytes go.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerPath {
@@ -903,6 +923,16 @@ pub struct Status {
     /// The URL our card advertises.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Every endpoint our card lists, in its order of preference (while running).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// Peer endpoints that answered this node's last exchange with them, by the kind of path
+    /// (while running).
+    #[serde(default)]
+    pub paths: PathCounts,
+    /// The relays our iroh endpoint keeps a connection to, and whether it is up now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<RelayState>,
     /// Protocols we speak.
     #[serde(default)]
     pub protocols: Vec<String>,

@@ -187,6 +187,12 @@ pub trait Carrier: Send + Sync {
         let _ = endpoint;
         None
     }
+
+    /// The relay servers it keeps a connection to (URL, whether the connection is up now);
+    /// none by default.
+    fn relays(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
 }
 
 /// Where a carrier's connection runs, as it knows it.
@@ -395,6 +401,28 @@ impl Carriers {
             },
         };
         Some(report)
+    }
+
+    /// Peers' endpoints that answered their last exchange, by the kind of path: `http`, or what
+    /// the carrier says (`direct`, `relayed`).
+    pub fn path_counts(&self) -> agentmesh_api::PathCounts {
+        let working: Vec<String> = {
+            let table = self.table();
+            table.iter().filter(|(_, h)| h.answered.is_some() && h.failures == 0).map(|(k, _)| k.clone()).collect()
+        };
+        let mut counts = agentmesh_api::PathCounts::default();
+        for text in working {
+            let endpoint: Endpoint = text.parse().unwrap_or_else(|never| match never {});
+            let Some(carrier) = self.reaching(&endpoint) else { continue };
+            match carrier.path(&endpoint).map(|p| p.kind) {
+                Some("direct") => counts.direct += 1,
+                Some("relayed") => counts.relayed += 1,
+                None if carrier.name() == "http" => counts.http += 1,
+                // A carrier that keeps connections, with none open now: not counted.
+                _ => {}
+            }
+        }
+        counts
     }
 
     /// Sends `request` to `peer`'s node: on each of its [`candidates`](Self::candidates) in turn

@@ -614,6 +614,39 @@ pub(crate) struct BenchArgs {
     /// verified, and report the throughput and both nodes' peak memory.
     #[arg(long, value_name = "MIB", conflicts_with_all = ["flood", "gossip", "hold_sockets", "events", "mcp", "calls", "tasks"])]
     pub(crate) file_mib: Option<u64>,
+    /// What carries the messages (or the file) between the two nodes: `http`, or `iroh` (QUIC
+    /// on loopback; both nodes also keep HTTP, the card lists iroh first).
+    #[arg(long, value_enum, default_value_t = BenchCarrier::Http)]
+    pub(crate) carrier: BenchCarrier,
+}
+
+/// A carrier `bench` can measure.
+#[cfg(feature = "dev-tools")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BenchCarrier {
+    /// HTTP/1.1 over TCP.
+    Http,
+    /// iroh: QUIC on loopback, direct.
+    Iroh,
+}
+
+#[cfg(feature = "dev-tools")]
+impl BenchCarrier {
+    /// The environment that gives a bench node this carrier.
+    pub(crate) fn env(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            BenchCarrier::Http => &[("AGENTMESH_IROH_LISTEN", "")],
+            BenchCarrier::Iroh => &[("AGENTMESH_IROH_LISTEN", "127.0.0.1:0")],
+        }
+    }
+
+    /// Its name in reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            BenchCarrier::Http => "http",
+            BenchCarrier::Iroh => "iroh",
+        }
+    }
 }
 
 /// `send-file` arguments.

@@ -25,6 +25,15 @@ pub async fn status(node: &Arc<Node>, listen: &str) -> Result<Status, Error> {
         running: true,
         listen: Some(listen.to_owned()),
         endpoint: Some(node.endpoint().to_owned()),
+        endpoints: node.endpoints().to_vec(),
+        paths: node.carriers().path_counts(),
+        relays: node
+            .carriers()
+            .all()
+            .iter()
+            .flat_map(|c| c.relays())
+            .map(|(url, connected)| agentmesh_api::RelayState { url, connected })
+            .collect(),
         protocols: keys.card.protocols.clone(),
         capabilities: keys.card.capabilities.clone(),
         peers: stats.peers,

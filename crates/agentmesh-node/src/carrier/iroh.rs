@@ -223,6 +223,16 @@ impl Carrier for IrohCarrier {
         })
     }
 
+    fn relays(&self) -> Vec<(String, bool)> {
+        use iroh::Watcher as _;
+        self.endpoint
+            .home_relay_status()
+            .get()
+            .iter()
+            .map(|r| (r.url().to_string().trim_end_matches('/').to_owned(), r.is_connected()))
+            .collect()
+    }
+
     fn path(&self, endpoint: &Endpoint) -> Option<LivePath> {
         let Endpoint::Iroh(target) = endpoint else { return None };
         let connection = self.table().get(&target.id).filter(|c| c.close_reason().is_none())?.clone();

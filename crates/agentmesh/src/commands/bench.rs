@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::cli::BenchArgs;
+use crate::cli::BenchCarrier;
 use crate::output;
 
 pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
@@ -38,7 +39,7 @@ pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
         return super::bench_calls::run(ctx, rounds, args.size).await;
     }
     if let Some(mib) = args.file_mib {
-        return super::bench_files::run(ctx, mib).await;
+        return super::bench_files::run(ctx, mib, args.carrier).await;
     }
     if let Some(messages) = args.events {
         return super::bench_events::run(ctx, messages, args.size).await;
@@ -46,7 +47,7 @@ pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     if args.messages == 0 || args.concurrency == 0 || args.size == 0 {
         bail!("--messages, --concurrency and --size must be at least 1");
     }
-    let (_dir, mut sender, mut receiver) = pair("agentmesh-bench-").await?;
+    let (_dir, mut sender, mut receiver) = pair_over("agentmesh-bench-", args.carrier).await?;
     let idle = (sender.memory_kib(), receiver.memory_kib());
     // Trust, the real way.
     trust(&sender, &receiver).await?;
@@ -58,6 +59,8 @@ pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     let cpu = |n: &LocalNode| n.pid().and_then(local::cpu_seconds).unwrap_or(0.0);
     let cpu_before = (cpu(&sender), cpu(&receiver), local::cpu_seconds(std::process::id()).unwrap_or(0.0));
     let (elapsed, mut latencies) = blast(&sender, &receiver.agent_id, &body, args.messages, args.concurrency).await?;
+    // What carried them, as the sender saw it.
+    let path = path_to(&sender, &receiver).await;
     let cpu_used = (
         cpu(&sender) - cpu_before.0,
         cpu(&receiver) - cpu_before.1,
@@ -80,6 +83,8 @@ pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
         k.map(|(hwm, rss)| ((if peak { hwm } else { rss }) as f64 / 1024.0 * 10.0).round() / 10.0)
     };
     let report = json!({
+        "carrier": args.carrier.name(),
+        "path": path,
         "messages": args.messages,
         "concurrency": args.concurrency,
         "size_bytes": args.size,
@@ -105,7 +110,13 @@ pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     if ctx.json {
         output::json_doc(&report);
     } else {
-        output::line(&format!("{} messages of {} bytes, concurrency {}", args.messages, args.size, args.concurrency));
+        output::line(&format!(
+            "{} messages of {} bytes, concurrency {}, over {}",
+            args.messages,
+            args.size,
+            args.concurrency,
+            path.as_str().unwrap_or("an unknown path")
+        ));
         output::line(&format!("  throughput   {:.0} messages/s ({:.2} s)", rate, elapsed.as_secs_f64()));
         output::line(&format!(
             "  send→receipt p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
@@ -131,6 +142,22 @@ pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
 /// (a bench floods its peer on purpose, and a call's answers flood back), in a temporary directory that lives as long as the
 /// returned guard.
 pub(super) async fn pair(prefix: &str) -> Result<(tempfile::TempDir, LocalNode, LocalNode)> {
+    pair_over(prefix, BenchCarrier::Http).await
+}
+
+/// `sender`'s path to `receiver` (`iroh direct 127.0.0.1:…`, `http http://…`), as `check` says it.
+pub(super) async fn path_to(sender: &LocalNode, receiver: &LocalNode) -> serde_json::Value {
+    match sender.client.health(&receiver.agent_id).await.ok().and_then(|h| h.peer.path) {
+        Some(p) => json!(format!("{} {}", p.carrier, p.via.unwrap_or(p.endpoint)).replace("http http", "http")),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// [`pair`], the two talking over `carrier`.
+pub(super) async fn pair_over(
+    prefix: &str,
+    carrier: BenchCarrier,
+) -> Result<(tempfile::TempDir, LocalNode, LocalNode)> {
     let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
     let exe = std::env::current_exe()?;
     let (a_home, b_home) = (dir.path().join("sender"), dir.path().join("receiver"));
@@ -140,8 +167,8 @@ pub(super) async fn pair(prefix: &str) -> Result<(tempfile::TempDir, LocalNode, 
         std::fs::write(home.join("config.toml"), "messages_per_minute = 0\n")
             .context("writing a bench node's config")?;
     }
-    let sender = LocalNode::start(&exe, &a_home, "127.0.0.1:0", &[]).await?;
-    let receiver = LocalNode::start(&exe, &b_home, "127.0.0.1:0", &[]).await?;
+    let sender = LocalNode::start(&exe, &a_home, "127.0.0.1:0", carrier.env()).await?;
+    let receiver = LocalNode::start(&exe, &b_home, "127.0.0.1:0", carrier.env()).await?;
     Ok((dir, sender, receiver))
 }
 

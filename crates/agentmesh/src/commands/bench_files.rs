@@ -12,10 +12,11 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::Ctx;
-use super::bench::trust;
+use super::bench::{path_to, trust};
+use crate::cli::BenchCarrier;
 use crate::output;
 
-pub(crate) async fn run(ctx: &Ctx, mib: u64) -> Result<()> {
+pub(crate) async fn run(ctx: &Ctx, mib: u64, carrier: BenchCarrier) -> Result<()> {
     if mib == 0 {
         bail!("--file-mib needs at least 1");
     }
@@ -26,8 +27,8 @@ pub(crate) async fn run(ctx: &Ctx, mib: u64) -> Result<()> {
     local::init(&exe, &b_home, "receiver", &[])?;
     std::fs::write(b_home.join("config.toml"), "file_auto_accept = true\nmax_file_bytes = 1099511627776\n")
         .context("writing the receiver's config")?;
-    let mut sender = LocalNode::start(&exe, &a_home, "127.0.0.1:0", &[]).await?;
-    let mut receiver = LocalNode::start(&exe, &b_home, "127.0.0.1:0", &[]).await?;
+    let mut sender = LocalNode::start(&exe, &a_home, "127.0.0.1:0", carrier.env()).await?;
+    let mut receiver = LocalNode::start(&exe, &b_home, "127.0.0.1:0", carrier.env()).await?;
     trust(&sender, &receiver).await?;
     let idle = (rss(&sender).1, rss(&receiver).1);
 
@@ -94,11 +95,15 @@ pub(crate) async fn run(ctx: &Ctx, mib: u64) -> Result<()> {
     if !confirmed {
         bail!("the sender never saw the transfer confirmed");
     }
+    // The fetches go receiver → sender: that is the path the bytes took.
+    let path = path_to(&receiver, &sender).await;
     let (a_ok, b_ok) = (sender.stop().await, receiver.stop().await);
     let secs = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
     let mb_s = |d: Duration| (size as f64 / 1e6 / d.as_secs_f64()).round();
     let transfer = finished - offered;
     let report = json!({
+        "carrier": carrier.name(),
+        "path": path,
         "file_mib": mib,
         "chunk_bytes": done.chunk_size,
         "hash_and_offer_s": secs(offered - started),
@@ -116,7 +121,11 @@ pub(crate) async fn run(ctx: &Ctx, mib: u64) -> Result<()> {
     if ctx.json {
         output::json_doc(&report);
     } else {
-        output::line(&format!("one {mib} MiB file, encrypted in {} KiB chunks, verified", done.chunk_size / 1024));
+        output::line(&format!(
+            "one {mib} MiB file, encrypted in {} KiB chunks, verified, over {}",
+            done.chunk_size / 1024,
+            path.as_str().unwrap_or("an unknown path")
+        ));
         output::line(&format!(
             "  transfer     {} s, {} MB/s (offer accepted → saved and verified)",
             report["transfer_s"], report["transfer_mb_per_s"]

@@ -83,6 +83,9 @@ async fn offline_status(ctx: &Ctx) -> Result<Status> {
         running: false,
         listen: None,
         endpoint: profile.endpoint,
+        endpoints: Vec::new(),
+        paths: Default::default(),
+        relays: Vec::new(),
         protocols: Vec::new(),
         capabilities: profile.capabilities,
         peers: stats.peers,
@@ -118,6 +121,17 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<()> {
             output::text(status.listen.as_deref()),
             output::text(status.endpoint.as_deref())
         ));
+        for other in status.endpoints.iter().filter(|e| Some(e.as_str()) != status.endpoint.as_deref()) {
+            output::line(&format!("            and {}", output::clean(other, false)));
+        }
+        for relay in &status.relays {
+            let state = if relay.connected { "connected" } else { "NOT connected" };
+            output::line(&format!("relay       {} {state}", output::clean(&relay.url, false)));
+        }
+        let p = status.paths;
+        if p.http + p.direct + p.relayed > 0 {
+            output::line(&format!("paths       {} direct, {} relayed, {} over HTTP", p.direct, p.relayed, p.http));
+        }
     } else {
         output::line(&format!("node        not running (start: agentmesh up --home {})", ctx.home.root().display()));
     }

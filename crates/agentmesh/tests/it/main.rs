@@ -21,6 +21,7 @@ mod iroh;
 mod keys;
 mod mcp;
 mod mdns;
+mod nat;
 mod registry;
 mod scan;
 mod secrets;
