@@ -109,13 +109,6 @@ impl IrohCarrier {
         Ok(connection)
     }
 
-    /// Forgets the connection kept for `id`, closing it.
-    fn forget_id(&self, id: &[u8; 32]) {
-        if let Some(connection) = self.table().remove(id) {
-            connection.close(0u32.into(), b"no answer");
-        }
-    }
-
     /// Forgets `connection` for `id` (it failed), unless another took its place.
     fn forget(&self, id: &[u8; 32], connection: &Connection) {
         let mut table = self.table();
@@ -129,17 +122,18 @@ impl IrohCarrier {
     async fn stream(
         &self,
         target: &IrohEndpoint,
-    ) -> Result<(iroh::endpoint::SendStream, iroh::endpoint::RecvStream), CarrierError> {
+    ) -> Result<(Connection, iroh::endpoint::SendStream, iroh::endpoint::RecvStream), CarrierError> {
         let connection = self.connection(target).await?;
         match connection.open_bi().await {
-            Ok(streams) => Ok(streams),
+            Ok((send, recv)) => Ok((connection, send, recv)),
             Err(_) => {
                 self.forget(&target.id, &connection);
                 let connection = self.connection(target).await?;
-                connection.open_bi().await.map_err(|e| {
+                let (send, recv) = connection.open_bi().await.map_err(|e| {
                     self.forget(&target.id, &connection);
                     unsent(format!("opening a stream to iroh:{}: {e}", short(&target.id)))
-                })
+                })?;
+                Ok((connection, send, recv))
             }
         }
     }
@@ -176,7 +170,7 @@ impl Carrier for IrohCarrier {
             let limit = request.timeout.unwrap_or(self.timeout);
             let deadline = Instant::now() + limit;
             let late = || format!("no answer from iroh:{} within {} ms", short(&target.id), limit.as_millis());
-            let (send, recv) =
+            let (connection, send, recv) =
                 tokio::time::timeout_at(deadline, self.stream(target)).await.map_err(|_| unsent(late()))??;
             let io = TokioIo::new(tokio::io::join(recv, send));
             let exchange = async {
@@ -207,8 +201,8 @@ impl Carrier for IrohCarrier {
                 Ok(answer) => answer,
                 Err(e) => {
                     // The connection may be dead without QUIC knowing yet (the peer's process
-                    // went away): the next request dials afresh.
-                    self.forget_id(&target.id);
+                    // went away): the next request dials afresh, those in flight on it finish.
+                    self.forget(&target.id, &connection);
                     return Err(e);
                 }
             };
