@@ -215,7 +215,7 @@ pub struct Config {
 }
 
 /// `[iroh]`: the iroh carrier. Peers dial the node by its iroh endpoint id (the public half of
-/// `<home>/iroh.key`, listed in the signed card), directly when they can reach one of its
+/// `<home>/keys/iroh.key`, listed in the signed card), directly when they can reach one of its
 /// addresses or a hole can be punched, else through one of `relays`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]

@@ -18,9 +18,12 @@
 //! cards, gossip and the registry carry the addresses.
 //!
 //! **Bounds.** Connections are admitted like TCP ones ([`crate::admission`], keyed by the remote
-//! endpoint id); streams per connection are QUIC's (iroh's default, 100 at once); request heads
-//! are bounded in size and time; a dialled connection is kept for reuse, at most
-//! [`MAX_CONNECTIONS`], and every exchange is bounded by the request's timeout.
+//! endpoint id); a peer may open [`MAX_STREAMS`] request streams at once on a connection and no
+//! unidirectional one, and QUIC flow control bounds what it sends us unread
+//! ([`STREAM_RECEIVE_WINDOW`], [`RECEIVE_WINDOW`]); request heads are bounded in size and time;
+//! one dial at a time per peer, the connection kept for reuse while used (at most
+//! [`MAX_CONNECTIONS`]), and every exchange, its answer's body included, is bounded by the
+//! request's timeout.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -52,6 +55,18 @@ pub(crate) const ALPN: &[u8] = b"agentmesh/1";
 /// Most connections dialled and kept for reuse; past it, closed ones go first, then any.
 pub(crate) const MAX_CONNECTIONS: usize = 1024;
 
+/// Request streams a peer may have open at once on one connection.
+pub(crate) const MAX_STREAMS: u32 = 32;
+
+/// Bytes a peer may send on one stream ahead of our reading them (QUIC flow control).
+pub(crate) const STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
+
+/// Bytes a peer may send on one connection, all streams together, ahead of our reading them.
+pub(crate) const RECEIVE_WINDOW: u32 = 4 << 20;
+
+/// A kept connection unused this long is let go (its keep-alives would hold it open forever).
+const KEEP_UNUSED: Duration = Duration::from_secs(60);
+
 /// A connection that hears nothing from its peer this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -63,23 +78,43 @@ pub(crate) struct IrohCarrier {
     endpoint: iroh::Endpoint,
     /// The node's `outbound_timeout_ms`, for requests without a timeout of their own.
     timeout: Duration,
-    /// Connections we dialled, by endpoint id.
-    connections: Mutex<HashMap<[u8; 32], Connection>>,
+    /// Connections we dialled, by endpoint id, with when each was last used.
+    connections: Mutex<HashMap<[u8; 32], (Connection, Instant)>>,
+    /// One dial at a time per endpoint id: concurrent sends wait for it and share its connection.
+    dialing: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl IrohCarrier {
     fn new(endpoint: iroh::Endpoint, timeout: Duration) -> Self {
-        IrohCarrier { endpoint, timeout, connections: Mutex::new(HashMap::new()) }
+        IrohCarrier { endpoint, timeout, connections: Mutex::new(HashMap::new()), dialing: Mutex::new(HashMap::new()) }
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Connection>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Connection, Instant)>> {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kept connection to `id` while it is open, marked used now.
+    fn kept(&self, id: &[u8; 32]) -> Option<Connection> {
+        let mut table = self.table();
+        let (connection, used) = table.get_mut(id).filter(|(c, _)| c.close_reason().is_none())?;
+        *used = Instant::now();
+        Some(connection.clone())
     }
 
     /// A connection to `target`: the one kept, while it is open, else a new one.
     async fn connection(&self, target: &IrohEndpoint) -> Result<Connection, CarrierError> {
-        if let Some(open) = self.table().get(&target.id).filter(|c| c.close_reason().is_none()) {
-            return Ok(open.clone());
+        if let Some(open) = self.kept(&target.id) {
+            return Ok(open);
+        }
+        let turn = {
+            let mut dialing = self.dialing.lock().unwrap_or_else(|p| p.into_inner());
+            // Locks nobody holds or waits for are dropped (bounded like the table).
+            dialing.retain(|_, lock| Arc::strong_count(lock) > 1);
+            Arc::clone(dialing.entry(target.id).or_default())
+        };
+        let _turn = turn.lock().await;
+        if let Some(open) = self.kept(&target.id) {
+            return Ok(open);
         }
         let id = iroh::PublicKey::from_bytes(&target.id).map_err(|e| unsent(format!("endpoint id: {e}")))?;
         let mut addr = EndpointAddr::new(id);
@@ -97,22 +132,22 @@ impl IrohCarrier {
             .await
             .map_err(|e| unsent(format!("connecting to iroh:{}: {e}", short(&target.id))))?;
         let mut table = self.table();
-        if table.len() >= MAX_CONNECTIONS {
-            table.retain(|_, c| c.close_reason().is_none());
-        }
+        // Closed connections and those unused for a while go (dropping our handle lets QUIC
+        // close them once the requests still on them end); past the cap, the least recently used.
+        table.retain(|_, (c, used)| c.close_reason().is_none() && used.elapsed() < KEEP_UNUSED);
         if table.len() >= MAX_CONNECTIONS
-            && let Some(any) = table.keys().next().copied()
+            && let Some(oldest) = table.iter().min_by_key(|(_, (_, used))| *used).map(|(id, _)| *id)
         {
-            table.remove(&any);
+            table.remove(&oldest);
         }
-        table.insert(target.id, connection.clone());
+        table.insert(target.id, (connection.clone(), Instant::now()));
         Ok(connection)
     }
 
     /// Forgets `connection` for `id` (it failed), unless another took its place.
     fn forget(&self, id: &[u8; 32], connection: &Connection) {
         let mut table = self.table();
-        if table.get(id).is_some_and(|c| c.stable_id() == connection.stable_id()) {
+        if table.get(id).is_some_and(|(c, _)| c.stable_id() == connection.stable_id()) {
             table.remove(id);
         }
     }
@@ -175,7 +210,7 @@ impl Carrier for IrohCarrier {
             let io = TokioIo::new(tokio::io::join(recv, send));
             let exchange = async {
                 let (mut sender, connection) =
-                    hyper::client::conn::http1::handshake(io).await.map_err(|e| sent(e.to_string()))?;
+                    hyper::client::conn::http1::handshake(io).await.map_err(|e| unsent(e.to_string()))?;
                 tokio::spawn(async move {
                     let _ = connection.await;
                 });
@@ -212,7 +247,23 @@ impl Carrier for IrohCarrier {
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
-            let body = answer.into_body().into_data_stream().map_err(|e| sent(e.to_string())).boxed();
+            // The whole answer, body included, within the request's time (as over HTTP): a peer
+            // that sends a head and then stalls cannot hold the caller.
+            let raw = answer.into_body().into_data_stream().map_err(|e| sent(e.to_string())).boxed();
+            let stalled =
+                format!("the answer of iroh:{} did not end within {} ms", short(&target.id), limit.as_millis());
+            let body = futures_util::stream::unfold(Some(raw), move |state| {
+                let stalled = stalled.clone();
+                async move {
+                    let mut raw = state?;
+                    match tokio::time::timeout_at(deadline, raw.next()).await {
+                        Ok(Some(item)) => Some((item, Some(raw))),
+                        Ok(None) => None,
+                        Err(_) => Some((Err(sent(stalled)), None)),
+                    }
+                }
+            })
+            .boxed();
             Ok(Response::new(status, declared_len, body))
         })
     }
@@ -229,7 +280,7 @@ impl Carrier for IrohCarrier {
 
     fn path(&self, endpoint: &Endpoint) -> Option<LivePath> {
         let Endpoint::Iroh(target) = endpoint else { return None };
-        let connection = self.table().get(&target.id).filter(|c| c.close_reason().is_none())?.clone();
+        let connection = self.table().get(&target.id).filter(|(c, _)| c.close_reason().is_none())?.0.clone();
         let paths = connection.paths();
         let selected = paths.iter().find(|p| p.is_selected())?;
         let (kind, via) = match selected.remote_addr() {
@@ -360,9 +411,18 @@ impl StartCarrier for IrohStart {
                 RelayMode::Custom(map)
             };
             let roots = trusted_roots(cx.config.tls_ca_file.as_deref())?;
-            // A peer whose process went away is noticed within 15 s (keep-alives every 5 s).
+            // A peer whose process went away is noticed within 15 s (keep-alives every 5 s). A
+            // peer opens at most MAX_STREAMS request streams at once on a connection and no
+            // unidirectional one, and what it sends us unread is bounded per stream and per
+            // connection (QUIC flow control), so one connection holds at most RECEIVE_WINDOW.
             let idle = iroh::endpoint::IdleTimeout::try_from(IDLE_TIMEOUT).context("idle timeout")?;
-            let transport = iroh::endpoint::QuicTransportConfig::builder().max_idle_timeout(Some(idle)).build();
+            let transport = iroh::endpoint::QuicTransportConfig::builder()
+                .max_idle_timeout(Some(idle))
+                .max_concurrent_uni_streams(0u32.into())
+                .max_concurrent_bidi_streams(MAX_STREAMS.into())
+                .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
+                .receive_window(RECEIVE_WINDOW.into())
+                .build();
             let endpoint = iroh::Endpoint::builder(presets::Minimal)
                 .secret_key(secret)
                 .transport_config(transport)
