@@ -131,16 +131,23 @@ pub fn client(options: &ClientOptions) -> Result<reqwest::Client> {
 
 /// Adds every certificate of a PEM text to `roots`; fails if there is none or one is invalid.
 fn add_pem_roots(roots: &mut rustls::RootCertStore, pem: &[u8]) -> Result<()> {
-    let mut added = 0;
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        let cert = cert.map_err(|e| anyhow::anyhow!("not valid PEM: {e}"))?;
+    for cert in pem_certificates(pem)? {
         roots.add(cert).map_err(|e| anyhow::anyhow!("not a usable CA certificate: {e}"))?;
-        added += 1;
-    }
-    if added == 0 {
-        bail!("no PEM certificate in it");
     }
     Ok(())
+}
+
+/// The certificates of a PEM text (an extra CA file).
+///
+/// Errors: a block is not valid PEM, or there is no certificate at all.
+pub(crate) fn pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("not valid PEM: {e}"))?;
+    if certs.is_empty() {
+        bail!("no PEM certificate in it");
+    }
+    Ok(certs)
 }
 
 /// What a reqwest error means for a request: whether it reached the peer, and what went wrong

@@ -39,7 +39,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use iroh::endpoint::{Connection, presets};
 use iroh::{EndpointAddr, RelayMap, RelayMode, RelayUrl};
 use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -486,9 +485,7 @@ fn trusted_roots(extra: Option<&std::path::Path>) -> anyhow::Result<Vec<Certific
     let mut roots = rustls_native_certs::load_native_certs().certs;
     if let Some(path) = extra {
         let pem = std::fs::read(path).with_context(|| format!("reading the CA file {}", path.display()))?;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            roots.push(cert.with_context(|| format!("CA file {}", path.display()))?);
-        }
+        roots.extend(crate::net::pem_certificates(&pem).with_context(|| format!("CA file {}", path.display()))?);
     }
     Ok(roots)
 }

@@ -145,10 +145,12 @@ pub(super) async fn pair(prefix: &str) -> Result<(tempfile::TempDir, LocalNode, 
     pair_over(prefix, BenchCarrier::Http).await
 }
 
-/// `sender`'s path to `receiver` (`iroh direct 127.0.0.1:…`, `http http://…`), as `check` says it.
+/// `sender`'s path to `receiver`: `iroh 127.0.0.1:…` or the HTTP URL, as `check` says it.
 pub(super) async fn path_to(sender: &LocalNode, receiver: &LocalNode) -> serde_json::Value {
     match sender.client.health(&receiver.agent_id).await.ok().and_then(|h| h.peer.path) {
-        Some(p) => json!(format!("{} {}", p.carrier, p.via.unwrap_or(p.endpoint)).replace("http http", "http")),
+        // An HTTP path is its URL; an iroh one names the carrier and where it runs.
+        Some(p) if p.carrier == "http" => json!(p.endpoint),
+        Some(p) => json!(format!("{} {}", p.carrier, p.via.unwrap_or(p.endpoint))),
         None => serde_json::Value::Null,
     }
 }
